@@ -22,6 +22,7 @@ inside TensorFlow three notebooks later.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -153,16 +154,30 @@ def _isna(value: Any) -> bool:
 
 
 def require_columns(
-    df: pd.DataFrame, required: Iterable[str], *, source: str | Path
+    df: pd.DataFrame,
+    required: Iterable[str],
+    *,
+    source: str | Path,
+    line_offset: int | None = None,
 ) -> None:
-    """Raise :class:`DataError` naming every missing column and what is there."""
+    """Raise :class:`DataError` naming each missing column, the close name that
+    is there instead ("found 'itemid', did you mean 'item_id'?") and a row."""
+    required = tuple(required)
     missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"missing column(s) {missing}; found {list(df.columns)}",
-            source=source,
-            column=missing[0],
-        )
+    if not missing:
+        return
+    others = [str(c) for c in df.columns if c not in required]
+    squashed = {c.lower().replace("_", "").replace("-", "").replace(" ", ""): c for c in others}
+    hints = []
+    for column in missing:
+        close = ([squashed[column.replace("_", "")]] if column.replace("_", "") in squashed
+                 else difflib.get_close_matches(column, others, n=1, cutoff=0.6))
+        if close:
+            hints.append(f"found {close[0]!r}, did you mean {column!r}?")
+    message = " ".join([f"missing column(s) {missing}; found {list(df.columns)}.", *hints])
+    example, line = (_example(df, np.arange(len(df)) == 0, line_offset) if len(df)
+                     else (None, None))
+    raise DataError(message, source=source, column=missing[0], example=example, line=line)
 
 
 def require_non_empty(df: pd.DataFrame, *, source: str | Path) -> None:
@@ -209,7 +224,7 @@ def validate_items(
     ``line_offset`` maps a row position to its line in the source file (2 for a
     CSV with a header), so errors can say "line 17".
     """
-    require_columns(items, ITEM_REQUIRED, source=source)
+    require_columns(items, ITEM_REQUIRED, source=source, line_offset=line_offset)
     require_non_empty(items, source=source)
     _check_no_missing(items, "item_id", source=source, line_offset=line_offset)
     items["item_id"] = items["item_id"].astype(str)
@@ -232,9 +247,11 @@ def validate_items(
                             example=example, line=line)
         items["price"] = price.astype(float)
     if "image_path" in items:
-        items["image_path"] = items["image_path"].map(
-            lambda p: None if _isna(p) or str(p) == "" else str(p)
-        ).astype(object)
+        # An object column holding None: pandas 3 would turn None into NaN in a str column.
+        items["image_path"] = pd.Series(
+            [None if _isna(p) or str(p) == "" else str(p) for p in items["image_path"]],
+            index=items.index, dtype=object,
+        )
     return items
 
 
@@ -246,13 +263,18 @@ def validate_interactions(
     line_offset: int | None = None,
 ) -> pd.DataFrame:
     """Validate and normalise an interactions table in place; return it."""
-    require_columns(interactions, INTERACTION_REQUIRED, source=source)
-    if "rating" not in interactions and "event" not in interactions:
-        raise DataError(
-            f"needs a 'rating' or an 'event' column; found {list(interactions.columns)}",
-            source=source, column="rating",
-        )
+    require_columns(interactions, INTERACTION_REQUIRED, source=source, line_offset=line_offset)
     require_non_empty(interactions, source=source)
+    if "rating" not in interactions and "event" not in interactions:
+        others = [str(c) for c in interactions.columns if c not in INTERACTION_REQUIRED]
+        close = [f"found {hit[0]!r}, did you mean {wanted!r}?" for wanted in ("rating", "event")
+                 if (hit := difflib.get_close_matches(wanted, others, n=1, cutoff=0.6))]
+        example, line = _example(interactions, np.arange(len(interactions)) == 0, line_offset)
+        raise DataError(
+            " ".join([f"needs a 'rating' or an 'event' column; found "
+                      f"{list(interactions.columns)}.", *close[:1]]),
+            source=source, column="rating", example=example, line=line,
+        )
     for column in ("user_id", "item_id"):
         _check_no_missing(interactions, column, source=source, line_offset=line_offset)
         interactions[column] = interactions[column].astype(str)
@@ -290,30 +312,36 @@ def validate_queries(
     items: pd.DataFrame,
     *,
     source: str | Path = "queries",
+    judgements_source: str | Path | None = None,
+    line_offset: int | None = None,
 ) -> None:
-    """Validate queries and their graded judgements."""
-    require_columns(queries, QUERY_REQUIRED, source=source)
+    """Validate queries and their graded judgements in place."""
+    judgements_source = judgements_source or f"{source} (judgements)"
+    require_columns(queries, QUERY_REQUIRED, source=source, line_offset=line_offset)
+    require_non_empty(queries, source=source)
     queries["query_id"] = queries["query_id"].astype(str)
     queries["text"] = queries["text"].fillna("").astype(str)
     if judgements is None:
         raise DataError("queries come without judgements", source=source)
-    judgement_source = f"{source} (judgements)"
-    require_columns(judgements, JUDGEMENT_REQUIRED, source=judgement_source)
+    require_columns(judgements, JUDGEMENT_REQUIRED, source=judgements_source,
+                    line_offset=line_offset)
+    require_non_empty(judgements, source=judgements_source)
+    relevance = pd.to_numeric(judgements["relevance"], errors="coerce")
+    bad = ~relevance.isin(list(RELEVANCE_LABELS))
+    if bad.any():
+        example, line = _example(judgements, bad, line_offset)
+        raise DataError(f"relevance must be one of {list(RELEVANCE_LABELS)}",
+                        source=judgements_source, column="relevance", example=example, line=line)
+    judgements["relevance"] = relevance.astype("int64")
     judgements["query_id"] = judgements["query_id"].astype(str)
     judgements["item_id"] = judgements["item_id"].astype(str)
-    bad = ~judgements["relevance"].isin(list(RELEVANCE_LABELS))
-    if bad.any():
-        example, _ = _example(judgements, bad, None)
-        raise DataError("relevance must be 0, 1, 2 or 3", source=judgement_source,
-                        column="relevance", example=example)
-    judgements["relevance"] = judgements["relevance"].astype("int64")
     for column, known in (("query_id", set(queries["query_id"])),
                           ("item_id", set(items["item_id"]))):
         unknown = ~judgements[column].isin(known)
         if unknown.any():
-            example, _ = _example(judgements, unknown, None)
-            raise DataError(f"judgement(s) for unknown {column}", source=judgement_source,
-                            column=column, example=example)
+            example, line = _example(judgements, unknown, line_offset)
+            raise DataError(f"judgement(s) for unknown {column}", source=judgements_source,
+                            column=column, example=example, line=line)
 
 
 def implicit_label(interactions: pd.DataFrame) -> pd.Series:
