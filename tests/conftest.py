@@ -1,0 +1,72 @@
+"""Shared fixtures: the data mirror and smoke-profile runs of the notebook series."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import recsys_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any TensorFlow import)
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Which mirror folder each real data set needs.
+MIRROR_FOLDERS = {"movielens-100k": "ml-100k", "fashion": "fashion-product-images-small"}
+
+
+def find_mirror() -> Path | None:
+    """$RECSYS_DATA_DIR, else the shared read-only mirror beside the repository."""
+    configured = os.environ.get("RECSYS_DATA_DIR")
+    candidates = [Path(configured)] if configured else [REPO.parent / "shared" / "data"]
+    return next((p.resolve() for p in candidates if p.is_dir()), None)
+
+
+def require_mirror(dataset: str) -> Path | None:
+    """The data dir holding ``dataset``; skip the test with the reason if absent."""
+    if dataset not in MIRROR_FOLDERS:
+        return None
+    mirror = find_mirror()
+    if mirror is None or not (mirror / MIRROR_FOLDERS[dataset]).is_dir():
+        pytest.skip(f"{dataset}: no {MIRROR_FOLDERS[dataset]}/ in the data mirror "
+                    f"(set RECSYS_DATA_DIR to a folder holding it)")
+    return mirror
+
+
+@pytest.fixture(scope="session")
+def mirror_dir() -> Path:
+    mirror = find_mirror()
+    if mirror is None:
+        pytest.skip("no data mirror: set RECSYS_DATA_DIR")
+    return mirror
+
+
+class SeriesRuns:
+    """Runs the notebook series on the smoke profile, each notebook once per data set.
+
+    A test asks for the run of one data set up to a notebook prefix; notebooks
+    already executed in this session are not run again.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.done: dict[str, set[str]] = {}
+
+    def upto(self, dataset: str, stop: str) -> Path:
+        from recsys_utils.series import run_series, series_notebooks
+
+        data_dir = require_mirror(dataset)
+        run_dir = self.root / dataset
+        done = self.done.setdefault(dataset, set())
+        for notebook in series_notebooks():
+            prefix = notebook.name[:2]
+            if prefix > stop or prefix in done:
+                continue
+            run_series(dataset, "smoke", run_dir, data_dir=data_dir,
+                       start=prefix, stop=prefix, progress=False)
+            done.add(prefix)
+        return run_dir / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def series_runs(tmp_path_factory) -> SeriesRuns:
+    return SeriesRuns(tmp_path_factory.mktemp("series"))
