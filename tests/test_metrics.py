@@ -1,0 +1,316 @@
+"""Hand-computed checks of recsys_utils.metrics (arithmetic in the comments)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse
+
+from recsys_utils import metrics
+from recsys_utils.schema import DataError
+
+LOG2_3 = math.log2(3)  # discount at rank 2 is 1/log2(3)
+LOG2_5 = math.log2(5)  # rank 4
+
+
+# --------------------------------------------------------------------------
+# top_k / brute_force_top_k
+# --------------------------------------------------------------------------
+
+
+def test_top_k_orders_by_score_and_breaks_ties_by_lower_index():
+    scores = np.array([
+        [0.1, 0.5, 0.5, 0.9, 0.5],   # 3 first, then the three 0.5s by index: 1, 2, 4
+        [1.0, 1.0, 1.0, 1.0, 1.0],   # all tied -> 0, 1, 2
+    ])
+    np.testing.assert_array_equal(metrics.top_k(scores, 3), [[3, 1, 2], [0, 1, 2]])
+    # The tie straddles the cut: only the lowest-index 0.5s get in.
+    np.testing.assert_array_equal(metrics.top_k(scores[:1], 2), [[3, 1]])
+    np.testing.assert_array_equal(metrics.top_k(scores[:1], 5), [[3, 1, 2, 4, 0]])
+
+
+def test_top_k_is_deterministic_with_many_ties_across_blocks():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, size=(37, 50)).astype(np.float32)  # heavy ties
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :7]  # stable == lower index first
+    np.testing.assert_array_equal(metrics.top_k(scores, 7, batch_size=5), expected)
+
+
+@pytest.mark.parametrize("as_sparse", [False, True])
+def test_top_k_exclusion(as_sparse):
+    scores = np.array([[0.9, 0.8, 0.7, 0.6], [0.1, 0.2, 0.3, 0.4]])
+    exclude = np.array([[True, False, True, False], [False, False, False, True]])
+    mask = scipy.sparse.csr_matrix(exclude) if as_sparse else exclude
+    # Row 0 loses items 0 and 2 -> 1, 3; row 1 loses item 3 -> 2, 1.
+    np.testing.assert_array_equal(metrics.top_k(scores, 2, exclude=mask), [[1, 3], [2, 1]])
+    # k=3 but row 0 has only 2 allowed items: padded with -1, never an excluded item.
+    np.testing.assert_array_equal(metrics.top_k(scores, 3, exclude=mask), [[1, 3, -1], [2, 1, 0]])
+
+
+def test_top_k_excluded_ranks_below_minus_infinity():
+    scores = np.array([[-np.inf, 1.0, -np.inf]])
+    exclude = np.array([[True, False, False]])
+    # Item 2 (score -inf but allowed) beats excluded item 0 despite its lower index.
+    np.testing.assert_array_equal(metrics.top_k(scores, 3, exclude=exclude), [[1, 2, -1]])
+
+
+def test_top_k_rejects_bad_input():
+    scores = np.zeros((2, 4))
+    with pytest.raises(DataError, match="k=5 is out of range"):
+        metrics.top_k(scores, 5)
+    with pytest.raises(DataError, match="exclude has shape"):
+        metrics.top_k(scores, 2, exclude=np.zeros((2, 3), bool))
+    with pytest.raises(DataError, match="NaN"):
+        metrics.top_k(np.array([[0.0, np.nan]]), 1)
+    with pytest.raises(DataError, match="2-D"):
+        metrics.top_k(np.zeros(4), 1)
+
+
+@pytest.mark.parametrize("n_queries,batch_size", [(1, 1024), (64, 16), (65, 16), (63, 16), (50, 1)])
+def test_brute_force_top_k_matches_full_argsort(n_queries, batch_size):
+    rng = np.random.default_rng(n_queries)
+    queries = rng.normal(size=(n_queries, 8))
+    items = rng.normal(size=(301, 8))
+    full = queries @ items.T
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :20]
+    idx, sc = metrics.brute_force_top_k(queries, items, 20, batch_size=batch_size)
+    np.testing.assert_array_equal(idx, expected)
+    np.testing.assert_allclose(sc, np.take_along_axis(full, expected, axis=1), rtol=1e-12)
+    assert idx.shape == sc.shape == (n_queries, 20)
+
+
+def test_brute_force_top_k_with_exclusion_and_float32():
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(40, 4)).astype(np.float32)
+    items = rng.normal(size=(30, 4)).astype(np.float32)
+    exclude = scipy.sparse.random(40, 30, density=0.2, format="csr", random_state=2)
+    full = (queries.astype(np.float64) @ items.T.astype(np.float64))
+    full[exclude.toarray() != 0] = -np.inf
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :5]
+    idx, sc = metrics.brute_force_top_k(queries, items, 5, exclude=exclude, batch_size=7)
+    np.testing.assert_array_equal(idx, expected)
+    assert sc.dtype == np.float32
+    assert not np.isin(idx, -1).any()
+
+
+def test_brute_force_top_k_dimension_mismatch():
+    with pytest.raises(DataError, match="embedding sizes differ"):
+        metrics.brute_force_top_k(np.zeros((2, 3)), np.zeros((5, 4)), 1)
+
+
+# --------------------------------------------------------------------------
+# retrieval_metrics
+# --------------------------------------------------------------------------
+
+
+def test_retrieval_metrics_hand_case():
+    ranked = np.array([
+        [5, 1, 7, 2],   # q0: relevant {5, 7} at ranks 1 and 3
+        [0, 1, 2, 3],   # q1: relevant {3} at rank 4; {9} never retrieved
+        [4, 3, 2, 1],   # q2: relevant {8}, not in the list
+    ])
+    relevant = [{5, 7}, [3, 9], {8}]
+    out = metrics.retrieval_metrics(ranked, relevant, ks=(2, 4))
+    # q0: recall@2 = 1/2, recall@4 = 2/2
+    #     ndcg@2 = 1 / (1 + 1/log2 3)           (one hit at rank 1; ideal 2 hits)
+    #     ndcg@4 = (1 + 1/log2 4) / (1 + 1/log2 3) = (1 + 1/2) / (1 + 1/log2 3)
+    #     rr = 1
+    # q1: recall@2 = 0, recall@4 = 1/2, ndcg@2 = 0
+    #     ndcg@4 = (1/log2 5) / (1 + 1/log2 3)  (hit at rank 4; ideal min(2,4)=2 hits)
+    #     rr = 1/4
+    # q2: everything 0
+    ideal2 = 1 + 1 / LOG2_3
+    assert out["recall@2"] == pytest.approx((0.5 + 0 + 0) / 3)
+    assert out["recall@4"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert out["hit_rate@2"] == pytest.approx(1 / 3)
+    assert out["hit_rate@4"] == pytest.approx(2 / 3)
+    assert out["ndcg@2"] == pytest.approx((1 / ideal2) / 3)
+    assert out["ndcg@4"] == pytest.approx(((1 + 0.5) / ideal2 + (1 / LOG2_5) / ideal2) / 3)
+    assert out["mrr"] == pytest.approx((1 + 0.25 + 0) / 3)
+    assert out["n_queries"] == 3 and out["n_excluded"] == 0
+
+
+def test_retrieval_metrics_one_relevant_ndcg():
+    # Single target at rank 2: ndcg@K = (1/log2 3) / 1 for K >= 2 (ideal: one hit at rank 1).
+    out = metrics.retrieval_metrics(np.array([[4, 9, 1]]), np.array([9]), ks=(1, 3))
+    assert out["ndcg@1"] == 0
+    assert out["ndcg@3"] == pytest.approx(1 / LOG2_3)
+    assert out["mrr"] == pytest.approx(0.5)
+    assert out["recall@3"] == 1 and out["hit_rate@1"] == 0
+
+
+def test_retrieval_metrics_ideal_capped_at_k():
+    # 3 relevant, K = 2, both top-2 relevant -> ndcg@2 = 1 (ideal uses min(3, 2) = 2 hits)
+    # while recall@2 = 2/3.
+    out = metrics.retrieval_metrics(np.array([[1, 2, 0]]), [{0, 1, 2}], ks=(2,))
+    assert out["ndcg@2"] == pytest.approx(1.0)
+    assert out["recall@2"] == pytest.approx(2 / 3)
+
+
+def test_queries_without_relevant_items_are_excluded_and_counted():
+    ranked = np.array([[0, 1], [1, 0], [2, 3]])
+    out = metrics.retrieval_metrics(ranked, [{0}, set(), []], ks=(1,))
+    # Only q0 counts: hit at rank 1 -> all metrics 1.
+    assert out == {"recall@1": 1.0, "hit_rate@1": 1.0, "ndcg@1": 1.0, "mrr": 1.0,
+                   "n_queries": 1, "n_excluded": 2}
+
+
+def test_relevant_beyond_the_list_scores_zero():
+    out = metrics.retrieval_metrics(np.array([[0, 1, 2]]), [{7}], ks=(3,))
+    assert out["recall@3"] == 0 and out["ndcg@3"] == 0 and out["mrr"] == 0
+
+
+def test_minus_one_padding_never_hits():
+    out = metrics.retrieval_metrics(np.array([[3, -1, -1]]), [{3}], ks=(3,))
+    assert out["recall@3"] == 1
+    out = metrics.retrieval_metrics(np.array([[2, -1, -1], [-1, -1, -1]]), [{0}, {1}], ks=(3,))
+    assert out["recall@3"] == 0 and out["n_queries"] == 2
+
+
+def test_relevant_formats_agree():
+    ranked = np.array([[0, 1, 2], [2, 1, 0]])
+    as_sets = metrics.retrieval_metrics(ranked, [{1, 2}, {0}], ks=(2,))
+    dense = np.array([[False, True, True], [True, False, False]])
+    assert metrics.retrieval_metrics(ranked, dense, ks=(2,)) == as_sets
+    assert metrics.retrieval_metrics(ranked, scipy.sparse.csr_matrix(dense), ks=(2,)) == as_sets
+
+
+def test_k_larger_than_list_is_a_clear_error():
+    with pytest.raises(DataError, match=r"3 item\(s\) per query but ks=\[10\] needs 10"):
+        metrics.retrieval_metrics(np.zeros((2, 3), int) + [[0, 1, 2]], [{0}, {1}], ks=(10,))
+
+
+def test_retrieval_metrics_input_errors():
+    ranked = np.array([[0, 1], [1, 0]])
+    with pytest.raises(DataError, match="relevant has 1 entries but ranked has 2"):
+        metrics.retrieval_metrics(ranked, [{0}], ks=(1,))
+    with pytest.raises(DataError, match="more than once"):
+        metrics.retrieval_metrics(np.array([[0, 0]]), [{0}], ks=(2,))
+    with pytest.raises(DataError, match="integer"):
+        metrics.retrieval_metrics(ranked.astype(float), [{0}, {1}], ks=(1,))
+
+
+def test_per_query_frame_and_mean_agree():
+    rng = np.random.default_rng(3)
+    ranked = np.stack([rng.permutation(50)[:20] for _ in range(30)])
+    relevant = [set(rng.choice(50, size=rng.integers(0, 4), replace=False).tolist()) for _ in range(30)]
+    summary = metrics.retrieval_metrics(ranked, relevant, ks=(5, 20))
+    frame = metrics.retrieval_metrics(ranked, relevant, ks=(5, 20), per_query=True)
+    assert isinstance(frame, pd.DataFrame)
+    assert len(frame) == summary["n_queries"] == sum(bool(r) for r in relevant)
+    assert list(frame.index) == [i for i, r in enumerate(relevant) if r]
+    for column in ("recall@5", "ndcg@20", "hit_rate@20", "mrr"):
+        assert frame[column].mean() == pytest.approx(summary[column])
+    assert (frame["n_relevant"] == [len(r) for r in relevant if r]).all()
+
+
+def test_per_group():
+    ranked = np.array([[0, 1], [1, 0], [0, 1]])
+    table = metrics.per_group(metrics.retrieval_metrics, ["a", "b", "a"],
+                              ranked=ranked, relevant=np.array([0, 0, 1]), ks=(1,))
+    # a: q0 hit at 1 (rr 1), q2 hit at 2 (rr 1/2) -> recall@1 = 1/2, mrr = 3/4
+    # b: q1 hit at 2 -> recall@1 = 0, mrr = 1/2
+    assert table.loc["a", "recall@1"] == pytest.approx(0.5)
+    assert table.loc["a", "mrr"] == pytest.approx(0.75)
+    assert table.loc["b", "mrr"] == pytest.approx(0.5)
+    assert table.loc["all", "mrr"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert table["n_queries"].to_dict() == {"a": 2, "b": 1, "all": 3}
+
+
+# --------------------------------------------------------------------------
+# graded_metrics
+# --------------------------------------------------------------------------
+
+
+def test_graded_ndcg_hand_case():
+    # Judged: item 10 rel 3 (gain 7), item 11 rel 2 (gain 3), item 12 rel 0 (gain 0).
+    # Ranked: 12, 10, 99 (unjudged), 11
+    # DCG@4  = 0/1 + 7/log2 3 + 0/2 + 3/log2 5
+    # IDCG@4 = 7/1 + 3/log2 3 + 0/2        (all judged, sorted by gain)
+    # DCG@2 = 7/log2 3; IDCG@2 = 7 + 3/log2 3
+    ranked = np.array([[12, 10, 99, 11]])
+    gains = [{10: 3, 11: 2, 12: 0}]
+    out = metrics.graded_metrics(ranked, gains, ks=(2, 4), recall_ks=(1, 4))
+    assert out["ndcg@4"] == pytest.approx((7 / LOG2_3 + 3 / LOG2_5) / (7 + 3 / LOG2_3))
+    assert out["ndcg@2"] == pytest.approx((7 / LOG2_3) / (7 + 3 / LOG2_3))
+    # relevant (rel >= 1): {10, 11}; recall@1 = 0/2; recall@4 = 2/2; first relevant at rank 2.
+    assert out["recall@1"] == 0 and out["recall@4"] == 1
+    assert out["mrr"] == pytest.approx(0.5)
+    # threshold 3: only item 10 is relevant -> recall@4 = 1, mrr 1/2 still
+    strict = metrics.graded_metrics(ranked, gains, ks=(2,), recall_ks=(4,), relevant_threshold=3)
+    assert strict["recall@4"] == 1 and strict["mrr"] == pytest.approx(0.5)
+
+
+def test_graded_ideal_includes_unretrieved_judged_items():
+    # The best item (rel 3) is never retrieved: DCG@2 = 1/1 (rel 1 at rank 1, gain 2^1-1 = 1)
+    # IDCG@2 = 7 + 1/log2 3  (gains 7 and 1 ideally at ranks 1 and 2)
+    out = metrics.graded_metrics(np.array([[5, 6]]), [{5: 1, 8: 3}], ks=(2,), recall_ks=(2,))
+    assert out["ndcg@2"] == pytest.approx(1 / (7 + 1 / LOG2_3))
+    assert out["recall@2"] == pytest.approx(0.5)
+
+
+def test_graded_excludes_queries_without_relevant_items():
+    ranked = np.array([[0, 1], [0, 1]])
+    frame = metrics.graded_metrics(ranked, [{0: 2}, {1: 0}, ], ks=(1,), recall_ks=(2,), per_query=True)
+    assert list(frame.index) == [0]
+    out = metrics.graded_metrics(ranked, [{0: 2}, {}], ks=(1,), recall_ks=(2,))
+    assert out["n_queries"] == 1 and out["n_excluded"] == 1 and out["ndcg@1"] == 1
+
+
+def test_graded_errors():
+    with pytest.raises(DataError, match="needs 100"):
+        metrics.graded_metrics(np.array([[0, 1]]), [{0: 1}], ks=(1,))
+    with pytest.raises(DataError, match="one"):
+        metrics.graded_metrics(np.array([[0, 1]]), [{0: 1}, {1: 1}], ks=(1,), recall_ks=(2,))
+
+
+# --------------------------------------------------------------------------
+# Pointwise metrics and bootstrap
+# --------------------------------------------------------------------------
+
+
+def test_rmse_hand_case():
+    # errors 1, -1, 2 -> mean square (1 + 1 + 4)/3 = 2 -> sqrt 2
+    assert metrics.rmse([1, 2, 3], [2, 1, 5]) == pytest.approx(math.sqrt(2))
+    with pytest.raises(DataError, match="3 values"):
+        metrics.rmse([1, 2, 3], [1, 2])
+
+
+def test_auc_hand_case_with_ties():
+    # pairs (pos, neg): pos scores 0.8, 0.4; neg scores 0.4, 0.1
+    # 0.8>0.4 ✓, 0.8>0.1 ✓, 0.4=0.4 ½, 0.4>0.1 ✓ -> 3.5 / 4
+    assert metrics.auc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(0.875)
+    with pytest.raises(DataError, match="both"):
+        metrics.auc([1, 1], [0.1, 0.2])
+
+
+def test_auc_matches_sklearn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, size=2000)
+    s = np.round(rng.normal(size=2000) + y, 1)  # rounding creates ties
+    assert metrics.auc(y, s) == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
+
+
+def test_log_loss_hand_case():
+    # -(log 0.8 + log(1 - 0.4)) / 2 = -(log 0.8 + log 0.6) / 2
+    assert metrics.log_loss([1, 0], [0.8, 0.4]) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2)
+    # p = 0 for a positive is clipped to eps: -log(1e-7)
+    assert metrics.log_loss([1], [0.0]) == pytest.approx(-math.log(1e-7))
+    with pytest.raises(DataError, match="sigmoid"):
+        metrics.log_loss([1, 0], [2.5, -1.0])
+
+
+def test_bootstrap_ci():
+    values = np.random.default_rng(5).normal(loc=0.3, scale=0.1, size=400)
+    low, high = metrics.bootstrap_ci(values, n_boot=500, seed=0)
+    assert low < values.mean() < high
+    # Standard error 0.1/sqrt(400) = 0.005 -> 95% width ≈ 2 * 1.96 * 0.005 ≈ 0.0196
+    assert high - low == pytest.approx(0.0196, rel=0.2)
+    assert metrics.bootstrap_ci(values, n_boot=500, seed=0) == (low, high)  # seeded
+    assert metrics.bootstrap_ci(np.full(10, 0.5)) == (0.5, 0.5)
+    with pytest.raises(DataError, match="NaN"):
+        metrics.bootstrap_ci(np.array([0.1, np.nan]))
