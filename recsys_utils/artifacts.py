@@ -112,7 +112,8 @@ class Prepared:
     Attributes:
         dataset: the data set's registry name.
         items / interactions / users / queries / judgements: the schema tables.
-        attribute_columns: categorical item columns beyond ``category``.
+        attribute_columns: structured item columns models may use as features.
+        truth_columns: planted ground truth (synthetic only): labels, never features.
         splits: ``train``, ``validation``, ``test`` (warm items, the user's
             last interaction) and ``test_cold`` (held-out cold-start items).
         cold_items: ids of the cold-start items, never seen in training.
@@ -127,6 +128,7 @@ class Prepared:
     cold_items: list[str]
     feedback: str
     simulated_interactions: bool = False
+    truth_columns: list[str] = dataclasses.field(default_factory=list)
     users: pd.DataFrame | None = None
     queries: pd.DataFrame | None = None
     judgements: pd.DataFrame | None = None
@@ -164,6 +166,7 @@ def load_prepared(artifact_dir: str | Path) -> Prepared:
         cold_items=read_json(root / "splits" / "cold_items.json"),
         feedback=manifest["feedback"],
         simulated_interactions=bool(manifest["simulated_interactions"]),
+        truth_columns=list(manifest.get("truth_columns", [])),
         users=_read_optional(root / "users.parquet"),
         queries=_read_optional(root / "queries.parquet"),
         judgements=_read_optional(root / "judgements.parquet"),

@@ -40,12 +40,12 @@ def split_for_run(run: Run, dataset: Dataset) -> Splits:
 
 
 def vocabularies(dataset: Dataset) -> dict[str, list[str]]:
-    """Sorted distinct values of the ids, the category and every attribute."""
+    """Sorted distinct values of the ids, the category, the attributes and the truth columns."""
     vocab = {
         "user_id": sorted(dataset.interactions["user_id"].unique().tolist()),
         "item_id": sorted(dataset.items["item_id"].tolist()),
     }
-    for column in ["category", *dataset.attribute_columns]:
+    for column in ["category", *dataset.attribute_columns, *dataset.truth_columns]:
         vocab[column] = sorted(dataset.items[column].astype(str).unique().tolist())
     return vocab
 
@@ -80,6 +80,7 @@ def summarise(dataset: Dataset, splits: Splits) -> dict[str, Any]:
         "positive_share": float(implicit_label(interactions).mean()),
         "n_categories": int(items["category"].nunique()),
         "attribute_columns": list(dataset.attribute_columns),
+        "truth_columns": list(dataset.truth_columns),
         "items_without_interactions": int((per_item == 0).sum()),
         "top_10pct_items_share": float(top_decile.sum() / max(1, per_item.sum())),
         "popularity_gini": gini(per_item.to_numpy()),
@@ -129,6 +130,7 @@ def write_prepared(artifact_dir: str | Path, dataset: Dataset, splits: Splits) -
         {
             "dataset": dataset.name,
             "attribute_columns": list(dataset.attribute_columns),
+            "truth_columns": list(dataset.truth_columns),
             "feedback": dataset.feedback,
             "simulated_interactions": dataset.simulated_interactions,
             "report": dataset.report.as_dict() if dataset.report else None,

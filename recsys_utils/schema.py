@@ -99,8 +99,12 @@ class Dataset:
         name: registry name (``synthetic``, ``movielens-100k``, ...).
         items: the catalogue, one row per item.
         interactions: user-item events or ratings.
-        attribute_columns: categorical item columns beyond ``category``
-            (e.g. ``colour``, ``material``), in a stable order.
+        attribute_columns: structured categorical item columns beyond
+            ``category`` that models may use as features, in a stable order.
+        truth_columns: ground-truth item columns a generator planted (the
+            ``synthetic`` world's colour, material, style, pattern). They are
+            evaluation labels, never model features: models see them only
+            through text and images.
         users: optional user table.
         queries / judgements: optional search queries with graded relevance.
         simulated_interactions: True when interactions were simulated (the
@@ -112,6 +116,7 @@ class Dataset:
     items: pd.DataFrame
     interactions: pd.DataFrame
     attribute_columns: list[str]
+    truth_columns: list[str] = dataclasses.field(default_factory=list)
     users: pd.DataFrame | None = None
     queries: pd.DataFrame | None = None
     judgements: pd.DataFrame | None = None
