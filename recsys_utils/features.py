@@ -1,0 +1,500 @@
+"""Model inputs for retrieval and ranking (notebooks 04 and 05).
+
+From a prepared data set (items table, splits, feedback kind) this module
+builds, once, everything the TFRS models and their evaluation need, as numpy
+arrays:
+
+* **Vocabularies.** The item index is the row in the items table (the same
+  order as notebook 03's content vectors). The user index comes from the
+  *training* users only, sorted, starting at 1; index 0 is the out-of-vocabulary
+  (OOV) user, which every unknown user id maps to.
+* **Interaction examples** (one per row of a split): ``user``, ``item``,
+  ``history`` (the user's last ``H`` *training* items strictly before the row's
+  timestamp, most recent first, padded with -1; ``history_mask`` is 1 where a
+  slot holds an item), ``hour`` (0-23) and ``dow`` (0-6, Monday 0) of the row's
+  UTC timestamp, ``label`` (:func:`~recsys_utils.schema.implicit_label`) and,
+  for rating data, ``rating``. Strictly before in time means an item rated in
+  the same second as the target is *not* history: with ties we cannot tell the
+  order, and guessing could leak the target.
+* **Evaluation queries** (one per user of a split): the history is the user's
+  last ``H`` training interactions (all of them are before the test period by
+  construction of the splits), the context is the time of the user's first
+  interaction in the split (the moment the request would be made), and the
+  relevant items are all of the user's items in the split.
+* **Exclusions**: a sparse CSR ``(n_queries, n_items)`` matrix marking each
+  query user's training items, for "seen item removal" at evaluation.
+
+:func:`make_toy` builds a tiny planted world (users who like one category and
+colour) used by the tests and handy for a quick demonstration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse
+
+from .schema import DataError, implicit_label
+
+if TYPE_CHECKING:  # TensorFlow is imported lazily: building features needs no TF.
+    import tensorflow as tf
+
+__all__ = [
+    "OOV_USER",
+    "QuerySet",
+    "RecData",
+    "ToyWorld",
+    "Vocab",
+    "build_features",
+    "make_toy",
+    "to_dataset",
+]
+
+#: Index every unknown user maps to.
+OOV_USER = 0
+#: Value of an empty history slot.
+PAD = -1
+
+
+@dataclasses.dataclass
+class Vocab:
+    """String id <-> integer index maps.
+
+    Attributes:
+        item_ids: ``(n_items,)`` item id strings; item index = position (= row
+            of the items table).
+        user_ids: ``(n_users + 1,)`` user id strings; position 0 is the OOV
+            user (``"[OOV]"``), then the training users sorted.
+    """
+
+    item_ids: np.ndarray
+    user_ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        self._items = {s: i for i, s in enumerate(self.item_ids.tolist())}
+        self._users = {s: i for i, s in enumerate(self.user_ids.tolist()) if i != OOV_USER}
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        """Number of user indices including the OOV index 0."""
+        return len(self.user_ids)
+
+    def user_index(self, user_ids: Any) -> np.ndarray:
+        """``(n,)`` int32 user indices; unknown users map to :data:`OOV_USER` (0)."""
+        return np.fromiter((self._users.get(str(u), OOV_USER) for u in np.asarray(user_ids)),
+                           dtype=np.int32, count=len(np.asarray(user_ids)))
+
+    def item_index(self, item_ids: Any) -> np.ndarray:
+        """``(n,)`` int32 item indices; an id not in the items table raises DataError."""
+        ids = np.asarray(item_ids)
+        out = np.fromiter((self._items.get(str(i), -1) for i in ids), dtype=np.int32,
+                          count=len(ids))
+        if (out < 0).any():
+            bad = ids[np.flatnonzero(out < 0)[0]]
+            raise DataError(f"item id {bad!r} is not in the items table", column="item_id")
+        return out
+
+
+@dataclasses.dataclass
+class QuerySet:
+    """Evaluation queries of one split, one per user.
+
+    Attributes:
+        split: the split's name.
+        user_ids: ``(n_q,)`` user id strings.
+        features: model inputs, each ``(n_q, ...)``: ``user`` int32,
+            ``history`` int32 ``(n_q, H)``, ``history_mask`` float32
+            ``(n_q, H)``, ``hour`` / ``dow`` int32, ``timestamp`` int64.
+        relevant: per query the set of relevant item indices (the user's
+            items in the split).
+        exclude: CSR ``(n_q, n_items)`` bool, the user's training items.
+    """
+
+    split: str
+    user_ids: np.ndarray
+    features: dict[str, np.ndarray]
+    relevant: list[set[int]]
+    exclude: scipy.sparse.csr_matrix
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+
+@dataclasses.dataclass
+class RecData:
+    """Everything the retrieval and ranking models consume.
+
+    Attributes:
+        items: the items table (row order = item index).
+        vocab: :class:`Vocab`.
+        feedback: ``"rating"`` or ``"event"``.
+        history_length: ``H``.
+        splits: the split tables (``train``, ``validation``, ``test``,
+            ``test_cold``; missing ones are empty).
+        examples: per split, the interaction examples (see the module
+            docstring), each array ``(n_rows, ...)``.
+        item_counts: ``(n_items,)`` int64 training interactions per item.
+        warm_items: ``(n_items,)`` bool, item seen in training.
+        cold_items: ``(n_cold,)`` int64 indices of the held-out cold items.
+        train_matrix: CSR ``(n_users, n_items)`` bool, user index x training
+            items (row 0, the OOV user, is empty).
+        seed: seed for shuffles.
+    """
+
+    items: pd.DataFrame
+    vocab: Vocab
+    feedback: str
+    history_length: int
+    splits: dict[str, pd.DataFrame]
+    examples: dict[str, dict[str, np.ndarray]]
+    item_counts: np.ndarray
+    warm_items: np.ndarray
+    cold_items: np.ndarray
+    train_matrix: scipy.sparse.csr_matrix
+    seed: int
+    _train_sorted: dict[str, np.ndarray] = dataclasses.field(repr=False, default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return self.vocab.n_items
+
+    @property
+    def n_users(self) -> int:
+        return self.vocab.n_users
+
+    @property
+    def item_probability(self) -> np.ndarray:
+        """``(n_items,)`` float32 empirical training frequency ``count / total``."""
+        return (self.item_counts / max(self.item_counts.sum(), 1)).astype(np.float32)
+
+    def history_for(self, user_idx: np.ndarray, timestamps: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Last ``H`` training items of each user strictly before ``timestamps``.
+
+        Args:
+            user_idx: ``(n,)`` user indices.
+            timestamps: ``(n,)`` int64 seconds; ``None`` means after all
+                training (every training interaction counts).
+
+        Returns:
+            ``(history, mask)``: ``(n, H)`` int32 item indices, most recent
+            first, padded with -1, and the ``(n, H)`` float32 mask.
+        """
+        return _history(self._train_sorted, np.asarray(user_idx), timestamps, self.history_length)
+
+    def queries(self, split: str) -> QuerySet:
+        """One query per user of ``split`` (see :class:`QuerySet`)."""
+        frame = self.splits.get(split)
+        if frame is None:
+            raise DataError(f"unknown split {split!r}; have {sorted(self.splits)}")
+        if len(frame) == 0:
+            raise DataError(f"split {split!r} is empty: nothing to evaluate")
+        first = frame.sort_values(["user_id", "timestamp"], kind="stable").groupby(
+            "user_id", sort=True).first()
+        user_ids = first.index.to_numpy().astype(str)
+        user_idx = self.vocab.user_index(user_ids)
+        ts = first["timestamp"].to_numpy(np.int64)
+        history, mask = self.history_for(user_idx, None)
+        hour, dow = _clock(ts)
+        items = self.vocab.item_index(frame["item_id"].to_numpy())
+        position = pd.Index(user_ids).get_indexer(frame["user_id"].astype(str))
+        relevant: list[set[int]] = [set() for _ in user_ids]
+        for q, i in zip(position.tolist(), items.tolist()):
+            relevant[q].add(i)
+        exclude = self.train_matrix[user_idx]
+        features = {"user": user_idx, "history": history, "history_mask": mask,
+                    "hour": hour, "dow": dow, "timestamp": ts}
+        return QuerySet(split, user_ids, features, relevant, exclude.tocsr())
+
+    def user_features(self, user_ids: Any, timestamps: Any | None = None) -> dict[str, np.ndarray]:
+        """Query-tower inputs for arbitrary users (unknown ones get the OOV index
+        and an empty history); history = all their training items."""
+        user_ids = np.asarray(user_ids).astype(str)
+        user_idx = self.vocab.user_index(user_ids)
+        history, mask = self.history_for(user_idx, None)
+        ts = (np.zeros(len(user_ids), np.int64) if timestamps is None
+              else np.asarray(timestamps, dtype=np.int64))
+        hour, dow = _clock(ts)
+        return {"user": user_idx, "history": history, "history_mask": mask,
+                "hour": hour, "dow": dow, "timestamp": ts}
+
+
+def _clock(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hour of day (0-23) and day of week (Monday 0) of UTC unix seconds."""
+    ts = np.asarray(ts, dtype=np.int64)
+    hour = (ts // 3600) % 24
+    dow = (ts // 86400 + 3) % 7  # 1970-01-01 was a Thursday (3)
+    return hour.astype(np.int32), dow.astype(np.int32)
+
+
+def _sorted_train(train_users: np.ndarray, train_items: np.ndarray, train_ts: np.ndarray,
+                  n_users: int) -> dict[str, np.ndarray]:
+    """Training rows sorted by (user, time, row), with per-user start offsets."""
+    order = np.lexsort((np.arange(len(train_users)), train_ts, train_users))
+    users, ts = train_users[order], train_ts[order]
+    starts = np.searchsorted(users, np.arange(n_users + 1), side="left")
+    return {"users": users, "items": train_items[order], "ts": ts, "starts": starts}
+
+
+def _history(sorted_train: Mapping[str, np.ndarray], user_idx: np.ndarray,
+             timestamps: np.ndarray | None, length: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(user_idx)
+    if length <= 0:
+        return np.zeros((n, 0), np.int32), np.zeros((n, 0), np.float32)
+    starts = sorted_train["starts"]
+    begin, stop = starts[user_idx], starts[user_idx + 1]
+    if timestamps is None:
+        end = stop
+    else:
+        timestamps = np.asarray(timestamps, dtype=np.int64)
+        ts = sorted_train["ts"]
+        # Within each user's block (sorted by time), count rows with ts < t.
+        # One searchsorted over (user, time) pairs encoded as a single key.
+        lo, hi = ts.min(initial=0), ts.max(initial=0)
+        span = int(hi - lo) + 3
+        key = sorted_train["users"].astype(np.int64) * span + (ts - lo + 1)
+        q = np.clip(timestamps, lo - 1, hi + 1)
+        end = np.searchsorted(key, user_idx.astype(np.int64) * span + (q - lo + 1), side="left")
+        end = np.clip(end, begin, stop)
+    # Slot j holds the (j+1)-th most recent item: position end - 1 - j.
+    pos = end[:, None] - 1 - np.arange(length)[None, :]
+    valid = pos >= begin[:, None]
+    items = sorted_train["items"]
+    history = np.where(valid, items[np.clip(pos, 0, max(len(items) - 1, 0))] if len(items)
+                       else PAD, PAD).astype(np.int32)
+    return history, valid.astype(np.float32)
+
+
+def build_features(
+    prepared: Any,
+    *,
+    history_length: int = 10,
+    seed: int = 42,
+) -> RecData:
+    """Build :class:`RecData` from a prepared data set.
+
+    Args:
+        prepared: a :class:`~recsys_utils.artifacts.Prepared` (or any object
+            with ``items``, ``splits`` and ``feedback``; ``cold_items`` is used
+            when present, else cold = items absent from training that appear in
+            ``test_cold``).
+        history_length: ``H``, how many recent training items describe a user.
+        seed: for the deterministic shuffles of :func:`to_dataset`.
+
+    Returns:
+        :class:`RecData`. Example arrays, per split, shapes ``(n_rows,)``
+        unless noted: ``user``, ``item`` int32, ``history`` int32 ``(n, H)``,
+        ``history_mask`` float32 ``(n, H)``, ``hour``, ``dow`` int32,
+        ``timestamp`` int64, ``label`` float32 (0/1), and ``rating`` float32
+        when ``feedback == "rating"``.
+
+    Raises:
+        DataError: no training split, or interactions with unknown item ids.
+    """
+    if history_length < 0:
+        raise DataError(f"history_length must be >= 0, got {history_length}")
+    items = prepared.items.reset_index(drop=True)
+    feedback = prepared.feedback
+    if feedback not in ("rating", "event"):
+        raise DataError(f"feedback must be 'rating' or 'event', got {feedback!r}")
+    splits = {name: frame.reset_index(drop=True) for name, frame in prepared.splits.items()}
+    if "train" not in splits or len(splits["train"]) == 0:
+        raise DataError("the prepared data has no training interactions", source="splits")
+    train = splits["train"]
+    for name in ("validation", "test", "test_cold"):
+        splits.setdefault(name, train.iloc[:0])
+
+    item_ids = items["item_id"].astype(str).to_numpy()
+    user_ids = np.concatenate([["[OOV]"], np.sort(train["user_id"].astype(str).unique())])
+    vocab = Vocab(item_ids=item_ids, user_ids=user_ids.astype(object).astype(str))
+
+    t_users = vocab.user_index(train["user_id"].to_numpy())
+    t_items = vocab.item_index(train["item_id"].to_numpy())
+    t_ts = train["timestamp"].to_numpy(np.int64)
+    sorted_train = _sorted_train(t_users, t_items, t_ts, vocab.n_users)
+
+    counts = np.bincount(t_items, minlength=vocab.n_items).astype(np.int64)
+    train_matrix = scipy.sparse.csr_matrix(
+        (np.ones(len(t_items), dtype=bool), (t_users, t_items)),
+        shape=(vocab.n_users, vocab.n_items))
+    train_matrix.sum_duplicates()
+    train_matrix.data[:] = True
+
+    if getattr(prepared, "cold_items", None) is not None and len(prepared.cold_items):
+        cold = vocab.item_index(np.asarray(prepared.cold_items, dtype=str))
+    else:
+        seen_cold = vocab.item_index(splits["test_cold"]["item_id"].to_numpy())
+        cold = np.unique(seen_cold[counts[seen_cold] == 0])
+    if counts[cold].any():
+        raise DataError("a cold-start item appears in the training split", source="splits")
+
+    data = RecData(
+        items=items, vocab=vocab, feedback=feedback, history_length=history_length,
+        splits=splits, examples={}, item_counts=counts, warm_items=counts > 0,
+        cold_items=np.sort(cold).astype(np.int64), train_matrix=train_matrix, seed=seed,
+        _train_sorted=sorted_train,
+    )
+    for name, frame in splits.items():
+        data.examples[name] = _examples(data, frame)
+    return data
+
+
+def _examples(data: RecData, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    user = data.vocab.user_index(frame["user_id"].to_numpy())
+    item = data.vocab.item_index(frame["item_id"].to_numpy())
+    ts = frame["timestamp"].to_numpy(np.int64)
+    history, mask = data.history_for(user, ts)
+    hour, dow = _clock(ts)
+    out = {"user": user, "item": item, "history": history, "history_mask": mask,
+           "hour": hour, "dow": dow, "timestamp": ts,
+           "label": (implicit_label(frame).to_numpy().astype(np.float32) if len(frame)
+                     else np.zeros(0, np.float32))}
+    if data.feedback == "rating":
+        out["rating"] = frame["rating"].to_numpy(np.float32)
+    return out
+
+
+def to_dataset(
+    features: Mapping[str, np.ndarray],
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    seed: int = 42,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """A batched ``tf.data.Dataset`` of feature dicts.
+
+    The shuffle is seeded (same order every run for a given seed) and reshuffled
+    each epoch from that seed, so two runs with the same seed see the same
+    batches. ``drop_remainder=True`` keeps batch shapes static, which
+    multi-replica strategies prefer.
+    """
+    import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    import tensorflow as tf
+
+    n = len(next(iter(features.values())))
+    ds = tf.data.Dataset.from_tensor_slices(dict(features))
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- toy world
+
+
+@dataclasses.dataclass
+class ToyWorld:
+    """A tiny planted world.
+
+    Attributes:
+        prepared: a :class:`~recsys_utils.artifacts.Prepared` (splits made by
+            :func:`~recsys_utils.splits.split_interactions`).
+        content: ``(n_items, d)`` float32 item vectors (one-hot category and
+            colour plus Gaussian noise), aligned with ``prepared.items``.
+        user_taste: ``(n_users,)`` index of each user's favourite
+            (category, colour) cell, ``category * n_colours + colour``.
+    """
+
+    prepared: Any
+    content: np.ndarray
+    user_taste: np.ndarray
+
+
+def make_toy(
+    n_users: int = 200,
+    n_items: int = 300,
+    *,
+    n_categories: int = 4,
+    n_colours: int = 5,
+    per_user: int = 14,
+    p_taste: float = 0.8,
+    feedback: str = "rating",
+    cold_fraction: float = 0.2,
+    noise: float = 0.3,
+    noise_dims: int = 7,
+    seed: int = 0,
+) -> ToyWorld:
+    """Users who like one (category, colour) cell; content reveals the cell.
+
+    Each user interacts ``per_user`` times: with probability ``p_taste`` with
+    an item of their favourite cell, else with an item drawn by popularity
+    (Zipf-like). Interactions are spread over time; cold items launch in the
+    last fifth of the window, so :func:`~recsys_utils.splits.split_interactions`
+    (newest items by first interaction) holds them out.
+
+    Planted labels: ``rating`` = 5 in the favourite cell, 3.5 for the right
+    category only, else 1.5, plus N(0, 0.3) noise, clipped to [1, 5];
+    ``event`` = ``purchase`` in the favourite cell, else ``view`` (10% label
+    noise).
+    """
+    from .artifacts import Prepared
+    from .splits import split_interactions
+
+    rng = np.random.default_rng(seed)
+    n_cells = n_categories * n_colours
+    category = np.arange(n_items) % n_categories
+    colour = (np.arange(n_items) // n_categories) % n_colours
+    cell = category * n_colours + colour
+    content = np.concatenate([
+        np.eye(n_categories)[category], np.eye(n_colours)[colour],
+        np.zeros((n_items, noise_dims)),
+    ], axis=1) + noise * rng.standard_normal((n_items, n_categories + n_colours + noise_dims))
+    n_cold = round(cold_fraction * n_items)
+    cold = np.zeros(n_items, bool)
+    cold[rng.choice(n_items, n_cold, replace=False)] = True
+    popularity = 1.0 / (1 + rng.permutation(n_items)) ** 0.8
+
+    taste = rng.integers(0, n_cells, n_users)
+    horizon = 100 * 86400
+    rows = []
+    for u in range(n_users):
+        times = np.sort(rng.integers(0, horizon, per_user))
+        seen = np.zeros(n_items, bool)  # no repeats: "seen item removal" stays fair
+        for t in times:
+            # Cold items exist only in the last fifth of the window.
+            launched = ~cold | (t >= 0.8 * horizon)
+            pool = np.flatnonzero((cell == taste[u]) & launched & ~seen)
+            if rng.random() >= p_taste or len(pool) == 0:
+                pool = np.flatnonzero(launched & ~seen)
+            w = popularity[pool] / popularity[pool].sum()
+            i = int(rng.choice(pool, p=w))
+            seen[i] = True
+            rows.append((u, i, int(t)))
+    u_, i_, t_ = map(np.asarray, zip(*rows))
+    interactions = pd.DataFrame({
+        "user_id": [f"u{u:04d}" for u in u_],
+        "item_id": [f"i{i:04d}" for i in i_],
+        "timestamp": t_.astype(np.int64) + 1_600_000_000,
+    })
+    match = cell[i_] == taste[u_]
+    if feedback == "rating":
+        base = np.where(match, 5.0, np.where(category[i_] == taste[u_] // n_colours, 3.5, 1.5))
+        interactions["rating"] = np.clip(base + 0.3 * rng.standard_normal(len(base)), 1, 5).round(1)
+    else:
+        positive = match ^ (rng.random(len(match)) < 0.1)
+        interactions["event"] = np.where(positive, "purchase", "view")
+    cats = np.array([f"cat{c}" for c in range(n_categories)])
+    cols = np.array([f"col{c}" for c in range(n_colours)])
+    items = pd.DataFrame({
+        "item_id": [f"i{i:04d}" for i in range(n_items)],
+        "title": [f"{cols[colour[i]]} {cats[category[i]]} {i}" for i in range(n_items)],
+        "description": "", "category": cats[category], "colour": cols[colour],
+    })
+    # The cold fraction among *interacted* items that split_interactions holds out.
+    n_interacted = interactions["item_id"].nunique()
+    n_cold_seen = interactions.loc[np.isin(i_, np.flatnonzero(cold)), "item_id"].nunique()
+    splits = split_interactions(interactions, cold_item_fraction=(n_cold_seen + 0.5) / n_interacted,
+                                seed=seed)
+    prepared = Prepared(
+        dataset="toy", items=items, interactions=interactions, attribute_columns=["colour"],
+        splits=splits.as_dict(), cold_items=splits.cold_items, feedback=feedback,
+    )
+    return ToyWorld(prepared=prepared, content=content.astype(np.float32), user_taste=taste)

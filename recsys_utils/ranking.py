@@ -1,0 +1,523 @@
+"""Ranking with a deep & cross network, and the retrieve-then-rank chain (notebook 05).
+
+The ranking model scores one (user, item) pair from: the user id embedding,
+the item id embedding (cold items map to a shared OOV row, trained by id
+dropout, as in the ``fused`` retrieval tower), a projection of the item content
+vector, the mean id and content embedding of the user's last ``H`` training
+items, and hour / day-of-week embeddings. The concatenation ``x0`` goes through
+``cross_layers`` TFRS ``Cross`` layers (``x_{l+1} = x0 * (W x_l + b) + x_l``:
+explicit feature crosses such as "user's history content" x "item content")
+and then a small MLP.
+
+Targets, by feedback kind:
+
+* ``rating``: regression of the rating with MSE (``tfrs.tasks.Ranking``);
+  reported as RMSE against the constant predictor "train mean rating".
+* ``event``: classification of :func:`~recsys_utils.schema.implicit_label`
+  (click, cart or purchase = 1) with binary cross-entropy on logits. The
+  negatives are the views (shown, not acted on). ``sampled_negatives=n`` adds,
+  per positive, ``n`` random training-catalogue items the user never
+  interacted with, labelled 0, with the positive's user, history and context.
+  Views alone teach "which shown items get clicked"; a re-ranker over
+  retrieved candidates (never shown) also needs "which items are not for this
+  user at all", which is what the sampled negatives add (at the price of
+  false negatives: items the user would have liked but never saw).
+  Reported as AUC (chance 0.5) and log loss against the constant predictor
+  "train base rate". Evaluation uses the split's own rows (no sampled items).
+
+:func:`chain_ndcg` retrieves ``k_retrieve`` items per test user with a
+retrieval model, re-orders them by the ranking model and compares NDCG@k of
+the chain with retrieval alone. :func:`train_multitask` trains retrieval and
+rating prediction jointly (shared embeddings, weighted sum of the two losses),
+as in the TFRS multitask tutorial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+
+import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from . import metrics
+from .features import RecData, to_dataset
+from .retrieval import (QUERY_KEYS, EpochBar, RetrievalModel, RetrievalResult, _check_content,
+                        _id_tokens, _optimizer, _scope, build_retrieval_model, rank_items)
+from .schema import DataError
+
+__all__ = [
+    "ChainResult",
+    "MultitaskResult",
+    "RankingModel",
+    "RankingResult",
+    "chain_ndcg",
+    "evaluate_ranking",
+    "ranking_examples",
+    "train_multitask",
+    "train_ranking",
+]
+
+FEATURE_KEYS = (*QUERY_KEYS, "item")
+
+
+class RankingModel(tfrs.Model):
+    """DCN ranker. ``call(features)`` -> ``(B,)`` predicted rating or click logit.
+
+    Args:
+        target: ``"rating"`` (MSE) or ``"click"`` (binary cross-entropy on logits).
+        n_users: user vocabulary size (OOV included).
+        id_tokens: ``(n_items,)`` id-embedding row per item, 0 = OOV.
+        content: ``(n_items, d)`` content vectors or ``None`` (ids only).
+        embedding_dim: size of each embedding.
+        cross_layers: number of ``tfrs.layers.dcn.Cross`` layers.
+        deep_units: hidden layers after the cross network.
+        projection_dim: low-rank cross projection (``None`` = full rank).
+        id_dropout: training-time probability of replacing the item id by OOV.
+        rating_offset: added to the output for ratings (the train mean).
+        l2: L2 penalty on the id embedding tables.
+        use_user_id: include the user id embedding (the history already
+            describes the user; dropping the id can generalise better).
+    """
+
+    def __init__(self, target: str, n_users: int, id_tokens: np.ndarray,
+                 content: np.ndarray | None, *, embedding_dim: int = 32, cross_layers: int = 1,
+                 deep_units: Sequence[int] = (64, 32), projection_dim: int | None = None,
+                 id_dropout: float = 0.1, use_history: bool = True, use_context: bool = True,
+                 rating_offset: float = 0.0, l2: float = 1e-4, use_user_id: bool = True) -> None:
+        super().__init__()
+        self.target = target
+        self.id_dropout = float(id_dropout)
+        self.use_history = use_history
+        self.use_context = use_context
+        self._tokens = tf.constant(np.asarray(id_tokens, np.int32))
+        self.use_user_id = use_user_id
+        reg = tf.keras.regularizers.l2(l2) if l2 > 0 else None
+        self.user_embedding = tf.keras.layers.Embedding(n_users, embedding_dim,
+                                                        embeddings_regularizer=reg)
+        self.item_embedding = tf.keras.layers.Embedding(int(np.max(id_tokens)) + 1, embedding_dim,
+                                                        embeddings_regularizer=reg)
+        self.content = None
+        if content is not None:
+            self.content = tf.Variable(np.asarray(content, np.float32), trainable=False,
+                                       name="item_content")
+            self.content_projection = tf.keras.layers.Dense(embedding_dim, activation="relu")
+        if use_context:
+            self.hour_embedding = tf.keras.layers.Embedding(24, 4)
+            self.dow_embedding = tf.keras.layers.Embedding(7, 4)
+        self.cross = [tfrs.layers.dcn.Cross(projection_dim=projection_dim,
+                                            kernel_initializer="glorot_uniform")
+                      for _ in range(cross_layers)]
+        self.deep = [tf.keras.layers.Dense(u, activation="relu") for u in deep_units]
+        self.head = tf.keras.layers.Dense(1, dtype="float32")
+        # Ratings are predicted as offset + head: starting at the train mean speeds learning.
+        self.rating_offset = float(rating_offset)
+        if target == "rating":
+            self.task = tfrs.tasks.Ranking(
+                loss=tf.keras.losses.MeanSquaredError(),
+                metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
+        elif target == "click":
+            self.task = tfrs.tasks.Ranking(
+                loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+                metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")])
+        else:
+            raise DataError(f"target must be 'rating' or 'click', got {target!r}")
+
+    def _item_parts(self, item: tf.Tensor, training: Any) -> list[tf.Tensor]:
+        tokens = tf.gather(self._tokens, item)
+        if training and self.id_dropout > 0:
+            keep = tf.random.uniform(tf.shape(tokens)) >= self.id_dropout
+            tokens = tf.where(keep, tokens, tf.zeros_like(tokens))
+        parts = [tf.cast(self.item_embedding(tokens), tf.float32)]
+        if self.content is not None:
+            raw = tf.gather(self.content, item)
+            parts.append(raw)
+            parts.append(tf.cast(self.content_projection(raw), tf.float32))
+        return parts
+
+    def call(self, features: Mapping[str, tf.Tensor], training: Any = None) -> tf.Tensor:
+        item = tf.cast(features["item"], tf.int32)
+        parts = self._item_parts(item, training)
+        if self.use_user_id:
+            parts.append(tf.cast(self.user_embedding(tf.cast(features["user"], tf.int32)), tf.float32))
+        if self.use_history:
+            history = tf.cast(features["history"], tf.int32)
+            mask = tf.cast(features["history_mask"], tf.float32)[..., None]
+            count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+            if history.shape[-1] == 0:
+                parts += [tf.zeros_like(p) for p in self._item_parts(item, False)]
+            else:
+                for pooled in self._item_parts(tf.maximum(history, 0), False):
+                    parts.append(tf.reduce_sum(pooled * mask, axis=1) / count)
+        if self.use_context:
+            parts.append(tf.cast(self.hour_embedding(tf.cast(features["hour"], tf.int32)), tf.float32))
+            parts.append(tf.cast(self.dow_embedding(tf.cast(features["dow"], tf.int32)), tf.float32))
+        x0 = tf.concat(parts, axis=-1)
+        x = x0
+        for layer in self.cross:
+            x = layer(x0, x)
+        for layer in self.deep:
+            x = layer(x)
+        out = tf.squeeze(self.head(x), axis=-1)
+        return out + self.rating_offset if self.target == "rating" else out
+
+    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        predictions = self(features, training=training)
+        return self.task(labels=tf.cast(features["target"], tf.float32), predictions=predictions)
+
+
+@dataclasses.dataclass
+class RankingResult:
+    """A trained ranker.
+
+    Attributes:
+        target: ``"rating"`` or ``"click"``.
+        model: the :class:`RankingModel`.
+        history: per-epoch training logs.
+        train_seconds / examples_per_second: cost of training.
+        baseline: the constant predictor (train mean rating or base rate).
+        config: training arguments.
+    """
+
+    target: str
+    model: RankingModel
+    history: dict[str, list[float]]
+    train_seconds: float
+    examples_per_second: float
+    baseline: float
+    config: dict[str, Any]
+
+    def predict(self, features: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+        """``(n,)`` predicted ratings, or click probabilities, for feature arrays ``(n, ...)``."""
+        n = len(features["item"])
+        out = []
+        for s in range(0, n, batch_size):
+            batch = {k: tf.convert_to_tensor(np.asarray(features[k])[s:s + batch_size])
+                     for k in FEATURE_KEYS}
+            out.append(self.model(batch, training=False).numpy())
+        pred = np.concatenate(out) if out else np.zeros(0, np.float32)
+        return 1.0 / (1.0 + np.exp(-pred)) if self.target == "click" else pred
+
+
+def ranking_examples(data: RecData, split: str = "train", *, sampled_negatives: int = 0,
+                     seed: int = 42) -> dict[str, np.ndarray]:
+    """Feature arrays plus ``target`` for the ranker (see the module docstring).
+
+    Returns:
+        The split's example arrays with ``target``: the rating (rating data)
+        or the 0/1 implicit label (event data), and, for event data with
+        ``sampled_negatives > 0``, the sampled negatives appended.
+    """
+    ex = dict(data.examples[split])
+    if data.feedback == "rating":
+        ex["target"] = ex["rating"].astype(np.float32)
+        return ex
+    ex["target"] = ex["label"].astype(np.float32)
+    if sampled_negatives <= 0:
+        return ex
+    rng = np.random.default_rng(seed)
+    positives = np.flatnonzero(ex["label"] > 0)
+    source = np.repeat(positives, sampled_negatives)
+    warm = np.flatnonzero(data.warm_items)
+    candidates = warm[rng.integers(0, len(warm), len(source))]
+    seen = np.asarray(data.train_matrix[ex["user"][source], candidates]).ravel() > 0
+    source, candidates = source[~seen], candidates[~seen]
+    extra = {k: v[source] for k, v in ex.items()}
+    extra["item"] = candidates.astype(np.int32)
+    extra["target"] = np.zeros(len(source), np.float32)
+    extra["label"] = extra["target"]
+    return {k: np.concatenate([ex[k], extra[k]]) for k in ex}
+
+
+def train_ranking(
+    data: RecData,
+    item_content: np.ndarray | None = None,
+    *,
+    epochs: int = 5,
+    batch_size: int = 256,
+    embedding_dim: int = 32,
+    learning_rate: float = 0.005,
+    seed: int = 42,
+    cross_layers: int = 1,
+    deep_units: Sequence[int] = (64, 32),
+    projection_dim: int | None = None,
+    sampled_negatives: int = 0,
+    early_stopping: bool = True,
+    patience: int = 2,
+    strategy: tf.distribute.Strategy | None = None,
+    progress: bool = True,
+    **model_kwargs: Any,
+) -> RankingResult:
+    """Train the DCN ranker on ``data``'s training split.
+
+    The target follows ``data.feedback``: rating regression or click
+    classification (``sampled_negatives`` per positive, event data only).
+    ``item_content`` ``(n_items, d)`` is optional (ids only without it).
+    With ``early_stopping`` and a non-empty validation split, training stops
+    when the validation loss has not improved for ``patience`` epochs and the
+    best weights are restored (ranking models overfit small data in a few
+    epochs, which shows as a log loss worse than the constant predictor).
+    ``**model_kwargs`` go to :class:`RankingModel` (``id_dropout``, ``l2``,
+    ``use_user_id``, ``use_history``, ``use_context``).
+    """
+    target = "rating" if data.feedback == "rating" else "click"
+    content = _check_content(item_content, data)
+    train = ranking_examples(data, "train", sampled_negatives=sampled_negatives, seed=seed)
+    if len(train["target"]) == 0:
+        raise DataError("no training examples")
+    baseline = float(train["target"].mean())
+    if target == "click" and not 0 < baseline < 1:
+        raise DataError("click training needs positives and negatives (views or sampled_negatives)")
+    config = dict(target=target, epochs=epochs, batch_size=batch_size,
+                  embedding_dim=embedding_dim, learning_rate=learning_rate, seed=seed,
+                  cross_layers=cross_layers, deep_units=tuple(deep_units),
+                  projection_dim=projection_dim, sampled_negatives=sampled_negatives,
+                  early_stopping=early_stopping, patience=patience,
+                  content=content is not None, **model_kwargs)
+    tf.keras.utils.set_random_seed(seed)
+    with _scope(strategy):
+        model = RankingModel(target, data.n_users, _id_tokens(data), content,
+                             embedding_dim=embedding_dim, cross_layers=cross_layers,
+                             deep_units=deep_units, projection_dim=projection_dim,
+                             rating_offset=baseline if target == "rating" else 0.0,
+                             **model_kwargs)
+        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    dataset = to_dataset({k: train[k] for k in (*FEATURE_KEYS, "target")}, batch_size,
+                         seed=seed, drop_remainder=replicas > 1)
+    callbacks = [EpochBar(epochs, f"ranking/{target}")] if progress else []
+    validation = None
+    if early_stopping and len(data.examples.get("validation", {}).get("item", ())):
+        val = ranking_examples(data, "validation")
+        validation = to_dataset({k: val[k] for k in (*FEATURE_KEYS, "target")}, 4096,
+                                shuffle=False)
+        # Small data overfits fast: stop when the validation loss stops falling.
+        callbacks.append(tf.keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True))
+    start = time.perf_counter()
+    fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks,
+                    validation_data=validation)
+    seconds = time.perf_counter() - start
+    history = {k: [float(x) for x in v] for k, v in fit.history.items()}
+    return RankingResult(target, model, history, seconds, epochs * len(train["target"]) / seconds,
+                         baseline, config)
+
+
+def evaluate_ranking(result: RankingResult, data: RecData, split: str = "test") -> dict[str, Any]:
+    """Model vs constant predictor on ``split``'s rows.
+
+    Returns:
+        rating: ``{"rmse", "rmse_constant", "n"}``; click: ``{"auc",
+        "auc_constant" (0.5), "log_loss", "log_loss_constant", "base_rate",
+        "n"}``. AUC is NaN when the split holds a single class.
+    """
+    ex = ranking_examples(data, split)
+    if len(ex["target"]) == 0:
+        raise DataError(f"split {split!r} is empty: nothing to evaluate")
+    y, pred = ex["target"], result.predict(ex)
+    out: dict[str, Any] = {"target": result.target, "split": split, "n": len(y)}
+    if result.target == "rating":
+        out["rmse"] = metrics.rmse(y, pred)
+        out["rmse_constant"] = metrics.rmse(y, np.full_like(y, result.baseline))
+        return out
+    both = 0 < y.mean() < 1
+    out["auc"] = metrics.auc(y, pred) if both else float("nan")
+    out["auc_constant"] = 0.5
+    out["log_loss"] = metrics.log_loss(y, pred)
+    out["log_loss_constant"] = metrics.log_loss(y, np.full_like(y, result.baseline))
+    out["base_rate"] = float(y.mean())
+    return out
+
+
+# ------------------------------------------------------------------------------ the chain
+
+
+@dataclasses.dataclass
+class ChainResult:
+    """Retrieve-then-rank against retrieval alone.
+
+    Attributes:
+        retrieval_ndcg: NDCG@k of the retrieval order.
+        chain_ndcg: NDCG@k after re-ranking the ``k_retrieve`` candidates.
+        recall_at_retrieve: share of relevant items among the candidates
+            (the ceiling for any re-ranker).
+        k, k_retrieve, n_queries: as used.
+        ranked / reranked: ``(n_queries, k_retrieve)`` item indices.
+    """
+
+    retrieval_ndcg: float
+    chain_ndcg: float
+    recall_at_retrieve: float
+    k: int
+    k_retrieve: int
+    n_queries: int
+    ranked: np.ndarray = dataclasses.field(repr=False)
+    reranked: np.ndarray = dataclasses.field(repr=False)
+
+
+def chain_ndcg(
+    retrieval_result: RetrievalResult,
+    ranking_model: RankingResult,
+    data: RecData,
+    k_retrieve: int = 100,
+    k: int = 10,
+    *,
+    split: str = "test",
+    exclude_seen: bool = True,
+) -> ChainResult:
+    """Retrieve ``k_retrieve`` items per user of ``split``, re-rank, compare NDCG@k.
+
+    Relevance: the user's items in the split (for ``test``, the held-out
+    item). The ranking model scores each (user, candidate) pair with the same
+    query features the retrieval model used (all training history, the time
+    of the user's first interaction in the split); candidates are ordered by
+    predicted rating or click probability.
+    """
+    queries = data.queries(split)
+    q = retrieval_result.query_embeddings(queries.features)
+    ranked = rank_items(q, retrieval_result.item_embeddings(), k_retrieve,
+                        exclude=queries.exclude if exclude_seen else None)
+    n_q, width = ranked.shape
+    pairs = {key: np.repeat(queries.features[key], width, axis=0) for key in QUERY_KEYS}
+    pairs["item"] = np.maximum(ranked, 0).reshape(-1).astype(np.int32)
+    scores = ranking_model.predict(pairs).reshape(n_q, width).astype(np.float64)
+    scores[ranked < 0] = -np.inf  # padding stays last
+    order = np.argsort(-scores, axis=1, kind="stable")
+    reranked = np.take_along_axis(ranked, order, axis=1)
+    base = metrics.retrieval_metrics(ranked, queries.relevant, ks=(k, k_retrieve))
+    chain = metrics.retrieval_metrics(reranked, queries.relevant, ks=(k,))
+    return ChainResult(
+        retrieval_ndcg=float(base[f"ndcg@{k}"]), chain_ndcg=float(chain[f"ndcg@{k}"]),
+        recall_at_retrieve=float(base[f"recall@{k_retrieve}"]), k=k, k_retrieve=k_retrieve,
+        n_queries=int(base["n_queries"]), ranked=ranked, reranked=reranked)
+
+
+# ------------------------------------------------------------------------------ multitask
+
+
+class MultitaskModel(tfrs.Model):
+    """Retrieval towers shared with a rating head, as in the TFRS multitask tutorial.
+
+    ``loss = retrieval_weight * retrieval_loss + rating_weight * rating_loss``.
+    The rating head is an MLP over ``[query embedding, item embedding]``.
+    """
+
+    def __init__(self, retrieval: RetrievalModel, *, retrieval_weight: float,
+                 rating_weight: float, rating_offset: float) -> None:
+        super().__init__()
+        self.retrieval = retrieval
+        self.rating_head = tf.keras.Sequential([
+            tf.keras.layers.Dense(64, activation="relu"),
+            tf.keras.layers.Dense(1, dtype="float32")])
+        self.rating_task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.MeanSquaredError(),
+            metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
+        self.retrieval_weight = float(retrieval_weight)
+        self.rating_weight = float(rating_weight)
+        self.rating_offset = float(rating_offset)
+
+    def rating(self, query: tf.Tensor, item: tf.Tensor) -> tf.Tensor:
+        return tf.squeeze(self.rating_head(tf.concat([query, item], -1)), -1) + self.rating_offset
+
+    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        r = self.retrieval
+        query = r.query_tower(features, training=training)
+        item_idx = tf.cast(features["item"], tf.int32)
+        items = r.item_tower(item_idx, training=training)
+        probability = tf.gather(r._probability, item_idx) if r.log_q else None
+        retrieval_loss = r.task(query, items, candidate_sampling_probability=probability,
+                                candidate_ids=item_idx, compute_metrics=not training)
+        rating_loss = self.rating_task(labels=tf.cast(features["target"], tf.float32),
+                                       predictions=self.rating(query, items))
+        return self.retrieval_weight * retrieval_loss + self.rating_weight * rating_loss
+
+
+@dataclasses.dataclass
+class MultitaskResult:
+    """A jointly trained model, usable both ways.
+
+    Attributes:
+        retrieval: a :class:`RetrievalResult` view (``evaluate_retrieval``,
+            ``chain_ndcg`` and serving accept it).
+        ranking: a :class:`RankingResult`-like view whose ``predict`` uses the
+            rating head (``evaluate_ranking`` accepts it).
+        model: the :class:`MultitaskModel`.
+    """
+
+    retrieval: RetrievalResult
+    ranking: _MultitaskRanker
+    model: MultitaskModel
+
+
+class _MultitaskRanker(RankingResult):
+    def predict(self, features: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+        r = self.model.retrieval
+        out = []
+        n = len(features["item"])
+        for s in range(0, n, batch_size):
+            batch = {k: tf.convert_to_tensor(np.asarray(features[k])[s:s + batch_size])
+                     for k in FEATURE_KEYS}
+            query = r.query_tower(batch, training=False)
+            items = r.item_tower(tf.cast(batch["item"], tf.int32), training=False)
+            out.append(self.model.rating(query, items).numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def train_multitask(
+    data: RecData,
+    item_content: np.ndarray | None = None,
+    *,
+    variant: Literal["id", "content", "fused"] = "fused",
+    retrieval_weight: float = 1.0,
+    rating_weight: float = 1.0,
+    epochs: int = 5,
+    batch_size: int = 256,
+    embedding_dim: int = 32,
+    learning_rate: float = 0.01,
+    seed: int = 42,
+    log_q: bool = True,
+    strategy: tf.distribute.Strategy | None = None,
+    progress: bool = True,
+    **model_kwargs: Any,
+) -> MultitaskResult:
+    """Joint retrieval + rating model (rating data only), with loss weights.
+
+    The TFRS multitask tutorial's finding: a model weighted towards rating
+    prediction ranks poorly for retrieval and vice versa, and a joint model
+    can do well on both. Compare with separate :func:`train_retrieval` and
+    :func:`train_ranking` runs at the same budget.
+    """
+    if data.feedback != "rating":
+        raise DataError("train_multitask predicts ratings: it needs rating feedback")
+    train = ranking_examples(data, "train")
+    baseline = float(train["target"].mean())
+    tf.keras.utils.set_random_seed(seed)
+    with _scope(strategy):
+        retrieval = build_retrieval_model(variant, data, item_content,
+                                          embedding_dim=embedding_dim, log_q=log_q, seed=seed,
+                                          **model_kwargs)
+        model = MultitaskModel(retrieval, retrieval_weight=retrieval_weight,
+                               rating_weight=rating_weight, rating_offset=baseline)
+        model.compile(optimizer=_optimizer("adam", learning_rate))
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    dataset = to_dataset({k: train[k] for k in (*FEATURE_KEYS, "target")}, batch_size,
+                         seed=seed, drop_remainder=replicas > 1)
+    callbacks = [EpochBar(epochs, f"multitask/{variant}")] if progress else []
+    start = time.perf_counter()
+    fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
+    seconds = time.perf_counter() - start
+    history = {k: [float(x) for x in v] for k, v in fit.history.items()}
+    n = len(train["target"])
+    config = dict(variant=variant, retrieval_weight=retrieval_weight, rating_weight=rating_weight,
+                  epochs=epochs, batch_size=batch_size, embedding_dim=embedding_dim,
+                  learning_rate=learning_rate, seed=seed, log_q=log_q, **model_kwargs)
+    counts = np.bincount(train["item"], minlength=data.n_items).astype(np.int64)
+    retrieval_view = RetrievalResult(f"multitask/{variant}", retrieval, history, seconds,
+                                     epochs * n / seconds, config, data.item_probability, counts)
+    ranking_view = _MultitaskRanker("rating", model, history, seconds, epochs * n / seconds,
+                                    baseline, config)
+    return MultitaskResult(retrieval_view, ranking_view, model)

@@ -1,0 +1,590 @@
+"""Two-tower retrieval with TensorFlow Recommenders (notebook 04).
+
+Variants, all trained with the same budget (epochs, batch size, learning rate,
+embedding size):
+
+* ``popularity``: no model; the score of item *i* is ``log(1 + count_i)``
+  (training interactions), the same list for everybody.
+* ``id``: the TFRS tutorial model, a user id embedding against an item id
+  embedding. Items never seen in training (cold-start) share one
+  out-of-vocabulary (OOV) row that training never touches, so this model
+  cannot rank cold items: that is the baseline content has to beat.
+* ``content``: no item id at all. The candidate tower is an MLP over the item
+  content vector (notebook 03: text, image, attributes or fused), so a brand
+  new item gets an embedding as good as an old one.
+* ``fused``: item id embedding **plus** the content MLP (summed). Cold items
+  map to the shared OOV id row, and during training each item id is replaced
+  by the OOV id with probability ``id_dropout``: the OOV row learns to mean
+  "an item we know nothing about" and the content path learns to carry the
+  item on its own, so the id part helps warm items without hurting cold ones.
+
+The query tower is the same for every variant: the user id embedding (OOV row
+0 for unknown users; ``user_dropout`` trains that row), the masked mean of the
+candidate tower's embeddings of the user's last ``H`` training items, and
+hour-of-day / day-of-week embeddings, concatenated and projected to the
+embedding size.
+
+Training uses ``tfrs.tasks.Retrieval``: an in-batch softmax where the other
+positives of the batch are the negatives. Because items enter a batch in
+proportion to their popularity, the negatives are a popularity-biased sample,
+and the plain in-batch softmax over-penalises popular items (and the learned
+scores absorb a popularity term). The *log-Q correction* (Yi et al., 2019,
+"Sampling-bias-corrected neural modeling") subtracts ``log Q(i)``, the
+sampling probability of candidate *i*, from its logit; TFRS does this when
+``candidate_sampling_probability`` is passed. We pass the empirical training
+frequency ``count_i / N`` of each in-batch candidate (``log_q=True``).
+``remove_accidental_hits=True`` drops, for each query, in-batch negatives
+that are the query's own positive item (same item index), which would
+otherwise be pushed down as if they were negatives.
+
+Evaluation (:func:`evaluate_retrieval`) scores every query user against *all*
+items with :func:`recsys_utils.metrics.brute_force_top_k`, removes the user's
+training items ("seen item removal") and computes
+:func:`recsys_utils.metrics.retrieval_metrics`. Warm (``test``) and cold
+(``test_cold``) are reported separately; cold is ranked over the full
+catalogue (fair: in production a new item competes with every old one, and
+hard: the id model puts old items first), and optionally over the cold items
+only (``candidates="cold"``: can the model order new items among
+themselves?).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+
+import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from . import metrics
+from .features import RecData, build_features, to_dataset
+from .schema import DataError
+
+__all__ = [
+    "VARIANTS",
+    "ItemTower",
+    "QueryTower",
+    "RetrievalModel",
+    "RetrievalResult",
+    "evaluate_retrieval",
+    "retrieval_table",
+    "tfrs_protocol_metrics",
+    "train_retrieval",
+]
+
+VARIANTS = ("popularity", "id", "content", "fused")
+#: Features the query tower reads.
+QUERY_KEYS = ("user", "history", "history_mask", "hour", "dow")
+
+
+# ------------------------------------------------------------------------------ towers
+
+
+class ItemTower(tf.keras.layers.Layer):
+    """Item index -> embedding. Input ``(...)`` int item indices; output ``(..., dim)``.
+
+    Args:
+        variant: ``"id"``, ``"content"`` or ``"fused"``.
+        id_tokens: ``(n_items,)`` int, the id-embedding row of each item:
+            ``1 + rank`` for items seen in training, ``0`` (OOV) otherwise.
+        content: ``(n_items, d)`` float content vectors (content / fused).
+        embedding_dim: output size.
+        hidden_units: hidden layers of the content MLP.
+        id_dropout: training-time probability of replacing an id by OOV.
+    """
+
+    def __init__(self, variant: str, id_tokens: np.ndarray, content: np.ndarray | None,
+                 embedding_dim: int, hidden_units: Sequence[int] = (128,),
+                 id_dropout: float = 0.0, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.variant = variant
+        self.use_id = variant in ("id", "fused")
+        self.use_content = variant in ("content", "fused")
+        self.id_dropout = float(id_dropout)
+        self._seed = seed
+        self._tokens = tf.constant(np.asarray(id_tokens, dtype=np.int32))
+        if self.use_id:
+            n_tokens = int(np.max(id_tokens)) + 1
+            # Zero-initialised OOV row and small random rows elsewhere would be
+            # nicer, but the Keras default (uniform +-0.05) is what TFRS uses.
+            self.id_embedding = tf.keras.layers.Embedding(n_tokens, embedding_dim, name="item_id")
+        if self.use_content:
+            if content is None:
+                raise DataError(f"variant {variant!r} needs item_content (n_items, d)")
+            # A non-trainable variable, not a constant: large tables stay out of the graph.
+            self.content = tf.Variable(np.asarray(content, np.float32), trainable=False,
+                                       name="item_content")
+            layers = [tf.keras.layers.Dense(h, activation="relu") for h in hidden_units]
+            self.mlp = tf.keras.Sequential(
+                layers + [tf.keras.layers.Dense(embedding_dim, dtype="float32")], name="content_mlp")
+
+    def call(self, item_idx: tf.Tensor, training: Any = None) -> tf.Tensor:
+        item_idx = tf.cast(item_idx, tf.int32)
+        parts = []
+        if self.use_id:
+            tokens = tf.gather(self._tokens, item_idx)
+            if training and self.id_dropout > 0:
+                keep = tf.random.uniform(tf.shape(tokens)) >= self.id_dropout
+                tokens = tf.where(keep, tokens, tf.zeros_like(tokens))
+            parts.append(tf.cast(self.id_embedding(tokens), tf.float32))
+        if self.use_content:
+            parts.append(self.mlp(tf.gather(self.content, item_idx)))
+        return tf.add_n(parts) if len(parts) > 1 else parts[0]
+
+
+class QueryTower(tf.keras.layers.Layer):
+    """Query features -> ``(B, dim)``.
+
+    Inputs (a dict): ``user`` ``(B,)`` int, ``history`` ``(B, H)`` int item
+    indices (-1 = empty), ``history_mask`` ``(B, H)`` float, ``hour`` ``(B,)``,
+    ``dow`` ``(B,)``. The history is pooled with the (shared) item tower.
+    """
+
+    def __init__(self, n_users: int, item_tower: ItemTower, embedding_dim: int, *,
+                 use_history: bool = True, use_context: bool = True,
+                 user_dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.item_tower = item_tower
+        self.use_history = use_history
+        self.use_context = use_context
+        self.user_dropout = float(user_dropout)
+        self.user_embedding = tf.keras.layers.Embedding(n_users, embedding_dim, name="user_id")
+        if use_context:
+            self.hour_embedding = tf.keras.layers.Embedding(24, 8, name="hour")
+            self.dow_embedding = tf.keras.layers.Embedding(7, 4, name="dow")
+        self.project = tf.keras.layers.Dense(embedding_dim, dtype="float32", name="project")
+
+    def call(self, features: Mapping[str, tf.Tensor], training: Any = None) -> tf.Tensor:
+        user = tf.cast(features["user"], tf.int32)
+        if training and self.user_dropout > 0:
+            keep = tf.random.uniform(tf.shape(user)) >= self.user_dropout
+            user = tf.where(keep, user, tf.zeros_like(user))
+        parts = [tf.cast(self.user_embedding(user), tf.float32)]
+        if self.use_history:
+            history = tf.cast(features["history"], tf.int32)
+            mask = tf.cast(features["history_mask"], tf.float32)
+            if history.shape[-1] == 0:
+                # No history slots: the pooled part is a zero vector of the right size.
+                items = self.item_tower(tf.zeros_like(user), training=training)
+                parts.append(tf.zeros_like(items))
+            else:
+                items = self.item_tower(tf.maximum(history, 0), training=training)  # (B, H, d)
+                total = tf.reduce_sum(items * mask[..., None], axis=1)
+                parts.append(total / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0))
+        if self.use_context:
+            parts.append(tf.cast(self.hour_embedding(tf.cast(features["hour"], tf.int32)), tf.float32))
+            parts.append(tf.cast(self.dow_embedding(tf.cast(features["dow"], tf.int32)), tf.float32))
+        return self.project(tf.concat(parts, axis=-1))
+
+
+class RetrievalModel(tfrs.Model):
+    """The two-tower model: ``query_tower`` and ``item_tower`` plus the task.
+
+    ``compute_loss`` passes the in-batch candidates' training frequency as
+    ``candidate_sampling_probability`` (when ``log_q``; see the module
+    docstring) and their item indices as ``candidate_ids`` for accidental-hit
+    removal.
+    """
+
+    def __init__(self, query_tower: QueryTower, item_tower: ItemTower,
+                 item_probability: np.ndarray, *, log_q: bool = True,
+                 temperature: float | None = None) -> None:
+        super().__init__()
+        self.query_tower = query_tower
+        self.item_tower = item_tower
+        self.log_q = log_q
+        self._probability = tf.constant(np.asarray(item_probability, np.float32))
+        self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True, temperature=temperature)
+
+    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        query = self.query_tower(features, training=training)
+        item = tf.cast(features["item"], tf.int32)
+        candidates = self.item_tower(item, training=training)
+        probability = tf.gather(self._probability, item) if self.log_q else None
+        return self.task(query, candidates, candidate_sampling_probability=probability,
+                         candidate_ids=item, compute_metrics=not training)
+
+
+# ------------------------------------------------------------------------------ training
+
+
+class EpochBar(tf.keras.callbacks.Callback):
+    """One tqdm bar over epochs, showing the last epoch's losses."""
+
+    def __init__(self, epochs: int, desc: str) -> None:
+        super().__init__()
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=epochs, desc=desc, unit="epoch")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if "loss" in k})
+        self.bar.update(1)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.bar.close()
+
+
+@dataclasses.dataclass
+class RetrievalResult:
+    """A trained retrieval variant.
+
+    Attributes:
+        variant: one of :data:`VARIANTS`.
+        model: the :class:`RetrievalModel` (``None`` for popularity).
+        history: per-epoch training logs (``{"loss": [...], ...}``).
+        train_seconds: wall time of ``fit``.
+        examples_per_second: training examples processed per second.
+        config: the training arguments.
+        item_probability: ``(n_items,)`` the sampling probabilities used for
+            the log-Q correction (training frequency).
+        item_counts: ``(n_items,)`` training counts (popularity scores).
+    """
+
+    variant: str
+    model: RetrievalModel | None
+    history: dict[str, list[float]]
+    train_seconds: float
+    examples_per_second: float
+    config: dict[str, Any]
+    item_probability: np.ndarray
+    item_counts: np.ndarray
+
+    def item_embeddings(self, batch_size: int = 4096) -> np.ndarray:
+        """``(n_items, dim)`` float32 candidate embeddings of the whole catalogue."""
+        n = len(self.item_counts)
+        if self.model is None:
+            return np.log1p(self.item_counts.astype(np.float32))[:, None]
+        out = [self.model.item_tower(tf.range(s, min(s + batch_size, n)), training=False).numpy()
+               for s in range(0, n, batch_size)]
+        return np.concatenate(out).astype(np.float32)
+
+    def query_embeddings(self, features: Mapping[str, np.ndarray], batch_size: int = 4096
+                         ) -> np.ndarray:
+        """``(n, dim)`` float32 query embeddings of query features (each ``(n, ...)``)."""
+        n = len(features["user"])
+        if self.model is None:
+            return np.ones((n, 1), np.float32)
+        out = []
+        for s in range(0, n, batch_size):
+            batch = {k: tf.convert_to_tensor(np.asarray(features[k])[s:s + batch_size])
+                     for k in QUERY_KEYS}
+            out.append(self.model.query_tower(batch, training=False).numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
+
+
+def _id_tokens(data: RecData) -> np.ndarray:
+    """Row of each item in the id embedding: 1.. for items seen in training, 0 = OOV."""
+    tokens = np.zeros(data.n_items, np.int32)
+    warm = np.flatnonzero(data.warm_items)
+    tokens[warm] = np.arange(1, len(warm) + 1)
+    return tokens
+
+
+def _check_content(item_content: np.ndarray | None, data: RecData) -> np.ndarray | None:
+    if item_content is None:
+        return None
+    content = np.asarray(item_content, dtype=np.float32)
+    if content.ndim != 2 or len(content) != data.n_items:
+        raise DataError(
+            f"item_content must be (n_items={data.n_items}, d) aligned with the items table, "
+            f"got shape {content.shape}")
+    if not np.isfinite(content).all():
+        raise DataError("item_content contains NaN or inf")
+    return content
+
+
+def build_retrieval_model(
+    variant: str, data: RecData, item_content: np.ndarray | None = None, *,
+    embedding_dim: int = 32, hidden_units: Sequence[int] = (128,), id_dropout: float | None = None,
+    user_dropout: float = 0.05, use_history: bool = True, use_context: bool = True,
+    log_q: bool = True, temperature: float | None = None, seed: int = 42,
+) -> RetrievalModel:
+    """Build (not train) a :class:`RetrievalModel` for ``variant``.
+
+    ``id_dropout`` defaults to 0.25 for ``fused`` and 0 otherwise (the ``id``
+    variant is the tutorial model, unchanged).
+    """
+    if variant not in VARIANTS or variant == "popularity":
+        raise DataError(f"unknown model variant {variant!r}; choose from {list(VARIANTS[1:])}")
+    content = _check_content(item_content, data)
+    if id_dropout is None:
+        id_dropout = 0.25 if variant == "fused" else 0.0
+    item_tower = ItemTower(variant, _id_tokens(data), content, embedding_dim,
+                           hidden_units=hidden_units, id_dropout=id_dropout, seed=seed,
+                           name="item_tower")
+    query_tower = QueryTower(data.n_users, item_tower, embedding_dim, use_history=use_history,
+                             use_context=use_context, user_dropout=user_dropout,
+                             name="query_tower")
+    return RetrievalModel(query_tower, item_tower, data.item_probability, log_q=log_q,
+                          temperature=temperature)
+
+
+def _optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
+    if name == "adam":
+        return tf.keras.optimizers.Adam(learning_rate)
+    if name == "adagrad":
+        return tf.keras.optimizers.Adagrad(learning_rate)
+    raise DataError(f"optimizer must be 'adam' or 'adagrad', got {name!r}")
+
+
+def _scope(strategy: tf.distribute.Strategy | None):
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def train_retrieval(
+    variant: Literal["popularity", "id", "content", "fused"],
+    data: RecData,
+    item_content: np.ndarray | None = None,
+    *,
+    epochs: int = 5,
+    batch_size: int = 256,
+    embedding_dim: int = 32,
+    learning_rate: float = 0.01,
+    seed: int = 42,
+    strategy: tf.distribute.Strategy | None = None,
+    progress: bool = True,
+    log_q: bool = True,
+    optimizer: str = "adam",
+    positives_only: bool = False,
+    **model_kwargs: Any,
+) -> RetrievalResult:
+    """Train one retrieval variant on ``data.examples["train"]``.
+
+    Args:
+        variant: ``popularity``, ``id``, ``content`` or ``fused``.
+        data: :func:`~recsys_utils.features.build_features` output.
+        item_content: ``(n_items, d)`` float32 content vectors aligned with the
+            items table (needed by ``content`` and ``fused``).
+        epochs, batch_size, embedding_dim, learning_rate: the shared budget.
+        seed: seeds weights, dropout and the shuffle.
+        strategy: e.g. from :func:`recsys_utils.hardware.choose_strategy`; the
+            model and optimizer are built under ``strategy.scope()``.
+        progress: a tqdm bar over epochs.
+        log_q: pass the in-batch candidates' training frequency as
+            ``candidate_sampling_probability`` (log-Q correction).
+        optimizer: ``"adam"`` or ``"adagrad"`` (the TFRS tutorial's).
+        positives_only: train on ``label == 1`` rows only (e.g. skip views);
+            default trains on every interaction, like the TFRS tutorial.
+        **model_kwargs: passed to :func:`build_retrieval_model`
+            (``hidden_units``, ``id_dropout``, ``user_dropout``,
+            ``use_history``, ``use_context``, ``temperature``).
+
+    Returns:
+        :class:`RetrievalResult`.
+    """
+    config = dict(variant=variant, epochs=epochs, batch_size=batch_size,
+                  embedding_dim=embedding_dim, learning_rate=learning_rate, seed=seed,
+                  log_q=log_q, optimizer=optimizer, positives_only=positives_only, **model_kwargs)
+    train = dict(data.examples["train"])
+    if positives_only:
+        keep = train["label"] > 0
+        train = {k: v[keep] for k, v in train.items()}
+    n = len(train["user"])
+    if variant == "popularity":
+        start = time.perf_counter()
+        counts = np.bincount(train["item"], minlength=data.n_items).astype(np.int64)
+        seconds = time.perf_counter() - start
+        return RetrievalResult(variant, None, {}, seconds, n / max(seconds, 1e-9), config,
+                               data.item_probability, counts)
+    if n == 0:
+        raise DataError("no training examples")
+
+    tf.keras.utils.set_random_seed(seed)
+    with _scope(strategy):
+        model = build_retrieval_model(variant, data, item_content, embedding_dim=embedding_dim,
+                                      log_q=log_q, seed=seed, **model_kwargs)
+        model.compile(optimizer=_optimizer(optimizer, learning_rate))
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    keys = (*QUERY_KEYS, "item")
+    dataset = to_dataset({k: train[k] for k in keys}, batch_size, seed=seed,
+                         drop_remainder=replicas > 1)
+    callbacks = [EpochBar(epochs, f"retrieval/{variant}")] if progress else []
+    start = time.perf_counter()
+    fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
+    seconds = time.perf_counter() - start
+    history = {k: [float(x) for x in v] for k, v in fit.history.items()}
+    counts = np.bincount(train["item"], minlength=data.n_items).astype(np.int64)
+    return RetrievalResult(variant, model, history, seconds, epochs * n / seconds, config,
+                           data.item_probability, counts)
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def _pad(ranked: np.ndarray, length: int) -> np.ndarray:
+    if ranked.shape[1] >= length:
+        return ranked
+    pad = np.full((len(ranked), length - ranked.shape[1]), -1, dtype=ranked.dtype)
+    return np.concatenate([ranked, pad], axis=1)
+
+
+def rank_items(
+    query_embeddings: np.ndarray,
+    item_embeddings: np.ndarray,
+    k: int,
+    *,
+    exclude: Any = None,
+    candidates: np.ndarray | None = None,
+) -> np.ndarray:
+    """Top-``k`` item indices ``(n_q, k)`` by dot product, ``-1``-padded.
+
+    ``candidates`` (item indices) restricts the ranking to a subset of the
+    catalogue; returned indices are still catalogue indices. ``exclude`` is a
+    ``(n_q, n_items)`` mask over the whole catalogue.
+    """
+    if candidates is not None:
+        candidates = np.asarray(candidates, dtype=np.int64)
+        item_embeddings = item_embeddings[candidates]
+        if exclude is not None:
+            exclude = exclude[:, candidates]
+    k_eff = min(k, len(item_embeddings))
+    ranked, _ = metrics.brute_force_top_k(query_embeddings, item_embeddings, k_eff,
+                                          exclude=exclude)
+    if candidates is not None:
+        ranked = np.where(ranked >= 0, candidates[np.maximum(ranked, 0)], -1)
+    return _pad(ranked, k)
+
+
+def evaluate_retrieval(
+    result: RetrievalResult,
+    data: RecData,
+    split: str = "test",
+    ks: Sequence[int] = (10, 50, 100),
+    exclude_seen: bool = True,
+    *,
+    candidates: Literal["all", "cold"] = "all",
+    per_query: bool = False,
+) -> dict[str, Any] | pd.DataFrame:
+    """Retrieval metrics of ``result`` on one split, ranking over the catalogue.
+
+    For each user of ``split``: query embedding from all their training
+    history, dot product with every candidate's embedding, top ``max(ks)``
+    (:func:`recsys_utils.metrics.brute_force_top_k`; with ``exclude_seen`` the
+    user's training items are removed first), relevant = the user's items in
+    the split, metrics from :func:`recsys_utils.metrics.retrieval_metrics`.
+
+    Args:
+        split: ``"test"`` (warm items), ``"test_cold"``, or ``"validation"``.
+        candidates: ``"all"`` ranks the whole catalogue (warm and cold items
+            compete: the realistic, hard test); ``"cold"`` ranks only the cold
+            items (relevant items outside that set cannot be found). A list
+            shorter than ``max(ks)`` is padded with "no item".
+        per_query: return the per-query DataFrame (for
+            :func:`~recsys_utils.metrics.bootstrap_ci`).
+
+    Returns:
+        ``{"variant", "split", "candidates", "recall@10", ..., "ndcg@K",
+        "hit_rate@K", "mrr", "n_queries", "n_excluded"}``.
+    """
+    queries = data.queries(split)
+    q = result.query_embeddings(queries.features)
+    items = result.item_embeddings()
+    pool = None
+    if candidates == "cold":
+        pool = data.cold_items
+        if len(pool) == 0:
+            raise DataError("there are no cold items to rank")
+    elif candidates != "all":
+        raise DataError(f"candidates must be 'all' or 'cold', got {candidates!r}")
+    ranked = rank_items(q, items, max(ks), exclude=queries.exclude if exclude_seen else None,
+                        candidates=pool)
+    out = metrics.retrieval_metrics(ranked, queries.relevant, ks=ks, per_query=per_query)
+    if per_query:
+        return out
+    return {"variant": result.variant, "split": split, "candidates": candidates, **out}
+
+
+def retrieval_table(
+    results: Iterable[RetrievalResult],
+    data: RecData,
+    ks: Sequence[int] = (10, 50, 100),
+    *,
+    settings: Sequence[tuple[str, str]] = (("test", "all"), ("test_cold", "all"),
+                                           ("test_cold", "cold")),
+) -> pd.DataFrame:
+    """One row per (variant, split, candidate set): the notebook's results table.
+
+    Splits that are empty in ``data`` are skipped. Training time and
+    throughput are added as columns.
+    """
+    rows = []
+    for result in results:
+        for split, pool in settings:
+            if len(data.splits.get(split, ())) == 0 or (pool == "cold" and not len(data.cold_items)):
+                continue
+            row = evaluate_retrieval(result, data, split, ks, candidates=pool)
+            row["train_seconds"] = result.train_seconds
+            row["examples_per_second"] = result.examples_per_second
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ TFRS protocol
+
+
+def tfrs_protocol_metrics(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    items: pd.DataFrame,
+    *,
+    variants: Sequence[str] = ("id", "fused"),
+    item_content: np.ndarray | None = None,
+    epochs: int = 3,
+    batch_size: int = 8192,
+    embedding_dim: int = 32,
+    learning_rate: float = 0.1,
+    optimizer: str = "adagrad",
+    log_q: bool = False,
+    seed: int = 42,
+    ks: Sequence[int] = (1, 5, 10, 50, 100),
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The TFRS basic-retrieval tutorial protocol, for comparison with its numbers.
+
+    Train on ``train`` (the 80,000 ratings of
+    :func:`recsys_utils.data.tfrs_protocol_split`), then ``model.evaluate`` on
+    every rating of ``test`` with a ``tfrs.metrics.FactorizedTopK`` metric
+    whose candidates are *all* items (no seen-item removal, as in the
+    tutorial). As in the tutorial, the query is the user id alone (no history,
+    no context: the split is a random shuffle, so "history" would have no
+    time order), the defaults are its batch size 8192, Adagrad at 0.1 and 3
+    epochs, and no log-Q correction.
+
+    Returns:
+        DataFrame indexed by variant with ``top_K_accuracy`` columns (the
+        share of test ratings whose item is in the user's top K) and
+        ``train_seconds``.
+    """
+    from types import SimpleNamespace
+
+    feedback = "rating" if "rating" in train else "event"
+    prepared = SimpleNamespace(items=items, feedback=feedback, cold_items=None,
+                               splits={"train": train, "test": test})
+    data = build_features(prepared, history_length=0, seed=seed)
+    rows = {}
+    for variant in variants:
+        result = train_retrieval(
+            variant, data, item_content, epochs=epochs, batch_size=batch_size,
+            embedding_dim=embedding_dim, learning_rate=learning_rate, seed=seed,
+            optimizer=optimizer, log_q=log_q, progress=progress,
+            use_history=False, use_context=False, user_dropout=0.0)
+        model = result.model
+        index = tfrs.layers.factorized_top_k.BruteForce(k=max(ks))
+        index.index(tf.constant(result.item_embeddings()), tf.range(data.n_items, dtype=tf.int32))
+        model.task.factorized_metrics = [tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)]
+        examples = data.examples["test"]
+        dataset = to_dataset({k: examples[k] for k in (*QUERY_KEYS, "item")}, 4096,
+                             shuffle=False)
+        logs = model.evaluate(dataset, return_dict=True, verbose=0)
+        row = {f"top_{k}_accuracy": float(logs[f"factorized_top_k/top_{k}_categorical_accuracy"])
+               for k in ks}
+        row["train_seconds"] = result.train_seconds
+        rows[variant] = row
+    return pd.DataFrame.from_dict(rows, orient="index")

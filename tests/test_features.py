@@ -1,0 +1,160 @@
+"""Model inputs: vocabularies, leakage-free histories, masks, OOV users, exclusions."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_utils import features as F
+from recsys_utils.schema import DataError
+
+
+def hand_prepared(feedback: str = "rating") -> SimpleNamespace:
+    """User a: x1@10, x2@20, x3@20 (a tie), x4@30; user b: x2@5; b's test x5@50."""
+    items = pd.DataFrame({"item_id": ["x1", "x2", "x3", "x4", "x5", "x6"], "title": "t",
+                          "description": "", "category": "c"})
+    train = pd.DataFrame({"user_id": ["a", "a", "a", "a", "b"],
+                          "item_id": ["x1", "x2", "x3", "x4", "x2"],
+                          "timestamp": [10, 20, 20, 30, 5]})
+    test = pd.DataFrame({"user_id": ["a", "b", "zz"], "item_id": ["x5", "x5", "x6"],
+                         "timestamp": [40, 50, 60]})
+    if feedback == "rating":
+        train["rating"] = [5.0, 1.0, 4.0, 3.0, 4.5]
+        test["rating"] = [4.0, 2.0, 5.0]
+    else:
+        train["event"] = ["view", "click", "view", "purchase", "cart"]
+        test["event"] = ["view", "click", "view"]
+    return SimpleNamespace(items=items, feedback=feedback, cold_items=["x6"],
+                           splits={"train": train, "test": test})
+
+
+def test_vocab_item_index_is_row_and_users_start_after_oov():
+    data = F.build_features(hand_prepared(), history_length=3)
+    assert data.vocab.item_ids.tolist() == ["x1", "x2", "x3", "x4", "x5", "x6"]
+    assert data.vocab.user_ids.tolist() == ["[OOV]", "a", "b"]
+    assert data.vocab.user_index(["b", "a", "nobody"]).tolist() == [2, 1, F.OOV_USER]
+    with pytest.raises(DataError, match="not in the items table"):
+        data.vocab.item_index(["x9"])
+    assert data.item_counts.tolist() == [1, 2, 1, 1, 0, 0]
+    assert data.cold_items.tolist() == [5]
+
+
+def test_history_is_strictly_before_the_target_with_ties_excluded():
+    data = F.build_features(hand_prepared(), history_length=3)
+    ex = data.examples["train"]
+    rows = {(int(u), int(i)): h.tolist() for u, i, h in zip(ex["user"], ex["item"], ex["history"])}
+    # Items x1..x4 are indices 0..3; most recent first, -1 padding at the end.
+    assert rows[(1, 0)] == [-1, -1, -1]
+    assert rows[(1, 1)] == [0, -1, -1]
+    assert rows[(1, 2)] == [0, -1, -1]          # x2 has the same timestamp: not history
+    assert rows[(1, 3)] == [2, 1, 0]            # x3 after x2 (row order among ties)
+    assert rows[(2, 1)] == [-1, -1, -1]
+    # Test rows: every training item of the user before the test time.
+    test = data.examples["test"]
+    assert test["history"].tolist() == [[3, 2, 1], [1, -1, -1], [-1, -1, -1]]
+
+
+def test_history_never_leaks_on_random_data():
+    world = F.make_toy(n_users=40, n_items=60, per_user=10, seed=3)
+    data = F.build_features(world.prepared, history_length=4)
+    ex = data.examples["train"]
+    train = world.prepared.splits["train"]
+    when = {(u, i): t for u, i, t in zip(data.vocab.user_index(train["user_id"]),
+                                        data.vocab.item_index(train["item_id"]),
+                                        train["timestamp"])}
+    checked = 0
+    for u, target_t, hist, mask in zip(ex["user"], ex["timestamp"], ex["history"],
+                                       ex["history_mask"]):
+        times = [when[(u, h)] for h in hist[mask > 0]]
+        assert all(t < target_t for t in times)
+        assert times == sorted(times, reverse=True)  # most recent first
+        checked += len(times)
+    assert checked > 500
+
+
+def test_padding_and_mask_agree():
+    world = F.make_toy(n_users=30, n_items=60, per_user=8, seed=1)
+    data = F.build_features(world.prepared, history_length=6)
+    for split in ("train", "test"):
+        ex = data.examples[split]
+        assert ex["history"].shape == ex["history_mask"].shape == (len(ex["user"]), 6)
+        np.testing.assert_array_equal(ex["history_mask"] > 0, ex["history"] >= 0)
+        # Padding only at the end: once a slot is empty, all later ones are.
+        assert (np.diff(ex["history_mask"], axis=1) <= 0).all()
+    # The first training interaction of every user has an empty history.
+    first = pd.Series(data.examples["train"]["timestamp"]).groupby(
+        data.examples["train"]["user"]).idxmin()
+    assert (data.examples["train"]["history_mask"][first.to_numpy()] == 0).all()
+
+
+def test_unknown_user_maps_to_oov_with_empty_history():
+    data = F.build_features(hand_prepared(), history_length=3)
+    q = data.queries("test")
+    position = q.user_ids.tolist().index("zz")
+    assert q.features["user"][position] == F.OOV_USER
+    assert (q.features["history"][position] == -1).all()
+    assert q.exclude[position].nnz == 0
+    feats = data.user_features(["nobody", "a"])
+    assert feats["user"].tolist() == [0, 1]
+    assert feats["history"][0].tolist() == [-1, -1, -1]
+    assert feats["history"][1].tolist() == [3, 2, 1]
+
+
+def test_exclusion_marks_exactly_the_training_items():
+    world = F.make_toy(n_users=50, n_items=80, per_user=10, seed=2)
+    data = F.build_features(world.prepared, history_length=5)
+    q = data.queries("test")
+    train = world.prepared.splits["train"]
+    expected = np.zeros((len(q), data.n_items), bool)
+    row = {u: k for k, u in enumerate(q.user_ids)}
+    for u, i in zip(train["user_id"], data.vocab.item_index(train["item_id"])):
+        if u in row:
+            expected[row[u], i] = True
+    np.testing.assert_array_equal(q.exclude.toarray(), expected)
+    # Relevant items are the user's test items.
+    test = world.prepared.splits["test"]
+    for u, i in zip(test["user_id"], data.vocab.item_index(test["item_id"])):
+        assert i in q.relevant[row[u]]
+
+
+def test_query_history_is_last_h_training_items():
+    world = F.make_toy(n_users=30, n_items=60, per_user=12, seed=4)
+    data = F.build_features(world.prepared, history_length=3)
+    q = data.queries("test_cold")
+    train = world.prepared.splits["train"].sort_values(["user_id", "timestamp"], kind="stable")
+    for user, hist in zip(q.user_ids, q.features["history"]):
+        last = train.loc[train["user_id"] == user, "item_id"].tolist()[::-1][:3]
+        assert data.vocab.item_ids[hist[hist >= 0]].tolist() == last
+
+
+def test_labels_context_and_cold_items():
+    data = F.build_features(hand_prepared("event"), history_length=2)
+    ex = data.examples["train"]
+    assert ex["label"].tolist() == [0, 1, 0, 1, 1]
+    assert "rating" not in ex
+    rated = F.build_features(hand_prepared("rating"), history_length=2).examples["train"]
+    assert rated["label"].tolist() == [1, 0, 1, 0, 1]
+    assert rated["rating"].dtype == np.float32
+    hour, dow = F._clock(np.array([0, 3600 * 25, 86400 * 4]))
+    assert hour.tolist() == [0, 1, 0] and dow.tolist() == [3, 4, 0]  # Thu, Fri, Mon
+    world = F.make_toy(n_users=60, n_items=90, per_user=10, seed=5)
+    toy = F.build_features(world.prepared)
+    assert toy.item_counts[toy.cold_items].sum() == 0
+    assert set(toy.examples["test_cold"]["item"]) <= set(toy.cold_items.tolist())
+
+
+def test_dataset_shuffle_is_deterministic():
+    world = F.make_toy(n_users=30, n_items=60, per_user=8, seed=1)
+    data = F.build_features(world.prepared, history_length=2)
+    ex = data.examples["train"]
+
+    def first_batch(seed):
+        return next(iter(F.to_dataset(ex, 16, seed=seed)))["item"].numpy().tolist()
+
+    assert first_batch(7) == first_batch(7)
+    assert first_batch(7) != first_batch(8)
+    unshuffled = next(iter(F.to_dataset(ex, 16, shuffle=False)))["item"].numpy()
+    np.testing.assert_array_equal(unshuffled, ex["item"][:16])

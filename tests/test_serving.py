@@ -1,0 +1,96 @@
+"""Serving: ScaNN vs brute force, SavedModel round trip, unknown users, latency."""
+
+from __future__ import annotations
+
+import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np
+import pytest
+
+from recsys_utils import features as F
+from recsys_utils import retrieval as R
+from recsys_utils import serving as S
+
+NOW = 1_600_000_000 + 90 * 86400
+
+
+@pytest.fixture(scope="module")
+def setup():
+    toy = F.make_toy(seed=1)
+    data = F.build_features(toy.prepared, history_length=5)
+    result = R.train_retrieval("fused", data, toy.content, epochs=5, batch_size=128,
+                               embedding_dim=32, learning_rate=0.01, seed=0, progress=False)
+    brute = S.build_brute_force(result, data, k=50)
+    scann = S.build_scann(result, data, k=50)
+    users = data.vocab.user_ids[1:].tolist()
+    return data, result, brute, scann, users
+
+
+def test_scann_recall_against_brute_force(setup):
+    _data, _result, brute, scann, users = setup
+    recall = S.scann_recall_at_k(scann, brute, users, k=10, timestamps=NOW)
+    assert recall >= 0.9
+    assert recall <= 1.0
+
+
+def test_brute_force_index_matches_the_evaluation_ranking(setup):
+    data, result, brute, _, users = setup
+    some = users[:8]
+    ids, scores = S.recommend(brute, some, NOW, k=10)
+    q = result.query_embeddings(data.user_features(some, [NOW] * len(some)))
+    exact = np.argsort(-(q @ result.item_embeddings().T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(ids, data.vocab.item_ids[exact])
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_unknown_user_gets_the_oov_query(setup):
+    data, result, brute, scann, _ = setup
+    ids, scores = S.recommend(brute, ["never-seen", "also-new"], NOW, k=10)
+    assert ids.shape == (2, 10) and np.isfinite(scores).all()
+    assert set(ids[0]) <= set(data.vocab.item_ids)
+    q = result.query_embeddings(data.user_features(["never-seen"], [NOW]))
+    assert data.user_features(["never-seen"])["user"][0] == F.OOV_USER
+    exact = np.argsort(-(q @ result.item_embeddings().T), axis=1, kind="stable")[0, :10]
+    assert ids[0].tolist() == data.vocab.item_ids[exact].tolist()
+    ids_scann, _ = S.recommend(scann, ["never-seen"], NOW, k=10)
+    assert ids_scann.shape == (1, 10)
+
+
+@pytest.mark.parametrize("kind", ["brute", "scann"])
+def test_export_reload_gives_the_same_top_10(setup, tmp_path, kind):
+    _data, _, brute, scann, users = setup
+    index = brute if kind == "brute" else scann
+    path = S.export_serving_model(index, tmp_path / f"retrieval_{kind}")
+    assert (path / "saved_model.pb").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left over
+    loaded = S.load_serving_model(path)
+    some = users[::25] + ["never-seen"]
+    assert S.same_top_k(index, loaded, some, NOW, k=10)
+    ids, _scores = loaded.recommend(some, NOW)
+    assert ids.shape == (len(some), 50) and ids.dtype.kind == "U"
+    ids_now = loaded.module.signatures["recommend_now"](
+        user_id=np.array(some[:2], dtype=object))["item_ids"].numpy()
+    assert ids_now.shape == (2, 50)
+    latency = S.measure_latency(loaded, users[:20], n=30, warmup=3)
+    assert 0 < latency.median_ms <= latency.p95_ms
+
+
+def test_latency_of_in_memory_indexes(setup):
+    _, _, brute, scann, users = setup
+    for index in (brute, scann):
+        latency = S.measure_latency(index, users[:20], n=30, warmup=3, timestamps=NOW)
+        assert latency.n == 30 and 0 < latency.median_ms <= latency.p95_ms
+
+
+def test_export_errors_are_readable(tmp_path):
+    with pytest.raises(Exception, match="no SavedModel"):
+        S.load_serving_model(tmp_path / "missing")
+
+
+def test_scann_sweep_trades_recall_for_leaves(setup):
+    data, result, _, _, users = setup
+    table = S.scann_sweep(result, data, users[:60], leaves_to_search=(1, 17), num_leaves=17,
+                          k=10, n_latency=5, timestamps=NOW)
+    assert table["index"].tolist() == ["brute force", "scann", "scann"]
+    one_leaf, all_leaves = table["recall_at_k"].iloc[1], table["recall_at_k"].iloc[2]
+    assert all_leaves >= 0.95 and one_leaf < all_leaves
+    assert (table["median_ms"] > 0).all()
