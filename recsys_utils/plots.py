@@ -95,3 +95,84 @@ def sample_image_grid(items: pd.DataFrame, n: int = 24, seed: int = 0, **kwargs)
         return None
     sample = with_images.sample(min(n, len(with_images)), random_state=seed)
     return image_grid(sample["image_path"].tolist(), sample["title"].tolist(), **kwargs)
+
+
+def embedding_map(
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    *,
+    method: str = "tsne",
+    max_points: int = 2000,
+    top_labels: int = 12,
+    seed: int = 0,
+    title: str = "Item embeddings in 2-D",
+) -> plt.Figure:
+    """2-D projection (t-SNE or PCA) of vectors, coloured by label.
+
+    At most ``max_points`` seeded-sampled rows are projected (t-SNE is
+    quadratic); labels beyond the ``top_labels`` most frequent are grey.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    labels = np.asarray(labels).astype(str)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(vectors), min(max_points, len(vectors)), replace=False))
+    x, y = vectors[keep], labels[keep]
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        xy = TSNE(n_components=2, init="pca", random_state=seed,
+                  perplexity=min(30.0, max(5.0, len(x) / 50))).fit_transform(x)
+    elif method == "pca":
+        centred = x - x.mean(axis=0)
+        _, _, components = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ components[:2].T
+    else:
+        raise ValueError(f"method must be 'tsne' or 'pca', got {method!r}")
+    frequent = pd.Series(y).value_counts().index[:top_labels]
+    fig, ax = plt.subplots(figsize=(8, 6))
+    other = ~np.isin(y, frequent)
+    ax.scatter(xy[other, 0], xy[other, 1], s=4, c="lightgrey", label="other")
+    cmap = plt.get_cmap("tab20")
+    for i, label in enumerate(frequent):
+        mask = y == label
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=5, color=cmap(i % 20), label=label)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    ax.set_title(f"{title} ({method.upper()}, {len(x):,} items)")
+    fig.tight_layout()
+    return fig
+
+
+def neighbour_grid(neighbours: pd.DataFrame, items: pd.DataFrame,
+                   query_items: Sequence[str] | None = None, size: float = 1.3) -> plt.Figure | None:
+    """Images of each query's nearest items, a row per query.
+
+    ``neighbours`` is a :func:`recsys_utils.probes.nearest_items` table. When
+    ``query_items`` gives the query's own item id per row of queries, its image
+    comes first. Returns None when the items have no images.
+    """
+    if "image_path" not in items or items["image_path"].isna().all():
+        return None
+    paths = items.set_index("item_id")["image_path"]
+    titles = items.set_index("item_id")["title"]
+    queries = list(dict.fromkeys(neighbours["query"]))
+    k = int(neighbours["rank"].max())
+    lead = 1 if query_items is not None else 0
+    fig, axes = plt.subplots(len(queries), k + lead,
+                             figsize=((k + lead) * size, len(queries) * (size + 0.35)),
+                             squeeze=False)
+    for r, query in enumerate(queries):
+        row = neighbours[neighbours["query"] == query].sort_values("rank")
+        ids = ([query_items[r]] if query_items is not None else []) + row["item_id"].tolist()
+        for c, item_id in enumerate(ids):
+            ax = axes[r, c]
+            ax.axis("off")
+            path = paths.get(item_id)
+            if isinstance(path, str):
+                with Image.open(path) as image:
+                    ax.imshow(image.convert("RGB"))
+            caption = ("query: " if c == 0 and lead else "") + str(titles.get(item_id, ""))
+            ax.set_title(caption[:20], fontsize=6, color="tab:red" if c == 0 and lead else "black")
+    fig.tight_layout()
+    return fig
