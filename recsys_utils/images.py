@@ -1,0 +1,407 @@
+"""A compact image encoder trained on the catalogue's own images (no download).
+
+::
+
+    from recsys_utils import images
+    pixels, present = images.load_images(items["image_path"], size=64)
+    encoder, history = images.train_image_encoder(
+        pixels, present, objective="supervised", labels={"category": cat, "colour": col})
+    vectors = images.embed_images(encoder, pixels, present)      # (n, 64), zeros where absent
+    images.image_retrieval_score(vectors, present, combine_keys(cat, col), query_idx=test_idx)
+
+* **Loading**: RGB, resized preserving the aspect ratio and padded to a square
+  (fashion photos are 60x80); ``None``, missing or unreadable files give a zero
+  image and ``present=False`` and are counted, never raised.
+* **Encoder**: ``"small_cnn"`` (default, offline, ~0.1 M parameters): a
+  strided stem and three conv blocks with BatchNorm/ReLU, global average
+  pooling, dense, L2 normalisation.
+  ``"mobilenet_v3_small_imagenet"`` plugs in Keras' pretrained MobileNetV3-Small
+  (downloads ImageNet weights, so it needs a network). The model takes raw
+  0-255 pixels (float or uint8) ``(B, size, size, 3)``.
+* **Objectives**: ``"supervised"`` - one cosine-softmax head per item attribute
+  (category, colour, ...); ``"contrastive"`` - CLIP-style symmetric in-batch
+  softmax between the image vector and a learned linear projection of the
+  item's text vector. :func:`image_retrieval_score` (precision@10 of nearest
+  neighbours sharing an attribute combination, on held-out queries) is the
+  cheap metric to choose between them.
+
+Import ``recsys_utils`` before TensorFlow (it sets ``TF_USE_LEGACY_KERAS=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import tensorflow as tf
+
+from .schema import DataError
+
+BACKBONES = ("small_cnn", "mobilenet_v3_small_imagenet")
+OBJECTIVES = ("supervised", "contrastive")
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+def _is_missing_path(path: Any) -> bool:
+    if path is None:
+        return True
+    if isinstance(path, float) and np.isnan(path):   # pandas NaN for a missing image_path
+        return True
+    return isinstance(path, str) and not path.strip()
+
+
+def _load_one(path: Any, size: int, pad_value: int) -> tuple[np.ndarray | None, str]:
+    """-> (image (size, size, 3) uint8 or None, status: loaded|none|missing|unreadable)."""
+    from PIL import Image
+
+    if _is_missing_path(path):
+        return None, "none"
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return None, "missing"
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                # Composite transparency onto the padding colour, not onto black.
+                rgba = im.convert("RGBA")
+                canvas = Image.new("RGBA", rgba.size, (pad_value,) * 3 + (255,))
+                im = Image.alpha_composite(canvas, rgba).convert("RGB")
+            else:
+                im = im.convert("RGB")
+            w, h = im.size
+            scale = size / max(w, h)
+            new = (max(1, round(w * scale)), max(1, round(h * scale)))
+            im = im.resize(new, Image.BILINEAR)
+            out = Image.new("RGB", (size, size), (pad_value,) * 3)
+            out.paste(im, ((size - new[0]) // 2, (size - new[1]) // 2))
+            return np.asarray(out, dtype=np.uint8), "loaded"
+    except Exception:   # any decoder error means "unreadable", counted below
+        return None, "unreadable"
+
+
+def load_images(
+    paths: Sequence[str | None],
+    size: int = 64,
+    *,
+    progress: bool = True,
+    pad_value: int = 255,
+    workers: int | None = None,
+    return_counts: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Load item images into one uint8 array.
+
+    Args:
+        paths: one entry per item: a file path, or None/NaN/"" when the item
+            has no image.
+        size: output side; images are resized to fit (aspect ratio kept) and
+            padded to ``size x size`` with ``pad_value`` (white by default,
+            matching product photos on white).
+        workers: decoding threads (default: 2 x CPU cores, at most 8).
+        return_counts: also return ``{"total", "loaded", "none", "missing",
+            "unreadable"}`` counts.
+
+    Returns:
+        ``images`` uint8 ``(n, size, size, 3)`` (zeros where absent) and
+        ``present`` bool ``(n,)``; with ``return_counts`` also the counts. A
+        warning names how many files were missing or unreadable (one bad file
+        never stops the load).
+    """
+    if size < 8:
+        raise ValueError(f"size must be >= 8, got {size}")
+    paths = list(paths)
+    n = len(paths)
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)
+    present = np.zeros(n, dtype=bool)
+    counts = {"total": n, "loaded": 0, "none": 0, "missing": 0, "unreadable": 0}
+    first_bad: dict[str, str] = {}
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=n, desc="loading images", unit="img", disable=not progress) as bar:
+        # PIL releases the GIL while decoding, so threads overlap file I/O and decode.
+        for i, (image, status) in enumerate(pool.map(lambda p: _load_one(p, size, pad_value), paths)):
+            counts[status] += 1
+            if image is not None:
+                images[i] = image
+                present[i] = True
+            elif status in ("missing", "unreadable"):
+                first_bad.setdefault(status, str(paths[i]))
+            bar.update(1)
+    bad = counts["missing"] + counts["unreadable"]
+    if bad:
+        examples = "; ".join(f"{k}: {v}" for k, v in first_bad.items())
+        warnings.warn(f"load_images: {counts['missing']} missing and {counts['unreadable']} unreadable "
+                      f"image files of {n} treated as absent (e.g. {examples})", stacklevel=2)
+    return (images, present, counts) if return_counts else (images, present)
+
+
+# --------------------------------------------------------------------------
+# Encoder
+# --------------------------------------------------------------------------
+def _conv_bn_relu(x: tf.Tensor, filters: int, name: str, strides: int = 1) -> tf.Tensor:
+    x = tf.keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                               name=f"{name}_conv")(x)
+    # momentum 0.9: with a few hundred steps the moving statistics must catch
+    # up, or inference-mode outputs drift from what training saw.
+    x = tf.keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return tf.keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_image_encoder(size: int = 64, dim: int = 64, *,
+                        backbone: Literal["small_cnn", "mobilenet_v3_small_imagenet"] = "small_cnn",
+                        widths: Sequence[int] = (32, 64, 128)) -> tf.keras.Model:
+    """An image encoder: raw pixels ``(B, size, size, 3)`` in 0-255 -> unit vectors ``(B, dim)``.
+
+    ``"small_cnn"``: a stride-2 Conv3x3-BN-ReLU stem, then per entry of
+    ``widths`` a Conv3x3-BN-ReLU + MaxPool block, global average pooling,
+    Dense(dim), L2 normalisation (~0.1 M parameters at the defaults; about
+    2.5 s per epoch of 1,700 64-px images on 2 CPU cores). Offline, random
+    initialisation.
+
+    ``"mobilenet_v3_small_imagenet"``: Keras' MobileNetV3-Small with ImageNet
+    weights (downloaded; needs a network; ``size >= 32``) + Dense(dim) + L2
+    normalisation. Raises RuntimeError naming the offline default if the
+    download fails.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
+    inputs = tf.keras.Input((size, size, 3), name="pixels")
+    if backbone == "small_cnn":
+        x = tf.keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+        # A strided stem halves the resolution first: full-resolution 3x3 convs
+        # cost ~10x more on CPU (27 s vs 2.6 s per epoch of 1,700 64-px images)
+        # for no gain on catalogue photos this small.
+        x = _conv_bn_relu(x, widths[0], "stem", strides=2)
+        for b, filters in enumerate(widths):
+            x = _conv_bn_relu(x, filters, f"block{b}")
+            x = tf.keras.layers.MaxPooling2D(name=f"block{b}_pool")(x)
+        x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    else:
+        try:
+            base = tf.keras.applications.MobileNetV3Small(
+                input_shape=(size, size, 3), include_top=False, weights="imagenet",
+                pooling="avg", include_preprocessing=True)   # takes 0-255 pixels itself
+        except Exception as exc:  # download errors come in many types
+            raise RuntimeError(
+                f"backbone {backbone!r} needs ImageNet weights downloaded by Keras, which failed "
+                f"({type(exc).__name__}: {str(exc)[:200]}). Without a network use the default, "
+                f"offline backbone='small_cnn'.") from exc
+        x = base(inputs)
+    x = tf.keras.layers.Dense(dim, name="projection")(x)
+    outputs = tf.keras.layers.UnitNormalization(name="l2_normalize")(x)
+    return tf.keras.Model(inputs, outputs, name=f"image_encoder_{backbone}")
+
+
+def _augmenter(seed: int) -> tf.keras.Sequential:
+    # Geometric only: colour is an attribute we want the encoder to keep.
+    return tf.keras.Sequential([
+        tf.keras.layers.RandomFlip("horizontal", seed=seed),
+        tf.keras.layers.RandomTranslation(0.08, 0.08, fill_mode="nearest", seed=seed + 1),
+    ], name="augment")
+
+
+def _check_images(images: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    images = np.asarray(images)
+    present = np.asarray(present, dtype=bool)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
+        raise DataError(f"images must be (n, size, size, 3), got {images.shape}", source="images")
+    if present.shape != (len(images),):
+        raise DataError(f"present must be ({len(images)},), got {present.shape}", source="images")
+    return images, present
+
+
+def train_image_encoder(
+    images: np.ndarray,
+    present: np.ndarray,
+    *,
+    objective: Literal["supervised", "contrastive"],
+    labels: Mapping[str, np.ndarray] | None = None,
+    text_embeddings: np.ndarray | None = None,
+    train_idx: np.ndarray | None = None,
+    dim: int = 64,
+    epochs: int = 5,
+    batch_size: int = 128,
+    temperature: float = 0.05,
+    learning_rate: float = 2e-3,
+    seed: int = 42,
+    augment: bool = True,
+    backbone: Literal["small_cnn", "mobilenet_v3_small_imagenet"] = "small_cnn",
+    progress: bool = True,
+) -> tuple[tf.keras.Model, dict[str, list[float]]]:
+    """Train an image encoder on the catalogue's own images.
+
+    Args:
+        images / present: from :func:`load_images`, ``(n, size, size, 3)`` and ``(n,)``.
+        objective: ``"supervised"``: one cosine-softmax head per attribute in
+            ``labels`` (name -> int codes ``(n,)``, -1 = unknown, ignored),
+            logits ``cos(v, w_c) / temperature``, losses summed over heads.
+            ``"contrastive"``: CLIP-style; ``text_embeddings`` ``(n, d)`` go
+            through a learned linear projection to ``dim`` + L2 norm; logits
+            ``v_i . t_j / temperature`` over the batch; symmetric cross-entropy
+            (image->text and text->image) with the item's own text as target.
+        train_idx: rows to train on (default all); only rows with a present
+            image are used. Keep held-out rows out for :func:`image_retrieval_score`.
+        augment: random horizontal flip and translation (no colour jitter:
+            colour is an attribute to keep).
+        seed: seeds Python/NumPy/TF, the shuffle and the augmentation; runs are
+            repeatable on CPU as far as TF kernels are deterministic.
+
+    Returns:
+        ``(encoder, history)``: the trained encoder (pixels -> unit vectors) and
+        ``{"loss": [...], ...}`` per-epoch means (supervised: also
+        ``accuracy/<attr>``; contrastive: in-batch ``accuracy/image_to_text``).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
+    images, present = _check_images(images, present)
+    n, size = len(images), images.shape[1]
+    rows = np.arange(n) if train_idx is None else np.asarray(train_idx, dtype=np.int64)
+    rows = rows[present[rows]]
+    if len(rows) < 2:
+        raise DataError(f"only {len(rows)} training rows have an image; need at least 2", source="images")
+
+    if objective == "supervised":
+        if not labels:
+            raise DataError("objective='supervised' needs labels: {attribute: int codes (n,)}", source="labels")
+        targets = {}
+        for name, codes in labels.items():
+            codes = np.asarray(codes)
+            if codes.shape != (n,) or not np.issubdtype(codes.dtype, np.integer):
+                raise DataError(f"label {name!r} must be integer codes of shape ({n},), "
+                                f"got {codes.dtype} {codes.shape}", source="labels")
+            targets[name] = codes.astype(np.int32)
+    else:
+        if text_embeddings is None:
+            raise DataError("objective='contrastive' needs text_embeddings (n, d)", source="text_embeddings")
+        text_embeddings = np.asarray(text_embeddings, dtype=np.float32)
+        if text_embeddings.ndim != 2 or len(text_embeddings) != n:
+            raise DataError(f"text_embeddings must be ({n}, d), got {text_embeddings.shape}",
+                            source="text_embeddings")
+        if len(rows) < 2 or batch_size < 2:
+            raise DataError("contrastive training needs batches of at least 2 items", source="images")
+
+    tf.keras.utils.set_random_seed(seed)
+    encoder = build_image_encoder(size, dim, backbone=backbone)
+    augmenter = _augmenter(seed) if augment else None
+    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    inv_t = 1.0 / float(temperature)
+
+    if objective == "supervised":
+        names = sorted(targets)
+        # Cosine classifier: normalised class vectors, so logits live on the same
+        # cosine scale that retrieval uses.
+        class_vectors = [tf.Variable(tf.random.normal((dim, int(targets[k].max()) + 1), stddev=0.1, seed=seed),
+                                     name=f"classes_{k}") for k in names]
+        head_vars = class_vectors
+        tensors = (images[rows], *[targets[k][rows] for k in names])
+    else:
+        text_proj = tf.keras.layers.Dense(dim, use_bias=False, name="text_projection")
+        text_proj.build((None, text_embeddings.shape[1]))
+        head_vars = text_proj.trainable_variables
+        tensors = (images[rows], text_embeddings[rows])
+
+    ds = tf.data.Dataset.from_tensor_slices(tensors).shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    # Contrastive: a batch of one has no negatives; drop the ragged tail.
+    drop = objective == "contrastive" and len(rows) > batch_size
+    ds = ds.batch(min(batch_size, len(rows)), drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+
+    def step_loss(batch: tuple, training: bool) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        x = tf.cast(batch[0], tf.float32)
+        if augmenter is not None and training:
+            x = augmenter(x, training=True)
+        v = encoder(x, training=training)                                   # (B, dim), unit
+        if objective == "supervised":
+            loss, acc = 0.0, {}
+            for name, w, y in zip(names, class_vectors, batch[1:]):
+                logits = inv_t * tf.matmul(v, tf.math.l2_normalize(w, axis=0))
+                known = tf.cast(y >= 0, tf.float32)
+                ce = tf.keras.losses.sparse_categorical_crossentropy(tf.maximum(y, 0), logits, from_logits=True)
+                loss += tf.reduce_sum(ce * known) / tf.maximum(tf.reduce_sum(known), 1.0)
+                hit = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
+                acc[f"accuracy/{name}"] = tf.reduce_sum(hit * known) / tf.maximum(tf.reduce_sum(known), 1.0)
+            return loss, acc
+        t = tf.math.l2_normalize(text_proj(batch[1]), axis=-1)
+        logits = inv_t * tf.matmul(v, t, transpose_b=True)                  # (B, B)
+        target = tf.range(tf.shape(logits)[0])
+        ce = tf.keras.losses.sparse_categorical_crossentropy
+        loss = 0.5 * (tf.reduce_mean(ce(target, logits, from_logits=True))
+                      + tf.reduce_mean(ce(target, tf.transpose(logits), from_logits=True)))
+        hit = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), target), tf.float32)
+        return loss, {"accuracy/image_to_text": tf.reduce_mean(hit)}
+
+    @tf.function(reduce_retracing=True)
+    def train_step(batch: tuple) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        with tf.GradientTape() as tape:
+            loss, stats = step_loss(batch, True)
+        variables = encoder.trainable_variables + list(head_vars)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss, stats
+
+    from tqdm.auto import tqdm
+
+    history: dict[str, list[float]] = {"loss": []}
+    with tqdm(total=epochs, desc=f"image encoder ({objective})", unit="epoch", disable=not progress) as bar:
+        for _ in range(epochs):
+            sums: dict[str, float] = {}
+            count = 0
+            for batch in ds:
+                loss, stats = train_step(batch)
+                b = int(tf.shape(batch[0])[0])
+                count += b
+                for k, v in {"loss": loss, **stats}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * b
+            for k, total in sums.items():
+                history.setdefault(k, []).append(total / count)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
+            bar.update(1)
+    return encoder, history
+
+
+def embed_images(encoder: tf.keras.Model, images: np.ndarray, present: np.ndarray,
+                 batch_size: int = 256) -> np.ndarray:
+    """Unit image vectors ``(n, dim)`` float32; rows of absent images are zeros
+    (the ``present`` mask says which; use it as the fusion mask)."""
+    images, present = _check_images(images, present)
+    dim = int(encoder.output_shape[-1])
+    out = np.zeros((len(images), dim), dtype=np.float32)
+    if present.any():
+        out[present] = encoder.predict(images[present].astype(np.float32), batch_size=batch_size, verbose=0)
+    return out
+
+
+def image_retrieval_score(
+    embeddings: np.ndarray,
+    present: np.ndarray,
+    labels: np.ndarray | Mapping[str, np.ndarray],
+    *,
+    query_idx: np.ndarray | None = None,
+    k: int = 10,
+) -> float:
+    """Mean precision@k of image nearest neighbours sharing an attribute combination.
+
+    Each query item (``query_idx`` ∩ present; default all present items - pass
+    held-out rows to score generalisation) retrieves its k nearest other items
+    with an image by cosine; a neighbour is relevant when its ``labels`` key
+    matches (``labels``: one key per item ``(n,)``, or a dict of attribute arrays
+    combined, e.g. category+colour). Queries with no relevant item are skipped.
+    A cheap, training-free way to compare objectives (and a random encoder).
+    """
+    from .fusion import combine_keys, item_retrieval_metrics
+
+    present = np.asarray(present, dtype=bool)
+    if isinstance(labels, Mapping):
+        key = combine_keys(*[labels[k2] for k2 in sorted(labels)])
+    else:
+        key = np.asarray(labels)
+    queries = np.flatnonzero(present) if query_idx is None else np.asarray(query_idx, dtype=np.int64)
+    queries = queries[present[queries]]
+    result = item_retrieval_metrics(embeddings, queries, key, candidate_idx=np.flatnonzero(present), k=k)
+    return result[f"precision@{k}"]
