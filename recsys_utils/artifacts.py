@@ -171,3 +171,70 @@ def load_prepared(artifact_dir: str | Path) -> Prepared:
         queries=_read_optional(root / "queries.parquet"),
         judgements=_read_optional(root / "judgements.parquet"),
     )
+
+
+#: Which notebook writes each named feature array (for the error message).
+FEATURE_WRITERS = {
+    "item_text": "02 (BERT text encoding)",
+    "query_text": "02 (BERT text encoding)",
+    "item_image": "03 (multimodal fusion)",
+    "item_image_present": "03 (multimodal fusion)",
+    "item_fused": "03 (multimodal fusion)",
+}
+FEATURES_DIR = "features"
+MODELS_DIR = "models"
+
+
+def features_path(artifact_dir: str | Path, name: str) -> Path:
+    return Path(artifact_dir) / FEATURES_DIR / f"{name}.npy"
+
+
+def save_features(artifact_dir: str | Path, name: str, array: np.ndarray) -> Path:
+    """Save a feature array (rows aligned with the items, or queries, table)."""
+    return save_npy(np.asarray(array), features_path(artifact_dir, name))
+
+
+def load_features(artifact_dir: str | Path, name: str) -> np.ndarray:
+    """Load a feature array written by an earlier notebook.
+
+    Raises:
+        DataError: naming the notebook to run when the array is not there.
+    """
+    path = features_path(artifact_dir, name)
+    if not path.exists():
+        writer = FEATURE_WRITERS.get(name, "an earlier notebook")
+        raise DataError(f"no {name!r} features at {path}: run notebook {writer} "
+                        f"with artifact_dir={str(artifact_dir)!r} first")
+    return np.load(path)
+
+
+def model_dir(artifact_dir: str | Path, name: str) -> Path:
+    """Where an exported model (a SavedModel directory or a .tflite file) lives."""
+    return Path(artifact_dir) / MODELS_DIR / name
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; swap it into place on success.
+
+    For SavedModels and other directory artifacts: a reader sees the old
+    directory or the new one, never a half-written one.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -41,32 +41,87 @@ class DataScale:
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """All knobs of one profile, one section per stage."""
+    """All knobs of one profile, one section per stage.
+
+    ``data`` is typed; the later stages' sections are keyword dictionaries that
+    the stage passes on to its ``recsys_utils`` function (e.g.
+    ``text.load_text_encoder(**profile.text)``).
+    """
 
     name: str
     data: DataScale
     text: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fusion: dict[str, Any] = dataclasses.field(default_factory=dict)
+    retrieval: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ranking: dict[str, Any] = dataclasses.field(default_factory=dict)
+    compress: dict[str, Any] = dataclasses.field(default_factory=dict)
+    search: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        name="smoke",
-        data=DataScale(synthetic_items=600, synthetic_users=500,
+PROFILE_NAMES = ("smoke", "default", "full")
+
+# One block per stage, one entry per profile.
+
+_DATA = {
+    "smoke": DataScale(synthetic_items=600, synthetic_users=500,
                        fashion_items=1500, fashion_users=600, image_size=48),
-    ),
-    "default": Profile(
-        name="default",
-        data=DataScale(synthetic_items=3000, synthetic_users=3000,
-                       fashion_items=8000, fashion_users=3000),
-    ),
-    "full": Profile(
-        name="full",
-        data=DataScale(synthetic_items=20000, synthetic_users=50000,
-                       fashion_items=None, fashion_users=50000),
-    ),
+    "default": DataScale(synthetic_items=3000, synthetic_users=3000,
+                         fashion_items=8000, fashion_users=3000),
+    "full": DataScale(synthetic_items=20000, synthetic_users=50000,
+                      fashion_items=None, fashion_users=50000),
+}
+
+# Text encoder (recsys_utils.text.load_text_encoder(**profile.text)): short
+# item texts fit in 64 tokens; "auto" = bfloat16 where the hardware has it.
+_TEXT = {
+    "smoke": dict(max_length=64, batch_size=64, pooling="mean", precision="auto"),
+    "default": dict(max_length=128, batch_size=64, pooling="mean", precision="auto"),
+    "full": dict(max_length=128, batch_size=256, pooling="mean", precision="auto"),
+}
+
+# Image encoder and fusion (notebook 03).
+_FUSION: dict[str, dict[str, Any]] = {
+    "smoke": {},
+    "default": {},
+    "full": {},
+}
+
+# Two-tower retrieval and serving (notebook 04).
+_RETRIEVAL: dict[str, dict[str, Any]] = {
+    "smoke": {},
+    "default": {},
+    "full": {},
+}
+
+# Ranking and the chain (notebook 05).
+_RANKING: dict[str, dict[str, Any]] = {
+    "smoke": {},
+    "default": {},
+    "full": {},
+}
+
+# Quantization (notebook 06).
+_COMPRESS: dict[str, dict[str, Any]] = {
+    "smoke": {},
+    "default": {},
+    "full": {},
+}
+
+# Product search (notebook 08).
+_SEARCH: dict[str, dict[str, Any]] = {
+    "smoke": {},
+    "default": {},
+    "full": {},
+}
+
+PROFILES: dict[str, Profile] = {
+    name: Profile(name=name, data=_DATA[name], text=_TEXT[name], fusion=_FUSION[name],
+                  retrieval=_RETRIEVAL[name], ranking=_RANKING[name],
+                  compress=_COMPRESS[name], search=_SEARCH[name])
+    for name in PROFILE_NAMES
 }
 
 

@@ -30,3 +30,27 @@ def test_metrics_round_trip(tmp_path):
 def test_load_prepared_says_which_notebook_to_run(tmp_path):
     with pytest.raises(DataError, match="notebook 01"):
         artifacts.load_prepared(tmp_path)
+
+
+def test_features_round_trip_and_missing_names_the_notebook(tmp_path):
+    import numpy as np
+
+    artifacts.save_features(tmp_path, "item_text", np.eye(3, dtype=np.float32))
+    assert artifacts.load_features(tmp_path, "item_text").shape == (3, 3)
+    with pytest.raises(DataError, match="notebook 03"):
+        artifacts.load_features(tmp_path, "item_fused")
+
+
+def test_atomic_dir_replaces_whole_directories(tmp_path):
+    target = tmp_path / "model"
+    with artifacts.atomic_dir(target) as tmp:
+        (tmp / "v").write_text("1")
+    with pytest.raises(RuntimeError):
+        with artifacts.atomic_dir(target) as tmp:
+            (tmp / "v").write_text("half")
+            raise RuntimeError
+    assert (target / "v").read_text() == "1"
+    with artifacts.atomic_dir(target) as tmp:
+        (tmp / "v").write_text("2")
+    assert (target / "v").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
