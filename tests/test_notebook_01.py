@@ -1,4 +1,4 @@
-"""The notebook series, executed by papermill on the smoke profile.
+"""Notebook 01 (data preparation), executed by papermill on the smoke profile.
 
 Each test runs the notebooks up to the one it checks (once per data set per
 session), reads that notebook's metrics file and asserts on the numbers.
