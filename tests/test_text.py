@@ -1,0 +1,289 @@
+"""Tests of recsys_utils.text: the keras-hub sentence encoder, cache, export, errors."""
+
+import recsys_utils  # noqa: F401, I001 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_utils import text
+from recsys_utils.schema import DataError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
+
+
+@pytest.fixture(scope="module")
+def encoder() -> text.TextEncoder:
+    return text.load_text_encoder(max_length=128, precision="float32", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return json.loads(FIXTURE.read_text(encoding="utf-8"))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+# -- checkpoint and numerics --------------------------------------------------------
+
+def test_default_checkpoint_is_found_from_the_installed_package():
+    path = text.default_checkpoint_dir()
+    assert path.is_dir()
+    assert {"config.json", "vocab.txt", "model.safetensors"} <= {p.name for p in path.iterdir()}
+
+
+def test_token_ids_match_the_reference_tokenizer(encoder, reference):
+    # Includes "Café ... ÜBER": Hugging Face strips accents when lower-casing.
+    ours = [t.tolist() for t in encoder.tokenize(reference["sentences"])]
+    assert ours == reference["token_ids"]
+
+
+def test_embeddings_match_the_pytorch_reference(encoder, reference):
+    vectors = encoder.encode(reference["sentences"], progress=False)
+    expected = np.asarray(reference["vectors"], dtype=np.float64)
+    assert vectors.shape == (len(reference["sentences"]), 384) == expected.shape
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert cosine(vectors, expected).min() >= 0.999, cosine(vectors, expected)
+
+
+def test_paraphrases_score_higher_than_unrelated_pairs(encoder):
+    pairs = [
+        ("waterproof hiking boots", "boots for walking in the rain"),
+        ("wireless headphones", "bluetooth earphones without cables"),
+        ("a warm winter coat", "insulated jacket for cold weather"),
+    ]
+    unrelated = ["stainless steel frying pan", "children's picture book about dinosaurs",
+                 "quarterly tax report"]
+    left = encoder.encode([a for a, _ in pairs], progress=False)
+    right = encoder.encode([b for _, b in pairs], progress=False)
+    other = encoder.encode(unrelated, progress=False)
+    paraphrase = (left * right).sum(1)
+    for i in range(len(pairs)):
+        assert paraphrase[i] > (left[i] * other).sum(1).max() + 0.1
+
+
+def test_bucketed_and_fixed_length_agree_and_keep_order(encoder):
+    texts = ["red", "a long product description " * 12, "blue cotton shirt", "",
+             "Lightweight running shoe with a breathable mesh upper and a cushioned sole.", "red"]
+    bucketed = encoder.encode(texts, bucketing=True, batch_size=2, progress=False)
+    fixed = encoder.encode(texts, bucketing=False, batch_size=2, progress=False)
+    assert cosine(bucketed, fixed).min() >= 0.9999
+    one_by_one = np.concatenate([encoder.encode([t], progress=False) for t in texts])
+    assert cosine(bucketed, one_by_one).min() >= 0.9999  # original order restored
+    np.testing.assert_array_equal(bucketed[0], bucketed[5])  # duplicates encoded once
+
+
+def test_long_texts_are_truncated_to_max_length(encoder):
+    tokens = encoder.tokenize(["word " * 500])[0]
+    assert len(tokens) == encoder.max_length
+    assert tokens[0] == encoder.cls_id and tokens[-1] == encoder.sep_id
+
+
+def test_empty_input_and_non_strings(encoder):
+    assert encoder.encode([], progress=False).shape == (0, encoder.dim)
+    with pytest.raises(DataError, match="not strings"):
+        encoder.encode(["ok", None], progress=False)
+    with pytest.raises(TypeError):
+        encoder.encode("a single string", progress=False)
+
+
+def test_bfloat16_and_cls_pooling(encoder, reference):
+    full = encoder.encode(reference["sentences"], progress=False)
+    bf16 = text.load_text_encoder(precision="bfloat16")
+    assert bf16.precision == "bfloat16" and bf16.cache_key != encoder.cache_key
+    half = bf16.encode(reference["sentences"], progress=False)
+    assert half.dtype == np.float32
+    assert cosine(full, half).min() >= 0.99
+    cls = text.load_text_encoder(pooling="cls")
+    cls_vectors = cls.encode(reference["sentences"], progress=False)
+    np.testing.assert_allclose(np.linalg.norm(cls_vectors, axis=1), 1.0, atol=1e-5)
+    assert cosine(full, cls_vectors).max() < 0.99  # really a different pooling
+
+
+def test_profiles_text_sections_are_valid_encoder_options():
+    import inspect
+
+    from recsys_utils.profiles import PROFILES
+
+    for profile in PROFILES.values():
+        inspect.signature(text.TextEncoder).bind(**profile.text)  # TypeError on an unknown key
+        assert profile.text["pooling"] in text.POOLINGS
+        assert profile.text["precision"] in text.PRECISIONS
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="pooling"):
+        text.TextEncoder(pooling="max")
+    with pytest.raises(ValueError, match="precision"):
+        text.TextEncoder(precision="int4")
+
+
+# -- cache ---------------------------------------------------------------------------
+
+def test_cache_is_hit_on_rerun(encoder, tmp_path, monkeypatch):
+    texts = ["blue denim jacket", "green tea 100 bags", "usb-c charging cable 2 m"]
+    first = encoder.encode(texts, cache_dir=tmp_path, progress=False)
+    assert list(tmp_path.rglob("shard-*.npz"))
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the encoder ran although every text was cached")
+
+    monkeypatch.setattr(encoder, "_encode_batch", must_not_run)
+    again = encoder.encode(list(reversed(texts)), cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(again, first[::-1])
+    monkeypatch.undo()
+
+    # A new text is encoded alone; the cached ones are not recomputed.
+    seen: list[int] = []
+    real = encoder._encode_batch
+
+    def counting(ids, mask):
+        seen.append(len(ids))
+        return real(ids, mask)
+
+    monkeypatch.setattr(encoder, "_encode_batch", counting)
+    mixed = encoder.encode(texts + ["a brand new text"], cache_dir=tmp_path, progress=False)
+    assert sum(seen) == 1
+    np.testing.assert_array_equal(mixed[:3], first)
+
+
+def test_cache_is_keyed_by_encoder_settings(encoder, tmp_path):
+    other = text.EmbeddingCache(tmp_path, {**encoder.cache_key, "pooling": "cls"})
+    mine = text.EmbeddingCache(tmp_path, encoder.cache_key)
+    assert other.dir != mine.dir
+    other.write(["0" * 40], np.ones((1, encoder.dim), np.float32))
+    assert mine.lookup(["0" * 40]) == {}
+
+
+def test_interrupted_run_resumes(encoder, tmp_path, monkeypatch):
+    texts = [f"product number {i} in size {s}" for i, s in enumerate("SMLXSMLX")]
+    real = encoder._encode_batch
+    calls = {"n": 0}
+
+    def crash_after_two_batches(ids, mask):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(ids, mask)
+
+    monkeypatch.setattr(encoder, "_encode_batch", crash_after_two_batches)
+    with pytest.raises(KeyboardInterrupt):
+        # chunk_size 4 = two batches of 2: the first chunk completes and is stored.
+        encoder.encode(texts, cache_dir=tmp_path, batch_size=2, chunk_size=4, progress=False)
+    assert len(list(tmp_path.rglob("shard-*.npz"))) == 1
+    assert not list(tmp_path.rglob("*.tmp"))  # no half-written shard left behind
+
+    encoded: list[int] = []
+
+    def counting(ids, mask):
+        encoded.append(len(ids))
+        return real(ids, mask)
+
+    monkeypatch.setattr(encoder, "_encode_batch", counting)
+    resumed = encoder.encode(texts, cache_dir=tmp_path, batch_size=2, chunk_size=4, progress=False)
+    assert sum(encoded) == 4  # only the unfinished half
+    monkeypatch.undo()
+    fresh = encoder.encode(texts, progress=False)
+    assert cosine(resumed, fresh).min() >= 0.9999
+
+
+# -- export ----------------------------------------------------------------------------
+
+def test_exported_savedmodel_in_tf_keras_reproduces_vectors(encoder, reference, tmp_path):
+    import tensorflow as tf
+    import tf_keras
+
+    path = text.export_encoder(encoder, tmp_path / "text_encoder")
+    assert (path / "saved_model.pb").exists()
+    # The weights are stored once (~90 MB for MiniLM), not twice.
+    stored = sum(f.stat().st_size for f in (path / "variables").iterdir())
+    weights = (text.default_checkpoint_dir() / "model.safetensors").stat().st_size
+    assert stored < 1.2 * weights
+    layer = text.load_exported(path)
+    inputs = tf_keras.Input(shape=(), dtype=tf.string)
+    model = tf_keras.Model(inputs, layer(inputs))  # a Keras 2 model around the Keras 3 export
+    assert isinstance(model, tf.keras.Model)
+    sentences = reference["sentences"]
+    exported = model.predict(tf.constant(sentences), verbose=0)
+    in_memory = encoder.encode(sentences, progress=False)
+    assert exported.shape == in_memory.shape
+    assert cosine(exported, in_memory).min() >= 0.9999
+
+
+def test_load_exported_rejects_a_non_savedmodel(tmp_path):
+    with pytest.raises(text.CheckpointError, match="saved_model.pb"):
+        text.load_exported(tmp_path)
+
+
+# -- clear errors ------------------------------------------------------------------------
+
+def test_missing_checkpoint_directory_says_what_was_checked(tmp_path):
+    missing = tmp_path / "no_model_here"
+    with pytest.raises(text.CheckpointError, match="does not exist") as err:
+        text.load_text_encoder(missing)
+    assert str(missing) in str(err.value)
+
+
+def test_directory_without_checkpoint_files_is_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(text.CheckpointError) as err:
+        text.load_text_encoder(tmp_path)
+    message = str(err.value)
+    assert str(tmp_path) in message and "config.json" in message and "vocab.txt" in message
+    assert isinstance(err.value, ValueError)
+
+
+def test_unknown_preset_name_says_what_was_tried():
+    with pytest.raises(text.CheckpointError) as err:
+        text.load_text_encoder("no_such_bert_preset")
+    message = str(err.value)
+    assert "no_such_bert_preset" in message
+    assert "local directory" in message and "not a known keras-hub BERT preset" in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no deep traceback
+
+
+def test_known_preset_offline_mentions_the_network(monkeypatch):
+    import keras_hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'api.kaggle.com'")
+
+    # Simulated, so the test is the same with or without a network.
+    monkeypatch.setattr(keras_hub.models.BertTokenizer, "from_preset", offline)
+    with pytest.raises(text.CheckpointError) as err:
+        text.load_text_encoder("bert_tiny_en_uncased")
+    message = str(err.value)
+    assert "needs a network" in message and "ConnectionError" in message
+
+
+# -- item text ----------------------------------------------------------------------------
+
+def test_item_text_layout_and_skipped_values():
+    items = pd.DataFrame({
+        "item_id": ["a", "b"],
+        "title": ["Trail runner 2", "Mug!"],
+        "description": ["Light  mesh shoe", None],
+        "category": ["shoes", "Unknown"],
+        "color": ["red", ""],
+        "sleeve_length": [np.nan, "n/a"],
+        "material": ["mesh", "ceramic"],
+    })
+    out = text.item_text(items, ["color", "sleeve_length", "material"])
+    assert out == [
+        "Trail runner 2. Category: shoes. Color: red. Material: mesh. Light mesh shoe.",
+        "Mug! Material: ceramic.",
+    ]
+
+
+def test_item_text_names_missing_columns():
+    items = pd.DataFrame({"item_id": ["a"], "title": ["x"], "description": [""], "category": ["c"]})
+    with pytest.raises(DataError, match="brand"):
+        text.item_text(items, ["brand"])
