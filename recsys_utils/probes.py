@@ -17,18 +17,17 @@ from .metrics import brute_force_top_k
 from .schema import DataError
 
 
-def tfidf_features(texts: Sequence[str], *, seed: int = 0) -> np.ndarray:
+def tfidf_features(texts: Sequence[str]) -> "scipy.sparse.csr_matrix":
     """TF-IDF bag of words and bigrams, L2-normalised rows: the lexical baseline.
 
-    Returns a dense ``(len(texts), n_terms)`` float32 array (vocabulary capped at
-    20,000 terms) so that it can go through the same probe as dense vectors.
+    Returns a sparse ``(len(texts), n_terms)`` float32 CSR matrix (vocabulary
+    capped at 20,000 terms); :func:`linear_probe` takes it like dense vectors.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    del seed  # deterministic: no randomness in TF-IDF
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, max_features=20_000,
-                                 sublinear_tf=True)
-    return vectorizer.fit_transform(list(texts)).astype(np.float32).toarray()
+                                 sublinear_tf=True, dtype=np.float32)
+    return vectorizer.fit_transform(list(texts)).tocsr()
 
 
 def probe_split(labels: Sequence[str], *, shots: int | None, seed: int,
@@ -58,7 +57,7 @@ def linear_probe(features: np.ndarray, labels: Sequence[str], *, shots: int | No
     """Held-out accuracy of a logistic regression from ``features`` to ``labels``.
 
     Args:
-        features: ``(n, d)`` frozen vectors.
+        features: ``(n, d)`` frozen vectors, dense or scipy sparse.
         labels: ``n`` class labels.
         shots: labelled training examples per class (``None``: all but the
             held-out 30%).
@@ -69,10 +68,11 @@ def linear_probe(features: np.ndarray, labels: Sequence[str], *, shots: int | No
     """
     from sklearn.linear_model import LogisticRegression
 
-    features = np.asarray(features)
+    if not hasattr(features, "tocsr"):  # keep sparse TF-IDF sparse: dense would be slow
+        features = np.asarray(features)
     labels = np.asarray(labels).astype(str)
-    if len(features) != len(labels):
-        raise DataError(f"features have {len(features)} rows but labels {len(labels)}")
+    if features.shape[0] != len(labels):
+        raise DataError(f"features have {features.shape[0]} rows but labels {len(labels)}")
     train, test = probe_split(labels, shots=shots, seed=seed)
     if len(np.unique(labels[train])) < 2:
         raise DataError("a probe needs at least two classes with two examples each")
@@ -123,4 +123,50 @@ def nearest_items(
             item = items.iloc[int(i)]
             rows.append({"query": labels[q], "rank": rank, "score": round(float(score), 3),
                          "item_id": item["item_id"], **{c: item[c] for c in columns}})
+    return pd.DataFrame(rows)
+
+
+def probe_columns(prepared_columns: Sequence[str], truth_columns: Sequence[str]) -> list[str]:
+    """Which item columns a probe asks about: the category plus the planted
+    truth where a generator planted one (what text must *understand*), else
+    the category and the structured attributes."""
+    return ["category", *(truth_columns or prepared_columns)]
+
+
+def compare_probes(
+    feature_sets: dict[str, np.ndarray],
+    items: pd.DataFrame,
+    columns: Sequence[str],
+    *,
+    shots: Sequence[int | None] = (5, None),
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Linear-probe accuracy of every feature set on every label column.
+
+    Args:
+        feature_sets: name -> ``(n_items, d)`` vectors aligned with ``items``.
+        columns: item columns to predict; columns with fewer than two classes
+            of two items are skipped.
+        shots: labelled examples per class (``None``: 70% of the items).
+
+    Returns:
+        One row per (column, shots) with the accuracy of each feature set and
+        the majority-class floor.
+    """
+    rows = []
+    for column in columns:
+        labels = items[column].astype(str).to_numpy()
+        for n_shots in shots:
+            row: dict[str, object] = {"label": column,
+                                      "train examples": "all" if n_shots is None
+                                      else f"{n_shots} per class"}
+            try:
+                for name, features in feature_sets.items():
+                    result = linear_probe(features, labels, shots=n_shots, seed=seed)
+                    row[name] = round(result["accuracy"], 3)
+                row["majority class"] = round(result["majority_accuracy"], 3)
+                row["classes"] = result["n_classes"]
+            except DataError:
+                continue
+            rows.append(row)
     return pd.DataFrame(rows)

@@ -44,12 +44,19 @@ def test_tfidf_cannot_generalise_to_unseen_synonyms():
     # Train sentences say "red"/"blue"; test ones only synonyms: bag of words is lost.
     train = ["a red shirt", "red shoes", "a blue shirt", "blue shoes"] * 3
     test = ["a crimson shirt", "scarlet shoes", "a navy shirt", "cobalt shoes"]
-    features = probes.tfidf_features(train + test)
+    features = probes.tfidf_features(train + test).toarray()
     assert features.shape[0] == 16
     assert np.allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
     # The test rows share no colour word with any training row.
     vocab_overlap = features[12:] @ features[:12].T
     assert vocab_overlap.max() < 0.99
+
+
+def test_linear_probe_takes_sparse_tfidf():
+    texts = ["red shirt", "red shoes", "red hat", "blue shirt", "blue shoes", "blue hat"] * 4
+    labels = [("red" if "red" in t else "blue") for t in texts]
+    result = probes.linear_probe(probes.tfidf_features(texts), labels, shots=3, seed=0)
+    assert result["accuracy"] == 1.0
 
 
 def test_probe_errors_are_clear():
@@ -76,3 +83,15 @@ def test_embedding_map_draws_every_frequent_label(method):
     fig = plots.embedding_map(x, labels, method=method, max_points=60, seed=0)
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert set(legend) >= {"c0", "c1", "c2"}
+
+
+def test_compare_probes_table_has_a_row_per_label_and_shots():
+    x, labels = separable()
+    items = pd.DataFrame({"category": labels, "constant": ["same"] * len(labels)})
+    noise = np.random.default_rng(3).normal(size=x.shape).astype(np.float32)
+    table = probes.compare_probes({"good": x, "noise": noise}, items, ["category", "constant"],
+                                  shots=(5, None))
+    assert table["label"].tolist() == ["category", "category"]  # "constant" has one class
+    assert (table["good"] > table["noise"]).all()
+    assert probes.probe_columns(["gender"], ["colour"]) == ["category", "colour"]
+    assert probes.probe_columns(["gender"], []) == ["category", "gender"]
