@@ -103,7 +103,7 @@ def embedding_map(
     *,
     method: str = "tsne",
     max_points: int = 2000,
-    top_labels: int = 12,
+    top_labels: int = 20,
     seed: int = 0,
     title: str = "Item embeddings in 2-D",
 ) -> plt.Figure:
