@@ -3,6 +3,7 @@
 #   make run-all                     execute the series (DATASET=synthetic PROFILE=default)
 #   make test                        the test suite (unit tests + notebooks on the smoke profile)
 #   make lab                         JupyterLab on the notebooks
+#   make bench                       benchmark tables (benchmarks/*.py)
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -19,10 +20,10 @@ KERNEL_NAME := recsys-course
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run-all test lab clean-runs help
+.PHONY: setup run-all test lab bench clean-runs help
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,7p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,11 @@ test:
 
 lab:
 	$(BIN)/jupyter lab notebooks
+
+bench:
+	@for script in benchmarks/bench_*.py; do \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; echo; \
+	done
 
 clean-runs:
 	rm -rf runs
