@@ -30,6 +30,7 @@ Import ``recsys_utils`` before TensorFlow (it sets ``TF_USE_LEGACY_KERAS=1``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from .schema import DataError
@@ -405,3 +407,85 @@ def image_retrieval_score(
     queries = queries[present[queries]]
     result = item_retrieval_metrics(embeddings, queries, key, candidate_idx=np.flatnonzero(present), k=k)
     return result[f"precision@{k}"]
+
+
+# --------------------------------------------------------------------------
+# Choosing the training objective (notebook 03)
+# --------------------------------------------------------------------------
+@dataclasses.dataclass
+class ImageEncoderChoice:
+    """What :func:`choose_image_encoder` trained and measured.
+
+    Attributes:
+        objective: the objective kept (highest held-out score).
+        encoder: its trained encoder; embeddings: its vectors ``(n, dim)``
+            (zeros where the image is absent).
+        scores: ``"random"`` (the untrained encoder) and each objective ->
+            held-out :func:`image_retrieval_score`.
+        histories / seconds: per objective, the training history and wall time.
+    """
+
+    objective: str
+    encoder: tf.keras.Model
+    embeddings: np.ndarray
+    scores: dict[str, float]
+    histories: dict[str, dict[str, list[float]]]
+    seconds: dict[str, float]
+
+    def table(self) -> pd.DataFrame:
+        """One row per encoder: score, training seconds, whether it was kept."""
+        rows = {name: {"score": score, "seconds": self.seconds.get(name, 0.0), "kept": name == self.objective}
+                for name, score in self.scores.items()}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def choose_image_encoder(
+    images: np.ndarray,
+    present: np.ndarray,
+    *,
+    labels: Mapping[str, np.ndarray],
+    text_embeddings: np.ndarray | None,
+    key: np.ndarray,
+    train_idx: np.ndarray,
+    eval_idx: np.ndarray,
+    objectives: Sequence[str] = OBJECTIVES,
+    backbone: Literal["small_cnn", "mobilenet_v3_small_imagenet"] = "small_cnn",
+    dim: int = 64,
+    k: int = 10,
+    seed: int = 42,
+    progress: bool = True,
+    **train_kwargs: Any,
+) -> ImageEncoderChoice:
+    """Train the image encoder with each objective on ``train_idx``; keep the best.
+
+    Each encoder (and an untrained one of the same architecture, the
+    ``"random"`` baseline) is scored by :func:`image_retrieval_score` with
+    the held-out ``eval_idx`` items as queries and ``key`` as relevance (e.g.
+    category + colour). The highest-scoring objective is kept; ties go to the
+    first in ``objectives``. ``train_kwargs`` go to :func:`train_image_encoder`.
+    """
+    import time
+
+    images, present = _check_images(images, present)
+    unknown = sorted(set(objectives) - set(OBJECTIVES))
+    if unknown or not objectives:
+        raise ValueError(f"unknown objectives {unknown}; valid objectives: {', '.join(OBJECTIVES)}")
+    queries = np.asarray(eval_idx, dtype=np.int64)
+    if not present[queries].any():
+        raise DataError("no held-out item has an image to score the encoders on", source="images")
+    tf.keras.utils.set_random_seed(seed)
+    random_encoder = build_image_encoder(images.shape[1], dim, backbone=backbone)
+    scores = {"random": image_retrieval_score(embed_images(random_encoder, images, present), present, key,
+                                              query_idx=queries, k=k)}
+    encoders, vectors, histories, seconds = {}, {}, {}, {}
+    for objective in objectives:
+        started = time.perf_counter()
+        encoders[objective], histories[objective] = train_image_encoder(
+            images, present, objective=objective, labels=labels, text_embeddings=text_embeddings,
+            train_idx=train_idx, dim=dim, seed=seed, backbone=backbone, progress=progress, **train_kwargs)
+        vectors[objective] = embed_images(encoders[objective], images, present)
+        seconds[objective] = round(time.perf_counter() - started, 2)
+        scores[objective] = image_retrieval_score(vectors[objective], present, key, query_idx=queries, k=k)
+    best = max(objectives, key=lambda o: scores[o])     # max keeps the first of equal scores
+    return ImageEncoderChoice(objective=best, encoder=encoders[best], embeddings=vectors[best],
+                              scores=scores, histories=histories, seconds=seconds)

@@ -254,3 +254,114 @@ def test_content_retrieval_metrics_by_hand():
     assert m["n_queries"] == 6
     only_eval = F.content_retrieval_metrics(emb, np.array([0, 3]), key, k=1, candidates="eval")
     assert only_eval["n_queries"] == 0 and only_eval["n_excluded"] == 2
+
+
+# ---------------------------------------------------------------- notebook-03 helpers
+def small_catalogue(n: int = 40, seed: int = 0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    items = pd.DataFrame({
+        "item_id": [f"i{i:03d}" for i in range(n)],
+        "category": rng.choice(["hat", "bag", "shoe"], n),
+        "colour": rng.choice(["red", "blue", "unknown"], n, p=[0.45, 0.45, 0.1]),
+        "material": rng.choice(["wool", "silk"], n),
+        "gender": rng.choice(["men", "women"], n),
+        "price": np.where(rng.random(n) < 0.1, np.nan, rng.uniform(5, 100, n)),
+    })
+    items["genres"] = items["category"] + "|" + items["gender"]     # determines the category
+    return items
+
+
+def test_content_task_labels_relevance_and_attribute_inputs():
+    items = small_catalogue()
+    task = F.content_task("synthetic", items, ["gender", "genres"])
+    assert task.label_columns == ["category", "colour", "material"]
+    assert task.relevance_columns == ["colour", "material"]
+    # Label columns never become inputs; "genres" gives the category away; price -> bands.
+    assert task.attribute_columns == ["gender", "price_band"]
+    assert "category" in task.excluded["genres"] and set(task.attributes) == {"gender", "price_band"}
+    unknown = (items["colour"] == "unknown").to_numpy()
+    assert (task.labels["colour"][unknown] == -1).all() and (task.labels["colour"][~unknown] >= 0).all()
+    assert set(task.labels["colour"][~unknown]) == {0, 1}        # dense codes without the placeholder
+    # An unknown relevance value makes a key of its own: never relevant to anything.
+    assert len(set(task.relevance_key[unknown])) == unknown.sum()
+    assert not set(task.relevance_key[unknown]) & set(task.relevance_key[~unknown])
+    assert task.image_columns == ["category", "colour"] and task.image_key is not None
+    summary = task.summary()
+    assert summary.loc["genres", "role"] == "excluded" and summary.loc["colour", "values"] == 2
+    assert "colour + material" in task.describe()
+
+
+def test_content_task_without_images_and_unknown_dataset():
+    items = small_catalogue()
+    task = F.content_task("movielens-100k", items, ["genres", "gender"], has_images=False)
+    assert task.label_columns == ["category"] and task.image_columns == [] and task.image_key is None
+    assert task.attribute_columns == ["gender", "price_band"]
+    other = F.content_task("my-shop", items.drop(columns="price"), ["colour", "gender"])
+    assert other.label_columns == ["category"] and other.attribute_columns == ["colour", "gender"]
+    with pytest.raises(DataError, match="material"):
+        F.content_task("synthetic", items.drop(columns="material"), ["gender"])
+
+
+def test_label_purity():
+    assert F.label_purity(["a", "a", "b", "b"], ["x", "x", "y", "y"]) == 1.0
+    assert F.label_purity(["a", "a", "a", "a"], ["x", "x", "y", "y"]) == 0.5
+    assert F.label_purity(["a", "unknown"], ["x", "y"]) == 1.0          # unknowns left out
+
+
+def test_holdout_items_keeps_cold_items_out_of_training():
+    ids = [f"i{i}" for i in range(50)]
+    cold = ["i3", "i7", "i11"]
+    train, held = F.holdout_items(ids, cold, share=0.2, seed=1)
+    assert len(held) == 10 and {3, 7, 11} <= set(held)
+    assert not set(train) & set(held) and len(train) + len(held) == 50
+    again = F.holdout_items(ids, cold, share=0.2, seed=1)
+    assert np.array_equal(again[1], held)
+    assert not np.array_equal(F.holdout_items(ids, cold, share=0.2, seed=2)[1], held)
+    many_cold = [f"i{i}" for i in range(20)]                            # more cold items than the share
+    assert len(F.holdout_items(ids, many_cold, share=0.2)[1]) == 20
+    with pytest.raises(ValueError, match="share"):
+        F.holdout_items(ids, cold, share=1.5)
+
+
+def test_compare_content_models_fusion_beats_single_modalities(world):
+    w = world
+    comparison = F.compare_content_models(
+        {"text": w["text"], "image": w["image"]}, {"image": w["image_present"]},
+        {"a": w["a"], "b": w["b"]}, w["key"], train_idx=w["train"], eval_idx=w["test"],
+        methods=("concat", "gated"), metric="precision@10", seed=0, progress=False,
+        output_dim=16, epochs=15, batch_size=64, learning_rate=3e-3)
+    table = comparison.table
+    assert list(table.index) == ["text", "image", "concat", "gated"]
+    assert list(table["kind"]) == ["single modality"] * 2 + ["fusion"] * 2
+    assert set(comparison.embeddings) == set(table.index)
+    # a is only in the text, b only in the image: fusion must win clearly.
+    assert comparison.best_fusion in ("concat", "gated") and comparison.margin["absolute"] > 0.2, table
+    weights = F.modality_weight_table(comparison, {"text": w["text"], "image": w["image"]},
+                                      {"image": w["image_present"]}, w["test"])
+    assert list(weights.index) == ["gated (prior)", "gated (mean)"]
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_compare_content_models_skips_an_absent_modality(world):
+    w = world
+    comparison = F.compare_content_models(
+        {"text": w["text"], "image": w["image"]}, {"image": np.zeros(w["n"], bool)}, {"a": w["a"]},
+        w["key"], train_idx=w["train"], eval_idx=w["test"], progress=False, epochs=1, output_dim=8)
+    assert comparison.table.loc["image", "note"] == "no item has this modality"
+    assert list(comparison.embeddings) == ["text"] and comparison.best_single == "text"
+    with pytest.raises(DataError, match="no modality"):
+        F.compare_content_models({"image": w["image"]}, {"image": np.zeros(w["n"], bool)}, {"a": w["a"]},
+                                 w["key"], train_idx=w["train"], eval_idx=w["test"], progress=False)
+
+
+def test_neighbour_changes_by_hand():
+    # Items 0-1-2 close in "before"; in "after" item 0 moves next to its relevant partner 3.
+    before = np.array([[1, 0], [0.7, 0.7], [0.72, 0.7], [0, 1]], np.float32)
+    after = np.array([[0, 1], [0.7, 0.7], [0.72, 0.7], [0.1, 0.9]], np.float32)
+    key = np.array(["x", "y", "y", "x"])
+    table = F.neighbour_changes(before, after, np.array([0, 1]), key, k=1)
+    assert table.index[0] == 0
+    assert table.loc[0].to_dict() == {"overlap": 0.0, "relevant_before": 0, "relevant_after": 1, "gain": 1}
+    assert table.loc[1, "overlap"] == 1.0 and table.loc[1, "gain"] == 0

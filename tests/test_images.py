@@ -172,3 +172,24 @@ def test_pretrained_backbone_fails_clearly_offline(monkeypatch):
     monkeypatch.setattr(tf.keras.applications, "MobileNetV3Small", no_network)
     with pytest.raises(RuntimeError, match="backbone='small_cnn'"):
         img.build_image_encoder(backbone="mobilenet_v3_small_imagenet")
+
+
+def test_choose_image_encoder_keeps_the_better_objective(shapes):
+    s = shapes
+    # Text that knows only the colour: the contrastive encoder cannot learn the shape.
+    text = np.eye(len(COLOURS))[s["colour"]] + np.random.default_rng(3).normal(0, 0.3, (len(s["colour"]), 4))
+    choice = img.choose_image_encoder(
+        s["pixels"], s["present"], labels={"colour": s["colour"], "shape": s["shape"]},
+        text_embeddings=text.astype(np.float32), key=s["key"], train_idx=s["train_idx"],
+        eval_idx=s["test_idx"], dim=32, epochs=8, batch_size=32, temperature=0.1, seed=0,
+        progress=False)
+    assert set(choice.scores) == {"random", "supervised", "contrastive"}
+    assert choice.objective == "supervised"
+    assert choice.scores["supervised"] > choice.scores["random"] + 0.1, choice.scores   # seen +0.21
+    assert choice.embeddings.shape == (len(s["pixels"]), 32)
+    assert (choice.embeddings[~s["present"]] == 0).all()
+    table = choice.table()
+    assert table["kept"].sum() == 1 and table.loc["supervised", "kept"]
+    with pytest.raises(ValueError, match="valid objectives"):
+        img.choose_image_encoder(s["pixels"], s["present"], labels={}, text_embeddings=None, key=s["key"],
+                                 train_idx=s["train_idx"], eval_idx=s["test_idx"], objectives=("magic",))
