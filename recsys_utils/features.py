@@ -51,6 +51,7 @@ __all__ = [
     "Vocab",
     "build_features",
     "make_toy",
+    "scaled_budget",
     "to_dataset",
 ]
 
@@ -360,6 +361,21 @@ def _examples(data: RecData, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     if data.feedback == "rating":
         out["rating"] = frame["rating"].to_numpy(np.float32)
     return out
+
+
+def scaled_budget(n_rows: int, batch_size: int, learning_rate: float,
+                  max_steps_per_epoch: int | None) -> tuple[int, float]:
+    """Batch size and learning rate that keep an epoch under ``max_steps_per_epoch`` steps.
+
+    Small data keeps ``batch_size``; larger data gets the smallest multiple of
+    ``batch_size`` that fits, and the learning rate grows with the square root
+    of the batch ratio (a common rule for Adam). For in-batch-softmax retrieval
+    a larger batch also means more negatives per query. ``None`` = no limit.
+    """
+    if not max_steps_per_epoch or n_rows <= batch_size * max_steps_per_epoch:
+        return batch_size, learning_rate
+    factor = -(-n_rows // (batch_size * max_steps_per_epoch))  # ceil
+    return batch_size * factor, learning_rate * float(np.sqrt(factor))
 
 
 def to_dataset(

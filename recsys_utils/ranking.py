@@ -57,6 +57,8 @@ __all__ = [
     "RankingResult",
     "chain_ndcg",
     "evaluate_ranking",
+    "hard_negative_examples",
+    "export_ranking_model",
     "ranking_examples",
     "train_multitask",
     "train_ranking",
@@ -151,7 +153,11 @@ class RankingModel(tfrs.Model):
             if history.shape[-1] == 0:
                 parts += [tf.zeros_like(p) for p in self._item_parts(item, False)]
             else:
-                for pooled in self._item_parts(tf.maximum(history, 0), False):
+                # Each distinct history item once per batch, then gather (see QueryTower).
+                distinct, position = tf.unique(tf.reshape(tf.maximum(history, 0), [-1]))
+                for pooled in self._item_parts(distinct, False):
+                    pooled = tf.reshape(tf.gather(pooled, position),
+                                        [-1, history.shape[-1], pooled.shape[-1]])
                     parts.append(tf.reduce_sum(pooled * mask, axis=1) / count)
         if self.use_context:
             parts.append(tf.cast(self.hour_embedding(tf.cast(features["hour"], tf.int32)), tf.float32))
@@ -233,6 +239,45 @@ def ranking_examples(data: RecData, split: str = "train", *, sampled_negatives: 
     return {k: np.concatenate([ex[k], extra[k]]) for k in ex}
 
 
+def hard_negative_examples(data: RecData, retrieval: Any, *, negatives: int = 4, k: int = 100,
+                           max_positives: int | None = None, seed: int = 42
+                           ) -> dict[str, np.ndarray]:
+    """Training rows for a re-ranker of retrieved candidates ("engagement" target).
+
+    Every training interaction is a positive (target 1, whatever its event or
+    rating). For each, ``negatives`` items are drawn from the user's top-``k``
+    retrieved items (``retrieval``: anything with ``query_embeddings`` /
+    ``item_embeddings``, e.g. notebook 04's exported towers) that the user
+    never interacted with in training, with the positive's query features
+    (target 0). These are the items a re-ranker actually has to push down —
+    plausible for the user, but not chosen — which random negatives or views
+    do not teach.
+
+    ``max_positives`` caps the positives (a seeded sample) to bound the cost.
+
+    Returns:
+        Example arrays ``(n_rows, ...)`` with ``target``, positives first.
+    """
+    ex = dict(data.examples["train"])
+    rng = np.random.default_rng(seed)
+    if max_positives is not None and len(ex["item"]) > max_positives:
+        keep = np.sort(rng.choice(len(ex["item"]), max_positives, replace=False))
+        ex = {key: v[keep] for key, v in ex.items()}
+    ex["target"] = np.ones(len(ex["item"]), np.float32)
+    users, first = np.unique(ex["user"], return_index=True)
+    feats = {key: ex[key][first] for key in QUERY_KEYS}
+    ranked = rank_items(retrieval.query_embeddings(feats), retrieval.item_embeddings(), k,
+                        exclude=data.train_matrix[users])
+    row_of_user = np.searchsorted(users, ex["user"])
+    source = np.repeat(np.arange(len(ex["item"])), negatives)
+    pick = ranked[row_of_user[source], rng.integers(0, ranked.shape[1], len(source))]
+    source, pick = source[pick >= 0], pick[pick >= 0]
+    extra = {key: v[source] for key, v in ex.items()}
+    extra["item"] = pick.astype(np.int32)
+    extra["target"] = np.zeros(len(source), np.float32)
+    return {key: np.concatenate([ex[key], extra[key]]) for key in ex}
+
+
 def train_ranking(
     data: RecData,
     item_content: np.ndarray | None = None,
@@ -250,9 +295,14 @@ def train_ranking(
     patience: int = 2,
     strategy: tf.distribute.Strategy | None = None,
     progress: bool = True,
+    examples: Mapping[str, np.ndarray] | None = None,
     **model_kwargs: Any,
 ) -> RankingResult:
     """Train the DCN ranker on ``data``'s training split.
+
+    ``examples`` (e.g. :func:`hard_negative_examples`) replaces the training
+    rows; their 0/1 ``target`` is then a click-style target (early stopping is
+    off: the validation split has no such negatives).
 
     The target follows ``data.feedback``: rating regression or click
     classification (``sampled_negatives`` per positive, event data only).
@@ -264,9 +314,12 @@ def train_ranking(
     ``**model_kwargs`` go to :class:`RankingModel` (``id_dropout``, ``l2``,
     ``use_user_id``, ``use_history``, ``use_context``).
     """
-    target = "rating" if data.feedback == "rating" else "click"
+    target = "rating" if data.feedback == "rating" and examples is None else "click"
     content = _check_content(item_content, data)
-    train = ranking_examples(data, "train", sampled_negatives=sampled_negatives, seed=seed)
+    if examples is not None:
+        train, early_stopping = dict(examples), False
+    else:
+        train = ranking_examples(data, "train", sampled_negatives=sampled_negatives, seed=seed)
     if len(train["target"]) == 0:
         raise DataError("no training examples")
     baseline = float(train["target"].mean())
@@ -521,3 +574,53 @@ def train_multitask(
     ranking_view = _MultitaskRanker("rating", model, history, seconds, epochs * n / seconds,
                                     baseline, config)
     return MultitaskResult(retrieval_view, ranking_view, model)
+
+
+# ------------------------------------------------------------------------------ export
+
+
+class _RankingModule(tf.Module):
+    def __init__(self, model: RankingModel, history_length: int, click: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.click = click
+        h = history_length
+        self.score = tf.function(self._score, input_signature=[
+            tf.TensorSpec([None], tf.int32, name="user"),
+            tf.TensorSpec([None], tf.int32, name="item"),
+            tf.TensorSpec([None, h], tf.int32, name="history"),
+            tf.TensorSpec([None, h], tf.float32, name="history_mask"),
+            tf.TensorSpec([None], tf.int32, name="hour"),
+            tf.TensorSpec([None], tf.int32, name="dow")])
+
+    def _score(self, user, item, history, history_mask, hour, dow):
+        out = self.model({"user": user, "item": item, "history": history,
+                          "history_mask": history_mask, "hour": hour, "dow": dow},
+                         training=False)
+        return {"score": tf.sigmoid(out) if self.click else out}
+
+
+def export_ranking_model(result: RankingResult, data: RecData, path: Any, *,
+                         n_calibration: int = 256, seed: int = 0) -> Any:
+    """Save the ranker as a plain SavedModel (numeric inputs, for TFLite in notebook 06).
+
+    Signature ``serving_default``: ``user, item, hour, dow int32[B]``,
+    ``history int32[B, H]`` (-1 = empty), ``history_mask float32[B, H]`` ->
+    ``{"score": float32[B]}`` (predicted rating, or click probability). A
+    ``calibration.npz`` of ``n_calibration`` training rows sits beside it.
+    """
+    from pathlib import Path
+
+    from .artifacts import atomic_dir
+
+    module = _RankingModule(result.model, data.history_length, result.target == "click")
+    train = data.examples["train"]
+    rows = np.random.default_rng(seed).choice(len(train["item"]),
+                                              min(n_calibration, len(train["item"])),
+                                              replace=False)
+    with atomic_dir(path) as tmp:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.score})
+        np.savez(Path(tmp) / "calibration.npz", **{
+            k: np.asarray(train[k][rows], np.float32 if k == "history_mask" else np.int32)
+            for k in FEATURE_KEYS})
+    return Path(path)

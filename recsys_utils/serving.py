@@ -29,10 +29,7 @@ ScaNN ops live in that namespace), and loading it needs ``scann`` imported.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping, Sequence
@@ -43,6 +40,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from .artifacts import atomic_dir
 from .features import RecData
 from .retrieval import RetrievalResult
 from .schema import DataError
@@ -53,11 +51,14 @@ __all__ = [
     "UserQueryModel",
     "build_brute_force",
     "build_scann",
+    "export_towers",
+    "load_towers",
     "export_serving_model",
     "load_serving_model",
     "measure_latency",
     "recommend",
     "same_top_k",
+    "top_k_agreement",
     "scann_recall_at_k",
     "scann_sweep",
 ]
@@ -77,7 +78,7 @@ class UserQueryModel(tf.keras.Model):
         super().__init__(**kwargs)
         if result.model is None:
             raise DataError(f"variant {result.variant!r} has no query tower to serve")
-        self.query_tower = result.model.query_tower
+        self.retrieval_model = result.model
         known = data.vocab.user_ids[1:].astype(str)
         self.user_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -98,7 +99,7 @@ class UserQueryModel(tf.keras.Model):
             "hour": tf.cast((ts // 3600) % 24, tf.int32),
             "dow": tf.cast((ts // 86400 + 3) % 7, tf.int32),  # 1970-01-01: Thursday
         }
-        return self.query_tower(features, training=False)
+        return self.retrieval_model.query_embedding(features)
 
 
 def _item_embeddings_and_ids(result: RetrievalResult, data: RecData) -> tuple[tf.Tensor, tf.Tensor]:
@@ -306,22 +307,14 @@ def export_serving_model(index: tfrs.layers.factorized_top_k.TopK, path: str | P
     into place, replacing an earlier export.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     module = _ServingModule(index, k)
     is_scann = isinstance(index, tfrs.layers.factorized_top_k.ScaNN)
     options = tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS) if is_scann else None
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with atomic_dir(path) as tmp:
         tf.saved_model.save(module, str(tmp), options=options, signatures={
             "serving_default": module.recommend,
             "recommend_now": module.recommend_now,
         })
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -367,3 +360,134 @@ def same_top_k(index: tfrs.layers.factorized_top_k.TopK, loaded: LoadedServingMo
     ids_a, _ = recommend(index, user_ids, timestamps)
     ids_b, _ = loaded.recommend(user_ids, timestamps)
     return bool(np.array_equal(ids_a[:, :k], ids_b[:, :k]))
+
+
+# ------------------------------------------------------------------------------ towers for TFLite
+
+
+class _QueryTowerModule(tf.Module):
+    def __init__(self, model: Any, history_length: int) -> None:
+        super().__init__()
+        self.model = model
+        h = history_length
+        self.embed = tf.function(self._embed, input_signature=[
+            tf.TensorSpec([None], tf.int32, name="user"),
+            tf.TensorSpec([None, h], tf.int32, name="history"),
+            tf.TensorSpec([None, h], tf.float32, name="history_mask"),
+            tf.TensorSpec([None], tf.int32, name="hour"),
+            tf.TensorSpec([None], tf.int32, name="dow")])
+
+    def _embed(self, user, history, history_mask, hour, dow):
+        features = {"user": user, "history": history, "history_mask": history_mask,
+                    "hour": hour, "dow": dow}
+        return {"embedding": self.model.query_embedding(features)}
+
+
+class _ItemTowerModule(tf.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="item")])
+    def embed(self, item: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"embedding": self.model.candidate_embedding(item)}
+
+
+QUERY_INPUTS = ("user", "history", "history_mask", "hour", "dow")
+
+
+def export_towers(result: RetrievalResult, data: RecData, query_path: str | Path,
+                  item_path: str | Path, *, n_calibration: int = 256, seed: int = 0
+                  ) -> dict[str, Path]:
+    """Save the query tower and the item (candidate) tower as plain SavedModels.
+
+    Signatures (``serving_default``), numeric tensors only, so that
+    ``tf.lite.TFLiteConverter.from_saved_model`` converts them (notebook 06):
+
+    * query tower: ``user int32[B]``, ``history int32[B, H]`` (-1 = empty),
+      ``history_mask float32[B, H]``, ``hour int32[B]``, ``dow int32[B]`` ->
+      ``{"embedding": float32[B, D]}``;
+    * item tower: ``item int32[B]`` (row of the items table) ->
+      ``{"embedding": float32[B, D]}``.
+
+    ``D`` includes the prior column when the model has a popularity prior, so
+    ``query . item`` is the served score. Beside each ``saved_model.pb`` a
+    ``calibration.npz`` holds ``n_calibration`` representative inputs (training
+    rows, keyed by input name) for full-integer quantization.
+    """
+    if result.model is None:
+        raise DataError(f"variant {result.variant!r} has no towers to export")
+    rng = np.random.default_rng(seed)
+    train = data.examples["train"]
+    rows = rng.choice(len(train["user"]), min(n_calibration, len(train["user"])), replace=False)
+    paths = {}
+    for name, module, path, keys in (
+            ("query", _QueryTowerModule(result.model, data.history_length), query_path,
+             QUERY_INPUTS),
+            ("item", _ItemTowerModule(result.model), item_path, ("item",))):
+        with atomic_dir(path) as tmp:
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.embed})
+            np.savez(Path(tmp) / "calibration.npz", **{
+                k: np.asarray(train[k][rows], np.float32 if k == "history_mask" else np.int32)
+                for k in keys})
+        paths[name] = Path(path)
+    return paths
+
+
+@dataclasses.dataclass
+class LoadedTowers:
+    """Exported query and item towers, usable where a :class:`RetrievalResult` is
+    expected for ranking (``query_embeddings`` / ``item_embeddings``)."""
+
+    variant: str
+    query: Any
+    item: Any
+    n_items: int
+
+    def query_embeddings(self, features: Mapping[str, np.ndarray], batch_size: int = 4096
+                         ) -> np.ndarray:
+        """``(n, D)`` float32 from query features (each ``(n, ...)``)."""
+        fn = self.query.signatures["serving_default"]
+        n = len(features["user"])
+        out = []
+        for s in range(0, n, batch_size):
+            batch = {k: tf.constant(np.asarray(features[k][s:s + batch_size]),
+                                    tf.float32 if k == "history_mask" else tf.int32)
+                     for k in QUERY_INPUTS}
+            out.append(fn(**batch)["embedding"].numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def item_embeddings(self, batch_size: int = 4096) -> np.ndarray:
+        """``(n_items, D)`` float32 embeddings of the whole catalogue."""
+        fn = self.item.signatures["serving_default"]
+        return np.concatenate([
+            fn(item=tf.range(s, min(s + batch_size, self.n_items), dtype=tf.int32))["embedding"].numpy()
+            for s in range(0, self.n_items, batch_size)]).astype(np.float32)
+
+
+def load_towers(query_path: str | Path, item_path: str | Path, n_items: int,
+                variant: str = "loaded") -> LoadedTowers:
+    """Load the towers written by :func:`export_towers`."""
+    for path in (query_path, item_path):
+        if not (Path(path) / "saved_model.pb").exists():
+            raise DataError(f"no SavedModel at {path}: run notebook 04 (retrieval) first")
+    return LoadedTowers(variant, tf.saved_model.load(str(query_path)),
+                        tf.saved_model.load(str(item_path)), n_items)
+
+
+def top_k_agreement(index: tfrs.layers.factorized_top_k.TopK, loaded: LoadedServingModel,
+                    user_ids: Sequence[str], timestamps: Any | None = None, k: int = 10
+                    ) -> dict[str, float]:
+    """How far a reloaded model agrees with the in-memory index on the top ``k``.
+
+    Returns ``{"overlap": mean |A ∩ B| / k, "identical_rows": share of users
+    whose top k is identical in order}``. The in-memory index runs eagerly and
+    the SavedModel as a graph; float rounding can differ in the last bit, which
+    swaps items whose scores tie to ~1e-6 (common with ScaNN's quantised
+    scores), so ``overlap`` is the robust check and ``identical_rows`` the strict one.
+    """
+    ids_a, _ = recommend(index, user_ids, timestamps)
+    ids_b, _ = loaded.recommend(user_ids, timestamps)
+    a, b = ids_a[:, :k], ids_b[:, :k]
+    overlap = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
+    return {"overlap": overlap, "identical_rows": float(np.mean((a == b).all(axis=1)))}

@@ -158,3 +158,11 @@ def test_dataset_shuffle_is_deterministic():
     assert first_batch(7) != first_batch(8)
     unshuffled = next(iter(F.to_dataset(ex, 16, shuffle=False)))["item"].numpy()
     np.testing.assert_array_equal(unshuffled, ex["item"][:16])
+
+
+def test_scaled_budget_bounds_the_steps_per_epoch():
+    assert F.scaled_budget(1000, 256, 0.01, 40) == (256, 0.01)
+    assert F.scaled_budget(10**6, 256, 0.01, None) == (256, 0.01)
+    batch, lr = F.scaled_budget(100_000, 256, 0.01, 40)
+    assert batch % 256 == 0 and 100_000 / batch <= 40 and 100_000 / (batch - 256) > 40
+    assert lr == pytest.approx(0.01 * (batch / 256) ** 0.5)

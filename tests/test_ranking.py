@@ -89,3 +89,16 @@ def test_multitask_trains_both_heads(rated):
     assert warm["recall@50"] > popularity["recall@50"] + 0.2
     out = K.evaluate_ranking(joint.ranking, data, "test")
     assert out["rmse"] < 0.85 * out["rmse_constant"], out
+
+
+def test_exported_ranker_reproduces_the_scores(clicked, tmp_path):
+    import tensorflow as tf
+
+    _toy, data, result = clicked
+    path = K.export_ranking_model(result, data, tmp_path / "ranker", n_calibration=16)
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    sample = {k: v[:32] for k, v in K.ranking_examples(data, "test").items()}
+    inputs = {k: tf.constant(sample[k], tf.float32 if k == "history_mask" else tf.int32)
+              for k in K.FEATURE_KEYS}
+    np.testing.assert_allclose(fn(**inputs)["score"].numpy(), result.predict(sample), atol=1e-5)
+    assert set(np.load(path / "calibration.npz").files) == set(K.FEATURE_KEYS)

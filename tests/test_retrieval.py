@@ -162,3 +162,30 @@ def test_strategy_scope_and_protocol_smoke(world):
     assert (out["top_1_accuracy"] <= out["top_100_accuracy"]).all()
     # Top-100 of 300 items after training beats the 1/3 a random ranking gets.
     assert out["top_100_accuracy"].max() > 0.4
+
+
+def test_popularity_prior_is_an_extra_dot_product_column(world):
+    _toy, data = world
+    result = R.train_retrieval("fused", data, _toy.content, **dict(BUDGET, epochs=2),
+                               log_q=False, popularity_prior=True)
+    prior = R.log_prior(data)
+    assert np.allclose(prior[data.warm_items], np.log1p(data.item_counts[data.warm_items]))
+    assert np.allclose(prior[~data.warm_items], np.median(prior[data.warm_items]))
+    items = result.item_embeddings()
+    np.testing.assert_allclose(items[:, -1], prior, rtol=1e-6)
+    q = result.query_embeddings(data.queries("test").features)
+    np.testing.assert_allclose(q[:, -1], 1.0)
+    assert items.shape[1] == q.shape[1] == BUDGET["embedding_dim"] + 1
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(world):
+    toy, data = world
+    result = R.train_retrieval("fused", data, toy.content, **dict(BUDGET, epochs=6),
+                               early_stopping=True, patience=1)
+    curve = result.history["val_recall@50"]
+    best = result.config["best_epoch"]
+    assert 1 <= best <= len(curve) <= 6
+    assert curve[best - 1] == max(curve)
+    # The restored weights are the best epoch's: evaluating again gives its value.
+    again = R.evaluate_retrieval(result, data, "validation", ks=(50,))["recall@50"]
+    assert again == pytest.approx(max(curve), abs=1e-9)

@@ -94,3 +94,19 @@ def test_scann_sweep_trades_recall_for_leaves(setup):
     one_leaf, all_leaves = table["recall_at_k"].iloc[1], table["recall_at_k"].iloc[2]
     assert all_leaves >= 0.95 and one_leaf < all_leaves
     assert (table["median_ms"] > 0).all()
+
+
+def test_exported_towers_reproduce_the_scores(setup, tmp_path):
+    data, result, _brute, _scann, _users = setup
+    paths = S.export_towers(result, data, tmp_path / "query", tmp_path / "item", n_calibration=32)
+    towers = S.load_towers(paths["query"], paths["item"], data.n_items)
+    features = data.queries("test").features
+    np.testing.assert_allclose(towers.query_embeddings(features),
+                               result.query_embeddings(features), atol=1e-5)
+    np.testing.assert_allclose(towers.item_embeddings(), result.item_embeddings(), atol=1e-5)
+    calibration = np.load(paths["query"] / "calibration.npz")
+    assert set(calibration.files) == set(S.QUERY_INPUTS)
+    assert calibration["history"].shape == (32, data.history_length)
+    assert set(np.load(paths["item"] / "calibration.npz").files) == {"item"}
+    with pytest.raises(Exception, match="notebook 04"):
+        S.load_towers(tmp_path / "missing", paths["item"], data.n_items)
