@@ -84,37 +84,99 @@ _TEXT = {
 
 # Image encoder and fusion (notebook 03).
 _FUSION: dict[str, dict[str, Any]] = {
-    "smoke": {},
-    "default": {},
-    "full": {},
+    # image_*: recsys_utils.images.choose_image_encoder; image_backbone
+    # "mobilenet_v3_small_imagenet" needs a network (ImageNet weights).
+    # epochs/batch_size/...: recsys_utils.fusion.fit_content_model of every model.
+    # eval_share: held-out share of the catalogue (cold items + a seeded draw).
+    "smoke": dict(image_backbone="small_cnn", image_size=48, image_dim=64, image_epochs=6,
+                  image_batch_size=64, epochs=15, batch_size=64, output_dim=64, attribute_dim=16,
+                  learning_rate=2e-3, eval_share=0.2, metric="ndcg@10"),
+    "default": dict(image_backbone="small_cnn", image_size=64, image_dim=64, image_epochs=10,
+                    image_batch_size=64, epochs=15, batch_size=64, output_dim=64, attribute_dim=16,
+                    learning_rate=2e-3, eval_share=0.2, metric="ndcg@10"),
+    "full": dict(image_backbone="small_cnn", image_size=96, image_dim=128, image_epochs=30,
+                 image_batch_size=256, epochs=30, batch_size=256, output_dim=128, attribute_dim=32,
+                 learning_rate=2e-3, eval_share=0.2, metric="ndcg@10"),
 }
 
-# Two-tower retrieval and serving (notebook 04).
+# Two-tower retrieval and serving (notebook 04). "budget" is shared by every
+# variant (recsys_utils.retrieval.train_retrieval); epochs is the maximum,
+# early stopping on validation Recall@50 keeps the best epoch. log-Q is the
+# default; the popularity prior scored warm items better on small data but
+# buried cold items (notebook 04's ablation measures both).
+_RETRIEVAL_BUDGET = dict(embedding_dim=32, learning_rate=0.003, optimizer="adam",
+                         log_q=True, popularity_prior=False, early_stopping=True, patience=3)
+_PRIOR = {"fused, popularity prior": dict(log_q=False, popularity_prior=True)}
+_RETRIEVAL_ABLATION = {**_PRIOR, "fused, neither": dict(log_q=False, popularity_prior=False)}
+_TFRS_PROTOCOL = dict(epochs=3, batch_size=8192, embedding_dim=32, learning_rate=0.1,
+                      optimizer="adagrad", log_q=False)
 _RETRIEVAL: dict[str, dict[str, Any]] = {
-    "smoke": {},
-    "default": {},
-    "full": {},
+    "smoke": dict(max_steps_per_epoch=25, history_length=10, text_variants=True, ablation=_PRIOR,
+                  budget=dict(_RETRIEVAL_BUDGET, epochs=6, batch_size=256),
+                  tfrs_protocol=_TFRS_PROTOCOL,
+                  scann=dict(n_users=200, n_latency=50, target_recall=0.98)),
+    "default": dict(max_steps_per_epoch=200, history_length=20, text_variants=True,
+                    ablation=_RETRIEVAL_ABLATION,
+                    budget=dict(_RETRIEVAL_BUDGET, epochs=15, batch_size=512),
+                    tfrs_protocol=_TFRS_PROTOCOL,
+                    scann=dict(n_users=500, n_latency=200, target_recall=0.98)),
+    "full": dict(history_length=50, text_variants=True, ablation=_RETRIEVAL_ABLATION,
+                 budget=dict(_RETRIEVAL_BUDGET, epochs=30, batch_size=4096, learning_rate=0.005),
+                 tfrs_protocol=_TFRS_PROTOCOL,
+                 scann=dict(n_users=2000, n_latency=500, target_recall=0.98)),
 }
 
 # Ranking and the chain (notebook 05).
+# "budget" goes to recsys_utils.ranking.train_ranking (epochs is the maximum:
+# early stopping on the validation loss); sampled_negatives only affects event data.
+# projection_dim: low-rank cross layer; x0 holds the raw content vectors, so a
+# full-rank W would be (d0 x d0) with d0 ~ 2 x content dim.
+_RANKING_BUDGET = dict(embedding_dim=32, learning_rate=0.003, cross_layers=1, projection_dim=64,
+                       deep_units=(64, 32), sampled_negatives=0, early_stopping=True, patience=2)
 _RANKING: dict[str, dict[str, Any]] = {
-    "smoke": {},
-    "default": {},
-    "full": {},
+    "smoke": dict(k_retrieve=100, max_steps_per_epoch=40,
+                  chain=dict(negatives=4, epochs=3, max_positives=10_000),
+                  budget=dict(_RANKING_BUDGET, epochs=6, batch_size=512),
+                  multitask=dict(epochs=3, batch_size=1024, learning_rate=0.003)),
+    "default": dict(k_retrieve=100, max_steps_per_epoch=200,
+                    chain=dict(negatives=4, epochs=3, max_positives=50_000),
+                    budget=dict(_RANKING_BUDGET, epochs=12, batch_size=512),
+                    multitask=dict(epochs=6, batch_size=512, learning_rate=0.003)),
+    "full": dict(k_retrieve=100, chain=dict(negatives=4, epochs=5, max_positives=None),
+                 budget=dict(_RANKING_BUDGET, epochs=30, batch_size=4096),
+                 multitask=dict(epochs=15, batch_size=4096, learning_rate=0.003)),
 }
 
-# Quantization (notebook 06).
+# Quantization (notebook 06, recsys_utils.compress): calibration samples for
+# full-int8, held-out rows for quality, timed single queries and the batch
+# size for throughput, interpreter threads (None = all cores), which modes the
+# text encoder is converted to (each MiniLM conversion costs ~10 s, full-int8
+# ~30 s on 2 cores), and K for the index recall.
 _COMPRESS: dict[str, dict[str, Any]] = {
-    "smoke": {},
-    "default": {},
-    "full": {},
+    "smoke": dict(calibration_samples=32, quality_rows=256, latency_repeats=20, batch_size=32,
+                  num_threads=None, encoder_modes=("float32", "dynamic_int8"), index_k=10),
+    "default": dict(calibration_samples=200, quality_rows=2000, latency_repeats=100,
+                    batch_size=64, num_threads=None,
+                    encoder_modes=("float32", "float16", "dynamic_int8", "full_int8"), index_k=10),
+    "full": dict(calibration_samples=500, quality_rows=10000, latency_repeats=200,
+                 batch_size=64, num_threads=None,
+                 encoder_modes=("float32", "float16", "dynamic_int8", "full_int8"), index_k=10),
 }
 
 # Product search (notebook 08).
 _SEARCH: dict[str, dict[str, Any]] = {
-    "smoke": {},
-    "default": {},
-    "full": {},
+    # fashion_queries: queries generated for the fashion catalogue (search.fashion_queries);
+    # depth: items each method hands to the hybrid; serve_k: top-K of the exported model;
+    # two_tower: search.train_search_model keywords (epochs = rounds over the training queries).
+    "smoke": dict(fashion_queries=240, depth=200, serve_k=10,
+                  two_tower=dict(epochs=30, batch_size=32, item_hidden=(256,),
+                                 learning_rate=1e-3, temperature=0.05)),
+    "default": dict(fashion_queries=800, depth=300, serve_k=10,
+                    two_tower=dict(epochs=40, batch_size=64, item_hidden=(256,),
+                                   learning_rate=1e-3, temperature=0.05)),
+    "full": dict(fashion_queries=5000, depth=500, serve_k=10,
+                 two_tower=dict(epochs=60, batch_size=256, item_hidden=(512,),
+                                learning_rate=1e-3, temperature=0.05)),
 }
 
 PROFILES: dict[str, Profile] = {
