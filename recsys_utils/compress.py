@@ -1,0 +1,1083 @@
+"""Quantization: TFLite variants of exported models and int8 embedding indexes (notebook 06).
+
+Two things get smaller here, and both are measured against the float model:
+
+**Models.** :func:`convert_saved_model` turns a SavedModel signature into a
+TFLite flatbuffer in one of four modes:
+
+* ``float32``: the plain conversion, the reference;
+* ``float16``: weights stored as float16 (half the file), computed in float32;
+* ``dynamic_int8``: dynamic-range quantization: weights int8 (a quarter of the
+  file), activations quantized on the fly inside matrix multiplies; no
+  calibration data needed;
+* ``full_int8``: weights *and* activations int8, with activation ranges
+  calibrated on a representative sample of real inputs. Inputs and outputs stay
+  float32 (the model quantizes at its entry), and with
+  ``allow_float_fallback`` an op with no int8 kernel stays float instead of
+  failing the conversion. ``keep_float_ops`` keeps named op types float on
+  purpose (selective quantization through
+  ``tf.lite.experimental.QuantizationDebugger``).
+
+A failed conversion never raises: the :class:`ConversionResult` records the
+converter's message (e.g. "TF Select ops: StridedSlice"), so a sweep over
+models and modes always completes. Each result lists the op types that still
+compute in float (:func:`analyze_tflite`).
+
+The text encoder needs care. Its export (:func:`recsys_utils.text.export_encoder`)
+takes raw strings and tokenizes with tensorflow-text ops, which TFLite builtins
+do not have; :func:`export_token_encoder` exports the transformer alone, taking
+``token_ids`` and ``padding_mask`` (int32, ``(batch, length)``), with
+tokenization done in Python by the encoder's own tokenizer
+(:func:`encoder_inputs`). Full-integer int8 breaks a BERT encoder unless some
+ops stay float (measured on MiniLM, cosine to float ~0.3 when everything is
+int8): the attention mask adds a huge negative number to the masked attention
+logits, so the calibrated int8 range of the logits spans ~1e9 and every real
+logit rounds to the same code (uniform attention); LayerNorm's mean, variance
+and reciprocal square root live in tiny ranges that per-tensor int8 cannot
+resolve; and the residual stream has outlier dimensions. :data:`ENCODER_FLOAT_OPS`
+keeps the attention scores and LayerNorm statistics float; dynamic-range int8
+keeps every activation float and is the int8 variant to ship.
+
+Full-integer files can be larger than dynamic-range ones: a constant table
+read by two GATHER ops (the ranker looks items up for the candidate and for
+the history) is stored once per lookup, because each lookup's output has its
+own calibrated scale and the int8 GATHER kernel needs its table at that scale.
+
+**Indexes.** :func:`quantize_embeddings_int8` stores an item-embedding table as
+int8 codes with a per-dimension (or per-row) scale and offset, 4x smaller;
+:func:`index_variants` compares it, ScaNN's int8 brute force and ScaNN's
+asymmetric hashing (4 bits per 2 dimensions, 16x smaller) against exact float
+search (:func:`recsys_utils.metrics.brute_force_top_k`) by recall@K.
+
+Cost is measured with :func:`measure_latency` (single-query latency, median and
+p95, and batch throughput) on a :class:`TFLiteRunner` whose thread count is
+stated. Import ``recsys_utils`` before TensorFlow.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .artifacts import atomic_dir, atomic_path
+from .schema import DataError
+
+__all__ = [
+    "ENCODER_FLOAT_OPS",
+    "MODES",
+    "ConversionResult",
+    "QuantizedTable",
+    "TFLiteRunner",
+    "TFLiteTowers",
+    "Timing",
+    "analyze_tflite",
+    "convert_all",
+    "convert_saved_model",
+    "cosine_rows",
+    "cpu_description",
+    "dequantize",
+    "encoder_inputs",
+    "encoder_samples",
+    "export_token_encoder",
+    "index_variants",
+    "int8_search_recall",
+    "load_calibration",
+    "measure_latency",
+    "measure_variants",
+    "overlap_at_k",
+    "plot_tradeoff",
+    "quantize_embeddings_int8",
+    "scann_search",
+    "size_quality_table",
+]
+
+Mode = Literal["float32", "float16", "dynamic_int8", "full_int8"]
+MODES: tuple[str, ...] = ("float32", "float16", "dynamic_int8", "full_int8")
+
+#: Op types a BERT encoder keeps in float under full-integer quantization (see
+#: the module docstring): attention scores (BATCH_MATMUL, TRANSPOSE, the mask's
+#: SELECT_V2, SOFTMAX), LayerNorm statistics (MEAN, SQUARED_DIFFERENCE, RSQRT)
+#: and the pooling's SUM / DIV (the int8 DIV kernel rejected a quantized
+#: token count of code 0 at run time: "div.cc data[i] != 0").
+ENCODER_FLOAT_OPS: tuple[str, ...] = (
+    "BATCH_MATMUL", "TRANSPOSE", "SELECT_V2", "SOFTMAX", "MEAN", "SQUARED_DIFFERENCE", "RSQRT",
+    "SUM", "DIV")
+
+#: Ops that only move or describe data; a float input there costs nothing.
+_PLUMBING = frozenset({"SHAPE", "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "STRIDED_SLICE", "SLICE",
+                       "PACK", "UNPACK", "CONCATENATION", "BROADCAST_TO", "GATHER", "QUANTIZE",
+                       "DEQUANTIZE", "CAST", "ZEROS_LIKE", "TRANSPOSE"})
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+# --------------------------------------------------------------------------
+# Conversion
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ConversionResult:
+    """One TFLite conversion attempt.
+
+    Attributes:
+        mode: one of :data:`MODES`.
+        ok: whether a model was produced.
+        path: the ``.tflite`` file (``None`` on failure).
+        size_bytes: file size (``None`` on failure).
+        seconds: conversion wall time.
+        error: the converter's message, shortened to the lines that say why.
+        op_counts: op type -> number of ops in the converted graph.
+        float_ops: op type -> number of ops computing with float32 activations
+            (data movement ops such as RESHAPE are left out). For
+            ``dynamic_int8`` the matrix multiplies appear here: their weights
+            are int8 but inputs and outputs float ("hybrid" kernels).
+        kept_float: op types deliberately kept float (``keep_float_ops``).
+        weight_bytes: dtype name -> bytes of constant tensors (weights).
+    """
+
+    mode: str
+    ok: bool
+    path: Path | None = None
+    size_bytes: int | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    op_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    float_ops: dict[str, int] = dataclasses.field(default_factory=dict)
+    kept_float: tuple[str, ...] = ()
+    weight_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def size_mb(self) -> float | None:
+        return None if self.size_bytes is None else self.size_bytes / 1e6
+
+    @property
+    def int8_weight_share(self) -> float | None:
+        """Fraction of weight bytes stored as int8 (``None`` without a model)."""
+        total = sum(self.weight_bytes.values())
+        return None if not total else self.weight_bytes.get("int8", 0) / total
+
+    def summary(self) -> dict[str, Any]:
+        """A flat row for a table."""
+        return {"mode": self.mode, "ok": self.ok, "size_mb": self.size_mb,
+                "convert_s": round(self.seconds, 2),
+                "int8_weight_share": self.int8_weight_share,
+                "float_ops": ", ".join(f"{k}x{v}" for k, v in sorted(self.float_ops.items())),
+                "kept_float": ", ".join(self.kept_float), "error": self.error}
+
+
+@contextlib.contextmanager
+def _native_output_to_file() -> Iterator[None]:
+    """Send C++-level stdout/stderr to a temporary file while the converter runs.
+
+    The MLIR converter writes pages of diagnostics to file descriptor 2 while
+    holding the GIL. In a Jupyter kernel that descriptor is a pipe drained by a
+    Python thread, so a long enough message fills the pipe and the process
+    deadlocks (seen: converting the string-input encoder hung a notebook). The
+    exception text keeps what matters (see :func:`_error_text`).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError):
+            pass
+    saved = []
+    with tempfile.TemporaryFile() as sink:
+        try:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
+        except OSError:  # no such descriptors (embedded interpreter): nothing to protect
+            pass
+        try:
+            yield
+        finally:
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+def _error_text(exc: BaseException, limit: int = 700) -> str:
+    """The informative lines of a converter error (its MLIR dumps run to pages)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if ln.startswith(("TF Select ops", "Some ops are not supported"))
+            or "is neither a custom op nor a flex op" in ln or "Error code" in ln]
+    keep = [ln.split("): ", 1)[-1] if "loc(" in ln else ln for ln in keep]
+    text = " | ".join(dict.fromkeys(keep)) or " ".join(" ".join(lines).split())
+    text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _signature_inputs(saved_model_dir: Path, signature_key: str) -> dict[str, Any]:
+    """Input name -> TensorSpec of one signature; DataError if absent."""
+    if not (saved_model_dir / "saved_model.pb").exists():
+        raise DataError(f"no SavedModel at {str(saved_model_dir)!r} (no saved_model.pb)",
+                        source="saved_model")
+    stamp = (saved_model_dir / "saved_model.pb").stat().st_mtime_ns
+    return dict(_cached_signature_inputs(str(saved_model_dir.resolve()), signature_key, stamp))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_signature_inputs(saved_model_dir: str, signature_key: str, stamp: int
+                             ) -> tuple[tuple[str, Any], ...]:
+    """Loading a 90 MB encoder takes seconds: once per (path, signature, file version)."""
+    tf = _tf()
+    saved_model_dir = Path(saved_model_dir)
+    try:
+        import tensorflow_text  # noqa: F401 - registers text ops some exports use
+    except ImportError:
+        pass
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    if signature_key not in loaded.signatures:
+        raise DataError(f"SavedModel {str(saved_model_dir)!r} has no signature {signature_key!r}; "
+                        f"it has {sorted(loaded.signatures)}", source="saved_model")
+    _, kwargs = loaded.signatures[signature_key].structured_input_signature
+    return tuple(sorted(kwargs.items()))
+
+
+def _samples(representative_data: Any, limit: int | None = None) -> Callable[[], Iterable[dict]]:
+    """Normalise calibration data to a zero-argument callable yielding input dicts.
+
+    Accepted: a callable returning an iterable of ``{name: array}``; an
+    iterable (list) of such dicts; or one ``{name: (n, ...) array}`` mapping,
+    split into single-row samples.
+    """
+    if representative_data is None:
+        raise DataError("full_int8 needs representative_data: real model inputs to calibrate "
+                        "activation ranges", source="representative_data")
+    if callable(representative_data):
+        source = representative_data
+    elif isinstance(representative_data, Mapping):
+        arrays = {k: np.asarray(v) for k, v in representative_data.items()}
+        n = len(next(iter(arrays.values())))
+        n = n if limit is None else min(n, limit)
+
+        def source():
+            for i in range(n):
+                yield {k: v[i:i + 1] for k, v in arrays.items()}
+    else:
+        items = list(representative_data)
+        def source():
+            return iter(items)
+
+    def gen():
+        for count, sample in enumerate(source()):
+            if limit is not None and count >= limit:
+                break
+            if not isinstance(sample, Mapping):
+                raise DataError("each representative sample must be a {input name: array} dict, "
+                                f"got {type(sample).__name__}", source="representative_data")
+            yield {k: np.asarray(v) for k, v in sample.items()}
+    return gen
+
+
+def _cast_samples(gen: Callable[[], Iterable[dict]], specs: Mapping[str, Any]
+                  ) -> Callable[[], Iterable[dict]]:
+    """Cast calibration samples to the signature's dtypes; check the names."""
+    def cast():
+        for sample in gen():
+            missing = set(specs) - set(sample)
+            if missing:
+                raise DataError(f"representative sample lacks inputs {sorted(missing)}; the "
+                                f"signature takes {sorted(specs)}", source="representative_data")
+            yield {k: sample[k].astype(specs[k].dtype.as_numpy_dtype) for k in specs}
+    return cast
+
+
+def convert_saved_model(
+    saved_model_dir: str | Path,
+    mode: Mode,
+    *,
+    out_path: str | Path | None = None,
+    representative_data: Any = None,
+    signature_key: str = "serving_default",
+    allow_float_fallback: bool = True,
+    keep_float_ops: Sequence[str] = (),
+    calibration_limit: int | None = 200,
+) -> ConversionResult:
+    """Convert one SavedModel signature to TFLite; never raises on a converter failure.
+
+    Args:
+        saved_model_dir: a SavedModel directory.
+        mode: ``"float32"``, ``"float16"``, ``"dynamic_int8"`` or ``"full_int8"``.
+        out_path: where to write the flatbuffer (default:
+            ``<saved_model_dir>.<mode>.tflite``); written atomically.
+        representative_data: calibration inputs for ``full_int8`` (ignored
+            otherwise): a callable returning an iterable of ``{input name:
+            (1, ...) array}`` dicts, such an iterable, or one ``{input name:
+            (n, ...) array}`` mapping (split into rows). Use real inputs: the
+            activation ranges come from them.
+        signature_key: the signature to convert.
+        allow_float_fallback: ``full_int8`` only: ``True`` lets ops without an
+            int8 kernel stay float; ``False`` demands int8 builtins for every
+            compute op (the result is a recorded failure naming the ops that
+            would stay float).
+        keep_float_ops: ``full_int8`` only: op types (TFLite names such as
+            ``"SOFTMAX"``) to keep float on purpose; see :data:`ENCODER_FLOAT_OPS`.
+        calibration_limit: at most this many calibration samples.
+
+    Returns:
+        A :class:`ConversionResult`; ``ok=False`` with ``error`` set when the
+        converter failed.
+
+    Raises:
+        DataError: unknown mode or no SavedModel / signature at the path (the
+            caller's mistake, not a property of the model).
+    """
+    tf = _tf()
+    if mode not in MODES:
+        raise DataError(f"mode must be one of {MODES}, got {mode!r}", source="mode")
+    saved_model_dir = Path(saved_model_dir)
+    specs = _signature_inputs(saved_model_dir, signature_key)
+    out_path = Path(out_path) if out_path else saved_model_dir.with_name(
+        f"{saved_model_dir.name}.{mode}.tflite")
+    kept = tuple(keep_float_ops) if mode == "full_int8" else ()
+    start = time.perf_counter()
+    try:
+        with _native_output_to_file():
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir),
+                                                                 signature_keys=[signature_key])
+            if mode == "float16":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.target_spec.supported_types = [tf.float16]
+            elif mode == "dynamic_int8":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            elif mode == "full_int8":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                rep = _cast_samples(_samples(representative_data, calibration_limit), specs)
+                converter.representative_dataset = rep
+                if not allow_float_fallback:
+                    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if kept:
+                # Selective quantization: the debugger re-runs calibration and
+                # leaves the denylisted op types in float.
+                options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(kept))
+                debugger = tf.lite.experimental.QuantizationDebugger(
+                    converter=converter, debug_dataset=rep, debug_options=options)
+                model = debugger.get_nondebug_quantized_model()
+            else:
+                model = converter.convert()
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed mode is a result, not a crash
+        return ConversionResult(mode, ok=False, seconds=time.perf_counter() - start,
+                                error=_error_text(exc), kept_float=kept)
+    seconds = time.perf_counter() - start
+    report = analyze_tflite(model)
+    if mode == "full_int8" and not allow_float_fallback and report["float_ops"]:
+        # TFLITE_BUILTINS_INT8 alone does not stop the converter from leaving
+        # an op float, so the promise "every op int8" is checked here.
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(report["float_ops"].items()))
+        return ConversionResult(mode, ok=False, seconds=seconds, kept_float=kept,
+                                error=f"ops without an int8 kernel stayed float: {ops}")
+    with atomic_path(out_path) as tmp:
+        tmp.write_bytes(model)
+    return ConversionResult(mode, ok=True, path=out_path, size_bytes=out_path.stat().st_size,
+                            seconds=seconds, kept_float=kept, **report)
+
+
+def convert_all(
+    saved_model_dir: str | Path,
+    out_dir: str | Path,
+    name: str,
+    *,
+    representative_data: Any = None,
+    modes: Sequence[str] = MODES,
+    keep_float_ops: Sequence[str] = (),
+    signature_key: str = "serving_default",
+    progress: bool = True,
+) -> list[ConversionResult]:
+    """Convert one SavedModel in every mode to ``out_dir/<name>.<mode>.tflite``.
+
+    Failures are recorded in their result; the sweep always completes.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    results = []
+    for mode in tqdm(list(modes), desc=f"converting {name}", unit="mode", disable=not progress):
+        results.append(convert_saved_model(
+            saved_model_dir, mode, out_path=out_dir / f"{name}.{mode}.tflite",
+            representative_data=representative_data, signature_key=signature_key,
+            keep_float_ops=keep_float_ops))
+    return results
+
+
+def analyze_tflite(model: str | Path | bytes) -> dict[str, Any]:
+    """Op inventory of a TFLite model.
+
+    Returns:
+        ``{"op_counts": {op: n}, "float_ops": {op: n}, "weight_bytes": {dtype: bytes}}``
+        where ``float_ops`` counts compute ops with a float32 activation
+        (non-constant) input or output, and ``weight_bytes`` sums constant
+        tensors by dtype.
+    """
+    tf = _tf()
+    import warnings
+
+    kwargs = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    with warnings.catch_warnings():  # tf.lite.Interpreter warns that ai-edge-litert replaces it
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(**kwargs)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # the only op-level view the API offers
+    produced = {i for op in ops for i in op["outputs"]}
+    activations = produced | {d["index"] for d in interpreter.get_input_details()}
+    op_counts: collections.Counter[str] = collections.Counter()
+    float_ops: collections.Counter[str] = collections.Counter()
+    constants: set[int] = set()
+    for op in ops:
+        name = op["op_name"]
+        op_counts[name] += 1
+        tensors = [i for i in [*op["inputs"], *op["outputs"]] if i >= 0 and i in details]
+        constants.update(i for i in op["inputs"] if i >= 0 and i not in activations)
+        if name not in _PLUMBING and any(
+                details[i]["dtype"] == np.float32 for i in tensors if i in activations):
+            float_ops[name] += 1
+    weight_bytes: collections.Counter[str] = collections.Counter()
+    for i in constants:
+        d = details.get(i)
+        if d is not None:
+            weight_bytes[np.dtype(d["dtype"]).name] += int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize
+    return {"op_counts": dict(op_counts), "float_ops": dict(float_ops),
+            "weight_bytes": dict(weight_bytes)}
+
+
+# --------------------------------------------------------------------------
+# Running and timing
+# --------------------------------------------------------------------------
+
+
+class TFLiteRunner:
+    """Run a ``.tflite`` model on numpy batches: ``runner(inputs) -> outputs``.
+
+    Args:
+        path: the flatbuffer.
+        num_threads: interpreter threads (default: all cores). The XNNPACK
+            delegate is applied by default to float ops.
+        signature_key: the signature to call.
+
+    ``inputs`` is ``{input name: (batch, ...) array}`` (a bare array for a
+    single-input model); inputs are resized to each call's batch and cast to
+    the model's dtypes. Returns the output array for a single-output model,
+    else ``{output name: array}``.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int | None = None,
+                 signature_key: str = "serving_default") -> None:
+        tf = _tf()
+        import warnings
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataError(f"no TFLite model at {str(self.path)!r}", source="tflite")
+        self.num_threads = int(num_threads or os.cpu_count() or 1)
+        with warnings.catch_warnings():  # tf.lite.Interpreter warns that ai-edge-litert replaces it
+            warnings.simplefilter("ignore")
+            self.interpreter = tf.lite.Interpreter(model_path=str(self.path),
+                                                   num_threads=self.num_threads)
+        self._runner = self.interpreter.get_signature_runner(signature_key)
+        self.input_details = self._runner.get_input_details()
+        self.output_names = sorted(self._runner.get_output_details())
+
+    def __call__(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> Any:
+        if not isinstance(inputs, Mapping):
+            if len(self.input_details) != 1:
+                raise DataError(f"model takes inputs {sorted(self.input_details)}; pass a dict",
+                                source="tflite")
+            inputs = {next(iter(self.input_details)): inputs}
+        missing = set(self.input_details) - set(inputs)
+        if missing:
+            raise DataError(f"missing model inputs {sorted(missing)}; the model takes "
+                            f"{sorted(self.input_details)}", source="tflite")
+        feed = {k: np.asarray(inputs[k]).astype(d["dtype"], copy=False)
+                for k, d in self.input_details.items()}
+        out = self._runner(**feed)
+        return out[self.output_names[0]] if len(self.output_names) == 1 else out
+
+    def predict(self, inputs: Mapping[str, np.ndarray] | np.ndarray, batch_size: int = 256) -> Any:
+        """Run ``(n, ...)`` inputs in batches and concatenate the outputs."""
+        arrays = inputs if isinstance(inputs, Mapping) else {"__single__": inputs}
+        n = len(next(iter(arrays.values())))
+        outs = []
+        for s in range(0, n, batch_size):
+            chunk = {k: np.asarray(v)[s:s + batch_size] for k, v in arrays.items()}
+            outs.append(self(chunk.get("__single__", chunk)))
+        if isinstance(outs[0], Mapping):
+            return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+        return np.concatenate(outs)
+
+
+@dataclasses.dataclass
+class Timing:
+    """CPU cost of one model variant.
+
+    Attributes:
+        median_ms, p95_ms: single-query (batch of one) latency over ``repeats`` calls.
+        throughput: rows per second when called on batches of ``batch_size``.
+        repeats, batch_size, num_threads: how it was measured.
+    """
+
+    median_ms: float
+    p95_ms: float
+    throughput: float
+    repeats: int
+    batch_size: int
+    num_threads: int | None = None
+
+
+def _rows(inputs: Mapping[str, np.ndarray] | np.ndarray, start: int, stop: int) -> Any:
+    if isinstance(inputs, Mapping):
+        return {k: np.asarray(v)[start:stop] for k, v in inputs.items()}
+    return np.asarray(inputs)[start:stop]
+
+
+def measure_latency(
+    fn: Callable[[Any], Any],
+    inputs: Mapping[str, np.ndarray] | np.ndarray,
+    *,
+    repeats: int = 50,
+    warmup: int = 3,
+    batch_size: int = 64,
+    batch_repeats: int = 3,
+    num_threads: int | None = None,
+) -> Timing:
+    """Single-query latency and batch throughput of ``fn`` on CPU.
+
+    Args:
+        fn: called with a slice of ``inputs`` (same type: a dict of arrays or an
+            array), e.g. a :class:`TFLiteRunner`.
+        inputs: ``(n, ...)`` rows; single queries cycle through them.
+        repeats: timed single-row calls (after ``warmup``).
+        batch_size: rows per call for throughput (capped at ``n``).
+        batch_repeats: timed batch calls; throughput uses their median.
+        num_threads: recorded in the result (``fn``'s own setting); taken from
+            ``fn.num_threads`` when present.
+
+    (``recsys_utils.serving.measure_latency`` times TFRS indexes by user id; this
+    one times any callable on array inputs.)
+    """
+    n = len(next(iter(inputs.values()))) if isinstance(inputs, Mapping) else len(inputs)
+    if n == 0:
+        raise DataError("measure_latency needs at least one input row")
+    for i in range(warmup):
+        fn(_rows(inputs, i % n, i % n + 1))
+    times = np.empty(repeats)
+    for r in range(repeats):
+        row = _rows(inputs, r % n, r % n + 1)
+        start = time.perf_counter()
+        fn(row)
+        times[r] = time.perf_counter() - start
+    b = min(batch_size, n)
+    batch = _rows(inputs, 0, b)
+    fn(batch)  # resize and warm up at this shape
+    batch_times = []
+    for _ in range(batch_repeats):
+        start = time.perf_counter()
+        fn(batch)
+        batch_times.append(time.perf_counter() - start)
+    threads = num_threads if num_threads is not None else getattr(fn, "num_threads", None)
+    return Timing(float(np.median(times) * 1e3), float(np.percentile(times, 95) * 1e3),
+                  float(b / np.median(batch_times)), repeats, b, threads)
+
+
+def measure_variants(
+    results: Mapping[str, ConversionResult] | Sequence[ConversionResult],
+    *,
+    model: str,
+    quality: Callable[[str, TFLiteRunner], float],
+    quality_metric: str,
+    timing_inputs: Mapping[str, np.ndarray] | np.ndarray,
+    num_threads: int | None = None,
+    repeats: int = 20,
+    batch_size: int = 32,
+    extra_bytes: Mapping[str, int] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Size, CPU cost and quality of each converted variant of one model.
+
+    Args:
+        results: the conversions (e.g. from :func:`convert_all`); failed ones
+            get a row with their error and no measurements.
+        model: the model's name in the table.
+        quality: ``quality(mode, runner) -> float`` on held-out data (cosine to
+            float, Recall@10, RMSE, ...). An exception inside (an int8 kernel can
+            fail at run time) is recorded in ``error``, not raised.
+        quality_metric: what ``quality`` measures, for the table and plots.
+        timing_inputs: ``(n, ...)`` rows for :func:`measure_latency`.
+        extra_bytes: mode -> bytes to add to the file size (e.g. a second
+            tower that ships with this one).
+
+    Returns:
+        DataFrame, one row per mode: ``model, variant, ok, size_mb, median_ms,
+        p95_ms, throughput, num_threads, quality, quality_metric, float_ops,
+        kept_float, error``.
+    """
+    from tqdm.auto import tqdm
+
+    items = list(results.values()) if isinstance(results, Mapping) else list(results)
+    rows = []
+    for r in tqdm(items, desc=f"measuring {model}", unit="variant", disable=not progress):
+        row = {"model": model, "variant": r.mode, "ok": r.ok, "size_mb": r.size_mb,
+               "median_ms": np.nan, "p95_ms": np.nan, "throughput": np.nan,
+               "num_threads": num_threads or os.cpu_count(), "quality": np.nan,
+               "quality_metric": quality_metric,
+               "float_ops": ", ".join(f"{k} x{v}" for k, v in sorted(r.float_ops.items())),
+               "kept_float": ", ".join(r.kept_float), "error": r.error}
+        if r.ok:
+            if extra_bytes and r.mode in extra_bytes:
+                row["size_mb"] = (r.size_bytes + extra_bytes[r.mode]) / 1e6
+            runner = TFLiteRunner(r.path, num_threads=num_threads)
+            try:
+                row["quality"] = float(quality(r.mode, runner))
+                timing = measure_latency(runner, timing_inputs, repeats=repeats,
+                                         batch_size=batch_size)
+                row.update(median_ms=timing.median_ms, p95_ms=timing.p95_ms,
+                           throughput=timing.throughput, num_threads=timing.num_threads)
+            except (RuntimeError, ValueError) as exc:
+                row["ok"] = False
+                row["error"] = f"run time: {' '.join(str(exc).split())[:300]}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+class TFLiteTowers:
+    """Query and item towers exported by ``serving.export_towers``, run by TFLite.
+
+    Has ``variant``, ``query_embeddings(features)`` and ``item_embeddings()``
+    like a :class:`~recsys_utils.retrieval.RetrievalResult`, so
+    :func:`recsys_utils.retrieval.evaluate_retrieval` scores a quantized pair.
+    """
+
+    QUERY_INPUTS = ("user", "history", "history_mask", "hour", "dow")
+
+    def __init__(self, query: TFLiteRunner, item: TFLiteRunner, n_items: int,
+                 variant: str = "tflite", batch_size: int = 256) -> None:
+        self.query, self.item, self.n_items = query, item, int(n_items)
+        self.variant, self.batch_size = variant, batch_size
+
+    def query_embeddings(self, features: Mapping[str, np.ndarray], batch_size: int | None = None
+                         ) -> np.ndarray:
+        """``(n, D)`` float32 from query feature arrays (each ``(n, ...)``)."""
+        inputs = {k: np.asarray(features[k]) for k in self.QUERY_INPUTS}
+        return np.asarray(self.query.predict(inputs, batch_size or self.batch_size), np.float32)
+
+    def item_embeddings(self, batch_size: int | None = None) -> np.ndarray:
+        """``(n_items, D)`` float32 embeddings of the whole catalogue."""
+        items = np.arange(self.n_items, dtype=np.int32)
+        return np.asarray(self.item.predict({"item": items}, batch_size or self.batch_size),
+                          np.float32)
+
+
+def load_calibration(saved_model_dir: str | Path) -> dict[str, np.ndarray]:
+    """The ``calibration.npz`` written beside an exported SavedModel, as ``{input: (n, ...)}``."""
+    path = Path(saved_model_dir) / "calibration.npz"
+    if not path.exists():
+        raise DataError(f"no calibration.npz in {str(saved_model_dir)!r}; pass representative "
+                        "inputs explicitly", source="calibration")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+# --------------------------------------------------------------------------
+# The text encoder without its tokenizer
+# --------------------------------------------------------------------------
+
+
+def export_token_encoder(encoder: Any, path: str | Path) -> Path:
+    """Export a :class:`recsys_utils.text.TextEncoder`'s transformer for TFLite.
+
+    Signature ``serving_default(token_ids, padding_mask)``, both ``(batch,
+    length)`` int32 (any batch and length), output ``embedding`` ``(batch, dim)``
+    float32 unit vectors, the same vectors as ``encoder.encode`` (mean pooling;
+    ``cls`` pooling is honoured too). The tokenizer stays outside
+    (:func:`encoder_inputs`): its tensorflow-text ops have no TFLite builtin.
+    Pooling is written with ``tf.expand_dims`` because the converter rejects
+    the ``[:, :, None]`` strided slice in dynamic shapes. Written atomically.
+
+    Raises:
+        DataError: the encoder is not float32 (a bfloat16 graph is no float reference).
+    """
+    tf = _tf()
+    if getattr(encoder, "precision", "float32") != "float32":
+        raise DataError(
+            f"export_token_encoder needs a float32 encoder (got precision={encoder.precision!r}): "
+            "the float TFLite model is the reference the quantized ones are measured against; "
+            "load it with text.load_text_encoder(..., precision='float32')", source="encoder")
+
+    def pooled(token_ids, padding_mask):
+        out = encoder.backbone({"token_ids": token_ids, "padding_mask": padding_mask,
+                                "segment_ids": tf.zeros_like(token_ids)}, training=False)
+        seq = tf.cast(out["sequence_output"], tf.float32)
+        if encoder.pooling == "cls":
+            vec = seq[:, 0, :]
+        else:
+            mask = tf.expand_dims(tf.cast(padding_mask, tf.float32), -1)
+            vec = tf.reduce_sum(seq * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
+        return {"embedding": tf.math.l2_normalize(vec, axis=-1, epsilon=1e-12)}
+
+    module = tf.Module()
+    module.encoder_variables = [w.value for w in encoder.backbone.weights]
+    module.serve = tf.function(pooled, input_signature=[
+        tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+        tf.TensorSpec([None, None], tf.int32, name="padding_mask")])
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    return path
+
+
+def encoder_inputs(encoder: Any, texts: Sequence[str], length: int | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Tokenize texts for :func:`export_token_encoder` models.
+
+    Returns ``{"token_ids", "padding_mask"}``, each ``(len(texts), length)``
+    int32, padded with the encoder's pad id to ``length`` (default: the longest
+    text, at most ``encoder.max_length``).
+    """
+    tokens = encoder.tokenize(list(texts))
+    width = length or max((len(t) for t in tokens), default=1)
+    ids = np.full((len(tokens), width), encoder.pad_id, np.int32)
+    mask = np.zeros((len(tokens), width), np.int32)
+    for i, t in enumerate(tokens):
+        t = t[:width]
+        ids[i, :len(t)] = t
+        mask[i, :len(t)] = 1
+    return {"token_ids": ids, "padding_mask": mask}
+
+
+def encoder_samples(encoder: Any, texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """One ``{"token_ids", "padding_mask"}`` sample per text, each ``(1, its own length)``.
+
+    Calibration inputs for ``full_int8``: texts at their real lengths, as
+    single queries are served (no padding columns to skew the ranges).
+    """
+    inputs = encoder_inputs(encoder, texts)
+    lengths = inputs["padding_mask"].sum(axis=1)
+    return [{k: v[i:i + 1, : max(int(lengths[i]), 1)] for k, v in inputs.items()}
+            for i in range(len(lengths))]
+
+
+def cpu_description() -> str:
+    """``"<model name>, <n> logical cores (<int8/bf16 flags>)"`` for stating where timings ran."""
+    import platform
+
+    name, flags = platform.processor() or "unknown CPU", ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = next(line.split(":", 1)[1].strip() for line in info.splitlines()
+                    if line.startswith("model name"))
+        flags = ", ".join(f for f in ("avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+                          if f in info.split())
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} logical cores ({flags or 'no VNNI/AMX flags'})"
+
+
+# --------------------------------------------------------------------------
+# Quality
+# --------------------------------------------------------------------------
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``(n, d)`` arrays -> ``(n,)``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise DataError(f"shapes differ: {a.shape} vs {b.shape}")
+    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.maximum(denom, 1e-12)
+
+
+def overlap_at_k(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
+    """Mean ``|approx top-k ∩ exact top-k| / k`` over queries (recall against exact search)."""
+    approx, exact = np.asarray(approx)[:, :k], np.asarray(exact)[:, :k]
+    if approx.shape != exact.shape:
+        raise DataError(f"result lists differ in shape: {approx.shape} vs {exact.shape}")
+    hits = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact)]
+    return float(np.mean(hits) / k) if hits else float("nan")
+
+
+# --------------------------------------------------------------------------
+# Embedding tables
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class QuantizedTable:
+    """An int8 embedding table: ``table ≈ codes * scale + offset``.
+
+    Attributes:
+        codes: ``(n, d)`` int8 in [-127, 127].
+        scale, offset: ``(1, d)`` (per dimension) or ``(n, 1)`` (per row) float32.
+        per: ``"dimension"`` or ``"row"``.
+    """
+
+    codes: np.ndarray
+    scale: np.ndarray
+    offset: np.ndarray
+    per: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + self.scale.nbytes + self.offset.nbytes)
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """``(n_queries, n)`` dot products with the dequantized table.
+
+        Computed as ``(q * scale) @ codes.T + q @ offset.T`` for per-dimension
+        tables, so the int8 codes are the only copy of the table touched.
+        """
+        q = np.asarray(queries, np.float32)
+        if self.per == "dimension":
+            return (q * self.scale) @ self.codes.T.astype(np.float32) + q @ self.offset.T
+        # Per row: q . (s_i c_i + o_i 1) = s_i (q . c_i) + o_i sum(q).
+        return (q @ self.codes.T.astype(np.float32)) * self.scale.T + q.sum(1, keepdims=True) * self.offset.T
+
+
+def quantize_embeddings_int8(table: np.ndarray, per: Literal["dimension", "row"] = "dimension"
+                             ) -> QuantizedTable:
+    """Scalar-quantize a float table to int8, symmetric around each slice's midpoint.
+
+    Each dimension (``per="dimension"``) or row (``per="row"``) is mapped
+    linearly from ``[min, max]`` onto ``[-127, 127]``: ``offset = (max + min) / 2``,
+    ``scale = (max - min) / 254``; the worst rounding error is ``scale / 2``.
+
+    Args:
+        table: ``(n, d)`` finite floats.
+
+    Returns:
+        A :class:`QuantizedTable` (about 4x smaller than float32).
+    """
+    x = np.asarray(table, np.float32)
+    if x.ndim != 2 or x.size == 0:
+        raise DataError(f"table must be a non-empty (n, d) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise DataError("table contains NaN or inf")
+    if per not in ("dimension", "row"):
+        raise DataError(f"per must be 'dimension' or 'row', got {per!r}")
+    axis = 0 if per == "dimension" else 1
+    lo, hi = x.min(axis=axis, keepdims=True), x.max(axis=axis, keepdims=True)
+    offset = (hi + lo) / 2
+    scale = np.maximum((hi - lo) / 254.0, 1e-12).astype(np.float32)
+    codes = np.clip(np.rint((x - offset) / scale), -127, 127).astype(np.int8)
+    return QuantizedTable(codes, scale, offset.astype(np.float32), per)
+
+
+def dequantize(q: QuantizedTable) -> np.ndarray:
+    """``(n, d)`` float32 reconstruction ``codes * scale + offset``."""
+    return q.codes.astype(np.float32) * q.scale + q.offset
+
+
+def int8_search_recall(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
+                       per: Literal["dimension", "row"] = "dimension") -> float:
+    """Recall@k of dot-product search over the int8 table, against exact float search."""
+    exact, _ = metrics.brute_force_top_k(queries, table, k)
+    approx, _ = metrics.brute_force_top_k(queries, dequantize(quantize_embeddings_int8(table, per)), k)
+    return overlap_at_k(approx, exact, k)
+
+
+def scann_search(
+    queries: np.ndarray,
+    table: np.ndarray,
+    k: int = 10,
+    *,
+    scoring: Literal["int8", "ah"] = "ah",
+    dimensions_per_block: int = 2,
+    anisotropic_quantization_threshold: float = 0.2,
+    reorder: int | None = None,
+    seed_threads: int = 1,
+) -> tuple[np.ndarray, Any]:
+    """Top-k by a ScaNN searcher with quantized scoring over the whole table (no tree).
+
+    Args:
+        scoring: ``"int8"``: brute force over int8 scalar-quantized rows
+            (ScaNN's ``score_brute_force(quantize=INT8)``); ``"ah"``: asymmetric
+            hashing, each block of ``dimensions_per_block`` dimensions coded as
+            one of 16 centres (4 bits), scored against the float query through
+            lookup tables; anisotropic loss weights the error parallel to the
+            vector (what matters for dot products) by the threshold.
+        reorder: re-score this many AH candidates with exact float dot products
+            (``None``: report the quantized ranking itself).
+
+    Returns:
+        ``(indices (n_queries, k) int64, searcher)``.
+    """
+    from scann import scann_ops_pybind
+    from scann.scann_ops.py.scann_builder import ReorderType
+
+    db = np.ascontiguousarray(table, np.float32)
+    builder = scann_ops_pybind.builder(db, k, "dot_product")
+    builder.set_n_training_threads(seed_threads)
+    if scoring == "int8":
+        builder = builder.score_brute_force(quantize=ReorderType.INT8)
+    elif scoring == "ah":
+        if len(db) < 16:
+            raise DataError(f"asymmetric hashing needs >= 16 rows to train, got {len(db)}")
+        builder = builder.score_ah(dimensions_per_block,
+                                   anisotropic_quantization_threshold=anisotropic_quantization_threshold,
+                                   training_sample_size=len(db))
+        if reorder:
+            builder = builder.reorder(int(reorder))
+    else:
+        raise DataError(f"scoring must be 'int8' or 'ah', got {scoring!r}")
+    searcher = builder.build()
+    idx, _ = searcher.search_batched(np.ascontiguousarray(queries, np.float32), final_num_neighbors=k)
+    return np.asarray(idx, np.int64), searcher
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _per_query_ms(search: Callable[[np.ndarray], Any], queries: np.ndarray, n: int = 50) -> float:
+    times = []
+    for i in range(min(n, len(queries))):
+        q = queries[i:i + 1]
+        start = time.perf_counter()
+        search(q)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def index_variants(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
+                   dimensions_per_block: int = 2, reorder: int | None = None) -> pd.DataFrame:
+    """Item-index variants against exact float search: size, recall@k, single-query time.
+
+    Rows: ``float32 exact`` (numpy), ``int8 scalar`` (this module, per dimension),
+    ``scann int8 brute force``, ``scann AH`` (asymmetric hashing without
+    re-scoring) and, when ``reorder``, ``scann AH + reorder``. Sizes are the
+    table bytes (float32 / int8 + scales) or the serialized ScaNN index
+    (``searcher.serialize``, which also stores the float rows it needs to
+    reorder, so AH + reorder is not smaller than float).
+
+    Returns:
+        DataFrame: ``index``, ``bytes``, ``recall_at_k``, ``median_ms``, ``k``.
+    """
+    queries = np.ascontiguousarray(queries, np.float32)
+    table = np.ascontiguousarray(table, np.float32)
+    exact, _ = metrics.brute_force_top_k(queries, table, k)
+    rows = [{"index": "float32 exact", "bytes": table.nbytes, "recall_at_k": 1.0,
+             "median_ms": _per_query_ms(lambda q: metrics.brute_force_top_k(q, table, k), queries)}]
+    qt = quantize_embeddings_int8(table)
+    approx = metrics.top_k(qt.scores(queries), k)
+    rows.append({"index": "int8 scalar", "bytes": qt.nbytes, "recall_at_k": overlap_at_k(approx, exact, k),
+                 "median_ms": _per_query_ms(lambda q: metrics.top_k(qt.scores(q), k), queries)})
+    configs: list[tuple[str, dict[str, Any]]] = [
+        ("scann int8 brute force", {"scoring": "int8"}),
+        ("scann AH", {"scoring": "ah", "dimensions_per_block": dimensions_per_block})]
+    if reorder:
+        configs.append(("scann AH + reorder", {"scoring": "ah", "reorder": reorder,
+                                               "dimensions_per_block": dimensions_per_block}))
+    for name, kwargs in configs:
+        idx, searcher = scann_search(queries, table, k, **kwargs)
+        with tempfile.TemporaryDirectory() as tmp:
+            searcher.serialize(tmp)
+            size = _dir_bytes(Path(tmp))
+        rows.append({"index": name, "bytes": size, "recall_at_k": overlap_at_k(idx, exact, k),
+                     "median_ms": _per_query_ms(
+                         lambda q, s=searcher: s.search_batched(q, final_num_neighbors=k), queries)})
+    df = pd.DataFrame(rows)
+    df["k"] = k
+    df["x_smaller"] = df["bytes"].iloc[0] / df["bytes"]
+    return df
+
+
+# --------------------------------------------------------------------------
+# Tables and plots
+# --------------------------------------------------------------------------
+
+
+def size_quality_table(rows: Sequence[Mapping[str, Any]], *, reference: str = "float32"
+                       ) -> pd.DataFrame:
+    """One row per (model, variant) with size relative to the model's float32 file.
+
+    Args:
+        rows: dicts with at least ``model``, ``variant`` and ``size_mb``, plus
+            any measurements (``median_ms``, ``p95_ms``, ``throughput``,
+            ``quality``, ``quality_metric``, ``num_threads``, ...).
+        reference: the variant that defines 1x for ``x_smaller`` / ``speedup``.
+
+    Returns:
+        DataFrame (models in order of appearance, variants in :data:`MODES`
+        order), with ``x_smaller`` (reference size
+        / size) and, when ``median_ms`` is present, ``speedup`` (reference
+        median latency / median latency).
+    """
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return df
+    for column in ("model", "variant", "size_mb"):
+        if column not in df:
+            raise DataError(f"rows need a {column!r} entry", source="size_quality_table")
+    ref = df[df["variant"] == reference].set_index("model")
+    df["x_smaller"] = df["model"].map(ref["size_mb"]) / df["size_mb"]
+    if "median_ms" in df:
+        df["speedup"] = df["model"].map(ref["median_ms"]) / df["median_ms"]
+    # Models in order of appearance, variants in MODES order (others after).
+    model_rank = {m: i for i, m in enumerate(dict.fromkeys(df["model"]))}
+    variant_rank = {m: i for i, m in enumerate(MODES)}
+    key = df["model"].map(model_rank) * 100 + df["variant"].map(variant_rank).fillna(len(MODES))
+    return df.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key"
+                                                                      ).reset_index(drop=True)
+
+
+_AXIS_LABELS = {"size_mb": "file size (MB)", "median_ms": "single-query latency, median (ms)",
+                "p95_ms": "single-query latency, p95 (ms)", "throughput": "rows per second"}
+
+
+def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
+                  group: str = "model", logx: bool = True, title: str | None = None):
+    """Scatter ``y`` (quality) against ``x`` (size or latency), one panel per ``group``.
+
+    Each point is annotated with its ``label``; quality metrics differ between
+    models (cosine, recall, RMSE), hence one panel each with its own y axis,
+    labelled with the rows' ``quality_metric``. ``logx`` applies to panels
+    whose x values span more than a factor of 10.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    data = df.dropna(subset=[x, y])
+    groups = list(dict.fromkeys(data[group])) if group in data else [None]
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.4 * max(len(groups), 1), 3.6),
+                             squeeze=False)
+    for ax, name in zip(axes[0], groups):
+        part = data if name is None else data[data[group] == name]
+        ax.scatter(part[x], part[y], s=36)
+        for _, row in part.iterrows():
+            ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+        values = part[x].to_numpy(float)
+        # Log only when the points span a decade; otherwise no tick would be labelled.
+        if logx and len(values) and values.min() > 0 and values.max() / values.min() > 10:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.25, y=0.2)
+        ax.set_xlabel(_AXIS_LABELS.get(x, x))
+        metric = part["quality_metric"].iloc[0] if "quality_metric" in part and len(part) else y
+        ax.set_ylabel(str(metric))
+        ax.set_title(str(name) if name is not None else (title or ""))
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
