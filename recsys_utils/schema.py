@@ -349,6 +349,24 @@ def validate_queries(
                             column=column, example=example, line=line)
 
 
+def as_string_list(values: Any, *, source: str) -> list[str]:
+    """``values`` as a list of strings, for functions that take a batch of texts.
+
+    Raises:
+        DataError: a single string was passed (a batch was meant), or some
+            elements are not strings (names the first one).
+    """
+    if isinstance(values, str):
+        raise DataError("pass a sequence of strings; wrap a single text in a list",
+                        source=source)
+    values = list(values)
+    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if bad:
+        raise DataError(f"{len(bad)} value(s) are not strings, e.g. position {bad[0]}: "
+                        f"{values[bad[0]]!r}", source=source)
+    return values
+
+
 def implicit_label(interactions: pd.DataFrame) -> pd.Series:
     """1 for positive feedback, 0 otherwise, whatever the feedback kind.
 

@@ -49,7 +49,7 @@ import tensorflow as tf  # importing recsys_utils (this package) set TF_USE_LEGA
 import tensorflow_recommenders as tfrs
 
 from . import metrics
-from .schema import DataError, require_columns
+from .schema import DataError, as_string_list, require_columns
 
 __all__ = [
     "BM25",
@@ -107,14 +107,7 @@ class Searcher(Protocol):
 
 
 def _check_texts(queries: Any) -> list[str]:
-    if isinstance(queries, str):
-        raise DataError("search() takes a sequence of query strings; wrap one query in a list")
-    queries = list(queries)
-    bad = [i for i, q in enumerate(queries) if not isinstance(q, str)]
-    if bad:
-        raise DataError(f"{len(bad)} quer(y/ies) are not strings, e.g. position {bad[0]}: "
-                        f"{queries[bad[0]]!r}", source="queries")
-    return queries
+    return as_string_list(queries, source="queries")
 
 
 def _check_k(k: Any) -> int:

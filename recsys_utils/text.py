@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import atomic_path
-from .schema import DataError, require_columns
+from .schema import DataError, as_string_list, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -411,13 +411,7 @@ class TextEncoder:
             chunk_size: texts per cache shard; an interrupted run loses at most
                 one chunk of work.
         """
-        if isinstance(texts, str):
-            raise TypeError("encode() takes a sequence of strings; wrap a single text in a list")
-        texts = list(texts)
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise DataError(f"{len(bad)} text(s) are not strings, e.g. position {bad[0]}: "
-                            f"{texts[bad[0]]!r}", source="texts")
+        texts = as_string_list(texts, source="texts")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out

@@ -59,7 +59,7 @@ def test_bm25_rejects_bad_input():
     with pytest.raises(DataError, match="not fitted"):
         search.BM25().search(["x"], 1)
     bm = search.BM25().fit(DOCS)
-    with pytest.raises(DataError, match="sequence of query strings"):
+    with pytest.raises(DataError, match="sequence of strings"):
         bm.search("red", 1)
     with pytest.raises(DataError, match="not strings"):
         bm.search(["red", 3], 1)
@@ -331,7 +331,7 @@ def test_exported_search_model_answers_any_string(exported_encoder, tmp_path):
     # The served ranking agrees with brute force over the same vectors.
     exact, _ = search.DenseSearcher(item_vectors, encoder.encode).search(["red dress"], 5)
     assert found[3].tolist()[:3] == [ids[i] for i in exact[0, :3]]
-    with pytest.raises(DataError, match="sequence of query strings"):
+    with pytest.raises(DataError, match="sequence of strings"):
         loaded.search("red dress")
     with pytest.raises(DataError, match="no SavedModel"):
         search.load_search_model(tmp_path / "nothing")

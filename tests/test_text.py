@@ -91,7 +91,7 @@ def test_empty_input_and_non_strings(encoder):
     assert encoder.encode([], progress=False).shape == (0, encoder.dim)
     with pytest.raises(DataError, match="not strings"):
         encoder.encode(["ok", None], progress=False)
-    with pytest.raises(TypeError):
+    with pytest.raises(DataError, match="wrap a single text in a list"):
         encoder.encode("a single string", progress=False)
 
 
