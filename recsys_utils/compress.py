@@ -710,8 +710,9 @@ def export_token_encoder(encoder: Any, path: str | Path) -> Path:
     float32 unit vectors, the same vectors as ``encoder.encode`` (mean pooling;
     ``cls`` pooling is honoured too). The tokenizer stays outside
     (:func:`encoder_inputs`): its tensorflow-text ops have no TFLite builtin.
-    Pooling is written with ``tf.expand_dims`` because the converter rejects
-    the ``[:, :, None]`` strided slice in dynamic shapes. Written atomically.
+    The graph is the encoder's own :meth:`~recsys_utils.text.TextEncoder.embed_tokens`
+    (backbone, masked pooling, L2 norm), so the float TFLite model is the same
+    function as :meth:`encode`. Written atomically.
 
     Raises:
         DataError: the encoder is not float32 (a bfloat16 graph is no float reference).
@@ -724,15 +725,7 @@ def export_token_encoder(encoder: Any, path: str | Path) -> Path:
             "load it with text.load_text_encoder(..., precision='float32')", source="encoder")
 
     def pooled(token_ids, padding_mask):
-        out = encoder.backbone({"token_ids": token_ids, "padding_mask": padding_mask,
-                                "segment_ids": tf.zeros_like(token_ids)}, training=False)
-        seq = tf.cast(out["sequence_output"], tf.float32)
-        if encoder.pooling == "cls":
-            vec = seq[:, 0, :]
-        else:
-            mask = tf.expand_dims(tf.cast(padding_mask, tf.float32), -1)
-            vec = tf.reduce_sum(seq * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
-        return {"embedding": tf.math.l2_normalize(vec, axis=-1, epsilon=1e-12)}
+        return {"embedding": encoder.embed_tokens(token_ids, padding_mask)}
 
     module = tf.Module()
     module.encoder_variables = [w.value for w in encoder.backbone.weights]

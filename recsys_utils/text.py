@@ -290,7 +290,7 @@ class TextEncoder:
 
         ids_spec = tf.TensorSpec([None, None], tf.int32)
         # Unknown dims: one trace serves every (batch, length) that dynamic padding makes.
-        self._forward = tf.function(self._pooled, input_signature=[ids_spec, ids_spec])
+        self._forward = tf.function(self.embed_tokens, input_signature=[ids_spec, ids_spec])
         self._tokenize_fn = tf.function(self._tokenize_graph,
                                         input_signature=[tf.TensorSpec([None], tf.string)])
 
@@ -308,8 +308,12 @@ class TextEncoder:
         return tf.concat([tf.RaggedTensor.from_tensor(cls), ids, tf.RaggedTensor.from_tensor(sep)],
                          axis=1)
 
-    def _pooled(self, token_ids, padding_mask):
-        """(batch, length) int32 ids and mask -> (batch, dim) float32, unit L2 norm."""
+    def embed_tokens(self, token_ids, padding_mask):
+        """(batch, length) int32 ids and mask -> (batch, dim) float32, unit L2 norm.
+
+        The graph every path shares: :meth:`encode`, the string SavedModel and
+        the token-id export that ``recsys_utils.compress`` quantizes.
+        """
         import tensorflow as tf
 
         out = self.backbone({"token_ids": token_ids, "padding_mask": padding_mask,
@@ -319,7 +323,8 @@ class TextEncoder:
         if self.pooling == "cls":
             pooled = seq[:, 0, :]
         else:
-            mask = tf.cast(padding_mask, tf.float32)[:, :, None]
+            # expand_dims rather than [:, :, None]: the TFLite converter rejects the latter.
+            mask = tf.expand_dims(tf.cast(padding_mask, tf.float32), -1)
             pooled = tf.reduce_sum(seq * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
         return tf.math.l2_normalize(pooled, axis=-1, epsilon=1e-12)
 
@@ -333,7 +338,7 @@ class TextEncoder:
         import tensorflow as tf
 
         padding_mask = tf.cast(tf.sequence_mask(ids.row_lengths(), tf.shape(token_ids)[1]), tf.int32)
-        return self._pooled(token_ids, padding_mask)
+        return self.embed_tokens(token_ids, padding_mask)
 
     # -- public API -----------------------------------------------------------
 
