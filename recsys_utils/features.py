@@ -31,14 +31,14 @@ colour) used by the tests and handy for a quick demonstration.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse
 
-from .schema import DataError, implicit_label
+from .schema import DataError, implicit_label, require_columns
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily: building features needs no TF.
     import tensorflow as tf
@@ -50,6 +50,9 @@ __all__ = [
     "ToyWorld",
     "Vocab",
     "build_features",
+    "fact_columns",
+    "item_attribute_matrix",
+    "item_content",
     "make_toy",
     "scaled_budget",
     "to_dataset",
@@ -361,6 +364,89 @@ def _examples(data: RecData, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     if data.feedback == "rating":
         out["rating"] = frame["rating"].to_numpy(np.float32)
     return out
+
+
+def item_attribute_matrix(
+    items: pd.DataFrame,
+    columns: Sequence[str],
+    *,
+    max_values: int = 50,
+    separator: str = "|",
+) -> tuple[np.ndarray, list[str]]:
+    """One-hot codes of structured item columns: the item tower's catalogue facts.
+
+    Each column becomes one indicator per value (multi-valued cells such as
+    MovieLens genres ``"Action|Comedy"`` are split on ``separator``); a column
+    keeps its ``max_values`` most frequent values and folds the rest into
+    ``"<column>=other"``, so a long tail (years, brands) does not blow up the
+    width. Missing values get no indicator. Rows are scaled to unit norm per
+    column, so a column with many values weighs as much as one with two.
+
+    Args:
+        items: the items table (row order = item index).
+        columns: categorical columns to encode (e.g. ``["category",
+            *prepared.attribute_columns]``; never the planted truth columns).
+
+    Returns:
+        ``(matrix, names)``: float32 ``(n_items, n_indicators)`` and the
+        ``"column=value"`` name of each indicator.
+
+    Raises:
+        DataError: a column is not in the items table (with close-name hints).
+    """
+    require_columns(items, list(columns), source="items")
+    blocks, names = [], []
+    for column in columns:
+        raw = items[column]
+        if pd.api.types.is_float_dtype(raw) and (raw.dropna() % 1 == 0).all():
+            raw = raw.astype("Int64")  # years read with NaNs are floats: "1995", not "1995.0"
+        values = raw.astype("string").fillna("")
+        cells = values.str.split(separator, regex=False) if values.str.contains(
+            separator, regex=False).any() else values.map(lambda v: [v])
+        exploded = cells.explode()
+        exploded = exploded[exploded.str.strip().astype(bool)]
+        top = exploded.value_counts().index[:max_values]
+        kept = exploded.where(exploded.isin(top), "other")
+        vocabulary = sorted(kept.unique().tolist())
+        position = {v: j for j, v in enumerate(vocabulary)}
+        block = np.zeros((len(items), len(vocabulary)), np.float32)
+        block[kept.index.to_numpy(), kept.map(position).to_numpy()] = 1.0
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        blocks.append(block / np.maximum(norms, 1.0))
+        names += [f"{column}={v}" for v in vocabulary]
+    if not blocks:
+        return np.zeros((len(items), 0), np.float32), []
+    return np.concatenate(blocks, axis=1), names
+
+
+def fact_columns(prepared: Any) -> list[str]:
+    """The catalogue facts a model may read: ``category`` (when present) and the
+    seller-filled ``attribute_columns`` (never the synthetic world's truth columns)."""
+    columns = list(prepared.attribute_columns)
+    if "category" in prepared.items.columns and "category" not in columns:
+        columns.insert(0, "category")
+    return columns
+
+
+def item_content(vectors: np.ndarray, prepared: Any,
+                 columns: Sequence[str] | None = None) -> np.ndarray:
+    """``(n_items, d + a)`` float32: learned content vectors next to one-hot catalogue facts.
+
+    What the content item towers of notebooks 04 and 05 read: ``vectors``
+    (notebook 02's text or notebook 03's fused vectors, ``(n_items, d)``,
+    rows in items-table order) concatenated with
+    :func:`item_attribute_matrix` of ``columns`` (default
+    :func:`fact_columns`). The fused vector is trained to say what an item
+    *is* (colour, material, ...); exact facts a shopper filters on, such as
+    category and gender, need not survive in it.
+    """
+    items = prepared.items
+    vectors = np.asarray(vectors, np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(items):
+        raise DataError(f"content vectors must be (n_items={len(items)}, d), got {vectors.shape}")
+    attributes, _ = item_attribute_matrix(items, fact_columns(prepared) if columns is None
+                                          else columns)
+    return np.concatenate([vectors, attributes], axis=1)
 
 
 def scaled_budget(n_rows: int, batch_size: int, learning_rate: float,

@@ -166,3 +166,36 @@ def test_scaled_budget_bounds_the_steps_per_epoch():
     batch, lr = F.scaled_budget(100_000, 256, 0.01, 40)
     assert batch % 256 == 0 and 100_000 / batch <= 40 and 100_000 / (batch - 256) > 40
     assert lr == pytest.approx(0.01 * (batch / 256) ** 0.5)
+
+
+def test_item_attribute_matrix_one_hot_multi_valued_and_capped():
+    items = pd.DataFrame({
+        "genres": ["Action|Comedy", "Comedy", None, "Drama"],
+        "year": [1995.0, 1996.0, np.nan, 1995.0],   # floats because of the NaN
+        "brand": ["a", "b", "c", "a"],
+    })
+    matrix, names = F.item_attribute_matrix(items, ["genres", "year", "brand"], max_values=2)
+    assert matrix.shape == (4, len(names)) and matrix.dtype == np.float32
+    assert "year=1995" in names and "year=1995.0" not in names
+    assert "brand=other" in names and "brand=c" not in names  # the rarest value is folded
+    row = dict(zip(names, matrix[0]))
+    # A two-genre film splits its genre block's unit weight between both genres.
+    assert row["genres=Action"] == pytest.approx(2 ** -0.5) == row["genres=Comedy"]
+    # Each column's block has unit norm (or is empty when the value is missing).
+    genre_cols = [i for i, n in enumerate(names) if n.startswith("genres=")]
+    assert np.allclose(np.linalg.norm(matrix[:, genre_cols], axis=1), [1, 1, 0, 1])
+    assert matrix[2, [i for i, n in enumerate(names) if n.startswith("year=")]].sum() == 0
+
+
+def test_item_content_appends_catalogue_facts_and_names_bad_columns():
+    items = pd.DataFrame({"item_id": ["i1", "i2"], "category": ["hat", "bag"],
+                          "gender": ["women", "men"], "colour": ["red", "blue"]})
+    prepared = SimpleNamespace(items=items, attribute_columns=["gender"])
+    assert F.fact_columns(prepared) == ["category", "gender"]  # truth columns never join
+    content = F.item_content(np.ones((2, 3), np.float32), prepared)
+    assert content.shape == (2, 3 + 4)
+    assert np.allclose(content[:, :3], 1.0)
+    with pytest.raises(DataError, match="missing column.*'gendr'.*found 'gender'"):
+        F.item_content(np.ones((2, 3)), prepared, columns=["gendr"])
+    with pytest.raises(DataError, match=r"n_items=2"):
+        F.item_content(np.ones((3, 3)), prepared)
