@@ -4,6 +4,7 @@
 #   make test                        the test suite (unit tests + notebooks on the smoke profile)
 #   make lab                         JupyterLab on the notebooks
 #   make bench                       benchmark tables (benchmarks/*.py)
+#   make report                      where the evaluation report of RUN_DIR is (notebook 07)
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -20,7 +21,7 @@ KERNEL_NAME := recsys-course
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run-all test lab bench clean-runs help
+.PHONY: setup run-all test lab bench clean-runs help report
 
 help:
 	@sed -n '2,7p' Makefile
@@ -54,6 +55,17 @@ bench:
 	@for script in benchmarks/bench_*.py; do \
 		echo "== $$script"; $(BIN)/python $$script || exit 1; echo; \
 	done
+
+report:
+	@if [ -f "$(RUN_DIR)/report/report.html" ]; then \
+		echo "Evaluation report of $(RUN_DIR):"; \
+		echo "  $(abspath $(RUN_DIR))/report/report.html"; \
+		echo "  $(abspath $(RUN_DIR))/report/report.md"; \
+	else \
+		echo "error: no report in $(RUN_DIR)/report: the series has not run notebook 07 there yet." >&2; \
+		echo "Run: make run-all DATASET=$(DATASET) PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR)" >&2; \
+		exit 1; \
+	fi
 
 clean-runs:
 	rm -rf runs
