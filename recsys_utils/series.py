@@ -22,14 +22,35 @@ from typing import Sequence
 
 from .artifacts import save_json
 from .profiles import PROFILES
+from .report import REPORT_DIR
 from .schema import DataError
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
+#: The evaluation notebook reads every other notebook's metrics file, so it
+#: runs last, after the product-search add-on (08) that is numbered after it.
+RUNS_LAST = "07"
+
+
 def series_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The notebooks of the series, in order (``NN_name.ipynb``)."""
-    return sorted(p for p in notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+    """The notebooks of the series in execution order: ``NN_name.ipynb`` by
+    number, except that the evaluation notebook (:data:`RUNS_LAST`) comes last."""
+    notebooks = sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+    return sorted(notebooks, key=lambda p: p.name[:2] == RUNS_LAST)  # stable: keeps the rest
+
+
+def select_notebooks(notebooks: Sequence[Path], start: str | None = None,
+                     stop: str | None = None) -> list[Path]:
+    """The run from the notebook numbered ``start`` to the one numbered ``stop``
+    (inclusive), by position in execution order: ``stop="07"`` runs 08 too."""
+    prefixes = [p.name[:2] for p in notebooks]
+    for bound in (start, stop):
+        if bound is not None and bound not in prefixes:
+            raise DataError(f"no notebook numbered {bound!r}; the series has {', '.join(prefixes)}")
+    first = 0 if start is None else prefixes.index(start)
+    last = len(notebooks) - 1 if stop is None else prefixes.index(stop)
+    return list(notebooks[first:last + 1])
 
 
 def run_series(
@@ -57,8 +78,7 @@ def run_series(
 
     if profile not in PROFILES:
         raise DataError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
-    notebooks = [p for p in series_notebooks(notebook_dir)
-                 if (start is None or p.name[:2] >= start) and (stop is None or p.name[:2] <= stop)]
+    notebooks = select_notebooks(series_notebooks(notebook_dir), start, stop)
     if not notebooks:
         raise DataError(f"no notebooks match start={start!r} stop={stop!r} in {notebook_dir}")
     run_dir = Path(run_dir).resolve()
@@ -109,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = sum(timings.values())
     print(f"\nExecuted notebooks and artifacts: {Path(run_dir).resolve()}")
     print(f"Total {total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    report = Path(run_dir).resolve() / REPORT_DIR / "report.html"
+    if report.exists():  # notebook 07 writes it
+        print(f"Evaluation report: {report} (and report.md beside it)")
     return 0
 
 

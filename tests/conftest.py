@@ -52,14 +52,14 @@ class SeriesRuns:
         self.done: dict[str, set[str]] = {}
 
     def upto(self, dataset: str, stop: str) -> Path:
-        from recsys_utils.series import run_series, series_notebooks
+        from recsys_utils.series import run_series, select_notebooks, series_notebooks
 
         data_dir = require_mirror(dataset)
         run_dir = self.root / dataset
         done = self.done.setdefault(dataset, set())
-        for notebook in series_notebooks():
+        for notebook in select_notebooks(series_notebooks(), stop=stop):
             prefix = notebook.name[:2]
-            if prefix > stop or prefix in done:
+            if prefix in done:
                 continue
             run_series(dataset, "smoke", run_dir, data_dir=data_dir,
                        start=prefix, stop=prefix, progress=False)

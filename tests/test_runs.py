@@ -22,3 +22,18 @@ def test_bad_parameters_list_the_valid_values(tmp_path):
     assert "Did you mean 'movielens-100k'" in str(error.value)
     with pytest.raises(DataError, match="smoke, default, full"):
         start_run("synthetic", "", tmp_path, "tiny", 0)
+
+
+def test_series_runs_the_evaluation_notebook_last_and_selects_by_position(tmp_path):
+    from recsys_utils.series import select_notebooks, series_notebooks
+
+    for name in ("01_a", "02_b", "07_evaluation", "08_search"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    order = [p.name[:2] for p in series_notebooks(tmp_path)]
+    assert order == ["01", "02", "08", "07"]
+    notebooks = series_notebooks(tmp_path)
+    assert [p.name[:2] for p in select_notebooks(notebooks, stop="07")] == ["01", "02", "08", "07"]
+    assert [p.name[:2] for p in select_notebooks(notebooks, stop="08")] == ["01", "02", "08"]
+    assert [p.name[:2] for p in select_notebooks(notebooks, start="02", stop="02")] == ["02"]
+    with pytest.raises(DataError, match="no notebook numbered '05'"):
+        select_notebooks(notebooks, start="05")
