@@ -56,6 +56,7 @@ __all__ = [
     "RankingModel",
     "RankingResult",
     "chain_ndcg",
+    "tune_ranker_weight",
     "evaluate_ranking",
     "hard_negative_examples",
     "export_ranking_model",
@@ -399,6 +400,7 @@ class ChainResult:
         recall_at_retrieve: share of relevant items among the candidates
             (the ceiling for any re-ranker).
         k, k_retrieve, n_queries: as used.
+        ranker_weight: ``alpha`` of the blend (1.0 = the ranker's order alone).
         ranked / reranked: ``(n_queries, k_retrieve)`` item indices.
     """
 
@@ -408,8 +410,79 @@ class ChainResult:
     k: int
     k_retrieve: int
     n_queries: int
-    ranked: np.ndarray = dataclasses.field(repr=False)
-    reranked: np.ndarray = dataclasses.field(repr=False)
+    ranker_weight: float = 1.0
+    ranked: np.ndarray = dataclasses.field(repr=False, default=None)
+    reranked: np.ndarray = dataclasses.field(repr=False, default=None)
+
+
+#: Blend weights :func:`tune_ranker_weight` tries (0 = retrieval order, 1 = ranker order).
+BLEND_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+def _row_standardise(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-row z-scores over the valid entries: puts both stages' scores on one scale."""
+    masked = np.where(valid, scores, np.nan)
+    mean = np.nanmean(masked, axis=1, keepdims=True)
+    std = np.nanstd(masked, axis=1, keepdims=True)
+    return np.where(valid, (scores - mean) / np.where(std > 0, std, 1.0), 0.0)
+
+
+def _candidates(retrieval_result: RetrievalResult, ranking_model: RankingResult, data: RecData,
+                split: str, k_retrieve: int, exclude_seen: bool):
+    """Retrieved candidates with both stages' scores, each ``(n_queries, k_retrieve)``."""
+    queries = data.queries(split)
+    q = retrieval_result.query_embeddings(queries.features)
+    items = retrieval_result.item_embeddings()
+    ranked = rank_items(q, items, k_retrieve, exclude=queries.exclude if exclude_seen else None)
+    n_q, width = ranked.shape
+    valid = ranked >= 0
+    safe = np.maximum(ranked, 0)
+    retrieval_scores = np.einsum("qd,qkd->qk", q, items[safe]).astype(np.float64)
+    pairs = {key: np.repeat(queries.features[key], width, axis=0) for key in QUERY_KEYS}
+    pairs["item"] = safe.reshape(-1).astype(np.int32)
+    ranker_scores = ranking_model.predict(pairs).reshape(n_q, width).astype(np.float64)
+    return queries, ranked, valid, retrieval_scores, ranker_scores
+
+
+def _blend_order(ranked, valid, retrieval_scores, ranker_scores, weight: float) -> np.ndarray:
+    blended = ((1.0 - weight) * _row_standardise(retrieval_scores, valid)
+               + weight * _row_standardise(ranker_scores, valid))
+    blended[~valid] = -np.inf  # padding stays last
+    order = np.argsort(-blended, axis=1, kind="stable")
+    return np.take_along_axis(ranked, order, axis=1)
+
+
+def tune_ranker_weight(
+    retrieval_result: RetrievalResult,
+    ranking_model: RankingResult,
+    data: RecData,
+    k_retrieve: int = 100,
+    k: int = 10,
+    *,
+    weights: Sequence[float] = BLEND_WEIGHTS,
+    split: str = "validation",
+) -> tuple[float, dict[float, float]]:
+    """Choose how much the ranker's score counts against the retrieval score.
+
+    The chain orders candidates by ``(1 - w) * z(retrieval score) + w * z(ranker
+    score)`` (z = standardised over each user's candidates). ``w`` is chosen on
+    ``split`` (validation, never test) to maximise NDCG@k; ``w = 0`` keeps
+    the retrieval order, so a ranker that does not help is switched off rather
+    than allowed to hurt.
+
+    Returns:
+        ``(best weight, {weight: NDCG@k on split})``.
+    """
+    if len(data.splits.get(split, ())) == 0:
+        raise DataError(f"tune_ranker_weight needs a non-empty {split!r} split")
+    queries, ranked, valid, r_scores, k_scores = _candidates(
+        retrieval_result, ranking_model, data, split, k_retrieve, True)
+    curve = {float(w): float(metrics.retrieval_metrics(
+                 _blend_order(ranked, valid, r_scores, k_scores, w), queries.relevant,
+                 ks=(k,))[f"ndcg@{k}"])
+             for w in weights}
+    best = max(curve, key=lambda w: (curve[w], -w))  # ties: the smaller weight
+    return best, curve
 
 
 def chain_ndcg(
@@ -421,32 +494,27 @@ def chain_ndcg(
     *,
     split: str = "test",
     exclude_seen: bool = True,
+    ranker_weight: float = 1.0,
 ) -> ChainResult:
     """Retrieve ``k_retrieve`` items per user of ``split``, re-rank, compare NDCG@k.
 
     Relevance: the user's items in the split (for ``test``, the held-out
     item). The ranking model scores each (user, candidate) pair with the same
     query features the retrieval model used (all training history, the time
-    of the user's first interaction in the split); candidates are ordered by
-    predicted rating or click probability.
+    of the user's first interaction in the split). With ``ranker_weight=1``
+    candidates are ordered by the ranker alone; below 1 by the blend of
+    :func:`tune_ranker_weight`.
     """
-    queries = data.queries(split)
-    q = retrieval_result.query_embeddings(queries.features)
-    ranked = rank_items(q, retrieval_result.item_embeddings(), k_retrieve,
-                        exclude=queries.exclude if exclude_seen else None)
-    n_q, width = ranked.shape
-    pairs = {key: np.repeat(queries.features[key], width, axis=0) for key in QUERY_KEYS}
-    pairs["item"] = np.maximum(ranked, 0).reshape(-1).astype(np.int32)
-    scores = ranking_model.predict(pairs).reshape(n_q, width).astype(np.float64)
-    scores[ranked < 0] = -np.inf  # padding stays last
-    order = np.argsort(-scores, axis=1, kind="stable")
-    reranked = np.take_along_axis(ranked, order, axis=1)
+    queries, ranked, valid, r_scores, k_scores = _candidates(
+        retrieval_result, ranking_model, data, split, k_retrieve, exclude_seen)
+    reranked = _blend_order(ranked, valid, r_scores, k_scores, ranker_weight)
     base = metrics.retrieval_metrics(ranked, queries.relevant, ks=(k, k_retrieve))
     chain = metrics.retrieval_metrics(reranked, queries.relevant, ks=(k,))
     return ChainResult(
         retrieval_ndcg=float(base[f"ndcg@{k}"]), chain_ndcg=float(chain[f"ndcg@{k}"]),
         recall_at_retrieve=float(base[f"recall@{k_retrieve}"]), k=k, k_retrieve=k_retrieve,
-        n_queries=int(base["n_queries"]), ranked=ranked, reranked=reranked)
+        n_queries=int(base["n_queries"]), ranker_weight=float(ranker_weight), ranked=ranked,
+        reranked=reranked)
 
 
 # ------------------------------------------------------------------------------ multitask

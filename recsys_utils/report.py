@@ -313,8 +313,9 @@ def chain_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Retrieval alone versus retrieval followed by a ranker (notebook 05), NDCG@10.
 
     Rows: retrieval only; retrieval then the ranker trained on the data set's
-    target (rating or click); retrieval then the engagement re-ranker; and, on
-    rating data, the joint multitask model. Columns: ``NDCG@10``, ``change vs
+    target (rating or click); retrieval then the engagement re-ranker; the
+    blend of retrieval and re-ranker scores (when notebook 05 recorded it);
+    and, on rating data, the joint multitask model. Columns: ``NDCG@10``, ``change vs
     retrieval only`` and ``retrieval Recall@100`` (the re-ranking ceiling).
     """
     def build() -> pd.DataFrame:
@@ -327,6 +328,10 @@ def chain_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
                 f"retrieval → DCN ranker ({target})": _num(chain.get(f"chain_ndcg@10_{target}_ranker")),
                 "retrieval → engagement re-ranker (DCN, hard negatives)":
                     _num(chain.get("chain_ndcg@10"))}
+        if "chain_ndcg@10_blended" in chain:
+            weight = chain.get("ranker_weight")
+            rows[f"retrieval + engagement re-ranker, blended (w = {weight:g}, "
+                 "chosen on validation)"] = _num(chain["chain_ndcg@10_blended"])
         multitask = m.get("multitask")
         if isinstance(multitask, Mapping):
             rows["joint multitask model: retrieval only"] = _num(multitask.get("retrieval_ndcg@10"))

@@ -62,10 +62,16 @@ def test_sampled_negatives_are_unseen_items_labelled_zero(clicked):
     assert data.warm_items[more["item"][n:]].all()
 
 
-def test_chain_ndcg_reports_both_numbers(rated):
+@pytest.fixture(scope="module")
+def rated_retrieval(rated):
+    toy, data, _ = rated
+    return R.train_retrieval("fused", data, toy.content, epochs=5, batch_size=128, seed=0,
+                             progress=False)
+
+
+def test_chain_ndcg_reports_both_numbers(rated, rated_retrieval):
     toy, data, ranker = rated
-    retrieval = R.train_retrieval("fused", data, toy.content, epochs=5, batch_size=128,
-                                  seed=0, progress=False)
+    retrieval = rated_retrieval
     chain = K.chain_ndcg(retrieval, ranker, data, k_retrieve=100, k=10)
     assert 0.0 <= chain.retrieval_ndcg <= 1.0 and 0.0 <= chain.chain_ndcg <= 1.0
     assert chain.retrieval_ndcg > 0.05  # the retrieval model found something
@@ -102,3 +108,24 @@ def test_exported_ranker_reproduces_the_scores(clicked, tmp_path):
               for k in K.FEATURE_KEYS}
     np.testing.assert_allclose(fn(**inputs)["score"].numpy(), result.predict(sample), atol=1e-5)
     assert set(np.load(path / "calibration.npz").files) == set(K.FEATURE_KEYS)
+
+
+def test_blend_weight_is_tuned_on_validation_and_zero_keeps_the_retrieval_order(
+        rated, rated_retrieval):
+    _, data, ranker = rated
+    best, curve = K.tune_ranker_weight(rated_retrieval, ranker, data, k_retrieve=100, k=10)
+    assert set(curve) == set(K.BLEND_WEIGHTS) and best in curve
+    assert curve[best] == max(curve.values())
+    off = K.chain_ndcg(rated_retrieval, ranker, data, k_retrieve=100, ranker_weight=0.0)
+    np.testing.assert_array_equal(off.reranked, off.ranked)
+    assert off.chain_ndcg == pytest.approx(off.retrieval_ndcg)
+    blended = K.chain_ndcg(rated_retrieval, ranker, data, k_retrieve=100, ranker_weight=best)
+    assert blended.ranker_weight == best
+    # A ranker that scores every candidate the same cannot win on validation.
+    class Constant:
+        def predict(self, pairs):
+            return np.zeros(len(pairs["item"]), np.float32)
+    flat_best, flat_curve = K.tune_ranker_weight(rated_retrieval, Constant(), data, k_retrieve=100)
+    assert flat_best == 0.0 and flat_curve[0.0] >= max(flat_curve.values())
+    with pytest.raises(K.DataError, match="non-empty 'nowhere' split"):
+        K.tune_ranker_weight(rated_retrieval, ranker, data, split="nowhere")
