@@ -1007,20 +1007,21 @@ def default_figures(metrics: Mapping[str, Any]) -> dict[str, bytes]:
 # ============================================================================ the document
 
 
-def _dataset(metrics: Mapping[str, Any]) -> str:
+def _run_field(metrics: Mapping[str, Any], key: str) -> str | None:
+    """The first notebook summary's ``key`` (``"dataset"``, ``"profile"``), in series order."""
     for stage in STAGES:
         summary = metrics.get(stage)
-        if isinstance(summary, Mapping) and summary.get("dataset"):
-            return str(summary["dataset"])
-    return "unknown data set"
+        if isinstance(summary, Mapping) and summary.get(key):
+            return str(summary[key])
+    return None
+
+
+def _dataset(metrics: Mapping[str, Any]) -> str:
+    return _run_field(metrics, "dataset") or "unknown data set"
 
 
 def _profile(metrics: Mapping[str, Any]) -> str:
-    for stage in STAGES:
-        summary = metrics.get(stage)
-        if isinstance(summary, Mapping) and summary.get("profile"):
-            return str(summary["profile"])
-    return "unknown profile"
+    return _run_field(metrics, "profile") or "unknown profile"
 
 
 def _format(value: Any) -> str:
