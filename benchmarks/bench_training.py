@@ -1,0 +1,178 @@
+"""Benchmark: two-tower retrieval training throughput (examples/s) as the world grows.
+
+    python benchmarks/bench_training.py [--worlds 1000x1000,3000x3000,10000x6000] [--epochs 4]
+
+Generates three synthetic worlds (``USERSxITEMS``: ``recsys_utils.synthetic``,
+split as notebook 01 splits them, features as notebook 04 builds them with
+``recsys_utils.features.build_features``; the middle one is the ``default``
+profile's size) and trains the ``id`` and ``fused`` variants of
+``recsys_utils.retrieval.train_retrieval`` on each with the default profile's
+budget (embedding 32, Adam at 0.003, log-Q, history of 20 items) at one fixed
+batch size, without early stopping. The ``fused`` variant's content vectors
+are random, 64-dimensional (no notebook needs to have run; the tower's cost
+does not depend on what the vectors mean).
+
+Examples/s is timed per epoch with a Keras callback; the first epoch (graph
+tracing) is left out and the table gives the median over the later epochs
+with the min-max spread, next to the first epoch's seconds and the
+``RetrievalResult.examples_per_second`` of the whole fit (first epoch
+included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
+import tensorflow as tf
+from recsys_utils import features, profiles, retrieval, splits, synthetic
+from recsys_utils.schema import DataError
+
+CONTENT_DIM = 64
+
+
+def parse_worlds(text: str) -> list[tuple[int, int]]:
+    """``"1000x1000,3000x3000"`` -> ``[(users, items), ...]``."""
+    out = []
+    for part in text.split(","):
+        try:
+            users, items = (int(float(v)) for v in part.lower().split("x"))
+        except ValueError:
+            raise DataError(f"worlds are USERSxITEMS separated by commas, got {part!r}") from None
+        if users < 10 or items < 20:
+            raise DataError(f"a world needs >= 10 users and >= 20 items, got {part!r}")
+        out.append((users, items))
+    return out
+
+
+def make_world(n_users: int, n_items: int, *, seed: int = 42, history_length: int = 20,
+               cold_item_fraction: float = 0.1) -> tuple[features.RecData, np.ndarray]:
+    """A synthetic world as notebook 04 sees it, plus ``(n_items, 64)`` random content vectors."""
+    dataset = synthetic.generate(n_items=n_items, n_users=n_users, seed=seed)
+    split = splits.split_interactions(dataset.interactions, cold_item_fraction=cold_item_fraction,
+                                      seed=seed)
+    prepared = SimpleNamespace(items=dataset.items, feedback=dataset.feedback,
+                               cold_items=split.cold_items, splits=split.as_dict())
+    data = features.build_features(prepared, history_length=history_length, seed=seed)
+    content = np.random.default_rng(seed).standard_normal((n_items, CONTENT_DIM)).astype(np.float32)
+    return data, content
+
+
+class EpochTimer(tf.keras.callbacks.Callback):
+    """Stands in for ``retrieval.EpochBar`` (same constructor): records each epoch's seconds.
+
+    Every instance appends its list of epoch durations to :attr:`runs`.
+    """
+
+    runs: list[list[float]] = []
+
+    def __init__(self, epochs: int, desc: str) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self.start = 0.0
+        EpochTimer.runs.append(self.seconds)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+@contextlib.contextmanager
+def epoch_timing() -> Iterator[list[list[float]]]:
+    """Time epochs of ``train_retrieval(progress=True)`` calls made inside the block.
+
+    ``train_retrieval`` takes no callbacks, but builds its progress bar as
+    ``EpochBar(epochs, desc)`` per call; swapping that name for
+    :class:`EpochTimer` times the unchanged training code.
+    """
+    original, EpochTimer.runs = retrieval.EpochBar, []
+    retrieval.EpochBar = EpochTimer
+    try:
+        yield EpochTimer.runs
+    finally:
+        retrieval.EpochBar = original
+
+
+def throughput(n_examples: int, epoch_seconds: list[float], skip: int = 1
+               ) -> tuple[float, float, float]:
+    """``(median, min, max)`` examples/s over the epochs after the first ``skip``."""
+    later = epoch_seconds[skip:]
+    if not later:
+        raise DataError(f"need more than {skip} epoch(s) to leave out the first, "
+                        f"got {len(epoch_seconds)}")
+    rates = [n_examples / s for s in later]
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", type=parse_worlds,
+                        default=[(1000, 1000), (3000, 3000), (10000, 6000)],
+                        help="USERSxITEMS, comma-separated")
+    parser.add_argument("--variants", default="id,fused")
+    parser.add_argument("--epochs", type=int, default=4, help="the first is left out")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2: the first epoch (tracing) is left out")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_text import _loadavg, hardware
+
+    print(hardware())
+    settings = profiles.get_profile("default").retrieval
+    budget = {k: v for k, v in settings["budget"].items()
+              if k not in ("epochs", "batch_size", "early_stopping", "patience")}
+    print(f"budget (default profile, no early stopping): {budget}, epochs {args.epochs}, "
+          f"batch size {args.batch_size}, history {settings['history_length']}; fused content: "
+          f"random {CONTENT_DIM}-d vectors; no tf.distribute strategy (one CPU device)")
+    rows = []
+    load_before = _loadavg()
+    for n_users, n_items in args.worlds:
+        start = time.perf_counter()
+        data, content = make_world(n_users, n_items, seed=args.seed,
+                                   history_length=settings["history_length"])
+        n_train = len(data.examples["train"]["item"])
+        print(f"world {n_users:,} users x {n_items:,} items: {n_train:,} training interactions "
+              f"(built in {time.perf_counter() - start:.1f} s)", flush=True)
+        for variant in variants:
+            with epoch_timing() as runs:
+                result = retrieval.train_retrieval(
+                    variant, data, content if variant in ("content", "fused") else None,
+                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                    progress=True, early_stopping=False, **budget)
+            seconds = runs[-1]
+            median, low, high = throughput(n_train, seconds)
+            rows.append(dict(users=n_users, items=n_items, n_train=n_train, variant=variant,
+                             median=median, low=low, high=high, first=seconds[0],
+                             overall=result.examples_per_second,
+                             steps=-(-n_train // args.batch_size)))
+            print(f"  {variant}: {median:,.0f} examples/s (epochs 2-{len(seconds)}), "
+                  f"first epoch {seconds[0]:.1f} s", flush=True)
+    print(f"1-min load average before/after: {load_before} / {_loadavg()}")
+    print()
+    print(f"| users | items | training interactions | variant | batch size | steps/epoch | "
+          f"examples/s, epochs 2-{args.epochs} (median) | spread (min-max) | first epoch s | "
+          f"examples/s incl. first epoch |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['users']:,} | {r['items']:,} | {r['n_train']:,} | {r['variant']} | "
+              f"{args.batch_size} | {r['steps']} | {r['median']:,.0f} | "
+              f"{r['low']:,.0f}-{r['high']:,.0f} | {r['first']:.1f} | {r['overall']:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()

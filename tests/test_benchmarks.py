@@ -1,0 +1,229 @@
+"""The pure helpers of the benchmark scripts (nothing is timed here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np
+import pytest
+
+from recsys_utils import metrics
+from recsys_utils.schema import DataError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench_ann  # noqa: E402
+import bench_runall  # noqa: E402
+
+
+# ------------------------------------------------------------------------------ bench_ann data
+
+
+def test_clustered_vectors_are_deterministic_unit_rows():
+    a = bench_ann.clustered_vectors(500, dim=16, n_clusters=20, seed=3)
+    b = bench_ann.clustered_vectors(500, dim=16, n_clusters=20, seed=3)
+    assert a.shape == (500, 16) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(a, bench_ann.clustered_vectors(500, dim=16, n_clusters=20, seed=4))
+    assert bench_ann.clustered_vectors(0, dim=16).shape == (0, 16)
+
+
+def test_queries_come_from_the_same_mixture_as_candidates():
+    # Without noise every row is a centre: the query stream draws other rows of the same centres.
+    items = bench_ann.clustered_vectors(2000, dim=8, n_clusters=5, spread=0.0, seed=1, stream=0)
+    queries = bench_ann.clustered_vectors(300, dim=8, n_clusters=5, spread=0.0, seed=1, stream=1)
+    centres = np.unique(items.round(5), axis=0)
+    assert len(centres) == 5
+    assert {tuple(r) for r in np.unique(queries.round(5), axis=0)} <= {tuple(r) for r in centres}
+    assert not np.array_equal(items[:300], queries)  # a different draw, not a copy
+
+
+def test_spread_controls_how_clustered_the_data_is():
+    def mean_cosine_to_cluster_mates(spread: float) -> float:
+        x = bench_ann.clustered_vectors(1000, dim=32, n_clusters=10, spread=spread, seed=0)
+        centre_rows = bench_ann.clustered_vectors(1000, dim=32, n_clusters=10, spread=0.0, seed=0)
+        # spread=0 gives each row's centre (same labels: the noise is drawn after them).
+        return float((x * centre_rows).sum(1).mean())
+
+    tight, loose = mean_cosine_to_cluster_mates(0.3), mean_cosine_to_cluster_mates(2.0)
+    assert tight > 0.9 and loose < 0.6 and tight > loose
+
+
+def test_clustered_vectors_rejects_bad_arguments():
+    with pytest.raises(DataError):
+        bench_ann.clustered_vectors(10, n_clusters=0)
+    with pytest.raises(DataError):
+        bench_ann.clustered_vectors(10, spread=-1.0)
+
+
+# ------------------------------------------------------------------------------ exact search, recall
+
+
+def test_exact_top_k_matches_the_package_brute_force_in_blocks():
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((700, 12)).astype(np.float32)
+    queries = rng.standard_normal((53, 12)).astype(np.float32)
+    expected, _ = metrics.brute_force_top_k(queries, items, 10)
+    # Blocks of 2 queries (1,400 scores), with and without the pre-transposed table.
+    got = bench_ann.exact_top_k(queries, items, 10, block_elements=1400)
+    np.testing.assert_array_equal(got, expected)
+    got_t = bench_ann.exact_top_k(queries, items, 10, items_t=np.ascontiguousarray(items.T))
+    np.testing.assert_array_equal(got_t, expected)
+    with pytest.raises(DataError):
+        bench_ann.exact_top_k(queries, items, 701)
+    with pytest.raises(DataError):
+        bench_ann.exact_top_k(queries[:, :5], items, 3)
+
+
+def test_recall_at_k_counts_the_exact_items_found():
+    exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert bench_ann.recall_at_k(exact, exact, 4) == 1.0
+    assert bench_ann.recall_at_k(exact[:, ::-1], exact, 4) == 1.0  # order inside the top k is free
+    assert bench_ann.recall_at_k(exact + 100, exact, 4) == 0.0
+    # Row 0 finds 1 and 3 (a duplicate and padding count for nothing), row 1 finds 5, 6, 7.
+    found = np.array([[1, 1, 3, -1], [7, 6, 5, 99]])
+    assert bench_ann.recall_at_k(found, exact, 4) == pytest.approx((2 / 4 + 3 / 4) / 2)
+    # Only the first k columns of each count: 4 found beyond k=2 is not a hit.
+    assert bench_ann.recall_at_k(np.array([[9, 1, 2]]), np.array([[1, 2, 3]]), 2) == 0.5
+    # Fewer columns than k (a searcher that returned less): the rest are misses.
+    assert bench_ann.recall_at_k(np.array([[2]]), np.array([[1, 2]]), 2) == 0.5
+    with pytest.raises(DataError):
+        bench_ann.recall_at_k(exact[:1], exact, 4)
+
+
+def test_recall_of_a_perturbed_exact_search_is_its_overlap():
+    rng = np.random.default_rng(1)
+    items = rng.standard_normal((300, 8)).astype(np.float32)
+    queries = rng.standard_normal((40, 8)).astype(np.float32)
+    exact = bench_ann.exact_top_k(queries, items, 10)
+    # Drop the best item of every query: the 2nd..11th hold 9 of the true 10.
+    approx = bench_ann.exact_top_k(queries, items, 11)[:, 1:]
+    assert bench_ann.recall_at_k(approx, exact, 10) == pytest.approx(0.9)
+
+
+# ------------------------------------------------------------------------------ ScaNN settings
+
+
+def test_scann_settings_scale_with_the_catalogue():
+    settings = bench_ann.scann_settings(1_000_000, leaf_factors=(1, 2),
+                                        search_fractions=(0.01, 0.1), reorders=(5, 100))
+    assert [leaves for leaves, _ in settings] == [1000, 2000]
+    assert settings[0][1] == [(10, 10), (10, 100), (100, 10), (100, 100)]  # reorder >= k=10
+    small = bench_ann.scann_settings(100, leaf_factors=(1, 4), search_fractions=(0.001, 2.0))
+    # 10 leaves is the cap (>= 10 rows a leaf): factor 4 collapses onto it; 1 <= searched <= leaves.
+    assert small == [(10, [(1, 100), (10, 100)])]
+    with pytest.raises(DataError):
+        bench_ann.scann_settings(10)
+
+
+def test_scann_bytes_counts_codes_ids_centres_and_the_float_table():
+    n, dim = 10_000, 64
+    without = bench_ann.scann_bytes(n, dim, 100, reorder=False)
+    with_table = bench_ann.scann_bytes(n, dim, 100, reorder=True)
+    assert with_table - without == n * dim * 4
+    # 32 blocks of 4 bits = 16 B and a 4-byte id per row, plus centres and codebooks.
+    assert without == n * 20 + 100 * dim * 4 + 32 * 16 * 2 * 4
+    assert bench_ann.scann_bytes(2 * n, dim, 100) > with_table
+
+
+def _method(name, qps, recall, scann):
+    m = bench_ann.Method(name, f"{name} setting", lambda q: q, lambda q: q, scann=scann)
+    m.qps, m.recall = list(qps), recall
+    return m
+
+
+def test_target_line_compares_the_best_good_scann_with_the_faster_brute_force():
+    brute = [_method("numpy", [90, 100, 110], 1.0, False), _method("tfrs", [150], 1.0, False)]
+    fast_but_poor = _method("ScaNN a", [10_000], 0.90, True)
+    good = _method("ScaNN b", [1_600], 0.96, True)
+    line = bench_ann.target_line(1_000_000, brute + [fast_but_poor, good])
+    assert line.endswith("(best setting ScaNN b setting: 1,600 QPS = 10.7x tfrs 150 QPS, "
+                         "recall@10 0.9600)")
+    assert ": met (" in line
+    slow = _method("ScaNN c", [1_400], 0.99, True)
+    assert ": not met (" in bench_ann.target_line(1_000_000, brute + [fast_but_poor, slow])
+    assert "no ScaNN setting reached" in bench_ann.target_line(1_000_000, brute + [fast_but_poor])
+
+
+# ------------------------------------------------------------------------------ bench_runall
+
+
+def test_read_timings(tmp_path):
+    assert bench_runall.read_timings(tmp_path) is None
+    (tmp_path / "timings.json").write_text(json.dumps({"01_a": 12, "02_b": 3.5}))
+    assert bench_runall.read_timings(tmp_path) == {"01_a": 12.0, "02_b": 3.5}
+    (tmp_path / "timings.json").write_text("[1, 2]")
+    with pytest.raises(ValueError):
+        bench_runall.read_timings(tmp_path)
+
+
+def test_timing_table_totals_and_checks_the_target():
+    lines = bench_runall.timing_table({"02_b": 300.0, "01_a": 100.0}, {"01_a": "today"},
+                                      expected=["01_a", "02_b"])
+    assert lines[2].startswith("| 01_a | 100.0 | 1.7 | 25% | today |")  # series order
+    assert lines[3].startswith("| 02_b | 300.0 | 5.0 | 75% | - |")
+    assert "**400.0**" in lines[4]
+    assert lines[-1].endswith("minutes: met (6.7 min for 2 notebooks)")
+
+    slow = bench_runall.timing_table({"01_a": 500.0, "02_b": 500.0}, expected=["01_a", "02_b"])
+    assert ": not met (16.7 min" in slow[-1]
+    # Incomplete series: under the target it cannot be judged; over it, it already fails.
+    partial = bench_runall.timing_table({"01_a": 100.0}, expected=["01_a", "02_b"])
+    assert ": not known (" in partial[-1] and "02_b" in partial[-1]
+    over = bench_runall.timing_table({"01_a": 1000.0}, expected=["01_a", "02_b"])
+    assert ": not met (" in over[-1] and "no timing for 02_b" in over[-1]
+
+
+# ------------------------------------------------------------------------------ bench_training
+
+
+def test_parse_worlds_and_throughput():
+    import bench_training
+
+    assert bench_training.parse_worlds("1000x2000, 3e3x3000") == [(1000, 2000), (3000, 3000)]
+    for bad in ("1000", "ax10", "5x1000"):
+        with pytest.raises(DataError):
+            bench_training.parse_worlds(bad)
+    # The first epoch (tracing) is left out: 100 examples in 10 s, then 1 s, 2 s, 4 s.
+    assert bench_training.throughput(100, [10.0, 1.0, 2.0, 4.0]) == (50.0, 25.0, 100.0)
+    with pytest.raises(DataError):
+        bench_training.throughput(100, [3.0])
+
+
+def test_epoch_timing_records_every_epoch_of_train_retrieval():
+    import bench_training
+    from recsys_utils import features, retrieval
+
+    toy = features.make_toy(seed=0)
+    data = features.build_features(toy.prepared, history_length=3)
+    original = retrieval.EpochBar
+    with bench_training.epoch_timing() as runs:
+        retrieval.train_retrieval("id", data, epochs=3, batch_size=256, progress=True)
+    assert retrieval.EpochBar is original  # restored
+    assert len(runs) == 1 and len(runs[0]) == 3 and all(s > 0 for s in runs[0])
+
+
+def test_make_world_aligns_content_with_the_catalogue():
+    import bench_training
+
+    data, content = bench_training.make_world(60, 80, seed=1, history_length=4)
+    assert content.shape == (data.n_items, bench_training.CONTENT_DIM) == (80, 64)
+    assert data.history_length == 4 and len(data.examples["train"]["item"]) > 0
+    assert len(data.cold_items) > 0 and not data.warm_items[data.cold_items].any()
+
+
+def test_run_all_target_applies_only_to_the_synthetic_default_run(tmp_path):
+    metrics = tmp_path / "artifacts" / "metrics"
+    metrics.mkdir(parents=True)
+    assert bench_runall.run_kind(tmp_path) is None
+    (metrics / "01_data_preparation.json").write_text('{"dataset": "synthetic"}')
+    (metrics / "02_text_encoding.json").write_text('{"dataset": "synthetic", "profile": "smoke"}')
+    kind = bench_runall.run_kind(tmp_path)
+    assert kind == ("synthetic", "smoke")
+    lines = bench_runall.timing_table({"01_a": 10.0}, kind=kind)
+    assert "does not apply: this run is synthetic / smoke" in lines[-1]
+    lines = bench_runall.timing_table({"01_a": 10.0}, kind=("synthetic", "default"))
+    assert lines[-1].split(": ", 1)[1].startswith("met")
