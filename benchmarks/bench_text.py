@@ -1,6 +1,6 @@
-"""Benchmark: text-encoder throughput, fixed-length vs bucketed, float32 vs bfloat16.
+"""Benchmark: text-encoder throughput, fixed-length vs bucketed, float32 vs bfloat16 vs TFLite int8.
 
-    python benchmarks/bench_text.py [--n 1000] [--repeats 3] [--batch-size 64]
+    python benchmarks/bench_text.py [--n 1000] [--repeats 3] [--batch-size 64] [--no-tflite]
 
 Encodes ~1000 e-commerce product texts (titles, some with a one- or two-sentence
 description) with the bundled MiniLM at max_length=128 and prints items/s for
@@ -8,6 +8,10 @@ description) with the bundled MiniLM at max_length=128 and prints items/s for
 * fixed  float32: every text padded to 128 tokens (the naive baseline),
 * bucketed float32: sorted by length, each batch padded to its own longest text,
 * fixed / bucketed bfloat16: the same under Keras' ``mixed_bfloat16`` policy,
+* bucketed TFLite float32 / dynamic-range int8: the transformer exported with
+  token-id inputs (``compress.export_token_encoder``; tokenization stays in
+  Python) and run by the TFLite interpreter on all cores, bucketed the same way
+  (``compress.encode_bucketed``),
 
 as the median over ``--repeats`` timed runs (after a warm-up) with the
 min-max spread, the speed-up over the baseline, and the worst cosine between
@@ -26,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
-from recsys_utils import text
+from recsys_utils import compress, text
 
 
 def product_texts(n: int, seed: int = 0) -> tuple[list[str], str]:
@@ -95,6 +99,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--no-tflite", action="store_true",
+                        help="skip the TFLite rows (export + conversion take ~30 s)")
     args = parser.parse_args()
 
     texts, source = product_texts(args.n)
@@ -110,8 +116,24 @@ def main() -> None:
 
     configs = [("fixed", "float32"), ("bucketed", "float32"), ("fixed", "bfloat16"),
                ("bucketed", "bfloat16")]
+    runners: dict[str, compress.TFLiteRunner] = {}
+    if not args.no_tflite:
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="bench_text_"))
+        saved = compress.export_token_encoder(encoders["float32"], work / "encoder")
+        for mode in ("float32", "dynamic_int8"):
+            converted = compress.convert_saved_model(saved, mode, out_path=work / f"{mode}.tflite")
+            if not converted.ok:
+                print(f"TFLite {mode} did not convert: {converted.error}")
+                continue
+            runners[f"TFLite {mode}"] = compress.TFLiteRunner(converted.path)
+            configs.append(("bucketed", f"TFLite {mode}"))
 
     def run(mode: str, precision: str, subset: list[str]) -> np.ndarray:
+        if precision in runners:
+            return compress.encode_bucketed(runners[precision], encoders["float32"], subset,
+                                            batch_size=args.batch_size)
         return encoders[precision].encode(subset, bucketing=(mode == "bucketed"), progress=False)
 
     for config in configs:  # warm-up: tracing and oneDNN kernels for every padded shape
@@ -136,12 +158,20 @@ def main() -> None:
     base = rows[0][2]
     reference = vectors[("fixed", "float32")]
     print()
-    print("| padding  | precision | items/s (median) | spread (min-max) | speed-up | min cosine vs baseline |")
-    print("|----------|-----------|-----------------:|-----------------:|---------:|-----------------------:|")
+    print("| padding  | precision            | items/s (median) | spread (min-max) | speed-up | min cosine vs baseline |")
+    print("|----------|----------------------|-----------------:|-----------------:|---------:|-----------------------:|")
     for mode, precision, median, low, high in rows:
-        cos = float((vectors[(mode, precision)] * reference).sum(1).min())
-        print(f"| {mode:<8} | {precision:<9} | {median:16.1f} | {low:7.1f}-{high:<8.1f} | "
+        cos = float(compress.cosine_rows(vectors[(mode, precision)], reference).min())
+        print(f"| {mode:<8} | {precision:<20} | {median:16.1f} | {low:7.1f}-{high:<8.1f} | "
               f"{median / base:7.2f}x | {cos:22.6f} |")
+    if ("bucketed", "TFLite dynamic_int8") in rates and ("bucketed", "TFLite float32") in rates:
+        f32 = statistics.median(rates[("bucketed", "TFLite float32")])
+        i8 = statistics.median(rates[("bucketed", "TFLite dynamic_int8")])
+        cos = float(compress.cosine_rows(vectors[("bucketed", "TFLite dynamic_int8")],
+                                         vectors[("bucketed", "TFLite float32")]).min())
+        met = "met" if i8 >= 1.5 * f32 and cos >= 0.99 else "not met"
+        print(f"\nint8 encoder >= 1.5x float32 TFLite with cosine >= 0.99 (batches of "
+              f"{args.batch_size}, all cores): {met} ({i8 / f32:.2f}x, worst cosine {cos:.4f})")
     best = max(rows, key=lambda r: r[2])
     print(f"\nfastest: {best[0]} {best[1]}, {best[2] / base:.2f}x the naive fixed-length float32 baseline; "
           f"precision='auto' resolves to {text._resolve_precision('auto')!r} here")

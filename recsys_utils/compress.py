@@ -90,6 +90,7 @@ __all__ = [
     "cosine_rows",
     "cpu_description",
     "dequantize",
+    "encode_bucketed",
     "encoder_inputs",
     "encoder_samples",
     "export_token_encoder",
@@ -755,6 +756,40 @@ def encoder_inputs(encoder: Any, texts: Sequence[str], length: int | None = None
         ids[i, :len(t)] = t
         mask[i, :len(t)] = 1
     return {"token_ids": ids, "padding_mask": mask}
+
+
+def encode_bucketed(runner: TFLiteRunner, encoder: Any, texts: Sequence[str], *,
+                    batch_size: int = 64, pad_multiple: int = 8) -> np.ndarray:
+    """Encode texts with a TFLite token-id encoder, bucketed like ``TextEncoder.encode``.
+
+    Texts are tokenized once, sorted by length, and each batch is padded only
+    to its own longest text (rounded up to ``pad_multiple``), so short texts
+    do not pay for long ones; rows come back in the input order.
+
+    Returns:
+        ``(len(texts), d)`` float32, the model's output rows.
+    """
+    if batch_size < 1 or pad_multiple < 1:
+        raise DataError(f"batch_size and pad_multiple must be >= 1, got {batch_size}, {pad_multiple}")
+    tokens = encoder.tokenize(list(texts))
+    if not tokens:
+        return np.zeros((0, 0), np.float32)
+    order = np.argsort([len(t) for t in tokens], kind="stable")
+    out: np.ndarray | None = None
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        longest = max(1, max(len(tokens[i]) for i in rows))
+        width = min(-(-longest // pad_multiple) * pad_multiple, encoder.max_length)
+        ids = np.full((len(rows), width), encoder.pad_id, np.int32)
+        mask = np.zeros((len(rows), width), np.int32)
+        for j, i in enumerate(rows):
+            t = tokens[i][:width]
+            ids[j, :len(t)], mask[j, :len(t)] = t, 1
+        vectors = np.asarray(runner({"token_ids": ids, "padding_mask": mask}), np.float32)
+        if out is None:
+            out = np.zeros((len(tokens), vectors.shape[-1]), np.float32)
+        out[rows] = vectors
+    return out
 
 
 def encoder_samples(encoder: Any, texts: Sequence[str]) -> list[dict[str, np.ndarray]]:

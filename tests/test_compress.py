@@ -187,6 +187,13 @@ def test_minilm_dynamic_int8_keeps_cosine_and_shrinks(minilm):
     assert compress.cosine_rows(float_out, reference).min() >= 0.9999
     assert compress.cosine_rows(int8_out, float_out).min() >= 0.99
     assert results["float32"].size_bytes / results["dynamic_int8"].size_bytes >= 3.5
+    # Bucketed TFLite encoding: same rows, in the input order, whatever the batch split.
+    texts = SENTENCES[::-1] + SENTENCES[:3]
+    bucketed = compress.encode_bucketed(compress.TFLiteRunner(results["float32"].path), encoder,
+                                        texts, batch_size=3)
+    expected = np.concatenate([reference[::-1], reference[:3]])
+    assert bucketed.shape == expected.shape
+    assert compress.cosine_rows(bucketed, expected).min() >= 0.9999
 
 
 def test_measure_variants_records_runtime_failures(dense_model, dense_variants):
