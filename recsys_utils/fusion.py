@@ -43,6 +43,7 @@ import pandas as pd
 import scipy.sparse
 import tensorflow as tf
 
+from .callbacks import EpochBar
 from .schema import DataError
 
 #: Added to the gate logits of absent modalities. Same constant as Keras'
@@ -582,23 +583,6 @@ def _check_labels(labels: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndar
     return out
 
 
-class _EpochBar(tf.keras.callbacks.Callback):
-    """One tqdm bar over epochs, showing the last epoch's losses."""
-
-    def __init__(self, epochs: int, desc: str) -> None:
-        super().__init__()
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=epochs, desc=desc, unit="epoch")
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k.endswith("loss")})
-        self.bar.update(1)
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.bar.close()
-
-
 def fit_content_model(
     modalities: Mapping[str, np.ndarray | Mapping[str, np.ndarray]],
     masks: Mapping[str, np.ndarray] | None,
@@ -708,7 +692,7 @@ def fit_content_model(
             ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
-    callbacks = [_EpochBar(epochs, f"content model ({method or names[0]})")] if progress else []
+    callbacks = [EpochBar(epochs, f"content model ({method or names[0]})")] if progress else []
     val = dataset(np.asarray(val_idx, dtype=np.int64), False) if val_idx is not None and len(val_idx) else None
     history = classifier.fit(dataset(train_idx, True), validation_data=val, epochs=epochs,
                              verbose=0, callbacks=callbacks)

@@ -45,8 +45,9 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from . import metrics
+from .callbacks import EpochBar
 from .features import RecData, to_dataset
-from .retrieval import (QUERY_KEYS, EpochBar, RetrievalModel, RetrievalResult, _check_content,
+from .retrieval import (QUERY_KEYS, RetrievalModel, RetrievalResult, _check_content,
                         _id_tokens, _optimizer, _scope, build_retrieval_model, rank_items)
 from .schema import DataError
 

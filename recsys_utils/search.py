@@ -969,7 +969,7 @@ def train_search_model(
     steps = max(len(q) // batch // max(epochs, 1), 1)
     dataset = tf.data.Dataset.from_tensor_slices(
         {"query_vector": query_vectors[q], "item": items.astype(np.int32)}).batch(batch)
-    from .retrieval import EpochBar
+    from .callbacks import EpochBar
 
     callbacks = [EpochBar(epochs, "search two-tower")] if progress else []
     start = time.perf_counter()
