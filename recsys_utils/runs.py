@@ -6,7 +6,9 @@ import dataclasses
 import os
 import random
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,14 @@ class Run:
     def describe(self) -> str:
         return (f"dataset={self.dataset} profile={self.profile.name} seed={self.seed} "
                 f"artifacts={self.artifact_dir}")
+
+    def write_metrics(self, stage: str, summary: Mapping[str, Any]) -> Path:
+        """Write a notebook's headline numbers, stamped with this run's data set,
+        profile and seed, so a report can tell which run each file came from."""
+        from .artifacts import write_metrics
+
+        stamp = {"dataset": self.dataset, "profile": self.profile.name, "seed": self.seed}
+        return write_metrics(self.artifact_dir, stage, {**summary, **stamp})
 
 
 def set_seeds(seed: int) -> None:

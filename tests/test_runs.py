@@ -37,3 +37,14 @@ def test_series_runs_the_evaluation_notebook_last_and_selects_by_position(tmp_pa
     assert [p.name[:2] for p in select_notebooks(notebooks, start="02", stop="02")] == ["02"]
     with pytest.raises(DataError, match="no notebook numbered '05'"):
         select_notebooks(notebooks, start="05")
+
+
+def test_run_write_metrics_stamps_the_run(tmp_path):
+    from recsys_utils import artifacts
+
+    run = start_run("synthetic", None, tmp_path, "smoke", 7)
+    path = run.write_metrics("04_x", {"dataset": "other", "recall": 0.5})
+    assert path == tmp_path / "metrics" / "04_x.json"
+    written = artifacts.read_metrics(tmp_path)["04_x"]
+    # The run's own parameters win over anything the summary says.
+    assert written == {"recall": 0.5, "dataset": "synthetic", "profile": "smoke", "seed": 7}
