@@ -411,9 +411,9 @@ class ChainResult:
     k: int
     k_retrieve: int
     n_queries: int
-    ranker_weight: float = 1.0
-    ranked: np.ndarray = dataclasses.field(repr=False, default=None)
-    reranked: np.ndarray = dataclasses.field(repr=False, default=None)
+    ranker_weight: float
+    ranked: np.ndarray = dataclasses.field(repr=False)
+    reranked: np.ndarray = dataclasses.field(repr=False)
 
 
 #: Blend weights :func:`tune_ranker_weight` tries (0 = retrieval order, 1 = ranker order).
