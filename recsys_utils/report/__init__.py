@@ -1,0 +1,61 @@
+"""The evaluation report (notebook 07): every stage's numbers side by side, and the claims tested.
+
+Every public function takes the dict that :func:`recsys_utils.artifacts.read_metrics`
+returns (``{notebook stem: summary}``) and gives back pandas tables or
+matplotlib figures, so the report never holds a number typed by hand. Nothing
+here imports TensorFlow. Where a metrics file or key is missing, a table is
+empty (its ``attrs["note"]`` says why) and a claim's verdict is
+``"not measurable here"`` with the reason.
+
+:func:`write_report` renders the same tables as ``report.md`` (figures as PNG
+files beside it) and as one self-contained ``report.html`` (figures embedded as
+base64), each written atomically.
+
+The modules, one job each (import the names from here):
+
+- ``_read``: the notebook stems and the helpers that read a metrics dict;
+- :mod:`.tables`: one DataFrame per stage (data, retrieval, ranking, fusion, ...);
+- :mod:`.rules`: the claims, the rule of each verdict and its thresholds;
+- :mod:`.claims`: the claims tested against the numbers;
+- :mod:`.figures`: the plots, and PNG bytes of them;
+- :mod:`.render`: the Markdown and HTML report, written by :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+from ._read import DATA, EVALUATION, FUSION, QUANTIZATION, RANKING, RETRIEVAL, SEARCH, STAGES, TEXT
+from .claims import claims_table, quantization_checks
+from .figures import (default_figures, figure_png, plot_chain, plot_fusion, plot_quantization,
+                      plot_retrieval, plot_search)
+from .render import REPORT_DIR, report_dir, write_report
+from .rules import (ABS_TOLERANCE, CLAIM_RULES, CLAIMS, MAX_REALTIME_P95_MS,
+                    MAX_RELATIVE_QUALITY_LOSS, MIN_ANN_RECALL, MIN_COSINE, MIN_SPEEDUP,
+                    MIN_X_SMALLER, NOT_MEASURABLE, NOT_SUPPORTED, REL_TOLERANCE, SUPPORTED,
+                    VERDICTS)
+from .tables import (TFRS_PROTOCOL, TFRS_TUTORIAL_URL, chain_table, data_table, fusion_table,
+                     image_encoder_table, index_table, quantization_table, ranking_table,
+                     retrieval_table, search_table, sources_table, text_probe_table,
+                     tfrs_protocol_table)
+
+__all__ = [
+    # notebook stems and where the report goes
+    "DATA", "TEXT", "FUSION", "RETRIEVAL", "RANKING", "QUANTIZATION", "EVALUATION", "SEARCH",
+    "STAGES", "REPORT_DIR",
+    # verdicts, their thresholds, the claims and their rules
+    "SUPPORTED", "NOT_SUPPORTED", "NOT_MEASURABLE", "VERDICTS", "ABS_TOLERANCE",
+    "REL_TOLERANCE", "MIN_X_SMALLER", "MIN_SPEEDUP", "MIN_COSINE", "MAX_RELATIVE_QUALITY_LOSS",
+    "MIN_ANN_RECALL", "MAX_REALTIME_P95_MS", "CLAIMS", "CLAIM_RULES",
+    # the TFRS tutorial protocol
+    "TFRS_PROTOCOL", "TFRS_TUTORIAL_URL",
+    # tables
+    "sources_table", "data_table", "retrieval_table", "ranking_table", "chain_table",
+    "fusion_table", "image_encoder_table", "text_probe_table", "quantization_table",
+    "index_table", "search_table", "tfrs_protocol_table",
+    # claims
+    "quantization_checks", "claims_table",
+    # figures
+    "figure_png", "plot_retrieval", "plot_chain", "plot_fusion", "plot_quantization",
+    "plot_search", "default_figures",
+    # the document
+    "report_dir", "write_report",
+]

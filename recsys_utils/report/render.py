@@ -1,0 +1,317 @@
+"""The report as a document: Markdown (PNG figures beside it) and one self-contained HTML page.
+
+:func:`_document` lays out the sections once as blocks; the Markdown and HTML
+renderers format the same blocks, so both files carry the same numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import atomic_path
+from ._read import _dataset, _profile
+from .claims import claims_table, quantization_checks
+from .figures import _FIGURES, default_figures, figure_png
+from .rules import CLAIM_RULES, CLAIMS
+from .tables import (TFRS_PROTOCOL, TFRS_TUTORIAL_URL, chain_table, data_table, fusion_table,
+                     image_encoder_table, index_table, quantization_table, ranking_table,
+                     retrieval_table, search_table, sources_table, text_probe_table,
+                     tfrs_protocol_table)
+
+#: Where the report goes inside a run directory (beside ``notebooks/`` and ``artifacts/``).
+REPORT_DIR = "report"
+
+
+def report_dir(run_dir: str | Path) -> Path:
+    """Where the report of a run goes: ``<run_dir>/report`` (the run dir holds ``artifacts/``)."""
+    return Path(run_dir) / REPORT_DIR
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v):
+            return "–"
+        if v != 0 and abs(v) < 0.001:
+            return f"{v:.2e}"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 100:
+            return f"{v:.1f}"
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "–"
+    text = str(value)
+    return text if text else "–"
+
+
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with every cell formatted as text (the same strings in Markdown and HTML)."""
+    index = frame.index if not _has_index(frame) else pd.Index(
+        [_format(i) for i in frame.index], name=frame.index.name)
+    return pd.DataFrame({str(c): [_format(v) for v in frame[c].tolist()] for c in frame.columns},
+                        index=index)
+
+
+@dataclasses.dataclass
+class _Block:
+    kind: str           # heading | paragraph | table | figure | list
+    content: Any
+    level: int = 2
+    caption: str = ""
+
+
+def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_Block]:
+    blocks: list[_Block] = []
+
+    def heading(text: str, level: int = 2) -> None:
+        blocks.append(_Block("heading", text, level))
+
+    def para(text: str) -> None:
+        blocks.append(_Block("paragraph", text))
+
+    def table(frame: pd.DataFrame, missing: str = "") -> None:
+        if frame.empty:
+            para(f"*Not measurable here:* {frame.attrs.get('note', missing or 'no data')}.")
+        else:
+            blocks.append(_Block("table", frame))
+            if frame.attrs.get("note"):
+                para(str(frame.attrs["note"]))
+
+    def figures_of(section: str) -> None:
+        for name in figures:
+            if _FIGURES.get(name, (None, "other"))[1] == section:
+                blocks.append(_Block("figure", name, caption=_FIGURES[name][2]))
+
+    dataset, profile = _dataset(metrics), _profile(metrics)
+    heading(f"Evaluation report: {dataset} ({profile} profile)", 1)
+    para("Every number below is read from the metrics files the notebooks of this run wrote "
+         "(`artifacts/metrics/*.json`); none is typed by hand. Sections whose notebook has not "
+         "run say so.")
+    sources = sources_table(metrics)
+    table(sources)
+    datasets = {d for d in sources["dataset"].dropna()}
+    if len(datasets) > 1:
+        para(f"**Warning:** the metrics files come from different data sets ({', '.join(sorted(datasets))}); "
+             "re-run the series into one run directory.")
+
+    heading("The data (notebook 01)")
+    table(data_table(metrics))
+
+    heading("All retrieval models, warm and cold-start (notebook 04)")
+    para("Every model ranks the whole catalogue for each test user, the user's training items "
+         "removed. *Warm*: the user's last interaction, with an item seen in training. *Cold "
+         "(all items)*: interactions with items no model saw in training, ranked against the "
+         "whole catalogue; *cold (new items only)*: the same, ranked among the new items.")
+    table(retrieval_table(metrics))
+    figures_of("retrieval")
+
+    heading("Retrieval alone versus the chain (notebook 05)")
+    para("The ranker scores (user, item) pairs with a deep & cross network; chained, it "
+         "re-orders the top retrieved items. Retrieval Recall is the ceiling of any re-ranker.")
+    table(ranking_table(metrics))
+    table(chain_table(metrics))
+    figures_of("chain")
+
+    heading("The fusion comparison (notebook 03)")
+    para("Each model is trained on the same items and scored on held-out items by item-to-item "
+         "retrieval (do an item's nearest items share its relevance attributes?).")
+    table(fusion_table(metrics))
+    table(image_encoder_table(metrics))
+    figures_of("fusion")
+
+    heading("The quantization trade-off (notebook 06)")
+    para("`x_smaller` and `speedup` are relative to the same model's float32 TFLite file; quality "
+         "is measured on held-out data against the float model.")
+    table(quantization_table(metrics))
+    table(index_table(metrics))
+    figures_of("quantization")
+
+    heading("Product search (notebook 08)")
+    table(search_table(metrics))
+    figures_of("search")
+
+    heading("The seeds' claims, tested")
+    para("Each claim comes from the articles this course reproduces. The verdict is computed from "
+         "the numbers by the rule below it: *supported*, *not supported* (the data here do not "
+         "back the claim), or *not measurable here* (a notebook or a measurement is missing).")
+    claims = claims_table(metrics)
+    table(claims)
+    blocks.append(_Block("list", [f"**{CLAIMS[k]}** {CLAIM_RULES[k]}" for k in CLAIMS]))
+    heading("Quantization, model by model", 3)
+    table(quantization_checks(metrics))
+    heading("The text probe (notebook 02)", 3)
+    table(text_probe_table(metrics))
+
+    heading("Published numbers under their own protocol (MovieLens 100K)")
+    para(f"Protocol: {TFRS_PROTOCOL}")
+    para(f"The tutorial: [{TFRS_TUTORIAL_URL}]({TFRS_TUTORIAL_URL}). Its own printed accuracy is "
+         "not copied here as a measurement; read it there, next to the rows measured here.")
+    table(tfrs_protocol_table(metrics))
+
+    leftover = [n for n in figures if n not in _FIGURES]
+    if leftover:
+        heading("Other figures")
+        for name in leftover:
+            blocks.append(_Block("figure", name, caption=name))
+    return blocks
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _has_index(frame: pd.DataFrame) -> bool:
+    """False for a plain 0..n-1 index, which the report does not show."""
+    return not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    shown, indexed = _display(frame), _has_index(frame)
+    header = ([shown.index.name or ""] if indexed else []) + list(shown.columns)
+    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
+             "| " + " | ".join("---" for _ in header) + " |"]
+    for index, row in shown.iterrows():
+        cells = ([index] if indexed else []) + row.tolist()
+        lines.append("| " + " | ".join(_md_escape(v) for v in cells) + " |")
+    return "\n".join(lines)
+
+
+def _render_markdown(blocks: Iterable[_Block], figure_files: Mapping[str, str]) -> str:
+    out = []
+    for block in blocks:
+        if block.kind == "heading":
+            out.append("#" * block.level + " " + block.content)
+        elif block.kind == "paragraph":
+            out.append(block.content)
+        elif block.kind == "table":
+            out.append(_markdown_table(block.content))
+        elif block.kind == "list":
+            out.append("\n".join(f"{i}. {item}" for i, item in enumerate(block.content, 1)))
+        elif block.kind == "figure" and block.content in figure_files:
+            out.append(f"![{block.caption}]({figure_files[block.content]})")
+    return "\n\n".join(out) + "\n"
+
+
+_INLINE = [
+    (re.compile(r"\*\*([^*]+)\*\*"), r"<strong>\1</strong>"),
+    (re.compile(r"\*([^*\s][^*]*)\*"), r"<em>\1</em>"),
+    (re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)"), r'<a href="\2">\1</a>'),
+]
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then turn the little Markdown the report uses (code, bold, italics, links) into HTML.
+
+    Code spans are converted first and left alone by the other rules.
+    """
+    parts = re.split(r"`([^`]+)`", str(text))
+    out = []
+    for i, part in enumerate(parts):
+        escaped = html.escape(part, quote=False)
+        if i % 2:  # inside backticks
+            out.append(f"<code>{escaped}</code>")
+            continue
+        for pattern, replacement in _INLINE:
+            escaped = pattern.sub(replacement, escaped)
+        out.append(escaped)
+    return "".join(out)
+
+
+_STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.8em 0 1.2em; font-size: 0.88em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
+th { background: #f3f3f3; }
+td:first-child, th:first-child { text-align: left; }
+code { background: #f3f3f3; padding: 0 0.2em; }
+figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
+img { max-width: 100%; }
+"""
+
+
+def _render_html(blocks: Iterable[_Block], figure_png_bytes: Mapping[str, bytes], title: str) -> str:
+    body = []
+    for block in blocks:
+        if block.kind == "heading":
+            body.append(f"<h{block.level}>{_inline_html(block.content)}</h{block.level}>")
+        elif block.kind == "paragraph":
+            body.append(f"<p>{_inline_html(block.content)}</p>")
+        elif block.kind == "table":
+            body.append(_display(block.content).to_html(border=0, escape=True,
+                                                        index=_has_index(block.content)))
+        elif block.kind == "list":
+            body.append("<ol>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block.content) + "</ol>")
+        elif block.kind == "figure" and block.content in figure_png_bytes:
+            data = base64.b64encode(figure_png_bytes[block.content]).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(block.caption)}" '
+                        f'src="data:image/png;base64,{data}"/><figcaption>'
+                        f"{html.escape(block.caption)}</figcaption></figure>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
+            f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def _as_png(figure: Any) -> bytes:
+    if isinstance(figure, (bytes, bytearray)):
+        return bytes(figure)
+    if isinstance(figure, (str, Path)):
+        return Path(figure).read_bytes()
+    return figure_png(figure)
+
+
+def write_report(metrics: Mapping[str, Any], out_dir: str | Path,
+                 figures: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``report.md`` (with PNG figures beside it) and a self-contained ``report.html``.
+
+    Args:
+        metrics: ``{stage: summary}`` from :func:`recsys_utils.artifacts.read_metrics`.
+        out_dir: the report directory (see :func:`report_dir`); created if needed.
+        figures: name -> matplotlib Figure, PNG bytes or PNG path. Known names
+            (``retrieval``, ``chain``, ``fusion``, ``quantization_size``,
+            ``quantization_latency``, ``search``) go into their section, others
+            at the end. ``None``: :func:`default_figures`.
+
+    Returns:
+        ``{"markdown": path, "html": path, "figure:<name>": png path, ...}``.
+        Every file is written atomically.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pngs = {name: _as_png(fig) for name, fig in (default_figures(metrics) if figures is None
+                                                 else figures).items()}
+    paths: dict[str, Path] = {}
+    files = {}
+    for name, data in pngs.items():
+        path = out_dir / f"figure_{re.sub(r'[^A-Za-z0-9_-]+', '_', name)}.png"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+            tmp.chmod(0o644)  # a report is for reading (mkstemp creates 0600)
+        paths[f"figure:{name}"] = path
+        files[name] = path.name
+    blocks = _document(metrics, pngs)
+    title = blocks[0].content
+    markdown, page = _render_markdown(blocks, files), _render_html(blocks, pngs, title)
+    for key, name, text in (("markdown", "report.md", markdown), ("html", "report.html", page)):
+        path = out_dir / name
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.chmod(0o644)
+        paths[key] = path
+    return {"markdown": paths.pop("markdown"), "html": paths.pop("html"), **paths}

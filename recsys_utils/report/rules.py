@@ -1,0 +1,80 @@
+"""The seeds' claims, the rule that judges each, and the thresholds of the verdicts.
+
+Text and numbers only: :mod:`.claims` applies the rules, and the report prints
+:data:`CLAIM_RULES` under the claims table so a reader can check each verdict.
+"""
+
+from __future__ import annotations
+
+SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE = "supported", "not supported", "not measurable here"
+VERDICTS = (SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE)
+
+# ------------------------------------------------------------------ thresholds of the verdicts
+#: A comparison "favours" a claim when the claimed-better number exceeds the
+#: other by more than max(ABS_TOLERANCE, REL_TOLERANCE x |other|), "goes
+#: against" it when it falls short by as much, and is a "tie" in between:
+#: differences that small are within the run-to-run noise of the smoke data.
+ABS_TOLERANCE = 0.005
+REL_TOLERANCE = 0.02
+#: Quantization (claim 4): an int8 variant is "much smaller" at MIN_X_SMALLER
+#: times below float32, "faster" at a median-latency speed-up of MIN_SPEEDUP,
+#: and loses "little quality" when its worst cosine to float32 is >= MIN_COSINE
+#: (the text encoder) or its task metric (Recall@10, AUC, RMSE) is at most
+#: MAX_RELATIVE_QUALITY_LOSS worse than float32's, relative.
+MIN_X_SMALLER = 3.5
+MIN_SPEEDUP = 1.05
+MIN_COSINE = 0.99
+MAX_RELATIVE_QUALITY_LOSS = 0.02
+#: Approximate search (claim 5): "little recall loss" is at least
+#: MIN_ANN_RECALL of the exact top 10 returned, "real time" a 95th-percentile
+#: single-request latency of at most MAX_REALTIME_P95_MS on this CPU.
+MIN_ANN_RECALL = 0.95
+MAX_REALTIME_P95_MS = 50.0
+
+CLAIMS: dict[str, str] = {
+    "pretrained_text": "Pretrained language-model features improve recommendation.",
+    "fusion_beats_single": "Fusing text, image and behaviour beats any single source.",
+    "attention_fusion": "Attention fusion beats simpler fusion.",
+    "quantization": "Quantization cuts size and latency with little quality loss.",
+    "approximate_search": "Approximate search serves in real time with little recall loss.",
+}
+
+_TOL = (f"a difference counts when it exceeds max({ABS_TOLERANCE}, {REL_TOLERANCE:.0%} of the "
+        "baseline); smaller differences are ties")
+CLAIM_RULES: dict[str, str] = {
+    "pretrained_text": (
+        "Comparisons of a model with MiniLM text features against the same task without them: "
+        "(a) notebook 04, warm and cold-start (all items ranked) Recall@50 of the content tower "
+        "over MiniLM vectors + catalogue facts (`content_text`) vs the same tower over the facts "
+        "alone (`content_facts`) (older runs without `content_facts`: the text tower vs ID-only "
+        "on cold items, and `fused_text` vs ID-only on warm items); (b) the same comparison's "
+        "second setting; (c) notebook 02, linear-probe "
+        "accuracy of MiniLM vs TF-IDF vectors, mean over labels with 5 examples per class and "
+        "with all labels (favours only if both do, against only if both are); (d) notebook 08, "
+        "test-query NDCG@10 of zero-shot dense retrieval vs BM25. Supported when more "
+        f"comparisons favour the claim than go against it and (a) or (b) favours it; {_TOL}. "
+        "Not measurable here without (a) and (b): the claim is about recommendation."),
+    "fusion_beats_single": (
+        "(a) notebook 03, held-out NDCG@10 of the best fusion vs the best single modality; "
+        "(b) notebook 04, warm Recall@50 of the `fused` tower (ID + text + image + attributes) "
+        "vs the best model without that fusion (popularity or ID-only: behaviour alone; "
+        "`content_text`: text without image or behaviour; `content_facts`: catalogue facts alone); "
+        "(c) the same on cold-start items ranked against the whole catalogue. Supported when "
+        f"every measurable comparison favours fusion; {_TOL}."),
+    "attention_fusion": (
+        "Notebook 03, held-out NDCG@10 of attention fusion vs the better of concatenation and "
+        f"gated fusion. Supported when attention is better; {_TOL}."),
+    "quantization": (
+        "Notebook 06, for every exported model (text encoder, towers, ranker), the int8 variant "
+        "(dynamic-range or full-integer) that passes most checks: file at least "
+        f"{MIN_X_SMALLER}x smaller than float32, median single-query latency at least "
+        f"{MIN_SPEEDUP}x faster, and quality within tolerance (text encoder: worst cosine to "
+        f"float32 >= {MIN_COSINE}; towers and ranker: Recall@10 / AUC / RMSE at most "
+        f"{MAX_RELATIVE_QUALITY_LOSS:.0%} worse, relative). Supported when every model passes "
+        "all three."),
+    "approximate_search": (
+        "Notebook 04, ScaNN serving index: share of the brute-force top 10 returned >= "
+        f"{MIN_ANN_RECALL} and 95th-percentile single-request latency <= {MAX_REALTIME_P95_MS:g} ms; "
+        "where notebook 08 has run, its served ScaNN search model must pass the same two "
+        "checks. Supported when every measurement passes."),
+}

@@ -1,0 +1,310 @@
+"""The report's tables: each stage's numbers as a pandas DataFrame, one function a table.
+
+Every function takes ``{notebook stem: summary}`` and never raises on a
+missing metrics file or key: the table is then empty and ``attrs["note"]``
+says why.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._read import (DATA, FUSION, QUANTIZATION, RANKING, RETRIEVAL, SEARCH, STAGES, TEXT,
+                    _get, _Missing, _num, _ordered, _retrieval_rows, _stage, _table)
+
+#: The TFRS basic-retrieval tutorial protocol, as notebook 04 runs it.
+TFRS_TUTORIAL_URL = "https://www.tensorflow.org/recommenders/examples/basic_retrieval"
+TFRS_PROTOCOL = (
+    "MovieLens 100K; the 100,000 ratings shuffled with seed 42 (NumPy's shuffle, not tfds', so "
+    "the rows differ from the tutorial's), 80,000 for training and 20,000 for testing; query = "
+    "user id only; batch 8192, Adagrad at learning rate 0.1, 3 epochs, no log-Q correction; "
+    "metric = top-K categorical accuracy over all films (the share of test ratings whose film "
+    "is among the user's top K), seen films not removed.")
+
+_VARIANTS = {
+    "popularity": "no model: log(1 + training count)",
+    "id": "item-id embedding (the TFRS tutorial model)",
+    "content": "MLP over notebook 03's fused vector (text + image + attributes) + catalogue facts",
+    "fused": "item-id embedding + content MLP, with id dropout",
+    "content_text": "MLP over notebook 02's MiniLM text vector + catalogue facts (no image, no id)",
+    "fused_text": "item-id embedding + MLP over the MiniLM text vector + catalogue facts",
+    "content_facts": "MLP over the one-hot catalogue facts alone (category, attributes)",
+}
+
+
+_FUSION_ORDER = ("text", "image", "attributes", "concat", "gated", "attention")
+_QUANT_MODELS = ("text encoder", "towers", "ranker")
+_QUANT_MODES = ("float32", "float16", "dynamic_int8", "full_int8")
+_SEARCH_ORDER = ("bm25", "dense", "hybrid_rrf", "hybrid_interpolation", "two_tower")
+
+
+def sources_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Which metrics files the report read: one row per stage, with its data set and profile.
+
+    Columns: ``notebook``, ``found``, ``dataset``, ``profile``. A report mixing
+    runs of different data sets shows it here.
+    """
+    rows = []
+    for stage in STAGES:
+        summary = metrics.get(stage)
+        found = isinstance(summary, Mapping)
+        rows.append({"notebook": stage, "found": "yes" if found else "no",
+                     "dataset": summary.get("dataset") if found else None,
+                     "profile": summary.get("profile") if found else None})
+    return pd.DataFrame(rows).set_index("notebook")
+
+
+def data_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """The data set's headline numbers from notebook 01 (one column, ``value``)."""
+    def build() -> pd.DataFrame:
+        m = _stage(metrics, DATA)
+        keys = ("dataset", "feedback", "simulated_interactions", "n_items", "n_users",
+                "n_interactions", "density", "top_10pct_items_share", "items_with_images",
+                "n_queries")
+        rows = {k: m[k] for k in keys if k in m}
+        for split, n in (m.get("splits") or {}).items():
+            rows[f"split: {split}"] = n
+        return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+    return _table(build)
+
+
+def retrieval_table(metrics: Mapping[str, Any],
+                    columns: Sequence[str] = ("recall@10", "recall@50", "ndcg@10")) -> pd.DataFrame:
+    """Every retrieval model of notebook 04 on warm and cold-start items, one row each.
+
+    Rows: the variants notebook 04 trained (popularity included) and its
+    ablation models. Columns: ``candidate tower`` (what the model is),
+    ``<setting> <metric>`` for the settings warm, cold (all items) and cold
+    (new items only), and ``train seconds`` where known. Full-catalogue
+    evaluation, the user's training items removed.
+    """
+    def build() -> pd.DataFrame:
+        m = _stage(metrics, RETRIEVAL)
+        rows = _retrieval_rows(metrics)
+        main = set((m.get("warm_recall@50") or {})) | set(m.get("variants") or [])
+        seconds = m.get("train_seconds") or {}
+        out = {}
+        for variant, settings in rows.items():
+            row: dict[str, Any] = {"candidate tower": _VARIANTS.get(
+                variant, "ablation of the fused model" if variant not in main else variant)}
+            for setting in ("warm", "cold (all items)", "cold (new items only)"):
+                for metric in columns:
+                    row[f"{setting} {metric}"] = settings.get(setting, {}).get(metric, np.nan)
+            row["train seconds"] = _num(seconds.get(variant))
+            out[variant] = row
+        frame = pd.DataFrame.from_dict(out, orient="index").rename_axis("model")
+        return frame.dropna(axis=1, how="all")
+    return _table(build)
+
+
+def ranking_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Notebook 05's ranker against the constant predictor, on warm and cold test rows."""
+    def build() -> pd.DataFrame:
+        m = _stage(metrics, RANKING)
+        target = m.get("target", "?")
+        rows = {}
+        for split in ("test", "test_cold"):
+            values = m.get(split)
+            if not isinstance(values, Mapping):
+                continue
+            keep = {k: v for k, v in values.items() if k not in ("target", "split")}
+            rows[f"DCN ranker ({target}), {'warm' if split == 'test' else 'cold-start'} rows"] = keep
+        if not rows:
+            raise _Missing(f"metrics/{RANKING}.json has no 'test' evaluation")
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+    return _table(build)
+
+
+def chain_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Retrieval alone versus retrieval followed by a ranker (notebook 05), NDCG@10.
+
+    Rows: retrieval only; retrieval then the ranker trained on the data set's
+    target (rating or click); retrieval then the engagement re-ranker; the
+    blend of retrieval and re-ranker scores (when notebook 05 recorded it);
+    and, on rating data, the joint multitask model. Columns: ``NDCG@10``, ``change vs
+    retrieval only`` and ``retrieval Recall@100`` (the re-ranking ceiling).
+    """
+    def build() -> pd.DataFrame:
+        m = _stage(metrics, RANKING)
+        chain = _get(metrics, RANKING, "chain")
+        target = m.get("target", "rating")
+        base = _num(chain.get("retrieval_ndcg@10"))
+        k = chain.get("k_retrieve", 100)
+        rows = {"retrieval only (fused two-tower)": base,
+                f"retrieval → DCN ranker ({target})": _num(chain.get(f"chain_ndcg@10_{target}_ranker")),
+                "retrieval → engagement re-ranker (DCN, hard negatives)":
+                    _num(chain.get("chain_ndcg@10"))}
+        if "chain_ndcg@10_blended" in chain:
+            weight = chain.get("ranker_weight")
+            rows[f"retrieval + engagement re-ranker, blended (w = {weight:g}, "
+                 "chosen on validation)"] = _num(chain["chain_ndcg@10_blended"])
+        multitask = m.get("multitask")
+        if isinstance(multitask, Mapping):
+            rows["joint multitask model: retrieval only"] = _num(multitask.get("retrieval_ndcg@10"))
+            rows["joint multitask model: retrieval → rating head"] = _num(multitask.get("chain_ndcg@10"))
+        frame = pd.DataFrame({"NDCG@10": pd.Series(rows)}).rename_axis("pipeline")
+        frame = frame.dropna(subset=["NDCG@10"])
+        frame["change vs retrieval only"] = frame["NDCG@10"] - base
+        frame[f"retrieval Recall@{k}"] = _num(chain.get(f"retrieval_recall@{k}",
+                                                        chain.get("retrieval_recall@100")))
+        frame.attrs["note"] = (f"{chain.get('n_queries', '?')} test users; each ranker re-orders "
+                               f"the top {k} retrieved items.")
+        return frame
+    return _table(build)
+
+
+def fusion_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Notebook 03: every single modality and every fusion on the held-out content task.
+
+    Rows: ``text``, ``image``, ``attributes``, ``concat``, ``gated``,
+    ``attention`` (those trained); columns: ``kind``, ``modalities`` and the
+    held-out retrieval metrics (NDCG@10 is the headline).
+    """
+    def build() -> pd.DataFrame:
+        models = _get(metrics, FUSION, "models")
+        frame = pd.DataFrame.from_dict(models, orient="index").rename_axis("model")
+        frame = frame.loc[_ordered(frame.index, _FUSION_ORDER)]
+        drop = [c for c in ("n_excluded",) if c in frame]
+        return frame.drop(columns=drop)
+    return _table(build)
+
+
+def image_encoder_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Notebook 03's image encoders (supervised, contrastive, untrained floor): precision@10."""
+    def build() -> pd.DataFrame:
+        images = _get(metrics, FUSION, "images")
+        scores = images.get("scores")
+        if not scores:
+            raise _Missing(images.get("note") or "notebook 03 trained no image encoder")
+        frame = pd.DataFrame({"precision@10": pd.Series(scores, dtype=float)}).rename_axis(
+            "image encoder")
+        frame["kept"] = ["yes" if name == images.get("objective") else "no" for name in frame.index]
+        return frame
+    return _table(build)
+
+
+def text_probe_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Notebook 02: mean linear-probe accuracy of MiniLM vs TF-IDF vectors."""
+    def build() -> pd.DataFrame:
+        few = _get(metrics, TEXT, "few_shot_probe_mean")
+        full = _get(metrics, TEXT, "full_probe_mean")
+        return pd.DataFrame({"5 labels per class": pd.Series(few, dtype=float),
+                             "all labels": pd.Series(full, dtype=float)}).rename_axis("features")
+    return _table(build)
+
+
+def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Notebook 06: every converted variant of every model, size, latency and quality.
+
+    Columns: ``model``, ``variant``, ``ok``, ``size_mb``, ``x_smaller``,
+    ``median_ms``, ``p95_ms``, ``speedup``, ``throughput``, ``num_threads``,
+    ``quality``, ``quality_metric`` (those present). ``x_smaller`` and
+    ``speedup`` are recomputed against the model's float32 row.
+    """
+    def build() -> pd.DataFrame:
+        variants = _get(metrics, QUANTIZATION, "variants")
+        rows = []
+        for key, values in variants.items():
+            model, _, variant = key.partition("|")
+            rows.append({"model": model, "variant": variant, **values})
+        frame = pd.DataFrame(rows)
+        model_rank = {m: i for i, m in enumerate(_ordered(dict.fromkeys(frame["model"]), _QUANT_MODELS))}
+        mode_rank = {m: i for i, m in enumerate(_QUANT_MODES)}
+        frame = frame.assign(_m=frame["model"].map(model_rank),
+                             _v=frame["variant"].map(mode_rank).fillna(len(mode_rank)))
+        frame = frame.sort_values(["_m", "_v"], kind="stable").drop(columns=["_m", "_v"])
+        frame = frame.reset_index(drop=True)
+        for column in ("size_mb", "median_ms", "p95_ms", "throughput", "quality"):
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        reference = frame[frame["variant"] == "float32"].set_index("model")
+        if "size_mb" in frame:
+            frame["x_smaller"] = frame["model"].map(reference["size_mb"]) / frame["size_mb"]
+        if "median_ms" in frame:
+            frame["speedup"] = frame["model"].map(reference["median_ms"]) / frame["median_ms"]
+        keep = ["model", "variant", "ok", "size_mb", "x_smaller", "median_ms", "p95_ms",
+                "speedup", "throughput", "num_threads", "quality", "quality_metric"]
+        return frame[[c for c in keep if c in frame]]
+    return _table(build)
+
+
+def index_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Notebook 06: the item index compressed (int8 table, ScaNN scoring) vs exact float search."""
+    def build() -> pd.DataFrame:
+        frame = pd.DataFrame(_get(metrics, QUANTIZATION, "index"))
+        if "bytes" in frame and "index" in frame:
+            exact = frame.loc[frame["index"] == "float32 exact", "bytes"]
+            if len(exact):
+                frame["x_smaller"] = float(exact.iloc[0]) / frame["bytes"]
+        return frame.set_index("index") if "index" in frame else frame
+    return _table(build)
+
+
+def search_table(metrics: Mapping[str, Any], metric: str = "ndcg@10") -> pd.DataFrame:
+    """Notebook 08: every search method on the test queries, ``metric`` per query kind.
+
+    Rows: methods (BM25, dense, the hybrids, the two-tower model); columns:
+    each query kind and ``all``, plus ``all recall@100`` and ``all mrr``.
+    """
+    def build() -> pd.DataFrame:
+        m = _stage(metrics, SEARCH)
+        if m.get("has_queries") is False:
+            raise _Missing(m.get("note") or "this data set has no search queries")
+        test = _get(metrics, SEARCH, "test")
+        rows = {}
+        for method in _ordered(test, _SEARCH_ORDER):
+            kinds = test[method]
+            ordered_kinds = [k for k in kinds if k != "all"] + (["all"] if "all" in kinds else [])
+            row = {f"{kind} {metric}": _num(kinds[kind].get(metric)) for kind in ordered_kinds}
+            overall = kinds.get("all", {})
+            for extra in ("recall@100", "mrr"):
+                if extra in overall:
+                    row[f"all {extra}"] = _num(overall[extra])
+            rows[method] = row
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+    return _table(build)
+
+
+def tfrs_protocol_table(metrics: Mapping[str, Any],
+                        published: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """This project's ID-only and fused models under the TFRS tutorial protocol (MovieLens).
+
+    Args:
+        metrics: the stages' metrics; notebook 04 measures the protocol on
+            ``movielens-100k`` only.
+        published: optional ``{"top_100_accuracy": value, ...}`` printed by the
+            tutorial itself. It is added as its own row labelled "published by
+            the tutorial" with :data:`TFRS_TUTORIAL_URL`, never as a measurement.
+
+    Returns:
+        One row per model: ``source`` and the ``top_K_accuracy`` columns;
+        ``attrs["protocol"]`` holds :data:`TFRS_PROTOCOL`.
+    """
+    def build() -> pd.DataFrame:
+        m = _stage(metrics, RETRIEVAL)
+        protocol = m.get("tfrs_protocol")
+        if not protocol:
+            raise _Missing(f"the TFRS tutorial protocol is defined on MovieLens 100K; notebook 04 "
+                           f"did not measure it on {m.get('dataset', 'this data set')}")
+        names = {"id": "ID-only", "fused": "fused"}
+        rows = {}
+        for variant in _ordered(protocol, ("id", "fused")):
+            values = protocol[variant]
+            rows[f"this project: {names.get(variant, variant)}"] = {
+                "source": "measured here (notebook 04)", **{k: _num(v) for k, v in values.items()}}
+        if published:
+            rows["TFRS tutorial model"] = {"source": f"published by the tutorial ({TFRS_TUTORIAL_URL})",
+                                           **{k: _num(v) for k, v in published.items()}}
+        frame = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+        accuracy = sorted((c for c in frame if c.startswith("top_")),
+                          key=lambda c: int(re.sub(r"\D", "", c) or 0))
+        frame = frame[["source", *accuracy, *[c for c in frame if c not in accuracy and c != "source"]]]
+        frame.attrs["protocol"] = TFRS_PROTOCOL
+        return frame
+    frame = _table(build)
+    frame.attrs.setdefault("protocol", TFRS_PROTOCOL)
+    return frame
