@@ -88,12 +88,33 @@ def test_export_errors_are_readable(tmp_path):
 
 def test_scann_sweep_trades_recall_for_leaves(setup):
     data, result, _, _, users = setup
-    table = S.scann_sweep(result, data, users[:60], leaves_to_search=(1, 17), num_leaves=17,
-                          k=10, n_latency=5, timestamps=NOW)
+    sweep = S.scann_sweep(result, data, users[:60], leaves_to_search=(1, 17), num_leaves=17,
+                          k=10, index_k=50, n_latency=5, timestamps=NOW)
+    table = sweep.table
     assert table["index"].tolist() == ["brute force", "scann", "scann"]
     one_leaf, all_leaves = table["recall_at_k"].iloc[1], table["recall_at_k"].iloc[2]
     assert all_leaves >= 0.95 and one_leaf < all_leaves
     assert (table["median_ms"] > 0).all()
+    assert sweep.num_leaves == 17 and sorted(sweep.indexes) == [1, 17]
+
+
+def test_sweep_serves_the_index_it_measured(setup):
+    data, result, _, _, users = setup
+    sweep = S.scann_sweep(result, data, users[:60], leaves_to_search=(1, 4, 17), num_leaves=17,
+                          k=10, index_k=50, n_latency=2, timestamps=NOW)
+    recall = dict(zip(sweep.table["num_leaves_to_search"].iloc[1:].astype(int),
+                      sweep.table["recall_at_k"].iloc[1:]))
+    target = recall[17]
+    leaves, index = sweep.choose(target)
+    assert leaves == min(n for n, r in recall.items() if r >= target)
+    assert index is sweep.indexes[leaves]
+    # The chosen index answers exactly as measured: the same recall, the index's full k.
+    again = S.scann_recall_at_k(index, sweep.brute_force, users[:60], k=10, timestamps=NOW)
+    assert again == pytest.approx(recall[leaves])
+    ids, _ = S.recommend(index, users[:3], NOW)
+    assert ids.shape == (3, 50)
+    # Unreachable target: fall back to searching the most leaves.
+    assert sweep.choose(1.01)[0] == 17
 
 
 def test_exported_towers_reproduce_the_scores(setup, tmp_path):
