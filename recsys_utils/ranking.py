@@ -27,7 +27,8 @@ Targets, by feedback kind:
 
 :func:`chain_ndcg` retrieves ``k_retrieve`` items per test user with a
 retrieval model, re-orders them by the ranking model and compares NDCG@k of
-the chain with retrieval alone. :func:`train_multitask` trains retrieval and
+the chain with retrieval alone; :func:`chain_candidates` scores the
+candidates once, for comparing several orders (ranker alone, blends) of them. :func:`train_multitask` trains retrieval and
 rating prediction jointly (shared embeddings, weighted sum of the two losses),
 as in the TFRS multitask tutorial.
 """
@@ -46,16 +47,18 @@ import tensorflow_recommenders as tfrs
 
 from . import metrics
 from .callbacks import EpochBar
-from .features import RecData, to_dataset
+from .features import QuerySet, RecData, to_dataset
 from .retrieval import (QUERY_KEYS, RetrievalModel, RetrievalResult, _check_content,
                         _id_tokens, _optimizer, _scope, build_retrieval_model, rank_items)
 from .schema import DataError
 
 __all__ = [
+    "ChainCandidates",
     "ChainResult",
     "MultitaskResult",
     "RankingModel",
     "RankingResult",
+    "chain_candidates",
     "chain_ndcg",
     "tune_ranker_weight",
     "evaluate_ranking",
@@ -428,29 +431,79 @@ def _row_standardise(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid, (scores - mean) / np.where(std > 0, std, 1.0), 0.0)
 
 
-def _candidates(retrieval_result: RetrievalResult, ranking_model: RankingResult, data: RecData,
-                split: str, k_retrieve: int, exclude_seen: bool):
-    """Retrieved candidates with both stages' scores, each ``(n_queries, k_retrieve)``."""
+@dataclasses.dataclass
+class ChainCandidates:
+    """Each user's retrieved candidates with both stages' scores, computed once.
+
+    Ordering them by the ranker, by retrieval, or by any blend of the two is
+    then cheap (:meth:`evaluate`), so the ranker scores every (user, candidate)
+    pair once however many orders are compared.
+
+    Attributes:
+        queries: the split's queries (relevant items, features).
+        ranked: ``(n_queries, k_retrieve)`` item indices in retrieval order, -1 = padding.
+        retrieval_scores / ranker_scores: ``(n_queries, k_retrieve)`` float64.
+    """
+
+    queries: QuerySet = dataclasses.field(repr=False)
+    ranked: np.ndarray = dataclasses.field(repr=False)
+    retrieval_scores: np.ndarray = dataclasses.field(repr=False)
+    ranker_scores: np.ndarray = dataclasses.field(repr=False)
+
+    @property
+    def k_retrieve(self) -> int:
+        return int(self.ranked.shape[1])
+
+    def order(self, ranker_weight: float) -> np.ndarray:
+        """Candidates by ``(1 - w) * z(retrieval) + w * z(ranker)``: ``(n_queries, k_retrieve)``."""
+        valid = self.ranked >= 0
+        blended = ((1.0 - ranker_weight) * _row_standardise(self.retrieval_scores, valid)
+                   + ranker_weight * _row_standardise(self.ranker_scores, valid))
+        blended[~valid] = -np.inf  # padding stays last
+        order = np.argsort(-blended, axis=1, kind="stable")
+        return np.take_along_axis(self.ranked, order, axis=1)
+
+    def ndcg(self, ranker_weight: float, k: int = 10) -> float:
+        """NDCG@k of :meth:`order` against the split's relevant items."""
+        return float(metrics.retrieval_metrics(self.order(ranker_weight), self.queries.relevant,
+                                               ks=(k,))[f"ndcg@{k}"])
+
+    def evaluate(self, k: int = 10, ranker_weight: float = 1.0) -> ChainResult:
+        """Retrieval order against the re-ranked order, as a :class:`ChainResult`."""
+        base = metrics.retrieval_metrics(self.ranked, self.queries.relevant,
+                                         ks=(k, self.k_retrieve))
+        reranked = self.order(ranker_weight)
+        chain = metrics.retrieval_metrics(reranked, self.queries.relevant, ks=(k,))
+        return ChainResult(
+            retrieval_ndcg=float(base[f"ndcg@{k}"]), chain_ndcg=float(chain[f"ndcg@{k}"]),
+            recall_at_retrieve=float(base[f"recall@{self.k_retrieve}"]), k=k,
+            k_retrieve=self.k_retrieve, n_queries=int(base["n_queries"]),
+            ranker_weight=float(ranker_weight), ranked=self.ranked, reranked=reranked)
+
+
+def chain_candidates(retrieval_result: RetrievalResult, ranking_model: RankingResult,
+                     data: RecData, k_retrieve: int = 100, *, split: str = "test",
+                     exclude_seen: bool = True) -> ChainCandidates:
+    """Retrieve ``k_retrieve`` items per user of ``split`` and score each with the ranker.
+
+    The ranking model scores each (user, candidate) pair with the same query
+    features the retrieval model used (all training history, the time of the
+    user's first interaction in the split).
+    """
+    if len(data.splits.get(split, ())) == 0:
+        raise DataError(f"the chain needs a non-empty {split!r} split; have "
+                        f"{sorted(k for k, v in data.splits.items() if len(v))}")
     queries = data.queries(split)
     q = retrieval_result.query_embeddings(queries.features)
     items = retrieval_result.item_embeddings()
     ranked = rank_items(q, items, k_retrieve, exclude=queries.exclude if exclude_seen else None)
     n_q, width = ranked.shape
-    valid = ranked >= 0
     safe = np.maximum(ranked, 0)
     retrieval_scores = np.einsum("qd,qkd->qk", q, items[safe]).astype(np.float64)
     pairs = {key: np.repeat(queries.features[key], width, axis=0) for key in QUERY_KEYS}
     pairs["item"] = safe.reshape(-1).astype(np.int32)
     ranker_scores = ranking_model.predict(pairs).reshape(n_q, width).astype(np.float64)
-    return queries, ranked, valid, retrieval_scores, ranker_scores
-
-
-def _blend_order(ranked, valid, retrieval_scores, ranker_scores, weight: float) -> np.ndarray:
-    blended = ((1.0 - weight) * _row_standardise(retrieval_scores, valid)
-               + weight * _row_standardise(ranker_scores, valid))
-    blended[~valid] = -np.inf  # padding stays last
-    order = np.argsort(-blended, axis=1, kind="stable")
-    return np.take_along_axis(ranked, order, axis=1)
+    return ChainCandidates(queries, ranked, retrieval_scores, ranker_scores)
 
 
 def tune_ranker_weight(
@@ -474,14 +527,8 @@ def tune_ranker_weight(
     Returns:
         ``(best weight, {weight: NDCG@k on split})``.
     """
-    if len(data.splits.get(split, ())) == 0:
-        raise DataError(f"tune_ranker_weight needs a non-empty {split!r} split")
-    queries, ranked, valid, r_scores, k_scores = _candidates(
-        retrieval_result, ranking_model, data, split, k_retrieve, True)
-    curve = {float(w): float(metrics.retrieval_metrics(
-                 _blend_order(ranked, valid, r_scores, k_scores, w), queries.relevant,
-                 ks=(k,))[f"ndcg@{k}"])
-             for w in weights}
+    candidates = chain_candidates(retrieval_result, ranking_model, data, k_retrieve, split=split)
+    curve = {float(w): candidates.ndcg(w, k) for w in weights}
     best = max(curve, key=lambda w: (curve[w], -w))  # ties: the smaller weight
     return best, curve
 
@@ -500,22 +547,13 @@ def chain_ndcg(
     """Retrieve ``k_retrieve`` items per user of ``split``, re-rank, compare NDCG@k.
 
     Relevance: the user's items in the split (for ``test``, the held-out
-    item). The ranking model scores each (user, candidate) pair with the same
-    query features the retrieval model used (all training history, the time
-    of the user's first interaction in the split). With ``ranker_weight=1``
-    candidates are ordered by the ranker alone; below 1 by the blend of
-    :func:`tune_ranker_weight`.
+    item). With ``ranker_weight=1`` candidates are ordered by the ranker
+    alone; below 1 by the blend of :func:`tune_ranker_weight`. To compare
+    several orders of the same candidates, call :func:`chain_candidates` once
+    and :meth:`ChainCandidates.evaluate` per order.
     """
-    queries, ranked, valid, r_scores, k_scores = _candidates(
-        retrieval_result, ranking_model, data, split, k_retrieve, exclude_seen)
-    reranked = _blend_order(ranked, valid, r_scores, k_scores, ranker_weight)
-    base = metrics.retrieval_metrics(ranked, queries.relevant, ks=(k, k_retrieve))
-    chain = metrics.retrieval_metrics(reranked, queries.relevant, ks=(k,))
-    return ChainResult(
-        retrieval_ndcg=float(base[f"ndcg@{k}"]), chain_ndcg=float(chain[f"ndcg@{k}"]),
-        recall_at_retrieve=float(base[f"recall@{k_retrieve}"]), k=k, k_retrieve=k_retrieve,
-        n_queries=int(base["n_queries"]), ranker_weight=float(ranker_weight), ranked=ranked,
-        reranked=reranked)
+    return chain_candidates(retrieval_result, ranking_model, data, k_retrieve, split=split,
+                            exclude_seen=exclude_seen).evaluate(k, ranker_weight)
 
 
 # ------------------------------------------------------------------------------ multitask

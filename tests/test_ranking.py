@@ -129,3 +129,29 @@ def test_blend_weight_is_tuned_on_validation_and_zero_keeps_the_retrieval_order(
     assert flat_best == 0.0 and flat_curve[0.0] >= max(flat_curve.values())
     with pytest.raises(K.DataError, match="non-empty 'nowhere' split"):
         K.tune_ranker_weight(rated_retrieval, ranker, data, split="nowhere")
+
+
+def test_chain_candidates_score_once_and_order_many_ways(rated, rated_retrieval):
+    _, data, ranker = rated
+
+    class Counting:
+        calls = 0
+
+        def predict(self, pairs):
+            Counting.calls += 1
+            return ranker.predict(pairs)
+
+    candidates = K.chain_candidates(rated_retrieval, Counting(), data, k_retrieve=50)
+    alone, blend = candidates.evaluate(k=10), candidates.evaluate(k=10, ranker_weight=0.3)
+    assert Counting.calls == 1
+    assert candidates.ranked.shape == candidates.ranker_scores.shape == (alone.n_queries, 50)
+    # Same numbers as the one-shot function, for either order.
+    for result, weight in ((alone, 1.0), (blend, 0.3)):
+        direct = K.chain_ndcg(rated_retrieval, ranker, data, k_retrieve=50, ranker_weight=weight)
+        assert result.chain_ndcg == pytest.approx(direct.chain_ndcg)
+        np.testing.assert_array_equal(result.reranked, direct.reranked)
+    # Weight 1 orders by the ranker's scores, best first, padding last.
+    first = candidates.ranker_scores[0][candidates.ranked[0] >= 0]
+    by_ranker = candidates.ranked[0][np.argsort(-candidates.ranker_scores[0], kind="stable")]
+    np.testing.assert_array_equal(alone.reranked[0][: len(first)], by_ranker[: len(first)])
+    assert candidates.ndcg(0.3, k=10) == pytest.approx(blend.chain_ndcg)
