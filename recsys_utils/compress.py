@@ -88,7 +88,6 @@ __all__ = [
     "convert_all",
     "convert_saved_model",
     "cosine_rows",
-    "cpu_description",
     "dequantize",
     "encode_bucketed",
     "encoder_inputs",
@@ -802,22 +801,6 @@ def encoder_samples(encoder: Any, texts: Sequence[str]) -> list[dict[str, np.nda
     lengths = inputs["padding_mask"].sum(axis=1)
     return [{k: v[i:i + 1, : max(int(lengths[i]), 1)] for k, v in inputs.items()}
             for i in range(len(lengths))]
-
-
-def cpu_description() -> str:
-    """``"<model name>, <n> logical cores (<int8/bf16 flags>)"`` for stating where timings ran."""
-    import platform
-
-    name, flags = platform.processor() or "unknown CPU", ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in info.splitlines()
-                    if line.startswith("model name"))
-        flags = ", ".join(f for f in ("avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-                          if f in info.split())
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} logical cores ({flags or 'no VNNI/AMX flags'})"
 
 
 # --------------------------------------------------------------------------

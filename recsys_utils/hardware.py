@@ -50,7 +50,7 @@ import tensorflow as tf
 
 from recsys_utils.schema import DataError
 
-__all__ = ["HardwareChoice", "describe_hardware", "choose_strategy"]
+__all__ = ["HardwareChoice", "describe_hardware", "choose_strategy", "cpu_description"]
 
 MULTI_WORKER = "MultiWorkerMirroredStrategy"
 MIRRORED = "MirroredStrategy"
@@ -263,3 +263,26 @@ def choose_strategy(
 
         tf_keras.mixed_precision.set_global_policy(choice.mixed_precision)
     return strategy, choice
+
+
+def cpu_description() -> str:
+    """``"<model name>, <n> logical cores (<int8/bf16 flags>), <m> GiB RAM"``: where timings ran."""
+    import platform
+    from pathlib import Path
+
+    name, flags, memory = platform.processor() or "unknown CPU", "", ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = next(line.split(":", 1)[1].strip() for line in info.splitlines()
+                    if line.startswith("model name"))
+        flags = ", ".join(f for f in ("avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+                          if f in info.split())
+    except (OSError, StopIteration):
+        pass
+    try:
+        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:"))
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    return f"{name}, {os.cpu_count()} logical cores ({flags or 'no VNNI/AMX flags'}){memory}"

@@ -38,6 +38,7 @@ from recsys_utils.schema import DataError
 __all__ = [
     "top_k",
     "brute_force_top_k",
+    "top_k_overlap",
     "retrieval_metrics",
     "graded_metrics",
     "per_group",
@@ -228,6 +229,33 @@ def brute_force_top_k(
             block, k, None if mask is None else mask[start : start + rows]
         )
     return indices, values
+
+
+def top_k_overlap(approx: Any, exact: Any, k: int) -> np.ndarray:
+    """Share of each exact top-``k`` list that the other list also has in its top ``k``.
+
+    The one definition of "recall against exact search" (ScaNN against brute
+    force, a quantized model against float, a served model against the
+    in-memory one). Lists hold item indices or item id strings; ``-1`` marks
+    padding in index lists and never counts as a hit.
+
+    Args:
+        approx, exact: ``(n_queries, >= k)`` result lists, best first.
+
+    Returns:
+        ``(n_queries,)`` float64 in ``[0, 1]``: ``|approx[:k] ∩ exact[:k]| / k``.
+    """
+    approx, exact = np.asarray(approx), np.asarray(exact)
+    if approx.ndim != 2 or exact.ndim != 2 or len(approx) != len(exact):
+        raise DataError(f"result lists must be (n_queries, k) with the same rows; "
+                        f"got {approx.shape} and {exact.shape}")
+    k = _check_k(k, min(approx.shape[1], exact.shape[1]), "entries per result list")
+
+    def real(row: np.ndarray) -> set:
+        return set(row[row >= 0].tolist()) if np.issubdtype(row.dtype, np.number) else set(row.tolist())
+
+    return np.array([len(real(a[:k]) & real(e[:k])) / k for a, e in zip(approx, exact)],
+                    dtype=np.float64)
 
 
 # --------------------------------------------------------------------------

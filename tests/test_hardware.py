@@ -206,3 +206,10 @@ def test_multi_worker_strategy_really_trains_with_two_local_workers(tmp_path):
         assert p.returncode == 0, out[-2000:]
         result = json.loads(out.split("RESULT", 1)[1])
         assert result == {"name": "MultiWorkerMirroredStrategy", "replicas": 2}
+
+
+def test_cpu_description_names_the_cores_it_ran_on():
+    import os
+
+    described = hardware.cpu_description()
+    assert f"{os.cpu_count()} logical cores" in described

@@ -314,3 +314,25 @@ def test_bootstrap_ci():
     assert metrics.bootstrap_ci(np.full(10, 0.5)) == (0.5, 0.5)
     with pytest.raises(DataError, match="NaN"):
         metrics.bootstrap_ci(np.array([0.1, np.nan]))
+
+
+# --------------------------------------------------------------------------
+# top_k_overlap
+# --------------------------------------------------------------------------
+
+
+def test_top_k_overlap_counts_shared_items_and_never_padding():
+    exact = np.array([[1, 2, 3, 4], [5, 6, -1, -1]])
+    approx = np.array([[3, 1, 9, 8], [6, -1, 5, -1]])
+    np.testing.assert_allclose(metrics.top_k_overlap(approx, exact, 2), [0.5, 0.5])
+    # Padding (-1) in both lists is not a shared item.
+    np.testing.assert_allclose(metrics.top_k_overlap(approx, exact, 4), [0.5, 0.5])
+    strings = metrics.top_k_overlap([["a", "b"], ["c", "d"]], [["b", "a"], ["x", "c"]], 2)
+    np.testing.assert_allclose(strings, [1.0, 0.5])
+
+
+def test_top_k_overlap_rejects_mismatched_lists():
+    with pytest.raises(DataError, match="same rows"):
+        metrics.top_k_overlap(np.zeros((2, 3)), np.zeros((3, 3)), 2)
+    with pytest.raises(DataError, match="k=4 is out of range"):
+        metrics.top_k_overlap(np.zeros((2, 3)), np.zeros((2, 3)), 4)
