@@ -395,6 +395,7 @@ def item_attribute_matrix(
         DataError: a column is not in the items table (with close-name hints).
     """
     require_columns(items, list(columns), source="items")
+    items = items.reset_index(drop=True)  # row position = item index, whatever the labels were
     blocks, names = [], []
     for column in columns:
         raw = items[column]
@@ -403,8 +404,8 @@ def item_attribute_matrix(
         values = raw.astype("string").fillna("")
         cells = values.str.split(separator, regex=False) if values.str.contains(
             separator, regex=False).any() else values.map(lambda v: [v])
-        exploded = cells.explode()
-        exploded = exploded[exploded.str.strip().astype(bool)]
+        exploded = cells.explode().str.strip()  # "Action| Comedy": one value "Comedy"
+        exploded = exploded[exploded.astype(bool)]
         top = exploded.value_counts().index[:max_values]
         kept = exploded.where(exploded.isin(top), "other")
         vocabulary = sorted(kept.unique().tolist())
@@ -446,6 +447,9 @@ def item_content(vectors: np.ndarray, prepared: Any,
         raise DataError(f"content vectors must be (n_items={len(items)}, d), got {vectors.shape}")
     attributes, _ = item_attribute_matrix(items, fact_columns(prepared) if columns is None
                                           else columns)
+    if vectors.shape[1] + attributes.shape[1] == 0:
+        raise DataError("item content is empty: no content vectors (width 0) and no catalogue "
+                        "fact columns to encode; a content tower needs at least one of them")
     return np.concatenate([vectors, attributes], axis=1)
 
 

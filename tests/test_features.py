@@ -199,3 +199,14 @@ def test_item_content_appends_catalogue_facts_and_names_bad_columns():
         F.item_content(np.ones((2, 3)), prepared, columns=["gendr"])
     with pytest.raises(DataError, match=r"n_items=2"):
         F.item_content(np.ones((3, 3)), prepared)
+    with pytest.raises(DataError, match="item content is empty"):
+        F.item_content(np.zeros((2, 0)), SimpleNamespace(items=items[["item_id"]],
+                                                        attribute_columns=[]))
+
+
+def test_item_attribute_matrix_rows_follow_position_and_values_are_stripped():
+    items = pd.DataFrame({"genres": ["Drama", "Action| Comedy", "Comedy"]}, index=[10, 3, 7])
+    matrix, names = F.item_attribute_matrix(items, ["genres"])
+    assert names == ["genres=Action", "genres=Comedy", "genres=Drama"]  # no " Comedy"
+    expected = np.array([[0, 0, 1], [2 ** -0.5, 2 ** -0.5, 0], [0, 1, 0]], np.float32)
+    np.testing.assert_allclose(matrix, expected, rtol=1e-6)
