@@ -1115,7 +1115,7 @@ def neighbour_changes(before: np.ndarray, after: np.ndarray, query_idx: np.ndarr
     (largest first) then overlap (smallest first): the top rows are the items
     whose neighbourhood changed most for the better.
     """
-    from .metrics import brute_force_top_k
+    from .metrics import brute_force_top_k, top_k_overlap
 
     query_idx = np.asarray(query_idx, dtype=np.int64)
     relevance = np.asarray(relevance)
@@ -1126,7 +1126,7 @@ def neighbour_changes(before: np.ndarray, after: np.ndarray, query_idx: np.ndarr
         vectors = np.asarray(vectors, dtype=np.float32)
         ranked, _ = brute_force_top_k(vectors[query_idx], vectors, k, exclude=exclude)
         lists.append(ranked)
-    overlap = np.array([len(set(a) & set(b)) / k for a, b in zip(*lists)])
+    overlap = top_k_overlap(lists[1], lists[0], k)
     hits = [(relevance[r] == relevance[query_idx][:, None]).sum(axis=1) for r in lists]
     table = pd.DataFrame({"overlap": overlap, "relevant_before": hits[0], "relevant_after": hits[1]},
                          index=pd.Index(query_idx, name="row"))

@@ -1121,11 +1121,13 @@ def served_overlap(loaded: LoadedSearchModel, queries: Sequence[str], indices: n
                    item_ids: Sequence[str], k: int = 10) -> float:
     """Mean share of the in-memory top ``k`` (``indices``, brute force) that the served model returns."""
     found, _ = loaded.search(queries)
-    ids = np.asarray(item_ids).astype(str)
-    k = min(k, found.shape[1])
-    overlap = [len(set(f[:k]) & {ids[i] for i in row[:k] if i >= 0}) / k
-               for f, row in zip(found, np.asarray(indices))]
-    return float(np.mean(overlap)) if overlap else float("nan")
+    if len(found) == 0:
+        return float("nan")
+    indices = np.asarray(indices)[:, :found.shape[1]]
+    # Item ids in place of indices; padding (-1) becomes an id no item has.
+    exact = np.where(indices >= 0, np.asarray(item_ids).astype(object)[np.maximum(indices, 0)], None)
+    return float(metrics.top_k_overlap(found.astype(object), exact,
+                                       min(k, found.shape[1])).mean())
 
 
 def served_latency(loaded: LoadedSearchModel, queries: Sequence[str], n: int = 50,

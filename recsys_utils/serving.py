@@ -40,6 +40,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from . import metrics
 from .artifacts import atomic_dir
 from .features import RecData
 from .retrieval import RetrievalResult
@@ -190,8 +191,7 @@ def scann_recall_at_k(scann_index: tfrs.layers.factorized_top_k.TopK,
     """
     approx, _ = recommend(scann_index, queries, timestamps, k=k)
     exact, _ = recommend(brute_index, queries, timestamps, k=k)
-    overlap = [len(set(a) & set(e)) / k for a, e in zip(approx, exact)]
-    return float(np.mean(overlap))
+    return float(metrics.top_k_overlap(approx, exact, k).mean())
 
 
 @dataclasses.dataclass
@@ -229,7 +229,7 @@ class ScannSweep:
         """
         points = self.table[self.table["index"] == "scann"]
         if points.empty:
-            raise ValueError("the sweep measured no ScaNN setting")
+            raise DataError("the sweep measured no ScaNN setting: pass leaves_to_search")
         good = points[points["recall_at_k"] >= target_recall]
         leaves = int(good["num_leaves_to_search"].min() if len(good)
                      else points["num_leaves_to_search"].max())
@@ -405,11 +405,25 @@ def load_serving_model(path: str | Path) -> LoadedServingModel:
 
 
 def same_top_k(index: tfrs.layers.factorized_top_k.TopK, loaded: LoadedServingModel,
-               user_ids: Sequence[str], timestamps: Any | None = None, k: int = 10) -> bool:
-    """True when the reloaded model returns the same top-``k`` ids, in order, as ``index``."""
-    ids_a, _ = recommend(index, user_ids, timestamps)
-    ids_b, _ = loaded.recommend(user_ids, timestamps)
-    return bool(np.array_equal(ids_a[:, :k], ids_b[:, :k]))
+               user_ids: Sequence[str], timestamps: Any | None = None, k: int = 10,
+               *, tie_tolerance: float = 1e-5) -> bool:
+    """True when the reloaded model returns the same top-``k`` as ``index``, up to ties.
+
+    The scores at every rank must agree within ``tie_tolerance``, and the ids
+    must be the same except where two items' scores tie within it: the
+    in-memory index runs eagerly and the SavedModel as a graph, so float
+    rounding may order tied items either way.
+    """
+    ids_a, scores_a = recommend(index, user_ids, timestamps)
+    ids_b, scores_b = loaded.recommend(user_ids, timestamps)
+    ids_a, ids_b = ids_a[:, :k], ids_b[:, :k]
+    if not np.allclose(scores_a[:, :k], scores_b[:, :k], rtol=0.0, atol=tie_tolerance):
+        return False
+    for row, position in zip(*np.nonzero(ids_a != ids_b)):
+        neighbours = scores_a[row, max(position - 1, 0): position + 2]
+        if np.sort(np.abs(neighbours - scores_a[row, position]))[1] > tie_tolerance:
+            return False  # a different item at a rank with no tie: not a rounding swap
+    return True
 
 
 # ------------------------------------------------------------------------------ towers for TFLite
@@ -538,6 +552,6 @@ def top_k_agreement(index: tfrs.layers.factorized_top_k.TopK, loaded: LoadedServ
     """
     ids_a, _ = recommend(index, user_ids, timestamps)
     ids_b, _ = loaded.recommend(user_ids, timestamps)
+    overlap = float(metrics.top_k_overlap(ids_b, ids_a, k).mean())
     a, b = ids_a[:, :k], ids_b[:, :k]
-    overlap = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
     return {"overlap": overlap, "identical_rows": float(np.mean((a == b).all(axis=1)))}

@@ -131,3 +131,24 @@ def test_exported_towers_reproduce_the_scores(setup, tmp_path):
     assert set(np.load(paths["item"] / "calibration.npz").files) == {"item"}
     with pytest.raises(Exception, match="notebook 04"):
         S.load_towers(tmp_path / "missing", paths["item"], data.n_items)
+
+
+def test_same_top_k_forgives_only_swaps_of_tied_scores(monkeypatch):
+    class Fixed:
+        """A stand-in for the in-memory index and the loaded model (recommend() duck type)."""
+
+        def __init__(self, ids, scores):
+            self.ids, self.scores = np.array(ids), np.array(scores, np.float32)
+
+        def recommend(self, user_ids, timestamps=None):
+            return self.ids, self.scores
+
+    base = Fixed([["a", "b", "c"]], [[3.0, 2.0, 1.0]])
+    tied = Fixed([["a", "b", "c"]], [[3.0, 2.0, 2.0]])
+    swapped_tie = Fixed([["a", "c", "b"]], [[3.0, 2.0, 2.0]])
+    swapped = Fixed([["b", "a", "c"]], [[3.0, 2.0, 1.0]])
+    monkeypatch.setattr(S, "recommend", lambda index, users, ts=None, k=None: index.recommend(users))
+    assert S.same_top_k(base, base, ["u"], k=3)
+    assert S.same_top_k(tied, swapped_tie, ["u"], k=3)
+    assert not S.same_top_k(base, swapped, ["u"], k=3)
+    assert not S.same_top_k(base, tied, ["u"], k=3)  # scores differ at rank 3
