@@ -468,6 +468,11 @@ class ChainCandidates:
         return float(metrics.retrieval_metrics(self.order(ranker_weight), self.queries.relevant,
                                                ks=(k,))[f"ndcg@{k}"])
 
+    def rescored(self, ranking_model: RankingResult) -> "ChainCandidates":
+        """The same candidates (same retrieval), scored by another ranker."""
+        return dataclasses.replace(
+            self, ranker_scores=_ranker_scores(ranking_model, self.queries, self.ranked))
+
     def evaluate(self, k: int = 10, ranker_weight: float = 1.0) -> ChainResult:
         """Retrieval order against the re-ranked order, as a :class:`ChainResult`."""
         base = metrics.retrieval_metrics(self.ranked, self.queries.relevant,
@@ -497,13 +502,18 @@ def chain_candidates(retrieval_result: RetrievalResult, ranking_model: RankingRe
     q = retrieval_result.query_embeddings(queries.features)
     items = retrieval_result.item_embeddings()
     ranked = rank_items(q, items, k_retrieve, exclude=queries.exclude if exclude_seen else None)
+    retrieval_scores = np.einsum("qd,qkd->qk", q, items[np.maximum(ranked, 0)]).astype(np.float64)
+    return ChainCandidates(queries, ranked, retrieval_scores,
+                           _ranker_scores(ranking_model, queries, ranked))
+
+
+def _ranker_scores(ranking_model: RankingResult, queries: QuerySet, ranked: np.ndarray
+                   ) -> np.ndarray:
+    """``(n_queries, k_retrieve)`` float64 ranker scores of every (user, candidate) pair."""
     n_q, width = ranked.shape
-    safe = np.maximum(ranked, 0)
-    retrieval_scores = np.einsum("qd,qkd->qk", q, items[safe]).astype(np.float64)
     pairs = {key: np.repeat(queries.features[key], width, axis=0) for key in QUERY_KEYS}
-    pairs["item"] = safe.reshape(-1).astype(np.int32)
-    ranker_scores = ranking_model.predict(pairs).reshape(n_q, width).astype(np.float64)
-    return ChainCandidates(queries, ranked, retrieval_scores, ranker_scores)
+    pairs["item"] = np.maximum(ranked, 0).reshape(-1).astype(np.int32)
+    return ranking_model.predict(pairs).reshape(n_q, width).astype(np.float64)
 
 
 def tune_ranker_weight(

@@ -155,3 +155,10 @@ def test_chain_candidates_score_once_and_order_many_ways(rated, rated_retrieval)
     by_ranker = candidates.ranked[0][np.argsort(-candidates.ranker_scores[0], kind="stable")]
     np.testing.assert_array_equal(alone.reranked[0][: len(first)], by_ranker[: len(first)])
     assert candidates.ndcg(0.3, k=10) == pytest.approx(blend.chain_ndcg)
+    # Another ranker on the same candidates: no new retrieval, the same numbers as from scratch.
+    constant = type("Constant", (), {"predict": lambda self, pairs: np.zeros(len(pairs["item"]))})()
+    flat = candidates.rescored(constant)
+    np.testing.assert_array_equal(flat.ranked, candidates.ranked)
+    assert Counting.calls == 1 and not flat.ranker_scores.any()
+    direct = K.chain_ndcg(rated_retrieval, constant, data, k_retrieve=50)
+    assert flat.evaluate(k=10).chain_ndcg == pytest.approx(direct.chain_ndcg)
