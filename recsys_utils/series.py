@@ -129,8 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = sum(timings.values())
     print(f"\nExecuted notebooks and artifacts: {Path(run_dir).resolve()}")
     print(f"Total {total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    executed = select_notebooks(series_notebooks(), args.start, args.stop)
     report = Path(run_dir).resolve() / REPORT_DIR / "report.html"
-    if report.exists():  # notebook 07 writes it
+    # Only a report this call wrote: an older one would not show the notebooks just run.
+    if any(p.name[:2] == RUNS_LAST for p in executed) and report.exists():
         print(f"Evaluation report: {report} (and report.md beside it)")
     return 0
 

@@ -1,7 +1,8 @@
 """Notebook 07 (evaluation report), executed by papermill on the smoke profile.
 
-The report must hold every model the earlier notebooks trained (read here from
-their own metrics files, not from the report module) and a verdict for every
+The report must hold every model the earlier notebooks trained, notebook 08's
+search methods included (read here from their own metrics files, not from the
+report module), each as a table row of its own section, and a verdict for every
 claim; with notebooks 01-06 run, every claim is measurable. Run alone on a copy
 of the metrics without notebook 06's file, the quantization claim becomes
 "not measurable here" and the notebook still writes its report.
@@ -9,6 +10,7 @@ of the metrics without notebook 06's file, the quantization claim becomes
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 
@@ -22,20 +24,62 @@ pytestmark = pytest.mark.notebook
 ALL_DATASETS = ["synthetic", "movielens-100k", "fashion"]
 
 
-def _trained_models(metrics: dict) -> list[str]:
-    """Names of the models notebooks 03-06 trained or converted, from their metrics files."""
-    names = list(metrics["03_multimodal_fusion"]["models"])
-    names += list((metrics["03_multimodal_fusion"].get("images") or {}).get("scores") or {})
+def _trained_models(metrics: dict) -> dict[str, list[tuple[str, bool]]]:
+    """The models notebooks 03-06 and 08 trained or converted, from their metrics files.
+
+    Returns:
+        report section heading -> ``(row label, label is a prefix)`` of the rows
+        that section's tables must have.
+    """
+    fusion = metrics["03_multimodal_fusion"]
     retrieval = metrics["04_tfrs_retrieval"]
-    names += list(retrieval["variants"])
-    names += sorted({key.split("|")[0] for key in retrieval["ablation"]})
     ranking = metrics["05_tfrs_ranking"]
-    names += [f"DCN ranker ({ranking['target']})", "engagement re-ranker"]
+    rows: dict[str, list[tuple[str, bool]]] = {
+        "The fusion comparison": [(n, False) for n in [
+            *fusion["models"], *((fusion.get("images") or {}).get("scores") or {})]],
+        "All retrieval models": [(n, False) for n in [
+            *retrieval["variants"], *sorted({key.split("|")[0] for key in retrieval["ablation"]})]],
+        "Retrieval alone versus the chain": [(f"DCN ranker ({ranking['target']})", True),
+                                             ("retrieval → engagement re-ranker", True)],
+    }
     if ranking.get("multitask"):
-        names.append("joint multitask model")
+        rows["Retrieval alone versus the chain"].append(("joint multitask model", True))
     if retrieval.get("tfrs_protocol"):
-        names += ["this project: ID-only", "this project: fused"]
-    return names
+        rows["Published numbers under their own protocol"] = [
+            ("this project: ID-only", False), ("this project: fused", False)]
+    search = metrics.get("08_product_search") or {}
+    if search.get("has_queries") is not False and search.get("test"):
+        # bm25, dense, hybrid_rrf, hybrid_interpolation, two_tower: whichever notebook 08 ran.
+        rows["Product search"] = [(method, False) for method in search["test"]]
+    return rows
+
+
+def _section(markdown: str, heading: str) -> str:
+    """The Markdown from the heading that starts with ``heading`` to the next one of its level."""
+    lines = markdown.split("\n")
+    level = lambda line: len(line) - len(line.lstrip("#")) if line.startswith("#") else 0  # noqa: E731
+    start = next(i for i, line in enumerate(lines)
+                 if level(line) and line.lstrip("#").strip().startswith(heading))
+    end = next((j for j in range(start + 1, len(lines))
+                if level(lines[j]) and level(lines[j]) <= level(lines[start])), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def _html_section(page: str, heading: str) -> str:
+    start = page.index(f"<h2>{html.escape(heading, quote=False)}")
+    end = page.find("<h2>", start + 1)
+    return page[start:end if end > 0 else len(page)]
+
+
+def _has_row(markdown: str, label: str, prefix: bool) -> bool:
+    """A Markdown table row whose first cell is ``label`` (or starts with it)."""
+    cell = re.escape(label) + (r"[^|]*" if prefix else "")
+    return re.search(rf"^\| {cell} \|", markdown, re.M) is not None
+
+
+def _has_html_row(page: str, label: str, prefix: bool) -> bool:
+    cell = re.escape(html.escape(label, quote=False)) + (r"[^<]*" if prefix else "")
+    return re.search(rf"<t[hd]>{cell}</t[hd]>", page) is not None
 
 
 @pytest.mark.parametrize("dataset", ALL_DATASETS)
@@ -48,12 +92,19 @@ def test_07_report_has_every_model_and_a_verdict_for_every_claim(series_runs, da
     page = (run_dir / evaluation["report"]["html"]).read_text()
     assert (run_dir / evaluation["report"]["markdown"]).parent == report.report_dir(run_dir)
 
-    for name in _trained_models(metrics):
-        assert name in markdown and name in page, (dataset, name)
+    # Every model is a row of its own section's table, in the Markdown and the HTML.
+    for heading, rows in _trained_models(metrics).items():
+        md_part, html_part = _section(markdown, heading), _html_section(page, heading)
+        for name, prefix in rows:
+            assert _has_row(md_part, name, prefix), (dataset, heading, name)
+            assert _has_html_row(html_part, name, prefix), (dataset, heading, name)
     # Every converted variant of every quantized model has its row.
+    quantization = _section(markdown, "The quantization trade-off")
     for key in metrics["06_quantization"]["variants"]:
         model, variant = key.split("|")
-        assert f"| {model} | {variant} |" in markdown, (dataset, key)
+        assert f"| {model} | {variant} |" in quantization, (dataset, key)
+    # The files come from this one run: no mixed-runs warning.
+    assert report.mixed_runs(metrics) == {} and "**Warning:**" not in markdown
 
     assert set(evaluation["verdicts"]) == set(report.CLAIMS)
     for claim_id, claim in report.CLAIMS.items():

@@ -48,3 +48,21 @@ def test_run_write_metrics_stamps_the_run(tmp_path):
     written = artifacts.read_metrics(tmp_path)["04_x"]
     # The run's own parameters win over anything the summary says.
     assert written == {"recall": 0.5, "dataset": "synthetic", "profile": "smoke", "seed": 7}
+
+
+@pytest.mark.parametrize("start, stop, printed", [("07", "07", True), (None, None, True),
+                                                  ("02", "03", False), ("08", "08", False)])
+def test_series_prints_the_report_only_when_notebook_07_ran(tmp_path, monkeypatch, capsys,
+                                                            start, stop, printed):
+    from recsys_utils import series
+
+    calls = []
+    monkeypatch.setattr(series, "run_series",
+                        lambda *args, **kwargs: calls.append(kwargs) or {"x": 1.0})
+    report = tmp_path / series.REPORT_DIR / "report.html"
+    report.parent.mkdir()
+    report.write_text("<html></html>")  # from an earlier run of notebook 07
+    bounds = [*(["--start", start] if start else []), *(["--stop", stop] if stop else [])]
+    assert series.main(["--profile", "smoke", "--run-dir", str(tmp_path), *bounds]) == 0
+    assert calls and calls[0]["start"] == start and calls[0]["stop"] == stop
+    assert ("Evaluation report:" in capsys.readouterr().out) == printed

@@ -13,7 +13,8 @@ base64), each written atomically.
 
 The modules, one job each (import the names from here):
 
-- ``_read``: the notebook stems and the helpers that read a metrics dict;
+- ``_read``: the notebook stems, the helpers that read a metrics dict, and
+  :func:`mixed_runs` (do the files come from one run?);
 - :mod:`.tables`: one DataFrame per stage (data, retrieval, ranking, fusion, ...);
 - :mod:`.rules`: the claims, the rule of each verdict and its thresholds;
 - :mod:`.claims`: the claims tested against the numbers;
@@ -23,34 +24,36 @@ The modules, one job each (import the names from here):
 
 from __future__ import annotations
 
-from ._read import DATA, EVALUATION, FUSION, QUANTIZATION, RANKING, RETRIEVAL, SEARCH, STAGES, TEXT
+from ._read import (DATA, EVALUATION, FUSION, QUANTIZATION, RANKING, RETRIEVAL, RUN_FIELDS, SEARCH,
+                    STAGES, TEXT, mixed_runs)
 from .claims import claims_table, quantization_checks
 from .figures import (default_figures, figure_png, plot_chain, plot_fusion, plot_quantization,
                       plot_retrieval, plot_search)
 from .render import REPORT_DIR, report_dir, write_report
 from .rules import (ABS_TOLERANCE, CLAIM_RULES, CLAIMS, MAX_REALTIME_P95_MS,
-                    MAX_RELATIVE_QUALITY_LOSS, MIN_ANN_RECALL, MIN_COSINE, MIN_SPEEDUP,
-                    MIN_X_SMALLER, NOT_MEASURABLE, NOT_SUPPORTED, REL_TOLERANCE, SUPPORTED,
-                    VERDICTS)
-from .tables import (TFRS_PROTOCOL, TFRS_TUTORIAL_URL, chain_table, data_table, fusion_table,
+                    MAX_RELATIVE_QUALITY_LOSS, MIN_ANN_RECALL, MIN_COSINE, MIN_MEASURABLE_MS,
+                    MIN_SPEEDUP, MIN_X_SMALLER, NOT_MEASURABLE, NOT_SUPPORTED, REL_TOLERANCE,
+                    SUPPORTED, VERDICTS)
+from .tables import (TFRS_TUTORIAL_URL, chain_table, data_table, fusion_table,
                      image_encoder_table, index_table, quantization_table, ranking_table,
-                     retrieval_table, search_table, sources_table, text_probe_table,
-                     tfrs_protocol_table)
+                     retrieval_table, scann_table, search_table, sources_table, text_probe_table,
+                     tfrs_protocol_table, tfrs_protocol_text)
 
 __all__ = [
     # notebook stems and where the report goes
     "DATA", "TEXT", "FUSION", "RETRIEVAL", "RANKING", "QUANTIZATION", "EVALUATION", "SEARCH",
-    "STAGES", "REPORT_DIR",
+    "STAGES", "REPORT_DIR", "RUN_FIELDS", "mixed_runs",
     # verdicts, their thresholds, the claims and their rules
     "SUPPORTED", "NOT_SUPPORTED", "NOT_MEASURABLE", "VERDICTS", "ABS_TOLERANCE",
-    "REL_TOLERANCE", "MIN_X_SMALLER", "MIN_SPEEDUP", "MIN_COSINE", "MAX_RELATIVE_QUALITY_LOSS",
+    "REL_TOLERANCE", "MIN_X_SMALLER", "MIN_SPEEDUP", "MIN_MEASURABLE_MS", "MIN_COSINE",
+    "MAX_RELATIVE_QUALITY_LOSS",
     "MIN_ANN_RECALL", "MAX_REALTIME_P95_MS", "CLAIMS", "CLAIM_RULES",
     # the TFRS tutorial protocol
-    "TFRS_PROTOCOL", "TFRS_TUTORIAL_URL",
+    "tfrs_protocol_text", "TFRS_TUTORIAL_URL",
     # tables
     "sources_table", "data_table", "retrieval_table", "ranking_table", "chain_table",
     "fusion_table", "image_encoder_table", "text_probe_table", "quantization_table",
-    "index_table", "search_table", "tfrs_protocol_table",
+    "index_table", "scann_table", "search_table", "tfrs_protocol_table",
     # claims
     "quantization_checks", "claims_table",
     # figures

@@ -89,16 +89,37 @@ def _retrieval_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, dict[str,
             added.add(variant)
             setting = _SETTINGS.get((split, candidates), f"{split} ({candidates})")
             rows.setdefault(variant, {})[setting] = {k: _num(v) for k, v in values.items()}
-    if not rows:  # older summaries: only the headline Recall@50
-        warm, cold = m.get("warm_recall@50") or {}, m.get("cold_recall@50") or {}
-        for variant in dict.fromkeys([*warm, *cold]):
-            rows[variant] = {"warm": {"recall@50": _num(warm.get(variant))},
-                             "cold (all items)": {"recall@50": _num(cold.get(variant))}}
     if not rows:
         raise _Missing(f"metrics/{RETRIEVAL}.json has no 'table' of results")
     # Notebook 04's order (its JSON file comes back with sorted keys), then the ablation.
     order = [v for v in (m.get("variants") or []) if v in rows]
     return {v: rows[v] for v in [*order, *[v for v in rows if v not in order]]}
+
+
+#: What :meth:`recsys_utils.runs.Run.write_metrics` stamps on every metrics file.
+RUN_FIELDS = ("dataset", "profile", "seed")
+
+
+def mixed_runs(metrics: Mapping[str, Any],
+               current: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+    """The run fields (dataset, profile, seed) on which the metrics files disagree.
+
+    Args:
+        metrics: ``{stage: summary}``; a file without a field is not counted.
+        current: optionally this run's own ``{"dataset": .., "profile": ..,
+            "seed": ..}``, counted as one more file.
+
+    Returns:
+        ``{field: sorted distinct values}`` for every field with more than one
+        value; empty when every file comes from one run.
+    """
+    seen: dict[str, set[str]] = {field: set() for field in RUN_FIELDS}
+    summaries = [s for s in metrics.values() if isinstance(s, Mapping)]
+    for summary in [*summaries, *([current] if current else [])]:
+        for field in RUN_FIELDS:
+            if summary.get(field) is not None:
+                seen[field].add(str(summary[field]))
+    return {field: sorted(values) for field, values in seen.items() if len(values) > 1}
 
 
 def _run_field(metrics: Mapping[str, Any], key: str) -> str | None:

@@ -17,8 +17,8 @@ import pandas as pd
 from ._read import (FUSION, QUANTIZATION, RETRIEVAL, SEARCH, TEXT, _get, _Missing, _num,
                     _retrieval_rows, _stage, _table)
 from .rules import (ABS_TOLERANCE, CLAIMS, MAX_REALTIME_P95_MS, MAX_RELATIVE_QUALITY_LOSS,
-                    MIN_ANN_RECALL, MIN_COSINE, MIN_SPEEDUP, MIN_X_SMALLER, NOT_MEASURABLE,
-                    NOT_SUPPORTED, REL_TOLERANCE, SUPPORTED)
+                    MIN_ANN_RECALL, MIN_COSINE, MIN_MEASURABLE_MS, MIN_SPEEDUP, MIN_X_SMALLER,
+                    NOT_MEASURABLE, NOT_SUPPORTED, REL_TOLERANCE, SUPPORTED)
 from .tables import quantization_table
 
 
@@ -84,36 +84,21 @@ def _setting_value(rows: Mapping[str, Any], variant: str, setting: str, metric: 
 
 
 def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str]:
-    comparisons: list[_Comparison] = []
+    comparisons: list[_Comparison | _Joint] = []
     reasons: list[str] = []
     recommendation: list[_Comparison] = []
     try:
         rows = _retrieval_rows(metrics)
-        if "content_facts" in rows and "content_text" in rows:
-            # The clean test: the same content tower with and without the MiniLM vectors.
-            for setting in ("warm", "cold (all items)"):
-                recommendation.append(_Comparison(
-                    f"notebook 04, {setting}", "text + facts tower",
-                    _setting_value(rows, "content_text", setting, "recall@50"), "facts-only tower",
-                    _setting_value(rows, "content_facts", setting, "recall@50"), "Recall@50"))
-        elif "id" not in rows:
-            raise _Missing(f"metrics/{RETRIEVAL}.json has no ID-only or facts-only model")
-        else:
-            cold_setting, cold_metric = "cold (new items only)", "recall@10"
-            if not math.isfinite(_setting_value(rows, "id", cold_setting, cold_metric)):
-                cold_setting, cold_metric = "cold (all items)", "recall@50"
-            if "content_text" in rows:
-                recommendation.append(_Comparison(
-                    f"notebook 04, {cold_setting}", "text tower",
-                    _setting_value(rows, "content_text", cold_setting, cold_metric), "ID-only",
-                    _setting_value(rows, "id", cold_setting, cold_metric), cold_metric.capitalize()))
-            if "fused_text" in rows:
-                recommendation.append(_Comparison(
-                    "notebook 04, warm", "ID + text tower",
-                    _setting_value(rows, "fused_text", "warm", "recall@50"), "ID-only",
-                    _setting_value(rows, "id", "warm", "recall@50"), "Recall@50"))
-        if not recommendation:
-            reasons.append("notebook 04 trained no text variants (content_text, fused_text)")
+        absent = [v for v in ("content_text", "content_facts") if v not in rows]
+        if absent:  # every profile trains both (text_variants=True): an incomplete run
+            raise _Missing(f"notebook 04 trained no {' or '.join(absent)} model (its profile "
+                           "has no text variants)")
+        # The clean test: the same content tower with and without the MiniLM vectors.
+        for setting in ("warm", "cold (all items)"):
+            recommendation.append(_Comparison(
+                f"notebook 04, {setting}", "text + facts tower",
+                _setting_value(rows, "content_text", setting, "recall@50"), "facts-only tower",
+                _setting_value(rows, "content_facts", setting, "recall@50"), "Recall@50"))
     except _Missing as missing:
         reasons.append(str(missing))
     comparisons += recommendation
@@ -139,9 +124,18 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str]:
         return NOT_MEASURABLE, evidence or "no measurement"
     favour = sum(c.outcome == "favours" for c in measured)
     against = sum(c.outcome == "against" for c in measured)
-    rec_favours = any(c.outcome == "favours" for c in recommendation)
-    verdict = SUPPORTED if favour > against and rec_favours else NOT_SUPPORTED
-    return verdict, f"{evidence}. {favour} of {len(measured)} comparisons favour the claim, {against} go against it."
+    ties = len(measured) - favour - against
+    rec = [c.outcome for c in recommendation]
+    # Ties count as not favouring: "improves" needs more than half of what was measured.
+    majority = 2 * favour > len(measured)
+    verdict = (SUPPORTED if majority and "favours" in rec and "against" not in rec
+               else NOT_SUPPORTED)
+    why = ("" if verdict == SUPPORTED else
+           " A notebook 04 comparison goes against the claim." if "against" in rec else
+           " No notebook 04 comparison favours the claim." if "favours" not in rec else
+           " That is not a majority.")
+    return verdict, (f"{evidence.rstrip('.')}. {favour} of {len(measured)} measured comparisons favour the "
+                     f"claim, {ties} tie, {against} go against it.{why}")
 
 
 def _search_comparison(metrics: Mapping[str, Any], better: str, other: str, label: str,
@@ -210,29 +204,52 @@ def _claim_attention(metrics: Mapping[str, Any]) -> tuple[str, str]:
     return (SUPPORTED if comparison.outcome == "favours" else NOT_SUPPORTED), comparison.describe()
 
 
-def _quality_check(metric_name: str, reference: float, value: float) -> tuple[bool, str]:
+def _quality_check(metric_name: str, reference: float, value: float) -> tuple[bool | None, str]:
+    """Claim 4's quality check: ``None`` (not measurable) when a number is missing."""
     name = metric_name.lower()
     if not math.isfinite(value):
-        return False, "quality not measured"
+        return None, "quality not measured"
     if "cosine" in name:
-        return value >= MIN_COSINE, f"worst cosine to float32 {value:.4f}"
+        return bool(value >= MIN_COSINE), f"worst cosine to float32 {value:.4f}"
     if not math.isfinite(reference) or reference == 0:
-        return False, "no float32 quality to compare with"
+        return None, "no float32 quality to compare with"
     lower_is_better = "rmse" in name or "lower is better" in name or "loss" in name
     loss = (value - reference) / abs(reference) if lower_is_better else (reference - value) / abs(reference)
     short = metric_name.split(" (")[0]
     change = f"{loss:.1%} worse" if loss > 0 else f"{-loss:.1%} better"
-    return (loss <= MAX_RELATIVE_QUALITY_LOSS,
+    return (bool(loss <= MAX_RELATIVE_QUALITY_LOSS),
             f"{short} {value:.4f} vs float32 {reference:.4f} ({change})")
+
+
+def _latency_check(ref_ms: float, speedup: float) -> tuple[bool | None, str]:
+    """Claim 4's latency check: ``None`` (not judged) below :data:`MIN_MEASURABLE_MS`."""
+    if not math.isfinite(ref_ms):
+        return None, "float32 latency not measured"
+    if ref_ms < MIN_MEASURABLE_MS:
+        return None, (f"float32 median {ref_ms:.2f} ms < {MIN_MEASURABLE_MS:g} ms: too fast to "
+                      "measure a speed-up here")
+    if not math.isfinite(speedup):
+        return None, "int8 latency not measured"
+    return bool(speedup >= MIN_SPEEDUP), f"{speedup:.2f}x float32's speed (float32 median {ref_ms:.2f} ms)"
+
+
+def _not_judged(variant: str, quality: str, all_ok: bool | None) -> dict[str, Any]:
+    return {"int8 variant": variant, "x smaller": np.nan, "speed-up": np.nan,
+            "latency": "not measured", "quality": quality, "size ok": None, "latency ok": None,
+            "quality ok": None, "all ok": all_ok}
 
 
 def quantization_checks(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Claim 4, per model: the int8 variant that passes most checks, and each check.
 
-    Columns: ``int8 variant``, ``x smaller``, ``speed-up``, ``quality``,
-    ``size ok``, ``latency ok``, ``quality ok``, ``all ok``. Thresholds:
-    :data:`MIN_X_SMALLER`, :data:`MIN_SPEEDUP`, :data:`MIN_COSINE`,
-    :data:`MAX_RELATIVE_QUALITY_LOSS`.
+    Columns: ``int8 variant``, ``x smaller``, ``speed-up``, ``latency`` (the
+    latency check in words), ``quality``, ``size ok``, ``latency ok``,
+    ``quality ok``, ``all ok``. Thresholds: :data:`MIN_X_SMALLER`,
+    :data:`MIN_SPEEDUP`, :data:`MIN_COSINE`, :data:`MAX_RELATIVE_QUALITY_LOSS`.
+    ``latency ok`` is ``None`` (not judged) when the float32 median is below
+    :data:`MIN_MEASURABLE_MS`; ``all ok`` is then the size and quality checks.
+    A model with no int8 variant converted fails (``all ok`` False); one with
+    no float32 row cannot be judged (``all ok`` None).
     """
     def build() -> pd.DataFrame:
         table = quantization_table(metrics)
@@ -243,32 +260,44 @@ def quantization_checks(metrics: Mapping[str, Any]) -> pd.DataFrame:
             ref = part[part["variant"] == "float32"]
             candidates = part[part["variant"].isin(["dynamic_int8", "full_int8"])]
             if "ok" in candidates:
-                candidates = candidates[candidates["ok"].astype(bool)]
-            if ref.empty:
+                candidates = candidates[candidates["ok"].fillna(False).astype(bool)]
+            if ref.empty:  # nothing to compare with: this model cannot pass, nor fail
+                rows[model] = _not_judged("no float32 reference",
+                                          "no float32 variant to compare with", None)
                 continue
             if candidates.empty:  # no int8 conversion worked: the claim fails for this model
-                rows[model] = {"int8 variant": "none converted", "x smaller": np.nan,
-                               "speed-up": np.nan, "quality": "not measured", "size ok": False,
-                               "latency ok": False, "quality ok": False, "all ok": False}
+                rows[model] = _not_judged("none converted", "not measured", False)
                 continue
             ref_quality = _num(ref["quality"].iloc[0]) if "quality" in ref else float("nan")
+            ref_ms = _num(ref["median_ms"].iloc[0]) if "median_ms" in ref else float("nan")
             best = None
             for _, row in candidates.iterrows():
                 quality_ok, quality = _quality_check(str(row.get("quality_metric", "")),
                                                      ref_quality, _num(row.get("quality")))
-                checks = {"int8 variant": row["variant"], "x smaller": _num(row.get("x_smaller")),
-                          "speed-up": _num(row.get("speedup")), "quality": quality,
-                          "size ok": _num(row.get("x_smaller")) >= MIN_X_SMALLER,
-                          "latency ok": _num(row.get("speedup")) >= MIN_SPEEDUP,
+                latency_ok, latency = _latency_check(ref_ms, _num(row.get("speedup")))
+                x_smaller = _num(row.get("x_smaller"))
+                size_ok = bool(x_smaller >= MIN_X_SMALLER) if math.isfinite(x_smaller) else None
+                checks = {"int8 variant": row["variant"], "x smaller": x_smaller,
+                          "speed-up": _num(row.get("speedup")), "latency": latency,
+                          "quality": quality, "size ok": size_ok, "latency ok": latency_ok,
                           "quality ok": quality_ok}
-                checks["all ok"] = checks["size ok"] and checks["latency ok"] and quality_ok
-                score = sum(bool(checks[k]) for k in ("size ok", "latency ok", "quality ok"))
+                outcomes = [checks[k] for k in ("size ok", "latency ok", "quality ok")]
+                # A failed check fails the model; an unmeasured size or quality leaves it
+                # unjudged (None); latency may be left out (too fast to measure).
+                checks["all ok"] = (False if False in outcomes else
+                                    None if size_ok is None or quality_ok is None else True)
+                score = sum(o is True for o in outcomes)
                 if best is None or score > best[0]:
                     best = (score, checks)
             rows[model] = best[1]
         if not rows:
             raise _Missing(f"metrics/{QUANTIZATION}.json has no model with float32 and int8 variants")
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+        frame = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+        frame = frame.astype({k: object for k in ("size ok", "latency ok", "quality ok", "all ok")})
+        frame.attrs["note"] = (f"latency ok is blank when the model's float32 median is below "
+                               f"{MIN_MEASURABLE_MS:g} ms (too fast to measure a speed-up here): "
+                               "that model is judged on size and quality.")
+        return frame
     return _table(build)
 
 
@@ -278,50 +307,104 @@ def _claim_quantization(metrics: Mapping[str, Any]) -> tuple[str, str]:
         return NOT_MEASURABLE, f"not measured: {checks.attrs.get('note', 'no measurement')}"
     parts = []
     for model, row in checks.iterrows():
-        if not math.isfinite(_num(row["x smaller"])):
+        if row["int8 variant"] == "no float32 reference":
+            parts.append(f"{model}: no float32 variant to compare with, not measurable")
+            continue
+        if row["int8 variant"] == "none converted":
             parts.append(f"{model}: no int8 variant converted, fails")
             continue
         failed = [name for name, key in (("size", "size ok"), ("latency", "latency ok"),
-                                         ("quality", "quality ok")) if not row[key]]
-        parts.append(f"{model} ({row['int8 variant']}): {row['x smaller']:.1f}x smaller, "
-                     f"{row['speed-up']:.2f}x float32's speed, {row['quality']}"
-                     + (f", fails {', '.join(failed)}" if failed else ", passes"))
-    verdict = SUPPORTED if bool(checks["all ok"].all()) else NOT_SUPPORTED
-    return verdict, "notebook 06: " + "; ".join(parts)
+                                         ("quality", "quality ok")) if row[key] is False]
+        unmeasured = [name for name, key in (("size", "size ok"), ("quality", "quality ok"))
+                      if row[key] is None]
+        judged = "" if row["latency ok"] is not None else " size and quality"
+        size = (f"{row['x smaller']:.1f}x smaller" if math.isfinite(_num(row["x smaller"]))
+                else "size ratio not measured")
+        outcome = (f", fails {', '.join(failed)}" if failed else
+                   f", {' and '.join(unmeasured)} not measurable" if unmeasured else
+                   f", passes{judged}")
+        parts.append(f"{model} ({row['int8 variant']}): {size}, {row['latency']}, "
+                     f"{row['quality']}{outcome}")
+    evidence = "notebook 06: " + "; ".join(parts)
+    if not any(v is not None for v in checks["latency ok"]):
+        evidence += (". Latency not measurable here for any model (a float32 median below "
+                     f"{MIN_MEASURABLE_MS:g} ms, or missing), so the verdict rests on size and "
+                     "quality alone")
+    outcomes = list(checks["all ok"])
+    verdict = (NOT_SUPPORTED if any(o is False for o in outcomes) else
+               NOT_MEASURABLE if any(o is None for o in outcomes) else SUPPORTED)
+    return verdict, evidence
+
+
+def _check(value: float, passes: Callable[[float], bool], describe: Callable[[float], str],
+           missing: str) -> tuple[bool | None, str]:
+    """One check of claim 5: ``None`` (not measurable) when ``value`` is missing or NaN."""
+    if not math.isfinite(value):
+        return None, f"{missing} not measured"
+    ok = bool(passes(value))
+    return ok, f"{describe(value)} ({'passes' if ok else 'fails'})"
+
+
+def _served_leaves(scann: Mapping[str, Any]) -> tuple[float, float]:
+    """(leaves the served index searches, leaves the index has), from notebook 04's sweep."""
+    searched = _num(scann.get("num_leaves_to_search"))
+    total = float("nan")
+    for row in scann.get("sweep") or []:
+        if isinstance(row, Mapping) and row.get("index") == "scann":
+            if _num(row.get("num_leaves_to_search")) == searched or not math.isfinite(total):
+                total = _num(row.get("num_leaves"))
+    return searched, total
 
 
 def _claim_search(metrics: Mapping[str, Any]) -> tuple[str, str]:
-    measurements: list[tuple[str, float, float]] = []  # (label, recall, p95 ms)
-    notes = []
+    # Each check: (part of notebook 04?, passed: True / False / None = not measurable, words).
+    checks: list[tuple[bool, bool | None, str]] = []
     try:
         scann = _get(metrics, RETRIEVAL, "scann")
-        latency = scann.get("latency_ms") or {}
-        served = latency.get("ScaNN") or {}
-        brute = latency.get("brute force") or {}
-        recall = _num(scann.get("recall@10_vs_brute_force"))
-        measurements.append(("notebook 04, ScaNN recommendation index", recall,
-                             _num(served.get("p95_ms"))))
-        if brute:
-            notes.append(f"brute force p95 {_num(brute.get('p95_ms')):.2f} ms on the same requests")
     except _Missing as missing:
         return NOT_MEASURABLE, f"not measured: {missing}"
+    latency = scann.get("latency_ms") or {}
+    served, brute = latency.get("ScaNN") or {}, latency.get("brute force") or {}
+    checks.append((True, *_check(_num(scann.get("recall@10_vs_brute_force")),
+                                 lambda r: r >= MIN_ANN_RECALL,
+                                 lambda r: f"notebook 04 ScaNN index: {r:.3f} of the exact top 10 returned",
+                                 "notebook 04 ScaNN recall")))
+    brute_p95 = _num(brute.get("p95_ms"))
+    beside = (f" vs brute force {brute_p95:.2f} ms on the same requests"
+              if math.isfinite(brute_p95) else ", brute force's not measured")
+    checks.append((True, *_check(_num(served.get("p95_ms")), lambda p: p <= MAX_REALTIME_P95_MS,
+                                 lambda p: f"p95 latency {p:.2f} ms{beside}",
+                                 "notebook 04 ScaNN p95 latency")))
+    searched, total = _served_leaves(scann)
+    if math.isfinite(searched) and math.isfinite(total):
+        approximate = searched < total
+        checks.append((True, approximate,
+                       f"searches {searched:.0f} of {total:.0f} leaves"
+                       + (" (passes)" if approximate else
+                          " (fails: needed every leaf at this catalogue size, so the served index "
+                          "is exhaustive search, not approximate)")))
+    else:
+        checks.append((True, None, "leaves searched / leaves in the index not measured"))
+    notes = []
     try:
         m = _stage(metrics, SEARCH)
         if m.get("has_queries") is not False and m.get("served_overlap_at_k") is not None:
-            measurements.append(("notebook 08, served ScaNN search model (query encoding included)",
-                                 _num(m["served_overlap_at_k"]),
-                                 _num((m.get("served_latency_ms") or {}).get("p95_ms"))))
+            label = "notebook 08 served ScaNN search model (query encoding included)"
+            checks.append((False, *_check(_num(m["served_overlap_at_k"]),
+                                          lambda r: r >= MIN_ANN_RECALL,
+                                          lambda r: f"{label}: {r:.3f} of the exact top 10 returned",
+                                          f"{label} recall")))
+            checks.append((False, *_check(_num((m.get("served_latency_ms") or {}).get("p95_ms")),
+                                          lambda p: p <= MAX_REALTIME_P95_MS,
+                                          lambda p: f"p95 latency {p:.2f} ms", f"{label} p95 latency")))
     except _Missing as missing:
         notes.append(f"search not measured: {missing}")
-    parts, ok = [], True
-    for label, recall, p95 in measurements:
-        passed = recall >= MIN_ANN_RECALL and p95 <= MAX_REALTIME_P95_MS
-        ok &= passed
-        parts.append(f"{label}: {recall:.3f} of the exact top 10 returned, p95 latency "
-                     f"{p95:.2f} ms ({'passes' if passed else 'fails'})")
-    if any(not math.isfinite(r) or not math.isfinite(p) for _, r, p in measurements[:1]):
-        return NOT_MEASURABLE, "; ".join(parts + notes)
-    return (SUPPORTED if ok else NOT_SUPPORTED), "; ".join(parts + notes)
+    evidence = "; ".join([words for _, _, words in checks] + notes)
+    if any(ok is False for _, ok, _ in checks):
+        return NOT_SUPPORTED, evidence
+    if any(ok is None for core, ok, _ in checks if core):
+        return NOT_MEASURABLE, evidence
+    return SUPPORTED, evidence
 
 
 _CLAIM_TESTS: dict[str, Callable[[Mapping[str, Any]], tuple[str, str]]] = {
@@ -339,21 +422,31 @@ def claims_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     The rules, thresholds included, are in :data:`CLAIM_RULES` (one per claim):
 
     1. *Pretrained language-model features improve recommendation*: notebook
-       04's text tower vs ID-only on cold-start items (among the new
-       items, Recall@10), ID + text vs ID-only on warm items (Recall@50),
-       notebook 02's MiniLM vs TF-IDF probe, notebook 08's dense retrieval vs
-       BM25 (NDCG@10). Supported when more comparisons favour than oppose and
-       a notebook 04 comparison favours.
+       04's content tower over MiniLM vectors + catalogue facts vs the same
+       tower over the facts alone, warm and cold-start (Recall@50); notebook
+       02's MiniLM vs TF-IDF probe; notebook 08's dense retrieval vs BM25
+       (NDCG@10). Supported only when a strict majority of all measured
+       comparisons favours (ties do not), a notebook 04 comparison favours and
+       none goes against; not measurable without notebook 04's comparison.
     2. *Fusion beats any single source*: notebook 03 best fusion vs best single
-       modality; notebook 04 ``fused`` vs the best of popularity, ID-only and
-       the text tower, warm and cold. Supported when every comparison favours.
+       modality; notebook 04 ``fused`` vs the best of popularity, ID-only, the
+       text tower and the facts-only tower, warm and cold. Supported when every
+       comparison favours.
     3. *Attention beats simpler fusion*: notebook 03 attention vs the better of
        concat and gated.
     4. *Quantization*: notebook 06, per model, an int8 variant >= 3.5x
        smaller, >= 1.05x faster, quality within tolerance (cosine >= 0.99,
-       task metric <= 2% worse). Supported when every model passes.
-    5. *Approximate search*: notebook 04 ScaNN returns >= 0.95 of the exact top
-       10 with p95 latency <= 50 ms (and notebook 08's served search, if run).
+       task metric <= 2% worse). A model whose float32 median is below
+       :data:`MIN_MEASURABLE_MS` is judged on size and quality only (too fast
+       to measure a speed-up). Supported when every model passes every check it
+       is judged on; a model without a float32 row, or whose size or quality
+       was not measured, makes it not measurable.
+    5. *Approximate search*: notebook 04's served ScaNN index returns >= 0.95
+       of the exact top 10, with p95 latency <= 50 ms (brute force's p95 is
+       stated beside it), searching fewer leaves than the index has (an index
+       that needs every leaf is exhaustive, not approximate); notebook 08's
+       served search, if run, passes the first two. A missing measurement is
+       not measurable here, never a failure.
 
     A comparison favours a claim when the difference exceeds
     ``max(ABS_TOLERANCE, REL_TOLERANCE x baseline)`` (0.005, 2%).

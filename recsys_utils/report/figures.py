@@ -81,7 +81,12 @@ def plot_fusion(metrics: Mapping[str, Any]):
 
 
 def plot_quantization(metrics: Mapping[str, Any], x: str = "size_mb"):
-    """Quality against ``x`` (``size_mb`` or ``median_ms``), one panel per model (None if absent)."""
+    """Quality against ``x`` (``size_mb`` or ``median_ms``), one panel per model (None if absent).
+
+    The same picture as notebook 06's ``compress.plot_tradeoff``, drawn here
+    because importing :mod:`recsys_utils.compress` loads TensorFlow, which the
+    report must not need.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import atomic_path
-from ._read import _dataset, _profile
+from ._read import _dataset, _profile, mixed_runs
 from .claims import claims_table, quantization_checks
 from .figures import _FIGURES, default_figures, figure_png
 from .rules import CLAIM_RULES, CLAIMS
-from .tables import (TFRS_PROTOCOL, TFRS_TUTORIAL_URL, chain_table, data_table, fusion_table,
+from .tables import (TFRS_TUTORIAL_URL, chain_table, data_table, fusion_table,
                      image_encoder_table, index_table, quantization_table, ranking_table,
-                     retrieval_table, search_table, sources_table, text_probe_table,
+                     retrieval_table, scann_table, search_table, sources_table, text_probe_table,
                      tfrs_protocol_table)
 
 #: Where the report goes inside a run directory (beside ``notebooks/`` and ``artifacts/``).
@@ -103,12 +103,12 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
     para("Every number below is read from the metrics files the notebooks of this run wrote "
          "(`artifacts/metrics/*.json`); none is typed by hand. Sections whose notebook has not "
          "run say so.")
-    sources = sources_table(metrics)
-    table(sources)
-    datasets = {d for d in sources["dataset"].dropna()}
-    if len(datasets) > 1:
-        para(f"**Warning:** the metrics files come from different data sets ({', '.join(sorted(datasets))}); "
-             "re-run the series into one run directory.")
+    table(sources_table(metrics))
+    mixed = mixed_runs(metrics)
+    if mixed:
+        para("**Warning:** the metrics files come from different runs ("
+             + "; ".join(f"{field}: {', '.join(values)}" for field, values in mixed.items())
+             + "); re-run the series into one run directory.")
 
     heading("The data (notebook 01)")
     table(data_table(metrics))
@@ -120,6 +120,12 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
          "whole catalogue; *cold (new items only)*: the same, ranked among the new items.")
     table(retrieval_table(metrics))
     figures_of("retrieval")
+    heading("Serving: brute force and ScaNN (notebook 04)", 3)
+    para("Each ScaNN index searches some of its leaves (partitions of the item vectors); "
+         "`recall@10` is the share of brute force's top 10 it returns. Notebook 04 serves the "
+         "fewest leaves that reached its target recall (`served`), measured again on other users "
+         "for the approximate-search claim.")
+    table(scann_table(metrics))
 
     heading("Retrieval alone versus the chain (notebook 05)")
     para("The ranker scores (user, item) pairs with a deep & cross network; chained, it "
@@ -159,10 +165,11 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
     table(text_probe_table(metrics))
 
     heading("Published numbers under their own protocol (MovieLens 100K)")
-    para(f"Protocol: {TFRS_PROTOCOL}")
+    protocol = tfrs_protocol_table(metrics)
+    para(f"Protocol: {protocol.attrs['protocol']}")
     para(f"The tutorial: [{TFRS_TUTORIAL_URL}]({TFRS_TUTORIAL_URL}). Its own printed accuracy is "
          "not copied here as a measurement; read it there, next to the rows measured here.")
-    table(tfrs_protocol_table(metrics))
+    table(protocol)
 
     leftover = [n for n in figures if n not in _FIGURES]
     if leftover:

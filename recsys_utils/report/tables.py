@@ -13,17 +13,36 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._read import (DATA, FUSION, QUANTIZATION, RANKING, RETRIEVAL, SEARCH, STAGES, TEXT,
-                    _get, _Missing, _num, _ordered, _retrieval_rows, _stage, _table)
+from ..profiles import PROFILES
+from ._read import (DATA, FUSION, QUANTIZATION, RANKING, RETRIEVAL, RUN_FIELDS, SEARCH, STAGES,
+                    TEXT, _get, _Missing, _num, _ordered, _profile, _retrieval_rows, _stage,
+                    _table)
 
-#: The TFRS basic-retrieval tutorial protocol, as notebook 04 runs it.
+#: The TFRS basic-retrieval tutorial, whose protocol notebook 04 runs on MovieLens 100K.
 TFRS_TUTORIAL_URL = "https://www.tensorflow.org/recommenders/examples/basic_retrieval"
-TFRS_PROTOCOL = (
-    "MovieLens 100K; the 100,000 ratings shuffled with seed 42 (NumPy's shuffle, not tfds', so "
-    "the rows differ from the tutorial's), 80,000 for training and 20,000 for testing; query = "
-    "user id only; batch 8192, Adagrad at learning rate 0.1, 3 epochs, no log-Q correction; "
-    "metric = top-K categorical accuracy over all films (the share of test ratings whose film "
-    "is among the user's top K), seen films not removed.")
+
+
+def tfrs_protocol_text(profile: str | None = None) -> str:
+    """The TFRS tutorial protocol as notebook 04 runs it, in words.
+
+    The training settings (batch size, optimizer, learning rate, epochs, log-Q)
+    are read from the profile's ``retrieval["tfrs_protocol"]`` block
+    (:mod:`recsys_utils.profiles`), the one notebook 04 passes to
+    :func:`recsys_utils.retrieval.tfrs_protocol_metrics`; an unknown or missing
+    ``profile`` reads ``default``.
+    """
+    settings = PROFILES[profile if profile in PROFILES else "default"].retrieval["tfrs_protocol"]
+    optimizer = {"adagrad": "Adagrad", "adam": "Adam", "sgd": "SGD"}.get(
+        str(settings["optimizer"]).lower(), str(settings["optimizer"]))
+    epochs = int(settings["epochs"])
+    return ("MovieLens 100K; the 100,000 ratings shuffled with seed 42 (NumPy's shuffle, not "
+            "tfds', so the rows differ from the tutorial's), 80,000 for training and 20,000 for "
+            f"testing; query = user id only; batch {int(settings['batch_size']):,}, {optimizer} at "
+            f"learning rate {float(settings['learning_rate']):g}, {epochs} epoch"
+            f"{'s' if epochs != 1 else ''}, embedding dimension {int(settings['embedding_dim'])}, "
+            f"{'with' if settings.get('log_q') else 'no'} log-Q correction; metric = top-K "
+            "categorical accuracy over all films (the share of test ratings whose film is among "
+            "the user's top K), seen films not removed.")
 
 _VARIANTS = {
     "popularity": "no model: log(1 + training count)",
@@ -43,19 +62,21 @@ _SEARCH_ORDER = ("bm25", "dense", "hybrid_rrf", "hybrid_interpolation", "two_tow
 
 
 def sources_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Which metrics files the report read: one row per stage, with its data set and profile.
+    """Which metrics files the report read: one row per stage, with the run that wrote it.
 
-    Columns: ``notebook``, ``found``, ``dataset``, ``profile``. A report mixing
-    runs of different data sets shows it here.
+    Columns: ``found``, ``dataset``, ``profile``, ``seed`` (what
+    :meth:`recsys_utils.runs.Run.write_metrics` stamps; ``None`` where a file
+    lacks it), indexed by ``notebook``. A report mixing runs shows it here;
+    :func:`mixed_runs` names the fields that differ.
     """
     rows = []
     for stage in STAGES:
         summary = metrics.get(stage)
         found = isinstance(summary, Mapping)
         rows.append({"notebook": stage, "found": "yes" if found else "no",
-                     "dataset": summary.get("dataset") if found else None,
-                     "profile": summary.get("profile") if found else None})
-    return pd.DataFrame(rows).set_index("notebook")
+                     **{field: summary.get(field) if found else None for field in RUN_FIELDS}})
+    # object dtype: a seed stays 42, not 42.0, beside a file without one
+    return pd.DataFrame(rows, dtype=object).set_index("notebook")
 
 
 def data_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -102,7 +123,11 @@ def retrieval_table(metrics: Mapping[str, Any],
 
 
 def ranking_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Notebook 05's ranker against the constant predictor, on warm and cold test rows."""
+    """Notebook 05's ranker against the constant predictor, on warm and cold test rows.
+
+    On rating data, the joint multitask model's rating head (RMSE on the same
+    warm test rows) is one more row.
+    """
     def build() -> pd.DataFrame:
         m = _stage(metrics, RANKING)
         target = m.get("target", "?")
@@ -115,6 +140,10 @@ def ranking_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
             rows[f"DCN ranker ({target}), {'warm' if split == 'test' else 'cold-start'} rows"] = keep
         if not rows:
             raise _Missing(f"metrics/{RANKING}.json has no 'test' evaluation")
+        multitask = m.get("multitask")
+        if isinstance(multitask, Mapping) and multitask.get("rmse") is not None:
+            # The joint model's rating head, on the same warm test rows as the DCN ranker.
+            rows["joint multitask model (rating head), warm rows"] = {"rmse": _num(multitask["rmse"])}
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
     return _table(build)
 
@@ -200,10 +229,17 @@ def text_probe_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 06: every converted variant of every model, size, latency and quality.
 
+    The rows notebook 06 stored, as it stored them: ``x_smaller`` and
+    ``speedup`` (against the model's float32 row) were computed there by
+    :func:`recsys_utils.compress.size_quality_table` and are not recomputed
+    here (the report cannot import :mod:`recsys_utils.compress`, which loads
+    TensorFlow); a file without them shows them blank. Models in the order
+    text encoder, towers, ranker; variants float32, float16, dynamic_int8,
+    full_int8.
+
     Columns: ``model``, ``variant``, ``ok``, ``size_mb``, ``x_smaller``,
     ``median_ms``, ``p95_ms``, ``speedup``, ``throughput``, ``num_threads``,
-    ``quality``, ``quality_metric`` (those present). ``x_smaller`` and
-    ``speedup`` are recomputed against the model's float32 row.
+    ``quality``, ``quality_metric`` (those present).
     """
     def build() -> pd.DataFrame:
         variants = _get(metrics, QUANTIZATION, "variants")
@@ -212,20 +248,19 @@ def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
             model, _, variant = key.partition("|")
             rows.append({"model": model, "variant": variant, **values})
         frame = pd.DataFrame(rows)
+        if frame.empty:
+            raise _Missing(f"metrics/{QUANTIZATION}.json has no converted variant")
+        # The JSON file comes back with sorted keys: put models and variants back in order.
         model_rank = {m: i for i, m in enumerate(_ordered(dict.fromkeys(frame["model"]), _QUANT_MODELS))}
         mode_rank = {m: i for i, m in enumerate(_QUANT_MODES)}
         frame = frame.assign(_m=frame["model"].map(model_rank),
                              _v=frame["variant"].map(mode_rank).fillna(len(mode_rank)))
         frame = frame.sort_values(["_m", "_v"], kind="stable").drop(columns=["_m", "_v"])
         frame = frame.reset_index(drop=True)
-        for column in ("size_mb", "median_ms", "p95_ms", "throughput", "quality"):
-            if column in frame:
-                frame[column] = pd.to_numeric(frame[column], errors="coerce")
-        reference = frame[frame["variant"] == "float32"].set_index("model")
-        if "size_mb" in frame:
-            frame["x_smaller"] = frame["model"].map(reference["size_mb"]) / frame["size_mb"]
-        if "median_ms" in frame:
-            frame["speedup"] = frame["model"].map(reference["median_ms"]) / frame["median_ms"]
+        for column in ("size_mb", "x_smaller", "median_ms", "p95_ms", "speedup", "throughput",
+                       "quality"):
+            frame[column] = (pd.to_numeric(frame[column], errors="coerce") if column in frame
+                             else np.nan)
         keep = ["model", "variant", "ok", "size_mb", "x_smaller", "median_ms", "p95_ms",
                 "speedup", "throughput", "num_threads", "quality", "quality_metric"]
         return frame[[c for c in keep if c in frame]]
@@ -269,21 +304,43 @@ def search_table(metrics: Mapping[str, Any], metric: str = "ndcg@10") -> pd.Data
     return _table(build)
 
 
-def tfrs_protocol_table(metrics: Mapping[str, Any],
-                        published: Mapping[str, float] | None = None) -> pd.DataFrame:
+def scann_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Notebook 04's ScaNN sweep: recall@10 against brute force and latency, per leaves searched.
+
+    One row per index the sweep built (brute force first), columns ``index``,
+    ``leaves searched``, ``leaves``, ``recall@10``, ``median_ms``, ``p95_ms``
+    and ``served`` ("yes" on the setting notebook 04 serves).
+    """
+    def build() -> pd.DataFrame:
+        scann = _get(metrics, RETRIEVAL, "scann")
+        sweep = _get(metrics, RETRIEVAL, "scann", "sweep")
+        frame = pd.DataFrame(list(sweep))
+        if frame.empty or "index" not in frame:
+            raise _Missing(f"metrics/{RETRIEVAL}.json has an empty ScaNN sweep")
+        frame = frame.rename(columns={"num_leaves_to_search": "leaves searched",
+                                      "num_leaves": "leaves", "recall_at_k": "recall@10"})
+        served = _num(scann.get("num_leaves_to_search"))
+        searched = frame["leaves searched"] if "leaves searched" in frame else [np.nan] * len(frame)
+        frame["served"] = ["yes" if i == "scann" and _num(n) == served else "no"
+                           for i, n in zip(frame["index"], searched)]
+        keep = ["index", "leaves searched", "leaves", "recall@10", "median_ms", "p95_ms", "served"]
+        return frame[[c for c in keep if c in frame]]
+    return _table(build)
+
+
+def tfrs_protocol_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """This project's ID-only and fused models under the TFRS tutorial protocol (MovieLens).
 
-    Args:
-        metrics: the stages' metrics; notebook 04 measures the protocol on
-            ``movielens-100k`` only.
-        published: optional ``{"top_100_accuracy": value, ...}`` printed by the
-            tutorial itself. It is added as its own row labelled "published by
-            the tutorial" with :data:`TFRS_TUTORIAL_URL`, never as a measurement.
+    Notebook 04 measures the protocol on ``movielens-100k`` only; the
+    tutorial's own printed numbers are not copied here (see
+    :data:`TFRS_TUTORIAL_URL`).
 
     Returns:
         One row per model: ``source`` and the ``top_K_accuracy`` columns;
-        ``attrs["protocol"]`` holds :data:`TFRS_PROTOCOL`.
+        ``attrs["protocol"]`` holds :func:`tfrs_protocol_text` for the run's profile.
     """
+    protocol_text = tfrs_protocol_text(_profile(metrics))
+
     def build() -> pd.DataFrame:
         m = _stage(metrics, RETRIEVAL)
         protocol = m.get("tfrs_protocol")
@@ -296,15 +353,11 @@ def tfrs_protocol_table(metrics: Mapping[str, Any],
             values = protocol[variant]
             rows[f"this project: {names.get(variant, variant)}"] = {
                 "source": "measured here (notebook 04)", **{k: _num(v) for k, v in values.items()}}
-        if published:
-            rows["TFRS tutorial model"] = {"source": f"published by the tutorial ({TFRS_TUTORIAL_URL})",
-                                           **{k: _num(v) for k, v in published.items()}}
         frame = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
         accuracy = sorted((c for c in frame if c.startswith("top_")),
                           key=lambda c: int(re.sub(r"\D", "", c) or 0))
         frame = frame[["source", *accuracy, *[c for c in frame if c not in accuracy and c != "source"]]]
-        frame.attrs["protocol"] = TFRS_PROTOCOL
         return frame
     frame = _table(build)
-    frame.attrs.setdefault("protocol", TFRS_PROTOCOL)
+    frame.attrs["protocol"] = protocol_text
     return frame
