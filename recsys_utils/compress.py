@@ -47,11 +47,16 @@ own calibrated scale and the int8 GATHER kernel needs its table at that scale.
 int8 codes with a per-dimension (or per-row) scale and offset, 4x smaller;
 :func:`index_variants` compares it, ScaNN's int8 brute force and ScaNN's
 asymmetric hashing (4 bits per 2 dimensions, 16x smaller) against exact float
-search (:func:`recsys_utils.metrics.brute_force_top_k`) by recall@K.
+search by recall@K (:func:`recsys_utils.metrics.top_k_overlap`).
 
-Cost is measured with :func:`measure_latency` (single-query latency, median and
-p95, and batch throughput) on a :class:`TFLiteRunner` whose thread count is
-stated. Import ``recsys_utils`` before TensorFlow.
+**Timing.** :func:`compare_latency` times the variants of one model on the
+same inputs in interleaved rounds after a warm-up, so order, warm-up and
+background-load effects hit every variant alike; it reports the median and
+p95 of all single queries and the median of each round (their spread shows the
+noise). Single queries run on a one-thread interpreter (a sub-millisecond model
+spends more time waking extra threads than computing), batch throughput on
+``batch_threads`` (default all cores); both counts are stated in the results.
+Import ``recsys_utils`` before TensorFlow.
 """
 
 from __future__ import annotations
@@ -66,15 +71,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 import pandas as pd
 
-from . import metrics
+from . import metrics, retrieval
 from .artifacts import atomic_dir, atomic_path
+from .features import QuerySet
 from .schema import DataError
+from .serving import QUERY_INPUTS
 
 __all__ = [
     "ENCODER_FLOAT_OPS",
@@ -84,7 +91,10 @@ __all__ = [
     "TFLiteRunner",
     "TFLiteTowers",
     "Timing",
+    "TowerMeasurement",
     "analyze_tflite",
+    "compare_latency",
+    "constant_tensors",
     "convert_all",
     "convert_saved_model",
     "cosine_rows",
@@ -94,11 +104,10 @@ __all__ = [
     "encoder_samples",
     "export_token_encoder",
     "index_variants",
-    "int8_search_recall",
     "load_calibration",
     "measure_latency",
+    "measure_towers",
     "measure_variants",
-    "overlap_at_k",
     "plot_tradeoff",
     "quantize_embeddings_int8",
     "scann_search",
@@ -106,7 +115,7 @@ __all__ = [
 ]
 
 Mode = Literal["float32", "float16", "dynamic_int8", "full_int8"]
-MODES: tuple[str, ...] = ("float32", "float16", "dynamic_int8", "full_int8")
+MODES: tuple[str, ...] = get_args(Mode)
 
 #: Op types a BERT encoder keeps in float under full-integer quantization (see
 #: the module docstring): attention scores (BATCH_MATMUL, TRANSPOSE, the mask's
@@ -332,6 +341,7 @@ def convert_saved_model(
             would stay float).
         keep_float_ops: ``full_int8`` only: op types (TFLite names such as
             ``"SOFTMAX"``) to keep float on purpose; see :data:`ENCODER_FLOAT_OPS`.
+            Needs ``allow_float_fallback`` (keeping ops float is a fallback).
         calibration_limit: at most this many calibration samples.
 
     Returns:
@@ -339,12 +349,17 @@ def convert_saved_model(
         converter failed.
 
     Raises:
-        DataError: unknown mode or no SavedModel / signature at the path (the
-            caller's mistake, not a property of the model).
+        DataError: unknown mode, no SavedModel / signature at the path, or
+            ``keep_float_ops`` without ``allow_float_fallback`` (the caller's
+            mistake, not a property of the model).
     """
     tf = _tf()
     if mode not in MODES:
         raise DataError(f"mode must be one of {MODES}, got {mode!r}", source="mode")
+    if mode == "full_int8" and keep_float_ops and not allow_float_fallback:
+        raise DataError(f"keep_float_ops={tuple(keep_float_ops)} keeps ops float, which "
+                        "allow_float_fallback=False forbids: the conversion could only fail",
+                        source="keep_float_ops")
     saved_model_dir = Path(saved_model_dir)
     specs = _signature_inputs(saved_model_dir, signature_key)
     out_path = Path(out_path) if out_path else saved_model_dir.with_name(
@@ -421,15 +436,8 @@ def convert_all(
     return results
 
 
-def analyze_tflite(model: str | Path | bytes) -> dict[str, Any]:
-    """Op inventory of a TFLite model.
-
-    Returns:
-        ``{"op_counts": {op: n}, "float_ops": {op: n}, "weight_bytes": {dtype: bytes}}``
-        where ``float_ops`` counts compute ops with a float32 activation
-        (non-constant) input or output, and ``weight_bytes`` sums constant
-        tensors by dtype.
-    """
+def _graph(model: str | Path | bytes) -> tuple[dict[int, dict], list[dict], set[int], set[int]]:
+    """Tensor details by index, op details, activation and constant tensor indices."""
     tf = _tf()
     import warnings
 
@@ -441,24 +449,56 @@ def analyze_tflite(model: str | Path | bytes) -> dict[str, Any]:
     ops = interpreter._get_ops_details()  # the only op-level view the API offers
     produced = {i for op in ops for i in op["outputs"]}
     activations = produced | {d["index"] for d in interpreter.get_input_details()}
+    constants = {i for op in ops for i in op["inputs"]
+                 if i >= 0 and i not in activations and i in details}
+    return details, ops, activations, constants
+
+
+def _nbytes(detail: Mapping[str, Any]) -> int:
+    return int(np.prod(detail["shape"])) * np.dtype(detail["dtype"]).itemsize
+
+
+def analyze_tflite(model: str | Path | bytes) -> dict[str, Any]:
+    """Op inventory of a TFLite model.
+
+    Returns:
+        ``{"op_counts": {op: n}, "float_ops": {op: n}, "weight_bytes": {dtype: bytes}}``
+        where ``float_ops`` counts compute ops with a float32 activation
+        (non-constant) input or output, and ``weight_bytes`` sums constant
+        tensors by dtype.
+    """
+    details, ops, activations, constants = _graph(model)
     op_counts: collections.Counter[str] = collections.Counter()
     float_ops: collections.Counter[str] = collections.Counter()
-    constants: set[int] = set()
     for op in ops:
         name = op["op_name"]
         op_counts[name] += 1
         tensors = [i for i in [*op["inputs"], *op["outputs"]] if i >= 0 and i in details]
-        constants.update(i for i in op["inputs"] if i >= 0 and i not in activations)
         if name not in _PLUMBING and any(
                 details[i]["dtype"] == np.float32 for i in tensors if i in activations):
             float_ops[name] += 1
     weight_bytes: collections.Counter[str] = collections.Counter()
     for i in constants:
-        d = details.get(i)
-        if d is not None:
-            weight_bytes[np.dtype(d["dtype"]).name] += int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize
+        weight_bytes[np.dtype(details[i]["dtype"]).name] += _nbytes(details[i])
     return {"op_counts": dict(op_counts), "float_ops": dict(float_ops),
             "weight_bytes": dict(weight_bytes)}
+
+
+def constant_tensors(model: str | Path | bytes) -> pd.DataFrame:
+    """The constant tensors (weights, embedding tables) of a TFLite model, largest first.
+
+    Shows what a file stores, e.g. an embedding table kept twice by a
+    full-integer conversion (see the module docstring).
+
+    Returns:
+        DataFrame: ``name``, ``shape`` (tuple), ``dtype``, ``bytes``.
+    """
+    details, _, _, constants = _graph(model)
+    rows = [{"name": details[i]["name"], "shape": tuple(int(v) for v in details[i]["shape"]),
+             "dtype": np.dtype(details[i]["dtype"]).name, "bytes": _nbytes(details[i])}
+            for i in sorted(constants)]
+    frame = pd.DataFrame(rows, columns=["name", "shape", "dtype", "bytes"])
+    return frame.sort_values("bytes", ascending=False, kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------
@@ -479,13 +519,19 @@ class TFLiteRunner:
     single-input model); inputs are resized to each call's batch and cast to
     the model's dtypes. Returns the output array for a single-output model,
     else ``{output name: array}``.
+
+    Raises:
+        DataError: no model at ``path`` (``None``: a conversion that failed).
     """
 
-    def __init__(self, path: str | Path, num_threads: int | None = None,
+    def __init__(self, path: str | Path | None, num_threads: int | None = None,
                  signature_key: str = "serving_default") -> None:
         tf = _tf()
         import warnings
 
+        if path is None:
+            raise DataError("no TFLite model (path is None): this variant did not convert; "
+                            "its ConversionResult.error says why", source="tflite")
         self.path = Path(path)
         if not self.path.exists():
             raise DataError(f"no TFLite model at {str(self.path)!r}", source="tflite")
@@ -515,12 +561,10 @@ class TFLiteRunner:
 
     def predict(self, inputs: Mapping[str, np.ndarray] | np.ndarray, batch_size: int = 256) -> Any:
         """Run ``(n, ...)`` inputs in batches and concatenate the outputs."""
-        arrays = inputs if isinstance(inputs, Mapping) else {"__single__": inputs}
-        n = len(next(iter(arrays.values())))
-        outs = []
-        for s in range(0, n, batch_size):
-            chunk = {k: np.asarray(v)[s:s + batch_size] for k, v in arrays.items()}
-            outs.append(self(chunk.get("__single__", chunk)))
+        n = _n_rows(inputs)
+        if n == 0:
+            raise DataError("predict needs at least one input row", source="tflite")
+        outs = [self(_rows(inputs, s, s + batch_size)) for s in range(0, n, batch_size)]
         if isinstance(outs[0], Mapping):
             return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
         return np.concatenate(outs)
@@ -531,9 +575,16 @@ class Timing:
     """CPU cost of one model variant.
 
     Attributes:
-        median_ms, p95_ms: single-query (batch of one) latency over ``repeats`` calls.
-        throughput: rows per second when called on batches of ``batch_size``.
-        repeats, batch_size, num_threads: how it was measured.
+        median_ms, p95_ms: single-query (batch of one) latency over all
+            ``rounds * repeats`` timed calls.
+        throughput: rows per second on batches of ``batch_size`` (median over
+            the timed batch calls; NaN when batches were not timed).
+        repeats: timed single queries per round; rounds: interleaved rounds.
+        batch_size: rows per batch call (0: not timed).
+        num_threads: threads of the single-query function (its ``num_threads``).
+        batch_threads: threads of the batch function.
+        round_medians_ms: ``(rounds,)`` median single-query latency of each
+            round; their spread shows how much of a difference is noise.
     """
 
     median_ms: float
@@ -542,12 +593,110 @@ class Timing:
     repeats: int
     batch_size: int
     num_threads: int | None = None
+    batch_threads: int | None = None
+    rounds: int = 1
+    round_medians_ms: tuple[float, ...] = ()
+
+    @property
+    def spread_ms(self) -> tuple[float, float]:
+        """``(fastest, slowest)`` round median."""
+        values = self.round_medians_ms or (self.median_ms,)
+        return min(values), max(values)
+
+
+def _n_rows(inputs: Mapping[str, np.ndarray] | np.ndarray) -> int:
+    return len(next(iter(inputs.values()))) if isinstance(inputs, Mapping) else len(inputs)
 
 
 def _rows(inputs: Mapping[str, np.ndarray] | np.ndarray, start: int, stop: int) -> Any:
     if isinstance(inputs, Mapping):
         return {k: np.asarray(v)[start:stop] for k, v in inputs.items()}
     return np.asarray(inputs)[start:stop]
+
+
+def compare_latency(
+    fns: Mapping[str, Callable[[Any], Any]],
+    inputs: Mapping[str, np.ndarray] | np.ndarray,
+    *,
+    batch_fns: Mapping[str, Callable[[Any], Any]] | None = None,
+    rounds: int = 3,
+    repeats: int = 20,
+    warmup: int = 5,
+    batch_size: int = 64,
+    batch_repeats: int = 3,
+) -> dict[str, Timing]:
+    """Single-query latency and batch throughput of several functions, measured alike.
+
+    Every function is first warmed up (``warmup`` single calls and one batch
+    call). Then, ``rounds`` times, each function in turn (the order rotates
+    every round) is timed on ``repeats`` single rows, the same rows for all
+    functions in a round, and on ``batch_repeats`` batches. Interleaving makes
+    warm-up, order and background-load effects hit every function alike; each
+    timed block starts with one untimed call (a shape change re-allocates a
+    TFLite interpreter's tensors).
+
+    Args:
+        fns: name -> single-query function, called with a one-row slice of
+            ``inputs`` (same type: a dict of arrays or an array), e.g. a
+            one-thread :class:`TFLiteRunner`.
+        inputs: ``(n, ...)`` rows; single queries cycle through them.
+        batch_fns: name -> function for the batch calls (default: ``fns``;
+            ``{}`` skips throughput), e.g. a runner with more threads.
+        batch_size: rows per batch call (capped at ``n``).
+
+    Returns:
+        name -> :class:`Timing`; thread counts are read from each function's
+        ``num_threads`` attribute when it has one.
+    """
+    n = _n_rows(inputs)
+    if n == 0:
+        raise DataError("timing needs at least one input row")
+    if not fns:
+        raise DataError("compare_latency needs at least one function to time")
+    if rounds < 1 or repeats < 1:
+        raise DataError(f"rounds and repeats must be >= 1, got {rounds}, {repeats}")
+    batch_fns = dict(fns) if batch_fns is None else dict(batch_fns)
+    unknown = set(batch_fns) - set(fns)
+    if unknown:
+        raise DataError(f"batch_fns has names without a single-query function: {sorted(unknown)}")
+    b = min(batch_size, n) if batch_fns and batch_size > 0 else 0
+    batch = _rows(inputs, 0, b)
+    names = list(fns)
+    for name in names:
+        for i in range(warmup):
+            fns[name](_rows(inputs, i % n, i % n + 1))
+        if name in batch_fns:
+            batch_fns[name](batch)
+    single = {name: np.empty((rounds, repeats)) for name in names}
+    batch_seconds: dict[str, list[float]] = {name: [] for name in batch_fns}
+    for r in range(rounds):
+        rows = [(r * repeats + i) % n for i in range(repeats)]
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[name]
+            fn(_rows(inputs, rows[0], rows[0] + 1))
+            for i, row in enumerate(rows):
+                x = _rows(inputs, row, row + 1)
+                start = time.perf_counter()
+                fn(x)
+                single[name][r, i] = time.perf_counter() - start
+            if name in batch_fns:
+                batch_fns[name](batch)
+                for _ in range(batch_repeats):
+                    start = time.perf_counter()
+                    batch_fns[name](batch)
+                    batch_seconds[name].append(time.perf_counter() - start)
+    out = {}
+    for name in names:
+        times = single[name] * 1e3
+        seconds = batch_seconds.get(name)
+        out[name] = Timing(
+            median_ms=float(np.median(times)), p95_ms=float(np.percentile(times, 95)),
+            throughput=float(b / np.median(seconds)) if seconds else float("nan"),
+            repeats=repeats, batch_size=b if seconds else 0,
+            num_threads=getattr(fns[name], "num_threads", None),
+            batch_threads=getattr(batch_fns[name], "num_threads", None) if seconds else None,
+            rounds=rounds, round_medians_ms=tuple(float(v) for v in np.median(times, axis=1)))
+    return out
 
 
 def measure_latency(
@@ -560,7 +709,10 @@ def measure_latency(
     batch_repeats: int = 3,
     num_threads: int | None = None,
 ) -> Timing:
-    """Single-query latency and batch throughput of ``fn`` on CPU.
+    """Single-query latency and batch throughput of one function on CPU.
+
+    :func:`compare_latency` with one function and one round; to compare
+    variants, time them together with :func:`compare_latency` instead.
 
     Args:
         fn: called with a slice of ``inputs`` (same type: a dict of arrays or an
@@ -570,33 +722,26 @@ def measure_latency(
         batch_size: rows per call for throughput (capped at ``n``).
         batch_repeats: timed batch calls; throughput uses their median.
         num_threads: recorded in the result (``fn``'s own setting); taken from
-            ``fn.num_threads`` when present.
+            ``fn.num_threads`` when not given.
 
     (``recsys_utils.serving.measure_latency`` times TFRS indexes by user id; this
     one times any callable on array inputs.)
     """
-    n = len(next(iter(inputs.values()))) if isinstance(inputs, Mapping) else len(inputs)
-    if n == 0:
-        raise DataError("measure_latency needs at least one input row")
-    for i in range(warmup):
-        fn(_rows(inputs, i % n, i % n + 1))
-    times = np.empty(repeats)
-    for r in range(repeats):
-        row = _rows(inputs, r % n, r % n + 1)
-        start = time.perf_counter()
-        fn(row)
-        times[r] = time.perf_counter() - start
-    b = min(batch_size, n)
-    batch = _rows(inputs, 0, b)
-    fn(batch)  # resize and warm up at this shape
-    batch_times = []
-    for _ in range(batch_repeats):
-        start = time.perf_counter()
-        fn(batch)
-        batch_times.append(time.perf_counter() - start)
-    threads = num_threads if num_threads is not None else getattr(fn, "num_threads", None)
-    return Timing(float(np.median(times) * 1e3), float(np.percentile(times, 95) * 1e3),
-                  float(b / np.median(batch_times)), repeats, b, threads)
+    timing = compare_latency({"fn": fn}, inputs, rounds=1, repeats=repeats, warmup=warmup,
+                             batch_size=batch_size, batch_repeats=batch_repeats)["fn"]
+    if num_threads is not None:
+        timing.num_threads = timing.batch_threads = num_threads
+    return timing
+
+
+def _as_by_mode(results: Mapping[str, ConversionResult] | Sequence[ConversionResult]
+                ) -> dict[str, ConversionResult]:
+    items = list(results.values()) if isinstance(results, Mapping) else list(results)
+    return {r.mode: r for r in items}
+
+
+def _run_time_error(exc: BaseException) -> str:
+    return f"run time: {' '.join(str(exc).split())[:300]}"
 
 
 def measure_variants(
@@ -606,57 +751,94 @@ def measure_variants(
     quality: Callable[[str, TFLiteRunner], float],
     quality_metric: str,
     timing_inputs: Mapping[str, np.ndarray] | np.ndarray,
-    num_threads: int | None = None,
+    batch_threads: int | None = None,
+    latency_threads: int = 1,
     repeats: int = 20,
+    rounds: int = 3,
     batch_size: int = 32,
     extra_bytes: Mapping[str, int] | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Size, CPU cost and quality of each converted variant of one model.
 
+    Quality is computed first, variant by variant, on a runner with
+    ``batch_threads``; then the variants whose quality ran are timed together
+    by :func:`compare_latency` (interleaved rounds): single queries on a
+    runner with ``latency_threads`` (default 1), batches of ``batch_size`` on
+    the ``batch_threads`` runner.
+
     Args:
         results: the conversions (e.g. from :func:`convert_all`); failed ones
             get a row with their error and no measurements.
         model: the model's name in the table.
         quality: ``quality(mode, runner) -> float`` on held-out data (cosine to
-            float, Recall@10, RMSE, ...). An exception inside (an int8 kernel can
-            fail at run time) is recorded in ``error``, not raised.
+            float, Recall@10, RMSE, ...). A ``RuntimeError`` or ``ValueError``
+            inside (an int8 kernel can fail at run time) is recorded in
+            ``error``, not raised; a :class:`DataError` (the caller's mistake)
+            is raised.
         quality_metric: what ``quality`` measures, for the table and plots.
-        timing_inputs: ``(n, ...)`` rows for :func:`measure_latency`.
+        timing_inputs: ``(n, ...)`` rows for :func:`compare_latency`.
+        batch_threads: interpreter threads for quality and throughput
+            (``None``: all cores).
+        latency_threads: interpreter threads for single queries.
+        repeats, rounds: timed single queries per round, interleaved rounds.
         extra_bytes: mode -> bytes to add to the file size (e.g. a second
             tower that ships with this one).
 
     Returns:
         DataFrame, one row per mode: ``model, variant, ok, size_mb, median_ms,
-        p95_ms, throughput, num_threads, quality, quality_metric, float_ops,
-        kept_float, error``.
+        p95_ms, round_min_ms, round_max_ms, throughput, num_threads`` (threads
+        of the single-query timings), ``batch_threads, quality,
+        quality_metric, float_ops, kept_float, error``.
     """
     from tqdm.auto import tqdm
 
-    items = list(results.values()) if isinstance(results, Mapping) else list(results)
-    rows = []
-    for r in tqdm(items, desc=f"measuring {model}", unit="variant", disable=not progress):
+    batch_threads = int(batch_threads or os.cpu_count() or 1)
+    rows, runners = {}, {}
+    for r in tqdm(list(_as_by_mode(results).values()), desc=f"quality of {model}", unit="variant",
+                  disable=not progress):
         row = {"model": model, "variant": r.mode, "ok": r.ok, "size_mb": r.size_mb,
-               "median_ms": np.nan, "p95_ms": np.nan, "throughput": np.nan,
-               "num_threads": num_threads or os.cpu_count(), "quality": np.nan,
-               "quality_metric": quality_metric,
+               "median_ms": np.nan, "p95_ms": np.nan, "round_min_ms": np.nan,
+               "round_max_ms": np.nan, "throughput": np.nan, "num_threads": latency_threads,
+               "batch_threads": batch_threads, "quality": np.nan, "quality_metric": quality_metric,
                "float_ops": ", ".join(f"{k} x{v}" for k, v in sorted(r.float_ops.items())),
                "kept_float": ", ".join(r.kept_float), "error": r.error}
-        if r.ok:
-            if extra_bytes and r.mode in extra_bytes:
-                row["size_mb"] = (r.size_bytes + extra_bytes[r.mode]) / 1e6
-            runner = TFLiteRunner(r.path, num_threads=num_threads)
-            try:
-                row["quality"] = float(quality(r.mode, runner))
-                timing = measure_latency(runner, timing_inputs, repeats=repeats,
-                                         batch_size=batch_size)
-                row.update(median_ms=timing.median_ms, p95_ms=timing.p95_ms,
-                           throughput=timing.throughput, num_threads=timing.num_threads)
-            except (RuntimeError, ValueError) as exc:
-                row["ok"] = False
-                row["error"] = f"run time: {' '.join(str(exc).split())[:300]}"
-        rows.append(row)
-    return pd.DataFrame(rows)
+        rows[r.mode] = row
+        if not r.ok:
+            continue
+        if extra_bytes and r.mode in extra_bytes:
+            row["size_mb"] = (r.size_bytes + extra_bytes[r.mode]) / 1e6
+        runner = TFLiteRunner(r.path, num_threads=batch_threads)
+        try:
+            row["quality"] = float(quality(r.mode, runner))
+        except DataError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            row["ok"], row["error"] = False, _run_time_error(exc)
+            continue
+        single = (runner if latency_threads == batch_threads
+                  else TFLiteRunner(r.path, num_threads=latency_threads))
+        runners[r.mode] = (single, runner)
+    for mode, (single, batch) in list(runners.items()):
+        try:  # a kernel that fails on the timing inputs is recorded, not timed
+            single(_rows(timing_inputs, 0, 1))
+            batch(_rows(timing_inputs, 0, batch_size))
+        except DataError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            rows[mode]["ok"], rows[mode]["error"] = False, _run_time_error(exc)
+            del runners[mode]
+    if runners:
+        timings = compare_latency({m: single for m, (single, _) in runners.items()}, timing_inputs,
+                                  batch_fns={m: batch for m, (_, batch) in runners.items()},
+                                  rounds=rounds, repeats=repeats, batch_size=batch_size)
+        for mode, timing in timings.items():
+            fastest, slowest = timing.spread_ms
+            rows[mode].update(median_ms=timing.median_ms, p95_ms=timing.p95_ms,
+                              round_min_ms=fastest, round_max_ms=slowest,
+                              throughput=timing.throughput, num_threads=timing.num_threads,
+                              batch_threads=timing.batch_threads)
+    return pd.DataFrame(list(rows.values()))
 
 
 class TFLiteTowers:
@@ -665,9 +847,8 @@ class TFLiteTowers:
     Has ``variant``, ``query_embeddings(features)`` and ``item_embeddings()``
     like a :class:`~recsys_utils.retrieval.RetrievalResult`, so
     :func:`recsys_utils.retrieval.evaluate_retrieval` scores a quantized pair.
+    The query tower takes :data:`recsys_utils.serving.QUERY_INPUTS`.
     """
-
-    QUERY_INPUTS = ("user", "history", "history_mask", "hour", "dow")
 
     def __init__(self, query: TFLiteRunner, item: TFLiteRunner, n_items: int,
                  variant: str = "tflite", batch_size: int = 256) -> None:
@@ -677,7 +858,7 @@ class TFLiteTowers:
     def query_embeddings(self, features: Mapping[str, np.ndarray], batch_size: int | None = None
                          ) -> np.ndarray:
         """``(n, D)`` float32 from query feature arrays (each ``(n, ...)``)."""
-        inputs = {k: np.asarray(features[k]) for k in self.QUERY_INPUTS}
+        inputs = {k: np.asarray(features[k]) for k in QUERY_INPUTS}
         return np.asarray(self.query.predict(inputs, batch_size or self.batch_size), np.float32)
 
     def item_embeddings(self, batch_size: int | None = None) -> np.ndarray:
@@ -685,6 +866,98 @@ class TFLiteTowers:
         items = np.arange(self.n_items, dtype=np.int32)
         return np.asarray(self.item.predict({"item": items}, batch_size or self.batch_size),
                           np.float32)
+
+
+@dataclasses.dataclass
+class TowerMeasurement:
+    """Every variant of the query + item tower pair, measured (:func:`measure_towers`).
+
+    Attributes:
+        table: :func:`measure_variants` rows; ``quality`` is Recall@k.
+        ranked: mode -> ``(n_queries, k)`` top-k item indices of that pair.
+        agreement: mode -> mean share of the reference pair's top-k lists that
+            the mode's lists contain (:func:`recsys_utils.metrics.top_k_overlap`).
+        query_vectors: ``(n_queries, D)`` from the reference query tower (``None``
+            when it did not run).
+        item_vectors: ``(n_items, D)`` from the reference item tower.
+    """
+
+    table: pd.DataFrame
+    ranked: dict[str, np.ndarray]
+    agreement: dict[str, float]
+    query_vectors: np.ndarray | None
+    item_vectors: np.ndarray | None
+
+
+def measure_towers(
+    query_results: Mapping[str, ConversionResult] | Sequence[ConversionResult],
+    item_results: Mapping[str, ConversionResult] | Sequence[ConversionResult],
+    queries: QuerySet,
+    n_items: int,
+    *,
+    k: int = 10,
+    reference: str = "float32",
+    batch_threads: int | None = None,
+    latency_threads: int = 1,
+    repeats: int = 20,
+    rounds: int = 3,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> TowerMeasurement:
+    """Size, query-tower latency and Recall@k of each tower pair variant.
+
+    Each mode pairs the query tower and the item tower converted in that mode.
+    Quality ranks the whole catalogue for every query (the user's training
+    items removed: ``queries.exclude``) with
+    :func:`recsys_utils.retrieval.rank_items` and scores the lists with
+    :func:`recsys_utils.metrics.retrieval_metrics` against
+    ``queries.relevant``, as :func:`~recsys_utils.retrieval.evaluate_retrieval`
+    does; each pair embeds and ranks once. The size is both files; latency is
+    the query tower's (item vectors are computed offline). A mode whose item
+    tower did not convert gets a failed row saying so.
+
+    Args:
+        query_results, item_results: conversions of the two towers, by mode.
+        queries: the evaluation queries (``features`` hold
+            :data:`recsys_utils.serving.QUERY_INPUTS`).
+        n_items: catalogue size (item tower inputs are ``0 .. n_items - 1``).
+        k: the cut-off of Recall@k and of the agreement.
+        reference: the mode the agreement compares with and whose vectors
+            are returned.
+        batch_threads, latency_threads, repeats, rounds, batch_size: as in
+            :func:`measure_variants`.
+    """
+    query_by_mode, item_by_mode = _as_by_mode(query_results), _as_by_mode(item_results)
+    pairs = {}
+    for mode, q in query_by_mode.items():
+        item = item_by_mode.get(mode)
+        if q.ok and (item is None or not item.ok):
+            why = "was not converted" if item is None else f"did not convert: {item.error}"
+            q = dataclasses.replace(q, ok=False, path=None, size_bytes=None,
+                                    error=f"item tower {mode} {why}")
+        pairs[mode] = q
+    ranked: dict[str, np.ndarray] = {}
+    vectors: dict[str, np.ndarray] = {}
+
+    def recall(mode: str, query_runner: TFLiteRunner) -> float:
+        towers = TFLiteTowers(query_runner, TFLiteRunner(item_by_mode[mode].path,
+                                                         num_threads=query_runner.num_threads),
+                              n_items, variant=mode)
+        query_vectors, item_vectors = towers.query_embeddings(queries.features), towers.item_embeddings()
+        ranked[mode] = retrieval.rank_items(query_vectors, item_vectors, k, exclude=queries.exclude)
+        if mode == reference:
+            vectors.update(query=query_vectors, item=item_vectors)
+        return metrics.retrieval_metrics(ranked[mode], queries.relevant, ks=(k,))[f"recall@{k}"]
+
+    table = measure_variants(
+        pairs, model="towers", quality=recall, quality_metric=f"Recall@{k}",
+        timing_inputs={name: queries.features[name] for name in QUERY_INPUTS},
+        extra_bytes={m: r.size_bytes for m, r in item_by_mode.items() if r.ok},
+        batch_threads=batch_threads, latency_threads=latency_threads, repeats=repeats,
+        rounds=rounds, batch_size=batch_size, progress=progress)
+    agreement = ({mode: float(metrics.top_k_overlap(lists, ranked[reference], k).mean())
+                  for mode, lists in ranked.items()} if reference in ranked else {})
+    return TowerMeasurement(table, ranked, agreement, vectors.get("query"), vectors.get("item"))
 
 
 def load_calibration(saved_model_dir: str | Path) -> dict[str, np.ndarray]:
@@ -758,37 +1031,29 @@ def encoder_inputs(encoder: Any, texts: Sequence[str], length: int | None = None
 
 
 def encode_bucketed(runner: TFLiteRunner, encoder: Any, texts: Sequence[str], *,
-                    batch_size: int = 64, pad_multiple: int = 8) -> np.ndarray:
-    """Encode texts with a TFLite token-id encoder, bucketed like ``TextEncoder.encode``.
+                    batch_size: int | None = None) -> np.ndarray:
+    """Encode texts with a TFLite token-id encoder in the batches ``TextEncoder.encode`` uses.
 
-    Texts are tokenized once, sorted by length, and each batch is padded only
-    to its own longest text (rounded up to ``pad_multiple``), so short texts
-    do not pay for long ones; rows come back in the input order.
+    Duplicate texts are encoded once, and the unique texts go through
+    :meth:`recsys_utils.text.TextEncoder.batches` (sorted by token length, each
+    batch padded to its own longest text rounded up to ``pad_multiple``), so
+    the TFLite model sees exactly the batches the Keras encoder computes (without
+    a cache); rows come back in the input order.
 
     Returns:
         ``(len(texts), d)`` float32, the model's output rows.
     """
-    if batch_size < 1 or pad_multiple < 1:
-        raise DataError(f"batch_size and pad_multiple must be >= 1, got {batch_size}, {pad_multiple}")
-    tokens = encoder.tokenize(list(texts))
-    if not tokens:
+    unique = list(dict.fromkeys(texts))
+    position = {t: i for i, t in enumerate(unique)}
+    vectors: np.ndarray | None = None
+    for rows, ids, mask in encoder.batches(unique, batch_size=batch_size):
+        out = np.asarray(runner({"token_ids": ids, "padding_mask": mask}), np.float32)
+        if vectors is None:
+            vectors = np.zeros((len(unique), out.shape[-1]), np.float32)
+        vectors[rows] = out
+    if vectors is None:
         return np.zeros((0, 0), np.float32)
-    order = np.argsort([len(t) for t in tokens], kind="stable")
-    out: np.ndarray | None = None
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        longest = max(1, max(len(tokens[i]) for i in rows))
-        width = min(-(-longest // pad_multiple) * pad_multiple, encoder.max_length)
-        ids = np.full((len(rows), width), encoder.pad_id, np.int32)
-        mask = np.zeros((len(rows), width), np.int32)
-        for j, i in enumerate(rows):
-            t = tokens[i][:width]
-            ids[j, :len(t)], mask[j, :len(t)] = t, 1
-        vectors = np.asarray(runner({"token_ids": ids, "padding_mask": mask}), np.float32)
-        if out is None:
-            out = np.zeros((len(tokens), vectors.shape[-1]), np.float32)
-        out[rows] = vectors
-    return out
+    return vectors[[position[t] for t in texts]]
 
 
 def encoder_samples(encoder: Any, texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
@@ -815,15 +1080,6 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise DataError(f"shapes differ: {a.shape} vs {b.shape}")
     denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return np.sum(a * b, axis=1) / np.maximum(denom, 1e-12)
-
-
-def overlap_at_k(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
-    """Mean ``|approx top-k ∩ exact top-k| / k`` over queries (recall against exact search)."""
-    approx, exact = np.asarray(approx)[:, :k], np.asarray(exact)[:, :k]
-    if approx.shape != exact.shape:
-        raise DataError(f"result lists differ in shape: {approx.shape} vs {exact.shape}")
-    hits = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact)]
-    return float(np.mean(hits) / k) if hits else float("nan")
 
 
 # --------------------------------------------------------------------------
@@ -854,7 +1110,10 @@ class QuantizedTable:
         """``(n_queries, n)`` dot products with the dequantized table.
 
         Computed as ``(q * scale) @ codes.T + q @ offset.T`` for per-dimension
-        tables, so the int8 codes are the only copy of the table touched.
+        tables, without building the dequantized table. numpy has no int8
+        matrix multiply, so each call still converts the codes to a float32
+        copy: this shows what int8 storage costs in accuracy, not int8 speed
+        (ScaNN's int8 scoring in :func:`index_variants` has real int8 kernels).
         """
         q = np.asarray(queries, np.float32)
         if self.per == "dimension":
@@ -895,14 +1154,6 @@ def quantize_embeddings_int8(table: np.ndarray, per: Literal["dimension", "row"]
 def dequantize(q: QuantizedTable) -> np.ndarray:
     """``(n, d)`` float32 reconstruction ``codes * scale + offset``."""
     return q.codes.astype(np.float32) * q.scale + q.offset
-
-
-def int8_search_recall(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
-                       per: Literal["dimension", "row"] = "dimension") -> float:
-    """Recall@k of dot-product search over the int8 table, against exact float search."""
-    exact, _ = metrics.brute_force_top_k(queries, table, k)
-    approx, _ = metrics.brute_force_top_k(queries, dequantize(quantize_embeddings_int8(table, per)), k)
-    return overlap_at_k(approx, exact, k)
 
 
 def scann_search(
@@ -958,39 +1209,42 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _per_query_ms(search: Callable[[np.ndarray], Any], queries: np.ndarray, n: int = 50) -> float:
-    times = []
-    for i in range(min(n, len(queries))):
-        q = queries[i:i + 1]
-        start = time.perf_counter()
-        search(q)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+def _search_all(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
+                block: int = 1024) -> np.ndarray:
+    """Run a ``(b, d) -> (b, k)`` search over the queries in blocks (bounded memory)."""
+    return np.concatenate([search(queries[s:s + block]) for s in range(0, len(queries), block)])
 
 
 def index_variants(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
-                   dimensions_per_block: int = 2, reorder: int | None = None) -> pd.DataFrame:
+                   dimensions_per_block: int = 2, reorder: int | None = None,
+                   rounds: int = 3, repeats: int = 50) -> pd.DataFrame:
     """Item-index variants against exact float search: size, recall@k, single-query time.
 
     Rows: ``float32 exact`` (numpy), ``int8 scalar`` (this module, per dimension),
     ``scann int8 brute force``, ``scann AH`` (asymmetric hashing without
-    re-scoring) and, when ``reorder``, ``scann AH + reorder``. Sizes are the
-    table bytes (float32 / int8 + scales) or the serialized ScaNN index
-    (``searcher.serialize``, which also stores the float rows it needs to
-    reorder, so AH + reorder is not smaller than float).
+    re-scoring) and, when ``reorder``, ``scann AH + reorder``. The two numpy
+    rows search the same way, ``metrics.top_k`` over all scores of the query
+    (``q @ table.T`` against :meth:`QuantizedTable.scores`), so their times
+    compare the scoring alone. Recall@k is
+    :func:`recsys_utils.metrics.top_k_overlap` against the float32 lists.
+    Sizes are the table bytes (float32 / int8 + scales) or the serialized
+    ScaNN index (``searcher.serialize``, which also stores the float rows it
+    needs to reorder, so AH + reorder is not smaller than float). Every
+    variant is timed one query at a time by :func:`compare_latency`
+    (interleaved rounds), with numpy's and ScaNN's own thread settings.
 
     Returns:
-        DataFrame: ``index``, ``bytes``, ``recall_at_k``, ``median_ms``, ``k``.
+        DataFrame: ``index``, ``bytes``, ``recall_at_k``, ``median_ms``,
+        ``p95_ms``, ``k``, ``x_smaller``.
     """
     queries = np.ascontiguousarray(queries, np.float32)
     table = np.ascontiguousarray(table, np.float32)
-    exact, _ = metrics.brute_force_top_k(queries, table, k)
-    rows = [{"index": "float32 exact", "bytes": table.nbytes, "recall_at_k": 1.0,
-             "median_ms": _per_query_ms(lambda q: metrics.brute_force_top_k(q, table, k), queries)}]
     qt = quantize_embeddings_int8(table)
-    approx = metrics.top_k(qt.scores(queries), k)
-    rows.append({"index": "int8 scalar", "bytes": qt.nbytes, "recall_at_k": overlap_at_k(approx, exact, k),
-                 "median_ms": _per_query_ms(lambda q: metrics.top_k(qt.scores(q), k), queries)})
+    searches: dict[str, Callable[[np.ndarray], Any]] = {
+        "float32 exact": lambda q: metrics.top_k(q @ table.T, k),
+        "int8 scalar": lambda q: metrics.top_k(qt.scores(q), k)}
+    sizes = {"float32 exact": table.nbytes, "int8 scalar": qt.nbytes}
+    lists = {name: _search_all(fn, queries) for name, fn in searches.items()}
     configs: list[tuple[str, dict[str, Any]]] = [
         ("scann int8 brute force", {"scoring": "int8"}),
         ("scann AH", {"scoring": "ah", "dimensions_per_block": dimensions_per_block})]
@@ -998,14 +1252,17 @@ def index_variants(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
         configs.append(("scann AH + reorder", {"scoring": "ah", "reorder": reorder,
                                                "dimensions_per_block": dimensions_per_block}))
     for name, kwargs in configs:
-        idx, searcher = scann_search(queries, table, k, **kwargs)
+        lists[name], searcher = scann_search(queries, table, k, **kwargs)
         with tempfile.TemporaryDirectory() as tmp:
             searcher.serialize(tmp)
-            size = _dir_bytes(Path(tmp))
-        rows.append({"index": name, "bytes": size, "recall_at_k": overlap_at_k(idx, exact, k),
-                     "median_ms": _per_query_ms(
-                         lambda q, s=searcher: s.search_batched(q, final_num_neighbors=k), queries)})
-    df = pd.DataFrame(rows)
+            sizes[name] = _dir_bytes(Path(tmp))
+        searches[name] = lambda q, s=searcher: s.search_batched(q, final_num_neighbors=k)
+    timings = compare_latency(searches, queries, batch_fns={}, rounds=rounds, repeats=repeats)
+    exact = lists["float32 exact"]
+    df = pd.DataFrame([{"index": name, "bytes": sizes[name],
+                        "recall_at_k": float(metrics.top_k_overlap(lists[name], exact, k).mean()),
+                        "median_ms": timings[name].median_ms, "p95_ms": timings[name].p95_ms}
+                       for name in searches])
     df["k"] = k
     df["x_smaller"] = df["bytes"].iloc[0] / df["bytes"]
     return df

@@ -157,18 +157,21 @@ _RANKING: dict[str, dict[str, Any]] = {
 }
 
 # Quantization (notebook 06, recsys_utils.compress): calibration samples for
-# full-int8, held-out rows for quality, timed single queries and the batch
-# size for throughput, interpreter threads (None = all cores), which modes the
-# text encoder is converted to (each MiniLM conversion costs ~10 s, full-int8
-# ~30 s on 2 cores), and K for the index recall.
+# full-int8, held-out rows for quality, single queries timed per round and
+# interleaved rounds (compress.compare_latency), the batch size for throughput,
+# interpreter threads for single queries (1: a sub-millisecond model spends more
+# time waking threads than computing) and for batches (None = all cores), which
+# modes the text encoder is converted to (each MiniLM conversion costs ~10 s,
+# full-int8 ~30 s on 2 cores), and K for the index recall.
 _COMPRESS: dict[str, dict[str, Any]] = {
-    "smoke": dict(calibration_samples=32, quality_rows=256, latency_repeats=20, batch_size=32,
-                  num_threads=None, encoder_modes=("float32", "dynamic_int8"), index_k=10),
-    "default": dict(calibration_samples=200, quality_rows=2000, latency_repeats=100,
-                    batch_size=64, num_threads=None,
+    "smoke": dict(calibration_samples=32, quality_rows=256, latency_repeats=20, latency_rounds=3,
+                  batch_size=32, latency_threads=1, batch_threads=None,
+                  encoder_modes=("float32", "dynamic_int8"), index_k=10),
+    "default": dict(calibration_samples=200, quality_rows=2000, latency_repeats=30,
+                    latency_rounds=3, batch_size=64, latency_threads=1, batch_threads=None,
                     encoder_modes=("float32", "float16", "dynamic_int8", "full_int8"), index_k=10),
-    "full": dict(calibration_samples=500, quality_rows=10000, latency_repeats=200,
-                 batch_size=64, num_threads=None,
+    "full": dict(calibration_samples=500, quality_rows=10000, latency_repeats=60,
+                 latency_rounds=3, batch_size=64, latency_threads=1, batch_threads=None,
                  encoder_modes=("float32", "float16", "dynamic_int8", "full_int8"), index_k=10),
 }
 

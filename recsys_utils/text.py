@@ -358,19 +358,37 @@ class TextEncoder:
         """One forward pass: (b, L) int32, (b, L) int32 -> (b, dim) float32."""
         return self._forward(token_ids, padding_mask).numpy()
 
-    def _batches(self, tokens: list[np.ndarray], batch_size: int, bucketing: bool
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """tf.data pipeline yielding padded (ids, mask) batches in the order of ``tokens``.
+    def batches(self, texts: Sequence[str], *, batch_size: int | None = None,
+                bucketing: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The padded model inputs of ``texts``, batch by batch, as :meth:`encode` runs them.
 
-        Bucketed: each batch is padded to its own longest text, rounded up to
-        ``pad_multiple`` (few distinct shapes, fewer wasted tokens). Fixed: every
-        batch is padded to ``max_length`` (the naive baseline).
+        Bucketed (default): texts sorted longest first (the slowest batches come
+        first, so a progress bar's rate is honest early), each batch padded to
+        its own longest text rounded up to ``pad_multiple`` (few distinct
+        shapes, few wasted tokens). Fixed: texts in the given order, every batch
+        padded to ``max_length`` (the naive baseline). Texts are batched as
+        given: de-duplicate first if they repeat (:meth:`encode` does). Any
+        model taking ``(token_ids, padding_mask)``, such as the TFLite export
+        in ``recsys_utils.compress``, can run these batches.
+
+        Yields:
+            ``(rows, token_ids, padding_mask)``: ``rows`` ``(b,)`` int64
+            positions in ``texts``; ``token_ids`` and ``padding_mask`` ``(b, L)``
+            int32 (``L`` <= ``max_length``, pad id where the mask is 0).
         """
         import tensorflow as tf
 
+        batch_size = int(batch_size or self.batch_size)
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        if not len(texts):
+            return
+        tokens = self.tokenize(list(texts))
         lengths = np.array([len(t) for t in tokens], dtype=np.int64)
-        flat = np.concatenate(tokens).astype(np.int32) if tokens else np.zeros(0, np.int32)
-        ragged = tf.RaggedTensor.from_row_lengths(flat, lengths)
+        order = (np.argsort(-lengths, kind="stable") if bucketing
+                 else np.arange(len(tokens), dtype=np.int64))
+        flat = np.concatenate([tokens[i] for i in order]).astype(np.int32)
+        ragged = tf.RaggedTensor.from_row_lengths(flat, lengths[order])
         multiple, max_length, pad_id = self.pad_multiple, self.max_length, self.pad_id
 
         def pad(batch):  # batch: RaggedTensor (b, None)
@@ -389,8 +407,11 @@ class TextEncoder:
         dataset = (tf.data.Dataset.from_tensor_slices(ragged)
                    .ragged_batch(batch_size)
                    .map(pad))
+        start = 0
         for ids, mask in dataset:
-            yield ids.numpy(), mask.numpy()
+            rows = order[start:start + len(ids)]
+            start += len(ids)
+            yield rows, ids.numpy(), mask.numpy()
 
     def encode(
         self,
@@ -409,18 +430,19 @@ class TextEncoder:
             batch_size: texts per forward pass (default: the encoder's).
             bucketing: sort by token length and pad each batch to its own
                 length; ``False`` pads everything to ``max_length``. Either way
-                the rows come back in the order of ``texts``.
+                the rows come back in the order of ``texts``. The batches are
+                :meth:`batches` of the distinct texts not in the cache.
             cache_dir: directory for the embedding cache (``None``: no cache).
                 Duplicate texts are encoded once in any case.
             progress: show a tqdm progress bar.
-            chunk_size: texts per cache shard; an interrupted run loses at most
-                one chunk of work.
+            chunk_size: texts per cache shard (whole batches: a shard holds
+                the first batches that reach it); an interrupted run loses at
+                most one chunk of work.
         """
         texts = as_string_list(texts, source="texts")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        batch_size = int(batch_size or self.batch_size)
         keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
         first: dict[str, int] = {}
         for i, key in enumerate(keys):
@@ -431,32 +453,33 @@ class TextEncoder:
         todo = [k for k in first if k not in known]
         vectors: dict[str, np.ndarray] = dict(known)
         if todo:
-            tokens = self.tokenize([texts[first[k]] for k in todo])
-            # Longest first: the slowest batches show up early in the progress bar's rate.
-            order = (np.argsort([-len(t) for t in tokens], kind="stable") if bucketing
-                     else np.arange(len(todo)))
             from tqdm.auto import tqdm
+
+            pending_keys: list[str] = []
+            pending: list[np.ndarray] = []
+
+            def store() -> None:
+                chunk = np.concatenate(pending)
+                if cache is not None:
+                    cache.write(pending_keys, chunk)
+                vectors.update(zip(pending_keys, chunk))
+                pending_keys.clear()
+                pending.clear()
 
             with tqdm(total=len(todo), desc=f"encoding ({self.precision})", unit="text",
                       disable=not progress) as bar:
-                for start in range(0, len(order), chunk_size):
-                    idx = order[start:start + chunk_size]
-                    chunk_vecs = np.concatenate([
-                        self._encode_and_tick(ids, mask, bar)
-                        for ids, mask in self._batches([tokens[i] for i in idx], batch_size, bucketing)
-                    ])
-                    chunk_keys = [todo[i] for i in idx]
-                    if cache is not None:
-                        cache.write(chunk_keys, chunk_vecs)
-                    vectors.update(zip(chunk_keys, chunk_vecs))
+                for rows, ids, mask in self.batches([texts[first[k]] for k in todo],
+                                                    batch_size=batch_size, bucketing=bucketing):
+                    pending.append(self._encode_batch(ids, mask))
+                    pending_keys.extend(todo[i] for i in rows)
+                    bar.update(len(rows))
+                    if len(pending_keys) >= chunk_size:
+                        store()
+                if pending:
+                    store()
         for i, key in enumerate(keys):
             out[i] = vectors[key]
         return out
-
-    def _encode_and_tick(self, ids: np.ndarray, mask: np.ndarray, bar) -> np.ndarray:
-        vecs = self._encode_batch(ids, mask)
-        bar.update(len(ids))
-        return vecs
 
     @property
     def cache_key(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
-from recsys_utils import compress
+from recsys_utils import compress, metrics
 from recsys_utils.schema import DataError
 
 SENTENCES = [
@@ -91,6 +91,13 @@ def test_failure_is_recorded_not_raised(tmp_path):
         compress.convert_saved_model(tmp_path / "m", "int4")
     with pytest.raises(DataError, match="no SavedModel"):
         compress.convert_saved_model(tmp_path / "missing", "float32")
+    # Keeping ops float is a fallback: with the fallback forbidden it could only fail.
+    with pytest.raises(DataError, match="keep_float_ops"):
+        compress.convert_saved_model(tmp_path / "m", "full_int8", representative_data=[{}],
+                                     keep_float_ops=("SOFTMAX",), allow_float_fallback=False)
+    # A failed conversion has no file: running it says so instead of a TypeError.
+    with pytest.raises(DataError, match="did not convert"):
+        compress.TFLiteRunner(result.path)
 
 
 def test_strict_int8_without_fallback_fails_cleanly(dense_model, tmp_path):
@@ -109,12 +116,81 @@ def test_strict_int8_without_fallback_fails_cleanly(dense_model, tmp_path):
     assert not strict.ok and strict.path is None and "SIN" in strict.error
 
 
+def test_full_int8_stores_a_table_once_per_lookup(tmp_path):
+    rng = np.random.default_rng(5)
+    table = tf.constant(rng.normal(size=(300, 24)), tf.float32)
+
+    def two_lookups(a, b):  # one table read by two GATHERs, like the ranker's item table
+        return {"y": tf.reduce_sum(tf.gather(table, a) * tf.gather(table, b), axis=-1)}
+
+    module = tf.Module()
+    module.f = tf.function(two_lookups, input_signature=[tf.TensorSpec([None], tf.int32, name="a"),
+                                                         tf.TensorSpec([None], tf.int32, name="b")])
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.f})
+    data = {k: rng.integers(0, 300, 50).astype(np.int32) for k in ("a", "b")}
+    copies = {}
+    for mode in ("float32", "dynamic_int8", "full_int8"):
+        result = compress.convert_saved_model(tmp_path / "m", mode, representative_data=data,
+                                              out_path=tmp_path / f"{mode}.tflite")
+        constants = compress.constant_tensors(result.path)
+        assert list(constants["bytes"]) == sorted(constants["bytes"], reverse=True)
+        assert constants["bytes"].sum() == sum(result.weight_bytes.values())
+        copies[mode] = constants[constants["shape"] == (300, 24)]["dtype"].tolist()
+    assert copies == {"float32": ["float32"], "dynamic_int8": ["int8"], "full_int8": ["int8", "int8"]}
+
+
 def test_measure_latency_reports_threads_and_throughput(dense_variants, dense_model):
     runner = compress.TFLiteRunner(dense_variants["float32"].path, num_threads=1)
     timing = compress.measure_latency(runner, {"features": dense_model[3]}, repeats=20, batch_size=32)
-    assert timing.num_threads == 1 and timing.batch_size == 32
-    assert 0 < timing.median_ms <= timing.p95_ms
-    assert timing.throughput > 1000 / timing.median_ms  # batching amortises per-call overhead
+    assert timing.num_threads == 1 and timing.batch_threads == 1 and timing.batch_size == 32
+    assert timing.rounds == 1 and len(timing.round_medians_ms) == 1
+    assert timing.median_ms > 0 and timing.throughput > 0
+
+
+class _FakeClock:
+    """Stands in for time.perf_counter: fake models advance it by a known cost."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_compare_latency_interleaves_rounds_and_measures_alike(monkeypatch):
+    import types
+
+    clock = _FakeClock()
+    monkeypatch.setattr(compress, "time", types.SimpleNamespace(perf_counter=clock))
+    calls: list[tuple[str, tuple[int, ...]]] = []
+
+    class Model:
+        def __init__(self, name, ms_per_row, batch_ms_per_row, num_threads):
+            self.name, self.ms, self.batch_ms, self.num_threads = name, ms_per_row, batch_ms_per_row, num_threads
+
+        def __call__(self, x):
+            calls.append((self.name, tuple(x[:, 0].astype(int))))
+            clock.now += (self.ms if len(x) == 1 else self.batch_ms) * len(x) / 1e3
+
+    inputs = np.arange(40, dtype=np.float32).reshape(20, 2)
+    fns = {"a": Model("a", 1.0, 0.5, 1), "b": Model("b", 3.0, 0.5, 1), "c": Model("c", 2.0, 0.25, 1)}
+    batch = {"a": Model("a", 9.0, 0.1, 4)}  # "a" batches on another, faster runner; b, c: no batches
+    timings = compress.compare_latency(fns, inputs, batch_fns=batch, rounds=3, repeats=4,
+                                       warmup=2, batch_size=8)
+    assert {n: t.median_ms for n, t in timings.items()} == pytest.approx({"a": 1.0, "b": 3.0, "c": 2.0})
+    assert timings["b"].round_medians_ms == pytest.approx((3.0, 3.0, 3.0))
+    assert timings["a"].throughput == pytest.approx(8 / (8 * 0.1e-3))
+    assert timings["a"].num_threads == 1 and timings["a"].batch_threads == 4
+    assert np.isnan(timings["b"].throughput) and timings["b"].batch_size == 0
+    # The order rotates every round (a b c, b c a, c a b), each round on the same rows for all.
+    blocks = [name for i, (name, _) in enumerate(calls) if i == 0 or calls[i - 1][0] != name]
+    assert blocks[-9:] == list("abcbcacab")
+    rows = {name: [r for n, r in calls if n == name and len(r) == 1] for name in fns}
+    assert rows["a"] == rows["b"] == rows["c"] and len(rows["a"]) == 2 + 3 * (1 + 4)
+    with pytest.raises(DataError, match="batch_fns"):
+        compress.compare_latency(fns, inputs, batch_fns={"z": fns["a"]})
+    with pytest.raises(DataError, match="at least one input row"):
+        compress.compare_latency(fns, inputs[:0])
 
 
 def test_int8_table_recall_and_size():
@@ -128,7 +204,8 @@ def test_int8_table_recall_and_size():
         assert np.abs(compress.dequantize(q) - table).max() <= q.scale.max() / 2 + 1e-6
         np.testing.assert_allclose(q.scores(queries[:5]), queries[:5] @ compress.dequantize(q).T,
                                    rtol=1e-4, atol=1e-3)
-        assert compress.int8_search_recall(queries, table, 10, per=per) >= 0.95
+        exact = metrics.top_k(queries @ table.T, 10)
+        assert metrics.top_k_overlap(metrics.top_k(q.scores(queries), 10), exact, 10).mean() >= 0.95
     assert table.nbytes / compress.quantize_embeddings_int8(table).nbytes > 3.9
     with pytest.raises(DataError, match="NaN"):
         compress.quantize_embeddings_int8(np.array([[np.nan, 1.0]]))
@@ -149,6 +226,30 @@ def test_scann_quantized_scoring_recall():
     assert df.loc["scann AH", "x_smaller"] > 5
     assert df.loc["scann AH + reorder", "recall_at_k"] >= 0.95
     assert df.loc["int8 scalar", "x_smaller"] > 3.5
+    assert (df["median_ms"] > 0).all()
+
+
+def test_index_variants_time_float_and_int8_through_the_same_search(monkeypatch):
+    rng = np.random.default_rng(3)
+    table = rng.normal(size=(500, 16)).astype(np.float32)
+    queries = rng.normal(size=(30, 16)).astype(np.float32)
+    timed = {}
+    real = compress.compare_latency
+
+    def capture(fns, inputs, **kwargs):
+        timed.update(fns)
+        return real(fns, inputs, **kwargs)
+
+    monkeypatch.setattr(compress, "compare_latency", capture)
+    compress.index_variants(queries, table, k=5, rounds=1, repeats=3)
+    calls = []
+    monkeypatch.setattr(metrics, "top_k", lambda scores, k, **kw: calls.append(("top_k", scores.shape)))
+    monkeypatch.setattr(metrics, "brute_force_top_k",
+                        lambda *a, **kw: calls.append(("brute_force_top_k", None)))
+    for name in ("float32 exact", "int8 scalar"):
+        calls.clear()
+        timed[name](queries[:1])
+        assert calls == [("top_k", (1, 500))], (name, calls)
 
 
 def test_plot_and_table(dense_variants):
@@ -158,6 +259,10 @@ def test_plot_and_table(dense_variants):
     df = compress.size_quality_table(rows)
     assert df.loc[df.variant == "float32", "x_smaller"].item() == 1.0
     assert df.loc[df.variant == "full_int8", "x_smaller"].item() >= 3.5
+    # speedup: float32's median latency over the variant's (here 1 ms over 1 + i ms).
+    expected = {row["variant"]: 1.0 / row["median_ms"] for row in rows}
+    assert df.set_index("variant")["speedup"].to_dict() == pytest.approx(expected)
+    assert list(df.variant) == list(compress.MODES)
     fig = compress.plot_tradeoff(df, "size_mb", "quality")
     assert len(fig.axes) == 1
 
@@ -196,6 +301,38 @@ def test_minilm_dynamic_int8_keeps_cosine_and_shrinks(minilm):
     assert compress.cosine_rows(bucketed, expected).min() >= 0.9999
 
 
+def test_encode_bucketed_runs_the_keras_encoders_batches(minilm):
+    encoder, _ = minilm
+    texts = SENTENCES[:7] + SENTENCES[2:4] + ["", SENTENCES[0]]  # repeats are encoded once
+    fed = []
+
+    def runner(inputs):  # records each batch; returns the first token id as a 1-d "vector"
+        fed.append((inputs["token_ids"].copy(), inputs["padding_mask"].copy()))
+        return inputs["token_ids"][:, 1:2].astype(np.float32)
+
+    out = compress.encode_bucketed(runner, encoder, texts, batch_size=3)
+    expected = list(encoder.batches(list(dict.fromkeys(texts)), batch_size=3))
+    assert len(fed) == len(expected)
+    for (ids, mask), (_, want_ids, want_mask) in zip(fed, expected):
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_array_equal(mask, want_mask)
+    first_token = [t[1] for t in encoder.tokenize(texts)]  # [CLS] x ... [SEP]
+    np.testing.assert_array_equal(out[:, 0], first_token)  # input order restored, repeats included
+
+
+def test_encoder_samples_are_single_texts_at_their_own_length(minilm):
+    encoder, _ = minilm
+    texts = [SENTENCES[0], "red", SENTENCES[5]]
+    samples = compress.encoder_samples(encoder, texts)
+    tokens = encoder.tokenize(texts)
+    assert len(samples) == len(texts)
+    for sample, t in zip(samples, tokens):
+        assert set(sample) == {"token_ids", "padding_mask"}
+        assert sample["token_ids"].shape == sample["padding_mask"].shape == (1, len(t))
+        np.testing.assert_array_equal(sample["token_ids"][0], t)
+        assert sample["padding_mask"].all()
+
+
 def test_measure_variants_records_runtime_failures(dense_model, dense_variants):
     _, model, _, held_out = dense_model
     reference = model(held_out).numpy()
@@ -209,13 +346,106 @@ def test_measure_variants_records_runtime_failures(dense_model, dense_variants):
     results = [dense_variants["float32"], dense_variants["float16"],
                dense_variants["dynamic_int8"], failed]
     df = compress.measure_variants(results, model="tower", quality=quality, quality_metric="cosine",
-                                   timing_inputs={"features": held_out}, num_threads=1, repeats=5,
+                                   timing_inputs={"features": held_out}, batch_threads=2,
+                                   latency_threads=1, repeats=5, rounds=2,
                                    progress=False).set_index("variant")
     assert df.loc["float32", "quality"] > 0.9999 and df.loc["dynamic_int8", "quality"] >= 0.99
+    # Single queries on one thread, batches on two, both stated.
     assert df.loc["dynamic_int8", "median_ms"] > 0 and df.loc["dynamic_int8", "num_threads"] == 1
+    assert (df.loc[["float32", "dynamic_int8"], "batch_threads"] == 2).all()
+    assert df.loc["float32", "throughput"] > 0
     assert not df.loc["float16", "ok"] and "run time" in df.loc["float16", "error"]
+    assert np.isnan(df.loc["float16", "median_ms"])
     assert not df.loc["full_int8", "ok"] and df.loc["full_int8", "error"] == "converter said no"
     assert np.isnan(df.loc["full_int8", "quality"])
+
+
+def test_measure_variants_raises_the_callers_mistakes(dense_model, dense_variants):
+    held_out = dense_model[3]
+
+    def quality(mode, runner):  # wrong input name: a DataError, not a model's run-time failure
+        return runner.predict({"wrong": held_out}).mean()
+
+    with pytest.raises(DataError, match="missing model inputs"):
+        compress.measure_variants([dense_variants["float32"]], model="tower", quality=quality,
+                                  quality_metric="x", timing_inputs={"features": held_out},
+                                  repeats=2, rounds=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def toy_towers(tmp_path_factory):
+    """Query and item towers with serving.export_towers' signatures, and their test queries."""
+    import scipy.sparse
+
+    from recsys_utils.features import QuerySet
+
+    rng = np.random.default_rng(4)
+    n_users, n_items, history, dim = 30, 60, 4, 8
+    users = tf.constant(rng.normal(size=(n_users, dim)), tf.float32)
+    items = tf.constant(rng.normal(size=(n_items, dim)), tf.float32)
+
+    query = tf.Module()
+    query.f = tf.function(
+        lambda user, history, history_mask, hour, dow: {"embedding": tf.gather(users, user) + tf.reduce_sum(
+            tf.gather(items, tf.maximum(history, 0)) * tf.expand_dims(history_mask, -1), axis=1)
+            + 0.01 * tf.expand_dims(tf.cast(hour + dow, tf.float32), -1)},
+        input_signature=[tf.TensorSpec([None], tf.int32, name="user"),
+                         tf.TensorSpec([None, history], tf.int32, name="history"),
+                         tf.TensorSpec([None, history], tf.float32, name="history_mask"),
+                         tf.TensorSpec([None], tf.int32, name="hour"),
+                         tf.TensorSpec([None], tf.int32, name="dow")])
+    item = tf.Module()
+    item.f = tf.function(lambda item: {"embedding": 2.0 * tf.gather(items, item)},
+                         input_signature=[tf.TensorSpec([None], tf.int32, name="item")])
+    root = tmp_path_factory.mktemp("towers")
+    for name, module in (("query", query), ("item", item)):
+        tf.saved_model.save(module, str(root / name), signatures={"serving_default": module.f})
+    n = 25
+    features = {"user": rng.integers(0, n_users, n).astype(np.int32),
+                "history": rng.integers(0, n_items, (n, history)).astype(np.int32),
+                "history_mask": (rng.random((n, history)) < 0.7).astype(np.float32),
+                "hour": rng.integers(0, 24, n).astype(np.int32),
+                "dow": rng.integers(0, 7, n).astype(np.int32)}
+    exclude = scipy.sparse.csr_matrix((np.ones(n, bool), (np.arange(n), rng.integers(0, n_items, n))),
+                                      shape=(n, n_items))
+    relevant = [set(rng.choice(n_items, 3, replace=False).tolist()) for _ in range(n)]
+    queries = QuerySet("test", np.arange(n).astype(str), features, relevant, exclude)
+    reference = (query.f(**{k: tf.constant(v) for k, v in features.items()})["embedding"].numpy(),
+                 item.f(tf.range(n_items))["embedding"].numpy())
+    return root, queries, n_items, reference
+
+
+def test_measure_towers_scores_each_pair_once_and_reports_failed_item_towers(toy_towers, tmp_path):
+    from recsys_utils import retrieval
+
+    root, queries, n_items, (query_ref, item_ref) = toy_towers
+    query_results = {m: compress.convert_saved_model(root / "query", m, out_path=tmp_path / f"q.{m}.tflite")
+                     for m in ("float32", "float16", "dynamic_int8")}
+    item_results = {m: compress.convert_saved_model(root / "item", m, out_path=tmp_path / f"i.{m}.tflite")
+                    for m in ("float32", "dynamic_int8")}
+    item_results["float16"] = compress.ConversionResult("float16", ok=False, error="no float16 today")
+    assert all(r.ok for r in query_results.values())
+    measured = compress.measure_towers(query_results, item_results, queries, n_items, k=5,
+                                       repeats=3, rounds=1, progress=False)
+    table = measured.table.set_index("variant")
+    # The float32 pair reproduces the SavedModels and is scored as evaluate_retrieval does.
+    assert compress.cosine_rows(measured.query_vectors, query_ref).min() >= 0.9999
+    assert compress.cosine_rows(measured.item_vectors, item_ref).min() >= 0.9999
+    expected = retrieval.rank_items(query_ref, item_ref, 5, exclude=queries.exclude)
+    assert metrics.top_k_overlap(measured.ranked["float32"], expected, 5).mean() >= 0.96
+    assert table.loc["float32", "quality"] == pytest.approx(
+        metrics.retrieval_metrics(measured.ranked["float32"], queries.relevant, ks=(5,))["recall@5"])
+    assert table.loc["float32", "quality_metric"] == "Recall@5"
+    assert not (measured.ranked["float32"][queries.exclude.nonzero()[0], :] ==
+                queries.exclude.nonzero()[1][:, None]).any()  # training items never returned
+    # Both files count; the query tower is timed on one thread.
+    assert table.loc["float32", "size_mb"] * 1e6 == pytest.approx(
+        query_results["float32"].size_bytes + item_results["float32"].size_bytes)
+    assert table.loc["dynamic_int8", "ok"] and table.loc["dynamic_int8", "num_threads"] == 1
+    assert measured.agreement["float32"] == 1.0 and 0 <= measured.agreement["dynamic_int8"] <= 1
+    # A mode whose item tower failed is a failed row that says why (no TypeError).
+    assert not table.loc["float16", "ok"] and "item tower float16" in table.loc["float16", "error"]
+    assert "no float16 today" in table.loc["float16", "error"] and "float16" not in measured.ranked
 
 
 def test_export_token_encoder_rejects_non_float_encoders(tmp_path):

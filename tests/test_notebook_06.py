@@ -1,16 +1,21 @@
 """Notebook 06 (quantization), executed by papermill on the smoke profile.
 
-Tolerances (also stated in the notebook and in the issue):
+Tolerances, also stated in the notebook's last section ("What the numbers say"):
 
 * the dynamic-range int8 text encoder keeps cosine >= 0.99 to the float32
-  TFLite encoder on every held-out text (measured: worst 0.997-0.998);
+  TFLite encoder on every held-out text;
 * the int8 towers (dynamic-range and full-integer) lose at most 2% relative
-  Recall@10 against the float32 towers (measured: 0 to 1.8% loss, one or two
-  hits out of several hundred test users; some runs gain);
+  Recall@10 against the float32 towers (a loss of one or two hits out of
+  several hundred test users is about 1%; some runs gain);
 * dynamic-range int8 files are at least 3.5x smaller than float32 for every
-  model (measured 3.6-3.8x). Full-integer files are not held to it: they
-  duplicate tables read by two lookups (ranker 2.3-2.8x), see the notebook;
-* the dynamic-range ranker's RMSE / AUC is within 1% of float32's.
+  model. Full-integer files are not held to it: the ranker's stores its item
+  table once per lookup (see the notebook);
+* the dynamic-range ranker's RMSE / AUC is within 1% of float32's;
+* the int8 item table, ScaNN's int8 scoring and ScaNN AH with re-scoring keep
+  >= 0.95 of the exact top-10.
+
+Latency is never asserted (it belongs to the machine); how it was measured is:
+single queries on one interpreter thread, batches on more.
 """
 
 from __future__ import annotations
@@ -41,13 +46,20 @@ def test_06_int8_variants_within_tolerance(series_runs, dataset):
     assert m["encoder"]["export_min_cosine"] >= 0.9999
     enc = v["text encoder|dynamic_int8"]
     assert enc["ok"] and enc["quality"] >= MIN_COSINE, enc
-    assert enc["num_threads"] >= 1 and enc["median_ms"] > 0 and enc["throughput"] > 0
+    assert enc["median_ms"] > 0 and enc["throughput"] > 0
+    # Single queries on one interpreter thread, batches on the profile's (all cores), stated per row.
+    assert m["timing"]["latency_threads"] == 1 and m["timing"]["batch_threads"] >= 1
+    for key, row in v.items():
+        if row["ok"]:
+            assert row["num_threads"] == 1 and row["batch_threads"] == m["timing"]["batch_threads"], key
+            assert row["round_min_ms"] > 0 and row["p95_ms"] > 0, key
     for model in ("text encoder", "towers", "ranker"):
         assert v[f"{model}|dynamic_int8"]["x_smaller"] >= MIN_X_SMALLER, (model, v[f"{model}|dynamic_int8"])
     for variant in ("dynamic_int8", "full_int8"):
         assert v[f"towers|{variant}"]["ok"], v[f"towers|{variant}"]
         assert m["towers"]["relative_recall_loss"][variant] <= MAX_RELATIVE_RECALL_LOSS, m["towers"]
     assert 0 < m["towers"]["float32_recall@10"] <= 1
+    assert m["towers"]["top10_agreement_with_float32"]["float32"] == 1.0
     ranker = {k.split("|")[1]: r for k, r in v.items() if k.startswith("ranker|")}
     assert all(r["ok"] and not math.isnan(r["quality"]) for r in ranker.values()), ranker
     reference = ranker["float32"]["quality"]
@@ -56,3 +68,15 @@ def test_06_int8_variants_within_tolerance(series_runs, dataset):
     assert index["int8 scalar"]["recall_at_k"] >= 0.95 and index["int8 scalar"]["x_smaller"] > 3.5
     assert index["scann int8 brute force"]["recall_at_k"] >= 0.95
     assert index["scann AH + reorder"]["recall_at_k"] >= 0.95
+
+
+def test_06_notebook_states_the_tolerances():
+    import nbformat
+
+    from recsys_utils.series import NOTEBOOK_DIR
+
+    notebook = nbformat.read(NOTEBOOK_DIR / "06_quantization.ipynb", as_version=4)
+    prose = " ".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    for stated in (f"**{MIN_COSINE}**", f"**{MAX_RELATIVE_RECALL_LOSS:.0%}**",
+                   f"**{MIN_X_SMALLER}x**", f"**{RANKER_TOLERANCE:.0%}**", "**0.95**"):
+        assert stated in prose, stated

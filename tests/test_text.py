@@ -81,6 +81,43 @@ def test_bucketed_and_fixed_length_agree_and_keep_order(encoder):
     np.testing.assert_array_equal(bucketed[0], bucketed[5])  # duplicates encoded once
 
 
+def test_batches_pad_each_bucket_and_cover_every_text_once(encoder):
+    texts = ["red", "a long product description " * 40, "blue cotton shirt", "",
+             "Lightweight running shoe with a breathable mesh upper.", "green"]
+    tokens = encoder.tokenize(texts)
+    bucketed = list(encoder.batches(texts, batch_size=2))
+    rows = np.concatenate([r for r, _, _ in bucketed])
+    assert sorted(rows.tolist()) == list(range(len(texts)))
+    assert [len(tokens[i]) for i in rows] == sorted((len(t) for t in tokens), reverse=True)
+    for r, ids, mask in bucketed:
+        longest = max(len(tokens[i]) for i in r)
+        assert ids.dtype == mask.dtype == np.int32 and ids.shape == mask.shape == (len(r), ids.shape[1])
+        assert ids.shape[1] == min(-(-longest // encoder.pad_multiple) * encoder.pad_multiple,
+                                   encoder.max_length)
+        for j, i in enumerate(r):
+            np.testing.assert_array_equal(ids[j, :len(tokens[i])], tokens[i])
+            assert mask[j].sum() == len(tokens[i]) and (ids[j][mask[j] == 0] == encoder.pad_id).all()
+    fixed = list(encoder.batches(texts, batch_size=4, bucketing=False))
+    assert np.concatenate([r for r, _, _ in fixed]).tolist() == list(range(len(texts)))
+    assert all(ids.shape[1] == encoder.max_length for _, ids, _ in fixed)
+    assert list(encoder.batches([], batch_size=2)) == []
+
+
+def test_encode_runs_the_batches_of_its_distinct_texts(encoder, monkeypatch):
+    texts = ["blue shirt", "a pair of long woollen socks for winter", "blue shirt", "cap"]
+    shapes: list[tuple[int, int]] = []
+    real = encoder._encode_batch
+
+    def recording(ids, mask):
+        shapes.append(ids.shape)
+        return real(ids, mask)
+
+    monkeypatch.setattr(encoder, "_encode_batch", recording)
+    encoder.encode(texts, batch_size=2, progress=False)
+    assert shapes == [ids.shape for _, ids, _ in encoder.batches(list(dict.fromkeys(texts)),
+                                                                 batch_size=2)]
+
+
 def test_long_texts_are_truncated_to_max_length(encoder):
     tokens = encoder.tokenize(["word " * 500])[0]
     assert len(tokens) == encoder.max_length

@@ -238,7 +238,8 @@ def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     full_int8.
 
     Columns: ``model``, ``variant``, ``ok``, ``size_mb``, ``x_smaller``,
-    ``median_ms``, ``p95_ms``, ``speedup``, ``throughput``, ``num_threads``,
+    ``median_ms``, ``p95_ms``, ``speedup`` (single queries on ``num_threads``
+    interpreter threads), ``throughput`` (batches on ``batch_threads``),
     ``quality``, ``quality_metric`` (those present).
     """
     def build() -> pd.DataFrame:
@@ -262,7 +263,8 @@ def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
             frame[column] = (pd.to_numeric(frame[column], errors="coerce") if column in frame
                              else np.nan)
         keep = ["model", "variant", "ok", "size_mb", "x_smaller", "median_ms", "p95_ms",
-                "speedup", "throughput", "num_threads", "quality", "quality_metric"]
+                "speedup", "num_threads", "throughput", "batch_threads", "quality",
+                "quality_metric"]
         return frame[[c for c in keep if c in frame]]
     return _table(build)
 
