@@ -25,8 +25,8 @@ Methods, each searching all ``--queries`` queries for the top ``k=10``:
 
 For each: build seconds, batched queries/s (all queries per call: numpy in
 blocks, ScaNN ``search_batched_parallel`` on every core; calls repeated for at
-least ``--min-seconds``; median of ``--rounds`` round-robin rounds with the
-min-max spread), single-query latency (median over ``--single`` queries, median
+least ``--min-seconds`` after one untimed call; median of ``--rounds``
+round-robin rounds with the min-max spread), single-query latency (median over ``--single`` queries, median
 of the rounds), recall@10 against the exact top 10, and memory (the float
 table; ScaNN estimated from its settings and measured as the serialized
 index). One table per size, then issue #8's check: ScaNN at least 10x the
@@ -43,7 +43,6 @@ import argparse
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -54,10 +53,14 @@ import numpy as np
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 from recsys_utils.schema import DataError
 
+from _common import hardware_line, loadavg
+
 DIM = 64
 K = 10
 #: Scores per block of the numpy brute force (64M float32 = 256 MB).
 BLOCK_ELEMENTS = 1 << 26
+#: Queries in the untimed call before each timed block.
+WARM_UP_QUERIES = 100
 
 
 # ------------------------------------------------------------------------------ data
@@ -291,8 +294,6 @@ def _tfrs_method(items: np.ndarray) -> Method:
 
 def bench_size(n: int, args: argparse.Namespace) -> list[Method]:
     """Time every method on ``n`` candidates; print and return the rows."""
-    from bench_text import _loadavg
-
     start = time.perf_counter()
     items = clustered_vectors(n, n_clusters=args.clusters, spread=args.spread, seed=args.seed)
     queries = clustered_vectors(args.queries, n_clusters=args.clusters, spread=args.spread,
@@ -315,14 +316,20 @@ def bench_size(n: int, args: argparse.Namespace) -> list[Method]:
     for m in methods:  # warm-up (tracing, thread pools) and recall from the same output
         m.recall = recall_at_k(m.batched(queries), exact)
     single = queries[: args.single]
-    load_before = _loadavg()
+    warm = queries[: min(len(queries), WARM_UP_QUERIES)]
+    load_before = loadavg()
     # Round-robin: a burst of load from another process hits one round of each method alike.
     for r in range(args.rounds):
         for m in methods:
+            # One untimed call before each timed block: the previous method (ScaNN's
+            # parallel search, say) leaves other threads and caches warm, and the
+            # first call after it ran at less than half the speed of later ones.
+            m.batched(warm)
             m.qps.append(_batched_qps(m.batched, queries, args.min_seconds))
+            m.single(single[0])
             m.ms.append(_median_ms(m.single, single))
         print(f"  round {r + 1}/{args.rounds} done", flush=True)
-    print(f"  1-min load average before/after timing: {load_before} / {_loadavg()}")
+    print(f"  1-min load average before/after timing: {load_before} / {loadavg()}")
 
     base = max(statistics.median(m.qps) for m in methods if not m.scann)
     print()
@@ -393,10 +400,7 @@ def main() -> None:
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 100_000] or [10_000, 100_000]
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_text import hardware
-
-    print(hardware())
+    print(hardware_line())
     print(f"data: mixture of {args.clusters:,} gaussians in {DIM} dims, spread {args.spread}, "
           f"L2-normalised, dot product; {args.queries:,} queries from the same mixture; "
           f"k={K}; {args.rounds} timed rounds (round-robin) after a warm-up; "

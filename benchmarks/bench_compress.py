@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -28,8 +27,8 @@ import numpy as np
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 from recsys_utils import compress, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_text import _loadavg, hardware, product_texts
+from _common import hardware_line, loadavg
+from bench_text import product_texts
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     parser.add_argument("--skip-full-int8", action="store_true", help="skip the ~30 s conversions")
     args = parser.parse_args()
 
-    print(hardware())
+    print(hardware_line())
     texts, source = product_texts(args.n)
     calibration, held_out = texts[: args.n // 2], texts[args.n // 2:]
     encoder = text.load_text_encoder(max_length=args.max_length, precision="float32")
@@ -54,9 +53,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench_compress_"))
     saved = compress.export_token_encoder(encoder, work / "encoder")
-    cal_inputs = compress.encoder_inputs(encoder, calibration)
-    rep = [{k: v[i:i + 1, : int(cal_inputs["padding_mask"][i].sum())] for k, v in cal_inputs.items()}
-           for i in range(len(calibration))]  # each sample at its own length, as served
+    rep = compress.encoder_samples(encoder, calibration)  # each text at its own length, as served
     variants = [("float32", {}), ("float16", {}), ("dynamic_int8", {})]
     if not args.skip_full_int8:
         variants += [("full_int8", {"keep_float_ops": compress.ENCODER_FLOAT_OPS}),
@@ -86,7 +83,7 @@ def main() -> None:
         except RuntimeError as exc:  # an int8 kernel can fail at run time; record, go on
             print(f"{label}: FAILED at run time, not timed: {' '.join(str(exc).split())[:200]}")
             del runners[label]
-    load_before = _loadavg()
+    load_before = loadavg()
     medians: dict[str, list[float]] = {label: [] for label in runners}
     throughputs: dict[str, list[float]] = {label: [] for label in runners}
     for _ in range(args.rounds):  # round-robin, so background load hits every variant alike
@@ -104,7 +101,7 @@ def main() -> None:
                      "threads": run.num_threads, "min_cos": float(cos.min()),
                      "mean_cos": float(cos.mean()),
                      "float_ops": ", ".join(sorted(r.float_ops)) or "-"})
-    print(f"1-min load average before/after timing: {load_before} / {_loadavg()}")
+    print(f"1-min load average before/after timing: {load_before} / {loadavg()}")
     print()
     print("(the encoder as a tf.function in TensorFlow, not TFLite: benchmarks/bench_text.py)")
     print("| variant | size MB | single query ms (median) | spread of round medians | texts/s "

@@ -7,10 +7,15 @@ updates after every notebook, and prints one row per notebook (seconds,
 minutes, share of the total, and when the executed copy was last written),
 the total, and issue #8's check: "make run-all on the embedded default under
 15 minutes" (met / not met; "not known" while notebooks of the series have no
-timing and the others stay under the target). With ``--execute`` it first runs the series
+timing and the others stay under the target). Rows follow the series'
+execution order (``recsys_utils.series.series_notebooks``: the evaluation
+notebook 07 runs last); entries of ``timings.json`` that are not notebooks of
+the series (renamed or removed ones) are listed apart and left out of the
+total and the check. With ``--execute`` it first runs the series
 (``dataset="synthetic"``, ``profile="default"``) into the run directory,
-which takes about a quarter of an hour. Without a timings file and without
-``--execute`` it says how to get one and exits 0, so ``make bench`` goes on.
+which takes a few minutes (docs/performance.md has a measured run). Without a
+timings file and without ``--execute`` it says how to get one and exits 0, so
+``make bench`` goes on.
 
 Timings accumulate: a notebook re-run alone (``make run-all START=03 STOP=03``)
 replaces only its own entry, so the total mixes runs; the "written" column
@@ -54,25 +59,38 @@ def timing_table(timings: Mapping[str, float], written: Mapping[str, str] | None
                  target_seconds: float = TARGET_SECONDS,
                  expected: Sequence[str] | None = None,
                  kind: tuple[str, str] | None = ("synthetic", "default")) -> list[str]:
-    """Markdown lines: one row per notebook in series order, the total, and the target check.
+    """Markdown lines: one row per notebook in series order, the total, extras, and the target check.
 
-    ``expected`` lists the series' notebooks; when some have no timing, the
-    check is "not met" if the others already exceed the target and "not
-    known" otherwise. The target is about the synthetic data set on the
-    default profile: for any other ``kind`` (dataset, profile) the check says
-    it does not apply.
+    ``expected`` lists the series' notebooks in execution order (``None``: every
+    entry of ``timings`` belongs to the series, in sorted order). Rows follow
+    it; entries of ``timings`` not in it are shown in a second table and count
+    neither towards the total nor the check. When notebooks of the series have
+    no timing, the check is "not met" if the others already exceed the target
+    and "not known" otherwise. The target is about the synthetic data set on
+    the default profile: for any other ``kind`` (dataset, profile) the check
+    says it does not apply.
     """
     written = written or {}
-    missing = [name for name in (expected or ()) if name not in timings]
-    total = sum(timings.values())
+    order = list(expected) if expected is not None else sorted(timings)
+    series = [name for name in order if name in timings]
+    missing = [name for name in order if name not in timings]
+    extra = [name for name in timings if name not in order]
+    total = sum(timings[name] for name in series)
+
+    def row(name: str, share: str) -> str:
+        seconds = timings[name]
+        return (f"| {name} | {seconds:.1f} | {seconds / 60:.1f} | {share} | "
+                f"{written.get(name, '-')} |")
+
     lines = ["| notebook | seconds | minutes | share | written |",
              "|---|---:|---:|---:|---|"]
-    for name in sorted(timings):
-        seconds = timings[name]
-        share = seconds / total if total > 0 else 0.0
-        lines.append(f"| {name} | {seconds:.1f} | {seconds / 60:.1f} | {share:.0%} | "
-                     f"{written.get(name, '-')} |")
+    for name in series:
+        lines.append(row(name, f"{timings[name] / total:.0%}" if total > 0 else "0%"))
     lines.append(f"| **total** | **{total:.1f}** | **{total / 60:.1f}** | 100% | |")
+    if extra:
+        lines += ["", "Not notebooks of the series (left out of the total and the check):", "",
+                  "| entry | seconds | minutes | share | written |", "|---|---:|---:|---:|---|"]
+        lines += [row(name, "-") for name in sorted(extra)]
     head = f"make run-all on the embedded default under {target_seconds / 60:.0f} minutes: "
     lines.append("")
     if kind != ("synthetic", "default"):
@@ -80,12 +98,12 @@ def timing_table(timings: Mapping[str, float], written: Mapping[str, str] | None
         lines.append(head + f"does not apply: this run is {what} "
                             "(the target is synthetic / default: `make run-all`)")
     elif missing and total < target_seconds:
-        lines.append(head + f"not known ({total / 60:.1f} min for {len(timings)} notebooks; "
+        lines.append(head + f"not known ({total / 60:.1f} min for {len(series)} notebooks; "
                             f"no timing for {', '.join(missing)}: run the whole series)")
     else:
         verdict = "met" if total < target_seconds else "not met"
-        extra = f"; no timing for {', '.join(missing)}" if missing else ""
-        lines.append(head + f"{verdict} ({total / 60:.1f} min for {len(timings)} notebooks{extra})")
+        gaps = f"; no timing for {', '.join(missing)}" if missing else ""
+        lines.append(head + f"{verdict} ({total / 60:.1f} min for {len(series)} notebooks{gaps})")
     return lines
 
 
@@ -109,28 +127,26 @@ def main() -> int:
     if not run_dir.is_absolute():
         run_dir = REPO / run_dir
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1
-    from bench_text import _loadavg, hardware
+    from _common import hardware_line, loadavg  # imports recsys_utils first (TF_USE_LEGACY_KERAS)
 
-    print(hardware())
+    print(hardware_line())
     if args.execute:
         from recsys_utils import series
 
         print(f"running the series (synthetic, default) into {run_dir} ...", flush=True)
-        load_before = _loadavg()
+        load_before = loadavg()
         series.run_series(dataset="synthetic", profile="default", run_dir=run_dir)
-        print(f"1-min load average before/after the run: {load_before} / {_loadavg()}")
+        print(f"1-min load average before/after the run: {load_before} / {loadavg()}")
 
     timings = read_timings(run_dir)
     if not timings:
         print(f"no notebook timings in {run_dir / 'timings.json'}: nothing to report.\n"
               f"Get them with `make run-all` (writes runs/synthetic-default) or "
-              f"`python benchmarks/bench_runall.py --execute` (about 15 minutes).")
+              f"`python benchmarks/bench_runall.py --execute` (a few minutes).")
         return 0
     if not args.execute:
         print(f"timings from {run_dir / 'timings.json'}: measured on the machine and under the "
-              f"load of that run (1-min load average now: {_loadavg()})")
+              f"load of that run (1-min load average now: {loadavg()})")
     print()
     from recsys_utils.series import series_notebooks
 

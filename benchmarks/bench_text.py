@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 from recsys_utils import compress, text
+
+from _common import hardware_line, loadavg
 
 
 def product_texts(n: int, seed: int = 0) -> tuple[list[str], str]:
@@ -67,32 +68,6 @@ def _fallback_items(n: int, rng: np.random.Generator) -> tuple[list[str], list[s
     return titles, descriptions
 
 
-def hardware() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    flags = ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines()
-                   if line.startswith("model name"))
-        flags = " ".join(f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni") if f in info)
-    except (OSError, StopIteration):
-        pass
-    import keras_hub
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return (f"CPU: {cpu}, {os.cpu_count()} logical cores ({flags or 'no bf16 flags'}); "
-            f"GPU: {len(gpus) or 'none'}; TensorFlow {tf.__version__}, keras-hub {keras_hub.__version__}, "
-            f"Python {platform.python_version()}")
-
-
-def _loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "n/a"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="number of texts")
@@ -104,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
 
     texts, source = product_texts(args.n)
-    print(hardware())
+    print(hardware_line())
     encoders = {p: text.load_text_encoder(precision=p, max_length=args.max_length,
                                           batch_size=args.batch_size)
                 for p in ("float32", "bfloat16")}
@@ -142,7 +117,7 @@ def main() -> None:
     # process slows one repeat of each rather than every repeat of one.
     rates: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
     vectors: dict[tuple[str, str], np.ndarray] = {}
-    load_before = _loadavg()
+    load_before = loadavg()
     for repeat in range(args.repeats):
         for config in configs:
             start = time.perf_counter()
@@ -152,7 +127,7 @@ def main() -> None:
               + ", ".join(f"{m} {p} {rates[(m, p)][-1]:.1f}/s" for m, p in configs), flush=True)
     rows = [(m, p, statistics.median(rates[(m, p)]), min(rates[(m, p)]), max(rates[(m, p)]))
             for m, p in configs]
-    print(f"1-min load average before/after timing: {load_before} / {_loadavg()} "
+    print(f"1-min load average before/after timing: {load_before} / {loadavg()} "
           f"(above ~2 means other processes shared the {os.cpu_count()} cores)")
 
     base = rows[0][2]

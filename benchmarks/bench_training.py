@@ -7,32 +7,41 @@ split as notebook 01 splits them, features as notebook 04 builds them with
 ``recsys_utils.features.build_features``; the middle one is the ``default``
 profile's size) and trains the ``id`` and ``fused`` variants of
 ``recsys_utils.retrieval.train_retrieval`` on each with the default profile's
-budget (embedding 32, Adam at 0.01, log-Q, history of 20 items) at one fixed
-batch size, without early stopping. The ``fused`` variant's content vectors
-are random, 64-dimensional (no notebook needs to have run; the tower's cost
-does not depend on what the vectors mean).
+retrieval budget (``recsys_utils.profiles``: embedding size, optimizer,
+learning rate, log-Q, history length and batch size; ``--batch-size`` and
+``--learning-rate`` override the last two), at one fixed batch size for every
+world and without early stopping. Notebook 04 instead grows the batch on
+worlds with more than ``max_steps_per_epoch`` batches
+(``features.scaled_budget``); the fixed batch keeps the worlds comparable.
+The ``fused`` variant's content vectors are random, 64-dimensional (no
+notebook needs to have run; the tower's cost does not depend on what the
+vectors mean).
 
 Examples/s is timed per epoch (``history["epoch_seconds"]``); the first epoch (graph
 tracing) is left out and the table gives the median over the later epochs
-with the min-max spread, next to the first epoch's seconds and the
+with the min-max spread, next to the first epoch's seconds, the
 ``RetrievalResult.examples_per_second`` of the whole fit (first epoch
-included).
+included) and, per world, the rate of the input pipeline alone (the same
+``tf.data`` pipeline iterated without a model, median of the passes after
+the first).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
+from collections.abc import Mapping
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 from recsys_utils import features, profiles, retrieval, splits, synthetic
 from recsys_utils.schema import DataError
+
+from _common import hardware_line, loadavg
 
 CONTENT_DIM = 64
 
@@ -64,6 +73,44 @@ def make_world(n_users: int, n_items: int, *, seed: int = 42, history_length: in
     return data, content
 
 
+def profile_budget(budget: Mapping[str, Any], batch_size: int | None = None,
+                   learning_rate: float | None = None) -> tuple[dict[str, Any], int]:
+    """``(train_retrieval keyword arguments, batch size)`` from a profile's retrieval budget.
+
+    Epochs and early stopping are the benchmark's own; ``batch_size`` and
+    ``learning_rate`` replace the profile's when given.
+    """
+    kwargs = {k: v for k, v in budget.items()
+              if k not in ("epochs", "batch_size", "early_stopping", "patience")}
+    if learning_rate is not None:
+        kwargs["learning_rate"] = learning_rate
+    size = int(budget["batch_size"] if batch_size is None else batch_size)
+    if size < 1 or kwargs.get("learning_rate", 1.0) <= 0:
+        raise DataError(f"batch size must be >= 1 and the learning rate > 0, got {size}, "
+                        f"{kwargs.get('learning_rate')}")
+    return kwargs, size
+
+
+def pipeline_seconds(data: features.RecData, batch_size: int, *, seed: int = 42,
+                     passes: int = 3) -> list[float]:
+    """Seconds per pass over ``train_retrieval``'s input pipeline alone (no model).
+
+    The same ``tf.data`` pipeline ``train_retrieval`` fits on (``features.to_dataset``
+    of the query keys and the item: shuffle buffer of the whole training set,
+    batch, prefetch), iterated ``passes`` times in Python.
+    """
+    train = data.examples["train"]
+    dataset = features.to_dataset({k: train[k] for k in (*retrieval.QUERY_KEYS, "item")},
+                                  batch_size, seed=seed)
+    seconds = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        for _batch in dataset:
+            pass
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def throughput(n_examples: int, epoch_seconds: list[float], skip: int = 1
                ) -> tuple[float, float, float]:
     """``(median, min, max)`` examples/s over the epochs after the first ``skip``."""
@@ -82,25 +129,26 @@ def main() -> None:
                         help="USERSxITEMS, comma-separated")
     parser.add_argument("--variants", default="id,fused")
     parser.add_argument("--epochs", type=int, default=4, help="the first is left out")
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: the default profile's retrieval batch size")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="default: the default profile's retrieval learning rate")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be >= 2: the first epoch (tracing) is left out")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_text import _loadavg, hardware
-
-    print(hardware())
+    print(hardware_line())
     settings = profiles.get_profile("default").retrieval
-    budget = {k: v for k, v in settings["budget"].items()
-              if k not in ("epochs", "batch_size", "early_stopping", "patience")}
-    print(f"budget (default profile, no early stopping): {budget}, epochs {args.epochs}, "
-          f"batch size {args.batch_size}, history {settings['history_length']}; fused content: "
-          f"random {CONTENT_DIM}-d vectors; no tf.distribute strategy (one CPU device)")
+    budget, batch_size = profile_budget(settings["budget"], args.batch_size, args.learning_rate)
+    args.batch_size = batch_size
+    print(f"budget (default profile unless overridden, no early stopping): {budget}, "
+          f"epochs {args.epochs}, batch size {batch_size} (profile: "
+          f"{settings['budget']['batch_size']}), history {settings['history_length']}; fused "
+          f"content: random {CONTENT_DIM}-d vectors; no tf.distribute strategy (one CPU device)")
     rows = []
-    load_before = _loadavg()
+    load_before = loadavg()
     for n_users, n_items in args.worlds:
         start = time.perf_counter()
         data, content = make_world(n_users, n_items, seed=args.seed,
@@ -108,6 +156,10 @@ def main() -> None:
         n_train = len(data.examples["train"]["item"])
         print(f"world {n_users:,} users x {n_items:,} items: {n_train:,} training interactions "
               f"(built in {time.perf_counter() - start:.1f} s)", flush=True)
+        pipeline, _, _ = throughput(n_train, pipeline_seconds(data, args.batch_size, seed=args.seed,
+                                                              passes=args.epochs))
+        print(f"  input pipeline alone: {pipeline:,.0f} examples/s (passes 2-{args.epochs})",
+              flush=True)
         for variant in variants:
             result = retrieval.train_retrieval(
                 variant, data, content if variant in ("content", "fused") else None,
@@ -117,20 +169,22 @@ def main() -> None:
             median, low, high = throughput(n_train, seconds)
             rows.append(dict(users=n_users, items=n_items, n_train=n_train, variant=variant,
                              median=median, low=low, high=high, first=seconds[0],
-                             overall=result.examples_per_second,
+                             overall=result.examples_per_second, pipeline=pipeline,
+                             load=loadavg(),
                              steps=-(-n_train // args.batch_size)))
             print(f"  {variant}: {median:,.0f} examples/s (epochs 2-{len(seconds)}), "
                   f"first epoch {seconds[0]:.1f} s", flush=True)
-    print(f"1-min load average before/after: {load_before} / {_loadavg()}")
+    print(f"1-min load average before/after: {load_before} / {loadavg()}")
     print()
     print(f"| users | items | training interactions | variant | batch size | steps/epoch | "
           f"examples/s, epochs 2-{args.epochs} (median) | spread (min-max) | first epoch s | "
-          f"examples/s incl. first epoch |")
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+          f"examples/s incl. first epoch | input pipeline alone, examples/s | 1-min load after |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['users']:,} | {r['items']:,} | {r['n_train']:,} | {r['variant']} | "
               f"{args.batch_size} | {r['steps']} | {r['median']:,.0f} | "
-              f"{r['low']:,.0f}-{r['high']:,.0f} | {r['first']:.1f} | {r['overall']:,.0f} |")
+              f"{r['low']:,.0f}-{r['high']:,.0f} | {r['first']:.1f} | {r['overall']:,.0f} | "
+              f"{r['pipeline']:,.0f} | {r['load']} |")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,32 @@ from recsys_utils import metrics
 from recsys_utils.schema import DataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import _common  # noqa: E402
 import bench_ann  # noqa: E402
 import bench_runall  # noqa: E402
+
+
+# ------------------------------------------------------------------------------ _common
+
+
+def test_loadavg_reads_the_first_field_and_survives_a_missing_file(tmp_path):
+    (tmp_path / "loadavg").write_text("1.25 0.80 0.50 2/300 12345\n")
+    assert _common.loadavg(tmp_path / "loadavg") == "1.25"
+    assert _common.loadavg(tmp_path / "absent") == "n/a"
+    (tmp_path / "empty").write_text("")
+    assert _common.loadavg(tmp_path / "empty") == "n/a"
+
+
+def test_hardware_line_names_the_cpu_ram_and_every_version():
+    import platform
+
+    line = _common.hardware_line()
+    assert line.startswith("CPU: ") and "; GPU: " in line
+    for name, label in _common.PACKAGES:
+        assert f"{label} {_common.package_version(name)}" in line
+    assert f"Python {platform.python_version()}" in line
+    assert _common.package_version("numpy") == np.__version__
+    assert _common.package_version("no-such-distribution-xyz") == "not installed"
 
 
 # ------------------------------------------------------------------------------ bench_ann data
@@ -161,10 +185,11 @@ def test_read_timings(tmp_path):
 
 
 def test_timing_table_totals_and_checks_the_target():
-    lines = bench_runall.timing_table({"02_b": 300.0, "01_a": 100.0}, {"01_a": "today"},
-                                      expected=["01_a", "02_b"])
-    assert lines[2].startswith("| 01_a | 100.0 | 1.7 | 25% | today |")  # series order
-    assert lines[3].startswith("| 02_b | 300.0 | 5.0 | 75% | - |")
+    # The series runs 08 before 07 (evaluation last): rows follow it, not the names' sort order.
+    lines = bench_runall.timing_table({"07_y": 300.0, "08_x": 100.0}, {"08_x": "today"},
+                                      expected=["08_x", "07_y"])
+    assert lines[2].startswith("| 08_x | 100.0 | 1.7 | 25% | today |")
+    assert lines[3].startswith("| 07_y | 300.0 | 5.0 | 75% | - |")
     assert "**400.0**" in lines[4]
     assert lines[-1].endswith("minutes: met (6.7 min for 2 notebooks)")
 
@@ -175,6 +200,21 @@ def test_timing_table_totals_and_checks_the_target():
     assert ": not known (" in partial[-1] and "02_b" in partial[-1]
     over = bench_runall.timing_table({"01_a": 1000.0}, expected=["01_a", "02_b"])
     assert ": not met (" in over[-1] and "no timing for 02_b" in over[-1]
+
+
+def test_timing_table_shows_entries_outside_the_series_apart_and_leaves_them_out():
+    # A renamed notebook's stale 600 s would push the total past 15 minutes if it counted.
+    timings = {"08_x": 100.0, "06_old_name": 600.0, "07_y": 300.0}
+    lines = bench_runall.timing_table(timings, expected=["08_x", "07_y"])
+    total = lines.index(next(line for line in lines if line.startswith("| **total**")))
+    assert [line.split(" | ")[0] for line in lines[2:total]] == ["| 08_x", "| 07_y"]
+    assert "**400.0**" in lines[total] and "75%" in lines[3]
+    assert any(line.startswith("| 06_old_name | 600.0 | 10.0 | - |") for line in lines[total:])
+    assert lines[-1].endswith("minutes: met (6.7 min for 2 notebooks)")
+    # Without a series order every entry counts, sorted by name.
+    plain = bench_runall.timing_table(timings)
+    assert plain[2].startswith("| 06_old_name |") and "**1000.0**" in plain[5]
+    assert ": not met (16.7 min for 3 notebooks)" in plain[-1]
 
 
 # ------------------------------------------------------------------------------ bench_training
@@ -191,6 +231,25 @@ def test_parse_worlds_and_throughput():
     assert bench_training.throughput(100, [10.0, 1.0, 2.0, 4.0]) == (50.0, 25.0, 100.0)
     with pytest.raises(DataError):
         bench_training.throughput(100, [3.0])
+
+
+def test_profile_budget_defaults_to_the_default_profile_and_takes_overrides():
+    import bench_training
+    from recsys_utils import profiles
+
+    budget = profiles.get_profile("default").retrieval["budget"]
+    kwargs, size = bench_training.profile_budget(budget)
+    assert size == budget["batch_size"] and kwargs["learning_rate"] == budget["learning_rate"]
+    # The benchmark sets epochs and early stopping itself; the rest goes to train_retrieval.
+    assert not {"epochs", "batch_size", "early_stopping", "patience"} & set(kwargs)
+    assert kwargs["embedding_dim"] == budget["embedding_dim"]
+    kwargs, size = bench_training.profile_budget(budget, batch_size=budget["batch_size"] * 4,
+                                                 learning_rate=0.5)
+    assert size == budget["batch_size"] * 4 and kwargs["learning_rate"] == 0.5
+    assert budget["learning_rate"] != 0.5  # the profile itself is not changed
+    for bad in ({"batch_size": 0}, {"learning_rate": -1.0}):
+        with pytest.raises(DataError):
+            bench_training.profile_budget(budget, **bad)
 
 
 def test_train_retrieval_records_every_epoch_wall_time():
@@ -210,6 +269,8 @@ def test_make_world_aligns_content_with_the_catalogue():
     assert content.shape == (data.n_items, bench_training.CONTENT_DIM) == (80, 64)
     assert data.history_length == 4 and len(data.examples["train"]["item"]) > 0
     assert len(data.cold_items) > 0 and not data.warm_items[data.cold_items].any()
+    seconds = bench_training.pipeline_seconds(data, 16, passes=2)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)
 
 
 def test_run_all_target_applies_only_to_the_synthetic_default_run(tmp_path):
