@@ -29,8 +29,9 @@ do not have; :func:`export_token_encoder` exports the transformer alone, taking
 ``token_ids`` and ``padding_mask`` (int32, ``(batch, length)``), with
 tokenization done in Python by the encoder's own tokenizer
 (:func:`encoder_inputs`). Full-integer int8 breaks a BERT encoder unless some
-ops stay float (measured on MiniLM, cosine to float ~0.3 when everything is
-int8): the attention mask adds a huge negative number to the masked attention
+ops stay float (measured on MiniLM with everything int8: cosine to float ~0.3
+in the quantization debugger, and the converted file fails at run time on an
+int8 division in the pooling): the attention mask adds a huge negative number to the masked attention
 logits, so the calibrated int8 range of the logits spans ~1e9 and every real
 logit rounds to the same code (uniform attention); LayerNorm's mean, variance
 and reciprocal square root live in tiny ranges that per-tensor int8 cannot

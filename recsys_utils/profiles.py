@@ -161,8 +161,9 @@ _RANKING: dict[str, dict[str, Any]] = {
 # interleaved rounds (compress.compare_latency), the batch size for throughput,
 # interpreter threads for single queries (1: a sub-millisecond model spends more
 # time waking threads than computing) and for batches (None = all cores), which
-# modes the text encoder is converted to (each MiniLM conversion costs ~10 s,
-# full-int8 ~30 s on 2 cores), and K for the index recall.
+# modes the text encoder is converted to (`python benchmarks/bench_compress.py`
+# on 2 cores: 3-6 s per MiniLM conversion, 10-18 s for full-int8), and K for
+# the index recall.
 _COMPRESS: dict[str, dict[str, Any]] = {
     "smoke": dict(calibration_samples=32, quality_rows=256, latency_repeats=20, latency_rounds=3,
                   batch_size=32, latency_threads=1, batch_threads=None,
