@@ -180,14 +180,16 @@ _COMPRESS: dict[str, dict[str, Any]] = {
 _SEARCH: dict[str, dict[str, Any]] = {
     # fashion_queries: queries generated for the fashion catalogue (search.fashion_queries);
     # depth: items each method hands to the hybrid; serve_k: top-K of the exported model;
+    # target_recall: the served ScaNN index searches the fewest leaves whose top serve_k keeps
+    # this share of the exact top serve_k on the validation queries (as notebook 04's does);
     # two_tower: search.train_search_model keywords (epochs = rounds over the training queries).
-    "smoke": dict(fashion_queries=240, depth=200, serve_k=10,
+    "smoke": dict(fashion_queries=240, depth=200, serve_k=10, target_recall=0.98,
                   two_tower=dict(epochs=30, batch_size=32, item_hidden=(256,),
                                  learning_rate=1e-3, temperature=0.05)),
-    "default": dict(fashion_queries=800, depth=300, serve_k=10,
+    "default": dict(fashion_queries=800, depth=300, serve_k=10, target_recall=0.98,
                     two_tower=dict(epochs=40, batch_size=64, item_hidden=(256,),
                                    learning_rate=1e-3, temperature=0.05)),
-    "full": dict(fashion_queries=5000, depth=500, serve_k=10,
+    "full": dict(fashion_queries=5000, depth=500, serve_k=10, target_recall=0.98,
                  two_tower=dict(epochs=60, batch_size=256, item_hidden=(512,),
                                 learning_rate=1e-3, temperature=0.05)),
 }

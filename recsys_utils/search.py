@@ -64,6 +64,7 @@ __all__ = [
     "build_query_tower",
     "evaluate",
     "example_results",
+    "LEAF_SHARES",
     "export_search_model",
     "fashion_queries",
     "fuse",
@@ -1027,17 +1028,9 @@ def build_query_tower(encoder_path: str | Path,
 
 
 def _scann_index(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_ids: Sequence[str],
-                 k: int, num_leaves: int | None, num_leaves_to_search: int | None
+                 k: int, num_leaves: int, num_leaves_to_search: int
                  ) -> tfrs.layers.factorized_top_k.ScaNN:
     n = len(item_vectors)
-    if num_leaves is None:
-        num_leaves = int(np.clip(round(np.sqrt(n)), 1, 2000))
-    num_leaves = min(num_leaves, n)
-    if num_leaves_to_search is None:
-        # Two thirds of the leaves: sentence vectors of short queries sit near many partitions.
-        # On the smoke synthetic catalogue (600 items, 24 leaves) the share of the exact top 10
-        # kept was 0.83 searching 8 leaves, 0.90 with 12, 0.94 with 16-18, 1.0 with all.
-        num_leaves_to_search = max(min(10, num_leaves), (2 * num_leaves) // 3)
     index = tfrs.layers.factorized_top_k.ScaNN(
         query_tower, k=min(k, n), num_leaves=num_leaves,
         num_leaves_to_search=min(num_leaves_to_search, num_leaves),
@@ -1045,6 +1038,39 @@ def _scann_index(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_ids
     index.index(tf.constant(np.asarray(item_vectors, np.float32)),
                 tf.constant(np.asarray(item_ids).astype(str)))
     return index
+
+
+#: Shares of the leaves :func:`export_search_model` tries, fewest first, when it
+#: chooses the setting on validation queries.
+LEAF_SHARES = (0.1, 0.2, 0.33, 0.5, 0.67, 1.0)
+
+
+def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_ids: Sequence[str],
+                  k: int, num_leaves: int, queries: Sequence[str], target_recall: float
+                  ) -> tuple[tfrs.layers.factorized_top_k.ScaNN, dict[str, Any]]:
+    """The index with the fewest leaves searched whose top ``k`` for ``queries`` keeps
+    ``target_recall`` of the exact top ``k`` (else every leaf), and the sweep that chose it.
+
+    Each setting is a separately built index (ScaNN trains its partitions from
+    a random start), and the one measured is the one returned.
+    """
+    queries = _check_texts(queries)
+    if not queries:
+        raise DataError("choosing the ScaNN setting needs at least one validation query")
+    vectors = query_tower(tf.constant(queries, tf.string)).numpy()
+    exact, _ = metrics.brute_force_top_k(vectors, item_vectors, min(k, len(item_vectors)))
+    exact_ids = np.asarray(item_ids).astype(str)[exact]
+    sweep = []
+    for searched in sorted({max(1, round(num_leaves * f)) for f in LEAF_SHARES}):
+        index = _scann_index(query_tower, item_vectors, item_ids, k, num_leaves, searched)
+        found, _ = index(tf.constant(queries, tf.string))
+        recall = float(metrics.top_k_overlap(found.numpy().astype(str), exact_ids,
+                                             exact.shape[1]).mean())
+        sweep.append({"num_leaves_to_search": searched, "recall_at_k": recall})
+        if recall >= target_recall:
+            break  # the fewest leaves that reach the target: more only cost time
+    return index, {"num_leaves": num_leaves, "num_leaves_to_search": searched,
+                   "target_recall": target_recall, "n_queries": len(queries), "sweep": sweep}
 
 
 class _SearchModule(tf.Module):
@@ -1060,25 +1086,43 @@ class _SearchModule(tf.Module):
 
 def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
                         item_ids: Sequence[str], path: str | Path, *, k: int = 10,
-                        num_leaves: int | None = None, num_leaves_to_search: int | None = None
-                        ) -> Path:
+                        num_leaves: int | None = None, num_leaves_to_search: int | None = None,
+                        validation_queries: Sequence[str] | None = None,
+                        target_recall: float = 0.95) -> Path:
     """Write a SavedModel: raw query strings in, the top ``k`` item ids out, through ScaNN.
 
     Signature ``serving_default(query: string[B]) -> {"item_ids": string[B, k],
     "scores": float32[B, k]}``. The encoder's tokeniser is inside, so any
     string works: empty, very long (truncated to the encoder's max length) or
-    non-ASCII. ScaNN: ``num_leaves ≈ sqrt(n_items)``, two thirds of them
-    searched by default, ``max(4k, 200)`` candidates re-scored exactly.
-    Written atomically (:func:`recsys_utils.artifacts.atomic_dir`).
+    non-ASCII. ScaNN: ``num_leaves ≈ sqrt(n_items)``, ``max(4k, 200)``
+    candidates re-scored exactly. Leaves searched: ``num_leaves_to_search`` if
+    given; else, with ``validation_queries``, the fewest of :data:`LEAF_SHARES`
+    whose top ``k`` keeps ``target_recall`` of the exact top ``k`` on them;
+    else two thirds. What was chosen is saved beside the model as
+    ``index.json`` (:attr:`LoadedSearchModel.index_info`). Written atomically
+    (:func:`recsys_utils.artifacts.atomic_dir`).
     """
+    import json
+
     from .artifacts import atomic_dir
     from .serving import SCANN_SAVE_OPTIONS
 
     item_vectors = np.asarray(item_vectors, np.float32)
     if item_vectors.ndim != 2 or len(item_vectors) != len(item_ids):
         raise DataError(f"need one vector per item id: {len(item_ids)} ids, vectors {item_vectors.shape}")
-    index = _scann_index(query_tower, item_vectors, item_ids, _check_k(k), num_leaves,
-                         num_leaves_to_search)
+    k = _check_k(k)
+    n = len(item_vectors)
+    num_leaves = min(num_leaves or int(np.clip(round(np.sqrt(n)), 1, 2000)), n)
+    if num_leaves_to_search is None and validation_queries is not None:
+        index, info = _choose_scann(query_tower, item_vectors, item_ids, k, num_leaves,
+                                    validation_queries, target_recall)
+    else:
+        if num_leaves_to_search is None:
+            # Two thirds of the leaves: sentence vectors of short queries sit near many partitions.
+            num_leaves_to_search = max(min(10, num_leaves), (2 * num_leaves) // 3)
+        searched = min(num_leaves_to_search, num_leaves)
+        index = _scann_index(query_tower, item_vectors, item_ids, k, num_leaves, searched)
+        info = {"num_leaves": num_leaves, "num_leaves_to_search": searched}
     module = _SearchModule(index)
     logger = tf.get_logger()
     level = logger.level
@@ -1087,6 +1131,7 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
         with atomic_dir(path) as tmp:
             tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.search},
                                 options=tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS))
+            (tmp / "index.json").write_text(json.dumps(info, indent=2))
     finally:
         logger.setLevel(level)
     return Path(path)
@@ -1098,6 +1143,15 @@ class LoadedSearchModel:
 
     path: Path
     module: Any
+
+    @property
+    def index_info(self) -> dict[str, Any]:
+        """How the ScaNN index was set up: ``num_leaves``, ``num_leaves_to_search`` and,
+        when chosen on validation queries, ``target_recall`` and the ``sweep``."""
+        import json
+
+        info = self.path / "index.json"
+        return json.loads(info.read_text()) if info.exists() else {}
 
     def search(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(item ids (B, k) str, scores (B, k) float32)`` for raw query strings."""

@@ -335,3 +335,35 @@ def test_exported_search_model_answers_any_string(exported_encoder, tmp_path):
         loaded.search("red dress")
     with pytest.raises(DataError, match="no SavedModel"):
         search.load_search_model(tmp_path / "nothing")
+
+
+def test_exported_search_index_searches_the_fewest_leaves_that_keep_the_target(
+        exported_encoder, tmp_path):
+    encoder, path = exported_encoder
+    titles = [f"{c} {m} {k}" for c in ("red", "blue", "green", "black", "white", "grey")
+              for m in ("cotton", "wool", "leather", "silk")
+              for k in ("shirt", "dress", "boots", "scarf", "handbag", "watch", "jeans")]
+    item_vectors = encoder.encode(titles, progress=False)
+    ids = [f"i{i:03d}" for i in range(len(titles))]
+    tower = search.build_query_tower(path)
+    queries = ["warm wool scarf", "black leather boots", "a silk dress for a party",
+               "white cotton shirt", "green handbag", "grey jeans", "red watch"]
+    out = search.export_search_model(tower, item_vectors, ids, tmp_path / "search", k=10,
+                                     validation_queries=queries, target_recall=0.9)
+    info = search.load_search_model(out).index_info
+    assert info["num_leaves"] == round(len(titles) ** 0.5) and info["n_queries"] == len(queries)
+    sweep = info["sweep"]
+    assert [row["num_leaves_to_search"] for row in sweep] == sorted(
+        {max(1, round(info["num_leaves"] * f)) for f in search.LEAF_SHARES})[: len(sweep)]
+    assert info["num_leaves_to_search"] == sweep[-1]["num_leaves_to_search"]
+    # It stopped at the first setting that reached the target, or searched every leaf.
+    assert all(row["recall_at_k"] < 0.9 for row in sweep[:-1])
+    assert sweep[-1]["recall_at_k"] >= 0.9 or info["num_leaves_to_search"] == info["num_leaves"]
+    # Without validation queries: two thirds of the leaves, recorded the same way.
+    fixed = search.export_search_model(tower, item_vectors, ids, tmp_path / "fixed", k=10)
+    fixed_info = search.load_search_model(fixed).index_info
+    assert fixed_info["num_leaves_to_search"] == max(min(10, fixed_info["num_leaves"]),
+                                                     2 * fixed_info["num_leaves"] // 3)
+    with pytest.raises(DataError, match="at least one validation query"):
+        search.export_search_model(tower, item_vectors, ids, tmp_path / "none", k=10,
+                                   validation_queries=[])
