@@ -178,7 +178,7 @@ def test_pretrained_text_ties_count_as_not_favouring():
     del m["08_product_search"]
     claims = report.claims_table(m)
     assert claims.loc["pretrained_text", "verdict"] == NOT_SUPPORTED
-    assert "1 of 3 measured comparisons favour the claim, 2 tie, 0 go against" in \
+    assert "1 of 3 measured comparisons favour the claim, 2 tie, 0 against" in \
         claims.loc["pretrained_text", "evidence"]
     # With search favouring too, 2 of 4 is still not a strict majority.
     m = make_metrics()
@@ -378,6 +378,18 @@ def test_approximate_search_searching_every_leaf_is_not_approximate():
     assert "needed every leaf at this catalogue size" in claims.loc["approximate_search", "evidence"]
 
 
+def test_approximate_search_checks_the_leaves_of_the_served_search_index():
+    m = make_metrics()
+    m["08_product_search"]["served_index"] = {"num_leaves": 24, "num_leaves_to_search": 8}
+    claims = report.claims_table(m)
+    assert claims.loc["approximate_search", "verdict"] == SUPPORTED
+    assert "searches 8 of 24 leaves" in claims.loc["approximate_search", "evidence"]
+    m["08_product_search"]["served_index"]["num_leaves_to_search"] = 24
+    claims = report.claims_table(m)
+    assert claims.loc["approximate_search", "verdict"] == NOT_SUPPORTED
+    assert "searches 24 of 24 leaves (fails" in claims.loc["approximate_search", "evidence"]
+
+
 @pytest.mark.parametrize("break_it", [
     lambda m: m["04_tfrs_retrieval"]["scann"]["latency_ms"].pop("ScaNN"),
     lambda m: m["04_tfrs_retrieval"]["scann"].update({"recall@10_vs_brute_force": float("nan")}),
@@ -440,6 +452,9 @@ def test_ranking_table_has_the_joint_model_and_scann_table_the_sweep():
     assert list(sweep["index"]) == ["brute force", "scann", "scann", "scann"]
     assert list(sweep.loc[sweep["served"] == "yes", "leaves searched"]) == [5]
     assert sweep["recall@10"].tolist() == pytest.approx([1.0, 0.90, 0.99, 1.0])
+    assert str(sweep["leaves searched"].dtype) == "Int64"  # counts print as 5, not 5.000
+    shown = report.render._markdown_table(report.render._display(sweep))
+    assert "| scann | 5 | 20 |" in shown and "| brute force | – | – |" in shown
     del m["04_tfrs_retrieval"]["scann"]["sweep"]
     assert "sweep" in report.scann_table(m).attrs["note"]
 

@@ -37,7 +37,7 @@ def report_dir(run_dir: str | Path) -> Path:
 
 
 def _format(value: Any) -> str:
-    if value is None:
+    if value is None or value is pd.NA:
         return "–"
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"

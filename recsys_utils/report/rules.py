@@ -96,7 +96,7 @@ CLAIM_RULES: dict[str, str] = {
         "it); (iii) it searches fewer leaves than the index has (notebook 04 serves the fewest "
         "leaves that reached its target recall, else every leaf: that is exhaustive search, "
         "not approximate). Where notebook 08 has run, its served ScaNN search model must pass "
-        "(i) and (ii) too. Supported when every measured check passes and (i)-(iii) were all "
-        "measured on notebook 04; not supported when any check fails; a missing measurement "
+        "(i), (ii) and, when its export recorded them, (iii) too. Supported when every "
+        "measured check passes and (i)-(iii) were all measured on notebook 04; not supported when any check fails; a missing measurement "
         "is not measurable here, never a failure."),
 }

@@ -325,6 +325,9 @@ def scann_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
         searched = frame["leaves searched"] if "leaves searched" in frame else [np.nan] * len(frame)
         frame["served"] = ["yes" if i == "scann" and _num(n) == served else "no"
                            for i, n in zip(frame["index"], searched)]
+        for column in ("leaves searched", "leaves"):  # counts, not measurements: no decimals
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
         keep = ["index", "leaves searched", "leaves", "recall@10", "median_ms", "p95_ms", "served"]
         return frame[[c for c in keep if c in frame]]
     return _table(build)
