@@ -1063,7 +1063,7 @@ def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_id
     sweep = []
     for searched in sorted({max(1, round(num_leaves * f)) for f in LEAF_SHARES}):
         index = _scann_index(query_tower, item_vectors, item_ids, k, num_leaves, searched)
-        found, _ = index(tf.constant(queries, tf.string))
+        _, found = index(tf.constant(queries, tf.string))  # (scores, ids)
         recall = float(metrics.top_k_overlap(found.numpy().astype(str), exact_ids,
                                              exact.shape[1]).mean())
         sweep.append({"num_leaves_to_search": searched, "recall_at_k": recall})
