@@ -10,7 +10,6 @@ of the metrics without notebook 06's file, the quantization claim becomes
 
 from __future__ import annotations
 
-import html
 import re
 import shutil
 
@@ -18,6 +17,7 @@ import pytest
 
 from recsys_utils import artifacts, report
 from recsys_utils.series import run_series
+from report_markdown import has_html_row, has_row, html_section, section
 
 pytestmark = pytest.mark.notebook
 
@@ -54,34 +54,6 @@ def _trained_models(metrics: dict) -> dict[str, list[tuple[str, bool]]]:
     return rows
 
 
-def _section(markdown: str, heading: str) -> str:
-    """The Markdown from the heading that starts with ``heading`` to the next one of its level."""
-    lines = markdown.split("\n")
-    level = lambda line: len(line) - len(line.lstrip("#")) if line.startswith("#") else 0  # noqa: E731
-    start = next(i for i, line in enumerate(lines)
-                 if level(line) and line.lstrip("#").strip().startswith(heading))
-    end = next((j for j in range(start + 1, len(lines))
-                if level(lines[j]) and level(lines[j]) <= level(lines[start])), len(lines))
-    return "\n".join(lines[start:end])
-
-
-def _html_section(page: str, heading: str) -> str:
-    start = page.index(f"<h2>{html.escape(heading, quote=False)}")
-    end = page.find("<h2>", start + 1)
-    return page[start:end if end > 0 else len(page)]
-
-
-def _has_row(markdown: str, label: str, prefix: bool) -> bool:
-    """A Markdown table row whose first cell is ``label`` (or starts with it)."""
-    cell = re.escape(label) + (r"[^|]*" if prefix else "")
-    return re.search(rf"^\| {cell} \|", markdown, re.M) is not None
-
-
-def _has_html_row(page: str, label: str, prefix: bool) -> bool:
-    cell = re.escape(html.escape(label, quote=False)) + (r"[^<]*" if prefix else "")
-    return re.search(rf"<t[hd]>{cell}</t[hd]>", page) is not None
-
-
 @pytest.mark.parametrize("dataset", ALL_DATASETS)
 def test_07_report_has_every_model_and_a_verdict_for_every_claim(series_runs, dataset):
     artifact_dir = series_runs.upto(dataset, "07")
@@ -94,12 +66,12 @@ def test_07_report_has_every_model_and_a_verdict_for_every_claim(series_runs, da
 
     # Every model is a row of its own section's table, in the Markdown and the HTML.
     for heading, rows in _trained_models(metrics).items():
-        md_part, html_part = _section(markdown, heading), _html_section(page, heading)
+        md_part, html_part = section(markdown, heading), html_section(page, heading)
         for name, prefix in rows:
-            assert _has_row(md_part, name, prefix), (dataset, heading, name)
-            assert _has_html_row(html_part, name, prefix), (dataset, heading, name)
+            assert has_row(md_part, name, prefix), (dataset, heading, name)
+            assert has_html_row(html_part, name, prefix), (dataset, heading, name)
     # Every converted variant of every quantized model has its row.
-    quantization = _section(markdown, "The quantization trade-off")
+    quantization = section(markdown, "The quantization trade-off")
     for key in metrics["06_quantization"]["variants"]:
         model, variant = key.split("|")
         assert f"| {model} | {variant} |" in quantization, (dataset, key)

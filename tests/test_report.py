@@ -7,7 +7,6 @@ remove a metrics file or key and it becomes "not measurable here".
 from __future__ import annotations
 
 import copy
-import html
 import inspect
 import re
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 from recsys_utils import artifacts, report
 from recsys_utils.report import NOT_MEASURABLE, NOT_SUPPORTED, SUPPORTED
+from report_markdown import has_html_row, has_row, html_section, section
 
 
 def _rows(values: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -486,34 +486,6 @@ def test_tfrs_protocol_text_is_read_from_the_profile(monkeypatch):
     assert report.tfrs_protocol_table(make_metrics()).attrs["protocol"] == text  # the run's profile
 
 
-def _section(markdown: str, heading: str) -> str:
-    """The Markdown from the heading that starts with ``heading`` to the next one of its level."""
-    lines = markdown.split("\n")
-    level = lambda line: len(line) - len(line.lstrip("#")) if line.startswith("#") else 0  # noqa: E731
-    start = next(i for i, line in enumerate(lines)
-                 if level(line) and line.lstrip("#").strip().startswith(heading))
-    end = next((j for j in range(start + 1, len(lines))
-                if level(lines[j]) and level(lines[j]) <= level(lines[start])), len(lines))
-    return "\n".join(lines[start:end])
-
-
-def _html_section(page: str, heading: str) -> str:
-    start = page.index(f"<h2>{html.escape(heading, quote=False)}")
-    end = page.find("<h2>", start + 1)
-    return page[start:end if end > 0 else len(page)]
-
-
-def _has_row(markdown: str, label: str, prefix: bool = False) -> bool:
-    """A Markdown table row whose first cell is ``label`` (or starts with it)."""
-    cell = re.escape(label) + (r"[^|]*" if prefix else "")
-    return re.search(rf"^\| {cell} \|", markdown, re.M) is not None
-
-
-def _has_html_row(page: str, label: str, prefix: bool = False) -> bool:
-    cell = re.escape(html.escape(label, quote=False)) + (r"[^<]*" if prefix else "")
-    return re.search(rf"<t[hd]>{cell}</t[hd]>", page) is not None
-
-
 def test_write_report_md_and_self_contained_html(tmp_path):
     m = make_metrics()
     paths = report.write_report(m, tmp_path / "report")
@@ -530,11 +502,11 @@ def test_write_report_md_and_self_contained_html(tmp_path):
         "Product search": [(n, False) for n in m["08_product_search"]["test"]],
     }
     for heading, rows in expected.items():
-        md_part, html_part = _section(md, heading), _html_section(page, heading)
+        md_part, html_part = section(md, heading), html_section(page, heading)
         for name, prefix in rows:
-            assert _has_row(md_part, name, prefix), (heading, name)
-            assert _has_html_row(html_part, name, prefix), (heading, name)
-    quantization = _section(md, "The quantization trade-off")
+            assert has_row(md_part, name, prefix), (heading, name)
+            assert has_html_row(html_part, name, prefix), (heading, name)
+    quantization = section(md, "The quantization trade-off")
     for key in m["06_quantization"]["variants"]:
         model, variant = key.split("|")
         assert f"| {model} | {variant} |" in quantization, key
@@ -544,8 +516,8 @@ def test_write_report_md_and_self_contained_html(tmp_path):
     for key in [k for k in m2["04_tfrs_retrieval"]["table"] if k.startswith("id|")]:
         del m2["04_tfrs_retrieval"]["table"][key]
     md2 = report.write_report(m2, tmp_path / "report2", figures={})["markdown"].read_text()
-    assert not _has_row(_section(md2, "All retrieval models"), "id")
-    assert "id" in _section(md2, "All retrieval models")  # a bare substring check would pass
+    assert not has_row(section(md2, "All retrieval models"), "id")
+    assert "id" in section(md2, "All retrieval models")  # a bare substring check would pass
 
     claims = report.claims_table(m)
     for claim, verdict in zip(claims["claim"], claims["verdict"]):
