@@ -1187,14 +1187,10 @@ def served_overlap(loaded: LoadedSearchModel, queries: Sequence[str], indices: n
 def served_latency(loaded: LoadedSearchModel, queries: Sequence[str], n: int = 50,
                    warmup: int = 5) -> dict[str, float]:
     """Median and 95th-percentile wall time of ``n`` one-query requests, milliseconds."""
+    from .serving import time_requests
+
     queries = _check_texts(queries)
     if not queries:
         raise DataError("served_latency needs at least one query")
-    for i in range(warmup):
-        loaded.search([queries[i % len(queries)]])
-    times = []
-    for i in range(n):
-        start = time.perf_counter()
-        loaded.search([queries[i % len(queries)]])
-        times.append((time.perf_counter() - start) * 1000)
-    return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95))}
+    timed = time_requests(lambda i: loaded.search([queries[i]]), len(queries), n=n, warmup=warmup)
+    return {"median_ms": timed.median_ms, "p95_ms": timed.p95_ms}

@@ -32,7 +32,7 @@ import dataclasses
 import time
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
@@ -57,6 +57,7 @@ __all__ = [
     "export_serving_model",
     "load_serving_model",
     "measure_latency",
+    "time_requests",
     "recommend",
     "same_top_k",
     "top_k_agreement",
@@ -311,14 +312,25 @@ def measure_latency(index: Any, user_ids: Sequence[str], *, n: int = 200, warmup
     else:
         fn = _serving_function(index, k)
         call = lambda i: fn(users[i:i + 1], ts[i:i + 1])
-    m = len(user_ids)
+    return time_requests(call, len(user_ids), n=n, warmup=warmup)
+
+
+def time_requests(call: Callable[[int], Any], n_requests: int, *, n: int = 200,
+                  warmup: int = 10) -> Latency:
+    """Time ``n`` calls ``call(i)``, ``i`` cycling through ``range(n_requests)``.
+
+    ``call(i)`` sends request ``i`` (one query); each timing waits for the
+    result's tensors. Used for every served model (recommendation and search).
+    """
+    if n_requests < 1 or n < 1:
+        raise DataError(f"timing needs at least one request and one call, got {n_requests}, {n}")
     for i in range(warmup):
-        call(i % m)
+        call(i % n_requests)
     times = np.empty(n)
     for i in range(n):
         start = time.perf_counter()
-        out = call(i % m)
-        tf.nest.map_structure(lambda t: t.numpy(), out)  # wait for the result
+        out = call(i % n_requests)
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)  # wait
         times[i] = time.perf_counter() - start
     times *= 1000.0
     return Latency(float(np.median(times)), float(np.percentile(times, 95)),
