@@ -1,0 +1,300 @@
+"""Classic reference recommenders, scored by the same evaluator as the two towers.
+
+Notebook 04 puts these beside its two-tower models: EASE, item-kNN, BPR (the
+``cornac`` library's matrix factorisation) and a training-free content profile
+(plus an "oracle" profile that also reads the synthetic world's planted
+truth). Each one is a :class:`Baseline`, a factorised scorer with the
+interface of :class:`~recsys_utils.retrieval.RetrievalResult`
+(``query_embeddings`` / ``item_embeddings``, score = dot product), so
+:func:`~recsys_utils.retrieval.evaluate_retrieval` and
+:func:`~recsys_utils.retrieval.retrieval_table` rank it exactly like a model:
+same split, same seen-item removal, same metrics. Popularity is
+``retrieval.train_retrieval("popularity", ...)`` and is not repeated here.
+
+Hyper-parameters are chosen on the validation users only (:func:`tune`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.sparse
+
+from . import retrieval
+from .features import RecData, item_attribute_matrix
+from .schema import DataError
+from .synthetic import TRUTH_COLUMNS
+
+__all__ = ["Baseline", "DEFAULT_GRIDS", "bpr", "content_profile", "ease", "fit_baselines",
+           "item_knn", "oracle_content", "tune"]
+
+
+@dataclasses.dataclass
+class Baseline:
+    """A fitted reference recommender as a factorised scorer.
+
+    Attributes:
+        variant: its name in result tables (``"ease"``, ``"item_knn"``, ...).
+        users: ``(n_users, d)`` dense array or CSR matrix, the query embedding
+            of each user index (row 0 = the unknown user).
+        items: ``(n_items, d)`` float32 item embeddings.
+        train_seconds: wall time of the fit (of the chosen setting, not the tuning).
+        examples_per_second: training interactions per second of fit.
+        config: hyper-parameters (and ``tuning_seconds`` when tuned).
+        tuning: the validation grid (one row per setting) when tuned, else ``None``.
+    """
+
+    variant: str
+    users: np.ndarray | scipy.sparse.csr_matrix
+    items: np.ndarray
+    train_seconds: float
+    examples_per_second: float
+    config: dict[str, Any]
+    tuning: pd.DataFrame | None = None
+
+    def query_embeddings(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``(n_q, d)`` float32: the rows of ``users`` at ``features["user"]``."""
+        rows = self.users[np.asarray(features["user"], dtype=np.int64)]
+        rows = rows.toarray() if scipy.sparse.issparse(rows) else rows
+        return np.asarray(rows, dtype=np.float32)
+
+    def item_embeddings(self) -> np.ndarray:
+        """``(n_items, d)`` float32 item embeddings."""
+        return self.items
+
+
+def _train_matrix(data: RecData) -> scipy.sparse.csr_matrix:
+    """The binary training matrix as float32 CSR; DataError when it is empty."""
+    matrix = data.train_matrix
+    if matrix is None or matrix.nnz == 0:
+        raise DataError("the training matrix is empty: a baseline needs training interactions")
+    return scipy.sparse.csr_matrix(matrix, dtype=np.float32)
+
+
+def _finish(variant: str, data: RecData, users: Any, items: np.ndarray, start: float,
+            config: dict[str, Any]) -> Baseline:
+    seconds = time.perf_counter() - start
+    return Baseline(variant, users, np.asarray(items, np.float32), seconds,
+                    data.train_matrix.nnz / max(seconds, 1e-9), config)
+
+
+def ease(data: RecData, l2: float = 500.0) -> Baseline:
+    """EASE (Steck 2019): ``B = -P / diag(P)``, ``diag(B) = 0``, ``P = (XᵀX + λI)⁻¹``.
+
+    Query embedding = the user's training row ``X_u`` (``n_items`` wide); item
+    embedding ``i`` = column ``B[:, i]``, so the dot product is ``X_u · B[:, i]``.
+    Dense ``(n_items, n_items)``: fine up to ~10k items.
+    """
+    start = time.perf_counter()
+    x = _train_matrix(data)
+    gram = (x.T @ x).toarray().astype(np.float64)  # float64 for the solve
+    gram[np.diag_indices_from(gram)] += l2
+    p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+    b = (p / -np.diag(p)[None, :]).astype(np.float32)  # column j divided by P_jj
+    del p
+    np.fill_diagonal(b, 0.0)  # an item may not explain itself
+    return _finish("ease", data, x, b.T, start, {"l2": float(l2)})
+
+
+def item_knn(data: RecData, k: int = 100, shrink: float = 10.0) -> Baseline:
+    """Item-item cosine kNN on the binary training matrix.
+
+    ``S_ij = (x_i · x_j) / (|x_i| |x_j| + shrink)`` (shrinkage damps similarities
+    resting on a few co-occurrences), zero diagonal, only the ``k`` largest
+    entries of each column kept; score = ``X_u · S[:, i]``.
+    """
+    if k < 1:
+        raise DataError(f"item_knn needs k >= 1, got {k}")
+    start = time.perf_counter()
+    x = _train_matrix(data)
+    sim = (x.T @ x).toarray()
+    norms = np.sqrt(np.diag(sim)).astype(np.float32)
+    sim /= np.maximum(norms[:, None] * norms[None, :] + shrink, 1e-12)
+    np.fill_diagonal(sim, 0.0)
+    n = sim.shape[0]
+    if k < n:
+        for lo in range(0, n, 1024):  # column blocks keep the argpartition buffer small
+            block = sim[:, lo:lo + 1024]
+            drop = np.argpartition(-block, k, axis=0)[k:]
+            np.put_along_axis(block, drop, 0.0, axis=0)
+    return _finish("item_knn", data, x, sim.T, start, {"k": int(k), "shrink": float(shrink)})
+
+
+def bpr(data: RecData, factors: int = 64, learning_rate: float = 0.05,
+        lambda_reg: float = 0.01, max_iter: int = 100, seed: int = 42) -> Baseline:
+    """Bayesian personalised ranking, ``cornac.models.BPR`` (seeded: one thread).
+
+    Query embedding ``[u, 1]``, item embedding ``[v, b]`` (``d = factors + 1``),
+    so the dot product is cornac's score ``u · v + b``. Users and items cornac
+    never saw (the unknown user, cold items) get zero factors; unseen items get
+    the lowest learned bias, so they rank below every trained item.
+    """
+    import cornac  # only this baseline needs it
+
+    start = time.perf_counter()
+    x = _train_matrix(data).tocoo()
+    triples = list(zip(x.row.tolist(), x.col.tolist(), [1.0] * x.nnz))
+    train = cornac.data.Dataset.from_uir(triples, seed=seed)
+    model = cornac.models.BPR(k=factors, max_iter=max_iter, learning_rate=learning_rate,
+                              lambda_reg=lambda_reg, seed=seed, verbose=False)
+    model.fit(train)
+    # cornac renumbers users and items in order of appearance: map back to ours.
+    ours_u, theirs_u = map(np.asarray, zip(*train.uid_map.items()))
+    ours_i, theirs_i = map(np.asarray, zip(*train.iid_map.items()))
+    users = np.zeros((data.n_users, factors + 1), np.float32)
+    users[ours_u, :factors] = model.u_factors[theirs_u]
+    users[:, factors] = 1.0
+    items = np.zeros((data.n_items, factors + 1), np.float32)
+    items[:, factors] = float(np.min(model.i_biases))
+    items[ours_i, :factors] = model.i_factors[theirs_i]
+    items[ours_i, factors] = model.i_biases[theirs_i]
+    config = {"factors": int(factors), "learning_rate": float(learning_rate),
+              "lambda_reg": float(lambda_reg), "max_iter": int(max_iter), "seed": seed}
+    return _finish("bpr", data, users, items, start, config)
+
+
+def _check_content(content: Any, data: RecData, what: str = "content") -> np.ndarray:
+    content = np.asarray(content, dtype=np.float32)
+    if content.ndim != 2 or len(content) != data.n_items:
+        raise DataError(f"{what} must be (n_items={data.n_items}, d) in items-table order, "
+                        f"got shape {content.shape}")
+    if not np.isfinite(content).all():
+        raise DataError(f"{what} contains NaN or inf")
+    return content
+
+
+def content_profile(data: RecData, content: np.ndarray, *, variant: str = "content_profile"
+                    ) -> Baseline:
+    """Training-free content baseline: user = mean of their training items' vectors.
+
+    Item vectors are the L2-normalised rows of ``content`` ``(n_items, d)``;
+    a user's vector is the mean of their training items' item vectors
+    (zero for the unknown user). No item id is read, so cold items are scored
+    like warm ones: the reference a cold-start content tower has to beat.
+    """
+    content = _check_content(content, data)
+    start = time.perf_counter()
+    x = _train_matrix(data)
+    items = content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
+    counts = np.asarray(x.sum(axis=1)).ravel()
+    users = np.asarray(x @ items) / np.maximum(counts, 1.0)[:, None]
+    return _finish(variant, data, users.astype(np.float32), items, start,
+                   {"content_dim": int(content.shape[1])})
+
+
+def oracle_content(prepared: Any, content: np.ndarray) -> np.ndarray:
+    """``content`` next to one-hot codes of the planted truth columns
+    (:data:`~recsys_utils.synthetic.TRUTH_COLUMNS`): an upper reference for
+    content models, ``(n_items, d + t)`` float32. Synthetic data only."""
+    missing = [c for c in TRUTH_COLUMNS if c not in prepared.items.columns]
+    if missing:
+        raise DataError(f"the oracle needs the synthetic world's planted truth columns "
+                        f"{TRUTH_COLUMNS}; the items table lacks {missing} (only the synthetic "
+                        "data set has them)", source="items")
+    content = np.asarray(content, dtype=np.float32)
+    if content.ndim != 2 or len(content) != len(prepared.items):
+        raise DataError(f"content must be (n_items={len(prepared.items)}, d), got {content.shape}")
+    truth, _ = item_attribute_matrix(prepared.items, TRUTH_COLUMNS)
+    return np.concatenate([content, truth], axis=1)
+
+
+# ------------------------------------------------------------------------------ tuning
+
+BUILDERS: dict[str, Callable[..., Baseline]] = {"ease": ease, "item_knn": item_knn, "bpr": bpr}
+
+#: Small validation grids (BPR: each setting well under a minute on 3k x 3k x 50k, 1 core).
+DEFAULT_GRIDS: dict[str, list[dict[str, Any]]] = {
+    "ease": [{"l2": v} for v in (10, 50, 100, 250, 500, 1000, 2500)],
+    "item_knn": [{"k": k, "shrink": s} for k, s in itertools.product((20, 50, 100, 200, 500),
+                                                                      (0, 10))],
+    # Larger / longer BPR kept winning on the synthetic world's validation users.
+    "bpr": [{"factors": f, "learning_rate": 0.05, "lambda_reg": reg, "max_iter": it}
+            for f, reg, it in ((64, 0.01, 100), (128, 0.01, 200), (128, 0.01, 400),
+                               (256, 0.01, 400), (256, 0.001, 400))],
+}
+
+
+def tune(name: str, data: RecData, grid: Sequence[Mapping[str, Any]] | None = None, *,
+         metric: str = "ndcg@10", split: str = "validation", **fixed: Any
+         ) -> tuple[Baseline, pd.DataFrame]:
+    """Fit ``name`` at every grid setting; keep the best on ``split`` (validation).
+
+    Args:
+        name: ``"ease"``, ``"item_knn"`` or ``"bpr"``.
+        grid: settings (keyword arguments of the builder); default
+            :data:`DEFAULT_GRIDS`.
+        metric: a key of :func:`~recsys_utils.retrieval.evaluate_retrieval`'s
+            output, e.g. ``"ndcg@10"`` or ``"recall@50"``.
+        split: the tuning split; test splits are refused.
+        **fixed: builder arguments shared by every setting (e.g. ``seed``).
+
+    Returns:
+        ``(best, table)``: the best baseline (first one on ties; its
+        ``config["tuning_seconds"]`` is the whole grid's time) and one row per
+        setting with its parameters, the metric and the fit seconds.
+    """
+    if name not in BUILDERS:
+        raise DataError(f"unknown baseline {name!r}; choose from {sorted(BUILDERS)}")
+    if split.startswith("test"):
+        raise DataError(f"hyper-parameters are tuned on validation users, not on {split!r}")
+    grid = list(DEFAULT_GRIDS[name] if grid is None else grid)
+    if not grid:
+        raise DataError(f"the grid for {name!r} is empty")
+    k = int(metric.split("@")[1]) if "@" in metric else 10
+    start, rows, best, best_value = time.perf_counter(), [], None, -np.inf
+    for params in grid:
+        candidate = BUILDERS[name](data, **fixed, **params)
+        scores = retrieval.evaluate_retrieval(candidate, data, split, ks=(k,))
+        if metric not in scores:
+            raise DataError(f"unknown metric {metric!r}; have {sorted(scores)}")
+        value = float(scores[metric])
+        rows.append({**params, metric: value, "train_seconds": candidate.train_seconds})
+        if value > best_value:  # strict: the first of equal settings wins
+            best, best_value = candidate, value
+    best.config["tuning_seconds"] = time.perf_counter() - start
+    best.config[f"{split}_{metric}"] = best_value
+    best.tuning = pd.DataFrame(rows)
+    return best, best.tuning
+
+
+def fit_baselines(data: RecData, content: np.ndarray | None = None,
+                  oracle: np.ndarray | None = None, *,
+                  grids: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                  seed: int = 42, metric: str = "ndcg@10") -> dict[str, Baseline]:
+    """Every reference, tuned on validation users.
+
+    Args:
+        content: ``(n_items, d)`` item content (e.g.
+            :func:`~recsys_utils.features.item_content`) for ``content_profile``.
+        oracle: ``(n_items, d')`` content with the planted truth
+            (:func:`oracle_content`) for an ``oracle`` profile.
+        grids: per baseline name, a grid replacing :data:`DEFAULT_GRIDS`.
+
+    Returns:
+        ``{"ease", "item_knn", "bpr"[, "content_profile"][, "oracle"]}`` -> :class:`Baseline`.
+    """
+    grids = dict(grids or {})
+    unknown = sorted(set(grids) - set(BUILDERS))
+    if unknown:
+        raise DataError(f"unknown baseline {unknown[0]!r} in grids; choose from {sorted(BUILDERS)}")
+    _train_matrix(data)  # fail before any fitting
+    if content is not None:
+        content = _check_content(content, data)
+    if oracle is not None:
+        oracle = _check_content(oracle, data, "oracle content")
+    out = {}
+    for name in BUILDERS:
+        fixed = {"seed": seed} if name == "bpr" else {}
+        out[name], _ = tune(name, data, grids.get(name), metric=metric, **fixed)
+    if content is not None:
+        out["content_profile"] = content_profile(data, content)
+    if oracle is not None:
+        out["oracle"] = content_profile(data, oracle, variant="oracle")
+    return out
