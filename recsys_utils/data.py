@@ -323,23 +323,56 @@ def _download_movielens(data_dir: Path, missing: list[Path]) -> None:
 def tfrs_protocol_split(
     interactions: pd.DataFrame, seed: int = 42, n_train: int = 80_000
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The TensorFlow Recommenders tutorial split of MovieLens 100K.
+    """The TensorFlow Recommenders tutorial split of MovieLens 100K, row for row.
 
-    The tutorials shuffle all ratings with seed 42 and take the first 80,000
-    as train and the remaining 20,000 as test. Here the shuffle is
-    ``np.random.default_rng(seed).permutation``: the exact row order differs
-    from tfds' TensorFlow shuffle, but the protocol (seeded shuffle, 80,000
-    train / 20,000 test, no per-user or temporal structure) is the same.
+    The TFRS retrieval tutorials load ``movielens/100k-ratings`` (the ratings of
+    ``u.data`` in file order) and run::
+
+        tf.random.set_seed(42)
+        shuffled = ratings.shuffle(100_000, seed=42, reshuffle_each_iteration=False)
+        train = shuffled.take(80_000)
+        test = shuffled.skip(80_000).take(20_000)
+
+    This function applies exactly that ``tf.data`` shuffle to the row positions
+    of ``interactions`` (``tf.data.Dataset.range(n).shuffle(...)``), with the
+    global and the op-level seed both set to ``seed``, so on the interactions of
+    :func:`load_movielens_100k` (which keeps the file order) it returns the
+    tutorial's 80,000 train and 20,000 test ratings. Both seeds matter: without
+    the global seed, TensorFlow pairs the op seed with a default graph seed and
+    the order differs. The permutation is computed inside its own
+    ``tf.function`` graph whose graph-level seed is set there, so it does not
+    depend on (nor change) the process's global seed or random-op counters:
+    the same rows come out every call and in every process (for a given
+    TensorFlow version's shuffle kernel). The buffer is ``max(100_000, n)``,
+    the tutorial's for up to 100,000 rows (a buffer at least as long as the
+    data gives the same order whatever its size) and a full shuffle beyond.
+    The first ``n_train`` shuffled rows are train, all the rest test (there is
+    no per-user or temporal structure).
 
     Returns:
         ``(train, test)``, each with a fresh 0..n-1 index.
+
+    Raises:
+        DataError: fewer than ``n_train`` rows.
     """
     if len(interactions) < n_train:
         raise DataError(
             f"the TFRS protocol needs at least n_train={n_train} rows; got {len(interactions)}",
             source="interactions",
         )
-    order = np.random.default_rng(seed).permutation(len(interactions))
+    import tensorflow as tf  # lazily: loading data needs no TensorFlow otherwise
+
+    n = len(interactions)
+
+    @tf.function
+    def shuffled_positions() -> tf.Tensor:
+        # Inside a function graph, set_seed sets that graph's seed only, not the process's.
+        tf.random.set_seed(seed)
+        positions = tf.data.Dataset.range(n).shuffle(
+            max(100_000, n), seed=seed, reshuffle_each_iteration=False)
+        return positions.batch(n).get_single_element()
+
+    order = shuffled_positions().numpy() if n else np.zeros(0, dtype=np.int64)
     shuffled = interactions.iloc[order]
     return (shuffled.iloc[:n_train].reset_index(drop=True),
             shuffled.iloc[n_train:].reset_index(drop=True))

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import shutil
+import subprocess
 import sys
 import types
 import urllib.error
@@ -192,27 +193,142 @@ def test_movielens_item_text_and_attributes(movielens):
     assert set(movielens.users.columns) >= {"user_id", "age", "gender", "occupation"}
 
 
+# The first positions of the tutorial's shuffle of 100,000 rows (tf.random.set_seed(42),
+# shuffle(100_000, seed=42, reshuffle_each_iteration=False)), measured with TensorFlow 2.20.
+TFRS_FIRST_POSITIONS = [50633, 33113, 42358, 88434, 45144, 4086, 12219, 13956, 82858, 91309]
+
+
+def _positions(n: int = 100_000) -> pd.DataFrame:
+    """A table whose only column is the row position, so a split shows the permutation."""
+    return pd.DataFrame({"position": np.arange(n)})
+
+
+def _direct_tf_data_order(n: int, seed: int = 42) -> np.ndarray:
+    """The tutorial's code, verbatim, on row positions (eager; restores the global seed)."""
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    previous = context.global_seed()
+    try:
+        tf.random.set_seed(seed)
+        shuffled = tf.data.Dataset.range(n).shuffle(100_000, seed=seed,
+                                                    reshuffle_each_iteration=False)
+        return np.concatenate(list(shuffled.batch(10_000).as_numpy_iterator()))
+    finally:
+        tf.random.set_seed(previous)
+
+
+@pytest.fixture(scope="module")
+def tutorial_order() -> np.ndarray:
+    """The tutorial's shuffle of 100,000 row positions, computed directly once."""
+    return _direct_tf_data_order(100_000)
+
+
 def test_tfrs_protocol_split(movielens):
     train, test = tfrs_protocol_split(movielens.interactions)
     assert (len(train), len(test)) == (80_000, 20_000)
-    again_train, _ = tfrs_protocol_split(movielens.interactions)
+    assert list(train.columns) == list(movielens.interactions.columns)
+    again_train, again_test = tfrs_protocol_split(movielens.interactions)
     pd.testing.assert_frame_equal(train, again_train)
+    pd.testing.assert_frame_equal(test, again_test)
     other_train, _ = tfrs_protocol_split(movielens.interactions, seed=1)
     assert not train.equals(other_train)
     # (user, item) pairs are unique in ML-100K, so they identify rows.
     pairs = lambda df: set(zip(df["user_id"], df["item_id"]))  # noqa: E731
     assert pairs(train).isdisjoint(pairs(test))
     assert pairs(train) | pairs(test) == pairs(movielens.interactions)
+    assert len(pairs(train)) + len(pairs(test)) == len(movielens.interactions)
     # Shuffled, not the file order.
     assert not train["timestamp"].equals(movielens.interactions["timestamp"].iloc[:80_000])
 
 
+def test_tfrs_protocol_split_is_the_tutorials_tf_data_shuffle(movielens, tutorial_order):
+    """Row for row what the tutorial's tf.data code gives on u.data in file order."""
+    interactions = movielens.interactions
+    order = tutorial_order
+    train, test = tfrs_protocol_split(interactions)
+    pd.testing.assert_frame_equal(
+        train, interactions.iloc[order[:80_000]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        test, interactions.iloc[order[80_000:]].reset_index(drop=True))
+    # The loader keeps u.data's file order, which the tutorial's shuffle starts from.
+    raw = pd.read_csv(Path(movielens.report.source) / "u.data", sep="\t", header=None,
+                      names=["user_id", "item_id", "rating", "timestamp"], dtype=str)
+    assert interactions["user_id"].tolist() == raw["user_id"].tolist()
+    assert interactions["item_id"].tolist() == raw["item_id"].tolist()
+    expected = raw.iloc[TFRS_FIRST_POSITIONS]
+    assert train["user_id"].tolist()[:10] == expected["user_id"].tolist()
+    assert train["item_id"].tolist()[:10] == expected["item_id"].tolist()
+
+
+def test_tfrs_protocol_split_permutation_pinned_and_direct(tutorial_order):
+    order = tutorial_order
+    train, test = tfrs_protocol_split(_positions())
+    assert train["position"].tolist()[:10] == TFRS_FIRST_POSITIONS
+    np.testing.assert_array_equal(train["position"].to_numpy(), order[:80_000])
+    np.testing.assert_array_equal(test["position"].to_numpy(), order[80_000:])
+
+
+def test_tfrs_protocol_split_ignores_and_keeps_global_tf_state():
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    first, _ = tfrs_protocol_split(_positions())
+    previous = context.global_seed()
+    try:
+        tf.random.set_seed(7)
+        tf.random.uniform([3])  # advance the op-seed counter
+        second, _ = tfrs_protocol_split(_positions())
+        assert context.global_seed() == 7  # the split did not touch the process's seed
+        after = tf.random.uniform([3])
+        tf.random.set_seed(7)
+        tf.random.uniform([3])
+        assert np.array_equal(after.numpy(), tf.random.uniform([3]).numpy())
+    finally:
+        tf.random.set_seed(previous)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_tfrs_protocol_split_same_in_another_process():
+    code = (
+        "import numpy as np, pandas as pd\n"
+        "from recsys_utils.data import tfrs_protocol_split\n"
+        "train, test = tfrs_protocol_split(pd.DataFrame({'position': np.arange(100_000)}))\n"
+        "print(','.join(map(str, train['position'].tolist() + test['position'].tolist())))\n"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_USE_LEGACY_KERAS="1")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    other = [int(v) for v in done.stdout.strip().splitlines()[-1].split(",")]
+    train, test = tfrs_protocol_split(_positions())
+    assert other == train["position"].tolist() + test["position"].tolist()
+
+
+def test_tfrs_protocol_split_n_train_and_partition():
+    frame = _positions()
+    train, test = tfrs_protocol_split(frame, n_train=90_000)
+    assert (len(train), len(test)) == (90_000, 10_000)
+    positions = np.concatenate([train["position"], test["position"]])
+    assert sorted(positions.tolist()) == list(range(100_000))  # disjoint and complete
+    # n_train only moves the cut: the shuffled order is the same.
+    default_train, default_test = tfrs_protocol_split(frame)
+    assert positions.tolist() == (default_train["position"].tolist()
+                                  + default_test["position"].tolist())
+    assert train.index.equals(pd.RangeIndex(90_000)) and test.index.equals(pd.RangeIndex(10_000))
+    everything, nothing = tfrs_protocol_split(frame, n_train=100_000)
+    assert (len(everything), len(nothing)) == (100_000, 0)
+
+
 def test_tfrs_protocol_split_too_few_rows():
-    frame = pd.DataFrame({"user_id": ["1"] * 10, "item_id": ["2"] * 10})
+    frame = pd.DataFrame({"user_id": ["1"] * 10, "item_id": [str(i) for i in range(10)]})
     with pytest.raises(DataError, match="n_train=80000"):
         tfrs_protocol_split(frame)
     train, test = tfrs_protocol_split(frame, n_train=8)
     assert (len(train), len(test)) == (8, 2)
+    assert sorted(train["item_id"].tolist() + test["item_id"].tolist()) == sorted(frame["item_id"])
+    empty_train, empty_test = tfrs_protocol_split(frame.iloc[:0], n_train=0)
+    assert (len(empty_train), len(empty_test)) == (0, 0)
 
 
 # --- the download path, offline: urlopen is monkeypatched
