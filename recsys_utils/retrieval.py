@@ -88,24 +88,35 @@ from .schema import DataError
 
 __all__ = [
     "VARIANTS",
+    "best_by_validation",
     "ItemTower",
     "QueryTower",
     "RetrievalModel",
     "RetrievalResult",
     "ValidationRecall",
     "evaluate_retrieval",
+    "leave_one_out_history",
     "log_prior",
+    "paired_comparison",
     "retrieval_table",
     "tfrs_protocol_metrics",
     "train_retrieval",
 ]
 
 VARIANTS = ("popularity", "id", "content", "fused")
+#: Training losses: in-batch softmax (``tfrs.tasks.Retrieval``, the other positives of the
+#: batch are the negatives) or a full softmax over every item seen in training.
+LOSSES = ("in_batch", "full_softmax")
 #: Features the query tower reads.
 QUERY_KEYS = ("user", "history", "history_mask", "hour", "dow")
 
 
 # ------------------------------------------------------------------------------ towers
+
+
+def _l2(weight: float) -> tf.keras.regularizers.Regularizer | None:
+    # Keras adds the penalty of the whole table to every step's loss.
+    return tf.keras.regularizers.l2(weight) if weight else None
 
 
 class ItemTower(tf.keras.layers.Layer):
@@ -123,7 +134,8 @@ class ItemTower(tf.keras.layers.Layer):
 
     def __init__(self, variant: str, id_tokens: np.ndarray, content: np.ndarray | None,
                  embedding_dim: int, hidden_units: Sequence[int] = (128,),
-                 id_dropout: float = 0.0, seed: int = 0, **kwargs: Any) -> None:
+                 id_dropout: float = 0.0, seed: int = 0, l2: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.variant = variant
         self.use_id = variant in ("id", "fused")
@@ -135,7 +147,8 @@ class ItemTower(tf.keras.layers.Layer):
             n_tokens = int(np.max(id_tokens)) + 1
             # Zero-initialised OOV row and small random rows elsewhere would be
             # nicer, but the Keras default (uniform +-0.05) is what TFRS uses.
-            self.id_embedding = tf.keras.layers.Embedding(n_tokens, embedding_dim, name="item_id")
+            self.id_embedding = tf.keras.layers.Embedding(
+                n_tokens, embedding_dim, name="item_id", embeddings_regularizer=_l2(l2))
         if self.use_content:
             if content is None:
                 raise DataError(f"variant {variant!r} needs item_content (n_items, d)")
@@ -169,14 +182,30 @@ class QueryTower(tf.keras.layers.Layer):
     """
 
     def __init__(self, n_users: int, item_tower: ItemTower, embedding_dim: int, *,
-                 use_history: bool = True, use_context: bool = True,
-                 user_dropout: float = 0.0, **kwargs: Any) -> None:
+                 use_history: bool = True, use_context: bool = True, use_user_id: bool = True,
+                 user_dropout: float = 0.0, history_embedding: str = "shared",
+                 history_dropout: float = 0.0, n_items: int | None = None, l2: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if history_embedding not in ("shared", "separate"):
+            raise DataError(f"history_embedding must be 'shared' or 'separate', "
+                            f"got {history_embedding!r}")
         self.item_tower = item_tower
         self.use_history = use_history
         self.use_context = use_context
+        self.use_user_id = use_user_id
         self.user_dropout = float(user_dropout)
-        self.user_embedding = tf.keras.layers.Embedding(n_users, embedding_dim, name="user_id")
+        self.history_dropout = float(history_dropout)
+        self.user_embedding = tf.keras.layers.Embedding(n_users, embedding_dim, name="user_id",
+                                                        embeddings_regularizer=_l2(l2))
+        # "separate": the history reads its own item table (input vs output
+        # embeddings, as in word2vec), so "bought A, then wants B" need not be symmetric.
+        self.history_embedding = None
+        if history_embedding == "separate":
+            if n_items is None:
+                raise DataError("history_embedding='separate' needs n_items")
+            self.history_embedding = tf.keras.layers.Embedding(
+                n_items, embedding_dim, name="history_item", embeddings_regularizer=_l2(l2))
         if use_context:
             self.hour_embedding = tf.keras.layers.Embedding(24, 8, name="hour")
             self.dow_embedding = tf.keras.layers.Embedding(7, 4, name="dow")
@@ -187,10 +216,14 @@ class QueryTower(tf.keras.layers.Layer):
         if training and self.user_dropout > 0:
             keep = tf.random.uniform(tf.shape(user)) >= self.user_dropout
             user = tf.where(keep, user, tf.zeros_like(user))
-        parts = [tf.cast(self.user_embedding(user), tf.float32)]
+        parts = [tf.cast(self.user_embedding(user), tf.float32)] if self.use_user_id else []
         if self.use_history:
             history = tf.cast(features["history"], tf.int32)
             mask = tf.cast(features["history_mask"], tf.float32)
+            if training and self.history_dropout > 0:
+                # Drop history items at random (a denoising input, as in Mult-DAE).
+                keep = tf.random.uniform(tf.shape(mask)) >= self.history_dropout
+                mask = mask * tf.cast(keep, tf.float32)
             if history.shape[-1] == 0:
                 # No history slots: the pooled part is a zero vector of the right size.
                 items = self.item_tower(tf.zeros_like(user), training=training)
@@ -200,7 +233,10 @@ class QueryTower(tf.keras.layers.Layer):
                 # B*H slots hold at most n_items distinct items (16x fewer on MovieLens).
                 flat = tf.reshape(tf.maximum(history, 0), [-1])
                 distinct, position = tf.unique(flat)
-                embedded = self.item_tower(distinct, training=training)  # (n_distinct, d)
+                if self.history_embedding is not None:
+                    embedded = tf.cast(self.history_embedding(distinct), tf.float32)
+                else:
+                    embedded = self.item_tower(distinct, training=training)  # (n_distinct, d)
                 items = tf.reshape(tf.gather(embedded, position),
                                    [-1, history.shape[-1], embedded.shape[-1]])
                 total = tf.reduce_sum(items * mask[..., None], axis=1)
@@ -222,20 +258,61 @@ class RetrievalModel(tfrs.Model):
 
     def __init__(self, query_tower: QueryTower, item_tower: ItemTower,
                  item_probability: np.ndarray, *, log_q: bool = True,
-                 temperature: float | None = None, prior: np.ndarray | None = None) -> None:
+                 temperature: float | None = None, prior: np.ndarray | None = None,
+                 loss: str = "in_batch", softmax_items: np.ndarray | None = None,
+                 item_bias: bool = False, bias_dropout: float = 0.0) -> None:
         super().__init__()
+        if loss not in LOSSES:
+            raise DataError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
         self.query_tower = query_tower
         self.item_tower = item_tower
         self.log_q = log_q
+        self.loss_kind = loss  # not "loss": Keras' compile() sets that attribute
+        self.temperature = temperature
+        if loss == "full_softmax":
+            # The softmax runs over the items seen in training: an item that is never a
+            # positive would only ever be pushed down, and cold items would inherit that.
+            items = np.asarray(softmax_items if softmax_items is not None
+                               else np.arange(len(item_probability)), np.int32)
+            position = np.full(len(item_probability), -1, np.int32)
+            position[items] = np.arange(len(items))
+            self._softmax_items = tf.constant(items)
+            self._softmax_position = tf.constant(position)
         self._probability = tf.constant(np.asarray(item_probability, np.float32))
         self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True, temperature=temperature)
         # (n_items,) log prior added at inference (popularity_prior), else None.
         self.prior = None if prior is None else tf.constant(np.asarray(prior, np.float32))
+        # A learned per-item bias (full softmax): popularity goes there, so the towers learn
+        # taste alone. Items without a trained bias (cold ones) get the learned bias of an
+        # unknown item, which training teaches by hiding a random share (bias_dropout) of the
+        # items' own biases each step, as DropoutNet does for ids.
+        self.item_bias = None
+        self.bias_dropout = float(bias_dropout)
+        if item_bias:
+            if loss != "full_softmax" or prior is not None:
+                raise DataError("item_bias goes with loss='full_softmax' and no popularity prior")
+            self.item_bias = self.add_weight(name="item_bias", shape=(len(item_probability),),
+                                             initializer="zeros", trainable=True)
+            self.unknown_bias = self.add_weight(name="unknown_item_bias", shape=(),
+                                                initializer="zeros", trainable=True)
+            trained = np.zeros(len(item_probability), bool)
+            trained[np.asarray(self._softmax_items)] = True
+            self._bias_trained = tf.constant(trained)
+
+    def _prior_column(self, item_idx: tf.Tensor) -> tf.Tensor | None:
+        """``(B, 1)`` the score every query adds to these items, or None."""
+        if self.prior is not None:
+            return tf.gather(self.prior, item_idx)[:, None]
+        if self.item_bias is None:
+            return None
+        bias = tf.where(tf.gather(self._bias_trained, item_idx),
+                        tf.gather(self.item_bias, item_idx), self.unknown_bias)
+        return bias[:, None]
 
     def query_embedding(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """Inference query embedding ``(B, dim)`` (``(B, dim + 1)`` with a prior: a 1 appended)."""
         query = self.query_tower(features, training=False)
-        if self.prior is None:
+        if self.prior is None and self.item_bias is None:
             return query
         return tf.concat([query, tf.ones_like(query[:, :1])], axis=-1)
 
@@ -243,13 +320,27 @@ class RetrievalModel(tfrs.Model):
         """Inference item embedding ``(B, dim)`` (``(B, dim + 1)`` with the log prior appended)."""
         item_idx = tf.cast(item_idx, tf.int32)
         items = self.item_tower(item_idx, training=False)
-        if self.prior is None:
-            return items
-        return tf.concat([items, tf.gather(self.prior, item_idx)[:, None]], axis=-1)
+        prior = self._prior_column(item_idx)
+        return items if prior is None else tf.concat([items, prior], axis=-1)
 
     def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.query_tower(features, training=training)
         item = tf.cast(features["item"], tf.int32)
+        if self.loss_kind == "full_softmax":
+            # Every training item is a negative of every query: (B, n_softmax) logits.
+            candidates = self.item_tower(self._softmax_items, training=training)
+            logits = tf.matmul(query, candidates, transpose_b=True)
+            if self.temperature:
+                logits = logits / self.temperature
+            if self.item_bias is not None:
+                bias = tf.gather(self.item_bias, self._softmax_items)
+                if training and self.bias_dropout > 0:
+                    hidden = tf.random.uniform(tf.shape(bias)) < self.bias_dropout
+                    bias = tf.where(hidden, self.unknown_bias, bias)
+                logits += bias[None, :]
+            labels = tf.gather(self._softmax_position, item)
+            return tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True))
         candidates = self.item_tower(item, training=training)
         probability = tf.gather(self._probability, item) if self.log_q else None
         return self.task(query, candidates, candidate_sampling_probability=probability,
@@ -342,12 +433,23 @@ def build_retrieval_model(
     embedding_dim: int = 32, hidden_units: Sequence[int] = (128,), id_dropout: float | None = None,
     user_dropout: float = 0.05, use_history: bool = True, use_context: bool = True,
     log_q: bool = True, temperature: float | None = None, seed: int = 42,
-    popularity_prior: bool = False,
+    popularity_prior: bool = False, loss: str = "in_batch", use_user_id: bool = True,
+    history_embedding: str = "shared", history_dropout: float = 0.0, item_bias: bool = False,
+    bias_dropout: float = 0.0, l2: float = 0.0,
 ) -> RetrievalModel:
     """Build (not train) a :class:`RetrievalModel` for ``variant``.
 
     ``popularity_prior`` adds :func:`log_prior` at inference (see the module
-    docstring; pair it with ``log_q=False``).
+    docstring; pair it with ``log_q=False``). ``loss``: ``"in_batch"`` or
+    ``"full_softmax"`` (over the items seen in training; ``log_q`` is then
+    moot: there is no sampling to correct). ``use_user_id=False`` drops the
+    user id embedding (the query is the history and the context: nothing to
+    memorise per user). ``history_embedding="separate"`` gives the history its
+    own item table; ``history_dropout`` drops history items in training.
+    ``item_bias`` (full softmax only) learns a per-item bias that absorbs
+    popularity; ``bias_dropout`` hides that share of the biases each step behind
+    one learned "unknown item" bias, which cold items then get. ``l2``: weight
+    of an L2 penalty on the id embedding tables.
 
     ``id_dropout`` defaults to 0.25 for ``fused`` and 0 otherwise (the ``id``
     variant is the tutorial model, unchanged).
@@ -359,13 +461,17 @@ def build_retrieval_model(
         id_dropout = 0.25 if variant == "fused" else 0.0
     item_tower = ItemTower(variant, _id_tokens(data), content, embedding_dim,
                            hidden_units=hidden_units, id_dropout=id_dropout, seed=seed,
-                           name="item_tower")
+                           l2=l2, name="item_tower")
     query_tower = QueryTower(data.n_users, item_tower, embedding_dim, use_history=use_history,
-                             use_context=use_context, user_dropout=user_dropout,
+                             use_context=use_context, use_user_id=use_user_id,
+                             user_dropout=user_dropout, history_embedding=history_embedding,
+                             history_dropout=history_dropout, n_items=data.n_items, l2=l2,
                              name="query_tower")
-    return RetrievalModel(query_tower, item_tower, data.item_probability, log_q=log_q,
-                          temperature=temperature,
-                          prior=log_prior(data) if popularity_prior else None)
+    return RetrievalModel(query_tower, item_tower, data.item_probability,
+                          log_q=log_q and loss == "in_batch", temperature=temperature,
+                          prior=log_prior(data) if popularity_prior else None, loss=loss,
+                          softmax_items=np.flatnonzero(data.warm_items), item_bias=item_bias,
+                          bias_dropout=bias_dropout)
 
 
 def _optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
@@ -397,6 +503,8 @@ def train_retrieval(
     positives_only: bool = False,
     early_stopping: bool = False,
     patience: int = 2,
+    train_history: Literal["before", "leave_one_out"] = "before",
+    stopping_metric: str = "recall@50",
     **model_kwargs: Any,
 ) -> RetrievalResult:
     """Train one retrieval variant on ``data.examples["train"]``.
@@ -416,11 +524,18 @@ def train_retrieval(
         optimizer: ``"adam"`` or ``"adagrad"`` (the TFRS tutorial's).
         positives_only: train on ``label == 1`` rows only (e.g. skip views);
             default trains on every interaction, like the TFRS tutorial.
-        early_stopping: stop when validation Recall@50 has not improved for
-            ``patience`` epochs and restore the best epoch's weights
-            (``epochs`` is then the maximum). Needs a non-empty validation
-            split; ``history["val_recall@50"]`` records the curve and
+        early_stopping: stop when the validation ``stopping_metric`` (e.g.
+            ``"recall@50"``, ``"ndcg@10"``) has not improved for ``patience``
+            epochs and restore the best epoch's weights (``epochs`` is then the
+            maximum). Needs a non-empty validation split;
+            ``history["val_<metric>"]`` records the curve and
             ``config["best_epoch"]`` the epoch kept.
+        train_history: the history each training example's query sees.
+            ``"before"``: the user's items strictly before it (next-item
+            prediction). ``"leave_one_out"``: the user's most recent training
+            items, the example's own item removed, which is what an
+            evaluation query sees (all training items): train and test
+            queries then look alike.
         **model_kwargs: passed to :func:`build_retrieval_model`
             (``hidden_units``, ``id_dropout``, ``user_dropout``,
             ``use_history``, ``use_context``, ``temperature``,
@@ -437,6 +552,11 @@ def train_retrieval(
     if positives_only:
         keep = train["label"] > 0
         train = {k: v[keep] for k, v in train.items()}
+    if train_history == "leave_one_out":
+        train["history"], train["history_mask"] = leave_one_out_history(data, train["user"],
+                                                                        train["item"])
+    elif train_history != "before":
+        raise DataError(f"train_history must be 'before' or 'leave_one_out', got {train_history!r}")
     n = len(train["user"])
     if variant == "popularity":
         start = time.perf_counter()
@@ -464,7 +584,7 @@ def train_retrieval(
     if early_stopping:
         if len(data.splits.get("validation", ())) == 0:
             raise DataError("early_stopping needs a non-empty validation split")
-        stopper = ValidationRecall(result, data, patience=patience)
+        stopper = ValidationRecall(result, data, patience=patience, metric=stopping_metric)
         callbacks.append(stopper)
     if progress:  # after the stopper, so the bar shows the validation recall
         callbacks.append(EpochBar(epochs, f"retrieval/{variant}"))
@@ -475,7 +595,7 @@ def train_retrieval(
     history["epoch_seconds"] = clock.seconds
     ran = len(history.get("loss", ()))
     if stopper is not None:
-        history["val_recall@50"] = stopper.curve
+        history[f"val_{stopping_metric}"] = stopper.curve
         config["best_epoch"] = stopper.best_epoch
     result.history, result.train_seconds = history, seconds
     result.examples_per_second = ran * n / max(seconds, 1e-9)
@@ -483,25 +603,31 @@ def train_retrieval(
 
 
 class ValidationRecall(tf.keras.callbacks.Callback):
-    """Early stopping on validation Recall@``k`` with best-weights restore.
+    """Early stopping on a validation retrieval metric with best-weights restore.
 
     After each epoch the validation users are ranked over the whole catalogue
-    (seen items removed), exactly as :func:`evaluate_retrieval` does.
+    (seen items removed), exactly as :func:`evaluate_retrieval` does, and
+    ``metric`` (``"recall@50"``, ``"ndcg@10"``, ...) is read.
     """
 
     def __init__(self, result: RetrievalResult, data: RecData, *, patience: int = 2,
-                 k: int = 50) -> None:
+                 metric: str = "recall@50") -> None:
         super().__init__()
-        self.result, self.data, self.patience, self.k = result, data, patience, k
+        name, _, k = metric.partition("@")
+        if name not in ("recall", "ndcg", "hit_rate") or not k.isdigit():
+            raise DataError(f"stopping metric must look like 'recall@50' or 'ndcg@10', "
+                            f"got {metric!r}")
+        self.result, self.data, self.patience = result, data, patience
+        self.metric, self.k = metric, int(k)
         self.curve: list[float] = []
         self.best, self.best_epoch, self._best_weights = -1.0, 0, None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = float(evaluate_retrieval(self.result, self.data, "validation",
-                                         ks=(self.k,))[f"recall@{self.k}"])
+                                         ks=(self.k,))[self.metric])
         self.curve.append(value)
         if logs is not None:
-            logs[f"val_recall@{self.k}"] = value
+            logs[f"val_{self.metric}"] = value
         if value > self.best:
             self.best, self.best_epoch = value, epoch + 1
             self._best_weights = self.model.get_weights()
@@ -511,6 +637,22 @@ class ValidationRecall(tf.keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._best_weights is not None:
             self.model.set_weights(self._best_weights)
+
+
+def leave_one_out_history(data: RecData, user: np.ndarray, item: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's query history: the user's last ``H`` training items, minus its own item.
+
+    Args:
+        user, item: ``(n,)`` the training examples' user and item indices.
+
+    Returns:
+        ``(history, mask)``: ``(n, H)`` int32 (``-1`` where empty) and float32.
+    """
+    history, mask = data.history_for(np.asarray(user), None)
+    own = history == np.asarray(item)[:, None]
+    return (np.where(own, -1, history).astype(np.int32),
+            np.where(own, 0.0, mask).astype(np.float32))
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -624,6 +766,45 @@ def retrieval_table(
     return pd.DataFrame(rows)
 
 
+def best_by_validation(models: Mapping[str, Any], data: RecData, metric: str = "ndcg@10") -> str:
+    """The name of the model with the best ``metric`` on the validation users.
+
+    ``models``: name -> anything :func:`evaluate_retrieval` scores (a
+    :class:`RetrievalResult` or a :class:`~recsys_utils.baselines.Baseline`).
+    The first name wins a tie. Test users are never looked at.
+    """
+    if not models:
+        raise DataError("best_by_validation needs at least one model")
+    k = int(metric.partition("@")[2] or 10)
+    values = {name: float(evaluate_retrieval(model, data, "validation", ks=(k,))[metric])
+              for name, model in models.items()}
+    return max(values, key=values.get)
+
+
+def paired_comparison(a: Any, b: Any, data: RecData, split: str = "test",
+                      metric: str = "ndcg@10", *, candidates: str = "all",
+                      n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """``a`` against ``b`` on the same users, with a 95% bootstrap interval of the difference.
+
+    Both are ranked over the catalogue by :func:`evaluate_retrieval`; the
+    per-user differences of ``metric`` are resampled over users
+    (:func:`recsys_utils.metrics.bootstrap_ci`). An interval containing 0 is a tie.
+
+    Returns:
+        ``{"a", "b", "split", "metric", "value_a", "value_b", "difference",
+        "low", "high", "n_queries"}``.
+    """
+    k = int(metric.partition("@")[2] or 10)
+    per_user = [evaluate_retrieval(model, data, split, ks=(k,), candidates=candidates,
+                                   per_query=True)[metric] for model in (a, b)]
+    difference = (per_user[0] - per_user[1]).to_numpy()
+    low, high = metrics.bootstrap_ci(difference, n_boot=n_boot, seed=seed)
+    return {"a": a.variant, "b": b.variant, "split": split, "metric": metric,
+            "value_a": float(per_user[0].mean()), "value_b": float(per_user[1].mean()),
+            "difference": float(difference.mean()), "low": low, "high": high,
+            "n_queries": int(len(difference))}
+
+
 # ------------------------------------------------------------------------------ TFRS protocol
 
 
@@ -631,58 +812,61 @@ def tfrs_protocol_metrics(
     train: pd.DataFrame,
     test: pd.DataFrame,
     items: pd.DataFrame,
+    budgets: Mapping[str, Mapping[str, Any]],
     *,
-    variants: Sequence[str] = ("id", "fused"),
     item_content: np.ndarray | None = None,
-    epochs: int = 3,
-    batch_size: int = 8192,
-    embedding_dim: int = 32,
-    learning_rate: float = 0.1,
-    optimizer: str = "adagrad",
-    log_q: bool = False,
+    history_length: int = 0,
     seed: int = 42,
     ks: Sequence[int] = (1, 5, 10, 50, 100),
     progress: bool = True,
 ) -> pd.DataFrame:
-    """The TFRS basic-retrieval tutorial protocol, for comparison with its numbers.
+    """Top-K accuracy under the TFRS basic-retrieval tutorial's protocol.
 
-    Train on ``train`` (the 80,000 ratings of
-    :func:`recsys_utils.data.tfrs_protocol_split`), then ``model.evaluate`` on
-    every rating of ``test`` with a ``tfrs.metrics.FactorizedTopK`` metric
-    whose candidates are *all* items (no seen-item removal, as in the
-    tutorial). As in the tutorial, the query is the user id alone (no history,
-    no context: the split is a random shuffle, so "history" would have no
-    time order), the defaults are its batch size 8192, Adagrad at 0.1 and 3
-    epochs, and no log-Q correction.
+    Train each model of ``budgets`` on ``train`` (the tutorial's 80,000
+    ratings, :func:`recsys_utils.data.tfrs_protocol_split`), then
+    ``model.evaluate`` every rating of ``test`` with a
+    ``tfrs.metrics.FactorizedTopK`` metric over *all* items (no seen-item
+    removal, as in the tutorial).
+
+    Args:
+        budgets: label -> :func:`train_retrieval` keywords, ``variant``
+            included (e.g. ``{"id": dict(variant="id", epochs=3, ...)}``).
+            There is no validation split: ``early_stopping`` is refused.
+        history_length: ``H`` of the queries' history (the user's training
+            ratings; a random split has no time order, so the history is a bag).
 
     Returns:
-        DataFrame indexed by variant with ``top_K_accuracy`` columns (the
-        share of test ratings whose item is in the user's top K) and
-        ``train_seconds``.
+        DataFrame indexed by label with ``top_K_accuracy`` columns (the share of
+        test ratings whose item is in the user's top K) and ``train_seconds``.
     """
     from types import SimpleNamespace
 
     feedback = "rating" if "rating" in train else "event"
     prepared = SimpleNamespace(items=items, feedback=feedback, cold_items=None,
                                splits={"train": train, "test": test})
-    data = build_features(prepared, history_length=0, seed=seed)
+    data = build_features(prepared, history_length=history_length, seed=seed)
     rows = {}
-    for variant in variants:
-        result = train_retrieval(
-            variant, data, item_content, epochs=epochs, batch_size=batch_size,
-            embedding_dim=embedding_dim, learning_rate=learning_rate, seed=seed,
-            optimizer=optimizer, log_q=log_q, progress=progress,
-            use_history=False, use_context=False, user_dropout=0.0)
+    for label, budget in budgets.items():
+        budget = dict(budget)
+        if budget.get("early_stopping"):
+            raise DataError("the TFRS protocol has no validation split: set early_stopping=False")
+        variant = budget.pop("variant")
+        result = train_retrieval(variant, data, item_content, seed=seed, progress=progress,
+                                 **budget)
         model = result.model
         index = tfrs.layers.factorized_top_k.BruteForce(k=max(ks))
         index.index(tf.constant(result.item_embeddings()), tf.range(data.n_items, dtype=tf.int32))
-        model.task.factorized_metrics = [tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)]
-        examples = data.examples["test"]
-        dataset = to_dataset({k: examples[k] for k in (*QUERY_KEYS, "item")}, 4096,
-                             shuffle=False)
-        logs = model.evaluate(dataset, return_dict=True, verbose=0)
-        row = {f"top_{k}_accuracy": float(logs[f"factorized_top_k/top_{k}_categorical_accuracy"])
-               for k in ks}
+        examples = dict(data.examples["test"])
+        # Every test rating asks with the user's whole training history, as a served query would.
+        examples["history"], examples["history_mask"] = data.history_for(examples["user"], None)
+        queries, candidates = result.query_embeddings(examples), result.item_embeddings()
+        metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)
+        for start in range(0, len(queries), 4096):
+            batch = examples["item"][start:start + 4096]
+            metric.update_state(tf.constant(queries[start:start + 4096]),
+                                tf.constant(candidates[batch]),
+                                true_candidate_ids=tf.constant(batch))
+        row = {f"top_{k}_accuracy": float(v) for k, v in zip(ks, metric.result())}
         row["train_seconds"] = result.train_seconds
-        rows[variant] = row
+        rows[label] = row
     return pd.DataFrame.from_dict(rows, orient="index")

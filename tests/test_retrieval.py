@@ -154,8 +154,10 @@ def test_strategy_scope_and_protocol_smoke(world):
 
     interactions = toy.prepared.interactions
     train, test = tfrs_protocol_split(interactions, seed=42, n_train=int(0.8 * len(interactions)))
-    out = R.tfrs_protocol_metrics(train, test, toy.prepared.items, item_content=toy.content,
-                                  epochs=2, batch_size=512, progress=False)
+    budgets = {name: dict(variant=name, epochs=2, batch_size=512, use_history=False,
+                          use_context=False) for name in ("id", "fused")}
+    out = R.tfrs_protocol_metrics(train, test, toy.prepared.items, budgets,
+                                  item_content=toy.content, progress=False)
     assert list(out.index) == ["id", "fused"]
     for value in out["top_100_accuracy"]:
         assert 0.0 <= value <= 1.0
@@ -189,3 +191,125 @@ def test_early_stopping_keeps_the_best_validation_epoch(world):
     # The restored weights are the best epoch's: evaluating again gives its value.
     again = R.evaluate_retrieval(result, data, "validation", ks=(50,))["recall@50"]
     assert again == pytest.approx(max(curve), abs=1e-9)
+
+
+# ------------------------------------------------------------------ full softmax and its levers
+
+FULL = dict(BUDGET, loss="full_softmax", item_bias=True, bias_dropout=0.5, log_q=False,
+            use_user_id=False, train_history="leave_one_out", history_dropout=0.5,
+            hidden_units=())
+
+
+@pytest.fixture(scope="module")
+def full_softmax(world):
+    toy, data = world
+    return {v: R.train_retrieval(v, data, toy.content, **FULL) for v in ("id", "content", "fused")}
+
+
+def test_full_softmax_loss_is_the_cross_entropy_over_the_training_items(world):
+    toy, data = world
+    model = R.build_retrieval_model("fused", data, toy.content, embedding_dim=8,
+                                    loss="full_softmax", item_bias=True, use_user_id=False)
+    batch = {k: tf.constant(v[:16]) for k, v in data.examples["train"].items()
+             if k in (*R.QUERY_KEYS, "item")}
+    warm = np.flatnonzero(data.warm_items)
+    model.item_bias.assign(np.linspace(-1, 1, data.n_items).astype(np.float32))
+    query = model.query_tower(batch, training=False).numpy()
+    logits = query @ model.item_tower(tf.constant(warm), training=False).numpy().T
+    logits += model.item_bias.numpy()[warm]
+    target = np.searchsorted(warm, batch["item"].numpy())
+    expected = np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(16), target])
+    assert float(model.compute_loss(batch, training=False)) == pytest.approx(expected, rel=1e-5)
+    # Keras' compile() must not switch the loss back to the in-batch one.
+    model.compile(optimizer="adam")
+    assert float(model.compute_loss(batch, training=False)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_item_bias_is_a_dot_product_column_and_cold_items_get_the_unknown_bias(world, full_softmax):
+    _, data = world
+    model = full_softmax["fused"].model
+    items = full_softmax["fused"].item_embeddings()
+    bias = model.item_bias.numpy()
+    np.testing.assert_allclose(items[data.warm_items, -1], bias[data.warm_items], rtol=1e-6)
+    np.testing.assert_allclose(items[~data.warm_items, -1], float(model.unknown_bias.numpy()))
+    q = full_softmax["fused"].query_embeddings(data.queries("test").features)
+    np.testing.assert_allclose(q[:, -1], 1.0)
+    # Popular items earn larger biases than rare ones: the bias learned popularity.
+    counts = data.item_counts[data.warm_items]
+    top, rare = counts >= np.quantile(counts, 0.9), counts <= np.quantile(counts, 0.1)
+    assert bias[data.warm_items][top].mean() > bias[data.warm_items][rare].mean()
+
+
+def test_full_softmax_models_learn_warm_and_content_ones_rank_cold_items(world, full_softmax):
+    _, data = world
+    popularity = R.train_retrieval("popularity", data)
+    frame = R.retrieval_table([popularity, *full_softmax.values()], data, ks=(10, 50),
+                              settings=(("test", "all"), ("test_cold", "all")))
+    at = frame.set_index(["variant", "split"])["recall@50"]
+    for variant in ("id", "content", "fused"):
+        assert at[(variant, "test")] > at[("popularity", "test")] + 0.2, frame
+    for variant in ("content", "fused"):
+        assert at[(variant, "test_cold")] > at[("id", "test_cold")] + 0.2, frame
+
+
+def test_leave_one_out_history_drops_only_the_examples_own_item(world):
+    _, data = world
+    train = data.examples["train"]
+    history, mask = R.leave_one_out_history(data, train["user"], train["item"])
+    full, full_mask = data.history_for(train["user"], None)
+    own = full == train["item"][:, None]
+    assert own.any()  # the toy histories hold the example's item for recent rows
+    assert not (history == train["item"][:, None]).any()
+    np.testing.assert_array_equal(history[~own], full[~own])
+    np.testing.assert_array_equal(mask, np.where(own, 0.0, full_mask))
+    assert ((history >= 0) == (mask > 0)).all()
+
+
+def test_bad_levers_raise_clear_errors(world):
+    toy, data = world
+    with pytest.raises(R.DataError, match="loss must be one of"):
+        R.build_retrieval_model("id", data, loss="softmax")
+    with pytest.raises(R.DataError, match="item_bias goes with"):
+        R.build_retrieval_model("id", data, item_bias=True)
+    with pytest.raises(R.DataError, match="history_embedding"):
+        R.build_retrieval_model("id", data, history_embedding="own")
+    with pytest.raises(R.DataError, match="train_history"):
+        R.train_retrieval("id", data, train_history="future", **dict(BUDGET, epochs=1))
+    with pytest.raises(R.DataError, match="stopping metric"):
+        R.train_retrieval("id", data, early_stopping=True, stopping_metric="auc",
+                          **dict(BUDGET, epochs=1))
+
+
+def test_separate_history_embedding_and_early_stopping_on_ndcg(world):
+    toy, data = world
+    result = R.train_retrieval("id", data, **dict(FULL, epochs=4), history_embedding="separate",
+                               early_stopping=True, patience=1, stopping_metric="ndcg@10")
+    tower = result.model.query_tower
+    assert tower.history_embedding is not None
+    assert tower.history_embedding.embeddings.shape == (data.n_items, BUDGET["embedding_dim"])
+    curve = result.history["val_ndcg@10"]
+    assert curve[result.config["best_epoch"] - 1] == max(curve)
+    again = R.evaluate_retrieval(result, data, "validation", ks=(10,))["ndcg@10"]
+    assert again == pytest.approx(max(curve), abs=1e-9)
+
+
+def test_paired_comparison_and_choice_on_validation(world, full_softmax):
+    _, data = world
+    popularity = R.train_retrieval("popularity", data)
+    row = R.paired_comparison(full_softmax["fused"], popularity, data, "test", "recall@50")
+    per_user = [R.evaluate_retrieval(m, data, "test", ks=(50,), per_query=True)["recall@50"]
+                for m in (full_softmax["fused"], popularity)]
+    assert row["difference"] == pytest.approx(float((per_user[0] - per_user[1]).mean()))
+    assert row["value_a"] - row["value_b"] == pytest.approx(row["difference"])
+    assert row["low"] <= row["difference"] <= row["high"]
+    assert row["low"] > 0  # a planted world: the trained model wins beyond noise
+    same = R.paired_comparison(popularity, popularity, data, "test", "ndcg@10")
+    assert same["low"] == same["high"] == same["difference"] == 0.0
+
+    models = {"popularity": popularity, **full_softmax}
+    chosen = R.best_by_validation(models, data, "ndcg@10")
+    values = {n: R.evaluate_retrieval(m, data, "validation", ks=(10,))["ndcg@10"]
+              for n, m in models.items()}
+    assert values[chosen] == max(values.values())
+    with pytest.raises(R.DataError):
+        R.best_by_validation({}, data)
