@@ -10,6 +10,13 @@ Margins (also stated in the notebook's prose):
   popularity on warm items and the best model on cold ones);
 * the fused model beats ID-only on cold-start Recall@50 (all items ranked) by
   ``COLD_MARGIN`` on the synthetic world (the ID model cannot rank cold items);
+* the classic references (item-kNN, EASE, BPR, the content profile) are in
+  the same table, evaluated on the same users, each beating popularity on warm
+  Recall@50 (the oracle on synthetic only); the comparisons of the best
+  two-tower model with the best reference carry a bootstrap interval that
+  brackets the difference, and the carried model is the validation choice;
+* on MovieLens, the TFRS tutorial's model on the tutorial's rows reproduces its
+  top-100 accuracy (>= 0.233) and the project's model reaches >= 0.29 there;
 * ScaNN keeps at least 90% of brute force's top 10;
 * the reloaded serving SavedModel returns the in-memory top 10 (>= 99% overlap;
   eager vs graph rounding may swap items whose scores tie to ~1e-6).
@@ -30,6 +37,8 @@ WARM_MARGIN = 0.01
 COLD_MARGIN = 0.1
 #: Variants that are references for an ablation, not candidate models.
 REFERENCES = {"popularity", "content_facts"}
+#: The classic references (recsys_utils.baselines).
+CLASSIC = {"ease", "item_knn", "bpr", "content_profile", "oracle"}
 
 
 def _metrics(series_runs, dataset):
@@ -43,7 +52,7 @@ def test_04_models_beat_popularity_on_warm_items(series_runs, dataset):
     for name, value in warm.items():
         assert 0.0 <= value <= 1.0 and not math.isnan(value), (name, value)
     popularity = warm["popularity"]
-    trained = [v for v in warm if v not in REFERENCES]
+    trained = [v for v in warm if v not in REFERENCES | CLASSIC]
     assert {"id", "content", "fused"} <= set(trained), trained
     for variant in trained:
         assert warm[variant] > popularity + WARM_MARGIN, (dataset, variant, warm)
@@ -68,7 +77,7 @@ def test_04_scann_and_serving_round_trip(series_runs, dataset):
     # Eager vs graph rounding can swap near-tied items; the lists must still agree.
     assert m["serving"]["top10_overlap_after_reload"] >= 0.99
     artifact_dir = series_runs.upto(dataset, "04")
-    for name in ("retrieval_fused", "query_tower", "item_tower"):
+    for name in ("retrieval", "query_tower", "item_tower"):
         assert (artifacts.model_dir(artifact_dir, name) / "saved_model.pb").exists(), name
     for name in ("query_tower", "item_tower"):
         assert (artifacts.model_dir(artifact_dir, name) / "calibration.npz").exists(), name
@@ -81,7 +90,41 @@ def test_04_tfrs_protocol_only_on_movielens(series_runs, dataset):
         assert m["tfrs_protocol"] is None
         return
     protocol = m["tfrs_protocol"]
-    for variant in ("id", "fused"):
-        top100 = protocol[variant]["top_100_accuracy"]
-        # Far above chance (100 / 1,682 films ~ 0.06) after the tutorial's 3 epochs.
-        assert 0.1 < top100 <= 1.0, (variant, top100)
+    # The tutorial's own model on the tutorial's rows: its published ~0.23-0.24.
+    assert m["tfrs_tutorial"]["top_100_accuracy"] >= 0.233, m["tfrs_tutorial"]
+    assert protocol["TFRS tutorial model"] == m["tfrs_tutorial"]
+    # The project's model on the same rows and metric (the deep-retrieval tutorial reaches ~0.29).
+    assert protocol["project (id)"]["top_100_accuracy"] >= 0.29, protocol
+
+
+@pytest.mark.parametrize("dataset", ALL_DATASETS)
+def test_04_classic_references_on_the_same_users(series_runs, dataset):
+    m = _metrics(series_runs, dataset)
+    warm, cold = m["warm_recall@50"], m["cold_recall@50"]
+    expected = {"ease", "item_knn", "bpr", "content_profile"} | (
+        {"oracle"} if dataset == "synthetic" else set())
+    assert expected <= set(warm) and set(m["references"]) == expected
+    for name in ("ease", "item_knn", "bpr"):
+        assert warm[name] > warm["popularity"] + WARM_MARGIN, (dataset, name, warm)
+        assert cold[name] == pytest.approx(0.0, abs=0.02)  # no row for an item never seen
+        test_rows = m["table"][f"{name}|test|all"]["n_queries"]
+        assert test_rows == m["table"]["popularity|test|all"]["n_queries"]
+    # The training-free content profile ranks cold items; on synthetic the oracle bounds it.
+    assert cold["content_profile"] > cold["id"] + 0.02, (dataset, cold)
+    if dataset == "synthetic":
+        assert cold["oracle"] > cold["content_profile"], cold
+
+
+@pytest.mark.parametrize("dataset", ALL_DATASETS)
+def test_04_comparisons_carry_intervals_and_the_carried_model_is_chosen(series_runs, dataset):
+    m = _metrics(series_runs, dataset)
+    comparisons = m["comparisons"]
+    warm = [c for c in comparisons if c["split"] == "test"]
+    assert {c["metric"] for c in warm} == {"recall@10", "ndcg@10"}
+    for c in comparisons:
+        assert c["low"] <= c["difference"] <= c["high"], c
+        assert c["value_a"] - c["value_b"] == pytest.approx(c["difference"], abs=1e-9)
+        assert c["a"] == m["carried"] or c["split"] == "test_cold"
+        assert c["b"] in ("ease", "item_knn", "bpr", "content_profile")
+    assert m["carried"] in set(m["variants"]) - REFERENCES
+    assert m["exports"]["variant"] == m["carried"]

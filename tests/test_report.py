@@ -463,11 +463,14 @@ def test_tfrs_protocol_table_only_measured_rows():
     m = make_metrics()
     assert report.tfrs_protocol_table(m).empty  # not MovieLens
     m["04_tfrs_retrieval"]["tfrs_protocol"] = {
-        "id": {"top_10_accuracy": 0.05, "top_100_accuracy": 0.3, "train_seconds": 4.0},
-        "fused": {"top_10_accuracy": 0.06, "top_100_accuracy": 0.32, "train_seconds": 5.0}}
+        "project (id)": {"top_10_accuracy": 0.06, "top_100_accuracy": 0.39, "train_seconds": 5.0},
+        "TFRS tutorial model": {"top_10_accuracy": 0.02, "top_100_accuracy": 0.238,
+                                "train_seconds": 4.0}}
     table = report.tfrs_protocol_table(m)
-    assert list(table.index) == ["this project: ID-only", "this project: fused"]
-    assert set(table["source"]) == {"measured here (notebook 04)"}
+    assert list(table.index) == ["project (id)", "TFRS tutorial model"]
+    assert list(table["source"]) == ["this project, measured here (notebook 04)",
+                                     "the tutorial's code, re-run here (notebook 04)"]
+    assert table.loc["TFRS tutorial model", "top_100_accuracy"] == pytest.approx(0.238)
     assert table.attrs["protocol"] == report.tfrs_protocol_text("smoke")
     assert list(inspect.signature(report.tfrs_protocol_table).parameters) == ["metrics"]
 
