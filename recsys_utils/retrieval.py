@@ -5,13 +5,14 @@ embedding size):
 
 * ``popularity``: no model; the score of item *i* is ``log(1 + count_i)``
   (training interactions), the same list for everybody.
-* ``id``: the TFRS tutorial model, a user id embedding against an item id
-  embedding. Items never seen in training (cold-start) share one
+* ``id``: an item id embedding (the candidate tower of the TFRS tutorials).
+  Items never seen in training (cold-start) share one
   out-of-vocabulary (OOV) row that training never touches, so this model
   cannot rank cold items: that is the baseline content has to beat.
-* ``content``: no item id at all. The candidate tower is an MLP over the item
-  content vector (notebook 03: text, image, attributes or fused), so a brand
-  new item gets an embedding as good as an old one.
+* ``content``: no item id at all. The candidate tower is a projection (an
+  MLP, or linear with ``hidden_units=()``) of the item content vector
+  (notebook 03: text, image, attributes or fused), so a brand new item gets
+  an embedding as good as an old one.
 * ``fused``: item id embedding **plus** the content MLP (summed). Cold items
   map to the shared OOV id row, and during training each item id is replaced
   by the OOV id with probability ``id_dropout``: the OOV row learns to mean
@@ -19,13 +20,23 @@ embedding size):
   item on its own, so the id part helps warm items without hurting cold ones.
 
 The query tower is the same for every variant: the user id embedding (OOV row
-0 for unknown users; ``user_dropout`` trains that row), the masked mean of the
-candidate tower's embeddings of the user's last ``H`` training items, and
-hour-of-day / day-of-week embeddings, concatenated and projected to the
+0 for unknown users; ``user_dropout`` trains that row; ``use_user_id=False``
+leaves it out), the masked mean of the candidate tower's embeddings of the
+user's last ``H`` training items (``history_dropout`` hides some in training),
+and hour-of-day / day-of-week embeddings, concatenated and projected to the
 embedding size.
 
-Training uses ``tfrs.tasks.Retrieval``: an in-batch softmax where the other
-positives of the batch are the negatives. Because items enter a batch in
+**Full softmax** (``loss="full_softmax"``): each query is scored against every
+item seen in training, a cross-entropy over ``(B, n_items)`` logits, exact
+where the in-batch softmax below samples. With ``item_bias`` a learned
+per-item bias is added to the logits (popularity goes there, the towers learn
+taste); ``bias_dropout`` hides a random share of the biases each step behind
+one learned "unknown item" bias, which cold items get at inference (DropoutNet's
+idea, applied to the bias). Like the popularity prior, the bias is one extra
+embedding column, so serving stays a dot product.
+
+The in-batch alternative (``loss="in_batch"``) is ``tfrs.tasks.Retrieval``: a
+softmax where the other positives of the batch are the negatives. Because items enter a batch in
 proportion to their popularity, the negatives are a popularity-biased sample,
 and the plain in-batch softmax over-penalises popular items (and the learned
 scores absorb a popularity term). The *log-Q correction* (Yi et al., 2019,
@@ -114,11 +125,6 @@ QUERY_KEYS = ("user", "history", "history_mask", "hour", "dow")
 # ------------------------------------------------------------------------------ towers
 
 
-def _l2(weight: float) -> tf.keras.regularizers.Regularizer | None:
-    # Keras adds the penalty of the whole table to every step's loss.
-    return tf.keras.regularizers.l2(weight) if weight else None
-
-
 class ItemTower(tf.keras.layers.Layer):
     """Item index -> embedding. Input ``(...)`` int item indices; output ``(..., dim)``.
 
@@ -134,8 +140,7 @@ class ItemTower(tf.keras.layers.Layer):
 
     def __init__(self, variant: str, id_tokens: np.ndarray, content: np.ndarray | None,
                  embedding_dim: int, hidden_units: Sequence[int] = (128,),
-                 id_dropout: float = 0.0, seed: int = 0, l2: float = 0.0,
-                 **kwargs: Any) -> None:
+                 id_dropout: float = 0.0, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.variant = variant
         self.use_id = variant in ("id", "fused")
@@ -147,8 +152,7 @@ class ItemTower(tf.keras.layers.Layer):
             n_tokens = int(np.max(id_tokens)) + 1
             # Zero-initialised OOV row and small random rows elsewhere would be
             # nicer, but the Keras default (uniform +-0.05) is what TFRS uses.
-            self.id_embedding = tf.keras.layers.Embedding(
-                n_tokens, embedding_dim, name="item_id", embeddings_regularizer=_l2(l2))
+            self.id_embedding = tf.keras.layers.Embedding(n_tokens, embedding_dim, name="item_id")
         if self.use_content:
             if content is None:
                 raise DataError(f"variant {variant!r} needs item_content (n_items, d)")
@@ -184,7 +188,7 @@ class QueryTower(tf.keras.layers.Layer):
     def __init__(self, n_users: int, item_tower: ItemTower, embedding_dim: int, *,
                  use_history: bool = True, use_context: bool = True, use_user_id: bool = True,
                  user_dropout: float = 0.0, history_embedding: str = "shared",
-                 history_dropout: float = 0.0, n_items: int | None = None, l2: float = 0.0,
+                 history_dropout: float = 0.0, n_items: int | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if history_embedding not in ("shared", "separate"):
@@ -196,16 +200,15 @@ class QueryTower(tf.keras.layers.Layer):
         self.use_user_id = use_user_id
         self.user_dropout = float(user_dropout)
         self.history_dropout = float(history_dropout)
-        self.user_embedding = tf.keras.layers.Embedding(n_users, embedding_dim, name="user_id",
-                                                        embeddings_regularizer=_l2(l2))
+        self.user_embedding = tf.keras.layers.Embedding(n_users, embedding_dim, name="user_id")
         # "separate": the history reads its own item table (input vs output
         # embeddings, as in word2vec), so "bought A, then wants B" need not be symmetric.
         self.history_embedding = None
         if history_embedding == "separate":
             if n_items is None:
                 raise DataError("history_embedding='separate' needs n_items")
-            self.history_embedding = tf.keras.layers.Embedding(
-                n_items, embedding_dim, name="history_item", embeddings_regularizer=_l2(l2))
+            self.history_embedding = tf.keras.layers.Embedding(n_items, embedding_dim,
+                                                               name="history_item")
         if use_context:
             self.hour_embedding = tf.keras.layers.Embedding(24, 8, name="hour")
             self.dow_embedding = tf.keras.layers.Embedding(7, 4, name="dow")
@@ -435,7 +438,7 @@ def build_retrieval_model(
     log_q: bool = True, temperature: float | None = None, seed: int = 42,
     popularity_prior: bool = False, loss: str = "in_batch", use_user_id: bool = True,
     history_embedding: str = "shared", history_dropout: float = 0.0, item_bias: bool = False,
-    bias_dropout: float = 0.0, l2: float = 0.0,
+    bias_dropout: float = 0.0,
 ) -> RetrievalModel:
     """Build (not train) a :class:`RetrievalModel` for ``variant``.
 
@@ -448,11 +451,9 @@ def build_retrieval_model(
     own item table; ``history_dropout`` drops history items in training.
     ``item_bias`` (full softmax only) learns a per-item bias that absorbs
     popularity; ``bias_dropout`` hides that share of the biases each step behind
-    one learned "unknown item" bias, which cold items then get. ``l2``: weight
-    of an L2 penalty on the id embedding tables.
+    one learned "unknown item" bias, which cold items then get.
 
-    ``id_dropout`` defaults to 0.25 for ``fused`` and 0 otherwise (the ``id``
-    variant is the tutorial model, unchanged).
+    ``id_dropout`` defaults to 0.25 for ``fused`` and 0 otherwise.
     """
     if variant not in VARIANTS or variant == "popularity":
         raise DataError(f"unknown model variant {variant!r}; choose from {list(VARIANTS[1:])}")
@@ -461,11 +462,11 @@ def build_retrieval_model(
         id_dropout = 0.25 if variant == "fused" else 0.0
     item_tower = ItemTower(variant, _id_tokens(data), content, embedding_dim,
                            hidden_units=hidden_units, id_dropout=id_dropout, seed=seed,
-                           l2=l2, name="item_tower")
+                           name="item_tower")
     query_tower = QueryTower(data.n_users, item_tower, embedding_dim, use_history=use_history,
                              use_context=use_context, use_user_id=use_user_id,
                              user_dropout=user_dropout, history_embedding=history_embedding,
-                             history_dropout=history_dropout, n_items=data.n_items, l2=l2,
+                             history_dropout=history_dropout, n_items=data.n_items,
                              name="query_tower")
     return RetrievalModel(query_tower, item_tower, data.item_probability,
                           log_q=log_q and loss == "in_batch", temperature=temperature,
