@@ -240,6 +240,44 @@ def test_fusion_verdict_flips_when_a_single_source_wins():
     assert verdicts(m)["fusion_beats_single"] == NOT_MEASURABLE
 
 
+def test_fusion_faces_the_classic_references_too():
+    # EASE is behaviour alone: a fused tower below it does not show that fusion beats one source.
+    m = make_metrics()
+    m["04_tfrs_retrieval"]["table"].update(_rows({"ease|test|all": 0.45,
+                                                  "ease|test_cold|all": 0.0}))
+    claims = report.claims_table(m)
+    assert claims.loc["fusion_beats_single", "verdict"] == NOT_SUPPORTED
+    assert "best unfused model (ease)" in claims.loc["fusion_beats_single", "evidence"]
+
+
+def _interval(a, b, split, low, high):
+    return {"a": a, "b": b, "split": split, "metric": "recall@50", "low": low, "high": high}
+
+
+def test_notebook_04_intervals_decide_ties_instead_of_the_tolerance():
+    # warm: fused 0.42 vs best unfused 0.36 (content) is a clear win by the tolerance rule ...
+    m = make_metrics()
+    assert verdicts(m)["fusion_beats_single"] == SUPPORTED
+    # ... but an interval that holds zero makes it a tie, and the claim falls.
+    m["04_tfrs_retrieval"]["intervals"] = [
+        _interval("fused", "content_text", "test", -0.01, 0.13),
+        _interval("fused", "content_text", "test_cold", 0.02, 0.14)]
+    m["04_tfrs_retrieval"]["table"]["content|test|all"]["recall@50"] = 0.0  # content_text is best
+    m["04_tfrs_retrieval"]["table"]["content|test_cold|all"]["recall@50"] = 0.0
+    claims = report.claims_table(m)
+    assert claims.loc["fusion_beats_single", "verdict"] == NOT_SUPPORTED
+    assert "95% interval [-0.010, +0.130], tie" in claims.loc["fusion_beats_single", "evidence"]
+    # An interval above zero favours the claim even where the means differ by less than the
+    # tolerance: text vs facts, warm +0.004 with [+0.001, +0.007].
+    m = make_metrics()
+    m["04_tfrs_retrieval"]["table"]["content_text|test|all"]["recall@50"] = 0.284
+    m["04_tfrs_retrieval"]["intervals"] = [
+        _interval("content_text", "content_facts", "test", 0.001, 0.007)]
+    evidence = report.claims_table(m).loc["pretrained_text", "evidence"]
+    assert "text + facts tower Recall@50 0.284 vs facts-only tower 0.280" in evidence
+    assert "+0.004, 95% interval [+0.001, +0.007], favours" in evidence
+
+
 def test_attention_verdict_flips_and_ties_do_not_count():
     m = make_metrics()
     m["03_multimodal_fusion"]["models"]["attention"]["ndcg@10"] = 0.45

@@ -33,7 +33,7 @@ from .render import REPORT_DIR, report_dir, write_report
 from .rules import (ABS_TOLERANCE, CLAIM_RULES, CLAIMS, MAX_REALTIME_P95_MS,
                     MAX_RELATIVE_QUALITY_LOSS, MIN_ANN_RECALL, MIN_COSINE, MIN_MEASURABLE_MS,
                     MIN_SPEEDUP, MIN_X_SMALLER, NOT_MEASURABLE, NOT_SUPPORTED, REL_TOLERANCE,
-                    SUPPORTED, VERDICTS)
+                    SUPPORTED, UNFUSED, VERDICTS)
 from .tables import (TFRS_TUTORIAL_URL, chain_table, data_table, fusion_table,
                      image_encoder_table, index_table, quantization_table, ranking_table,
                      retrieval_table, scann_table, search_table, sources_table, text_probe_table,
@@ -47,7 +47,7 @@ __all__ = [
     "SUPPORTED", "NOT_SUPPORTED", "NOT_MEASURABLE", "VERDICTS", "ABS_TOLERANCE",
     "REL_TOLERANCE", "MIN_X_SMALLER", "MIN_SPEEDUP", "MIN_MEASURABLE_MS", "MIN_COSINE",
     "MAX_RELATIVE_QUALITY_LOSS",
-    "MIN_ANN_RECALL", "MAX_REALTIME_P95_MS", "CLAIMS", "CLAIM_RULES",
+    "MIN_ANN_RECALL", "MAX_REALTIME_P95_MS", "CLAIMS", "CLAIM_RULES", "UNFUSED",
     # the TFRS tutorial protocol
     "tfrs_protocol_text", "TFRS_TUTORIAL_URL",
     # tables

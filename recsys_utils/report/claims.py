@@ -18,7 +18,7 @@ from ._read import (FUSION, QUANTIZATION, RETRIEVAL, SEARCH, TEXT, _get, _Missin
                     _retrieval_rows, _stage, _table)
 from .rules import (ABS_TOLERANCE, CLAIMS, MAX_REALTIME_P95_MS, MAX_RELATIVE_QUALITY_LOSS,
                     MIN_ANN_RECALL, MIN_COSINE, MIN_MEASURABLE_MS, MIN_SPEEDUP, MIN_X_SMALLER,
-                    NOT_MEASURABLE, NOT_SUPPORTED, REL_TOLERANCE, SUPPORTED)
+                    NOT_MEASURABLE, NOT_SUPPORTED, REL_TOLERANCE, SUPPORTED, UNFUSED)
 from .tables import quantization_table
 
 
@@ -32,19 +32,26 @@ class _Comparison:
     other_name: str
     other: float
     metric: str
+    #: 95% interval of ``better - other`` over test users, where the notebook measured one.
+    interval: tuple[float, float] | None = None
 
     @property
     def outcome(self) -> str:
         if not (math.isfinite(self.better) and math.isfinite(self.other)):
             return "not measured"
+        if self.interval is not None:  # a difference whose interval holds 0 is a tie
+            low, high = self.interval
+            return "favours" if low > 0 else "against" if high < 0 else "tie"
         tolerance = max(ABS_TOLERANCE, REL_TOLERANCE * abs(self.other))
         diff = self.better - self.other
         return "favours" if diff > tolerance else "against" if diff < -tolerance else "tie"
 
     def describe(self) -> str:
+        interval = ("" if self.interval is None else
+                    f", 95% interval [{self.interval[0]:+.3f}, {self.interval[1]:+.3f}]")
         return (f"{self.label}: {self.better_name} {self.metric} {self.better:.3f} vs "
-                f"{self.other_name} {self.other:.3f} ({self.better - self.other:+.3f}, "
-                f"{self.outcome})")
+                f"{self.other_name} {self.other:.3f} ({self.better - self.other:+.3f}"
+                f"{interval}, {self.outcome})")
 
 
 class _Joint:
@@ -83,6 +90,20 @@ def _setting_value(rows: Mapping[str, Any], variant: str, setting: str, metric: 
         return float("nan")
 
 
+_SPLIT_OF_SETTING = {"warm": "test", "cold (all items)": "test_cold"}
+
+
+def _interval(metrics: Mapping[str, Any], better: str, other: str, setting: str,
+              metric: str = "recall@50") -> tuple[float, float] | None:
+    """Notebook 04's bootstrap interval of ``better - other`` (test users), if it measured one."""
+    split = _SPLIT_OF_SETTING.get(setting)
+    for row in _stage(metrics, RETRIEVAL).get("intervals") or ():
+        if (row.get("a"), row.get("b"), row.get("split"), row.get("metric")) == (
+                better, other, split, metric):
+            return _num(row["low"]), _num(row["high"])
+    return None
+
+
 def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str]:
     comparisons: list[_Comparison | _Joint] = []
     reasons: list[str] = []
@@ -98,7 +119,8 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str]:
             recommendation.append(_Comparison(
                 f"notebook 04, {setting}", "text + facts tower",
                 _setting_value(rows, "content_text", setting, "recall@50"), "facts-only tower",
-                _setting_value(rows, "content_facts", setting, "recall@50"), "Recall@50"))
+                _setting_value(rows, "content_facts", setting, "recall@50"), "Recall@50",
+                _interval(metrics, "content_text", "content_facts", setting)))
     except _Missing as missing:
         reasons.append(str(missing))
     comparisons += recommendation
@@ -168,12 +190,13 @@ def _claim_fusion(metrics: Mapping[str, Any]) -> tuple[str, str]:
         rows = _retrieval_rows(metrics)
         if "fused" not in rows:
             raise _Missing(f"metrics/{RETRIEVAL}.json has no fused model")
-        singles = [v for v in ("popularity", "id", "content_text", "content_facts") if v in rows]
+        singles = [v for v in UNFUSED if v in rows]
         for setting in ("warm", "cold (all items)"):
             name, value = _best_of({v: _setting_value(rows, v, setting, "recall@50") for v in singles})
             comparisons.append(_Comparison(f"notebook 04, {setting}", "fused tower",
                                            _setting_value(rows, "fused", setting, "recall@50"),
-                                           f"best unfused model ({name})", value, "Recall@50"))
+                                           f"best unfused model ({name})", value, "Recall@50",
+                                           _interval(metrics, "fused", name, setting)))
     except _Missing as missing:
         reasons.append(str(missing))
     measured = [c for c in comparisons if c.outcome != "not measured"]

@@ -10,9 +10,11 @@ SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE = "supported", "not supported", "not me
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE)
 
 # ------------------------------------------------------------------ thresholds of the verdicts
-#: A comparison "favours" a claim when the claimed-better number exceeds the
-#: other by more than max(ABS_TOLERANCE, REL_TOLERANCE x |other|), "goes
-#: against" it when it falls short by as much, and is a "tie" in between:
+#: A notebook 04 comparison "favours" a claim when the 95% bootstrap interval
+#: of the difference over test users lies above zero, "goes against" it below
+#: zero, and is a "tie" when it holds zero. A comparison without an interval
+#: (notebooks 02, 03, 08) favours when the claimed-better number exceeds the
+#: other by more than max(ABS_TOLERANCE, REL_TOLERANCE x |other|), and so on:
 #: differences that small are within the run-to-run noise of the smoke data.
 ABS_TOLERANCE = 0.005
 REL_TOLERANCE = 0.02
@@ -42,6 +44,12 @@ MIN_MEASURABLE_MS = 1.0
 MIN_ANN_RECALL = 0.95
 MAX_REALTIME_P95_MS = 50.0
 
+#: Notebook 04's models without the id + content fusion: behaviour alone (popularity, the
+#: id tower and the classic references), text alone, catalogue facts alone, content alone.
+UNFUSED = ("popularity", "id", "item_knn", "ease", "bpr", "content_text", "content_facts",
+           "content_profile")
+
+
 CLAIMS: dict[str, str] = {
     "pretrained_text": "Pretrained language-model features improve recommendation.",
     "fusion_beats_single": "Fusing text, image and behaviour beats any single source.",
@@ -50,7 +58,9 @@ CLAIMS: dict[str, str] = {
     "approximate_search": "Approximate search serves in real time with little recall loss.",
 }
 
-_TOL = (f"a difference counts when it exceeds max({ABS_TOLERANCE}, {REL_TOLERANCE:.0%} of the "
+_TOL = ("a notebook 04 difference counts when its 95% bootstrap interval over test users "
+        "(paired: the same users under both models) excludes zero; elsewhere, or where no "
+        f"interval was measured, when it exceeds max({ABS_TOLERANCE}, {REL_TOLERANCE:.0%} of the "
         "baseline); smaller differences are ties")
 CLAIM_RULES: dict[str, str] = {
     "pretrained_text": (
@@ -68,8 +78,9 @@ CLAIM_RULES: dict[str, str] = {
     "fusion_beats_single": (
         "(a) notebook 03, held-out NDCG@10 of the best fusion vs the best single modality; "
         "(b) notebook 04, warm Recall@50 of the `fused` tower (ID + text + image + attributes) "
-        "vs the best model without that fusion (popularity or ID-only: behaviour alone; "
-        "`content_text`: text without image or behaviour; `content_facts`: catalogue facts alone); "
+        "vs the best model without that fusion (popularity, ID-only and the classic references "
+        "item-kNN, EASE and BPR: behaviour alone; `content_text`: text without image or behaviour; "
+        "`content_facts`: catalogue facts alone; `content_profile`: content without training); "
         "(c) the same on cold-start items ranked against the whole catalogue. Supported when "
         f"every measurable comparison favours fusion; {_TOL}."),
     "attention_fusion": (
