@@ -51,6 +51,7 @@ __all__ = [
     "Vocab",
     "build_features",
     "fact_columns",
+    "from_frames",
     "item_attribute_matrix",
     "item_content",
     "make_toy",
@@ -349,6 +350,71 @@ def build_features(
     for name, frame in splits.items():
         data.examples[name] = _examples(data, frame)
     return data
+
+
+def from_frames(
+    items: pd.DataFrame,
+    train: pd.DataFrame,
+    test: pd.DataFrame | None = None,
+    *,
+    validation: pd.DataFrame | None = None,
+    history_length: int = 20,
+    seed: int = 42,
+) -> RecData:
+    """:class:`RecData` from one's own DataFrames: the entry point outside the course's data sets.
+
+    Args:
+        items: ``item_id`` and any other columns; every interaction's item must be here.
+        train, test, validation: ``user_id``, ``item_id``, optionally ``timestamp``
+            (seconds) and a ``rating`` or an ``event`` column. Without either,
+            every row is a positive (``event = "purchase"``). ``validation`` is
+            optional; without it, train with ``early_stopping=False``. Test rows
+            whose item never occurs in ``train`` become the cold-start split
+            ``test_cold``; the others are ``test`` (warm items).
+
+    Timestamps order each user's history (the query of a training row sees the
+    user's items before it; evaluation queries see the last ``history_length``
+    training items). Without a ``timestamp`` column, or when every training
+    timestamp is the same (no order to read), the rows are taken to be in time
+    order: train, then validation, then test, each top to bottom; constant
+    timestamps are replaced so, with a warning, rather than leaving every
+    history empty.
+
+    Raises:
+        DataError: a missing ``user_id`` / ``item_id`` column, or an item id
+            that is not in ``items``.
+    """
+    import warnings
+    from types import SimpleNamespace
+
+    require_columns(items, ["item_id"], source="items")
+    frames = {"train": train, "validation": validation, "test": test}
+    frames = {name: frame.reset_index(drop=True).copy() for name, frame in frames.items()
+              if frame is not None}
+    for name, frame in frames.items():
+        require_columns(frame, ["user_id", "item_id"], source=name)
+    feedback = "rating" if "rating" in train else "event"
+    stamped = "timestamp" in train and all("timestamp" in f for f in frames.values())
+    if stamped and train["timestamp"].nunique() <= 1 and len(train) > 1:
+        warnings.warn("every training timestamp is the same: taking the rows to be in time "
+                      "order instead (train, then validation, then test)", stacklevel=2)
+        stamped = False
+    offset = 0
+    for frame in frames.values():
+        if not stamped:
+            frame["timestamp"] = np.arange(offset, offset + len(frame), dtype=np.int64)
+            offset += len(frame)
+        if "rating" not in frame and "event" not in frame:
+            frame["event"] = "purchase"
+    splits = {"train": frames["train"]}
+    if "validation" in frames:
+        splits["validation"] = frames["validation"]
+    if "test" in frames:
+        seen = frames["test"]["item_id"].astype(str).isin(set(train["item_id"].astype(str)))
+        splits["test"] = frames["test"][seen.to_numpy()]
+        splits["test_cold"] = frames["test"][~seen.to_numpy()]
+    prepared = SimpleNamespace(items=items, splits=splits, feedback=feedback, cold_items=None)
+    return build_features(prepared, history_length=history_length, seed=seed)
 
 
 def _examples(data: RecData, frame: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -109,6 +109,7 @@ __all__ = [
     "leave_one_out_history",
     "log_prior",
     "paired_comparison",
+    "recommend",
     "retrieval_table",
     "tfrs_protocol_metrics",
     "train_retrieval",
@@ -765,6 +766,25 @@ def retrieval_table(
             row["examples_per_second"] = result.examples_per_second
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def recommend(result: Any, data: RecData, user_ids: Sequence[str], k: int = 10, *,
+              exclude_seen: bool = True) -> np.ndarray:
+    """Top-``k`` item ids for each user id: ``(n_users, k)`` strings, ``""`` where no item is left.
+
+    ``result``: a trained :class:`RetrievalResult` (or anything with
+    ``query_embeddings`` / ``item_embeddings``). Each query is the user's
+    training history; an unknown user gets the out-of-vocabulary user and an
+    empty history. With ``exclude_seen`` the user's training items are left out.
+    """
+    if k < 1:
+        raise DataError(f"k must be >= 1, got {k}")
+    features = data.user_features(np.asarray(user_ids).astype(str))
+    exclude = data.train_matrix[features["user"]] if exclude_seen else None
+    ranked = rank_items(result.query_embeddings(features), result.item_embeddings(), k,
+                        exclude=exclude)
+    ids = data.vocab.item_ids[np.maximum(ranked, 0)]
+    return np.where(ranked >= 0, ids, "")
 
 
 def best_by_validation(models: Mapping[str, Any], data: RecData, metric: str = "ndcg@10") -> str:

@@ -313,3 +313,47 @@ def test_paired_comparison_and_choice_on_validation(world, full_softmax):
     assert values[chosen] == max(values.values())
     with pytest.raises(R.DataError):
         R.best_by_validation({}, data)
+
+
+# ------------------------------------------------------------------ one's own data frames
+
+
+def test_own_frames_without_timestamps_or_validation_fit_evaluate_and_recommend(world):
+    toy, _ = world
+    interactions = toy.prepared.interactions.sort_values("timestamp")
+    train = interactions.iloc[:-300][["user_id", "item_id"]]  # no timestamp, no feedback column
+    test = interactions.iloc[-300:][["user_id", "item_id"]]
+    data = F.from_frames(toy.prepared.items, train, test, history_length=5)
+    assert len(data.splits["validation"]) == 0
+    assert len(data.splits["test"]) + len(data.splits["test_cold"]) == 300
+    assert data.examples["train"]["label"].min() == 1.0  # every row a positive
+    # Rows in time order: a training row's history is the user's earlier rows.
+    assert (data.examples["train"]["history_mask"].sum(1) > 0).mean() > 0.8
+    result = R.train_retrieval("fused", data, toy.content, **dict(FULL, epochs=4))
+    scores = R.evaluate_retrieval(result, data, "test", ks=(10,))
+    popularity = R.evaluate_retrieval(R.train_retrieval("popularity", data), data, "test", ks=(10,))
+    assert scores["recall@10"] > popularity["recall@10"]
+    with pytest.raises(R.DataError, match="validation"):
+        R.train_retrieval("id", data, early_stopping=True, **dict(BUDGET, epochs=1))
+
+    users = [train["user_id"].iloc[0], "somebody new"]
+    top = R.recommend(result, data, users, k=5)
+    assert top.shape == (2, 5) and set(top.ravel()) <= set(toy.prepared.items["item_id"])
+    seen = set(train.loc[train["user_id"] == users[0], "item_id"])
+    assert not seen & set(top[0])
+    # The same list as ranking the query embedding by hand.
+    feats = data.user_features([users[0]])
+    scores0 = result.query_embeddings(feats) @ result.item_embeddings().T
+    scores0[0, data.vocab.item_index(sorted(seen))] = -np.inf
+    assert list(top[0]) == list(data.vocab.item_ids[np.argsort(-scores0[0])[:5]])
+
+
+def test_own_frames_with_constant_timestamps_warn_and_keep_histories(world):
+    toy, _ = world
+    frame = toy.prepared.interactions.sort_values("timestamp").assign(timestamp=7)
+    with pytest.warns(UserWarning, match="same"):
+        data = F.from_frames(toy.prepared.items, frame.iloc[:-200], frame.iloc[-200:],
+                             history_length=5)
+    assert (data.examples["train"]["history_mask"].sum(1) > 0).mean() > 0.8
+    with pytest.raises(F.DataError, match="user_id"):
+        F.from_frames(toy.prepared.items, frame.drop(columns="user_id"))
