@@ -881,6 +881,9 @@ class TowerMeasurement:
         query_vectors: ``(n_queries, D)`` from the reference query tower (``None``
             when it did not run).
         item_vectors: ``(n_items, D)`` from the reference item tower.
+        recall_interval: mode -> 95% bootstrap interval over queries of the
+            mode's Recall@k minus the reference's (paired: the same queries).
+            A loss whose interval holds 0 is within the query sample's noise.
     """
 
     table: pd.DataFrame
@@ -888,6 +891,7 @@ class TowerMeasurement:
     agreement: dict[str, float]
     query_vectors: np.ndarray | None
     item_vectors: np.ndarray | None
+    recall_interval: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 def measure_towers(
@@ -956,9 +960,16 @@ def measure_towers(
         extra_bytes={m: r.size_bytes for m, r in item_by_mode.items() if r.ok},
         batch_threads=batch_threads, latency_threads=latency_threads, repeats=repeats,
         rounds=rounds, batch_size=batch_size, progress=progress)
-    agreement = ({mode: float(metrics.top_k_overlap(lists, ranked[reference], k).mean())
-                  for mode, lists in ranked.items()} if reference in ranked else {})
-    return TowerMeasurement(table, ranked, agreement, vectors.get("query"), vectors.get("item"))
+    agreement, interval = {}, {}
+    if reference in ranked:
+        per_query = {mode: metrics.retrieval_metrics(lists, queries.relevant, ks=(k,),
+                                                     per_query=True)[f"recall@{k}"]
+                     for mode, lists in ranked.items()}
+        for mode, lists in ranked.items():
+            agreement[mode] = float(metrics.top_k_overlap(lists, ranked[reference], k).mean())
+            interval[mode] = metrics.bootstrap_ci((per_query[mode] - per_query[reference]).to_numpy())
+    return TowerMeasurement(table, ranked, agreement, vectors.get("query"), vectors.get("item"),
+                            interval)
 
 
 def load_calibration(saved_model_dir: str | Path) -> dict[str, np.ndarray]:

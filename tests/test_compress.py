@@ -443,6 +443,11 @@ def test_measure_towers_scores_each_pair_once_and_reports_failed_item_towers(toy
         query_results["float32"].size_bytes + item_results["float32"].size_bytes)
     assert table.loc["dynamic_int8", "ok"] and table.loc["dynamic_int8", "num_threads"] == 1
     assert measured.agreement["float32"] == 1.0 and 0 <= measured.agreement["dynamic_int8"] <= 1
+    # The paired interval of each mode's Recall@5 minus float32's brackets the mean difference.
+    assert measured.recall_interval["float32"] == (0.0, 0.0)
+    low, high = measured.recall_interval["dynamic_int8"]
+    difference = table.loc["dynamic_int8", "quality"] - table.loc["float32", "quality"]
+    assert low - 1e-12 <= difference <= high + 1e-12
     # A mode whose item tower failed is a failed row that says why (no TypeError).
     assert not table.loc["float16", "ok"] and "item tower float16" in table.loc["float16", "error"]
     assert "no float16 today" in table.loc["float16", "error"] and "float16" not in measured.ranked

@@ -254,6 +254,22 @@ def _interval(a, b, split, low, high):
     return {"a": a, "b": b, "split": split, "metric": "recall@50", "low": low, "high": high}
 
 
+def test_tower_quality_loss_within_noise_passes_only_with_an_interval_holding_zero():
+    m = make_metrics()
+    m["06_quantization"]["variants"]["towers|dynamic_int8"]["quality"] = 0.29  # 3.3% worse
+    m["06_quantization"]["variants"]["towers|full_int8"]["quality"] = 0.28
+    assert not report.quantization_checks(m).loc["towers", "quality ok"]
+    m["06_quantization"]["towers"] = {"recall_difference_interval": {
+        "dynamic_int8": [-0.03, 0.01], "full_int8": [-0.05, -0.01]}}
+    checks = report.quantization_checks(m)
+    assert checks.loc["towers", "quality ok"] and checks.loc["towers", "int8 variant"] == "dynamic_int8"
+    assert "within noise: 95% interval [-0.0300, +0.0100]" in checks.loc["towers", "quality"]
+    assert verdicts(m)["quantization"] == SUPPORTED
+    # An interval below zero is a real loss.
+    m["06_quantization"]["towers"]["recall_difference_interval"]["dynamic_int8"] = [-0.03, -0.001]
+    assert not report.quantization_checks(m).loc["towers", "quality ok"]
+
+
 def test_notebook_04_intervals_decide_ties_instead_of_the_tolerance():
     # warm: fused 0.42 vs best unfused 0.36 (content) is a clear win by the tolerance rule ...
     m = make_metrics()

@@ -227,8 +227,13 @@ def _claim_attention(metrics: Mapping[str, Any]) -> tuple[str, str]:
     return (SUPPORTED if comparison.outcome == "favours" else NOT_SUPPORTED), comparison.describe()
 
 
-def _quality_check(metric_name: str, reference: float, value: float) -> tuple[bool | None, str]:
-    """Claim 4's quality check: ``None`` (not measurable) when a number is missing."""
+def _quality_check(metric_name: str, reference: float, value: float,
+                   interval: tuple[float, float] | None = None) -> tuple[bool | None, str]:
+    """Claim 4's quality check: ``None`` (not measurable) when a number is missing.
+
+    ``interval``: notebook 06's paired 95% interval of the variant's metric minus
+    float32's (towers); a loss whose interval holds 0 is within the sample's noise.
+    """
     name = metric_name.lower()
     if not math.isfinite(value):
         return None, "quality not measured"
@@ -240,8 +245,11 @@ def _quality_check(metric_name: str, reference: float, value: float) -> tuple[bo
     loss = (value - reference) / abs(reference) if lower_is_better else (reference - value) / abs(reference)
     short = metric_name.split(" (")[0]
     change = f"{loss:.1%} worse" if loss > 0 else f"{-loss:.1%} better"
-    return (bool(loss <= MAX_RELATIVE_QUALITY_LOSS),
-            f"{short} {value:.4f} vs float32 {reference:.4f} ({change})")
+    text = f"{short} {value:.4f} vs float32 {reference:.4f} ({change})"
+    if interval is not None and loss > MAX_RELATIVE_QUALITY_LOSS and interval[0] <= 0 <= interval[1]:
+        return True, (f"{text}, a difference within noise: 95% interval "
+                      f"[{interval[0]:+.4f}, {interval[1]:+.4f}]")
+    return bool(loss <= MAX_RELATIVE_QUALITY_LOSS), text
 
 
 def _latency_check(ref_ms: float, speedup: float) -> tuple[bool | None, str]:
@@ -294,9 +302,13 @@ def quantization_checks(metrics: Mapping[str, Any]) -> pd.DataFrame:
             ref_quality = _num(ref["quality"].iloc[0]) if "quality" in ref else float("nan")
             ref_ms = _num(ref["median_ms"].iloc[0]) if "median_ms" in ref else float("nan")
             best = None
+            intervals = ((_stage(metrics, QUANTIZATION).get("towers") or {}).get(
+                "recall_difference_interval") or {}) if model == "towers" else {}
             for _, row in candidates.iterrows():
-                quality_ok, quality = _quality_check(str(row.get("quality_metric", "")),
-                                                     ref_quality, _num(row.get("quality")))
+                interval = intervals.get(row["variant"])
+                quality_ok, quality = _quality_check(
+                    str(row.get("quality_metric", "")), ref_quality, _num(row.get("quality")),
+                    None if interval is None else (_num(interval[0]), _num(interval[1])))
                 latency_ok, latency = _latency_check(ref_ms, _num(row.get("speedup")))
                 x_smaller = _num(row.get("x_smaller"))
                 size_ok = bool(x_smaller >= MIN_X_SMALLER) if math.isfinite(x_smaller) else None
