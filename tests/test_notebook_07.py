@@ -38,7 +38,8 @@ def _trained_models(metrics: dict) -> dict[str, list[tuple[str, bool]]]:
         "The fusion comparison": [(n, False) for n in [
             *fusion["models"], *((fusion.get("images") or {}).get("scores") or {})]],
         "All retrieval models": [(n, False) for n in [
-            *retrieval["variants"], *sorted({key.split("|")[0] for key in retrieval["ablation"]})]],
+            *retrieval["variants"], *retrieval["references"],
+            *sorted({key.split("|")[0] for key in retrieval["ablation"]})]],
         "Retrieval alone versus the chain": [(f"DCN ranker ({ranking['target']})", True),
                                              ("retrieval → engagement re-ranker", True)],
     }
@@ -46,7 +47,7 @@ def _trained_models(metrics: dict) -> dict[str, list[tuple[str, bool]]]:
         rows["Retrieval alone versus the chain"].append(("joint multitask model", True))
     if retrieval.get("tfrs_protocol"):
         rows["Published numbers under their own protocol"] = [
-            ("this project: ID-only", False), ("this project: fused", False)]
+            (label, False) for label in retrieval["tfrs_protocol"]]
     search = metrics.get("08_product_search") or {}
     if search.get("has_queries") is not False and search.get("test"):
         # bm25, dense, hybrid_rrf, hybrid_interpolation, two_tower: whichever notebook 08 ran.
