@@ -201,7 +201,9 @@ class QueryTower(tf.keras.layers.Layer):
         self.use_user_id = use_user_id
         self.user_dropout = float(user_dropout)
         self.history_dropout = float(history_dropout)
-        self.user_embedding = tf.keras.layers.Embedding(n_users, embedding_dim, name="user_id")
+        # Only the layers a model calls: an unbuilt one is a warning at every export.
+        self.user_embedding = (tf.keras.layers.Embedding(n_users, embedding_dim, name="user_id")
+                               if use_user_id else None)
         # "separate": the history reads its own item table (input vs output
         # embeddings, as in word2vec), so "bought A, then wants B" need not be symmetric.
         self.history_embedding = None
@@ -283,7 +285,8 @@ class RetrievalModel(tfrs.Model):
             self._softmax_items = tf.constant(items)
             self._softmax_position = tf.constant(position)
         self._probability = tf.constant(np.asarray(item_probability, np.float32))
-        self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True, temperature=temperature)
+        self.task = (tfrs.tasks.Retrieval(remove_accidental_hits=True, temperature=temperature)
+                     if loss == "in_batch" else None)
         # (n_items,) log prior added at inference (popularity_prior), else None.
         self.prior = None if prior is None else tf.constant(np.asarray(prior, np.float32))
         # A learned per-item bias (full softmax): popularity goes there, so the towers learn
