@@ -28,7 +28,7 @@ import scipy.linalg
 import scipy.sparse
 
 from . import retrieval
-from .features import RecData, item_attribute_matrix
+from .features import RecData, check_item_content, item_attribute_matrix
 from .schema import DataError
 from .synthetic import TRUTH_COLUMNS
 
@@ -160,16 +160,6 @@ def bpr(data: RecData, factors: int = 64, learning_rate: float = 0.05,
     return _finish("bpr", data, users, items, start, config)
 
 
-def _check_content(content: Any, data: RecData, what: str = "content") -> np.ndarray:
-    content = np.asarray(content, dtype=np.float32)
-    if content.ndim != 2 or len(content) != data.n_items:
-        raise DataError(f"{what} must be (n_items={data.n_items}, d) in items-table order, "
-                        f"got shape {content.shape}")
-    if not np.isfinite(content).all():
-        raise DataError(f"{what} contains NaN or inf")
-    return content
-
-
 def content_profile(data: RecData, content: np.ndarray, *, variant: str = "content_profile"
                     ) -> Baseline:
     """Training-free content baseline: user = mean of their training items' vectors.
@@ -179,7 +169,7 @@ def content_profile(data: RecData, content: np.ndarray, *, variant: str = "conte
     (zero for the unknown user). No item id is read, so cold items are scored
     like warm ones: the reference a cold-start content tower has to beat.
     """
-    content = _check_content(content, data)
+    content = check_item_content(content, data.n_items, "content")
     start = time.perf_counter()
     x = _train_matrix(data)
     items = content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
@@ -286,9 +276,9 @@ def fit_baselines(data: RecData, content: np.ndarray | None = None,
         raise DataError(f"unknown baseline {unknown[0]!r} in grids; choose from {sorted(BUILDERS)}")
     _train_matrix(data)  # fail before any fitting
     if content is not None:
-        content = _check_content(content, data)
+        content = check_item_content(content, data.n_items, "content")
     if oracle is not None:
-        oracle = _check_content(oracle, data, "oracle content")
+        oracle = check_item_content(oracle, data.n_items, "oracle content")
     out = {}
     for name in BUILDERS:
         fixed = {"seed": seed} if name == "bpr" else {}

@@ -50,6 +50,7 @@ __all__ = [
     "ToyWorld",
     "Vocab",
     "build_features",
+    "check_item_content",
     "fact_columns",
     "from_frames",
     "item_attribute_matrix",
@@ -430,6 +431,20 @@ def _examples(data: RecData, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     if data.feedback == "rating":
         out["rating"] = frame["rating"].to_numpy(np.float32)
     return out
+
+
+def check_item_content(content: Any, n_items: int, what: str = "item_content") -> np.ndarray:
+    """``content`` as float32 ``(n_items, d)`` rows in items-table order, or DataError.
+
+    The one check every model and reference that reads item content vectors runs.
+    """
+    content = np.asarray(content, dtype=np.float32)
+    if content.ndim != 2 or len(content) != n_items:
+        raise DataError(f"{what} must be (n_items={n_items}, d) aligned with the items table, "
+                        f"got shape {content.shape}")
+    if not np.isfinite(content).all():
+        raise DataError(f"{what} contains NaN or inf")
+    return content
 
 
 def item_attribute_matrix(

@@ -47,8 +47,8 @@ import tensorflow_recommenders as tfrs
 
 from . import metrics
 from .callbacks import EpochBar
-from .features import QuerySet, RecData, to_dataset
-from .retrieval import (QUERY_KEYS, RetrievalModel, RetrievalResult, _check_content,
+from .features import QuerySet, RecData, check_item_content, to_dataset
+from .retrieval import (QUERY_KEYS, RetrievalModel, RetrievalResult,
                         _id_tokens, _optimizer, _scope, build_retrieval_model, rank_items)
 from .schema import DataError
 
@@ -320,7 +320,7 @@ def train_ranking(
     ``use_user_id``, ``use_history``, ``use_context``).
     """
     target = "rating" if data.feedback == "rating" and examples is None else "click"
-    content = _check_content(item_content, data)
+    content = None if item_content is None else check_item_content(item_content, data.n_items)
     if examples is not None:
         train, early_stopping = dict(examples), False
     else:

@@ -94,7 +94,7 @@ import tensorflow_recommenders as tfrs
 
 from . import metrics
 from .callbacks import EpochBar, EpochClock
-from .features import RecData, build_features, to_dataset
+from .features import RecData, build_features, check_item_content, to_dataset
 from .schema import DataError
 
 __all__ = [
@@ -422,19 +422,6 @@ def log_prior(data: RecData) -> np.ndarray:
     return prior
 
 
-def _check_content(item_content: np.ndarray | None, data: RecData) -> np.ndarray | None:
-    if item_content is None:
-        return None
-    content = np.asarray(item_content, dtype=np.float32)
-    if content.ndim != 2 or len(content) != data.n_items:
-        raise DataError(
-            f"item_content must be (n_items={data.n_items}, d) aligned with the items table, "
-            f"got shape {content.shape}")
-    if not np.isfinite(content).all():
-        raise DataError("item_content contains NaN or inf")
-    return content
-
-
 def build_retrieval_model(
     variant: str, data: RecData, item_content: np.ndarray | None = None, *,
     embedding_dim: int = 32, hidden_units: Sequence[int] = (128,), id_dropout: float | None = None,
@@ -461,7 +448,7 @@ def build_retrieval_model(
     """
     if variant not in VARIANTS or variant == "popularity":
         raise DataError(f"unknown model variant {variant!r}; choose from {list(VARIANTS[1:])}")
-    content = _check_content(item_content, data)
+    content = None if item_content is None else check_item_content(item_content, data.n_items)
     if id_dropout is None:
         id_dropout = 0.25 if variant == "fused" else 0.0
     item_tower = ItemTower(variant, _id_tokens(data), content, embedding_dim,

@@ -210,3 +210,14 @@ def test_item_attribute_matrix_rows_follow_position_and_values_are_stripped():
     assert names == ["genres=Action", "genres=Comedy", "genres=Drama"]  # no " Comedy"
     expected = np.array([[0, 0, 1], [2 ** -0.5, 2 ** -0.5, 0], [0, 1, 0]], np.float32)
     np.testing.assert_allclose(matrix, expected, rtol=1e-6)
+
+
+def test_check_item_content_is_the_one_shape_and_finiteness_check():
+    from recsys_utils.features import check_item_content
+
+    ok = check_item_content(np.ones((3, 2), np.float64), 3)
+    assert ok.dtype == np.float32 and ok.shape == (3, 2)
+    with pytest.raises(DataError, match=r"item_content must be \(n_items=4, d\)"):
+        check_item_content(np.ones((3, 2)), 4)
+    with pytest.raises(DataError, match="oracle content contains NaN"):
+        check_item_content(np.array([[np.nan], [1.0]]), 2, "oracle content")
