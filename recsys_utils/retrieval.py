@@ -744,7 +744,8 @@ def retrieval_table(
     """One row per (variant, split, candidate set): the notebook's results table.
 
     Splits that are empty in ``data`` are skipped. Training time and
-    throughput are added as columns.
+    throughput are added as columns (NaN for a model that has none, such as
+    a :class:`NewItemBoost`).
     """
     rows = []
     for result in results:
@@ -752,8 +753,8 @@ def retrieval_table(
             if len(data.splits.get(split, ())) == 0 or (pool == "cold" and not len(data.cold_items)):
                 continue
             row = evaluate_retrieval(result, data, split, ks, candidates=pool)
-            row["train_seconds"] = result.train_seconds
-            row["examples_per_second"] = result.examples_per_second
+            row["train_seconds"] = getattr(result, "train_seconds", np.nan)
+            row["examples_per_second"] = getattr(result, "examples_per_second", np.nan)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -814,6 +815,94 @@ def paired_comparison(a: Any, b: Any, data: RecData, split: str = "test",
             "value_a": float(per_user[0].mean()), "value_b": float(per_user[1].mean()),
             "difference": float(difference.mean()), "low": low, "high": high,
             "n_queries": int(len(difference))}
+
+
+# ------------------------------------------------------------------------------ new items
+
+
+class NewItemBoost:
+    """``model`` with the score of every item unseen in training raised by ``shift``.
+
+    How far to promote new items is a choice, not something the training data
+    can teach: every new item has the same unknown-item bias, and raising it
+    moves new items up every list at the cost of old ones. The boosted score
+    is still one dot product (queries get a trailing 1, items ``shift`` if new
+    else 0), so it serves from the same index.
+
+    Args:
+        model: anything with ``query_embeddings(features)`` and
+            ``item_embeddings()`` (a :class:`RetrievalResult`, a baseline).
+        data: gives ``warm_items``; the others are "new".
+        shift: added to every new item's score.
+    """
+
+    def __init__(self, model: Any, data: RecData, shift: float, *, variant: str | None = None
+                 ) -> None:
+        self.model = model
+        self.shift = float(shift)
+        self.variant = variant or f"{model.variant} (new items {self.shift:+.2f})"
+        self._column = np.where(data.warm_items, 0.0, self.shift).astype(np.float32)[:, None]
+
+    def query_embeddings(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        query = self.model.query_embeddings(features)
+        return np.concatenate([query, np.ones((len(query), 1), np.float32)], axis=1)
+
+    def item_embeddings(self) -> np.ndarray:
+        return np.concatenate([self.model.item_embeddings(), self._column], axis=1)
+
+
+def new_item_exposure(model: Any, data: RecData, split: str = "validation", k: int = 50) -> float:
+    """Mean share of new items (unseen in training) in the users' top ``k``, seen items removed.
+
+    Reads only the users of ``split`` and their training histories, no labels:
+    an exposure budget that can be matched on validation users without
+    looking at which new items anyone picked.
+    """
+    queries = data.queries(split)
+    return _new_share(model.query_embeddings(queries.features), model.item_embeddings(),
+                      queries.exclude, ~data.warm_items, k)
+
+
+def _new_share(query: np.ndarray, items: np.ndarray, exclude: Any, new: np.ndarray, k: int,
+               shift: float = 0.0) -> float:
+    """Mean share of ``new`` items in each query's top ``k`` with ``shift`` added to their scores."""
+    if shift:
+        query = np.concatenate([query, np.ones((len(query), 1), np.float32)], axis=1)
+        items = np.concatenate([items, np.where(new, shift, 0.0).astype(np.float32)[:, None]],
+                               axis=1)
+    ranked = rank_items(query, items, k, exclude=exclude)
+    valid = ranked >= 0
+    hits = new[np.maximum(ranked, 0)] & valid
+    return float(np.mean(hits.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)))
+
+
+def match_new_item_exposure(model: Any, data: RecData, target: float, *,
+                            split: str = "validation", k: int = 50, tolerance: float = 0.002,
+                            max_shift: float = 20.0) -> NewItemBoost:
+    """``model`` boosted (:class:`NewItemBoost`) so that its new-item exposure
+    (:func:`new_item_exposure` on ``split``) matches ``target``: two models
+    compared at the same share of slots given to new items. Bisection on the
+    shift (exposure grows with it); raises if ``target`` is out of reach."""
+    if not 0.0 <= target <= 1.0:
+        raise DataError(f"target exposure must be a share in [0, 1], got {target}")
+    queries = data.queries(split)
+    query, items = model.query_embeddings(queries.features), model.item_embeddings()
+    new = ~data.warm_items
+
+    def exposure(shift: float) -> float:
+        return _new_share(query, items, queries.exclude, new, k, shift)
+
+    low, high = -max_shift, max_shift
+    if not exposure(low) <= target <= exposure(high):
+        raise DataError(f"no shift within +-{max_shift} gives {model.variant} a new-item "
+                        f"exposure of {target:.3f} on {split} (top {k})")
+    for _ in range(40):
+        middle = (low + high) / 2
+        share = exposure(middle)
+        if abs(share - target) <= tolerance:
+            return NewItemBoost(model, data, middle)
+        low, high = (middle, high) if share < target else (low, middle)
+    return NewItemBoost(model, data, high)
 
 
 # ------------------------------------------------------------------------------ TFRS protocol

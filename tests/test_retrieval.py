@@ -315,6 +315,36 @@ def test_paired_comparison_and_choice_on_validation(world, full_softmax):
         R.best_by_validation({}, data)
 
 
+def test_new_item_boost_raises_new_items_and_matches_an_exposure_target(world, full_softmax):
+    _, data = world
+    model = full_softmax["fused"]
+    new = ~data.warm_items
+    assert new.any()
+    boosted = R.NewItemBoost(model, data, 2.0)
+    queries = data.queries("test_cold")
+    plain = model.query_embeddings(queries.features) @ model.item_embeddings().T
+    raised = boosted.query_embeddings(queries.features) @ boosted.item_embeddings().T
+    np.testing.assert_allclose(raised - plain, np.where(new, 2.0, 0.0)[None, :].repeat(
+        len(plain), 0), atol=1e-4)
+    # Exposure counts new items in the top k of validation users, seen items removed.
+    ranked = R.rank_items(boosted.query_embeddings(data.queries("validation").features),
+                          boosted.item_embeddings(), 20,
+                          exclude=data.queries("validation").exclude)
+    expected = np.mean(new[ranked].mean(axis=1))
+    assert R.new_item_exposure(boosted, data, k=20) == pytest.approx(expected)
+    low, high = (R.new_item_exposure(R.NewItemBoost(model, data, s), data, k=20)
+                 for s in (-5.0, 5.0))
+    assert low < expected < high  # exposure grows with the shift
+    target = (low + high) / 2
+    matched = R.match_new_item_exposure(model, data, target, k=20, tolerance=0.01)
+    assert R.new_item_exposure(matched, data, k=20) == pytest.approx(target, abs=0.01)
+    assert isinstance(matched, R.NewItemBoost) and -5.0 < matched.shift < 5.0
+    with pytest.raises(R.DataError, match="exposure"):
+        R.match_new_item_exposure(model, data, 1.5)
+    table = R.retrieval_table([matched], data, ks=(10,), settings=(("test_cold", "all"),))
+    assert np.isnan(table["train_seconds"].iloc[0]) and table["variant"].iloc[0] == matched.variant
+
+
 # ------------------------------------------------------------------ one's own data frames
 
 
