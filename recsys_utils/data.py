@@ -22,6 +22,7 @@ import csv
 import difflib
 import hashlib
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -38,9 +39,11 @@ from .schema import (
     ITEM_OPTIONAL,
     ITEM_REQUIRED,
     INTERACTION_REQUIRED,
+    CsvLines,
     DataError,
     Dataset,
     LoadReport,
+    is_placeholder,
     require_columns,
     validate_interactions,
     validate_items,
@@ -109,6 +112,8 @@ def load_dataset(
     download: bool = False,
     csv_dir: str | Path | None = None,
     image_size: int = 64,
+    feedback: str | None = None,
+    rating_scale: tuple[float, float] | None = None,
 ) -> Dataset:
     """Load the data set ``name`` into the one schema and validate it.
 
@@ -126,6 +131,7 @@ def load_dataset(
             files are missing.
         csv_dir: ``csv`` only: the folder (default: ``data_dir`` itself).
         image_size: ``synthetic`` only: side of the drawn images in pixels.
+        feedback / rating_scale: ``csv`` only: see :func:`load_csv_folder`.
 
     Returns:
         A validated :class:`Dataset` with :attr:`Dataset.report` filled.
@@ -147,8 +153,10 @@ def load_dataset(
         dataset = load_movielens_100k(root, download=download)
     elif name == "fashion":
         dataset = load_fashion(root, seed=seed, n_items=n_items, n_users=n_users)
+        dataset.data_root = Path(os.path.abspath(root))
     else:
-        dataset = load_csv_folder(Path(csv_dir).expanduser() if csv_dir is not None else root)
+        dataset = load_csv_folder(Path(csv_dir).expanduser() if csv_dir is not None else root,
+                                  feedback=feedback, rating_scale=rating_scale)
     return dataset.validate()
 
 
@@ -493,8 +501,13 @@ def load_fashion(
                                 f"{UNKNOWN!r}")
         items[column] = values.mask(unknown, UNKNOWN)
     items["category"] = items["category"].mask(items["category"].isin(["", "NA"]), UNKNOWN)
-    # A product without a name still needs a title; its article type is the best stand-in.
-    items["title"] = items["title"].mask(items["title"] == "", items["category"])
+    # A product without a name ("" or "NA") still needs a title; its article type is the best
+    # stand-in (a placeholder title would reach the text encoder as if it were words).
+    nameless = is_placeholder(items["title"])
+    if nameless.any():
+        report.notes.append(f"{int(nameless.sum())} product(s) without a name ('' or 'NA'): "
+                            "titled by their article type")
+    items["title"] = items["title"].mask(nameless, items["category"])
     items.insert(2, "description", [
         _fashion_sentence(*row) for row in items[
             ["category", "gender", "colour", "master_category", "sub_category", "usage",
@@ -590,30 +603,72 @@ def _read_csv_file(path: Path, *, required: bool = True) -> pd.DataFrame | None:
     return df
 
 
-def load_csv_folder(folder: str | Path) -> Dataset:
+#: Optional settings file of a csv folder: which feedback column to use, the rating scale.
+CSV_SETTINGS = "dataset.json"
+
+
+def _csv_settings(folder: Path) -> dict:
+    """``dataset.json`` of a csv folder (``{"feedback": ..., "rating_scale": [lo, hi]}``), or {}."""
+    path = folder / CSV_SETTINGS
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DataError(f"is not valid JSON: {error}", source=path) from None
+    unknown = sorted(set(settings) - {"feedback", "rating_scale"}) if isinstance(
+        settings, dict) else ["(not an object)"]
+    if unknown:
+        raise DataError(f"unknown setting(s) {unknown}; allowed: 'feedback' ('rating' or "
+                        "'event'), 'rating_scale' ([low, high])", source=path)
+    scale = settings.get("rating_scale")
+    if scale is not None and not (isinstance(scale, list) and len(scale) == 2
+                                  and all(isinstance(v, (int, float)) for v in scale)
+                                  and scale[0] < scale[1]):
+        raise DataError(f"rating_scale must be [low, high] with low < high, got {scale!r}",
+                        source=path, column="rating_scale")
+    return settings
+
+
+def load_csv_folder(
+    folder: str | Path,
+    *,
+    feedback: str | None = None,
+    rating_scale: tuple[float, float] | None = None,
+) -> Dataset:
     """Load a bring-your-own folder of CSV files in the schema.
 
     Files: ``items.csv`` and ``interactions.csv`` (required), ``users.csv``
-    (optional), ``queries.csv`` with ``judgements.csv`` (optional, together).
+    (optional), ``queries.csv`` with ``judgements.csv`` (optional, together),
+    ``dataset.json`` (optional settings: ``feedback`` names the feedback column
+    when interactions have both ``rating`` and ``event``; ``rating_scale``
+    declares ``[low, high]`` of ratings, default 0..5). ``feedback`` and
+    ``rating_scale`` arguments override the file.
     Every column is read as a string first. Relative ``image_path`` values are
     resolved against the folder; a path whose file does not exist becomes
-    ``None`` and is counted in ``report.missing_images``. The attribute
-    columns are every items column beyond the schema's own (``item_id``,
-    ``title``, ``description``, ``category``, ``price``, ``image_path``), in
-    file order. Errors name the file, the column and an example row with its
-    line number (header = line 1; blank lines inside a file would shift it).
+    ``None`` and is counted in ``report.missing_images`` (whether a file is
+    really an image is :func:`recsys_utils.prepare.verify_images`'s job). The
+    attribute columns are every items column beyond the schema's own
+    (``item_id``, ``title``, ``description``, ``category``, ``price``,
+    ``image_path``), in file order. Errors name the file, the column and an
+    example row with its record number and the file line it starts on
+    (quoted fields that span lines are counted right).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"the csv folder does not exist: {folder}", source=folder)
     report = LoadReport(source=str(folder))
+    settings = _csv_settings(folder)
+    feedback = feedback or settings.get("feedback")
+    scale = rating_scale or settings.get("rating_scale")
+    rating_scale = (float(scale[0]), float(scale[1])) if scale is not None else None
 
     items_path = folder / "items.csv"
     items = _read_csv_file(items_path)
-    require_columns(items, ITEM_REQUIRED, source=items_path, line_offset=2)
+    require_columns(items, ITEM_REQUIRED, source=items_path, line_offset=CsvLines(items_path))
     if "image_path" in items:
         resolved, missing = [], 0
-        for value in items["image_path"]:
+        for item_id, value in zip(items["item_id"], items["image_path"]):
             value = value.strip()
             if not value:
                 resolved.append(None)
@@ -625,18 +680,26 @@ def load_csv_folder(folder: str | Path) -> Dataset:
             else:
                 resolved.append(None)
                 missing += 1
+                report.bad_images.append({"item_id": item_id, "image_path": value,
+                                          "problem": "missing"})
         items["image_path"] = pd.Series(resolved, index=items.index, dtype=object)
         report.missing_images = missing
         if missing:
             report.notes.append(f"{missing} image_path value(s) point at files that do not exist; "
                                 "set to None")
-    validate_items(items, source=items_path, line_offset=2)
+    validate_items(items, source=items_path, line_offset=CsvLines(items_path))
     attribute_columns = [c for c in items.columns if c not in ITEM_REQUIRED + ITEM_OPTIONAL]
 
     interactions_path = folder / "interactions.csv"
     interactions = _read_csv_file(interactions_path)
-    require_columns(interactions, INTERACTION_REQUIRED, source=interactions_path, line_offset=2)
-    validate_interactions(interactions, items, source=interactions_path, line_offset=2)
+    lines = CsvLines(interactions_path)
+    require_columns(interactions, INTERACTION_REQUIRED, source=interactions_path, line_offset=lines)
+    had = {c for c in ("rating", "event") if c in interactions}
+    validate_interactions(interactions, items, source=interactions_path, line_offset=lines,
+                          feedback=feedback, rating_scale=rating_scale)
+    if len(had) == 2:
+        report.notes.append(f"interactions have 'rating' and 'event'; using {feedback!r} as "
+                            f"stated, the other column is dropped")
 
     users = None
     users_path = folder / "users.csv"
@@ -657,6 +720,7 @@ def load_csv_folder(folder: str | Path) -> Dataset:
     dataset = Dataset(
         name="csv", items=items, interactions=interactions,
         attribute_columns=attribute_columns, users=users, queries=queries,
-        judgements=judgements, report=report,
+        judgements=judgements, report=report, rating_scale=rating_scale,
+        data_root=Path(os.path.abspath(folder)),
     )
     return dataset.validate()

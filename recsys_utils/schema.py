@@ -4,27 +4,33 @@ Tables (pandas DataFrames):
 
 * **items**: ``item_id`` (str), ``title`` (str), ``description`` (str, may be
   empty), ``category`` (str), further categorical attribute columns (str),
-  ``price`` (float, optional), ``image_path`` (str, optional; absolute path,
-  missing per item as ``None``).
+  ``price`` (float, optional), ``image_path`` (str, optional; a readable file
+  when loaded, missing per item as ``None``; relative to the data or artifact
+  directory once written by notebook 01).
 * **interactions**: ``user_id`` (str), ``item_id`` (str), ``timestamp``
-  (int64 seconds) and either ``rating`` (float) or ``event`` (one of
-  :data:`EVENTS`).
+  (int64 unix seconds between :data:`TIMESTAMP_RANGE`) and either ``rating``
+  (finite, within the declared scale, :data:`RATING_SCALE` by default) or
+  ``event`` (one of :data:`EVENTS`); with both columns the caller states
+  which one is the feedback (``feedback=``).
 * **users** (optional): ``user_id`` and features.
 * **queries** (optional): ``query_id``, ``text`` and optionally ``kind``;
   **judgements**: ``query_id``, ``item_id``, ``relevance`` in {0, 1, 2, 3}
   (ESCI: irrelevant, complement, substitute, exact).
 
 Validation errors are :class:`DataError`: they name the file, the column and
-an example row, so a wrong column name never surfaces as a traceback from deep
-inside TensorFlow three notebooks later.
+an example row (with its record number, and its line in the file when known),
+so a wrong column name never surfaces as a traceback from deep inside
+TensorFlow three notebooks later.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import datetime
 import difflib
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -37,6 +43,13 @@ EVENTS = ("view", "click", "cart", "purchase")
 EVENT_STRENGTH = {event: depth for depth, event in enumerate(EVENTS, start=1)}
 #: Ratings at or above this count as positive implicit feedback.
 POSITIVE_RATING = 4.0
+#: The scale ratings must lie on unless the data set declares another one.
+RATING_SCALE = (0.0, 5.0)
+#: Plausible unix timestamps in seconds: 1970-01-01 up to 2100-01-01 (exclusive).
+TIMESTAMP_RANGE = (0, 4_102_444_800)
+#: Values that stand for "no text" in a title or description (compared lower-cased, stripped).
+PLACEHOLDER_TEXTS = frozenset({"", "nan", "none", "null", "n/a", "na", "<na>", "-", "--", "?",
+                               "."})
 QUERY_REQUIRED = ("query_id", "text")
 JUDGEMENT_REQUIRED = ("query_id", "item_id", "relevance")
 RELEVANCE_LABELS = {0: "irrelevant", 1: "complement", 2: "substitute", 3: "exact"}
@@ -49,6 +62,10 @@ class DataError(ValueError):
         source: the file (or table) the problem is in.
         column: the offending column, when there is one.
         example: one offending row, as a dict, when there is one.
+        line: the line of the file where that row starts, when known.
+        record: the row's number among the data records (1 = the first row
+            after the header); differs from the line when quoted fields span
+            several lines.
     """
 
     def __init__(
@@ -59,11 +76,13 @@ class DataError(ValueError):
         column: str | None = None,
         example: Mapping[str, Any] | None = None,
         line: int | None = None,
+        record: int | None = None,
     ) -> None:
         self.source = str(source) if source is not None else None
         self.column = column
         self.example = dict(example) if example is not None else None
         self.line = line
+        self.record = record
         parts = []
         if self.source:
             parts.append(f"{self.source}")
@@ -71,9 +90,52 @@ class DataError(ValueError):
             parts.append(f"column '{column}'")
         head = ": ".join([", ".join(parts), message]) if parts else message
         if self.example is not None:
-            where = f"line {line}" if line is not None else "example row"
+            if record is not None and line is not None:
+                where = f"record {record} (line {line})"
+            elif line is not None:
+                where = f"line {line}"
+            else:
+                where = "example row"
             head += f"\n  {where}: {self.example}"
         super().__init__(head)
+
+
+class CsvLines:
+    """Row position -> (record number, first file line) of a CSV with a header.
+
+    pandas numbers rows, not lines: a quoted field that spans lines shifts every
+    later line. The file is re-read with :mod:`csv` only when an error needs a
+    line number.
+    """
+
+    def __init__(self, path: str | Path, encoding: str = "utf-8-sig") -> None:
+        self.path = Path(path)
+        self.encoding = encoding
+        self._starts: list[int] | None = None
+
+    def _lines(self) -> list[int]:
+        if self._starts is None:
+            starts, end = [], 0
+            with open(self.path, newline="", encoding=self.encoding) as handle:
+                reader = csv.reader(handle)
+                for row in reader:
+                    start, end = end + 1, reader.line_num
+                    if row and any(field.strip() for field in row):  # pandas skips blank lines
+                        starts.append(start)
+            self._starts = starts[1:]  # the header is not a record
+        return self._starts
+
+    def __call__(self, position: int) -> tuple[int, int | None]:
+        try:
+            lines = self._lines()
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return position + 1, None
+        return position + 1, (lines[position] if position < len(lines) else None)
+
+
+#: How a table's row positions map to a file: a fixed line offset (2 for a CSV
+#: with a header and no multi-line fields), a :class:`CsvLines`, or unknown.
+LineOffset = int | Callable[[int], tuple[int, int | None]] | None
 
 
 @dataclasses.dataclass
@@ -85,6 +147,9 @@ class LoadReport:
     repaired_rows: int = 0
     dropped_rows: int = 0
     missing_images: int = 0
+    unreadable_images: int = 0
+    #: ``{"item_id", "image_path", "problem"}`` per image that failed the check.
+    bad_images: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -110,6 +175,9 @@ class Dataset:
         simulated_interactions: True when interactions were simulated (the
             ``fashion`` catalogue has none of its own).
         report: what the loader found on the way.
+        rating_scale: the declared ``(low, high)`` of ratings (None: :data:`RATING_SCALE`).
+        data_root: the raw-data folder the images were read from; notebook 01
+            stores image paths relative to it (or to the artifact directory).
     """
 
     name: str
@@ -122,6 +190,8 @@ class Dataset:
     judgements: pd.DataFrame | None = None
     simulated_interactions: bool = False
     report: LoadReport | None = None
+    rating_scale: tuple[float, float] | None = None
+    data_root: Path | None = None
 
     @property
     def has_images(self) -> bool:
@@ -135,20 +205,30 @@ class Dataset:
     def validate(self) -> "Dataset":
         """Check every table against the schema; raise :class:`DataError` if not."""
         validate_items(self.items, source=f"{self.name}: items")
-        validate_interactions(self.interactions, self.items, source=f"{self.name}: interactions")
+        validate_interactions(self.interactions, self.items, source=f"{self.name}: interactions",
+                              rating_scale=self.rating_scale)
         if self.queries is not None:
             validate_queries(self.queries, self.judgements, self.items, source=f"{self.name}: queries")
         return self
 
 
-def _example(df: pd.DataFrame, mask: Iterable[bool] | pd.Series, line_offset: int | None):
-    """First offending row as a dict, and its 1-based file line if known."""
+def _example(df: pd.DataFrame, mask: Iterable[bool] | pd.Series, line_offset: LineOffset):
+    """First offending row as a dict, and where it is: ``{"line": .., "record": ..}``."""
     mask = pd.Series(np.asarray(mask, dtype=bool), index=df.index)
     position = int(np.flatnonzero(mask.to_numpy())[0])
     row = df.iloc[position]
     example = {k: (None if _isna(v) else v) for k, v in row.items()}
-    line = position + line_offset if line_offset is not None else None
-    return example, line
+    return example, locate(position, line_offset)
+
+
+def locate(position: int, line_offset: LineOffset) -> dict[str, int | None]:
+    """``{"line", "record"}`` of the row at ``position`` (keyword arguments for DataError)."""
+    if line_offset is None:
+        return {"line": None, "record": None}
+    if callable(line_offset):
+        record, line = line_offset(position)
+        return {"line": line, "record": record}
+    return {"line": position + line_offset, "record": position + 1}
 
 
 def _isna(value: Any) -> bool:
@@ -163,7 +243,7 @@ def require_columns(
     required: Iterable[str],
     *,
     source: str | Path,
-    line_offset: int | None = None,
+    line_offset: LineOffset = None,
 ) -> None:
     """Raise :class:`DataError` naming each missing column, the close name that
     is there instead ("found 'itemid', did you mean 'item_id'?") and a row."""
@@ -182,7 +262,7 @@ def require_columns(
     message = " ".join([f"missing column(s) {missing}; found {list(df.columns)}.", *hints])
     example, line = (_example(df, np.arange(len(df)) == 0, line_offset) if len(df)
                      else (None, None))
-    raise DataError(message, source=source, column=missing[0], example=example, line=line)
+    raise DataError(message, source=source, column=missing[0], example=example, **line)
 
 
 def require_non_empty(df: pd.DataFrame, *, source: str | Path) -> None:
@@ -196,7 +276,7 @@ def _check_no_missing(df, column, *, source, line_offset):
         example, line = _example(df, missing, line_offset)
         raise DataError(
             f"{int(missing.sum())} row(s) have no value", source=source, column=column,
-            example=example, line=line,
+            example=example, **line,
         )
 
 
@@ -208,7 +288,7 @@ def _check_numeric(df, column, *, source, line_offset, integer=False):
         example, line = _example(df, bad, line_offset)
         raise DataError(
             f"{int(bad.sum())} value(s) are not numeric", source=source, column=column,
-            example=example, line=line,
+            example=example, **line,
         )
     if integer:
         fractional = values != np.floor(values)
@@ -216,13 +296,88 @@ def _check_numeric(df, column, *, source, line_offset, integer=False):
             example, line = _example(df, fractional, line_offset)
             raise DataError(
                 "values must be whole numbers (seconds)", source=source, column=column,
-                example=example, line=line,
+                example=example, **line,
             )
     return values
 
 
+def is_placeholder(values: pd.Series) -> pd.Series:
+    """True where a text value is missing or a stand-in for nothing ("nan", "-", "")."""
+    return values.isna() | values.astype(str).str.strip().str.lower().isin(PLACEHOLDER_TEXTS)
+
+
+def _utc(seconds: float) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d")
+    except (OverflowError, OSError, ValueError):
+        return "beyond any calendar"
+
+
+def _check_timestamps(df: pd.DataFrame, values: pd.Series, *, source, line_offset) -> None:
+    """Refuse timestamps that are not unix seconds in :data:`TIMESTAMP_RANGE`.
+
+    Values that would be in range as milliseconds get a message saying so
+    (all of them: divide by 1000; only some: the units are mixed).
+    """
+    low, high = TIMESTAMP_RANGE
+    x = values.to_numpy(dtype=float)
+    seconds = (x >= low) & (x < high)
+    if seconds.all():
+        return
+    millis = ~seconds & (x >= low * 1000) & (x < high * 1000)
+    fix = "convert the column to unix seconds (milliseconds: divide by 1000) or drop those rows"
+    if millis.any() and (seconds.any() or (~seconds & ~millis).any()):
+        example, line = _example(df, millis, line_offset)
+        first_seconds = x[seconds][0] if seconds.any() else None
+        value = x[millis][0]
+        raise DataError(
+            f"mixed units: {int(millis.sum())} value(s) are out of range as seconds but look like "
+            f"milliseconds (e.g. {value:.0f} would be {_utc(value)} in seconds, "
+            f"{_utc(value / 1000)} in milliseconds) while {int(seconds.sum())} look like seconds"
+            + (f" (e.g. {first_seconds:.0f} = {_utc(first_seconds)})" if first_seconds else "")
+            + f"; {fix}", source=source, column="timestamp", example=example, **line)
+    if millis.all():
+        example, line = _example(df, millis, line_offset)
+        raise DataError(
+            f"every timestamp looks like milliseconds (e.g. {x[0]:.0f} would be "
+            f"{_utc(x[0])} in seconds, {_utc(x[0] / 1000)} in milliseconds); the schema wants "
+            "unix seconds: divide the column by 1000", source=source, column="timestamp",
+            example=example, **line)
+    bad = ~seconds
+    example, line = _example(df, bad, line_offset)
+    value = x[bad][0]
+    raise DataError(
+        f"{int(bad.sum())} timestamp(s) out of range: unix seconds must lie between "
+        f"{_utc(low)} and {_utc(high)}; e.g. {value:.0f} "
+        + ("is negative" if value < 0 else f"is {_utc(value)}"
+           if value < 2 ** 63 else "overflows a 64-bit integer")
+        + f"; {fix}", source=source, column="timestamp", example=example, **line)
+
+
+def _check_ratings(df: pd.DataFrame, values: pd.Series, scale: tuple[float, float], *, source,
+                   line_offset) -> None:
+    """Refuse non-finite ratings and ratings outside the declared ``scale``."""
+    x = values.to_numpy(dtype=float)
+    infinite = ~np.isfinite(x)
+    if infinite.any():
+        example, line = _example(df, infinite, line_offset)
+        raise DataError(
+            f"{int(infinite.sum())} rating(s) are not finite (inf or nan); give each row a "
+            "number on the rating scale or drop it", source=source, column="rating",
+            example=example, **line)
+    low, high = scale
+    outside = (x < low) | (x > high)
+    if outside.any():
+        example, line = _example(df, outside, line_offset)
+        raise DataError(
+            f"{int(outside.sum())} rating(s) outside the scale {low:g}..{high:g} (e.g. "
+            f"{x[outside][0]:g}); fix those rows, or declare the scale your data uses "
+            "(rating_scale=(low, high), or {\"rating_scale\": [low, high]} in dataset.json "
+            "beside the csv files)", source=source, column="rating", example=example, **line)
+
+
 def validate_items(
-    items: pd.DataFrame, *, source: str | Path = "items", line_offset: int | None = None
+    items: pd.DataFrame, *, source: str | Path = "items", line_offset: LineOffset = None
 ) -> pd.DataFrame:
     """Validate and normalise an items table in place; return it.
 
@@ -238,18 +393,28 @@ def validate_items(
         example, line = _example(items, duplicated, line_offset)
         raise DataError(
             f"{int(duplicated.sum())} duplicate item id(s), e.g. {example['item_id']!r}",
-            source=source, column="item_id", example=example, line=line,
+            source=source, column="item_id", example=example, **line,
         )
     _check_no_missing(items, "title", source=source, line_offset=line_offset)
+    placeholder = is_placeholder(items["title"])
+    if placeholder.any():
+        example, line = _example(items, placeholder, line_offset)
+        raise DataError(
+            f"{int(placeholder.sum())} title(s) are placeholders, not text (e.g. "
+            f"{example['title']!r}); every item needs a real title (the text encoder and search "
+            "read it): write one, or drop the item", source=source, column="title",
+            example=example, **line)
     for column in ("title", "description", "category"):
         items[column] = items[column].fillna("").astype(str)
+    # A placeholder description means "none": the encoder must not read "nan" as words.
+    items["description"] = items["description"].mask(is_placeholder(items["description"]), "")
     if "price" in items:
         price = pd.to_numeric(items["price"], errors="coerce")
         bad = price.isna() & items["price"].notna() & (items["price"].astype(str) != "")
         if bad.any():
             example, line = _example(items, bad, line_offset)
             raise DataError("price is not numeric", source=source, column="price",
-                            example=example, line=line)
+                            example=example, **line)
         items["price"] = price.astype(float)
     if "image_path" in items:
         # An object column holding None: pandas 3 would turn None into NaN in a str column.
@@ -265,11 +430,35 @@ def validate_interactions(
     items: pd.DataFrame,
     *,
     source: str | Path = "interactions",
-    line_offset: int | None = None,
+    line_offset: LineOffset = None,
+    feedback: str | None = None,
+    rating_scale: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
-    """Validate and normalise an interactions table in place; return it."""
+    """Validate and normalise an interactions table in place; return it.
+
+    Args:
+        feedback: ``"rating"`` or ``"event"``: which column is the feedback when
+            the table has both (the other is dropped). Required in that case.
+        rating_scale: ``(low, high)`` ratings must lie in (default
+            :data:`RATING_SCALE`).
+    """
     require_columns(interactions, INTERACTION_REQUIRED, source=source, line_offset=line_offset)
     require_non_empty(interactions, source=source)
+    if feedback is not None and feedback not in ("rating", "event"):
+        raise DataError(f"feedback must be 'rating' or 'event', got {feedback!r}", source=source)
+    if feedback is not None and feedback not in interactions:
+        raise DataError(f"the stated feedback column {feedback!r} is not in the table; found "
+                        f"{list(interactions.columns)}", source=source, column=feedback)
+    if "rating" in interactions and "event" in interactions:
+        if feedback is None:
+            example, line = _example(interactions, np.arange(len(interactions)) == 0, line_offset)
+            raise DataError(
+                "has both a 'rating' and an 'event' column, and the series uses one kind of "
+                "feedback; drop one column, or state the choice (feedback='rating' or 'event', "
+                "or {\"feedback\": \"rating\"} in dataset.json beside the csv files)",
+                source=source, column="event", example=example, **line)
+        interactions.drop(columns=["event" if feedback == "rating" else "rating"],
+                          inplace=True)
     if "rating" not in interactions and "event" not in interactions:
         others = [str(c) for c in interactions.columns if c not in INTERACTION_REQUIRED]
         close = [f"found {hit[0]!r}, did you mean {wanted!r}?" for wanted in ("rating", "event")
@@ -278,7 +467,7 @@ def validate_interactions(
         raise DataError(
             " ".join([f"needs a 'rating' or an 'event' column; found "
                       f"{list(interactions.columns)}.", *close[:1]]),
-            source=source, column="rating", example=example, line=line,
+            source=source, column="rating", example=example, **line,
         )
     for column in ("user_id", "item_id"):
         _check_no_missing(interactions, column, source=source, line_offset=line_offset)
@@ -286,18 +475,20 @@ def validate_interactions(
     timestamps = _check_numeric(
         interactions, "timestamp", source=source, line_offset=line_offset, integer=True
     )
+    _check_timestamps(interactions, timestamps, source=source, line_offset=line_offset)
     interactions["timestamp"] = timestamps.astype("int64")
     if "rating" in interactions:
-        interactions["rating"] = _check_numeric(
-            interactions, "rating", source=source, line_offset=line_offset
-        ).astype(float)
+        ratings = _check_numeric(interactions, "rating", source=source, line_offset=line_offset)
+        _check_ratings(interactions, ratings, tuple(rating_scale or RATING_SCALE), source=source,
+                       line_offset=line_offset)
+        interactions["rating"] = ratings.astype(float)
     if "event" in interactions:
         unknown = ~interactions["event"].isin(EVENTS)
         if unknown.any():
             example, line = _example(interactions, unknown, line_offset)
             raise DataError(
                 f"unknown event(s); allowed: {list(EVENTS)}", source=source, column="event",
-                example=example, line=line,
+                example=example, **line,
             )
         interactions["event"] = interactions["event"].astype(str)
     known = set(items["item_id"].astype(str))
@@ -306,7 +497,7 @@ def validate_interactions(
         example, line = _example(interactions, unknown_items, line_offset)
         raise DataError(
             f"{int(unknown_items.sum())} interaction(s) point at item ids that are not in "
-            "the items table", source=source, column="item_id", example=example, line=line,
+            "the items table", source=source, column="item_id", example=example, **line,
         )
     return interactions
 
@@ -318,7 +509,7 @@ def validate_queries(
     *,
     source: str | Path = "queries",
     judgements_source: str | Path | None = None,
-    line_offset: int | None = None,
+    line_offset: LineOffset = None,
 ) -> None:
     """Validate queries and their graded judgements in place."""
     judgements_source = judgements_source or f"{source} (judgements)"
@@ -336,7 +527,7 @@ def validate_queries(
     if bad.any():
         example, line = _example(judgements, bad, line_offset)
         raise DataError(f"relevance must be one of {list(RELEVANCE_LABELS)}",
-                        source=judgements_source, column="relevance", example=example, line=line)
+                        source=judgements_source, column="relevance", example=example, **line)
     judgements["relevance"] = relevance.astype("int64")
     judgements["query_id"] = judgements["query_id"].astype(str)
     judgements["item_id"] = judgements["item_id"].astype(str)
@@ -346,7 +537,7 @@ def validate_queries(
         if unknown.any():
             example, line = _example(judgements, unknown, line_offset)
             raise DataError(f"judgement(s) for unknown {column}", source=judgements_source,
-                            column=column, example=example, line=line)
+                            column=column, example=example, **line)
 
 
 def as_string_list(values: Any, *, source: str) -> list[str]:

@@ -34,7 +34,8 @@ from recsys_utils.schema import DataError, Dataset, LoadReport
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-CSV_GOOD = FIXTURES / "csv_good"
+CSV_TINY = FIXTURES / "csv_tiny"  # three items: the schema, not the series
+CSV_GOOD = FIXTURES / "csv_good"  # the series-sized shop (tests/fixtures/make_csv_good.py)
 SIM_COLUMNS = ["category", "gender", "colour", "usage", "season"]
 
 
@@ -553,11 +554,11 @@ def test_fashion_with_real_simulation(mirror_dir):
 # ---------------------------------------------------------------------------- csv
 
 
-def test_csv_good_folder_loads(tmp_path):
-    dataset = load_dataset("csv", csv_dir=CSV_GOOD)
+def test_csv_tiny_folder_loads(tmp_path):
+    dataset = load_dataset("csv", csv_dir=CSV_TINY)
     items = dataset.items.set_index("item_id")
     assert list(items.index) == ["007", "008", "009"]  # ids keep their leading zeros
-    assert items.loc["007", "image_path"] == str(CSV_GOOD / "images" / "007.png")
+    assert items.loc["007", "image_path"] == str(CSV_TINY / "images" / "007.png")
     assert Path(items.loc["007", "image_path"]).is_absolute()
     assert items.loc["008", "image_path"] is None
     assert items.loc["009", "image_path"] is None  # names a file that does not exist
@@ -569,15 +570,15 @@ def test_csv_good_folder_loads(tmp_path):
     assert dataset.feedback == "event"
     assert dataset.users["user_id"].tolist() == ["u1", "u2"]
     assert dataset.judgements["relevance"].tolist() == [3, 0, 3]
-    assert dataset.report.source == str(CSV_GOOD)
+    assert dataset.report.source == str(CSV_TINY)
     # data_dir doubles as the folder when csv_dir is not given.
-    assert len(load_dataset("csv", CSV_GOOD).items) == 3
+    assert len(load_dataset("csv", CSV_TINY).items) == 3
 
 
 def _bad_folder(tmp_path: Path, **files: str | None) -> Path:
     """A copy of the good fixture with some files replaced (text) or removed (None)."""
     folder = tmp_path / "shop"
-    shutil.copytree(CSV_GOOD, folder)
+    shutil.copytree(CSV_TINY, folder)
     for stem, content in files.items():
         path = folder / f"{stem}.csv"
         if content is None:
@@ -638,6 +639,55 @@ BAD_CSV = {
     "users without user_id": (
         dict(users="uid,age_band\nu1,25-34\n"),
         ["users.csv", "'user_id'", "found 'uid'", "line 2"]),
+    # ---- impossible values (issue 14)
+    "timestamp overflowing int64": (
+        dict(interactions=INTERACTIONS_HEADER + "u1,007,1700000000,view\n"
+             "u2,008,99999999999999999999,click\n"),
+        ["interactions.csv", "column 'timestamp'", "out of range", "overflows",
+         "record 2 (line 3)", "'99999999999999999999'", "unix seconds"]),
+    "negative timestamp": (
+        dict(interactions=INTERACTIONS_HEADER + "u1,007,-5,view\nu2,008,1700000000,click\n"),
+        ["interactions.csv", "column 'timestamp'", "is negative", "line 2", "'-5'"]),
+    "timestamp in the year 5138": (
+        dict(interactions=INTERACTIONS_HEADER + "u1,007,1700000000,view\n"
+             "u2,008,99999999999,click\n"),
+        ["interactions.csv", "column 'timestamp'", "5138-", "line 3", "'99999999999'"]),
+    "milliseconds mixed with seconds": (
+        dict(interactions=INTERACTIONS_HEADER + "u1,007,1700000000,view\n"
+             "u2,008,1700000000000,click\n"),
+        ["interactions.csv", "column 'timestamp'", "mixed units", "milliseconds", "line 3",
+         "'1700000000000'"]),
+    "milliseconds throughout": (
+        dict(interactions=INTERACTIONS_HEADER + "u1,007,1700000000000,view\n"
+             "u2,008,1700000060000,click\n"),
+        ["interactions.csv", "column 'timestamp'", "milliseconds", "divide the column by 1000",
+         "line 2"]),
+    "infinite rating": (
+        dict(interactions="user_id,item_id,timestamp,rating\nu1,007,1700000000,4\n"
+             "u2,008,1700000001,inf\n"),
+        ["interactions.csv", "column 'rating'", "not finite", "line 3", "'inf'"]),
+    "rating of 1000": (
+        dict(interactions="user_id,item_id,timestamp,rating\nu1,007,1700000000,1000\n"),
+        ["interactions.csv", "column 'rating'", "outside the scale 0..5", "line 2", "'1000'",
+         "rating_scale"]),
+    "negative rating": (
+        dict(interactions="user_id,item_id,timestamp,rating\nu1,007,1700000000,3\n"
+             "u1,008,1700000001,-5\n"),
+        ["interactions.csv", "column 'rating'", "outside the scale", "line 3", "'-5'"]),
+    "rating and event without a choice": (
+        dict(interactions="user_id,item_id,timestamp,rating,event\n"
+             "u1,007,1700000000,4,view\n"),
+        ["interactions.csv", "'rating' and an 'event' column", "feedback", "dataset.json",
+         "line 2", "'u1'"]),
+    "title 'nan'": (
+        dict(items=ITEMS_HEADER + "007,A shirt,,x,,,,\n008,nan,,x,,,,\n"),
+        ["items.csv", "column 'title'", "placeholder", "line 3", "'008'", "real title"]),
+    "title '-'": (
+        dict(items=ITEMS_HEADER + "007,-,,x,,,,\n"),
+        ["items.csv", "column 'title'", "placeholder", "line 2", "'007'"]),
+    "bad title after a multi-line record": (
+        dict(items=ITEMS_HEADER + '007,Shirt,"two\nlines\nhere",x,,,,\n008,n/a,,x,,,,\n'),
+        ["items.csv", "column 'title'", "record 2 (line 5)", "'008'"]),
 }
 
 
@@ -652,6 +702,54 @@ def test_csv_bad_input_names_file_column_and_example(tmp_path, case):
         assert fragment in message, f"{fragment!r} not in: {message}"
     stem = next(iter(files))
     assert str(folder / f"{stem}.csv") in message  # the full path of the file
+
+
+def test_csv_stated_feedback_keeps_one_column(tmp_path):
+    folder = _bad_folder(tmp_path, interactions="user_id,item_id,timestamp,rating,event\n"
+                         "u1,007,1700000000,4,view\nu2,008,1700000001,2,click\n")
+    (folder / "dataset.json").write_text('{"feedback": "event"}')
+    dataset = load_dataset("csv", csv_dir=folder)
+    assert dataset.feedback == "event" and "rating" not in dataset.interactions
+    assert any("using 'event'" in note for note in dataset.report.notes)
+    rated = load_dataset("csv", csv_dir=folder, feedback="rating")  # the argument wins
+    assert rated.feedback == "rating" and "event" not in rated.interactions
+
+
+def test_csv_declared_rating_scale(tmp_path):
+    folder = _bad_folder(tmp_path, interactions="user_id,item_id,timestamp,rating\n"
+                         "u1,007,1700000000,8\nu2,008,1700000001,10\n")
+    with pytest.raises(DataError, match="outside the scale 0..5"):
+        load_dataset("csv", csv_dir=folder)
+    (folder / "dataset.json").write_text('{"rating_scale": [1, 10]}')
+    dataset = load_dataset("csv", csv_dir=folder)
+    assert dataset.rating_scale == (1.0, 10.0)
+    assert dataset.interactions["rating"].tolist() == [8.0, 10.0]
+    (folder / "dataset.json").write_text('{"rating_scale": [10, 1]}')
+    with pytest.raises(DataError, match="dataset.json.*low < high"):
+        load_dataset("csv", csv_dir=folder)
+
+
+def test_csv_placeholder_description_is_empty_text(tmp_path):
+    folder = _bad_folder(tmp_path, items=ITEMS_HEADER + "007,Shirt,nan,x,,,,\n008,Scarf,-,x,,,,\n"
+                         "009,Cap,A cap,x,,,,\n")
+    items = load_dataset("csv", csv_dir=folder).items
+    assert items["description"].tolist() == ["", "", "A cap"]
+
+
+def test_csv_missing_image_is_recorded(tmp_path):
+    report = load_dataset("csv", csv_dir=CSV_TINY).report
+    assert report.bad_images == [{"item_id": "009", "image_path": "images/missing.png",
+                                  "problem": "missing"}]
+
+
+def test_csv_good_fixture_is_series_sized():
+    dataset = load_dataset("csv", csv_dir=CSV_GOOD)
+    per_user = dataset.interactions.groupby("user_id").size()
+    assert 200 <= len(dataset.items) <= 1000 and 200 <= len(per_user) <= 1000
+    assert 2000 <= len(dataset.interactions) <= 10000
+    assert (per_user >= 3).mean() > 0.8  # enough history for train, validation and test
+    assert dataset.queries is not None and dataset.judgements["relevance"].nunique() == 4
+    assert sum(p.stat().st_size for p in CSV_GOOD.glob("*.csv")) < 400_000
 
 
 def test_csv_missing_folder_names_the_path(tmp_path):
