@@ -1,4 +1,10 @@
-"""Plots the notebooks share. Each returns a matplotlib Figure and shows nothing itself."""
+"""Plots the notebooks share. Each returns a matplotlib Figure and shows nothing itself.
+
+Image plots draw only files that decode: notebook 01 sets the ``image_path``
+of every unreadable image to ``None`` (:func:`recsys_utils.prepare.verify_images`),
+and a file that still fails to open (changed on disk since) is drawn as an
+empty cell marked "unreadable", never raised.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +69,20 @@ def category_mix(items: pd.DataFrame, interactions: pd.DataFrame, top: int = 20)
     return fig
 
 
+def _show_image(ax: plt.Axes, path: str | None) -> bool:
+    """Draw the image at ``path`` on ``ax``; False (and a grey "unreadable") if it does not decode."""
+    if not isinstance(path, str) or not path:
+        return False
+    try:
+        with Image.open(path) as image:
+            ax.imshow(image.convert("RGB"))
+        return True
+    except (OSError, ValueError, SyntaxError):  # missing, truncated, not an image
+        ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=6, color="grey",
+                transform=ax.transAxes)
+        return False
+
+
 def image_grid(
     image_paths: Sequence[str],
     captions: Sequence[str] | None = None,
@@ -78,8 +98,7 @@ def image_grid(
         ax.axis("off")
         if i >= n:
             continue
-        with Image.open(image_paths[i]) as image:
-            ax.imshow(image.convert("RGB"))
+        _show_image(ax, image_paths[i])
         if captions is not None:
             ax.set_title(captions[i][:22], fontsize=7)
     fig.tight_layout()
@@ -169,9 +188,7 @@ def neighbour_grid(neighbours: pd.DataFrame, items: pd.DataFrame,
             ax = axes[r, c]
             ax.axis("off")
             path = paths.get(item_id)
-            if isinstance(path, str):
-                with Image.open(path) as image:
-                    ax.imshow(image.convert("RGB"))
+            _show_image(ax, path)
             caption = ("query: " if c == 0 and lead else "") + str(titles.get(item_id, ""))
             ax.set_title(caption[:20], fontsize=6, color="tab:red" if c == 0 and lead else "black")
     fig.tight_layout()

@@ -1,17 +1,47 @@
-"""Data preparation (notebook 01): load, summarise, split and write the schema."""
+"""Data preparation (notebook 01): load, check, summarise, split and write the schema.
+
+The data gate lives here, so notebook 01 and API users run the same checks:
+
+* :func:`verify_images` opens every image once; unreadable files are recorded
+  in the load report and their ``image_path`` set to ``None``, so no later
+  plot or model ever opens them.
+* :func:`check_usable` refuses (:class:`~recsys_utils.schema.DataError`, naming
+  the file, the column, an example row and the fix) data the series cannot
+  use: empty validation or test splits, too few items or users for the
+  profile. It returns warnings for what is usable but suspicious.
+* :func:`write_prepared` stores image paths relative to the data directory
+  (or the artifact directory, for generated images), so a copied run
+  directory never reads another run's files; :func:`resolve_image_paths`
+  turns them back into paths for the notebooks.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from . import artifacts
-from .data import load_dataset
+from .data import default_data_dir, load_dataset
 from .runs import Run
-from .schema import Dataset, implicit_label
+from .schema import DataError, Dataset, implicit_label
 from .splits import Splits, split_interactions
+
+#: The smallest data each profile can run the whole series on: items in the
+#: catalogue, users with interactions, and users in the validation and test
+#: splits (notebook 04 stops early on validation users, 02 and 03 sample items).
+MIN_SIZE: dict[str, dict[str, int]] = {
+    "smoke": dict(items=50, users=50, validation_users=20, test_users=20),
+    "default": dict(items=100, users=100, validation_users=50, test_users=50),
+    "full": dict(items=500, users=500, validation_users=200, test_users=200),
+}
+#: Where image paths in items.parquet are relative to (``dataset.json`` "image_root").
+IMAGE_ROOTS = ("artifact_dir", "data_dir")
 
 #: Item columns whose values get a vocabulary file besides the attributes.
 _ID_COLUMNS = ("user_id", "item_id")
@@ -37,6 +67,263 @@ def split_for_run(run: Run, dataset: Dataset) -> Splits:
     return split_interactions(dataset.interactions,
                               cold_item_fraction=run.profile.data.cold_item_fraction,
                               seed=run.seed)
+
+
+# ------------------------------------------------------------------------- images
+
+
+def check_image_file(path: str | os.PathLike | None) -> str:
+    """``"ok"``, ``"none"`` (no path), ``"missing"`` or ``"unreadable: <why>"`` for one image.
+
+    An image is ok when Pillow identifies it, decodes every pixel and it has a
+    positive size: a text file named ``.png`` or a truncated JPEG is not.
+    """
+    from PIL import Image
+
+    if path is None or (isinstance(path, float) and np.isnan(path)) or not str(path).strip():
+        return "none"
+    if not os.path.isfile(path):
+        return "missing"
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.width < 1 or image.height < 1:
+                return "unreadable: empty image"
+    except Exception as error:  # noqa: BLE001 - PIL raises many kinds for a bad file
+        return f"unreadable: {type(error).__name__}"
+    return "ok"
+
+
+def verify_images(dataset: Dataset, *, workers: int | None = None) -> pd.DataFrame:
+    """Open every item image once; keep only the ones that decode.
+
+    Items whose file is missing or unreadable get ``image_path = None`` (in
+    place), are listed in ``dataset.report.bad_images`` and counted in
+    ``report.missing_images`` / ``report.unreadable_images``; that report is
+    written to ``data/dataset.json``. Later notebooks therefore only ever see
+    verified images. Returns the bad images as a table (item_id, image_path,
+    problem); empty when all are good or the items have no images.
+    """
+    columns = ["item_id", "image_path", "problem"]
+    items = dataset.items
+    if "image_path" not in items or items["image_path"].isna().all():
+        return pd.DataFrame(columns=columns)
+    paths = items["image_path"].tolist()
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes outside the GIL
+        status = list(pool.map(check_image_file, paths))
+    bad_mask = np.array([s not in ("ok", "none") for s in status])
+    bad = pd.DataFrame({"item_id": items["item_id"].to_numpy()[bad_mask],
+                        "image_path": np.asarray(paths, dtype=object)[bad_mask],
+                        "problem": np.asarray(status, dtype=object)[bad_mask]}, columns=columns)
+    if bad_mask.any():
+        items["image_path"] = pd.Series(
+            [None if b else p for p, b in zip(paths, bad_mask)], index=items.index, dtype=object)
+    report = dataset.report
+    if report is not None:
+        report.missing_images += int((bad["problem"] == "missing").sum())
+        report.unreadable_images += int(bad["problem"].str.startswith("unreadable").sum())
+        report.bad_images.extend(bad.to_dict(orient="records"))
+        if len(bad):
+            report.notes.append(f"{len(bad)} image file(s) failed the image check (missing or "
+                                "not a decodable image); those items are kept without an image")
+    return bad
+
+
+def _relative_image_paths(items: pd.DataFrame, artifact_dir: Path,
+                          data_root: Path | None) -> tuple[pd.DataFrame, str | None]:
+    """``items`` with image paths relative to the artifact dir or the data root, and which."""
+    if "image_path" not in items or items["image_path"].isna().all():
+        return items, None
+    roots = {"artifact_dir": Path(os.path.abspath(artifact_dir))}
+    if data_root is not None:
+        roots["data_dir"] = Path(os.path.abspath(data_root))
+    paths = [Path(os.path.abspath(p)) for p in items["image_path"].dropna()]
+    for name, root in roots.items():
+        if all(p.is_relative_to(root) for p in paths):
+            rel = [None if p is None else Path(os.path.abspath(p)).relative_to(root).as_posix()
+                   for p in items["image_path"]]
+            return items.assign(image_path=pd.Series(rel, index=items.index, dtype=object)), name
+    # Images outside both roots (a csv naming absolute paths elsewhere) stay absolute.
+    return items, None
+
+
+def resolve_image_paths(items: pd.DataFrame, artifact_dir: str | Path,
+                        data_dir: str | Path | None = None) -> pd.DataFrame:
+    """A copy of ``items`` (from :func:`artifacts.load_prepared`) with usable image paths.
+
+    Notebook 01 stores paths relative to the root named in ``data/dataset.json``
+    (``image_root``): the artifact directory for generated images, the data
+    directory (``data_dir``; default :func:`default_data_dir`) for images that
+    came with the data. Absolute paths are kept.
+    """
+    if "image_path" not in items:
+        return items
+    manifest = artifacts.read_json(Path(artifact_dir) / artifacts.DATA_DIR / "dataset.json")
+    root_name = manifest.get("image_root")
+    if root_name is None:
+        return items.copy()
+    if root_name not in IMAGE_ROOTS:
+        raise DataError(f"unknown image_root {root_name!r}; re-run notebook 01",
+                        source=Path(artifact_dir) / artifacts.DATA_DIR / "dataset.json")
+    root = Path(artifact_dir) if root_name == "artifact_dir" else (
+        Path(data_dir) if data_dir else default_data_dir())
+    resolved = [None if not isinstance(p, str) or not p else
+                (p if Path(p).is_absolute() else str(root / p)) for p in items["image_path"]]
+    return items.assign(image_path=pd.Series(resolved, index=items.index, dtype=object))
+
+
+# --------------------------------------------------------------------------- gate
+
+
+@dataclasses.dataclass
+class Finding:
+    """One result of the data gate: an error stops the series, a warning is reported."""
+
+    level: str  # "error" or "warning"
+    check: str
+    message: str
+    source: str | None = None
+    column: str | None = None
+    example: dict[str, Any] | None = None
+
+    def error(self) -> DataError:
+        return DataError(self.message, source=self.source, column=self.column,
+                         example=self.example)
+
+
+def _first(df: pd.DataFrame, mask: pd.Series | np.ndarray) -> dict[str, Any] | None:
+    rows = df[np.asarray(mask, dtype=bool)]
+    if rows.empty:
+        return None
+    return {k: (None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v)
+            for k, v in rows.iloc[0].items()}
+
+
+def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> list[Finding]:
+    """Every gate check on a loaded data set and its splits; errors first.
+
+    Errors: too few items or users for ``profile`` (:data:`MIN_SIZE`), empty
+    validation or test splits, or too few users in them. Warnings: users too
+    light for a validation interaction, items nobody interacted with, ties in
+    timestamps, duplicate rows, empty descriptions, images that failed the
+    check, an empty cold-start test set, ratings on another scale than the one
+    the implicit label assumes.
+    """
+    if profile not in MIN_SIZE:
+        raise DataError(f"unknown profile {profile!r}; valid: {list(MIN_SIZE)}")
+    need = MIN_SIZE[profile]
+    items, inter = dataset.items, dataset.interactions
+    source = dataset.report.source if dataset.report else dataset.name
+    items_src = _file(source, "items.csv", dataset.name, "items")
+    inter_src = _file(source, "interactions.csv", dataset.name, "interactions")
+    findings: list[Finding] = []
+
+    def add(level, check, message, src=None, column=None, example=None):
+        findings.append(Finding(level, check, message, src, column, example))
+
+    per_user = inter.groupby("user_id").size()
+    if len(items) < need["items"]:
+        add("error", "too few items",
+            f"{len(items)} item(s); the {profile!r} profile needs at least {need['items']} "
+            "(the text, image and retrieval stages sample and hold out items). Add items"
+            + (", or use the smoke profile" if profile != "smoke" else ""),
+            items_src, "item_id", _first(items, np.arange(len(items)) == 0))
+    if len(per_user) < need["users"]:
+        add("error", "too few users",
+            f"{len(per_user)} user(s) with interactions; the {profile!r} profile needs at least "
+            f"{need['users']}. Add users' interactions"
+            + (", or use the smoke profile" if profile != "smoke" else ""),
+            inter_src, "user_id", _first(inter, np.arange(len(inter)) == 0))
+    cold = set(splits.cold_items)
+    warm_per_user = inter[~inter["item_id"].isin(cold)].groupby("user_id").size()
+    light = warm_per_user.index[warm_per_user < 3]
+    example_light = _first(inter, inter["user_id"].isin(light)) if len(light) else None
+    fix_light = ("every user needs at least 3 interactions with warm (non-cold) items for a "
+                 "train, a validation and a test interaction (the last one is test, the one "
+                 "before validation): add interactions, or drop users with fewer")
+    for split, minimum in (("test", need["test_users"]), ("validation", need["validation_users"])):
+        n = int(splits.as_dict()[split]["user_id"].nunique())
+        if n == 0:
+            add("error", f"empty {split} split",
+                f"the {split} split is empty: {len(light)} of {len(warm_per_user)} users have "
+                f"fewer than 3 warm interactions; {fix_light}", inter_src, "user_id",
+                example_light)
+        elif n < minimum:
+            add("error", f"too few {split} users",
+                f"only {n} user(s) in the {split} split; the {profile!r} profile needs at least "
+                f"{minimum} to choose and compare models; {fix_light}", inter_src, "user_id",
+                example_light)
+    # ---- warnings: usable but suspicious
+    if len(light) > 0.5 * len(warm_per_user):
+        add("warning", "light users",
+            f"{len(light)} of {len(warm_per_user)} users have fewer than 3 warm interactions and "
+            "get no validation interaction", inter_src, "user_id", example_light)
+    per_item = inter.groupby("item_id").size().reindex(items["item_id"], fill_value=0)
+    unused = per_item.index[per_item.to_numpy() == 0]
+    if len(unused) > 0.5 * len(items):
+        add("warning", "items without interactions",
+            f"{len(unused)} of {len(items)} items have no interaction (only content can rank "
+            "them)", items_src, "item_id", _first(items, items["item_id"].isin(unused)))
+    if len(inter) > 1 and inter["timestamp"].nunique() == 1:
+        add("warning", "constant timestamps",
+            "every interaction has the same timestamp: 'last' per user falls back to file order",
+            inter_src, "timestamp", _first(inter, np.arange(len(inter)) == 0))
+    duplicated = inter.duplicated(["user_id", "item_id", "timestamp"])
+    if duplicated.any():
+        add("warning", "duplicate rows",
+            f"{int(duplicated.sum())} interaction(s) repeat a (user_id, item_id, timestamp) "
+            "already seen", inter_src, "timestamp", _first(inter, duplicated))
+    empty_description = items["description"].str.strip() == ""
+    if empty_description.mean() > 0.5:
+        add("warning", "empty descriptions",
+            f"{int(empty_description.sum())} of {len(items)} items have no description "
+            "(the text encoder reads the title and attributes only)", items_src, "description",
+            _first(items, empty_description))
+    report = dataset.report
+    if report is not None and report.bad_images:
+        bad = report.bad_images
+        add("warning", "bad images",
+            f"{len(bad)} image file(s) are missing or not decodable images; those items are "
+            "used without an image", items_src, "image_path", bad[0])
+    if len(splits.test_cold) == 0:
+        add("warning", "no cold-start test",
+            "no interaction with a cold-start item follows its user's training period, so "
+            "cold-start metrics are not measured", inter_src, "item_id")
+    if "rating" in inter and dataset.rating_scale is not None:
+        add("warning", "rating scale",
+            f"ratings are on {dataset.rating_scale[0]:g}..{dataset.rating_scale[1]:g}; ratings "
+            ">= 4 count as positive (schema.POSITIVE_RATING)", inter_src, "rating")
+    return sorted(findings, key=lambda f: f.level != "error")
+
+
+def _file(source: str, name: str, dataset: str, table: str) -> str:
+    """The file a table came from: ``<folder>/<name>`` for a csv folder, else ``<dataset>: table``."""
+    if dataset == "csv":
+        return str(Path(source) / name)
+    return f"{dataset}: {table}"
+
+
+def check_usable(dataset: Dataset, splits: Splits, profile: str = "smoke") -> pd.DataFrame:
+    """The data gate: raise the first error of :func:`data_findings`, return the warnings.
+
+    Raises:
+        DataError: naming the file, the column, an example row and the fix.
+
+    Returns:
+        The warnings as a table (check, message, source, column, example),
+        for notebook 01's report; empty when there are none.
+    """
+    findings = data_findings(dataset, splits, profile)
+    errors = [f for f in findings if f.level == "error"]
+    if errors:
+        raise errors[0].error()
+    return findings_table(findings)
+
+
+def findings_table(findings: list[Finding]) -> pd.DataFrame:
+    columns = ["level", "check", "message", "source", "column", "example"]
+    return pd.DataFrame([dataclasses.asdict(f) for f in findings], columns=columns)
 
 
 def vocabularies(dataset: Dataset) -> dict[str, list[str]]:
@@ -90,6 +377,7 @@ def summarise(dataset: Dataset, splits: Splits) -> dict[str, Any]:
         "repaired_rows": report.repaired_rows if report else 0,
         "dropped_rows": report.dropped_rows if report else 0,
         "missing_images": report.missing_images if report else 0,
+        "unreadable_images": report.unreadable_images if report else 0,
         "n_queries": int(len(dataset.queries)) if dataset.queries is not None else 0,
         "splits": dict(splits.stats),
     }
@@ -101,18 +389,39 @@ def summarise(dataset: Dataset, splits: Splits) -> dict[str, Any]:
     return summary
 
 
+def _report_with_relative_paths(dataset: Dataset, artifact_dir: Path,
+                                image_root: str | None) -> dict[str, Any] | None:
+    """The load report for ``dataset.json``, its bad image paths relative like items.parquet's."""
+    if dataset.report is None:
+        return None
+    report = dataset.report.as_dict()
+    root = {"artifact_dir": artifact_dir, "data_dir": dataset.data_root}.get(image_root or "")
+    if root is not None:
+        root = Path(os.path.abspath(root))
+        for bad in report["bad_images"]:
+            path = Path(str(bad["image_path"]))
+            if path.is_absolute() and Path(os.path.abspath(path)).is_relative_to(root):
+                bad["image_path"] = Path(os.path.abspath(path)).relative_to(root).as_posix()
+    return report
+
+
 def write_prepared(artifact_dir: str | Path, dataset: Dataset, splits: Splits) -> Path:
     """Write the schema tables, splits and vocabularies; return the data folder.
 
-    ``dataset.json`` is written last: :func:`recsys_utils.artifacts.load_prepared`
-    treats its presence as "preparation finished", so an interrupted run is
-    never mistaken for a complete one.
+    Image paths go into ``items.parquet`` relative to the artifact directory
+    (generated images) or to ``dataset.data_root`` (images that came with the
+    data); ``dataset.json`` names which (``image_root``, read back by
+    :func:`resolve_image_paths`). ``dataset.json`` is written last:
+    :func:`recsys_utils.artifacts.load_prepared` treats its presence as
+    "preparation finished", so an interrupted run is never mistaken for a
+    complete one.
     """
     root = Path(artifact_dir) / artifacts.DATA_DIR
     manifest = root / "dataset.json"
     if manifest.exists():
         manifest.unlink()  # the old tables are about to be replaced
-    artifacts.save_parquet(dataset.items, root / "items.parquet")
+    items, image_root = _relative_image_paths(dataset.items, Path(artifact_dir), dataset.data_root)
+    artifacts.save_parquet(items, root / "items.parquet")
     artifacts.save_parquet(dataset.interactions, root / "interactions.parquet")
     for name in ("users", "queries", "judgements"):
         table = getattr(dataset, name)
@@ -133,7 +442,8 @@ def write_prepared(artifact_dir: str | Path, dataset: Dataset, splits: Splits) -
             "truth_columns": list(dataset.truth_columns),
             "feedback": dataset.feedback,
             "simulated_interactions": dataset.simulated_interactions,
-            "report": dataset.report.as_dict() if dataset.report else None,
+            "image_root": image_root,
+            "report": _report_with_relative_paths(dataset, Path(artifact_dir), image_root),
         },
         manifest,
     )

@@ -61,6 +61,29 @@ def test_load_images_handles_none_missing_and_corrupt(tmp_path):
     assert (pixels[5] == 255).all()          # transparency composited on the white padding
 
 
+def test_image_plots_never_raise_on_an_unreadable_file(tmp_path):
+    """A file that stopped decoding after notebook 01's check is an empty cell, not a crash."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from recsys_utils import plots
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (20, 20), (10, 200, 30)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["A", "B", "C"],
+                          "image_path": [str(good), str(bad), str(tmp_path / "gone.png")]})
+    grid = plots.sample_image_grid(items, n=3, seed=0, columns=3)
+    texts = [t.get_text() for ax in grid.axes for t in ax.texts]
+    assert texts.count("unreadable") == 2 and sum(bool(ax.images) for ax in grid.axes) == 1
+    neighbours = pd.DataFrame({"query": ["q", "q"], "rank": [1, 2], "item_id": ["b", "c"]})
+    grid = plots.neighbour_grid(neighbours, items, query_items=["a"])
+    assert sum(bool(ax.images) for ax in grid.axes) == 1
+
+
 def test_load_images_keeps_aspect_ratio_with_padding(tmp_path):
     path = tmp_path / "fashion.jpg"
     Image.new("RGB", (60, 80), (200, 30, 30)).save(path, quality=95)   # width 60, height 80
