@@ -13,18 +13,33 @@ Layout of one run's artifact directory::
 
 Every file is written to a temporary name in the same directory and renamed
 into place, so an interrupted run never leaves a half-written table that a
-later notebook would trust.
+later notebook would trust. Files get the permissions the umask allows (not
+``mkstemp``'s 0600), so a team can share a run directory.
+
+**Provenance.** ``manifest.json`` records, for every artifact written while a
+run is active (:func:`recsys_utils.runs.start_run` sets it), the data set,
+profile and seed that produced it, which notebook wrote it and, for
+everything derived from the prepared data, the *data fingerprint*: a hash of
+the files notebook 01 wrote under ``data/``. :func:`load_prepared` and
+:func:`load_features` refuse an artifact from another data set, profile,
+seed or fingerprint, naming the notebook to re-run; the series runner checks
+the whole directory before ``--start NN`` (:func:`provenance_problems`).
+A corrupt file (bad Parquet, truncated ``.npy``) raises
+:class:`~recsys_utils.schema.DataError` naming the file and its notebook.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
+import time
+import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -36,11 +51,31 @@ METRICS_DIR = "metrics"
 DATA_DIR = "data"
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no getter elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def _apply_umask(path: Path, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (mkstemp/mkdtemp use 0600/0700)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    The file gets the umask's permissions and, inside an active run's artifact
+    directory, a provenance record in ``manifest.json``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,10 +84,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp made it 0600; a mode the caller set on purpose is kept.
+        if tmp_path.exists() and (tmp_path.stat().st_mode & 0o777) == 0o600:
+            _apply_umask(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    record_artifact(path)
 
 
 def save_parquet(df: pd.DataFrame, path: str | Path) -> Path:
@@ -139,14 +178,37 @@ class Prepared:
 
 
 def _read_optional(path: Path) -> pd.DataFrame | None:
-    return pd.read_parquet(path) if path.exists() else None
+    return read_parquet(path) if path.exists() else None
+
+
+def _read_artifact(path: Path, reader: Callable[[Path], Any], writer: str) -> Any:
+    """``reader(path)``, with a corrupt file reported as a :class:`DataError`
+    naming the file and the notebook that writes it (not a raw library error)."""
+    try:
+        return reader(path)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"missing artifact: run notebook {writer} first", source=path) from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow, numpy and json raise many kinds
+        detail = " ".join(str(exc).split())[:200]
+        raise DataError(f"corrupt or unreadable artifact ({type(exc).__name__}: {detail}); "
+                        f"re-run notebook {writer}, which writes it", source=path) from None
+
+
+def read_parquet(path: str | Path, writer: str | None = None) -> pd.DataFrame:
+    """A Parquet artifact; a corrupt file raises :class:`DataError` naming it and its writer."""
+    path = Path(path)
+    return _read_artifact(path, pd.read_parquet, writer or writer_of_path(path))
 
 
 def load_prepared(artifact_dir: str | Path) -> Prepared:
     """Load the prepared data set from ``artifact_dir``.
 
     Raises:
-        DataError: if notebook 01 has not run for this artifact directory.
+        DataError: if notebook 01 has not run for this artifact directory, a
+            file is corrupt, or (inside a run) the data were prepared for
+            another data set, profile or seed.
     """
     root = Path(artifact_dir) / DATA_DIR
     manifest_path = root / "dataset.json"
@@ -155,15 +217,17 @@ def load_prepared(artifact_dir: str | Path) -> Prepared:
             f"no prepared data at {root}: run notebook 01 (data preparation) with "
             f"artifact_dir={str(artifact_dir)!r} first"
         )
-    manifest = read_json(manifest_path)
-    splits = {name: pd.read_parquet(root / "splits" / f"{name}.parquet") for name in SPLITS}
+    check_provenance(artifact_dir, f"{DATA_DIR}/dataset.json")
+    writer = "01 (data preparation)"
+    manifest = _read_artifact(manifest_path, read_json, writer)
+    splits = {name: read_parquet(root / "splits" / f"{name}.parquet", writer) for name in SPLITS}
     return Prepared(
         dataset=manifest["dataset"],
-        items=pd.read_parquet(root / "items.parquet"),
-        interactions=pd.read_parquet(root / "interactions.parquet"),
+        items=read_parquet(root / "items.parquet", writer),
+        interactions=read_parquet(root / "interactions.parquet", writer),
         attribute_columns=list(manifest["attribute_columns"]),
         splits=splits,
-        cold_items=read_json(root / "splits" / "cold_items.json"),
+        cold_items=_read_artifact(root / "splits" / "cold_items.json", read_json, writer),
         feedback=manifest["feedback"],
         simulated_interactions=bool(manifest["simulated_interactions"]),
         truth_columns=list(manifest.get("truth_columns", [])),
@@ -180,6 +244,7 @@ FEATURE_WRITERS = {
     "item_image": "03 (multimodal fusion)",
     "item_image_present": "03 (multimodal fusion)",
     "item_fused": "03 (multimodal fusion)",
+    "search_query_text": "08 (product search)",
 }
 FEATURES_DIR = "features"
 MODELS_DIR = "models"
@@ -198,14 +263,17 @@ def load_features(artifact_dir: str | Path, name: str) -> np.ndarray:
     """Load a feature array written by an earlier notebook.
 
     Raises:
-        DataError: naming the notebook to run when the array is not there.
+        DataError: naming the notebook to run when the array is not there, is
+            corrupt (e.g. a truncated ``.npy``) or, inside a run, was computed
+            from other prepared data or another seed.
     """
     path = features_path(artifact_dir, name)
+    writer = FEATURE_WRITERS.get(name, "an earlier notebook")
     if not path.exists():
-        writer = FEATURE_WRITERS.get(name, "an earlier notebook")
         raise DataError(f"no {name!r} features at {path}: run notebook {writer} "
                         f"with artifact_dir={str(artifact_dir)!r} first")
-    return np.load(path)
+    check_provenance(artifact_dir, f"{FEATURES_DIR}/{name}.npy")
+    return _read_artifact(path, np.load, writer)
 
 
 def model_dir(artifact_dir: str | Path, name: str) -> Path:
@@ -227,6 +295,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        _apply_umask(tmp, directory=True)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -238,3 +307,241 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    record_artifact(path)
+
+
+# --------------------------------------------------------------------------
+# Provenance: which run produced each artifact
+# --------------------------------------------------------------------------
+
+MANIFEST = "manifest.json"
+#: Set by the series runner for each notebook's kernel (e.g. ``02_text_encoding``).
+NOTEBOOK_ENV = "RECSYS_NOTEBOOK"
+#: Not recorded: the embedding cache checks itself (content hash and checksum).
+_UNRECORDED = ("cache/", MANIFEST)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """The run that writes (and reads) an artifact directory in this process."""
+
+    artifact_dir: Path
+    dataset: str
+    profile: str
+    seed: int
+
+
+_context: RunContext | None = None
+#: Artifacts this process wrote without knowing its notebook (claimed by write_metrics).
+_unclaimed: set[str] = set()
+_fingerprint_cache: dict[tuple, str] = {}
+
+
+def set_run_context(artifact_dir: str | Path, dataset: str, profile: str, seed: int) -> RunContext:
+    """Make later writes under ``artifact_dir`` record this run, and reads check against it."""
+    global _context
+    _context = RunContext(Path(artifact_dir).resolve(), dataset, profile, int(seed))
+    _unclaimed.clear()
+    return _context
+
+
+def clear_run_context() -> None:
+    global _context
+    _context = None
+    _unclaimed.clear()
+
+
+def _relative(context: RunContext | None, path: Path) -> str | None:
+    """``path`` relative to the context's artifact dir (POSIX), or None if outside it."""
+    if context is None:
+        return None
+    try:
+        return Path(os.path.abspath(path)).relative_to(context.artifact_dir).as_posix()
+    except ValueError:
+        return None
+
+
+def data_fingerprint(artifact_dir: str | Path) -> str | None:
+    """A hash of every file notebook 01 wrote under ``data/`` (None if there are none).
+
+    Names and contents, in a fixed order; cached on the files' sizes and
+    modification times, so checking it before each read costs a directory walk.
+    """
+    root = Path(artifact_dir) / DATA_DIR
+    if not root.is_dir():
+        return None
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        return None
+    signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if signature not in _fingerprint_cache:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        _fingerprint_cache[signature] = digest.hexdigest()[:16]
+    return _fingerprint_cache[signature]
+
+
+def read_manifest(artifact_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``{relative path: record}`` for the artifacts of ``artifact_dir`` (empty if none)."""
+    path = Path(artifact_dir) / MANIFEST
+    if not path.exists():
+        return {}
+    manifest = _read_artifact(path, read_json, "01 (data preparation)")
+    return dict(manifest.get("artifacts", {}))
+
+
+def record_artifact(path: str | Path) -> None:
+    """Record the active run as the producer of ``path`` in the run's ``manifest.json``.
+
+    A no-op outside a run or outside its artifact directory. Files under
+    ``data/`` are the data; everything else also records the data fingerprint.
+    """
+    context = _context
+    rel = _relative(context, Path(path))
+    if rel is None or rel.startswith(_UNRECORDED) or rel == ".":
+        return
+    assert context is not None
+    stage = os.environ.get(NOTEBOOK_ENV) or None
+    entry = {"dataset": context.dataset, "profile": context.profile, "seed": context.seed,
+             "written_by": stage, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if not rel.startswith(f"{DATA_DIR}/"):
+        entry["data_fingerprint"] = data_fingerprint(context.artifact_dir)
+    if stage is None:
+        _unclaimed.add(rel)
+    _update_manifest(context.artifact_dir, {rel: entry})
+
+
+def claim_artifacts(stage: str) -> None:
+    """Mark the artifacts this process wrote (notebook unknown) as written by ``stage``.
+
+    Called by :meth:`recsys_utils.runs.Run.write_metrics`: a notebook run alone
+    (not through the series runner) says who it is only when it writes metrics.
+    """
+    context = _context
+    if context is None or not _unclaimed:
+        return
+    manifest = read_manifest(context.artifact_dir)
+    updates = {rel: {**manifest[rel], "written_by": stage} for rel in _unclaimed
+               if rel in manifest and not manifest[rel].get("written_by")}
+    _unclaimed.clear()
+    if updates:
+        _update_manifest(context.artifact_dir, updates)
+
+
+def _update_manifest(artifact_dir: Path, updates: dict[str, dict[str, Any]]) -> None:
+    manifest = read_manifest(artifact_dir)
+    manifest.update(updates)
+    path = artifact_dir / MANIFEST
+    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=artifact_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"format": 1, "artifacts": manifest}, f, indent=1, sort_keys=True)
+        _apply_umask(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def writer_of_path(path: str | Path, record: dict[str, Any] | None = None) -> str:
+    """The notebook that writes an artifact, for messages: recorded, else known by its place."""
+    if record and record.get("written_by"):
+        return str(record["written_by"])
+    parts = Path(path).parts
+    if DATA_DIR in parts:
+        return "01 (data preparation)"
+    if METRICS_DIR in parts:
+        return Path(path).stem
+    if FEATURES_DIR in parts:
+        return FEATURE_WRITERS.get(Path(path).stem, "the notebook that writes it")
+    return "the notebook that writes it"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProvenanceProblem:
+    """An artifact produced by another run than the one reading it."""
+
+    path: str
+    writer: str
+    reason: str
+
+    @property
+    def prefix(self) -> str | None:
+        """The writer's two-digit notebook number, when known."""
+        return self.writer[:2] if self.writer[:2].isdigit() else None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}; re-run notebook {self.writer}"
+
+
+def _describe(record: dict[str, Any]) -> str:
+    return (f"dataset={record.get('dataset')!r} profile={record.get('profile')!r} "
+            f"seed={record.get('seed')!r}")
+
+
+def _record_problem(rel: str, record: dict[str, Any] | None, context: RunContext,
+                    fingerprint: str | None) -> ProvenanceProblem | None:
+    writer = writer_of_path(rel, record)
+    if record is None:
+        return ProvenanceProblem(rel, writer, "no provenance record in manifest.json "
+                                 "(written outside this run's series, or before it kept one)")
+    wanted = {"dataset": context.dataset, "profile": context.profile, "seed": context.seed}
+    if any(record.get(k) != v for k, v in wanted.items()):
+        return ProvenanceProblem(rel, writer, f"written for {_describe(record)}, "
+                                 f"this run is {_describe(wanted)}")
+    if not rel.startswith(f"{DATA_DIR}/") and record.get("data_fingerprint") != fingerprint:
+        return ProvenanceProblem(
+            rel, writer, f"computed from other prepared data (fingerprint "
+            f"{record.get('data_fingerprint')}, now {fingerprint}: notebook 01 ran again since)")
+    return None
+
+
+def check_provenance(artifact_dir: str | Path, rel: str) -> None:
+    """Refuse to read ``rel`` if the active run did not produce it (no-op outside a run).
+
+    Raises:
+        DataError: naming the artifact, the run that produced it and the
+            notebook to re-run.
+    """
+    context = _context
+    if context is None or Path(artifact_dir).resolve() != context.artifact_dir:
+        return
+    manifest = read_manifest(context.artifact_dir)
+    data_record = manifest.get(f"{DATA_DIR}/dataset.json")
+    if not manifest or data_record is None and rel != f"{DATA_DIR}/dataset.json":
+        return  # a directory from before provenance, or built by hand: nothing to compare
+    problem = _record_problem(rel, manifest.get(rel), context,
+                              data_fingerprint(context.artifact_dir))
+    if problem is not None:
+        raise DataError(f"stale or foreign artifact: {problem}",
+                        source=context.artifact_dir / rel)
+
+
+def provenance_problems(artifact_dir: str | Path, dataset: str, profile: str, seed: int,
+                        ) -> list[ProvenanceProblem]:
+    """Every recorded artifact of ``artifact_dir`` that another run produced.
+
+    Compared with the given run's data set, profile and seed and with the
+    current data fingerprint. Empty when the directory keeps no manifest.
+    Artifacts on disk that the manifest does not know (next to a recorded
+    ``data/``) are reported too: they cannot be told apart from stale ones.
+    """
+    root = Path(artifact_dir).resolve()
+    manifest = read_manifest(root)
+    if f"{DATA_DIR}/dataset.json" not in manifest:
+        return []
+    context = RunContext(root, dataset, profile, int(seed))
+    fingerprint = data_fingerprint(root)
+    problems = [_record_problem(rel, record, context, fingerprint)
+                for rel, record in sorted(manifest.items()) if (root / rel).exists()]
+    for folder, pattern in ((FEATURES_DIR, "*.npy"), (METRICS_DIR, "*.json"), (MODELS_DIR, "*")):
+        for path in sorted((root / folder).glob(pattern)):
+            rel = path.relative_to(root).as_posix()
+            known = rel in manifest or any(k.startswith(f"{rel}/") for k in manifest)
+            if not path.name.startswith(".") and not known:
+                problems.append(_record_problem(rel, None, context, fingerprint))
+    return [p for p in problems if p is not None]

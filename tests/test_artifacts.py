@@ -54,3 +54,107 @@ def test_atomic_dir_replaces_whole_directories(tmp_path):
         (tmp / "v").write_text("2")
     assert (target / "v").read_text() == "2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+# -- provenance ------------------------------------------------------------------------
+
+@pytest.fixture
+def run_context():
+    """Activate a run context for a test and always clear it afterwards."""
+    yield artifacts.set_run_context
+    artifacts.clear_run_context()
+
+
+def _fake_prepared(root, seed: int, n_items: int = 3) -> None:
+    """The files load_prepared reads, written through the artifact helpers."""
+    data = root / artifacts.DATA_DIR
+    frame = pd.DataFrame({"item_id": [f"i{k}" for k in range(n_items)], "seed": seed})
+    for name in ("items", "interactions"):
+        artifacts.save_parquet(frame, data / f"{name}.parquet")
+    for name in artifacts.SPLITS:
+        artifacts.save_parquet(frame, data / "splits" / f"{name}.parquet")
+    artifacts.save_json([], data / "splits" / "cold_items.json")
+    artifacts.save_json({"dataset": "synthetic", "attribute_columns": [], "feedback": "implicit",
+                         "simulated_interactions": True}, data / "dataset.json")
+
+
+def test_reads_refuse_artifacts_of_another_seed_or_other_data(tmp_path, run_context):
+    import numpy as np
+
+    run_context(tmp_path, "synthetic", "smoke", 42)
+    _fake_prepared(tmp_path, seed=42)
+    artifacts.save_features(tmp_path, "item_text", np.eye(3, dtype=np.float32))
+    assert len(artifacts.load_prepared(tmp_path).items) == 3
+    assert artifacts.load_features(tmp_path, "item_text").shape == (3, 3)
+
+    # A notebook run alone with another seed than notebook 01 used.
+    run_context(tmp_path, "synthetic", "smoke", 1)
+    with pytest.raises(DataError, match=r"seed=42.*seed=1.*re-run notebook 01"):
+        artifacts.load_prepared(tmp_path)
+
+    # Notebook 01 re-run with seed 1: the seed-42 text vectors are refused.
+    _fake_prepared(tmp_path, seed=1)
+    assert len(artifacts.load_prepared(tmp_path).items) == 3
+    with pytest.raises(DataError, match=r"item_text\.npy.*seed=42.*re-run notebook 02"):
+        artifacts.load_features(tmp_path, "item_text")
+    # Same seed, but the prepared data changed under the vectors: refused by fingerprint.
+    artifacts.save_features(tmp_path, "item_text", np.eye(3, dtype=np.float32))
+    artifacts.save_parquet(pd.DataFrame({"item_id": ["x"]}), tmp_path / "data" / "items.parquet")
+    with pytest.raises(DataError, match=r"other prepared data \(fingerprint"):
+        artifacts.load_features(tmp_path, "item_text")
+
+
+def test_provenance_problems_lists_stale_and_unrecorded_artifacts(tmp_path, run_context):
+    import numpy as np
+
+    run_context(tmp_path, "synthetic", "smoke", 42)
+    _fake_prepared(tmp_path, seed=42)
+    artifacts.save_features(tmp_path, "item_text", np.eye(3, dtype=np.float32))
+    with artifacts.atomic_dir(artifacts.model_dir(tmp_path, "text_encoder")) as tmp:
+        (tmp / "saved_model.pb").write_bytes(b"x")
+    assert artifacts.provenance_problems(tmp_path, "synthetic", "smoke", 42) == []
+    artifacts.clear_run_context()
+    np.save(artifacts.features_path(tmp_path, "item_fused"), np.eye(3))  # no record
+    problems = {p.path: p for p in artifacts.provenance_problems(tmp_path, "synthetic", "smoke", 7)}
+    assert problems["features/item_text.npy"].prefix == "02"
+    assert "seed=42" in problems["features/item_text.npy"].reason
+    assert problems["data/dataset.json"].prefix == "01"
+    assert "models/text_encoder" in problems
+    assert "no provenance record" in problems["features/item_fused.npy"].reason
+    assert problems["features/item_fused.npy"].prefix == "03"
+    # A directory without a manifest (built by hand, or older) has nothing to compare.
+    assert artifacts.provenance_problems(tmp_path / "other", "synthetic", "smoke", 7) == []
+
+
+def test_corrupt_artifacts_name_the_file_and_the_notebook(tmp_path):
+    import numpy as np
+
+    _fake_prepared(tmp_path, seed=0)
+    (tmp_path / "data" / "items.parquet").write_bytes(b"PAR1 not really a parquet file")
+    with pytest.raises(DataError) as error:
+        artifacts.load_prepared(tmp_path)
+    assert "items.parquet" in str(error.value) and "notebook 01" in str(error.value)
+
+    path = artifacts.save_features(tmp_path, "item_text", np.ones((50, 8), np.float32))
+    path.write_bytes(path.read_bytes()[:300])  # truncated
+    with pytest.raises(DataError) as error:
+        artifacts.load_features(tmp_path, "item_text")
+    assert str(path) in str(error.value) and "notebook 02" in str(error.value)
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o002, 0o664, 0o775),
+                                                        (0o022, 0o644, 0o755),
+                                                        (0o077, 0o600, 0o700)])
+def test_artifacts_respect_the_umask(tmp_path, umask, file_mode, dir_mode):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        table = artifacts.save_parquet(pd.DataFrame({"a": [1]}), tmp_path / "t.parquet")
+        with artifacts.atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "v").write_text("1")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(table.stat().st_mode) == file_mode
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == dir_mode
