@@ -1,12 +1,22 @@
-"""The shared start of every notebook: parameters in, a run context out."""
+"""The shared start of every notebook: parameters in, a run context out.
+
+Also the run directory's lock (:class:`RunLock`): one series run at a time
+writes into a run directory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import random
+import socket
 import sys
-from collections.abc import Mapping
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +50,12 @@ class Run:
     def write_metrics(self, stage: str, summary: Mapping[str, Any]) -> Path:
         """Write a notebook's headline numbers, stamped with this run's data set,
         profile and seed, so a report can tell which run each file came from."""
-        from .artifacts import write_metrics
+        from .artifacts import claim_artifacts, write_metrics
 
         stamp = {"dataset": self.dataset, "profile": self.profile.name, "seed": self.seed}
-        return write_metrics(self.artifact_dir, stage, {**summary, **stamp})
+        path = write_metrics(self.artifact_dir, stage, {**summary, **stamp})
+        claim_artifacts(stage)  # a notebook run alone: its artifacts now name their writer
+        return path
 
 
 def set_seeds(seed: int) -> None:
@@ -67,8 +79,13 @@ def start_run(
 
     ``data_dir`` may be ``None`` or empty for the default (``$RECSYS_DATA_DIR``,
     else ``data/raw``). Raises :class:`~recsys_utils.schema.DataError` for an
-    unknown profile or data set, listing the valid ones.
+    unknown profile or data set, listing the valid ones. From here on, every
+    artifact written into ``artifact_dir`` records this run (data set,
+    profile, seed, data fingerprint) in its ``manifest.json``, and
+    :func:`~recsys_utils.artifacts.load_prepared` / ``load_features`` refuse
+    artifacts another run produced.
     """
+    from .artifacts import set_run_context
     from .data import check_dataset_name
 
     check_dataset_name(dataset)
@@ -80,5 +97,117 @@ def start_run(
         seed=int(seed),
     )
     run.artifact_dir.mkdir(parents=True, exist_ok=True)
+    set_run_context(run.artifact_dir, run.dataset, run.profile.name, run.seed)
     set_seeds(run.seed)
     return run
+
+
+# --------------------------------------------------------------------------
+# The run directory's lock
+# --------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another live run holds the run directory."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run directory: ``<run_dir>/.lock``, a JSON record
+    of the holder (pid, host, start time, command).
+
+    ``with RunLock(run_dir):`` takes it or raises :class:`RunLockedError`
+    naming the holder; a lock left by a dead process on this host is taken
+    over with a warning. The lock is released on exit, exceptions and
+    ``KeyboardInterrupt`` included. The file is created with ``os.link`` from a
+    complete temporary file, so a reader never sees a half-written holder.
+    """
+
+    def __init__(self, run_dir: str | Path, command: Sequence[str] | None = None) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self.command = " ".join(command if command is not None else sys.argv)
+        self.held = False
+
+    def holder(self) -> dict[str, Any] | None:
+        """The current holder's record, ``{}`` if unreadable, None if unlocked."""
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def describe(holder: Mapping[str, Any]) -> str:
+        return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+                f"started {holder.get('started', '?')}, command: {holder.get('command', '?')}")
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": self.command}
+        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+            for _ in range(3):
+                try:
+                    os.link(tmp, self.path)
+                    self.held = True
+                    return
+                except FileExistsError:
+                    holder = self.holder()
+                    if holder is None:
+                        continue  # released meanwhile: try again
+                    if not self._stale(holder):
+                        raise RunLockedError(
+                            f"run directory {self.path.parent} is in use by another run "
+                            f"({self.describe(holder)}). Wait for it to finish, choose another "
+                            f"--run-dir, or, if that run is gone, delete {self.path}") from None
+                    warnings.warn(f"taking over the stale lock {self.path} of a run that is no "
+                                  f"longer alive ({self.describe(holder)})", stacklevel=3)
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+            raise RunLockedError(f"could not take the lock {self.path}: it keeps changing; "
+                                 "is another run starting in the same directory?")
+        finally:
+            os.unlink(tmp)
+
+    @staticmethod
+    def _stale(holder: Mapping[str, Any]) -> bool:
+        """A lock is stale only when its pid is provably dead: same host, no such process."""
+        if holder.get("host") != socket.gethostname():
+            return False
+        try:
+            return not _pid_alive(int(holder["pid"]))
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    def release(self) -> None:
+        if self.held:
+            holder = self.holder()
+            if holder is not None and holder.get("pid") == os.getpid():
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+

@@ -66,3 +66,96 @@ def test_series_prints_the_report_only_when_notebook_07_ran(tmp_path, monkeypatc
     assert series.main(["--profile", "smoke", "--run-dir", str(tmp_path), *bounds]) == 0
     assert calls and calls[0]["start"] == start and calls[0]["stop"] == stop
     assert ("Evaluation report:" in capsys.readouterr().out) == printed
+
+
+# -- provenance recorded by a run ------------------------------------------------------
+
+def test_a_run_records_who_wrote_each_artifact(tmp_path, monkeypatch):
+    from recsys_utils import artifacts
+
+    monkeypatch.delenv(artifacts.NOTEBOOK_ENV, raising=False)
+    try:
+        run = start_run("synthetic", None, tmp_path, "smoke", 7)
+        artifacts.save_json({"dataset": "synthetic"}, tmp_path / "data" / "dataset.json")
+        artifacts.save_features(tmp_path, "item_text", np.eye(2, dtype=np.float32))
+        manifest = artifacts.read_manifest(tmp_path)
+        text = manifest["features/item_text.npy"]
+        assert (text["dataset"], text["profile"], text["seed"]) == ("synthetic", "smoke", 7)
+        assert text["data_fingerprint"] == artifacts.data_fingerprint(tmp_path)
+        assert text["written_by"] is None  # a notebook run alone: not known yet ...
+        run.write_metrics("02_text_encoding", {"n": 2})
+        manifest = artifacts.read_manifest(tmp_path)
+        # ... until it writes its metrics, which name the stage.
+        assert manifest["features/item_text.npy"]["written_by"] == "02_text_encoding"
+        assert manifest["metrics/02_text_encoding.json"]["written_by"] == "02_text_encoding"
+        assert "data_fingerprint" not in manifest["data/dataset.json"]  # the data itself
+        # The series runner names the notebook through the environment.
+        monkeypatch.setenv(artifacts.NOTEBOOK_ENV, "03_multimodal_fusion")
+        artifacts.save_features(tmp_path, "item_fused", np.eye(2, dtype=np.float32))
+        assert (artifacts.read_manifest(tmp_path)["features/item_fused.npy"]["written_by"]
+                == "03_multimodal_fusion")
+    finally:
+        artifacts.clear_run_context()
+
+
+# -- the run directory's lock ----------------------------------------------------------
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_lock_refuses_a_live_holder_and_names_it(tmp_path):
+    import json
+    import os
+    import socket
+
+    from recsys_utils.runs import RunLock, RunLockedError
+
+    with RunLock(tmp_path, ["python", "-m", "recsys_utils.series", "--seed", "1"]):
+        holder = json.loads((tmp_path / ".lock").read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        with pytest.raises(RunLockedError) as error:
+            RunLock(tmp_path, ["second"]).acquire()
+        message = str(error.value)
+        assert f"pid {os.getpid()}" in message and socket.gethostname() in message
+        assert holder["started"] in message and "recsys_utils.series --seed 1" in message
+    assert not (tmp_path / ".lock").exists()  # released on exit
+    # A lock on another host cannot be proven dead: refused, with how to clear it.
+    (tmp_path / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": "elsewhere",
+                                                "started": "x", "command": "y"}))
+    with pytest.raises(RunLockedError, match="delete .*\\.lock"):
+        RunLock(tmp_path).acquire()
+
+
+def test_stale_lock_is_taken_over_with_a_warning(tmp_path):
+    import json
+    import os
+    import socket
+
+    from recsys_utils.runs import RunLock
+
+    pid = _dead_pid()
+    (tmp_path / ".lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+                                                "started": "yesterday", "command": "old run"}))
+    with pytest.warns(UserWarning, match=f"stale lock.*pid {pid}"):
+        lock = RunLock(tmp_path)
+        lock.acquire()
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_lock_is_released_on_interrupts_and_errors(tmp_path):
+    from recsys_utils.runs import RunLock
+
+    for interruption in (KeyboardInterrupt, RuntimeError):
+        with pytest.raises(interruption):
+            with RunLock(tmp_path):
+                assert (tmp_path / ".lock").exists()
+                raise interruption()
+        assert not (tmp_path / ".lock").exists()
