@@ -26,7 +26,9 @@ One encoder embeds item texts and search queries into the same space::
 * **Cache**: with ``cache_dir``, vectors are stored per text hash in shards
   written atomically after each chunk, under a sub-directory keyed by (model id,
   max length, pooling, precision); a re-run encodes nothing twice and an
-  interrupted run resumes where it stopped.
+  interrupted run resumes where it stopped. Each shard carries a SHA-256 of
+  its keys and vectors: a shard that fails it (or holds non-finite or zero
+  vectors) is removed with a warning and its texts re-encoded, never served.
 * **Export**: :func:`export_encoder` writes a TF SavedModel that takes a batch of
   raw strings (tokeniser inside); :func:`load_exported` loads it as a
   ``tensorflow_hub.KerasLayer`` usable inside a tf-keras (Keras 2) model, the
@@ -63,7 +65,7 @@ POOLINGS = ("mean", "cls")
 PRECISIONS = ("float32", "bfloat16", "auto")
 #: Values that carry no information in item text (compared lower-cased).
 EMPTY_VALUES = frozenset({"", "unknown", "nan", "none", "null", "n/a"})
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: shards carry a checksum
 
 
 class CheckpointError(DataError):
@@ -524,32 +526,67 @@ class EmbeddingCache:
         return sorted(self.dir.glob("shard-*.npz"))
 
     def lookup(self, keys: Iterator[str] | Sequence[str] | dict) -> dict[str, np.ndarray]:
-        """Vectors of the requested text hashes that are in the cache."""
+        """Vectors of the requested text hashes that are in the cache.
+
+        A shard that cannot be read, fails its checksum or holds vectors that
+        are not finite unit-length rows is removed with a warning: its texts
+        are encoded again.
+        """
         wanted = set(keys)
         found: dict[str, np.ndarray] = {}
         for shard in self.shards():
             try:
                 with np.load(shard) as data:
-                    shard_keys = [k.decode() if isinstance(k, bytes) else str(k) for k in data["keys"]]
-                    rows = [i for i, k in enumerate(shard_keys) if k in wanted]
-                    if rows:
-                        vecs = data["vectors"][rows]
-                        found.update(zip((shard_keys[i] for i in rows), vecs))
+                    raw_keys, vectors = data["keys"], data["vectors"]
+                    stored = str(data["checksum"]) if "checksum" in data.files else None
+                problem = _shard_problem(raw_keys, vectors, stored)
             except Exception as exc:  # noqa: BLE001 - a bad shard is re-encoded, not fatal
-                log.warning("ignoring unreadable cache shard %s (%s)", shard, _summarise(exc))
+                problem = f"unreadable: {_summarise(exc)}"
+            if problem is not None:
+                log.warning("cache shard %s is %s: removed, its texts are encoded again",
+                            shard, problem)
+                shard.unlink(missing_ok=True)
+                continue
+            shard_keys = [k.decode() if isinstance(k, bytes) else str(k) for k in raw_keys]
+            rows = [i for i, k in enumerate(shard_keys) if k in wanted]
+            if rows:
+                found.update(zip((shard_keys[i] for i in rows), vectors[rows]))
         return found
 
     def write(self, keys: Sequence[str], vectors: np.ndarray) -> Path:
-        """Store one chunk atomically; returns the shard path."""
+        """Store one chunk atomically, with its checksum; returns the shard path."""
         digest = hashlib.sha1("".join(keys).encode()).hexdigest()[:20]
         path = self.dir / f"shard-{digest}.npz"
+        raw_keys = np.array(keys, dtype="S40")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         # A file object, so numpy does not append ".npz" to the temporary name.
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, keys=np.array(keys, dtype="S40"),
-                     vectors=np.asarray(vectors, dtype=np.float32))
+            np.savez(f, keys=raw_keys, vectors=vectors,
+                     checksum=np.array(_shard_checksum(raw_keys, vectors)))
             f.flush()
             os.fsync(f.fileno())
         return path
+
+
+def _shard_checksum(keys: np.ndarray, vectors: np.ndarray) -> str:
+    """SHA-256 over a shard's keys (S40) and vectors (float32, C order)."""
+    digest = hashlib.sha256(np.ascontiguousarray(keys, dtype="S40").tobytes())
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _shard_problem(keys: np.ndarray, vectors: np.ndarray, stored: str | None) -> str | None:
+    """Why a shard must not be served, or None if it is sound."""
+    if stored is None:
+        return "without a checksum"
+    if vectors.ndim != 2 or len(vectors) != len(keys):
+        return f"malformed ({len(keys)} keys, vectors {vectors.shape})"
+    if _shard_checksum(keys, vectors) != stored:
+        return "corrupt (checksum mismatch)"
+    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.ones(0)
+    if not np.all(np.isfinite(norms)) or np.any(norms < 1e-3):
+        return "holding zero or non-finite vectors"
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -200,6 +200,48 @@ def test_cache_is_keyed_by_encoder_settings(encoder, tmp_path):
     assert mine.lookup(["0" * 40]) == {}
 
 
+def test_a_shard_failing_its_checksum_is_recomputed_not_served(encoder, tmp_path, monkeypatch,
+                                                               caplog):
+    texts = ["wool scarf, red", "steel water bottle 750 ml"]
+    first = encoder.encode(texts, cache_dir=tmp_path, progress=False)
+    (shard,) = tmp_path.rglob("shard-*.npz")
+    with np.load(shard) as data:
+        keys, checksum = data["keys"], data["checksum"]
+    # A valid .npz whose vectors were zeroed (disk error, bad copy): the checksum no longer fits.
+    with open(shard, "wb") as f:
+        np.savez(f, keys=keys, vectors=np.zeros((2, encoder.dim), np.float32), checksum=checksum)
+    seen: list[int] = []
+    real = encoder._encode_batch
+    monkeypatch.setattr(encoder, "_encode_batch",
+                        lambda ids, mask: seen.append(len(ids)) or real(ids, mask))
+    with caplog.at_level("WARNING", logger="recsys_utils.text"):
+        again = encoder.encode(texts, cache_dir=tmp_path, progress=False)
+    assert sum(seen) == 2  # both texts encoded again
+    assert "checksum mismatch" in caplog.text and str(shard) in caplog.text
+    np.testing.assert_allclose(again, first, atol=1e-6)
+    assert np.linalg.norm(again, axis=1).min() > 0.99  # never the zeros
+
+
+def test_cache_shards_without_a_valid_checksum_are_dropped(tmp_path, caplog):
+    cache = text.EmbeddingCache(tmp_path, {"format": 2, "model_id": "m"})
+    good = np.eye(2, 4, dtype=np.float32)
+    path = cache.write(["a" * 40, "b" * 40], good)
+    assert set(cache.lookup(["a" * 40, "b" * 40])) == {"a" * 40, "b" * 40}
+    # Zeros with a matching checksum (a bug upstream) are not vectors either.
+    zeros = np.zeros((1, 4), np.float32)
+    keys = np.array(["c" * 40], dtype="S40")
+    bad = cache.dir / "shard-zeros.npz"
+    with open(bad, "wb") as f:
+        np.savez(f, keys=keys, vectors=zeros, checksum=np.array(text._shard_checksum(keys, zeros)))
+    zero_filled = cache.dir / "shard-zero-filled.npz"
+    zero_filled.write_bytes(bytes(path.stat().st_size))
+    with caplog.at_level("WARNING", logger="recsys_utils.text"):
+        found = cache.lookup(["a" * 40, "c" * 40])
+    assert set(found) == {"a" * 40}
+    assert not bad.exists() and not zero_filled.exists() and path.exists()
+    assert "zero or non-finite" in caplog.text and "unreadable" in caplog.text
+
+
 def test_interrupted_run_resumes(encoder, tmp_path, monkeypatch):
     texts = [f"product number {i} in size {s}" for i, s in enumerate("SMLXSMLX")]
     real = encoder._encode_batch
