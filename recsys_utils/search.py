@@ -1161,14 +1161,31 @@ class LoadedSearchModel:
 
 
 def load_search_model(path: str | Path) -> LoadedSearchModel:
-    """Load an exported search model (registers the ScaNN and tensorflow-text ops first)."""
+    """Load an exported search model: the documented way to read it back.
+
+    The SavedModel uses custom ops: the tokeniser's (``NormalizeUTF8`` and
+    friends, from ``tensorflow_text``) and ScaNN's. A bare
+    ``tf.saved_model.load`` fails with ``Op type not registered`` unless both
+    packages were imported first; this loader imports them, then loads.
+
+    Raises:
+        DataError: no SavedModel at ``path``, or one that does not load (the
+            message names the path and the notebook that exports it).
+    """
     path = Path(path)
     if not (path / "saved_model.pb").exists():
-        raise DataError(f"no SavedModel at {path}: run export_search_model first")
+        raise DataError(f"no SavedModel at {path}: run export_search_model (notebook 08) first")
     import scann  # noqa: F401  (ScaNN custom ops)
     import tensorflow_text  # noqa: F401  (the tokeniser's ops)
 
-    return LoadedSearchModel(path, tf.saved_model.load(str(path)))
+    try:
+        module = tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TF raises many kinds; the message says what to do
+        detail = " ".join(str(exc).split())[:300]
+        raise DataError(f"cannot load the search model ({type(exc).__name__}: {detail}); "
+                        "re-export it by re-running notebook 08 (product search)",
+                        source=path) from exc
+    return LoadedSearchModel(path, module)
 
 
 def served_overlap(loaded: LoadedSearchModel, queries: Sequence[str], indices: np.ndarray,
