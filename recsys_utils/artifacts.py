@@ -356,7 +356,7 @@ def _relative(context: RunContext | None, path: Path) -> str | None:
     if context is None:
         return None
     try:
-        return Path(os.path.abspath(path)).relative_to(context.artifact_dir).as_posix()
+        return Path(path).resolve().relative_to(context.artifact_dir).as_posix()
     except ValueError:
         return None
 
