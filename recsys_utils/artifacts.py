@@ -141,7 +141,7 @@ def write_metrics(artifact_dir: str | Path, stage: str, metrics: dict[str, Any])
 def read_metrics(artifact_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Every stage's metrics so far, keyed by stage name."""
     folder = Path(artifact_dir) / METRICS_DIR
-    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))}
+    return {p.stem: _read_artifact(p, read_json, p.stem) for p in sorted(folder.glob("*.json"))}
 
 
 @dataclasses.dataclass
@@ -511,9 +511,8 @@ def check_provenance(artifact_dir: str | Path, rel: str) -> None:
     if context is None or Path(artifact_dir).resolve() != context.artifact_dir:
         return
     manifest = read_manifest(context.artifact_dir)
-    data_record = manifest.get(f"{DATA_DIR}/dataset.json")
-    if not manifest or data_record is None and rel != f"{DATA_DIR}/dataset.json":
-        return  # a directory from before provenance, or built by hand: nothing to compare
+    if f"{DATA_DIR}/dataset.json" not in manifest:
+        return  # data prepared before provenance, or by hand: nothing to compare with
     problem = _record_problem(rel, manifest.get(rel), context,
                               data_fingerprint(context.artifact_dir))
     if problem is not None:

@@ -99,7 +99,7 @@ def check_arguments(dataset: str, profile: str, seed: Any, data_dir: str | Path 
         raise DataError(f"seed {seed!r} is not usable: give an integer from 0 to {MAX_SEED} "
                         "(numpy's seed range), e.g. --seed 42")
     if data_dir:
-        where, source = Path(data_dir).expanduser(), "--data-dir"
+        where, source = Path(data_dir).expanduser(), "--data-dir, else $RECSYS_DATA_DIR"
     elif dataset != "synthetic":
         where, source = default_data_dir(), "the default data directory ($RECSYS_DATA_DIR, else data/raw)"
     else:

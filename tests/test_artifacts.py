@@ -141,6 +141,11 @@ def test_corrupt_artifacts_name_the_file_and_the_notebook(tmp_path):
         artifacts.load_features(tmp_path, "item_text")
     assert str(path) in str(error.value) and "notebook 02" in str(error.value)
 
+    artifacts.write_metrics(tmp_path, "04_tfrs_retrieval", {"recall": 0.5})
+    (tmp_path / "metrics" / "04_tfrs_retrieval.json").write_text('{"recall": 0.')
+    with pytest.raises(DataError, match=r"04_tfrs_retrieval\.json.*re-run notebook 04_tfrs_retrieval"):
+        artifacts.read_metrics(tmp_path)
+
 
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o002, 0o664, 0o775),
                                                         (0o022, 0o644, 0o755),
@@ -158,3 +163,16 @@ def test_artifacts_respect_the_umask(tmp_path, umask, file_mode, dir_mode):
         os.umask(previous)
     assert stat.S_IMODE(table.stat().st_mode) == file_mode
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == dir_mode
+
+
+def test_data_prepared_before_provenance_is_not_second_guessed(tmp_path, run_context):
+    import numpy as np
+
+    _fake_prepared(tmp_path, seed=3)  # no run active: no records for the data
+    run_context(tmp_path, "synthetic", "smoke", 42)
+    artifacts.save_features(tmp_path, "item_text", np.eye(3, dtype=np.float32))
+    assert set(artifacts.read_manifest(tmp_path)) == {"features/item_text.npy"}
+    # Nothing to compare with: reads work as before, and --start has nothing to refuse.
+    assert len(artifacts.load_prepared(tmp_path).items) == 3
+    assert artifacts.load_features(tmp_path, "item_text").shape == (3, 3)
+    assert artifacts.provenance_problems(tmp_path, "synthetic", "smoke", 7) == []
