@@ -79,7 +79,9 @@ def start_run(
 
     ``data_dir`` may be ``None`` or empty for the default (``$RECSYS_DATA_DIR``,
     else ``data/raw``). Raises :class:`~recsys_utils.schema.DataError` for an
-    unknown profile or data set, listing the valid ones. From here on, every
+    unknown profile or data set, listing the valid ones, and when another live
+    run holds the run directory (a notebook opened in JupyterLab while
+    ``make run-all`` writes the same artifacts). From here on, every
     artifact written into ``artifact_dir`` records this run (data set,
     profile, seed, data fingerprint) in its ``manifest.json``, and
     :func:`~recsys_utils.artifacts.load_prepared` / ``load_features`` refuse
@@ -96,6 +98,7 @@ def start_run(
         profile=get_profile(profile),
         seed=int(seed),
     )
+    check_not_held_elsewhere(run.artifact_dir.parent)
     run.artifact_dir.mkdir(parents=True, exist_ok=True)
     set_run_context(run.artifact_dir, run.dataset, run.profile.name, run.seed)
     set_seeds(run.seed)
@@ -106,7 +109,7 @@ def start_run(
 # The run directory's lock
 # --------------------------------------------------------------------------
 
-LOCK_NAME = ".lock"
+LOCK_NAME = ".recsys-run.lock"
 
 
 class RunLockedError(RuntimeError):
@@ -126,7 +129,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """An exclusive lock on a run directory: ``<run_dir>/.lock``, a JSON record
+    """An exclusive lock on a run directory: ``<run_dir>/.recsys-run.lock``, a JSON record
     of the holder (pid, host, start time, command).
 
     ``with RunLock(run_dir):`` takes it or raises :class:`RunLockedError`
@@ -144,11 +147,12 @@ class RunLock:
     def holder(self) -> dict[str, Any] | None:
         """The current holder's record, ``{}`` if unreadable, None if unlocked."""
         try:
-            return json.loads(self.path.read_text())
+            holder = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             return {}
+        return holder if isinstance(holder, dict) else {}
 
     @staticmethod
     def describe(holder: Mapping[str, Any]) -> str:
@@ -159,7 +163,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": self.command}
-        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{LOCK_NAME}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(record, f)
@@ -211,3 +215,40 @@ class RunLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+
+
+def _ancestors() -> set[int]:
+    """This process and its parents (the series runner is a kernel's parent)."""
+    pids, pid = {os.getpid(), os.getppid()}, os.getppid()
+    for _ in range(64):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            pid = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            break
+        if pid <= 1:
+            break
+        pids.add(pid)
+    return pids
+
+
+def check_not_held_elsewhere(run_dir: str | Path) -> None:
+    """Refuse to work in ``run_dir`` while another live run holds its lock.
+
+    A notebook executed by the series runner is a child of the holder and
+    passes; a notebook started by hand beside a running series does not.
+
+    Raises:
+        DataError: naming the holder.
+    """
+    from .schema import DataError
+
+    lock = RunLock(run_dir)
+    holder = lock.holder()
+    if not holder or RunLock._stale(holder):
+        return
+    if holder.get("host") == socket.gethostname() and holder.get("pid") in _ancestors():
+        return
+    raise DataError(f"run directory {Path(run_dir)} is in use by another run "
+                    f"({RunLock.describe(holder)}): wait for it to finish or use another "
+                    f"artifact_dir; if that run is gone, delete {lock.path}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys_utils.runs import start_run
+from recsys_utils.runs import LOCK_NAME, start_run
 from recsys_utils.schema import DataError
 
 
@@ -117,18 +117,18 @@ def test_lock_refuses_a_live_holder_and_names_it(tmp_path):
     from recsys_utils.runs import RunLock, RunLockedError
 
     with RunLock(tmp_path, ["python", "-m", "recsys_utils.series", "--seed", "1"]):
-        holder = json.loads((tmp_path / ".lock").read_text())
+        holder = json.loads((tmp_path / LOCK_NAME).read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
         with pytest.raises(RunLockedError) as error:
             RunLock(tmp_path, ["second"]).acquire()
         message = str(error.value)
         assert f"pid {os.getpid()}" in message and socket.gethostname() in message
         assert holder["started"] in message and "recsys_utils.series --seed 1" in message
-    assert not (tmp_path / ".lock").exists()  # released on exit
+    assert not (tmp_path / LOCK_NAME).exists()  # released on exit
     # A lock on another host cannot be proven dead: refused, with how to clear it.
-    (tmp_path / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": "elsewhere",
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": _dead_pid(), "host": "elsewhere",
                                                 "started": "x", "command": "y"}))
-    with pytest.raises(RunLockedError, match="delete .*\\.lock"):
+    with pytest.raises(RunLockedError, match="delete .*recsys-run\\.lock"):
         RunLock(tmp_path).acquire()
 
 
@@ -140,14 +140,14 @@ def test_stale_lock_is_taken_over_with_a_warning(tmp_path):
     from recsys_utils.runs import RunLock
 
     pid = _dead_pid()
-    (tmp_path / ".lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
                                                 "started": "yesterday", "command": "old run"}))
     with pytest.warns(UserWarning, match=f"stale lock.*pid {pid}"):
         lock = RunLock(tmp_path)
         lock.acquire()
-    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     lock.release()
-    assert not (tmp_path / ".lock").exists()
+    assert not (tmp_path / LOCK_NAME).exists()
 
 
 def test_lock_is_released_on_interrupts_and_errors(tmp_path):
@@ -156,6 +156,30 @@ def test_lock_is_released_on_interrupts_and_errors(tmp_path):
     for interruption in (KeyboardInterrupt, RuntimeError):
         with pytest.raises(interruption):
             with RunLock(tmp_path):
-                assert (tmp_path / ".lock").exists()
+                assert (tmp_path / LOCK_NAME).exists()
                 raise interruption()
-        assert not (tmp_path / ".lock").exists()
+        assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_notebook_beside_a_live_run_refuses_its_directory(tmp_path):
+    import subprocess
+    import sys
+
+    from recsys_utils.runs import RunLock
+
+    run_dir = tmp_path / "run"
+    # Held by this process (the series runner, whose kernels are its children): allowed.
+    with RunLock(run_dir):
+        start_run("synthetic", None, run_dir / "artifacts", "smoke", 1)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from recsys_utils.runs import RunLock; "
+         "RunLock(sys.argv[1], ['make', 'run-all']).acquire(); print('locked', flush=True); "
+         "time.sleep(120)", str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DataError, match=f"in use by another run .pid {holder.pid} .*make run-all"):
+            start_run("synthetic", None, run_dir / "artifacts", "smoke", 1)
+    finally:
+        holder.kill()
+        holder.wait()
+    start_run("synthetic", None, run_dir / "artifacts", "smoke", 1)  # holder dead: stale, allowed

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from recsys_utils import artifacts, series
+from recsys_utils.runs import LOCK_NAME
 from recsys_utils.schema import DataError
 
 
@@ -65,7 +66,7 @@ def test_a_notebook_error_is_one_line_with_the_executed_notebook(tmp_path, monke
                           "Cannot take a larger sample than population")
     assert str(run_dir / "notebooks" / "01_data_preparation.ipynb") in err
     assert "deep/inside" not in err
-    assert not (run_dir / ".lock").exists()  # released after the failure
+    assert not (run_dir / LOCK_NAME).exists()  # released after the failure
 
 
 def test_a_second_run_into_a_held_directory_stops_at_once(tmp_path, capsys, monkeypatch,
@@ -90,23 +91,23 @@ def test_a_second_run_into_a_held_directory_stops_at_once(tmp_path, capsys, monk
         holder.kill()
         holder.wait()
     # The holder died without releasing: the next run takes the stale lock over.
-    assert json.loads((run_dir / ".lock").read_text())["pid"] == holder.pid
+    assert json.loads((run_dir / LOCK_NAME).read_text())["pid"] == holder.pid
     calls = []
     monkeypatch.setattr(series, "_execute", lambda *args, **kwargs: calls.append(args) or {})
     with pytest.warns(UserWarning, match="stale lock"):
         series.run_series("synthetic", "smoke", run_dir, stop="01", progress=False)
-    assert calls and not (run_dir / ".lock").exists()
+    assert calls and not (run_dir / LOCK_NAME).exists()
 
 
 def test_lock_is_released_when_the_run_is_interrupted(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
-        assert (tmp_path / ".lock").exists()
+        assert (tmp_path / LOCK_NAME).exists()
         raise KeyboardInterrupt
 
     monkeypatch.setattr(series, "_execute", interrupted)
     with pytest.raises(KeyboardInterrupt):
         series.run_series("synthetic", "smoke", tmp_path, progress=False)
-    assert not (tmp_path / ".lock").exists()
+    assert not (tmp_path / LOCK_NAME).exists()
 
 
 def test_start_refuses_artifacts_of_another_seed(tmp_path, monkeypatch, capsys):
