@@ -37,7 +37,6 @@ import json
 import os
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
