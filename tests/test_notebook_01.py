@@ -30,6 +30,12 @@ def test_01_data_preparation(series_runs, dataset):
     assert splits["test"] > 0 and splits["validation"] > 0 and splits["test_cold"] > 0
     # Cold-start items never reach training.
     assert not set(prepared.cold_items) & set(prepared.splits["train"]["item_id"])
+    # The data gate passed; its warnings are in the metrics (a list, maybe empty).
+    assert isinstance(metrics["warnings"], list)
+    # Image paths are stored relative (to the artifact dir for generated images, the data dir
+    # for shipped ones), so a copied run directory never reads another run's files.
+    paths = prepared.items["image_path"].dropna() if "image_path" in prepared.items else []
+    assert not any(str(p).startswith("/") for p in paths)
     # Popularity is long-tailed in every data set we ship.
     assert metrics["top_10pct_items_share"] > 0.25
     assert 0.0 < metrics["density"] < 1.0
@@ -39,6 +45,8 @@ def test_01_data_preparation(series_runs, dataset):
         assert metrics["n_items"] == scale.synthetic_items
         assert metrics["items_with_images"] == metrics["n_items"]
         assert metrics["n_queries"] > 0 and metrics["feedback"] == "event"
+        assert artifacts.read_json(artifact_dir / "data" / "dataset.json")["image_root"] == \
+            "artifact_dir"
     elif dataset == "movielens-100k":
         assert (metrics["n_interactions"], metrics["n_users"], metrics["n_items"]) == (
             100_000, 943, 1_682)
