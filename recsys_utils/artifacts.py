@@ -333,6 +333,8 @@ class RunContext:
 _context: RunContext | None = None
 #: Artifacts this process wrote without knowing its notebook (claimed by write_metrics).
 _unclaimed: set[str] = set()
+#: Everything this process wrote in the run: its own notebook has not finished yet.
+_written_here: set[str] = set()
 _fingerprint_cache: dict[tuple, str] = {}
 
 
@@ -341,6 +343,7 @@ def set_run_context(artifact_dir: str | Path, dataset: str, profile: str, seed: 
     global _context
     _context = RunContext(Path(artifact_dir).resolve(), dataset, profile, int(seed))
     _unclaimed.clear()
+    _written_here.clear()
     return _context
 
 
@@ -348,6 +351,7 @@ def clear_run_context() -> None:
     global _context
     _context = None
     _unclaimed.clear()
+    _written_here.clear()
 
 
 def _relative(context: RunContext | None, path: Path) -> str | None:
@@ -411,6 +415,7 @@ def record_artifact(path: str | Path) -> None:
         entry["data_fingerprint"] = data_fingerprint(context.artifact_dir)
     if stage is None:
         _unclaimed.add(rel)
+    _written_here.add(rel)
     _update_manifest(context.artifact_dir, {rel: entry})
 
 
@@ -432,8 +437,15 @@ def claim_artifacts(stage: str) -> None:
 
 
 def _update_manifest(artifact_dir: Path, updates: dict[str, dict[str, Any]]) -> None:
+    """Merge ``updates`` into the manifest; a new record gets the next write ``order``
+    (which of two artifacts was written later, without trusting clocks)."""
     manifest = read_manifest(artifact_dir)
-    manifest.update(updates)
+    order = max((int(r.get("order", 0)) for r in manifest.values()), default=0)
+    for rel, record in updates.items():
+        if "order" not in record:
+            order += 1
+            record = {**record, "order": order}
+        manifest[rel] = record
     path = artifact_dir / MANIFEST
     fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=artifact_dir)
     try:
@@ -483,7 +495,8 @@ def _describe(record: dict[str, Any]) -> str:
 
 
 def _record_problem(rel: str, record: dict[str, Any] | None, context: RunContext,
-                    fingerprint: str | None) -> ProvenanceProblem | None:
+                    fingerprint: str | None, manifest: dict[str, dict[str, Any]] | None = None,
+                    ) -> ProvenanceProblem | None:
     writer = writer_of_path(rel, record)
     if record is None:
         return ProvenanceProblem(rel, writer, "no provenance record in manifest.json "
@@ -496,6 +509,17 @@ def _record_problem(rel: str, record: dict[str, Any] | None, context: RunContext
         return ProvenanceProblem(
             rel, writer, f"computed from other prepared data (fingerprint "
             f"{record.get('data_fingerprint')}, now {fingerprint}: notebook 01 ran again since)")
+    if rel in _written_here and _context is not None and _context.artifact_dir == context.artifact_dir:
+        return None  # written by this very notebook, which is still running
+    stage = record.get("written_by")
+    if stage is None:
+        return ProvenanceProblem(rel, writer, "written by a notebook that did not finish "
+                                 "(it never wrote its metrics file)")
+    done = (manifest or {}).get(f"{METRICS_DIR}/{stage}.json")
+    if rel != f"{METRICS_DIR}/{stage}.json" and (
+            done is None or int(done.get("order", 0)) < int(record.get("order", 0))):
+        return ProvenanceProblem(rel, writer, f"written by a run of notebook {stage} that did "
+                                 "not finish (its metrics file is missing or older)")
     return None
 
 
@@ -513,7 +537,7 @@ def check_provenance(artifact_dir: str | Path, rel: str) -> None:
     if f"{DATA_DIR}/dataset.json" not in manifest:
         return  # data prepared before provenance, or by hand: nothing to compare with
     problem = _record_problem(rel, manifest.get(rel), context,
-                              data_fingerprint(context.artifact_dir))
+                              data_fingerprint(context.artifact_dir), manifest)
     if problem is not None:
         raise DataError(f"stale or foreign artifact: {problem}",
                         source=context.artifact_dir / rel)
@@ -534,8 +558,17 @@ def provenance_problems(artifact_dir: str | Path, dataset: str, profile: str, se
         return []
     context = RunContext(root, dataset, profile, int(seed))
     fingerprint = data_fingerprint(root)
-    problems = [_record_problem(rel, record, context, fingerprint)
-                for rel, record in sorted(manifest.items()) if (root / rel).exists()]
+    checked = {rel: _record_problem(rel, record, context, fingerprint, manifest)
+               for rel, record in sorted(manifest.items()) if (root / rel).exists()}
+    # When a notebook last finished soundly, what it wrote before and did not write again
+    # (e.g. query vectors of a data set without queries) is a leftover nobody reads: not
+    # a reason to refuse --start, and still refused by a read.
+    finished = {rel[len(METRICS_DIR) + 1:-len(".json")]: int(manifest[rel].get("order", 0))
+                for rel, problem in checked.items()
+                if rel.startswith(f"{METRICS_DIR}/") and problem is None}
+    problems = [problem for rel, problem in checked.items() if problem is not None and not (
+        manifest[rel].get("written_by") in finished
+        and finished[manifest[rel]["written_by"]] > int(manifest[rel].get("order", 0)))]
     for folder, pattern in ((FEATURES_DIR, "*.npy"), (METRICS_DIR, "*.json"), (MODELS_DIR, "*")):
         for path in sorted((root / folder).glob(pattern)):
             rel = path.relative_to(root).as_posix()

@@ -176,3 +176,53 @@ def test_data_prepared_before_provenance_is_not_second_guessed(tmp_path, run_con
     assert len(artifacts.load_prepared(tmp_path).items) == 3
     assert artifacts.load_features(tmp_path, "item_text").shape == (3, 3)
     assert artifacts.provenance_problems(tmp_path, "synthetic", "smoke", 7) == []
+
+
+def test_artifacts_of_a_notebook_that_did_not_finish_are_refused(tmp_path, run_context, monkeypatch):
+    import numpy as np
+
+    run_context(tmp_path, "synthetic", "smoke", 42)
+    monkeypatch.setenv(artifacts.NOTEBOOK_ENV, "01_data_preparation")
+    _fake_prepared(tmp_path, seed=42)
+    artifacts.write_metrics(tmp_path, "01_data_preparation", {})
+    monkeypatch.setenv(artifacts.NOTEBOOK_ENV, "02_text_encoding")
+    artifacts.save_features(tmp_path, "item_text", np.eye(3, dtype=np.float32))
+    # Notebook 02 itself may read back what it wrote; it is still running.
+    assert artifacts.load_features(tmp_path, "item_text").shape == (3, 3)
+    # ... it crashed before its metrics: the next notebook (a new process) refuses the vectors.
+    run_context(tmp_path, "synthetic", "smoke", 42)
+    with pytest.raises(DataError, match=r"item_text\.npy.*02_text_encoding that did not finish"):
+        artifacts.load_features(tmp_path, "item_text")
+    (problem,) = artifacts.provenance_problems(tmp_path, "synthetic", "smoke", 42)
+    assert problem.path == "features/item_text.npy" and problem.prefix == "02"
+    # Notebook 02 re-run to the end: vectors and metrics file newer, all sound.
+    artifacts.save_features(tmp_path, "item_text", np.eye(3, dtype=np.float32))
+    artifacts.write_metrics(tmp_path, "02_text_encoding", {})
+    run_context(tmp_path, "synthetic", "smoke", 42)
+    assert artifacts.load_features(tmp_path, "item_text").shape == (3, 3)
+    assert artifacts.provenance_problems(tmp_path, "synthetic", "smoke", 42) == []
+
+
+def test_a_leftover_the_notebook_no_longer_writes_does_not_block_start(tmp_path, run_context,
+                                                                         monkeypatch):
+    import numpy as np
+
+    def notebook(stage, write):
+        run_context(tmp_path, "synthetic", "smoke", 42)  # a fresh kernel
+        monkeypatch.setenv(artifacts.NOTEBOOK_ENV, stage)
+        write()
+        artifacts.write_metrics(tmp_path, stage, {})
+
+    vectors = np.eye(3, dtype=np.float32)
+    notebook("01_data_preparation", lambda: _fake_prepared(tmp_path, seed=42))
+    notebook("02_text_encoding", lambda: (artifacts.save_features(tmp_path, "item_text", vectors),
+                                          artifacts.save_features(tmp_path, "query_text", vectors)))
+    # Other prepared data, without queries this time: 02 writes item vectors only.
+    notebook("01_data_preparation", lambda: _fake_prepared(tmp_path, seed=42, n_items=4))
+    assert {p.path for p in artifacts.provenance_problems(tmp_path, "synthetic", "smoke", 42)} == {
+        "features/item_text.npy", "features/query_text.npy", "metrics/02_text_encoding.json"}
+    notebook("02_text_encoding", lambda: artifacts.save_features(tmp_path, "item_text", vectors))
+    assert artifacts.provenance_problems(tmp_path, "synthetic", "smoke", 42) == []
+    run_context(tmp_path, "synthetic", "smoke", 42)
+    with pytest.raises(DataError, match="other prepared data"):
+        artifacts.load_features(tmp_path, "query_text")  # but never read
