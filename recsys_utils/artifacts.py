@@ -22,8 +22,10 @@ profile and seed that produced it, which notebook wrote it and, for
 everything derived from the prepared data, the *data fingerprint*: a hash of
 the files notebook 01 wrote under ``data/``. :func:`load_prepared` and
 :func:`load_features` refuse an artifact from another data set, profile,
-seed or fingerprint, naming the notebook to re-run; the series runner checks
-the whole directory before ``--start NN`` (:func:`provenance_problems`).
+seed or fingerprint, or one whose notebook stopped before writing its metrics
+file (each record has a write ``order``), naming the notebook to re-run; the
+series runner checks the whole directory before ``--start NN``
+(:func:`provenance_problems`).
 A corrupt file (bad Parquet, truncated ``.npy``) raises
 :class:`~recsys_utils.schema.DataError` naming the file and its notebook.
 """
