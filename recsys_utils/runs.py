@@ -183,8 +183,9 @@ class RunLock:
                             f"--run-dir, or, if that run is gone, delete {self.path}") from None
                     warnings.warn(f"taking over the stale lock {self.path} of a run that is no "
                                   f"longer alive ({self.describe(holder)})", stacklevel=3)
-                    with contextlib.suppress(FileNotFoundError):
-                        self.path.unlink()
+                    if self.holder() == holder:  # not already taken over by another run
+                        with contextlib.suppress(FileNotFoundError):
+                            self.path.unlink()
             raise RunLockedError(f"could not take the lock {self.path}: it keeps changing; "
                                  "is another run starting in the same directory?")
         finally:
@@ -214,7 +215,6 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
 
 
 def _ancestors() -> set[int]:
