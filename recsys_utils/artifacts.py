@@ -395,8 +395,12 @@ def read_manifest(artifact_dir: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(artifact_dir) / MANIFEST
     if not path.exists():
         return {}
-    manifest = _read_artifact(path, read_json, "01 (data preparation)")
-    return dict(manifest.get("artifacts", {}))
+    try:
+        manifest = read_json(path)
+        return dict(manifest["artifacts"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"corrupt provenance manifest ({type(exc).__name__}): delete it and "
+                        "re-run the series from notebook 01", source=path) from None
 
 
 def record_artifact(path: str | Path) -> None:
@@ -441,7 +445,13 @@ def claim_artifacts(stage: str) -> None:
 def _update_manifest(artifact_dir: Path, updates: dict[str, dict[str, Any]]) -> None:
     """Merge ``updates`` into the manifest; a new record gets the next write ``order``
     (which of two artifacts was written later, without trusting clocks)."""
-    manifest = read_manifest(artifact_dir)
+    try:
+        manifest = read_manifest(artifact_dir)
+    except DataError as error:  # start over: what it recorded is lost, later reads refuse
+        import warnings
+
+        warnings.warn(f"{error}; starting a new manifest", stacklevel=3)
+        manifest = {}
     order = max((int(r.get("order", 0)) for r in manifest.values()), default=0)
     for rel, record in updates.items():
         if "order" not in record:

@@ -226,3 +226,15 @@ def test_a_leftover_the_notebook_no_longer_writes_does_not_block_start(tmp_path,
     run_context(tmp_path, "synthetic", "smoke", 42)
     with pytest.raises(DataError, match="other prepared data"):
         artifacts.load_features(tmp_path, "query_text")  # but never read
+
+
+def test_a_corrupt_manifest_is_reported_and_replaced(tmp_path, run_context):
+    import numpy as np
+
+    (tmp_path / artifacts.MANIFEST).write_text('{"artifacts": {"data/')
+    with pytest.raises(DataError, match="manifest.json.*corrupt provenance manifest.*notebook 01"):
+        artifacts.read_manifest(tmp_path)
+    run_context(tmp_path, "synthetic", "smoke", 42)
+    with pytest.warns(UserWarning, match="starting a new manifest"):
+        artifacts.save_features(tmp_path, "item_text", np.eye(2, dtype=np.float32))
+    assert list(artifacts.read_manifest(tmp_path)) == ["features/item_text.npy"]
