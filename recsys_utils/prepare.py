@@ -204,11 +204,11 @@ def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> l
     """Every gate check on a loaded data set and its splits; errors first.
 
     Errors: too few items or users for ``profile`` (:data:`MIN_SIZE`), empty
-    validation or test splits, or too few users in them. Warnings: users too
-    light for a validation interaction, items nobody interacted with, ties in
-    timestamps, duplicate rows, empty descriptions, images that failed the
-    check, an empty cold-start test set, ratings on another scale than the one
-    the implicit label assumes.
+    validation, test or cold-start test splits, or too few users in them.
+    Warnings: users too light for a validation interaction, items nobody
+    interacted with, constant timestamps, duplicate rows, empty descriptions,
+    images that failed the check, ratings on another scale than the one the
+    implicit label assumes.
     """
     if profile not in MIN_SIZE:
         raise DataError(f"unknown profile {profile!r}; valid: {list(MIN_SIZE)}")
@@ -287,9 +287,13 @@ def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> l
             f"{len(bad)} image file(s) are missing or not decodable images; those items are "
             "used without an image", items_src, "image_path", bad[0])
     if len(splits.test_cold) == 0:
-        add("warning", "no cold-start test",
-            "no interaction with a cold-start item follows its user's training period, so "
-            "cold-start metrics are not measured", inter_src, "item_id")
+        cold_rows = inter["item_id"].isin(cold)
+        add("error", "empty cold-start test",
+            f"no interaction with one of the {len(cold)} cold-start items (the newest "
+            "10% by first interaction, never trained on) comes after its user's training "
+            "interactions, so the cold-start test is empty and notebooks 04-05 cannot measure "
+            "it; add interactions in which users who already have a history meet the newest "
+            "items", inter_src, "item_id", _first(inter, cold_rows) if cold_rows.any() else None)
     if "rating" in inter and dataset.rating_scale is not None:
         add("warning", "rating scale",
             f"ratings are on {dataset.rating_scale[0]:g}..{dataset.rating_scale[1]:g}; ratings "

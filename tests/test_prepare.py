@@ -142,6 +142,27 @@ def test_gate_refuses_too_few_validation_users():
         gate(data)
 
 
+def test_gate_refuses_an_empty_cold_start_test():
+    """Each user meets a new item only first: every cold row precedes training, none is kept."""
+    data = shop(n_users=60)
+    new = pd.DataFrame({"item_id": [f"z{u:03d}" for u in range(60)], "title": "New",
+                        "description": "", "category": "c0"})
+    old = data.items["item_id"].tolist()
+    rows = [("early", item, t, "view") for t, item in enumerate(old)]
+    for u in range(60):
+        rows.append((f"u{u:03d}", f"z{u:03d}", 1000 + 10 * u, "click"))
+        rows += [(f"u{u:03d}", old[(u + k) % len(old)], 1000 + 10 * u + k, "click")
+                 for k in range(1, 6)]
+    data = Dataset("csv", pd.concat([data.items, new], ignore_index=True),
+                   pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"]), [],
+                   report=LoadReport(source="/data/shop")).validate()
+    with pytest.raises(DataError) as info:
+        gate(data)
+    message = str(info.value)
+    assert "cold-start test is empty" in message and "interactions.csv, column 'item_id'" in message
+    assert "'item_id': 'z0" in message  # an example row with a cold item
+
+
 def test_gate_warns_on_suspicious_but_usable_data():
     data = shop()
     data.interactions = pd.concat([data.interactions, data.interactions.head(3)], ignore_index=True)
