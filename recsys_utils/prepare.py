@@ -29,7 +29,7 @@ import pandas as pd
 from . import artifacts
 from .data import default_data_dir, load_dataset
 from .runs import Run
-from .schema import DataError, Dataset, implicit_label
+from .schema import CsvLines, DataError, Dataset, implicit_label
 from .splits import Splits, split_interactions
 
 #: The smallest data each profile can run the whole series on: items in the
@@ -186,18 +186,28 @@ class Finding:
     source: str | None = None
     column: str | None = None
     example: dict[str, Any] | None = None
+    record: int | None = None  # the example's data row in the file (1 = first after the header)
+    line: int | None = None  # the file line that row starts on
 
     def error(self) -> DataError:
         return DataError(self.message, source=self.source, column=self.column,
-                         example=self.example)
+                         example=self.example, record=self.record, line=self.line)
 
 
-def _first(df: pd.DataFrame, mask: pd.Series | np.ndarray) -> dict[str, Any] | None:
-    rows = df[np.asarray(mask, dtype=bool)]
-    if rows.empty:
+class _Row(dict):
+    """An example row that remembers its position in its table."""
+
+    position: int = 0
+
+
+def _first(df: pd.DataFrame, mask: pd.Series | np.ndarray) -> _Row | None:
+    hits = np.flatnonzero(np.asarray(mask, dtype=bool))
+    if hits.size == 0:
         return None
-    return {k: (None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v)
-            for k, v in rows.iloc[0].items()}
+    row = _Row({k: (None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v)
+                for k, v in df.iloc[int(hits[0])].items()})
+    row.position = int(hits[0])
+    return row
 
 
 def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> list[Finding]:
@@ -220,7 +230,12 @@ def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> l
     findings: list[Finding] = []
 
     def add(level, check, message, src=None, column=None, example=None):
-        findings.append(Finding(level, check, message, src, column, example))
+        record = line = None
+        if isinstance(example, _Row) and src is not None and Path(src).is_file():
+            # A csv loader keeps file order, so the row's position is its record.
+            record, line = CsvLines(src)(example.position)
+        example = dict(example) if example is not None else None
+        findings.append(Finding(level, check, message, src, column, example, record, line))
 
     per_user = inter.groupby("user_id").size()
     if len(items) < need["items"]:

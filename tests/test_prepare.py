@@ -174,6 +174,29 @@ def test_gate_warns_on_suspicious_but_usable_data():
     assert row["source"].endswith("interactions.csv") and row["example"]["user_id"] == "u000"
 
 
+def test_gate_names_the_record_and_line_of_a_csv_example(tmp_path):
+    """A gate error on a csv folder says where its example row is: record and file line."""
+    from recsys_utils.data import load_dataset
+
+    data = shop(n_users=60, per_user=5)
+    # Users u010.. keep two interactions: 10 validation users, below the smoke minimum.
+    keep = (data.interactions["user_id"] < "u010") | (
+        data.interactions.groupby("user_id").cumcount() < 2)
+    interactions = data.interactions[keep].reset_index(drop=True)
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    data.items.to_csv(folder / "items.csv", index=False)
+    # A quoted note spanning two lines: record k starts on line 2k.
+    interactions.assign(note="seen\ntwice").to_csv(folder / "interactions.csv", index=False)
+    with pytest.raises(DataError) as info:
+        gate(load_dataset("csv", folder))
+    message = str(info.value)
+    assert "only 10 user(s) in the validation split" in message
+    assert str(folder / "interactions.csv") in message
+    # The first light user's first row: 50 rows of heavy users before it.
+    assert "record 51 (line 102): {'user_id': 'u010'" in message
+
+
 def test_gate_on_the_tiny_csv_fixture_names_the_fix():
     from recsys_utils.data import load_dataset
 
