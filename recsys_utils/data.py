@@ -422,14 +422,18 @@ def _read_styles(path: Path, report: LoadReport) -> pd.DataFrame:
                 source=path, column=missing[0] if missing else None,
             )
         width = len(FASHION_COLUMNS)
+        record, end = 0, reader.line_num
         for fields in reader:
+            # A quoted name may span lines: count records, and the line each one starts on.
+            start, end = end + 1, reader.line_num
             if not fields:
                 continue
+            record += 1
             if len(fields) > width:
                 report.malformed_rows += 1
                 report.repaired_rows += 1
                 if not first_bad:
-                    first_bad = [str(reader.line_num), fields[0]]
+                    first_bad = [f"record {record} (line {start})", fields[0]]
                 fields = fields[: width - 1] + [",".join(fields[width - 1:])]
             elif len(fields) < width:
                 report.malformed_rows += 1
@@ -439,7 +443,7 @@ def _read_styles(path: Path, report: LoadReport) -> pd.DataFrame:
     if report.repaired_rows:
         report.notes.append(
             f"{report.repaired_rows} row(s) of styles.csv had a comma inside productDisplayName "
-            f"(first at line {first_bad[0]}, id {first_bad[1]}); the name was re-joined, "
+            f"(first at {first_bad[0]}, id {first_bad[1]}); the name was re-joined, "
             "no row was dropped for it"
         )
     if report.dropped_rows:

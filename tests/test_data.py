@@ -540,6 +540,16 @@ def test_fashion_kaggle_layouts(tmp_path, stub_simulation, layout):
     assert dataset.report.source == str(folder / "styles.csv")
 
 
+def test_fashion_repaired_row_is_named_by_record_not_line(tmp_path, stub_simulation):
+    """A quoted name spanning lines shifts the lines, not the record count."""
+    folder = tmp_path / "fashion-product-images-small"
+    folder.mkdir()
+    styles = STYLES.replace("Turtle Men Navy Shirt", '"Turtle Men\nNavy\nShirt"')
+    (folder / "styles.csv").write_text(styles)
+    notes = load_dataset("fashion", tmp_path, n_users=4).report.notes
+    assert any("first at record 2 (line 5), id 2" in note for note in notes), notes
+
+
 def test_fashion_with_real_simulation(mirror_dir):
     pytest.importorskip("recsys_utils.simulation", reason="recsys_utils.simulation not written yet")
     root = _need(mirror_dir, "fashion-product-images-small")
