@@ -11,7 +11,10 @@
 
 * **Loading**: RGB, resized preserving the aspect ratio and padded to a square
   (fashion photos are 60x80); ``None``, missing or unreadable files give a zero
-  image and ``present=False`` and are counted, never raised.
+  image and ``present=False`` and are counted, never raised. In the series the
+  paths come verified: notebook 01 (:func:`recsys_utils.prepare.verify_images`)
+  drops every path that does not decode, and notebooks read them back through
+  :func:`recsys_utils.prepare.resolve_image_paths` (stored relative).
 * **Encoder**: ``"small_cnn"`` (default, offline, ~0.1 M parameters): a
   strided stem and three conv blocks with BatchNorm/ReLU, global average
   pooling, dense, L2 normalisation.
