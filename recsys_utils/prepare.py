@@ -141,8 +141,8 @@ def _relative_image_paths(items: pd.DataFrame, artifact_dir: Path,
     paths = [Path(os.path.abspath(p)) for p in items["image_path"].dropna()]
     for name, root in roots.items():
         if all(p.is_relative_to(root) for p in paths):
-            rel = [None if p is None else Path(os.path.abspath(p)).relative_to(root).as_posix()
-                   for p in items["image_path"]]
+            rel = [Path(os.path.abspath(p)).relative_to(root).as_posix() if isinstance(p, str)
+                   else None for p in items["image_path"]]
             return items.assign(image_path=pd.Series(rel, index=items.index, dtype=object)), name
     # Images outside both roots (a csv naming absolute paths elsewhere) stay absolute.
     return items, None
