@@ -37,3 +37,29 @@ def test_05_ranker_beats_the_constant_predictor(series_runs, dataset):
     assert m["exports"]["export_max_abs_diff"] < 1e-4
     ranker = artifacts.model_dir(artifact_dir, "ranker")
     assert (ranker / "saved_model.pb").exists() and (ranker / "calibration.npz").exists()
+
+
+def _printed(artifact_dir, notebook: str) -> str:
+    """Everything the executed notebook printed (its stdout streams)."""
+    import nbformat
+
+    executed = nbformat.read(artifact_dir.parent / "notebooks" / f"{notebook}.ipynb", as_version=4)
+    return "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []) if o.get("name") == "stdout")
+
+
+@pytest.mark.parametrize("dataset", ALL_DATASETS)
+def test_05_the_chain_beats_retrieval_alone_or_says_why_not(series_runs, dataset):
+    artifact_dir = series_runs.upto(dataset, "05")
+    chain = artifacts.read_metrics(artifact_dir)["05_tfrs_ranking"]["chain"]
+    curve = {float(w): v for w, v in chain["validation_ndcg@10_by_weight"].items()}
+    # The weight is the best one on validation users, never chosen on test.
+    assert curve[chain["ranker_weight"]] == max(curve.values()), curve
+    printed = _printed(artifact_dir, "05_tfrs_ranking")
+    if chain["ranker_weight"] == 0:
+        assert chain["chain_ndcg@10_blended"] == pytest.approx(chain["retrieval_ndcg@10"])
+        assert "The chain carries retrieval alone" in printed
+        assert f"{chain['retrieval_ndcg@10']:.4f}" in printed  # the sentence quotes the numbers
+    else:
+        assert f"The chain carries the blend with w = {chain['ranker_weight']:g}" in printed
+        assert f"{chain['chain_ndcg@10_blended']:.4f}" in printed
