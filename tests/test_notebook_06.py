@@ -85,3 +85,12 @@ def test_06_notebook_states_the_tolerances():
     for stated in (f"**{MIN_COSINE}**", f"**{MAX_RELATIVE_RECALL_LOSS:.0%}**",
                    f"**{MIN_X_SMALLER}x**", f"**{RANKER_TOLERANCE:.0%}**", "**0.95**"):
         assert stated in prose, stated
+
+
+@pytest.mark.parametrize("dataset", ["synthetic"])
+def test_06_converter_calls_in_the_notebook_match_the_package(series_runs, dataset):
+    m = artifacts.read_metrics(series_runs.upto(dataset, "06"))["06_quantization"]
+    same = m["item_tower_by_hand_same_size"]
+    # The four converter calls written out in the notebook give the files convert_all wrote.
+    assert set(same) == {"float32", "float16", "dynamic_int8", "full_int8"}, same
+    assert all(same.values()), same
