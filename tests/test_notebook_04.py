@@ -128,3 +128,18 @@ def test_04_comparisons_carry_intervals_and_the_carried_model_is_chosen(series_r
         assert c["b"] in ("ease", "item_knn", "bpr", "content_profile")
     assert m["carried"] in set(m["variants"]) - REFERENCES
     assert m["exports"]["variant"] == m["carried"]
+
+
+@pytest.mark.parametrize("dataset", ALL_DATASETS)
+def test_04_cold_start_is_compared_at_the_content_profiles_exposure(series_runs, dataset):
+    m = _metrics(series_runs, dataset)
+    new = m["new_items"]
+    # The cold model is fixed before test; it gets the profile's share of new items in the
+    # validation users' top 50, found without labels.
+    assert new["model"] == (m["carried"] if m["carried"] != "id" else "fused")
+    assert 0.0 < new["profile_exposure"] < 1.0
+    assert new["exposure_after"] == pytest.approx(new["profile_exposure"], abs=0.01), new
+    cold = [c for c in m["comparisons"] if c["split"] == "test_cold"]
+    assert len(cold) == 1 and cold[0]["metric"] == "recall@50", cold
+    assert (cold[0]["a"], cold[0]["b"]) == (f"{new['model']} at the profile's exposure",
+                                           "content_profile")
