@@ -114,3 +114,21 @@ def test_csv_copied_run_reads_its_own_data_dir(csv_run, tmp_path):
                                         tmp_path / "elsewhere")
     paths = items["image_path"].dropna()
     assert len(paths) == 249 and all(p.startswith(str(tmp_path / "elsewhere")) for p in paths)
+
+
+def test_csv_too_small_stops_in_notebook_01_with_the_gate_message(tmp_path):
+    """The three-item fixture stops at notebook 01's gate, in seconds, before any model work."""
+    import time
+
+    from recsys_utils.series import run_series
+
+    started = time.perf_counter()
+    with pytest.raises(Exception) as info:  # the series' wrapper of the notebook's DataError
+        run_series("csv", "smoke", tmp_path / "run", data_dir=CSV_GOOD.parent / "csv_tiny",
+                   progress=False)
+    message = str(info.value)
+    assert "items.csv, column 'item_id': 3 item(s)" in message and "at least 50" in message
+    assert time.perf_counter() - started < 90
+    artifact_dir = tmp_path / "run" / "artifacts"
+    assert not (artifact_dir / "data" / "dataset.json").exists()  # nothing a later stage trusts
+    assert not (artifact_dir / "metrics" / "01_data_preparation.json").exists()
