@@ -125,9 +125,14 @@ def test_gate_refuses_empty_test_split():
 def test_gate_refuses_too_few_items_and_users_for_the_profile():
     with pytest.raises(DataError) as info:
         gate(shop(n_items=10))
-    assert "items.csv" in str(info.value) and "needs at least 50" in str(info.value)
-    with pytest.raises(DataError, match=r"interactions.csv, column 'user_id': 30 user\(s\).*at least 50"):
+    message = str(info.value)
+    assert "/data/shop/items.csv, column 'item_id': 10 item(s)" in message
+    assert "needs at least 50" in message and "example row: {'item_id': 'i000'" in message
+    with pytest.raises(DataError) as info:
         gate(shop(n_users=30))
+    message = str(info.value)
+    assert "/data/shop/interactions.csv, column 'user_id': 30 user(s)" in message
+    assert "at least 50" in message and "example row: {'user_id': 'u000'" in message
     with pytest.raises(DataError, match="'full' profile needs at least 500.*use the smoke profile"):
         gate(shop(), profile="full")
 
