@@ -93,15 +93,22 @@ def _setting_value(rows: Mapping[str, Any], variant: str, setting: str, metric: 
 _SPLIT_OF_SETTING = {"warm": "test", "cold (all items)": "test_cold"}
 
 
-def _interval(metrics: Mapping[str, Any], better: str, other: str, setting: str,
-              metric: str = "recall@50") -> tuple[float, float] | None:
-    """Notebook 04's bootstrap interval of ``better - other`` (test users), if it measured one."""
+def _interval_row(metrics: Mapping[str, Any], better: str, other: str, setting: str,
+                  metric: str = "recall@50") -> Mapping[str, Any] | None:
+    """Notebook 04's paired comparison of ``better`` with ``other`` (test users), if it made one."""
     split = _SPLIT_OF_SETTING.get(setting)
     for row in _stage(metrics, RETRIEVAL).get("intervals") or ():
         if (row.get("a"), row.get("b"), row.get("split"), row.get("metric")) == (
                 better, other, split, metric):
-            return _num(row["low"]), _num(row["high"])
+            return row
     return None
+
+
+def _interval(metrics: Mapping[str, Any], better: str, other: str, setting: str,
+              metric: str = "recall@50") -> tuple[float, float] | None:
+    """Notebook 04's bootstrap interval of ``better - other`` (test users), if it measured one."""
+    row = _interval_row(metrics, better, other, setting, metric)
+    return None if row is None else (_num(row["low"]), _num(row["high"]))
 
 
 def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str]:
@@ -193,8 +200,13 @@ def _claim_fusion(metrics: Mapping[str, Any]) -> tuple[str, str]:
         singles = [v for v in UNFUSED if v in rows]
         for setting in ("warm", "cold (all items)"):
             name, value = _best_of({v: _setting_value(rows, v, setting, "recall@50") for v in singles})
-            comparisons.append(_Comparison(f"notebook 04, {setting}", "fused tower",
-                                           _setting_value(rows, "fused", setting, "recall@50"),
+            fused, label = _setting_value(rows, "fused", setting, "recall@50"), f"notebook 04, {setting}"
+            row = _interval_row(metrics, "fused", name, setting)
+            if row is not None and row.get("new_item_shift") is not None:
+                # A profile gives new items many slots; notebook 04 compared the tower at its share.
+                fused, value = _num(row["value_a"]), _num(row["value_b"])
+                label += f", the fused tower at {name}'s share of new items in the top 50"
+            comparisons.append(_Comparison(label, "fused tower", fused,
                                            f"best unfused model ({name})", value, "Recall@50",
                                            _interval(metrics, "fused", name, setting)))
     except _Missing as missing:
