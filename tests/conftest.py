@@ -41,14 +41,16 @@ def mirror_dir() -> Path:
 
 
 class SeriesRuns:
-    """Runs the notebook series on the smoke profile, each notebook once per data set.
+    """Runs the notebook series on one profile (smoke unless told), each notebook
+    once per data set.
 
     A test asks for the run of one data set up to a notebook prefix; notebooks
     already executed in this session are not run again.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, profile: str = "smoke") -> None:
         self.root = root
+        self.profile = profile
         self.done: dict[str, set[str]] = {}
 
     def upto(self, dataset: str, stop: str) -> Path:
@@ -61,7 +63,7 @@ class SeriesRuns:
             prefix = notebook.name[:2]
             if prefix in done:
                 continue
-            run_series(dataset, "smoke", run_dir, data_dir=data_dir,
+            run_series(dataset, self.profile, run_dir, data_dir=data_dir,
                        start=prefix, stop=prefix, progress=False)
             done.add(prefix)
         return run_dir / "artifacts"
@@ -70,3 +72,9 @@ class SeriesRuns:
 @pytest.fixture(scope="session")
 def series_runs(tmp_path_factory) -> SeriesRuns:
     return SeriesRuns(tmp_path_factory.mktemp("series"))
+
+
+@pytest.fixture(scope="session")
+def default_runs(tmp_path_factory) -> SeriesRuns:
+    """The series on the default profile (what ``make run-all`` runs)."""
+    return SeriesRuns(tmp_path_factory.mktemp("series-default"), profile="default")
