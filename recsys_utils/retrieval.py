@@ -298,6 +298,11 @@ class RetrievalModel(tfrs.Model):
         if item_bias:
             if loss != "full_softmax" or prior is not None:
                 raise DataError("item_bias goes with loss='full_softmax' and no popularity prior")
+            if temperature:
+                # Training divides the logits by the temperature before adding the bias;
+                # inference scores are one dot product with the bias column, undivided.
+                raise DataError("item_bias goes without a temperature: the served scores "
+                                "(dot product + bias) would differ from the trained logits")
             self.item_bias = self.add_weight(name="item_bias", shape=(len(item_probability),),
                                              initializer="zeros", trainable=True)
             self.unknown_bias = self.add_weight(name="unknown_item_bias", shape=(),

@@ -6,6 +6,8 @@ import pytest
 
 from recsys_utils import artifacts, search
 
+pytestmark = pytest.mark.notebook
+
 #: The kind of query where word overlap fails and a sentence encoder should win:
 #: synthetic has paraphrases; the fashion queries' closest kind is "vague"
 #: (usage and gender said indirectly).

@@ -271,6 +271,8 @@ def test_bad_levers_raise_clear_errors(world):
         R.build_retrieval_model("id", data, loss="softmax")
     with pytest.raises(R.DataError, match="item_bias goes with"):
         R.build_retrieval_model("id", data, item_bias=True)
+    with pytest.raises(R.DataError, match="without a temperature"):
+        R.build_retrieval_model("id", data, loss="full_softmax", item_bias=True, temperature=0.1)
     with pytest.raises(R.DataError, match="history_embedding"):
         R.build_retrieval_model("id", data, history_embedding="own")
     with pytest.raises(R.DataError, match="train_history"):
