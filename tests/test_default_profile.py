@@ -1,5 +1,7 @@
 """Notebooks 01-04 on the default profile of the synthetic world (what ``make run-all`` runs).
 
+Run by ``make test-default`` (``.ci/run`` runs it after ``make test``).
+
 The smoke profile is small enough that margins there say little about the
 numbers a user sees; this runs the default profile's retrieval notebook once
 (about nine minutes on two cores) and holds it to margins that its results
@@ -20,7 +22,7 @@ import pytest
 
 from recsys_utils import artifacts
 
-pytestmark = pytest.mark.notebook
+pytestmark = [pytest.mark.notebook, pytest.mark.default_profile]
 
 WARM_MARGIN = 0.03
 CLASSIC_SHARE = 0.85
