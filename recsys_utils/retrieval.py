@@ -846,14 +846,24 @@ class NewItemBoost:
         self.model = model
         self.shift = float(shift)
         self.variant = variant or f"{model.variant} (new items {self.shift:+.2f})"
-        self._column = np.where(data.warm_items, 0.0, self.shift).astype(np.float32)[:, None]
+        self._new = ~data.warm_items
 
     def query_embeddings(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        query = self.model.query_embeddings(features)
-        return np.concatenate([query, np.ones((len(query), 1), np.float32)], axis=1)
+        return _shift_columns(self.model.query_embeddings(features), None, self._new, self.shift)[0]
 
     def item_embeddings(self) -> np.ndarray:
-        return np.concatenate([self.model.item_embeddings(), self._column], axis=1)
+        return _shift_columns(None, self.model.item_embeddings(), self._new, self.shift)[1]
+
+
+def _shift_columns(query: np.ndarray | None, items: np.ndarray | None, new: np.ndarray,
+                   shift: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Queries with a trailing 1 and items with ``shift`` where ``new`` (else 0): one dot product."""
+    if query is not None:
+        query = np.concatenate([query, np.ones((len(query), 1), np.float32)], axis=1)
+    if items is not None:
+        items = np.concatenate([items, np.where(new, shift, 0.0).astype(np.float32)[:, None]],
+                               axis=1)
+    return query, items
 
 
 def new_item_exposure(model: Any, data: RecData, split: str = "validation", k: int = 50) -> float:
@@ -872,9 +882,7 @@ def _new_share(query: np.ndarray, items: np.ndarray, exclude: Any, new: np.ndarr
                shift: float = 0.0) -> float:
     """Mean share of ``new`` items in each query's top ``k`` with ``shift`` added to their scores."""
     if shift:
-        query = np.concatenate([query, np.ones((len(query), 1), np.float32)], axis=1)
-        items = np.concatenate([items, np.where(new, shift, 0.0).astype(np.float32)[:, None]],
-                               axis=1)
+        query, items = _shift_columns(query, items, new, shift)
     ranked = rank_items(query, items, k, exclude=exclude)
     valid = ranked >= 0
     hits = new[np.maximum(ranked, 0)] & valid
