@@ -4,6 +4,7 @@
 #   make test                        the test suite (unit tests + notebooks on the smoke profile)
 #   make test-default                notebooks 01-04 on the default profile, retrieval margins (~9 min)
 #   make lab                         JupyterLab on the notebooks
+#   make notebook-code               rewrite the package modules written from `# @save` cells
 #   make bench                       benchmark tables (benchmarks/*.py)
 #   make report                      where the evaluation report of RUN_DIR is (notebook 07)
 
@@ -22,10 +23,10 @@ KERNEL_NAME := recsys-course
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run-all test test-default lab bench clean-runs help report
+.PHONY: setup run-all test test-default lab bench clean-runs help report notebook-code
 
 help:
-	@sed -n '2,8p' Makefile
+	@sed -n '2,9p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,11 @@ test-default:
 
 lab:
 	$(BIN)/jupyter lab notebooks
+
+# The models are written in notebooks 04 and 05 (cells marked `# @save`); the
+# package modules two_tower.py and dcn_ranker.py are generated from them.
+notebook-code:
+	$(BIN)/python -m recsys_utils.notebook_code
 
 bench:
 	@for script in benchmarks/bench_*.py; do \

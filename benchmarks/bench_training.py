@@ -6,7 +6,7 @@ Generates three synthetic worlds (``USERSxITEMS``: ``recsys_utils.synthetic``,
 split as notebook 01 splits them, features as notebook 04 builds them with
 ``recsys_utils.features.build_features``; the middle one is the ``default``
 profile's size) and trains the ``id`` and ``fused`` variants of
-``recsys_utils.retrieval.train_retrieval`` on each with the default profile's
+``recsys_utils.two_tower.train_retrieval`` on each with the default profile's
 retrieval budget (``recsys_utils.profiles``: embedding size, optimizer,
 learning rate, log-Q, history length and batch size; ``--batch-size`` and
 ``--learning-rate`` override the last two), at one fixed batch size for every
@@ -39,6 +39,7 @@ import numpy as np
 
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 from recsys_utils import features, profiles, retrieval, splits, synthetic
+from recsys_utils import two_tower
 from recsys_utils.schema import DataError
 
 from _common import hardware_line, loadavg
@@ -161,7 +162,7 @@ def main() -> None:
         print(f"  input pipeline alone: {pipeline:,.0f} examples/s (passes 2-{args.epochs})",
               flush=True)
         for variant in variants:
-            result = retrieval.train_retrieval(
+            result = two_tower.train_retrieval(
                 variant, data, content if variant in ("content", "fused") else None,
                 epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                 progress=False, early_stopping=False, **budget)

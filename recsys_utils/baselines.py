@@ -9,7 +9,7 @@ interface of :class:`~recsys_utils.retrieval.RetrievalResult`
 :func:`~recsys_utils.retrieval.evaluate_retrieval` and
 :func:`~recsys_utils.retrieval.retrieval_table` rank it exactly like a model:
 same split, same seen-item removal, same metrics. Popularity is
-``retrieval.train_retrieval("popularity", ...)`` and is not repeated here.
+``two_tower.train_retrieval("popularity", ...)`` and is not repeated here.
 
 Hyper-parameters are chosen on the validation users only (:func:`tune`).
 """

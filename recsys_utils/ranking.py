@@ -1,40 +1,20 @@
-"""Ranking with a deep & cross network, and the retrieve-then-rank chain (notebook 05).
+"""Ranking data, evaluation and the retrieve-then-rank chain (notebook 05).
 
-The ranking model scores one (user, item) pair from: the user id embedding,
-the item id embedding (cold items map to a shared OOV row, trained by id
-dropout, as in the ``fused`` retrieval tower), a projection of the item content
-vector, the mean id and content embedding of the user's last ``H`` training
-items, and hour / day-of-week embeddings. The concatenation ``x0`` goes through
-``cross_layers`` TFRS ``Cross`` layers (``x_{l+1} = x0 * (W x_l + b) + x_l``:
-explicit feature crosses such as "user's history content" x "item content")
-and then a small MLP.
-
-Targets, by feedback kind:
-
-* ``rating``: regression of the rating with MSE (``tfrs.tasks.Ranking``);
-  reported as RMSE against the constant predictor "train mean rating".
-* ``event``: classification of :func:`~recsys_utils.schema.implicit_label`
-  (click, cart or purchase = 1) with binary cross-entropy on logits. The
-  negatives are the views (shown, not acted on). ``sampled_negatives=n`` adds,
-  per positive, ``n`` random training-catalogue items the user never
-  interacted with, labelled 0, with the positive's user, history and context.
-  Views alone teach "which shown items get clicked"; a re-ranker over
-  retrieved candidates (never shown) also needs "which items are not for this
-  user at all", which is what the sampled negatives add (at the price of
-  false negatives: items the user would have liked but never saw).
-  Reported as AUC (chance 0.5) and log loss against the constant predictor
-  "train base rate". Evaluation uses the split's own rows (no sampled items).
-
-:func:`chain_ndcg` retrieves ``k_retrieve`` items per test user with a
-retrieval model, re-orders them by the ranking model and compares NDCG@k of
-the chain with retrieval alone; :func:`chain_candidates` scores the
-candidates once, for comparing several orders (ranker alone, blends) of them. :func:`train_multitask` trains retrieval and
-rating prediction jointly (shared embeddings, weighted sum of the two losses),
-as in the TFRS multitask tutorial.
+The ranker itself (a deep & cross network, ``train_ranking``) is written in
+notebook 05 and generated into :mod:`recsys_utils.dcn_ranker`. Here: its
+training rows (:func:`ranking_examples`: ratings, or 0/1 click labels with
+optional sampled negatives; :func:`hard_negative_examples` from retrieved
+candidates), :class:`RankingResult` and :func:`evaluate_ranking` (RMSE, or AUC
+and log loss, each against the constant predictor); the chain
+(:func:`chain_candidates`, :func:`chain_ndcg`, :func:`tune_ranker_weight`:
+retrieve ``k_retrieve`` items, re-order them, compare NDCG@k with retrieval
+alone); the TFRS multitask model (:func:`train_multitask`); and the ranker's
+export for notebook 06.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any, Literal
@@ -47,16 +27,15 @@ import tensorflow_recommenders as tfrs
 
 from . import metrics
 from .callbacks import EpochBar
-from .features import QuerySet, RecData, check_item_content, to_dataset
-from .retrieval import (QUERY_KEYS, RetrievalModel, RetrievalResult,
-                        _id_tokens, _optimizer, _scope, build_retrieval_model, rank_items)
+from .features import QuerySet, RecData, to_dataset
+from .retrieval import QUERY_KEYS, RetrievalResult, rank_items
+from .two_tower import RetrievalModel, build_retrieval_model
 from .schema import DataError
 
 __all__ = [
     "ChainCandidates",
     "ChainResult",
     "MultitaskResult",
-    "RankingModel",
     "RankingResult",
     "chain_candidates",
     "chain_ndcg",
@@ -66,119 +45,9 @@ __all__ = [
     "export_ranking_model",
     "ranking_examples",
     "train_multitask",
-    "train_ranking",
 ]
 
 FEATURE_KEYS = (*QUERY_KEYS, "item")
-
-
-class RankingModel(tfrs.Model):
-    """DCN ranker. ``call(features)`` -> ``(B,)`` predicted rating or click logit.
-
-    Args:
-        target: ``"rating"`` (MSE) or ``"click"`` (binary cross-entropy on logits).
-        n_users: user vocabulary size (OOV included).
-        id_tokens: ``(n_items,)`` id-embedding row per item, 0 = OOV.
-        content: ``(n_items, d)`` content vectors or ``None`` (ids only).
-        embedding_dim: size of each embedding.
-        cross_layers: number of ``tfrs.layers.dcn.Cross`` layers.
-        deep_units: hidden layers after the cross network.
-        projection_dim: low-rank cross projection (``None`` = full rank).
-        id_dropout: training-time probability of replacing the item id by OOV.
-        rating_offset: added to the output for ratings (the train mean).
-        l2: L2 penalty on the id embedding tables.
-        use_user_id: include the user id embedding (the history already
-            describes the user; dropping the id can generalise better).
-    """
-
-    def __init__(self, target: str, n_users: int, id_tokens: np.ndarray,
-                 content: np.ndarray | None, *, embedding_dim: int = 32, cross_layers: int = 1,
-                 deep_units: Sequence[int] = (64, 32), projection_dim: int | None = None,
-                 id_dropout: float = 0.1, use_history: bool = True, use_context: bool = True,
-                 rating_offset: float = 0.0, l2: float = 1e-4, use_user_id: bool = True) -> None:
-        super().__init__()
-        self.target = target
-        self.id_dropout = float(id_dropout)
-        self.use_history = use_history
-        self.use_context = use_context
-        self._tokens = tf.constant(np.asarray(id_tokens, np.int32))
-        self.use_user_id = use_user_id
-        reg = tf.keras.regularizers.l2(l2) if l2 > 0 else None
-        self.user_embedding = tf.keras.layers.Embedding(n_users, embedding_dim,
-                                                        embeddings_regularizer=reg)
-        self.item_embedding = tf.keras.layers.Embedding(int(np.max(id_tokens)) + 1, embedding_dim,
-                                                        embeddings_regularizer=reg)
-        self.content = None
-        if content is not None:
-            self.content = tf.Variable(np.asarray(content, np.float32), trainable=False,
-                                       name="item_content")
-            self.content_projection = tf.keras.layers.Dense(embedding_dim, activation="relu")
-        if use_context:
-            self.hour_embedding = tf.keras.layers.Embedding(24, 4)
-            self.dow_embedding = tf.keras.layers.Embedding(7, 4)
-        self.cross = [tfrs.layers.dcn.Cross(projection_dim=projection_dim,
-                                            kernel_initializer="glorot_uniform")
-                      for _ in range(cross_layers)]
-        self.deep = [tf.keras.layers.Dense(u, activation="relu") for u in deep_units]
-        self.head = tf.keras.layers.Dense(1, dtype="float32")
-        # Ratings are predicted as offset + head: starting at the train mean speeds learning.
-        self.rating_offset = float(rating_offset)
-        if target == "rating":
-            self.task = tfrs.tasks.Ranking(
-                loss=tf.keras.losses.MeanSquaredError(),
-                metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
-        elif target == "click":
-            self.task = tfrs.tasks.Ranking(
-                loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
-                metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")])
-        else:
-            raise DataError(f"target must be 'rating' or 'click', got {target!r}")
-
-    def _item_parts(self, item: tf.Tensor, training: Any) -> list[tf.Tensor]:
-        tokens = tf.gather(self._tokens, item)
-        if training and self.id_dropout > 0:
-            keep = tf.random.uniform(tf.shape(tokens)) >= self.id_dropout
-            tokens = tf.where(keep, tokens, tf.zeros_like(tokens))
-        parts = [tf.cast(self.item_embedding(tokens), tf.float32)]
-        if self.content is not None:
-            raw = tf.gather(self.content, item)
-            parts.append(raw)
-            parts.append(tf.cast(self.content_projection(raw), tf.float32))
-        return parts
-
-    def call(self, features: Mapping[str, tf.Tensor], training: Any = None) -> tf.Tensor:
-        item = tf.cast(features["item"], tf.int32)
-        parts = self._item_parts(item, training)
-        if self.use_user_id:
-            parts.append(tf.cast(self.user_embedding(tf.cast(features["user"], tf.int32)), tf.float32))
-        if self.use_history:
-            history = tf.cast(features["history"], tf.int32)
-            mask = tf.cast(features["history_mask"], tf.float32)[..., None]
-            count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-            if history.shape[-1] == 0:
-                parts += [tf.zeros_like(p) for p in self._item_parts(item, False)]
-            else:
-                # Each distinct history item once per batch, then gather (see QueryTower).
-                distinct, position = tf.unique(tf.reshape(tf.maximum(history, 0), [-1]))
-                for pooled in self._item_parts(distinct, False):
-                    pooled = tf.reshape(tf.gather(pooled, position),
-                                        [-1, history.shape[-1], pooled.shape[-1]])
-                    parts.append(tf.reduce_sum(pooled * mask, axis=1) / count)
-        if self.use_context:
-            parts.append(tf.cast(self.hour_embedding(tf.cast(features["hour"], tf.int32)), tf.float32))
-            parts.append(tf.cast(self.dow_embedding(tf.cast(features["dow"], tf.int32)), tf.float32))
-        x0 = tf.concat(parts, axis=-1)
-        x = x0
-        for layer in self.cross:
-            x = layer(x0, x)
-        for layer in self.deep:
-            x = layer(x)
-        out = tf.squeeze(self.head(x), axis=-1)
-        return out + self.rating_offset if self.target == "rating" else out
-
-    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        predictions = self(features, training=training)
-        return self.task(labels=tf.cast(features["target"], tf.float32), predictions=predictions)
 
 
 @dataclasses.dataclass
@@ -187,7 +56,7 @@ class RankingResult:
 
     Attributes:
         target: ``"rating"`` or ``"click"``.
-        model: the :class:`RankingModel`.
+        model: the :class:`~recsys_utils.dcn_ranker.RankingModel`.
         history: per-epoch training logs.
         train_seconds / examples_per_second: cost of training.
         baseline: the constant predictor (train mean rating or base rate).
@@ -195,7 +64,7 @@ class RankingResult:
     """
 
     target: str
-    model: RankingModel
+    model: Any
     history: dict[str, list[float]]
     train_seconds: float
     examples_per_second: float
@@ -281,88 +150,6 @@ def hard_negative_examples(data: RecData, retrieval: Any, *, negatives: int = 4,
     extra["item"] = pick.astype(np.int32)
     extra["target"] = np.zeros(len(source), np.float32)
     return {key: np.concatenate([ex[key], extra[key]]) for key in ex}
-
-
-def train_ranking(
-    data: RecData,
-    item_content: np.ndarray | None = None,
-    *,
-    epochs: int = 5,
-    batch_size: int = 256,
-    embedding_dim: int = 32,
-    learning_rate: float = 0.005,
-    seed: int = 42,
-    cross_layers: int = 1,
-    deep_units: Sequence[int] = (64, 32),
-    projection_dim: int | None = None,
-    sampled_negatives: int = 0,
-    early_stopping: bool = True,
-    patience: int = 2,
-    strategy: tf.distribute.Strategy | None = None,
-    progress: bool = True,
-    examples: Mapping[str, np.ndarray] | None = None,
-    **model_kwargs: Any,
-) -> RankingResult:
-    """Train the DCN ranker on ``data``'s training split.
-
-    ``examples`` (e.g. :func:`hard_negative_examples`) replaces the training
-    rows; their 0/1 ``target`` is then a click-style target (early stopping is
-    off: the validation split has no such negatives).
-
-    The target follows ``data.feedback``: rating regression or click
-    classification (``sampled_negatives`` per positive, event data only).
-    ``item_content`` ``(n_items, d)`` is optional (ids only without it).
-    With ``early_stopping`` and a non-empty validation split, training stops
-    when the validation loss has not improved for ``patience`` epochs and the
-    best weights are restored (ranking models overfit small data in a few
-    epochs, which shows as a log loss worse than the constant predictor).
-    ``**model_kwargs`` go to :class:`RankingModel` (``id_dropout``, ``l2``,
-    ``use_user_id``, ``use_history``, ``use_context``).
-    """
-    target = "rating" if data.feedback == "rating" and examples is None else "click"
-    content = None if item_content is None else check_item_content(item_content, data.n_items)
-    if examples is not None:
-        train, early_stopping = dict(examples), False
-    else:
-        train = ranking_examples(data, "train", sampled_negatives=sampled_negatives, seed=seed)
-    if len(train["target"]) == 0:
-        raise DataError("no training examples")
-    baseline = float(train["target"].mean())
-    if target == "click" and not 0 < baseline < 1:
-        raise DataError("click training needs positives and negatives (views or sampled_negatives)")
-    config = dict(target=target, epochs=epochs, batch_size=batch_size,
-                  embedding_dim=embedding_dim, learning_rate=learning_rate, seed=seed,
-                  cross_layers=cross_layers, deep_units=tuple(deep_units),
-                  projection_dim=projection_dim, sampled_negatives=sampled_negatives,
-                  early_stopping=early_stopping, patience=patience,
-                  content=content is not None, **model_kwargs)
-    tf.keras.utils.set_random_seed(seed)
-    with _scope(strategy):
-        model = RankingModel(target, data.n_users, _id_tokens(data), content,
-                             embedding_dim=embedding_dim, cross_layers=cross_layers,
-                             deep_units=deep_units, projection_dim=projection_dim,
-                             rating_offset=baseline if target == "rating" else 0.0,
-                             **model_kwargs)
-        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    dataset = to_dataset({k: train[k] for k in (*FEATURE_KEYS, "target")}, batch_size,
-                         seed=seed, drop_remainder=replicas > 1)
-    callbacks = [EpochBar(epochs, f"ranking/{target}")] if progress else []
-    validation = None
-    if early_stopping and len(data.examples.get("validation", {}).get("item", ())):
-        val = ranking_examples(data, "validation")
-        validation = to_dataset({k: val[k] for k in (*FEATURE_KEYS, "target")}, 4096,
-                                shuffle=False)
-        # Small data overfits fast: stop when the validation loss stops falling.
-        callbacks.append(tf.keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=patience, restore_best_weights=True))
-    start = time.perf_counter()
-    fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks,
-                    validation_data=validation)
-    seconds = time.perf_counter() - start
-    history = {k: [float(x) for x in v] for k, v in fit.history.items()}
-    return RankingResult(target, model, history, seconds, epochs * len(train["target"]) / seconds,
-                         baseline, config)
 
 
 def evaluate_ranking(result: RankingResult, data: RecData, split: str = "test") -> dict[str, Any]:
@@ -659,20 +446,20 @@ def train_multitask(
     The TFRS multitask tutorial's finding: a model weighted towards rating
     prediction ranks poorly for retrieval and vice versa, and a joint model
     can do well on both. Compare with separate :func:`train_retrieval` and
-    :func:`train_ranking` runs at the same budget.
+    :func:`~recsys_utils.dcn_ranker.train_ranking` runs at the same budget.
     """
     if data.feedback != "rating":
         raise DataError("train_multitask predicts ratings: it needs rating feedback")
     train = ranking_examples(data, "train")
     baseline = float(train["target"].mean())
     tf.keras.utils.set_random_seed(seed)
-    with _scope(strategy):
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         retrieval = build_retrieval_model(variant, data, item_content,
-                                          embedding_dim=embedding_dim, log_q=log_q, seed=seed,
+                                          embedding_dim=embedding_dim, log_q=log_q,
                                           **model_kwargs)
         model = MultitaskModel(retrieval, retrieval_weight=retrieval_weight,
                                rating_weight=rating_weight, rating_offset=baseline)
-        model.compile(optimizer=_optimizer("adam", learning_rate))
+        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     dataset = to_dataset({k: train[k] for k in (*FEATURE_KEYS, "target")}, batch_size,
                          seed=seed, drop_remainder=replicas > 1)
@@ -697,7 +484,7 @@ def train_multitask(
 
 
 class _RankingModule(tf.Module):
-    def __init__(self, model: RankingModel, history_length: int, click: bool) -> None:
+    def __init__(self, model: Any, history_length: int, click: bool) -> None:
         super().__init__()
         self.model = model
         self.click = click

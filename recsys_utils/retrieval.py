@@ -1,86 +1,18 @@
-"""Two-tower retrieval with TensorFlow Recommenders (notebook 04).
+"""Training plumbing and evaluation of retrieval models (notebook 04).
 
-Variants, all trained with the same budget (epochs, batch size, learning rate,
-embedding size):
-
-* ``popularity``: no model; the score of item *i* is ``log(1 + count_i)``
-  (training interactions), the same list for everybody.
-* ``id``: an item id embedding (the candidate tower of the TFRS tutorials).
-  Items never seen in training (cold-start) share one
-  out-of-vocabulary (OOV) row that training never touches, so this model
-  cannot rank cold items: that is the baseline content has to beat.
-* ``content``: no item id at all. The candidate tower is a projection (an
-  MLP, or linear with ``hidden_units=()``) of the item content vector
-  (notebook 03: text, image, attributes or fused), so a brand new item gets
-  an embedding as good as an old one.
-* ``fused``: item id embedding **plus** the content MLP (summed). Cold items
-  map to the shared OOV id row, and during training each item id is replaced
-  by the OOV id with probability ``id_dropout``: the OOV row learns to mean
-  "an item we know nothing about" and the content path learns to carry the
-  item on its own, so the id part helps warm items without hurting cold ones.
-
-The query tower is the same for every variant: the user id embedding (OOV row
-0 for unknown users; ``user_dropout`` trains that row; ``use_user_id=False``
-leaves it out), the masked mean of the candidate tower's embeddings of the
-user's last ``H`` training items (``history_dropout`` hides some in training),
-and hour-of-day / day-of-week embeddings, concatenated and projected to the
-embedding size.
-
-**Full softmax** (``loss="full_softmax"``): each query is scored against every
-item seen in training, a cross-entropy over ``(B, n_items)`` logits, exact
-where the in-batch softmax below samples. With ``item_bias`` a learned
-per-item bias is added to the logits (popularity goes there, the towers learn
-taste); ``bias_dropout`` hides a random share of the biases each step behind
-one learned "unknown item" bias, which cold items get at inference (DropoutNet's
-idea, applied to the bias). Like the popularity prior, the bias is one extra
-embedding column, so serving stays a dot product.
-
-The in-batch alternative (``loss="in_batch"``) is ``tfrs.tasks.Retrieval``: a
-softmax where the other positives of the batch are the negatives. Because items enter a batch in
-proportion to their popularity, the negatives are a popularity-biased sample,
-and the plain in-batch softmax over-penalises popular items (and the learned
-scores absorb a popularity term). The *log-Q correction* (Yi et al., 2019,
-"Sampling-bias-corrected neural modeling") subtracts ``log Q(i)``, the
-sampling probability of candidate *i*, from its logit; TFRS does this when
-``candidate_sampling_probability`` is passed. We pass the empirical training
-frequency ``count_i / N`` of each in-batch candidate (``log_q=True``).
-**Popularity prior** (``popularity_prior=True``, used with ``log_q=False``):
-the other way to handle the same bias. Without the correction the in-batch
-softmax learns ``log p(i | u) - log Q(i)`` (a pointwise mutual information:
-"how much more than usual does this user want *i*"), so the towers spend their
-capacity on taste and none on popularity; at inference the log prior
-``log(1 + count_i)`` is added back. It stays a dot product: the candidate
-embedding gets one extra column holding the prior and the query embedding a
-constant 1, so brute force, ScaNN and the exported towers need no change.
-Cold items get the median prior of the warm items (we know nothing about how
-popular a new item will be). On small data (a few interactions per item) this
-learns the personal part faster than log-Q, which has to fit popularity into
-the embeddings too.
-
-**Early stopping** (``early_stopping=True``): after each epoch, Recall@50 on the
-validation users (the interaction before each user's test one), over the
-whole catalogue; training stops when it has not improved for ``patience``
-epochs, and the best epoch's weights are restored. Two-tower models on a few
-thousand interactions overfit the user ids within a few epochs.
-
-``remove_accidental_hits=True`` drops, for each query, in-batch negatives
-that are the query's own positive item (same item index), which would
-otherwise be pushed down as if they were negatives.
-
-Evaluation (:func:`evaluate_retrieval`) scores every query user against *all*
-items with :func:`recsys_utils.metrics.brute_force_top_k`, removes the user's
-training items ("seen item removal") and computes
-:func:`recsys_utils.metrics.retrieval_metrics`. Warm (``test``) and cold
-(``test_cold``) are reported separately; cold is ranked over the full
-catalogue (fair: in production a new item competes with every old one, and
-hard: the id model puts old items first), and optionally over the cold items
-only (``candidates="cold"``: can the model order new items among
-themselves?).
+The model itself (towers, ``tfrs.Model``, ``train_retrieval``) is written in
+notebook 04 and generated into :mod:`recsys_utils.two_tower`. This module holds
+what every model shares: the training examples (:func:`training_examples`),
+the trained result (:class:`RetrievalResult`) and early stopping
+(:class:`ValidationRecall`); evaluation over the whole catalogue with seen
+items removed (:func:`evaluate_retrieval`, :func:`retrieval_table`), warm
+(``test``) and cold-start (``test_cold``) apart; paired bootstrap comparisons;
+new-item exposure (:class:`NewItemBoost`); and the TFRS tutorial's protocol
+(:func:`tfrs_protocol_metrics`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from typing import Any, Literal
@@ -93,270 +25,30 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from . import metrics
-from .callbacks import EpochBar, EpochClock
-from .features import RecData, build_features, check_item_content, to_dataset
+from .callbacks import EpochClock
+from .features import RecData, build_features
 from .schema import DataError
 
 __all__ = [
-    "VARIANTS",
-    "best_by_validation",
-    "ItemTower",
-    "QueryTower",
-    "RetrievalModel",
+    "NewItemBoost",
     "RetrievalResult",
     "ValidationRecall",
+    "best_by_validation",
     "evaluate_retrieval",
     "leave_one_out_history",
-    "log_prior",
+    "match_new_item_exposure",
+    "new_item_exposure",
     "paired_comparison",
+    "popularity",
+    "rank_items",
     "recommend",
     "retrieval_table",
     "tfrs_protocol_metrics",
-    "train_retrieval",
+    "training_examples",
 ]
 
-VARIANTS = ("popularity", "id", "content", "fused")
-#: Training losses: in-batch softmax (``tfrs.tasks.Retrieval``, the other positives of the
-#: batch are the negatives) or a full softmax over every item seen in training.
-LOSSES = ("in_batch", "full_softmax")
 #: Features the query tower reads.
 QUERY_KEYS = ("user", "history", "history_mask", "hour", "dow")
-
-
-# ------------------------------------------------------------------------------ towers
-
-
-class ItemTower(tf.keras.layers.Layer):
-    """Item index -> embedding. Input ``(...)`` int item indices; output ``(..., dim)``.
-
-    Args:
-        variant: ``"id"``, ``"content"`` or ``"fused"``.
-        id_tokens: ``(n_items,)`` int, the id-embedding row of each item:
-            ``1 + rank`` for items seen in training, ``0`` (OOV) otherwise.
-        content: ``(n_items, d)`` float content vectors (content / fused).
-        embedding_dim: output size.
-        hidden_units: hidden layers of the content MLP.
-        id_dropout: training-time probability of replacing an id by OOV.
-    """
-
-    def __init__(self, variant: str, id_tokens: np.ndarray, content: np.ndarray | None,
-                 embedding_dim: int, hidden_units: Sequence[int] = (128,),
-                 id_dropout: float = 0.0, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.variant = variant
-        self.use_id = variant in ("id", "fused")
-        self.use_content = variant in ("content", "fused")
-        self.id_dropout = float(id_dropout)
-        self._seed = seed
-        self._tokens = tf.constant(np.asarray(id_tokens, dtype=np.int32))
-        if self.use_id:
-            n_tokens = int(np.max(id_tokens)) + 1
-            # Zero-initialised OOV row and small random rows elsewhere would be
-            # nicer, but the Keras default (uniform +-0.05) is what TFRS uses.
-            self.id_embedding = tf.keras.layers.Embedding(n_tokens, embedding_dim, name="item_id")
-        if self.use_content:
-            if content is None:
-                raise DataError(f"variant {variant!r} needs item_content (n_items, d)")
-            # A non-trainable variable, not a constant: large tables stay out of the graph.
-            self.content = tf.Variable(np.asarray(content, np.float32), trainable=False,
-                                       name="item_content")
-            layers = [tf.keras.layers.Dense(h, activation="relu") for h in hidden_units]
-            self.mlp = tf.keras.Sequential(
-                layers + [tf.keras.layers.Dense(embedding_dim, dtype="float32")], name="content_mlp")
-
-    def call(self, item_idx: tf.Tensor, training: Any = None) -> tf.Tensor:
-        item_idx = tf.cast(item_idx, tf.int32)
-        parts = []
-        if self.use_id:
-            tokens = tf.gather(self._tokens, item_idx)
-            if training and self.id_dropout > 0:
-                keep = tf.random.uniform(tf.shape(tokens)) >= self.id_dropout
-                tokens = tf.where(keep, tokens, tf.zeros_like(tokens))
-            parts.append(tf.cast(self.id_embedding(tokens), tf.float32))
-        if self.use_content:
-            parts.append(self.mlp(tf.gather(self.content, item_idx)))
-        return tf.add_n(parts) if len(parts) > 1 else parts[0]
-
-
-class QueryTower(tf.keras.layers.Layer):
-    """Query features -> ``(B, dim)``.
-
-    Inputs (a dict): ``user`` ``(B,)`` int, ``history`` ``(B, H)`` int item
-    indices (-1 = empty), ``history_mask`` ``(B, H)`` float, ``hour`` ``(B,)``,
-    ``dow`` ``(B,)``. The history is pooled with the (shared) item tower.
-    """
-
-    def __init__(self, n_users: int, item_tower: ItemTower, embedding_dim: int, *,
-                 use_history: bool = True, use_context: bool = True, use_user_id: bool = True,
-                 user_dropout: float = 0.0, history_embedding: str = "shared",
-                 history_dropout: float = 0.0, n_items: int | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if history_embedding not in ("shared", "separate"):
-            raise DataError(f"history_embedding must be 'shared' or 'separate', "
-                            f"got {history_embedding!r}")
-        self.item_tower = item_tower
-        self.use_history = use_history
-        self.use_context = use_context
-        self.use_user_id = use_user_id
-        self.user_dropout = float(user_dropout)
-        self.history_dropout = float(history_dropout)
-        # Only the layers a model calls: an unbuilt one is a warning at every export.
-        self.user_embedding = (tf.keras.layers.Embedding(n_users, embedding_dim, name="user_id")
-                               if use_user_id else None)
-        # "separate": the history reads its own item table (input vs output
-        # embeddings, as in word2vec), so "bought A, then wants B" need not be symmetric.
-        self.history_embedding = None
-        if history_embedding == "separate":
-            if n_items is None:
-                raise DataError("history_embedding='separate' needs n_items")
-            self.history_embedding = tf.keras.layers.Embedding(n_items, embedding_dim,
-                                                               name="history_item")
-        if use_context:
-            self.hour_embedding = tf.keras.layers.Embedding(24, 8, name="hour")
-            self.dow_embedding = tf.keras.layers.Embedding(7, 4, name="dow")
-        self.project = tf.keras.layers.Dense(embedding_dim, dtype="float32", name="project")
-
-    def call(self, features: Mapping[str, tf.Tensor], training: Any = None) -> tf.Tensor:
-        user = tf.cast(features["user"], tf.int32)
-        if training and self.user_dropout > 0:
-            keep = tf.random.uniform(tf.shape(user)) >= self.user_dropout
-            user = tf.where(keep, user, tf.zeros_like(user))
-        parts = [tf.cast(self.user_embedding(user), tf.float32)] if self.use_user_id else []
-        if self.use_history:
-            history = tf.cast(features["history"], tf.int32)
-            mask = tf.cast(features["history_mask"], tf.float32)
-            if training and self.history_dropout > 0:
-                # Drop history items at random (a denoising input, as in Mult-DAE).
-                keep = tf.random.uniform(tf.shape(mask)) >= self.history_dropout
-                mask = mask * tf.cast(keep, tf.float32)
-            if history.shape[-1] == 0:
-                # No history slots: the pooled part is a zero vector of the right size.
-                items = self.item_tower(tf.zeros_like(user), training=training)
-                parts.append(tf.zeros_like(items))
-            else:
-                # Embed each distinct history item once per batch, then gather: a batch's
-                # B*H slots hold at most n_items distinct items (16x fewer on MovieLens).
-                flat = tf.reshape(tf.maximum(history, 0), [-1])
-                distinct, position = tf.unique(flat)
-                if self.history_embedding is not None:
-                    embedded = tf.cast(self.history_embedding(distinct), tf.float32)
-                else:
-                    embedded = self.item_tower(distinct, training=training)  # (n_distinct, d)
-                items = tf.reshape(tf.gather(embedded, position),
-                                   [-1, history.shape[-1], embedded.shape[-1]])
-                total = tf.reduce_sum(items * mask[..., None], axis=1)
-                parts.append(total / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0))
-        if self.use_context:
-            parts.append(tf.cast(self.hour_embedding(tf.cast(features["hour"], tf.int32)), tf.float32))
-            parts.append(tf.cast(self.dow_embedding(tf.cast(features["dow"], tf.int32)), tf.float32))
-        return self.project(tf.concat(parts, axis=-1))
-
-
-class RetrievalModel(tfrs.Model):
-    """The two-tower model: ``query_tower`` and ``item_tower`` plus the task.
-
-    ``compute_loss`` passes the in-batch candidates' training frequency as
-    ``candidate_sampling_probability`` (when ``log_q``; see the module
-    docstring) and their item indices as ``candidate_ids`` for accidental-hit
-    removal.
-    """
-
-    def __init__(self, query_tower: QueryTower, item_tower: ItemTower,
-                 item_probability: np.ndarray, *, log_q: bool = True,
-                 temperature: float | None = None, prior: np.ndarray | None = None,
-                 loss: str = "in_batch", softmax_items: np.ndarray | None = None,
-                 item_bias: bool = False, bias_dropout: float = 0.0) -> None:
-        super().__init__()
-        if loss not in LOSSES:
-            raise DataError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
-        self.query_tower = query_tower
-        self.item_tower = item_tower
-        self.log_q = log_q
-        self.loss_kind = loss  # not "loss": Keras' compile() sets that attribute
-        self.temperature = temperature
-        if loss == "full_softmax":
-            # The softmax runs over the items seen in training: an item that is never a
-            # positive would only ever be pushed down, and cold items would inherit that.
-            items = np.asarray(softmax_items if softmax_items is not None
-                               else np.arange(len(item_probability)), np.int32)
-            position = np.full(len(item_probability), -1, np.int32)
-            position[items] = np.arange(len(items))
-            self._softmax_items = tf.constant(items)
-            self._softmax_position = tf.constant(position)
-        self._probability = tf.constant(np.asarray(item_probability, np.float32))
-        self.task = (tfrs.tasks.Retrieval(remove_accidental_hits=True, temperature=temperature)
-                     if loss == "in_batch" else None)
-        # (n_items,) log prior added at inference (popularity_prior), else None.
-        self.prior = None if prior is None else tf.constant(np.asarray(prior, np.float32))
-        # A learned per-item bias (full softmax): popularity goes there, so the towers learn
-        # taste alone. Items without a trained bias (cold ones) get the learned bias of an
-        # unknown item, which training teaches by hiding a random share (bias_dropout) of the
-        # items' own biases each step, as DropoutNet does for ids.
-        self.item_bias = None
-        self.bias_dropout = float(bias_dropout)
-        if item_bias:
-            if loss != "full_softmax" or prior is not None:
-                raise DataError("item_bias goes with loss='full_softmax' and no popularity prior")
-            if temperature:
-                # Training divides the logits by the temperature before adding the bias;
-                # inference scores are one dot product with the bias column, undivided.
-                raise DataError("item_bias goes without a temperature: the served scores "
-                                "(dot product + bias) would differ from the trained logits")
-            self.item_bias = self.add_weight(name="item_bias", shape=(len(item_probability),),
-                                             initializer="zeros", trainable=True)
-            self.unknown_bias = self.add_weight(name="unknown_item_bias", shape=(),
-                                                initializer="zeros", trainable=True)
-            trained = np.zeros(len(item_probability), bool)
-            trained[np.asarray(self._softmax_items)] = True
-            self._bias_trained = tf.constant(trained)
-
-    def _prior_column(self, item_idx: tf.Tensor) -> tf.Tensor | None:
-        """``(B, 1)`` the score every query adds to these items, or None."""
-        if self.prior is not None:
-            return tf.gather(self.prior, item_idx)[:, None]
-        if self.item_bias is None:
-            return None
-        bias = tf.where(tf.gather(self._bias_trained, item_idx),
-                        tf.gather(self.item_bias, item_idx), self.unknown_bias)
-        return bias[:, None]
-
-    def query_embedding(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        """Inference query embedding ``(B, dim)`` (``(B, dim + 1)`` with a prior: a 1 appended)."""
-        query = self.query_tower(features, training=False)
-        if self.prior is None and self.item_bias is None:
-            return query
-        return tf.concat([query, tf.ones_like(query[:, :1])], axis=-1)
-
-    def candidate_embedding(self, item_idx: tf.Tensor) -> tf.Tensor:
-        """Inference item embedding ``(B, dim)`` (``(B, dim + 1)`` with the log prior appended)."""
-        item_idx = tf.cast(item_idx, tf.int32)
-        items = self.item_tower(item_idx, training=False)
-        prior = self._prior_column(item_idx)
-        return items if prior is None else tf.concat([items, prior], axis=-1)
-
-    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query = self.query_tower(features, training=training)
-        item = tf.cast(features["item"], tf.int32)
-        if self.loss_kind == "full_softmax":
-            # Every training item is a negative of every query: (B, n_softmax) logits.
-            candidates = self.item_tower(self._softmax_items, training=training)
-            logits = tf.matmul(query, candidates, transpose_b=True)
-            if self.temperature:
-                logits = logits / self.temperature
-            if self.item_bias is not None:
-                bias = tf.gather(self.item_bias, self._softmax_items)
-                if training and self.bias_dropout > 0:
-                    hidden = tf.random.uniform(tf.shape(bias)) < self.bias_dropout
-                    bias = tf.where(hidden, self.unknown_bias, bias)
-                logits += bias[None, :]
-            labels = tf.gather(self._softmax_position, item)
-            return tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True))
-        candidates = self.item_tower(item, training=training)
-        probability = tf.gather(self._probability, item) if self.log_q else None
-        return self.task(query, candidates, candidate_sampling_probability=probability,
-                         candidate_ids=item, compute_metrics=not training)
 
 
 # ------------------------------------------------------------------------------ training
@@ -367,8 +59,9 @@ class RetrievalResult:
     """A trained retrieval variant.
 
     Attributes:
-        variant: one of :data:`VARIANTS`.
-        model: the :class:`RetrievalModel` (``None`` for popularity).
+        variant: the variant's name (``popularity``, ``id``, ``fused``...).
+        model: the :class:`~recsys_utils.two_tower.RetrievalModel` (``None`` for
+            popularity).
         history: per-epoch training logs (``{"loss": [...], ...}``) and each
             epoch's wall time (``"epoch_seconds"``; the first includes tracing).
         train_seconds: wall time of ``fit``.
@@ -380,13 +73,36 @@ class RetrievalResult:
     """
 
     variant: str
-    model: RetrievalModel | None
+    model: Any
     history: dict[str, list[float]]
     train_seconds: float
     examples_per_second: float
     config: dict[str, Any]
     item_probability: np.ndarray
     item_counts: np.ndarray
+
+    @classmethod
+    def of(cls, variant: str, model: Any, data: RecData, train: Mapping[str, np.ndarray],
+           config: dict[str, Any]) -> RetrievalResult:
+        """An untrained result around ``model``; :meth:`record` fills in its training."""
+        counts = np.bincount(train["item"], minlength=data.n_items).astype(np.int64)
+        return cls(variant, model, {}, 0.0, 0.0, config, data.item_probability, counts)
+
+    def record(self, history: Mapping[str, list[float]], seconds: float,
+               callbacks: Sequence[tf.keras.callbacks.Callback]) -> RetrievalResult:
+        """Store a ``fit``'s per-epoch logs and wall time, and what its callbacks measured
+        (:class:`~recsys_utils.callbacks.EpochClock`, :class:`ValidationRecall`)."""
+        self.history = {k: [float(x) for x in v] for k, v in history.items()}
+        self.train_seconds = seconds
+        epochs_run = len(self.history.get("loss", ()))
+        self.examples_per_second = epochs_run * int(self.item_counts.sum()) / max(seconds, 1e-9)
+        for callback in callbacks:
+            if isinstance(callback, EpochClock):
+                self.history["epoch_seconds"] = callback.seconds
+            if isinstance(callback, ValidationRecall):
+                self.history[f"val_{callback.metric}"] = callback.curve
+                self.config["best_epoch"] = callback.best_epoch
+        return self
 
     def item_embeddings(self, batch_size: int = 4096) -> np.ndarray:
         """``(n_items, dim)`` float32 candidate embeddings of the whole catalogue."""
@@ -411,191 +127,32 @@ class RetrievalResult:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
 
 
-def _id_tokens(data: RecData) -> np.ndarray:
-    """Row of each item in the id embedding: 1.. for items seen in training, 0 = OOV."""
-    tokens = np.zeros(data.n_items, np.int32)
-    warm = np.flatnonzero(data.warm_items)
-    tokens[warm] = np.arange(1, len(warm) + 1)
-    return tokens
+def training_examples(data: RecData, train_history: str = "before") -> dict[str, np.ndarray]:
+    """The training interactions as model inputs: the query features and ``item``, ``(N, ...)``.
 
-
-def log_prior(data: RecData) -> np.ndarray:
-    """``(n_items,)`` float32 ``log(1 + training count)``; cold items get the warm median."""
-    prior = np.log1p(data.item_counts.astype(np.float32))
-    if data.warm_items.any():
-        prior[~data.warm_items] = np.median(prior[data.warm_items])
-    return prior
-
-
-def build_retrieval_model(
-    variant: str, data: RecData, item_content: np.ndarray | None = None, *,
-    embedding_dim: int = 32, hidden_units: Sequence[int] = (128,), id_dropout: float | None = None,
-    user_dropout: float = 0.05, use_history: bool = True, use_context: bool = True,
-    log_q: bool = True, temperature: float | None = None, seed: int = 42,
-    popularity_prior: bool = False, loss: str = "in_batch", use_user_id: bool = True,
-    history_embedding: str = "shared", history_dropout: float = 0.0, item_bias: bool = False,
-    bias_dropout: float = 0.0,
-) -> RetrievalModel:
-    """Build (not train) a :class:`RetrievalModel` for ``variant``.
-
-    ``popularity_prior`` adds :func:`log_prior` at inference (see the module
-    docstring; pair it with ``log_q=False``). ``loss``: ``"in_batch"`` or
-    ``"full_softmax"`` (over the items seen in training; ``log_q`` is then
-    moot: there is no sampling to correct). ``use_user_id=False`` drops the
-    user id embedding (the query is the history and the context: nothing to
-    memorise per user). ``history_embedding="separate"`` gives the history its
-    own item table; ``history_dropout`` drops history items in training.
-    ``item_bias`` (full softmax only) learns a per-item bias that absorbs
-    popularity; ``bias_dropout`` hides that share of the biases each step behind
-    one learned "unknown item" bias, which cold items then get.
-
-    ``id_dropout`` defaults to 0.25 for ``fused`` and 0 otherwise.
+    ``train_history``: ``"before"``, each example's history is the user's items strictly
+    before it (next-item prediction); ``"leave_one_out"``, the user's last training items
+    minus the example's own item, which is what an evaluation query sees.
     """
-    if variant not in VARIANTS or variant == "popularity":
-        raise DataError(f"unknown model variant {variant!r}; choose from {list(VARIANTS[1:])}")
-    content = None if item_content is None else check_item_content(item_content, data.n_items)
-    if id_dropout is None:
-        id_dropout = 0.25 if variant == "fused" else 0.0
-    item_tower = ItemTower(variant, _id_tokens(data), content, embedding_dim,
-                           hidden_units=hidden_units, id_dropout=id_dropout, seed=seed,
-                           name="item_tower")
-    query_tower = QueryTower(data.n_users, item_tower, embedding_dim, use_history=use_history,
-                             use_context=use_context, use_user_id=use_user_id,
-                             user_dropout=user_dropout, history_embedding=history_embedding,
-                             history_dropout=history_dropout, n_items=data.n_items,
-                             name="query_tower")
-    return RetrievalModel(query_tower, item_tower, data.item_probability,
-                          log_q=log_q and loss == "in_batch", temperature=temperature,
-                          prior=log_prior(data) if popularity_prior else None, loss=loss,
-                          softmax_items=np.flatnonzero(data.warm_items), item_bias=item_bias,
-                          bias_dropout=bias_dropout)
-
-
-def _optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
-    if name == "adam":
-        return tf.keras.optimizers.Adam(learning_rate)
-    if name == "adagrad":
-        return tf.keras.optimizers.Adagrad(learning_rate)
-    raise DataError(f"optimizer must be 'adam' or 'adagrad', got {name!r}")
-
-
-def _scope(strategy: tf.distribute.Strategy | None):
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
-
-
-def train_retrieval(
-    variant: Literal["popularity", "id", "content", "fused"],
-    data: RecData,
-    item_content: np.ndarray | None = None,
-    *,
-    epochs: int = 5,
-    batch_size: int = 256,
-    embedding_dim: int = 32,
-    learning_rate: float = 0.01,
-    seed: int = 42,
-    strategy: tf.distribute.Strategy | None = None,
-    progress: bool = True,
-    log_q: bool = True,
-    optimizer: str = "adam",
-    positives_only: bool = False,
-    early_stopping: bool = False,
-    patience: int = 2,
-    train_history: Literal["before", "leave_one_out"] = "before",
-    stopping_metric: str = "recall@50",
-    **model_kwargs: Any,
-) -> RetrievalResult:
-    """Train one retrieval variant on ``data.examples["train"]``.
-
-    Args:
-        variant: ``popularity``, ``id``, ``content`` or ``fused``.
-        data: :func:`~recsys_utils.features.build_features` output.
-        item_content: ``(n_items, d)`` float32 content vectors aligned with the
-            items table (needed by ``content`` and ``fused``).
-        epochs, batch_size, embedding_dim, learning_rate: the shared budget.
-        seed: seeds weights, dropout and the shuffle.
-        strategy: e.g. from :func:`recsys_utils.hardware.choose_strategy`; the
-            model and optimizer are built under ``strategy.scope()``.
-        progress: a tqdm bar over epochs.
-        log_q: pass the in-batch candidates' training frequency as
-            ``candidate_sampling_probability`` (log-Q correction).
-        optimizer: ``"adam"`` or ``"adagrad"`` (the TFRS tutorial's).
-        positives_only: train on ``label == 1`` rows only (e.g. skip views);
-            default trains on every interaction, like the TFRS tutorial.
-        early_stopping: stop when the validation ``stopping_metric`` (e.g.
-            ``"recall@50"``, ``"ndcg@10"``) has not improved for ``patience``
-            epochs and restore the best epoch's weights (``epochs`` is then the
-            maximum). Needs a non-empty validation split;
-            ``history["val_<metric>"]`` records the curve and
-            ``config["best_epoch"]`` the epoch kept.
-        train_history: the history each training example's query sees.
-            ``"before"``: the user's items strictly before it (next-item
-            prediction). ``"leave_one_out"``: the user's most recent training
-            items, the example's own item removed, which is what an
-            evaluation query sees (all training items): train and test
-            queries then look alike.
-        **model_kwargs: passed to :func:`build_retrieval_model`
-            (``hidden_units``, ``id_dropout``, ``user_dropout``,
-            ``use_history``, ``use_context``, ``temperature``,
-            ``popularity_prior``).
-
-    Returns:
-        :class:`RetrievalResult`.
-    """
-    config = dict(variant=variant, epochs=epochs, batch_size=batch_size,
-                  embedding_dim=embedding_dim, learning_rate=learning_rate, seed=seed,
-                  log_q=log_q, optimizer=optimizer, positives_only=positives_only,
-                  early_stopping=early_stopping, patience=patience, **model_kwargs)
-    train = dict(data.examples["train"])
-    if positives_only:
-        keep = train["label"] > 0
-        train = {k: v[keep] for k, v in train.items()}
+    train = {k: data.examples["train"][k] for k in (*QUERY_KEYS, "item")}
     if train_history == "leave_one_out":
         train["history"], train["history_mask"] = leave_one_out_history(data, train["user"],
                                                                         train["item"])
     elif train_history != "before":
         raise DataError(f"train_history must be 'before' or 'leave_one_out', got {train_history!r}")
-    n = len(train["user"])
-    if variant == "popularity":
-        start = time.perf_counter()
-        counts = np.bincount(train["item"], minlength=data.n_items).astype(np.int64)
-        seconds = time.perf_counter() - start
-        return RetrievalResult(variant, None, {}, seconds, n / max(seconds, 1e-9), config,
-                               data.item_probability, counts)
-    if n == 0:
+    if len(train["item"]) == 0:
         raise DataError("no training examples")
+    return train
 
-    tf.keras.utils.set_random_seed(seed)
-    with _scope(strategy):
-        model = build_retrieval_model(variant, data, item_content, embedding_dim=embedding_dim,
-                                      log_q=log_q, seed=seed, **model_kwargs)
-        model.compile(optimizer=_optimizer(optimizer, learning_rate))
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    keys = (*QUERY_KEYS, "item")
-    dataset = to_dataset({k: train[k] for k in keys}, batch_size, seed=seed,
-                         drop_remainder=replicas > 1)
-    counts = np.bincount(train["item"], minlength=data.n_items).astype(np.int64)
-    result = RetrievalResult(variant, model, {}, 0.0, 0.0, config, data.item_probability, counts)
-    clock = EpochClock()  # first, so validation time is not counted as training time
-    callbacks: list[tf.keras.callbacks.Callback] = [clock]
-    stopper = None
-    if early_stopping:
-        if len(data.splits.get("validation", ())) == 0:
-            raise DataError("early_stopping needs a non-empty validation split")
-        stopper = ValidationRecall(result, data, patience=patience, metric=stopping_metric)
-        callbacks.append(stopper)
-    if progress:  # after the stopper, so the bar shows the validation recall
-        callbacks.append(EpochBar(epochs, f"retrieval/{variant}"))
-    start = time.perf_counter()
-    fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
-    seconds = time.perf_counter() - start
-    history = {k: [float(x) for x in v] for k, v in fit.history.items()}
-    history["epoch_seconds"] = clock.seconds
-    ran = len(history.get("loss", ()))
-    if stopper is not None:
-        history[f"val_{stopping_metric}"] = stopper.curve
-        config["best_epoch"] = stopper.best_epoch
-    result.history, result.train_seconds = history, seconds
-    result.examples_per_second = ran * n / max(seconds, 1e-9)
+
+def popularity(data: RecData, train: Mapping[str, np.ndarray], config: dict[str, Any]
+               ) -> RetrievalResult:
+    """The ``popularity`` variant: no model, every user gets ``log(1 + training count)``."""
+    started = time.perf_counter()
+    result = RetrievalResult.of("popularity", None, data, train, config)
+    seconds = time.perf_counter() - started
+    result.train_seconds = seconds
+    result.examples_per_second = len(train["item"]) / max(seconds, 1e-9)
     return result
 
 
@@ -942,7 +499,7 @@ def tfrs_protocol_metrics(
     removal, as in the tutorial).
 
     Args:
-        budgets: label -> :func:`train_retrieval` keywords, ``variant``
+        budgets: label -> :func:`~recsys_utils.two_tower.train_retrieval` keywords, ``variant``
             included (e.g. ``{"id": dict(variant="id", epochs=3, ...)}``).
             There is no validation split: ``early_stopping`` is refused.
         history_length: ``H`` of the queries' history (the user's training
@@ -953,6 +510,8 @@ def tfrs_protocol_metrics(
         test ratings whose item is in the user's top K) and ``train_seconds``.
     """
     from types import SimpleNamespace
+
+    from .two_tower import train_retrieval  # the model module imports this one
 
     feedback = "rating" if "rating" in train else "event"
     prepared = SimpleNamespace(items=items, feedback=feedback, cold_items=None,

@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse
 
 from recsys_utils import baselines as B
+from recsys_utils import two_tower
 from recsys_utils import features as F
 from recsys_utils import retrieval as R
 from recsys_utils.schema import DataError
@@ -38,7 +39,7 @@ def fitted(world):
 @pytest.fixture(scope="module")
 def table(world, fitted):
     _, data = world
-    results = [R.train_retrieval("popularity", data), *fitted.values()]
+    results = [two_tower.train_retrieval("popularity", data), *fitted.values()]
     return R.retrieval_table(results, data, ks=(10, 50)).set_index(["variant", "split",
                                                                      "candidates"])
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from recsys_utils import metrics
+from recsys_utils import two_tower
 from recsys_utils.schema import DataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -257,7 +258,7 @@ def test_train_retrieval_records_every_epoch_wall_time():
 
     toy = features.make_toy(seed=0)
     data = features.build_features(toy.prepared, history_length=3)
-    result = retrieval.train_retrieval("id", data, epochs=3, batch_size=256, progress=False)
+    result = two_tower.train_retrieval("id", data, epochs=3, batch_size=256, progress=False)
     seconds = result.history["epoch_seconds"]
     assert len(seconds) == len(result.history["loss"]) == 3 and all(s > 0 for s in seconds)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from recsys_utils import features as F
+from recsys_utils import dcn_ranker, two_tower
 from recsys_utils import ranking as K
 from recsys_utils import retrieval as R
 
@@ -18,14 +19,14 @@ BUDGET = dict(epochs=12, batch_size=128, embedding_dim=32, learning_rate=0.005, 
 def rated():
     toy = F.make_toy(feedback="rating", seed=0)
     data = F.build_features(toy.prepared, history_length=5)
-    return toy, data, K.train_ranking(data, toy.content, **BUDGET)
+    return toy, data, dcn_ranker.train_ranking(data, toy.content, **BUDGET)
 
 
 @pytest.fixture(scope="module")
 def clicked():
     toy = F.make_toy(feedback="event", n_users=400, seed=0)  # clicks need more data than ratings
     data = F.build_features(toy.prepared, history_length=5)
-    return toy, data, K.train_ranking(data, toy.content, **BUDGET)
+    return toy, data, dcn_ranker.train_ranking(data, toy.content, **BUDGET)
 
 
 def test_dcn_beats_the_constant_rating_predictor(rated):
@@ -65,7 +66,7 @@ def test_sampled_negatives_are_unseen_items_labelled_zero(clicked):
 @pytest.fixture(scope="module")
 def rated_retrieval(rated):
     toy, data, _ = rated
-    return R.train_retrieval("fused", data, toy.content, epochs=5, batch_size=128, seed=0,
+    return two_tower.train_retrieval("fused", data, toy.content, epochs=5, batch_size=128, seed=0,
                              progress=False)
 
 
@@ -90,7 +91,7 @@ def test_multitask_trains_both_heads(rated):
     joint = K.train_multitask(data, toy.content, epochs=5, batch_size=128, seed=0,
                               progress=False, rating_weight=1.0, retrieval_weight=1.0)
     warm = R.evaluate_retrieval(joint.retrieval, data, "test", ks=(50,))
-    popularity = R.evaluate_retrieval(R.train_retrieval("popularity", data, progress=False),
+    popularity = R.evaluate_retrieval(two_tower.train_retrieval("popularity", data, progress=False),
                                       data, "test", ks=(50,))
     assert warm["recall@50"] > popularity["recall@50"] + 0.2
     out = K.evaluate_ranking(joint.ranking, data, "test")

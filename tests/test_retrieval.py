@@ -13,6 +13,7 @@ import tensorflow as tf
 from recsys_utils import features as F
 from recsys_utils import metrics
 from recsys_utils import retrieval as R
+from recsys_utils import two_tower as T
 from recsys_utils.data import tfrs_protocol_split
 
 BUDGET = dict(epochs=8, batch_size=128, embedding_dim=32, learning_rate=0.01, seed=0,
@@ -28,7 +29,7 @@ def world():
 @pytest.fixture(scope="module")
 def trained(world):
     toy, data = world
-    return {v: R.train_retrieval(v, data, toy.content, **BUDGET) for v in R.VARIANTS}
+    return {v: T.train_retrieval(v, data, toy.content, **BUDGET) for v in T.VARIANTS}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,6 @@ def test_log_q_correction_is_passed_to_the_task(world, trained):
     result = trained["content"]
     counts = np.bincount(data.examples["train"]["item"], minlength=data.n_items)
     np.testing.assert_allclose(result.item_probability, counts / counts.sum(), rtol=1e-6)
-    assert "candidate_sampling_probability" in R.__doc__ and "log Q" in R.__doc__
 
     # The task loss equals a hand-computed softmax over logits - log(p), and differs from it
     # without the correction: the probabilities really reach the task.
@@ -99,8 +99,8 @@ def test_log_q_correction_is_passed_to_the_task(world, trained):
 def test_log_q_changes_training(world):
     _toy, data = world
     budget = dict(BUDGET, epochs=2)
-    with_q = R.train_retrieval("id", data, **budget)
-    without = R.train_retrieval("id", data, **budget, log_q=False)
+    with_q = T.train_retrieval("id", data, **budget)
+    without = T.train_retrieval("id", data, **budget, log_q=False)
     assert with_q.history["loss"] != without.history["loss"]
     assert not np.allclose(with_q.item_embeddings(), without.item_embeddings())
 
@@ -120,7 +120,7 @@ def test_evaluation_uses_retrieval_metrics_on_controlled_data():
     data = F.build_features(SimpleNamespace(
         items=items, feedback="rating", cold_items=["i4", "i5"],
         splits={"train": train, "test": test, "test_cold": test_cold}), history_length=2)
-    result = R.train_retrieval("popularity", data, progress=False)
+    result = T.train_retrieval("popularity", data, progress=False)
     assert result.item_embeddings()[:, 0].tolist() == pytest.approx(
         np.log1p([3, 2, 1, 0, 0, 0]).tolist())
 
@@ -148,7 +148,7 @@ def test_strategy_scope_and_protocol_smoke(world):
     from recsys_utils.hardware import choose_strategy
 
     strategy, _ = choose_strategy(apply_mixed_precision=False)
-    result = R.train_retrieval("fused", data, toy.content, strategy=strategy,
+    result = T.train_retrieval("fused", data, toy.content, strategy=strategy,
                                **dict(BUDGET, epochs=1))
     assert np.isfinite(result.history["loss"]).all()
 
@@ -166,23 +166,9 @@ def test_strategy_scope_and_protocol_smoke(world):
     assert out["top_100_accuracy"].max() > 0.4
 
 
-def test_popularity_prior_is_an_extra_dot_product_column(world):
-    _toy, data = world
-    result = R.train_retrieval("fused", data, _toy.content, **dict(BUDGET, epochs=2),
-                               log_q=False, popularity_prior=True)
-    prior = R.log_prior(data)
-    assert np.allclose(prior[data.warm_items], np.log1p(data.item_counts[data.warm_items]))
-    assert np.allclose(prior[~data.warm_items], np.median(prior[data.warm_items]))
-    items = result.item_embeddings()
-    np.testing.assert_allclose(items[:, -1], prior, rtol=1e-6)
-    q = result.query_embeddings(data.queries("test").features)
-    np.testing.assert_allclose(q[:, -1], 1.0)
-    assert items.shape[1] == q.shape[1] == BUDGET["embedding_dim"] + 1
-
-
 def test_early_stopping_keeps_the_best_validation_epoch(world):
     toy, data = world
-    result = R.train_retrieval("fused", data, toy.content, **dict(BUDGET, epochs=6),
+    result = T.train_retrieval("fused", data, toy.content, **dict(BUDGET, epochs=6),
                                early_stopping=True, patience=1)
     curve = result.history["val_recall@50"]
     best = result.config["best_epoch"]
@@ -203,12 +189,12 @@ FULL = dict(BUDGET, loss="full_softmax", item_bias=True, bias_dropout=0.5, log_q
 @pytest.fixture(scope="module")
 def full_softmax(world):
     toy, data = world
-    return {v: R.train_retrieval(v, data, toy.content, **FULL) for v in ("id", "content", "fused")}
+    return {v: T.train_retrieval(v, data, toy.content, **FULL) for v in ("id", "content", "fused")}
 
 
 def test_full_softmax_loss_is_the_cross_entropy_over_the_training_items(world):
     toy, data = world
-    model = R.build_retrieval_model("fused", data, toy.content, embedding_dim=8,
+    model = T.build_retrieval_model("fused", data, toy.content, embedding_dim=8,
                                     loss="full_softmax", item_bias=True, use_user_id=False)
     batch = {k: tf.constant(v[:16]) for k, v in data.examples["train"].items()
              if k in (*R.QUERY_KEYS, "item")}
@@ -242,7 +228,7 @@ def test_item_bias_is_a_dot_product_column_and_cold_items_get_the_unknown_bias(w
 
 def test_full_softmax_models_learn_warm_and_content_ones_rank_cold_items(world, full_softmax):
     _, data = world
-    popularity = R.train_retrieval("popularity", data)
+    popularity = T.train_retrieval("popularity", data)
     frame = R.retrieval_table([popularity, *full_softmax.values()], data, ks=(10, 50),
                               settings=(("test", "all"), ("test_cold", "all")))
     at = frame.set_index(["variant", "split"])["recall@50"]
@@ -267,28 +253,25 @@ def test_leave_one_out_history_drops_only_the_examples_own_item(world):
 
 def test_bad_levers_raise_clear_errors(world):
     toy, data = world
-    with pytest.raises(R.DataError, match="loss must be one of"):
-        R.build_retrieval_model("id", data, loss="softmax")
+    with pytest.raises(R.DataError, match="loss must be .full_softmax. or .in_batch."):
+        T.build_retrieval_model("id", data, loss="softmax")
     with pytest.raises(R.DataError, match="item_bias goes with"):
-        R.build_retrieval_model("id", data, item_bias=True)
-    with pytest.raises(R.DataError, match="without a temperature"):
-        R.build_retrieval_model("id", data, loss="full_softmax", item_bias=True, temperature=0.1)
-    with pytest.raises(R.DataError, match="history_embedding"):
-        R.build_retrieval_model("id", data, history_embedding="own")
+        T.build_retrieval_model("id", data, item_bias=True)
+    with pytest.raises(R.DataError, match="needs item_content"):
+        T.build_retrieval_model("fused", data)
+    with pytest.raises(R.DataError, match="optimizer must be one of"):
+        T.train_retrieval("id", data, optimizer="sgd", **dict(BUDGET, epochs=1))
     with pytest.raises(R.DataError, match="train_history"):
-        R.train_retrieval("id", data, train_history="future", **dict(BUDGET, epochs=1))
+        T.train_retrieval("id", data, train_history="future", **dict(BUDGET, epochs=1))
     with pytest.raises(R.DataError, match="stopping metric"):
-        R.train_retrieval("id", data, early_stopping=True, stopping_metric="auc",
+        T.train_retrieval("id", data, early_stopping=True, stopping_metric="auc",
                           **dict(BUDGET, epochs=1))
 
 
-def test_separate_history_embedding_and_early_stopping_on_ndcg(world):
+def test_early_stopping_on_ndcg(world):
     toy, data = world
-    result = R.train_retrieval("id", data, **dict(FULL, epochs=4), history_embedding="separate",
-                               early_stopping=True, patience=1, stopping_metric="ndcg@10")
-    tower = result.model.query_tower
-    assert tower.history_embedding is not None
-    assert tower.history_embedding.embeddings.shape == (data.n_items, BUDGET["embedding_dim"])
+    result = T.train_retrieval("id", data, **dict(FULL, epochs=4), early_stopping=True,
+                               patience=1, stopping_metric="ndcg@10")
     curve = result.history["val_ndcg@10"]
     assert curve[result.config["best_epoch"] - 1] == max(curve)
     again = R.evaluate_retrieval(result, data, "validation", ks=(10,))["ndcg@10"]
@@ -297,7 +280,7 @@ def test_separate_history_embedding_and_early_stopping_on_ndcg(world):
 
 def test_paired_comparison_and_choice_on_validation(world, full_softmax):
     _, data = world
-    popularity = R.train_retrieval("popularity", data)
+    popularity = T.train_retrieval("popularity", data)
     row = R.paired_comparison(full_softmax["fused"], popularity, data, "test", "recall@50")
     per_user = [R.evaluate_retrieval(m, data, "test", ks=(50,), per_query=True)["recall@50"]
                 for m in (full_softmax["fused"], popularity)]
@@ -361,12 +344,12 @@ def test_own_frames_without_timestamps_or_validation_fit_evaluate_and_recommend(
     assert data.examples["train"]["label"].min() == 1.0  # every row a positive
     # Rows in time order: a training row's history is the user's earlier rows.
     assert (data.examples["train"]["history_mask"].sum(1) > 0).mean() > 0.8
-    result = R.train_retrieval("fused", data, toy.content, **dict(FULL, epochs=4))
+    result = T.train_retrieval("fused", data, toy.content, **dict(FULL, epochs=4))
     scores = R.evaluate_retrieval(result, data, "test", ks=(10,))
-    popularity = R.evaluate_retrieval(R.train_retrieval("popularity", data), data, "test", ks=(10,))
+    popularity = R.evaluate_retrieval(T.train_retrieval("popularity", data), data, "test", ks=(10,))
     assert scores["recall@10"] > popularity["recall@10"]
     with pytest.raises(R.DataError, match="validation"):
-        R.train_retrieval("id", data, early_stopping=True, **dict(BUDGET, epochs=1))
+        T.train_retrieval("id", data, early_stopping=True, **dict(BUDGET, epochs=1))
 
     users = [train["user_id"].iloc[0], "somebody new"]
     top = R.recommend(result, data, users, k=5)

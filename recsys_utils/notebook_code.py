@@ -1,0 +1,77 @@
+"""Package modules written from notebook cells, so a model is taught once, in view.
+
+A notebook defines its model classes in code cells whose first line is
+``# @save`` (the convention of *Dive into Deep Learning*); this module copies
+those cells, in order, into a module of the package, so that other notebooks,
+the tests and the benchmarks import the very code the notebook shows.
+``python -m recsys_utils.notebook_code`` writes the modules; ``--check`` (and
+``tests/test_notebook_code.py``) fails when a module and its notebook differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+#: Marker on the first line of a cell that belongs to the package.
+MARKER = "# @save"
+ROOT = Path(__file__).resolve().parent.parent
+
+#: module (relative to the repository) -> (notebook, module docstring)
+SAVED = {
+    "recsys_utils/two_tower.py": (
+        "notebooks/04_tfrs_retrieval.ipynb",
+        "The two-tower retrieval model of notebook 04: the item and query towers,\n"
+        "the ``tfrs.Model`` with its ``compute_loss``, and how each variant is built and trained."),
+    "recsys_utils/dcn_ranker.py": (
+        "notebooks/05_tfrs_ranking.ipynb",
+        "The deep & cross network ranker of notebook 05 (a ``tfrs.Model`` with its\n"
+        "``compute_loss``) and how it is built and trained."),
+}
+
+
+def saved_cells(notebook: Path) -> list[str]:
+    """Sources of the code cells of ``notebook`` that start with :data:`MARKER`."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    return [s.split("\n", 1)[1].strip("\n") if "\n" in s else ""
+            for s in sources if s.split("\n", 1)[0].strip() == MARKER]
+
+
+def render(module: str) -> str:
+    """The text ``module`` must have: a header, then the notebook's saved cells."""
+    notebook, doc = SAVED[module]
+    cells = saved_cells(ROOT / notebook)
+    if not cells:
+        raise ValueError(f"{notebook} has no code cell starting with {MARKER!r}")
+    header = (f'"""{doc}\n\nGenerated from ``{notebook}`` (its cells marked ``{MARKER}``):\n'
+              f'edit the notebook, then run ``python -m recsys_utils.notebook_code``.\n"""\n')
+    return header + "\n\n\n".join(cells) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="fail if a module differs from its notebook instead of writing it")
+    args = parser.parse_args(argv)
+    stale = []
+    for module in SAVED:
+        text, path = render(module), ROOT / module
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        if args.check:
+            stale.append(module)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {module} from {SAVED[module][0]}")
+    if stale:
+        print(f"out of date with their notebooks: {', '.join(stale)}; "
+              f"run `python -m recsys_utils.notebook_code`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

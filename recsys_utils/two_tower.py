@@ -1,0 +1,277 @@
+"""The two-tower retrieval model of notebook 04: the item and query towers,
+the ``tfrs.Model`` with its ``compute_loss``, and how each variant is built and trained.
+
+Generated from ``notebooks/04_tfrs_retrieval.ipynb`` (its cells marked ``# @save``):
+edit the notebook, then run ``python -m recsys_utils.notebook_code``.
+"""
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from recsys_utils import retrieval
+from recsys_utils.callbacks import EpochBar, EpochClock
+from recsys_utils.features import RecData, check_item_content, to_dataset
+from recsys_utils.schema import DataError
+
+
+class ItemTower(tf.keras.layers.Layer):
+    """Item indices ``(...)`` -> embeddings ``(..., dim)``.
+
+    ``id_tokens`` ``(n_items,)``: each item's row of the id table, 0 (out of vocabulary)
+    for items unseen in training. ``content`` ``(n_items, d)``: the items' content vectors.
+    """
+
+    def __init__(self, variant: str, id_tokens: np.ndarray, content: np.ndarray | None,
+                 embedding_dim: int, hidden_units: Sequence[int] = (), id_dropout: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.use_id = variant in ("id", "fused")
+        self.use_content = variant in ("content", "fused")
+        self.id_dropout = float(id_dropout)
+        self._tokens = tf.constant(np.asarray(id_tokens, np.int32))
+        if self.use_id:
+            self.id_embedding = tf.keras.layers.Embedding(int(np.max(id_tokens)) + 1,
+                                                          embedding_dim, name="item_id")
+        if self.use_content:
+            # A non-trainable variable, not a constant: a large table stays out of the graph.
+            self.content = tf.Variable(np.asarray(content, np.float32), trainable=False,
+                                       name="item_content")
+            self.mlp = tf.keras.Sequential(
+                [*(tf.keras.layers.Dense(h, activation="relu") for h in hidden_units),
+                 tf.keras.layers.Dense(embedding_dim, dtype="float32")], name="content_mlp")
+
+    def call(self, item_idx: tf.Tensor, training=None) -> tf.Tensor:
+        item_idx = tf.cast(item_idx, tf.int32)
+        parts = []
+        if self.use_id:
+            tokens = tf.gather(self._tokens, item_idx)
+            if training and self.id_dropout > 0:
+                # Hide some ids behind the OOV row: it learns what an unknown item is.
+                hidden = tf.random.uniform(tf.shape(tokens)) < self.id_dropout
+                tokens = tf.where(hidden, tf.zeros_like(tokens), tokens)
+            parts.append(tf.cast(self.id_embedding(tokens), tf.float32))
+        if self.use_content:
+            parts.append(self.mlp(tf.gather(self.content, item_idx)))
+        return tf.add_n(parts)
+
+
+class QueryTower(tf.keras.layers.Layer):
+    """Query features -> ``(B, dim)``.
+
+    Features: ``user`` ``(B,)``, ``history`` ``(B, H)`` item indices (-1: empty slot),
+    ``history_mask`` ``(B, H)``, ``hour`` ``(B,)``, ``dow`` ``(B,)``. The history items go
+    through the item tower, so a user is described in the items' own space.
+    """
+
+    def __init__(self, n_users: int, item_tower: ItemTower, embedding_dim: int, *,
+                 use_history: bool = True, use_context: bool = True, use_user_id: bool = True,
+                 user_dropout: float = 0.0, history_dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.item_tower, self.use_history, self.use_context = item_tower, use_history, use_context
+        self.user_dropout, self.history_dropout = float(user_dropout), float(history_dropout)
+        # Only the layers the model calls: an unbuilt layer is a warning at every export.
+        self.user_embedding = (tf.keras.layers.Embedding(n_users, embedding_dim, name="user_id")
+                               if use_user_id else None)
+        if use_context:
+            self.hour_embedding = tf.keras.layers.Embedding(24, 8, name="hour")
+            self.dow_embedding = tf.keras.layers.Embedding(7, 4, name="dow")
+        self.project = tf.keras.layers.Dense(embedding_dim, dtype="float32", name="project")
+
+    def call(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        parts = []
+        if self.user_embedding is not None:
+            user = tf.cast(features["user"], tf.int32)
+            if training and self.user_dropout > 0:  # train the OOV row unknown users get
+                hidden = tf.random.uniform(tf.shape(user)) < self.user_dropout
+                user = tf.where(hidden, tf.zeros_like(user), user)
+            parts.append(tf.cast(self.user_embedding(user), tf.float32))
+        if self.use_history:
+            parts.append(self.pool_history(features["history"], features["history_mask"],
+                                           training))
+        if self.use_context:
+            parts.append(tf.cast(self.hour_embedding(tf.cast(features["hour"], tf.int32)),
+                                 tf.float32))
+            parts.append(tf.cast(self.dow_embedding(tf.cast(features["dow"], tf.int32)),
+                                 tf.float32))
+        return self.project(tf.concat(parts, axis=-1))
+
+    def pool_history(self, history: tf.Tensor, mask: tf.Tensor, training=None) -> tf.Tensor:
+        """The masked mean ``(B, dim)`` of the history items' embeddings."""
+        history, mask = tf.cast(history, tf.int32), tf.cast(mask, tf.float32)
+        if training and self.history_dropout > 0:
+            # Drop history items at random: a denoising input, as in Mult-DAE.
+            mask *= tf.cast(tf.random.uniform(tf.shape(mask)) >= self.history_dropout, tf.float32)
+        # Each distinct item of the batch through the tower once, then gathered into place.
+        distinct, position = tf.unique(tf.reshape(tf.maximum(history, 0), [-1]))
+        embedded = self.item_tower(distinct, training=training)
+        items = tf.reshape(tf.gather(embedded, position),
+                           [-1, history.shape[-1], embedded.shape[-1]])
+        total = tf.reduce_sum(items * mask[..., None], axis=1)
+        return total / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+
+
+class RetrievalModel(tfrs.Model):
+    """The two towers and the retrieval loss.
+
+    ``loss="full_softmax"``: every query against every item seen in training, with an
+    optional learned per-item bias. ``loss="in_batch"``: ``tfrs.tasks.Retrieval``, the
+    other positives of the batch as negatives, log-Q corrected when ``log_q``.
+    """
+
+    def __init__(self, query_tower: QueryTower, item_tower: ItemTower,
+                 item_probability: np.ndarray, *, loss: str = "full_softmax", log_q: bool = True,
+                 softmax_items: np.ndarray | None = None, item_bias: bool = False,
+                 bias_dropout: float = 0.0):
+        super().__init__()
+        if loss not in ("full_softmax", "in_batch"):
+            raise DataError(f"loss must be 'full_softmax' or 'in_batch', got {loss!r}")
+        if item_bias and loss != "full_softmax":
+            raise DataError("item_bias goes with loss='full_softmax'")
+        self.query_tower, self.item_tower = query_tower, item_tower
+        self.loss_kind, self.log_q = loss, log_q  # not "loss": compile() sets that attribute
+        n_items = len(item_probability)
+        self._probability = tf.constant(np.asarray(item_probability, np.float32))  # (n_items,)
+        # The full softmax runs over the items seen in training: an item that is never a
+        # positive would only ever be pushed down, and cold items would inherit that.
+        items = np.arange(n_items) if softmax_items is None else np.asarray(softmax_items)
+        position = np.full(n_items, -1, np.int32)
+        position[items] = np.arange(len(items))
+        self._softmax_items, self._softmax_position = tf.constant(items, tf.int32), tf.constant(position)
+        self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True) if loss == "in_batch" else None
+        self.item_bias, self.bias_dropout = None, float(bias_dropout)
+        if item_bias:
+            # Popularity goes into one number per item, so the towers learn taste. Items
+            # without a trained bias (cold ones) get the learned "unknown item" bias.
+            self.item_bias = self.add_weight(name="item_bias", shape=(n_items,),
+                                             initializer="zeros", trainable=True)
+            self.unknown_bias = self.add_weight(name="unknown_item_bias", shape=(),
+                                                initializer="zeros", trainable=True)
+            self._bias_trained = tf.constant(np.isin(np.arange(n_items), items))
+
+    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        query = self.query_tower(features, training=training)            # (B, d)
+        item = tf.cast(features["item"], tf.int32)                       # (B,)
+        if self.loss_kind == "in_batch":
+            # log-Q: subtract each candidate's log sampling probability (its training
+            # frequency), or the softmax over-penalises the popular items of every batch.
+            probability = tf.gather(self._probability, item) if self.log_q else None
+            return self.task(query, self.item_tower(item, training=training),
+                             candidate_sampling_probability=probability, candidate_ids=item,
+                             compute_metrics=not training)
+        candidates = self.item_tower(self._softmax_items, training=training)  # (n_softmax, d)
+        logits = tf.matmul(query, candidates, transpose_b=True)               # (B, n_softmax)
+        if self.item_bias is not None:
+            bias = tf.gather(self.item_bias, self._softmax_items)
+            if training and self.bias_dropout > 0:
+                # Hide some biases behind the unknown-item bias: DropoutNet's idea, on biases.
+                hidden = tf.random.uniform(tf.shape(bias)) < self.bias_dropout
+                bias = tf.where(hidden, self.unknown_bias, bias)
+            logits += bias[None, :]
+        labels = tf.gather(self._softmax_position, item)
+        return tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+            labels, logits, from_logits=True))
+
+    # Serving is one dot product: the bias becomes an extra item column against a query 1.
+    def query_embedding(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """``(B, dim)``, or ``(B, dim + 1)`` with a 1 appended when there is an item bias."""
+        query = self.query_tower(features, training=False)
+        if self.item_bias is None:
+            return query
+        return tf.concat([query, tf.ones_like(query[:, :1])], axis=-1)
+
+    def candidate_embedding(self, item_idx: tf.Tensor) -> tf.Tensor:
+        """``(B, dim)``, or ``(B, dim + 1)`` with the item's bias appended."""
+        item_idx = tf.cast(item_idx, tf.int32)
+        items = self.item_tower(item_idx, training=False)
+        if self.item_bias is None:
+            return items
+        bias = tf.where(tf.gather(self._bias_trained, item_idx),
+                        tf.gather(self.item_bias, item_idx), self.unknown_bias)
+        return tf.concat([items, bias[:, None]], axis=-1)
+
+
+VARIANTS = ("popularity", "id", "content", "fused")
+
+
+def id_tokens(data: RecData) -> np.ndarray:
+    """``(n_items,)`` int32: rows 1.. of the id table for items seen in training, 0 (OOV) else."""
+    tokens = np.zeros(data.n_items, np.int32)
+    warm = np.flatnonzero(data.warm_items)
+    tokens[warm] = np.arange(1, len(warm) + 1)
+    return tokens
+
+
+def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray | None = None, *,
+                          embedding_dim: int = 32, hidden_units: Sequence[int] = (128,),
+                          id_dropout: float | None = None, use_user_id: bool = True,
+                          user_dropout: float = 0.05, use_history: bool = True,
+                          history_dropout: float = 0.0, use_context: bool = True,
+                          loss: str = "in_batch", log_q: bool = True, item_bias: bool = False,
+                          bias_dropout: float = 0.0) -> RetrievalModel:
+    """One variant's towers and model (untrained). ``id_dropout``: 0.25 for ``fused``, else 0."""
+    if variant not in VARIANTS[1:]:
+        raise DataError(f"unknown model variant {variant!r}; choose from {list(VARIANTS[1:])}")
+    if variant in ("content", "fused"):
+        if item_content is None:
+            raise DataError(f"variant {variant!r} needs item_content (n_items, d)")
+        item_content = check_item_content(item_content, data.n_items)
+    if id_dropout is None:
+        id_dropout = 0.25 if variant == "fused" else 0.0
+    item_tower = ItemTower(variant, id_tokens(data), item_content, embedding_dim,
+                           hidden_units=hidden_units, id_dropout=id_dropout, name="item_tower")
+    query_tower = QueryTower(data.n_users, item_tower, embedding_dim, use_history=use_history,
+                             use_context=use_context, use_user_id=use_user_id,
+                             user_dropout=user_dropout, history_dropout=history_dropout,
+                             name="query_tower")
+    return RetrievalModel(query_tower, item_tower, data.item_probability, loss=loss,
+                          log_q=log_q and loss == "in_batch",
+                          softmax_items=np.flatnonzero(data.warm_items),
+                          item_bias=item_bias, bias_dropout=bias_dropout)
+
+
+OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad}
+
+
+def train_retrieval(variant: str, data: RecData, item_content: np.ndarray | None = None, *,
+                    epochs: int = 5, batch_size: int = 256, learning_rate: float = 0.01,
+                    optimizer: str = "adam", train_history: str = "before",
+                    early_stopping: bool = False, patience: int = 2,
+                    stopping_metric: str = "recall@50", seed: int = 42,
+                    strategy: tf.distribute.Strategy | None = None, progress: bool = True,
+                    **architecture) -> retrieval.RetrievalResult:
+    """Build, compile and fit one variant on the training interactions.
+
+    ``train_history``: ``"before"`` (each example's query is the user's items strictly
+    before it) or ``"leave_one_out"`` (the user's training items minus the example's own,
+    what an evaluation query sees). ``early_stopping`` ranks the validation users after
+    each epoch and keeps the best epoch's weights. ``architecture`` goes to
+    :func:`build_retrieval_model`.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise DataError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    config = dict(variant=variant, epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, optimizer=optimizer, train_history=train_history,
+                  early_stopping=early_stopping, patience=patience, seed=seed, **architecture)
+    train = retrieval.training_examples(data, train_history)  # {feature: (N, ...)}
+    if variant == "popularity":
+        return retrieval.popularity(data, train, config)
+    tf.keras.utils.set_random_seed(seed)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_retrieval_model(variant, data, item_content, **architecture)
+        model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate))
+    result = retrieval.RetrievalResult.of(variant, model, data, train, config)
+    callbacks = [EpochClock()]  # first, so validation time is not counted as training time
+    if early_stopping:
+        callbacks.append(retrieval.ValidationRecall(result, data, patience=patience,
+                                                    metric=stopping_metric))
+    if progress:  # after the stopper, so the bar shows the validation metric
+        callbacks.append(EpochBar(epochs, f"retrieval/{variant}"))
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    dataset = to_dataset(train, batch_size, seed=seed, drop_remainder=replicas > 1)
+    started = time.perf_counter()
+    fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
+    return result.record(fit.history, time.perf_counter() - started, callbacks)

@@ -1,0 +1,72 @@
+"""The package modules written from notebook cells (``recsys_utils.notebook_code``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recsys_utils import notebook_code
+
+
+def test_generated_modules_match_their_notebooks():
+    # Fails when a `# @save` cell was edited without regenerating (or the module by hand).
+    assert notebook_code.main(["--check"]) == 0
+
+
+def test_saved_cells_are_the_marked_code_cells_in_order(tmp_path):
+    cells = [{"cell_type": "code", "source": ["# @save\n", "A = 1"]},
+             {"cell_type": "markdown", "source": ["# @save\n", "not code"]},
+             {"cell_type": "code", "source": ["B = 2  # not saved"]},
+             {"cell_type": "code", "source": ["# @save\n", "def f():\n", "    return A\n"]}]
+    notebook = tmp_path / "n.ipynb"
+    notebook.write_text(json.dumps({"cells": cells}))
+    assert notebook_code.saved_cells(notebook) == ["A = 1", "def f():\n    return A"]
+
+
+def test_check_reports_a_stale_module(tmp_path, monkeypatch, capsys):
+    notebook = tmp_path / "n.ipynb"
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "code",
+                                               "source": ["# @save\n", "A = 1\n"]}]}))
+    monkeypatch.setattr(notebook_code, "ROOT", tmp_path)
+    monkeypatch.setattr(notebook_code, "SAVED", {"m.py": ("n.ipynb", "A module.")})
+    assert notebook_code.main(["--check"]) == 1
+    assert "m.py" in capsys.readouterr().err
+    assert notebook_code.main([]) == 0  # writes it
+    assert "A = 1" in (tmp_path / "m.py").read_text()
+    assert notebook_code.main(["--check"]) == 0
+
+
+def test_a_notebook_without_saved_cells_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "n.ipynb").write_text(json.dumps({"cells": []}))
+    monkeypatch.setattr(notebook_code, "ROOT", tmp_path)
+    monkeypatch.setattr(notebook_code, "SAVED", {"m.py": ("n.ipynb", "A module.")})
+    with pytest.raises(ValueError, match="no code cell starting with"):
+        notebook_code.render("m.py")
+
+
+@pytest.mark.parametrize("notebook, shown", [
+    ("04_tfrs_retrieval.ipynb", ["class ItemTower(tf.keras.layers.Layer)",
+                                 "class QueryTower(tf.keras.layers.Layer)",
+                                 "class RetrievalModel(tfrs.Model)", "def compute_loss(",
+                                 "candidate_sampling_probability=probability",
+                                 "tfrs.tasks.Retrieval(", "model.compile(", "model.fit("]),
+    ("05_tfrs_ranking.ipynb", ["class RankingModel(tfrs.Model)", "tfrs.layers.dcn.Cross(",
+                               "tfrs.tasks.Ranking(", "def compute_loss(", "model.compile(",
+                               "model.fit("]),
+])
+def test_the_notebooks_show_their_models_and_training_in_cells(notebook, shown):
+    path = notebook_code.ROOT / "notebooks" / notebook
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    missing = [s for s in shown if s not in code]
+    assert not missing, f"{notebook} no longer shows {missing} in its code cells"
+
+
+def test_the_models_are_defined_once():
+    # The package holds the generated copy only: no second definition to drift.
+    for module in ("retrieval.py", "ranking.py"):
+        text = (notebook_code.ROOT / "recsys_utils" / module).read_text(encoding="utf-8")
+        for name in ("class ItemTower", "class QueryTower", "class RetrievalModel",
+                     "class RankingModel", "def train_retrieval", "def train_ranking"):
+            assert name not in text, (module, name)
