@@ -6,7 +6,7 @@
 #   make lab                         JupyterLab on the notebooks
 #   make notebook-code               rewrite the package modules written from `# @save` cells
 #   make bench                       benchmark tables (benchmarks/*.py)
-#   make report                      where the evaluation report of RUN_DIR is (notebook 07)
+#   make report                      where the evaluation report of RUN_DIR is (notebook 08)
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -74,7 +74,7 @@ report:
 		echo "  $(abspath $(RUN_DIR))/report/report.html"; \
 		echo "  $(abspath $(RUN_DIR))/report/report.md"; \
 	else \
-		echo "error: no report in $(RUN_DIR)/report: the series has not run notebook 07 there yet." >&2; \
+		echo "error: no report in $(RUN_DIR)/report: the series has not run notebook 08 there yet." >&2; \
 		echo "Run: make run-all DATASET=$(DATASET) PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR)" >&2; \
 		exit 1; \
 	fi

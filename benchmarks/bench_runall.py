@@ -8,8 +8,8 @@ minutes, share of the total, and when the executed copy was last written),
 the total, and issue #8's check: "make run-all on the embedded default under
 15 minutes" (met / not met; "not known" while notebooks of the series have no
 timing and the others stay under the target). Rows follow the series'
-execution order (``recsys_utils.series.series_notebooks``: the evaluation
-notebook 07 runs last); entries of ``timings.json`` that are not notebooks of
+execution order (``recsys_utils.series.series_notebooks``: file order, the
+evaluation notebook 08 last); entries of ``timings.json`` that are not notebooks of
 the series (renamed or removed ones) are listed apart and left out of the
 total and the check. With ``--execute`` it first runs the series
 (``dataset="synthetic"``, ``profile="default"``) into the run directory,

@@ -245,7 +245,7 @@ FEATURE_WRITERS = {
     "item_image": "03 (multimodal fusion)",
     "item_image_present": "03 (multimodal fusion)",
     "item_fused": "03 (multimodal fusion)",
-    "search_query_text": "08 (product search)",
+    "search_query_text": "07 (product search)",
 }
 FEATURES_DIR = "features"
 MODELS_DIR = "models"

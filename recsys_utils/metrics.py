@@ -3,7 +3,7 @@
 Pure numpy (plus ``scipy.sparse`` for exclusion masks and ``scipy.stats`` for
 ranks), vectorised, with no TensorFlow import, so the same numbers come out of
 every notebook: retrieval (04), the ranking chain (05), quantisation (06),
-fusion (03) and product search (08).
+fusion (03) and product search (07).
 
 Conventions
 -----------

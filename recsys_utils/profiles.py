@@ -207,7 +207,7 @@ _COMPRESS: dict[str, dict[str, Any]] = {
                  encoder_modes=("float32", "float16", "dynamic_int8", "full_int8"), index_k=10),
 }
 
-# Product search (notebook 08).
+# Product search (notebook 07).
 _SEARCH: dict[str, dict[str, Any]] = {
     # fashion_queries: queries generated for the fashion catalogue (search.fashion_queries);
     # depth: items each method hands to the hybrid; serve_k: top-K of the exported model;

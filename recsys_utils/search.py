@@ -1,4 +1,4 @@
-"""Product search (notebook 08): lexical, dense, hybrid and two-tower retrieval of items for queries.
+"""Product search (notebook 07): lexical, dense, hybrid and two-tower retrieval of items for queries.
 
 Every method sits behind one interface, :class:`Searcher`::
 
@@ -1174,7 +1174,7 @@ def load_search_model(path: str | Path) -> LoadedSearchModel:
     """
     path = Path(path)
     if not (path / "saved_model.pb").exists():
-        raise DataError(f"no SavedModel at {path}: run export_search_model (notebook 08) first")
+        raise DataError(f"no SavedModel at {path}: run export_search_model (notebook 07) first")
     import scann  # noqa: F401  (ScaNN custom ops)
     import tensorflow_text  # noqa: F401  (the tokeniser's ops)
 
@@ -1183,7 +1183,7 @@ def load_search_model(path: str | Path) -> LoadedSearchModel:
     except Exception as exc:  # noqa: BLE001 - TF raises many kinds; the message says what to do
         detail = " ".join(str(exc).split())[:300]
         raise DataError(f"cannot load the search model ({type(exc).__name__}: {detail}); "
-                        "re-export it by re-running notebook 08 (product search)",
+                        "re-export it by re-running notebook 07 (product search)",
                         source=path) from exc
     return LoadedSearchModel(path, module)
 

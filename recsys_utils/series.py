@@ -40,22 +40,19 @@ from .schema import DataError
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-#: The evaluation notebook reads every other notebook's metrics file, so it
-#: runs last, after the product-search add-on (08) that is numbered after it.
-RUNS_LAST = "07"
+#: The evaluation notebook reads every other notebook's metrics file: it is numbered last.
+EVALUATION = "08"
 
 
 def series_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The notebooks of the series in execution order: ``NN_name.ipynb`` by
-    number, except that the evaluation notebook (:data:`RUNS_LAST`) comes last."""
-    notebooks = sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
-    return sorted(notebooks, key=lambda p: p.name[:2] == RUNS_LAST)  # stable: keeps the rest
+    """The notebooks of the series in execution order: ``NN_name.ipynb`` by number."""
+    return sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
 
 
 def select_notebooks(notebooks: Sequence[Path], start: str | None = None,
                      stop: str | None = None) -> list[Path]:
     """The run from the notebook numbered ``start`` to the one numbered ``stop``
-    (inclusive), by position in execution order: ``stop="07"`` runs 08 too."""
+    (inclusive)."""
     prefixes = [p.name[:2] for p in notebooks]
     for bound in (start, stop):
         if bound is not None and bound not in prefixes:
@@ -258,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     executed = select_notebooks(series_notebooks(), args.start, args.stop)
     report = Path(run_dir).resolve() / REPORT_DIR / "report.html"
     # Only a report this call wrote: an older one would not show the notebooks just run.
-    if any(p.name[:2] == RUNS_LAST for p in executed) and report.exists():
+    if any(p.name[:2] == EVALUATION for p in executed) and report.exists():
         print(f"Evaluation report: {report} (and report.md beside it)")
     return 0
 

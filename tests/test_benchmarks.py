@@ -186,7 +186,7 @@ def test_read_timings(tmp_path):
 
 
 def test_timing_table_totals_and_checks_the_target():
-    # The series runs 08 before 07 (evaluation last): rows follow it, not the names' sort order.
+    # Rows follow the series' execution order (`expected`), not the names' sort order.
     lines = bench_runall.timing_table({"07_y": 300.0, "08_x": 100.0}, {"08_x": "today"},
                                       expected=["08_x", "07_y"])
     assert lines[2].startswith("| 08_x | 100.0 | 1.7 | 25% | today |")

@@ -56,7 +56,7 @@ def test_04_models_beat_popularity_on_warm_items(series_runs, dataset):
     assert {"id", "content", "fused"} <= set(trained), trained
     for variant in trained:
         assert warm[variant] > popularity + WARM_MARGIN, (dataset, variant, warm)
-    # The facts-only reference is reported on warm and cold items, for notebook 07's claims.
+    # The facts-only reference is reported on warm and cold items, for notebook 08's claims.
     assert "content_facts" in warm and "content_facts" in m["cold_recall@50"]
 
 

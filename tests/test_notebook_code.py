@@ -70,3 +70,16 @@ def test_the_models_are_defined_once():
         for name in ("class ItemTower", "class QueryTower", "class RetrievalModel",
                      "class RankingModel", "def train_retrieval", "def train_ranking"):
             assert name not in text, (module, name)
+
+
+def test_every_notebook_ends_with_exercises_and_further_reading():
+    for path in sorted((notebook_code.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        text = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+        scaffold = [t for t in text if t.startswith("## Exercises")]
+        assert len(scaffold) == 1 and "## Further reading" in scaffold[0], path.name
+        # Two or three numbered exercises, each with a hint.
+        exercises = [line for line in scaffold[0].splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+        assert 2 <= len(exercises) <= 3 and scaffold[0].count("*Hint:*") == len(exercises), path.name
+        # Near the end: only a "Next:" pointer may follow it.
+        assert text.index(scaffold[0]) >= len(text) - 2, path.name

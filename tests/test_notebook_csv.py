@@ -95,12 +95,12 @@ def test_csv_06_quantization(metrics):
     assert 0.0 < m["towers"]["float32_recall@10"] <= 1.0
 
 
-def test_csv_08_search_and_07_report(csv_run, metrics):
-    m = metrics["08_product_search"]
+def test_csv_07_search_and_08_report(csv_run, metrics):
+    m = metrics["07_product_search"]
     assert m["has_queries"] and m["n_queries"] == 40
     assert 0.3 < m["test"]["bm25"]["all"]["ndcg@10"] <= 1.0
-    report = metrics["07_evaluation"]
-    assert "08_product_search" in report["stages_read"]
+    report = metrics["08_evaluation"]
+    assert "07_product_search" in report["stages_read"]
     assert (csv_run.parent / report["report"]["html"]).is_file()
 
 

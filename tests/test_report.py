@@ -115,7 +115,7 @@ def make_metrics() -> dict:
                                        "median_ms": 0.05, "k": 10},
                                       {"index": "int8 scalar", "bytes": 19456, "recall_at_k": 0.98,
                                        "median_ms": 0.04, "k": 10}]},
-        "08_product_search": {"dataset": "synthetic", "has_queries": True,
+        "07_product_search": {"dataset": "synthetic", "has_queries": True,
                               "test": {m: {"all": {"ndcg@10": v, "recall@100": 0.8, "mrr": 0.5},
                                            "exact": {"ndcg@10": v + 0.1},
                                            "paraphrase": {"ndcg@10": v - 0.1}}
@@ -175,7 +175,7 @@ def test_pretrained_text_ties_count_as_not_favouring():
     m = make_metrics()
     _text_vs_facts(m, warm=0.05, cold=0.001)
     _probe_ties(m)
-    del m["08_product_search"]
+    del m["07_product_search"]
     claims = report.claims_table(m)
     assert claims.loc["pretrained_text", "verdict"] == NOT_SUPPORTED
     assert "1 of 3 measured comparisons favour the claim, 2 tie, 0 against" in \
@@ -209,7 +209,7 @@ def test_pretrained_text_is_not_supported_when_notebook_04_goes_against():
     _text_vs_facts(m, warm=-0.05, cold=-0.05)
     m["02_text_encoding"]["few_shot_probe_mean"]["MiniLM"] = 0.30
     m["02_text_encoding"]["full_probe_mean"]["MiniLM"] = 0.60
-    m["08_product_search"]["test"]["dense"]["all"]["ndcg@10"] = 0.20
+    m["07_product_search"]["test"]["dense"]["all"]["ndcg@10"] = 0.20
     assert verdicts(m)["pretrained_text"] == NOT_SUPPORTED
 
 
@@ -426,7 +426,7 @@ def test_approximate_search_verdict_flips():
     m["04_tfrs_retrieval"]["scann"]["recall@10_vs_brute_force"] = 0.80
     assert verdicts(m)["approximate_search"] == NOT_SUPPORTED
     m = make_metrics()
-    m["08_product_search"]["served_latency_ms"]["p95_ms"] = 500.0
+    m["07_product_search"]["served_latency_ms"]["p95_ms"] = 500.0
     assert verdicts(m)["approximate_search"] == NOT_SUPPORTED
     m = make_metrics()
     m["04_tfrs_retrieval"]["scann"]["latency_ms"]["ScaNN"]["p95_ms"] = 500.0
@@ -456,11 +456,11 @@ def test_approximate_search_searching_every_leaf_is_not_approximate():
 
 def test_approximate_search_checks_the_leaves_of_the_served_search_index():
     m = make_metrics()
-    m["08_product_search"]["served_index"] = {"num_leaves": 24, "num_leaves_to_search": 8}
+    m["07_product_search"]["served_index"] = {"num_leaves": 24, "num_leaves_to_search": 8}
     claims = report.claims_table(m)
     assert claims.loc["approximate_search", "verdict"] == SUPPORTED
     assert "searches 8 of 24 leaves" in claims.loc["approximate_search", "evidence"]
-    m["08_product_search"]["served_index"]["num_leaves_to_search"] = 24
+    m["07_product_search"]["served_index"]["num_leaves_to_search"] = 24
     claims = report.claims_table(m)
     assert claims.loc["approximate_search", "verdict"] == NOT_SUPPORTED
     assert "searches 24 of 24 leaves (fails" in claims.loc["approximate_search", "evidence"]
@@ -481,9 +481,9 @@ def test_approximate_search_missing_measurement_is_not_measurable(break_it):
 
 
 def test_approximate_search_missing_search_latency_is_not_a_failure():
-    # Only the first measurement used to be checked for NaN: a NaN p95 of notebook 08 "failed".
+    # Only the first measurement used to be checked for NaN: a NaN p95 of notebook 07 "failed".
     m = make_metrics()
-    m["08_product_search"]["served_latency_ms"]["p95_ms"] = float("nan")
+    m["07_product_search"]["served_latency_ms"]["p95_ms"] = float("nan")
     claims = report.claims_table(m)
     assert claims.loc["approximate_search", "verdict"] == SUPPORTED
     assert "fails" not in claims.loc["approximate_search", "evidence"]
@@ -578,7 +578,7 @@ def test_write_report_md_and_self_contained_html(tmp_path):
                                              ("retrieval → engagement re-ranker", True)],
         "The fusion comparison": [(n, False) for n in [*m["03_multimodal_fusion"]["models"],
                                                        *m["03_multimodal_fusion"]["images"]["scores"]]],
-        "Product search": [(n, False) for n in m["08_product_search"]["test"]],
+        "Product search": [(n, False) for n in m["07_product_search"]["test"]],
     }
     for heading, rows in expected.items():
         md_part, html_part = section(md, heading), html_section(page, heading)
@@ -616,7 +616,7 @@ def test_write_report_md_and_self_contained_html(tmp_path):
 
 def test_write_report_copes_with_missing_stages(tmp_path):
     m = make_metrics()
-    del m["06_quantization"], m["08_product_search"], m["05_tfrs_ranking"]
+    del m["06_quantization"], m["07_product_search"], m["05_tfrs_ranking"]
     paths = report.write_report(m, tmp_path, figures={})
     md = paths["markdown"].read_text()
     assert md.count("Not measurable here") >= 3

@@ -24,16 +24,15 @@ def test_bad_parameters_list_the_valid_values(tmp_path):
         start_run("synthetic", "", tmp_path, "tiny", 0)
 
 
-def test_series_runs_the_evaluation_notebook_last_and_selects_by_position(tmp_path):
+def test_series_runs_in_file_order_and_selects_by_number(tmp_path):
     from recsys_utils.series import select_notebooks, series_notebooks
 
-    for name in ("01_a", "02_b", "07_evaluation", "08_search"):
+    for name in ("08_evaluation", "01_a", "07_search", "02_b", "notes"):
         (tmp_path / f"{name}.ipynb").write_text("{}")
-    order = [p.name[:2] for p in series_notebooks(tmp_path)]
-    assert order == ["01", "02", "08", "07"]
     notebooks = series_notebooks(tmp_path)
-    assert [p.name[:2] for p in select_notebooks(notebooks, stop="07")] == ["01", "02", "08", "07"]
-    assert [p.name[:2] for p in select_notebooks(notebooks, stop="08")] == ["01", "02", "08"]
+    assert [p.name[:2] for p in notebooks] == ["01", "02", "07", "08"]
+    assert [p.name[:2] for p in select_notebooks(notebooks, stop="07")] == ["01", "02", "07"]
+    assert [p.name[:2] for p in select_notebooks(notebooks, start="07")] == ["07", "08"]
     assert [p.name[:2] for p in select_notebooks(notebooks, start="02", stop="02")] == ["02"]
     with pytest.raises(DataError, match="no notebook numbered '05'"):
         select_notebooks(notebooks, start="05")
@@ -50,9 +49,9 @@ def test_run_write_metrics_stamps_the_run(tmp_path):
     assert written == {"recall": 0.5, "dataset": "synthetic", "profile": "smoke", "seed": 7}
 
 
-@pytest.mark.parametrize("start, stop, printed", [("07", "07", True), (None, None, True),
-                                                  ("02", "03", False), ("08", "08", False)])
-def test_series_prints_the_report_only_when_notebook_07_ran(tmp_path, monkeypatch, capsys,
+@pytest.mark.parametrize("start, stop, printed", [("08", "08", True), (None, None, True),
+                                                  ("02", "03", False), ("07", "07", False)])
+def test_series_prints_the_report_only_when_notebook_08_ran(tmp_path, monkeypatch, capsys,
                                                             start, stop, printed):
     from recsys_utils import series
 
@@ -61,7 +60,7 @@ def test_series_prints_the_report_only_when_notebook_07_ran(tmp_path, monkeypatc
                         lambda *args, **kwargs: calls.append(kwargs) or {"x": 1.0})
     report = tmp_path / series.REPORT_DIR / "report.html"
     report.parent.mkdir()
-    report.write_text("<html></html>")  # from an earlier run of notebook 07
+    report.write_text("<html></html>")  # from an earlier run of notebook 08
     bounds = [*(["--start", start] if start else []), *(["--stop", stop] if stop else [])]
     assert series.main(["--profile", "smoke", "--run-dir", str(tmp_path), *bounds]) == 0
     assert calls and calls[0]["start"] == start and calls[0]["stop"] == stop

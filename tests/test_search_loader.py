@@ -42,7 +42,7 @@ print("loader:", out["text"].numpy()[0].decode())
 try:
     search.load_search_model(sys.argv[1] + "-missing")
 except DataError as error:
-    print("missing:", "notebook 08" in str(error))
+    print("missing:", "notebook 07" in str(error))
 """
 
 

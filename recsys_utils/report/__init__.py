@@ -1,4 +1,4 @@
-"""The evaluation report (notebook 07): every stage's numbers side by side, and the claims tested.
+"""The evaluation report (notebook 08): every stage's numbers side by side, and the claims tested.
 
 Every public function takes the dict that :func:`recsys_utils.artifacts.read_metrics`
 returns (``{notebook stem: summary}``) and gives back pandas tables or

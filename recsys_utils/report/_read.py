@@ -20,8 +20,8 @@ FUSION = "03_multimodal_fusion"
 RETRIEVAL = "04_tfrs_retrieval"
 RANKING = "05_tfrs_ranking"
 QUANTIZATION = "06_quantization"
-EVALUATION = "07_evaluation"
-SEARCH = "08_product_search"
+EVALUATION = "08_evaluation"
+SEARCH = "07_product_search"
 STAGES = (DATA, TEXT, FUSION, RETRIEVAL, RANKING, QUANTIZATION, SEARCH)
 
 

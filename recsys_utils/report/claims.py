@@ -143,7 +143,7 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str]:
         reasons.append(str(missing))
     try:
         comparisons.append(_search_comparison(metrics, "dense", "bm25",
-                                              "notebook 08, test queries", "dense (MiniLM)", "BM25"))
+                                              "notebook 07, test queries", "dense (MiniLM)", "BM25"))
     except _Missing as missing:
         reasons.append(str(missing))
     measured = [c for c in comparisons if c.outcome != "not measured"]
@@ -171,7 +171,7 @@ def _search_comparison(metrics: Mapping[str, Any], better: str, other: str, labe
                        better_name: str, other_name: str) -> _Comparison:
     m = _stage(metrics, SEARCH)
     if m.get("has_queries") is False:
-        raise _Missing(f"notebook 08: {m.get('note') or 'no search queries on this data set'}")
+        raise _Missing(f"notebook 07: {m.get('note') or 'no search queries on this data set'}")
     test = _get(metrics, SEARCH, "test")
     if better not in test or other not in test:
         raise _Missing(f"metrics/{SEARCH}.json has no {better!r} or {other!r} results")
@@ -438,7 +438,7 @@ def _claim_search(metrics: Mapping[str, Any]) -> tuple[str, str]:
     try:
         m = _stage(metrics, SEARCH)
         if m.get("has_queries") is not False and m.get("served_overlap_at_k") is not None:
-            label = "notebook 08 served ScaNN search model (query encoding included)"
+            label = "notebook 07 served ScaNN search model (query encoding included)"
             checks.append((False, *_check(_num(m["served_overlap_at_k"]),
                                           lambda r: r >= MIN_ANN_RECALL,
                                           lambda r: f"{label}: {r:.3f} of the exact top 10 returned",
@@ -477,7 +477,7 @@ def claims_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     1. *Pretrained language-model features improve recommendation*: notebook
        04's content tower over MiniLM vectors + catalogue facts vs the same
        tower over the facts alone, warm and cold-start (Recall@50); notebook
-       02's MiniLM vs TF-IDF probe; notebook 08's dense retrieval vs BM25
+       02's MiniLM vs TF-IDF probe; notebook 07's dense retrieval vs BM25
        (NDCG@10). Supported only when a strict majority of all measured
        comparisons favours (ties do not), a notebook 04 comparison favours and
        none goes against; not measurable without notebook 04's comparison.
@@ -497,7 +497,7 @@ def claims_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     5. *Approximate search*: notebook 04's served ScaNN index returns >= 0.95
        of the exact top 10, with p95 latency <= 50 ms (brute force's p95 is
        stated beside it), searching fewer leaves than the index has (an index
-       that needs every leaf is exhaustive, not approximate); notebook 08's
+       that needs every leaf is exhaustive, not approximate); notebook 07's
        served search, if run, passes the first two. A missing measurement is
        not measurable here, never a failure.
 

@@ -148,7 +148,7 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
     table(index_table(metrics))
     figures_of("quantization")
 
-    heading("Product search (notebook 08)")
+    heading("Product search (notebook 07)")
     table(search_table(metrics))
     figures_of("search")
 

@@ -13,7 +13,7 @@ VERDICTS = (SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE)
 #: A notebook 04 comparison "favours" a claim when the 95% bootstrap interval
 #: of the difference over test users lies above zero, "goes against" it below
 #: zero, and is a "tie" when it holds zero. A comparison without an interval
-#: (notebooks 02, 03, 08) favours when the claimed-better number exceeds the
+#: (notebooks 02, 03, 07) favours when the claimed-better number exceeds the
 #: other by more than max(ABS_TOLERANCE, REL_TOLERANCE x |other|), and so on:
 #: differences that small are within the run-to-run noise of the smoke data.
 ABS_TOLERANCE = 0.005
@@ -70,7 +70,7 @@ CLAIM_RULES: dict[str, str] = {
         "(b) the same on cold-start items ranked against the whole catalogue; (c) notebook 02, "
         "linear-probe accuracy of MiniLM vs TF-IDF vectors, mean over labels with 5 examples per "
         "class and with all labels (favours only if both do, against only if both are); (d) "
-        "notebook 08, test-query NDCG@10 of zero-shot dense retrieval vs BM25. Supported only "
+        "notebook 07, test-query NDCG@10 of zero-shot dense retrieval vs BM25. Supported only "
         "when a strict majority of all measured comparisons favour the claim (a tie counts as "
         "not favouring), (a) or (b) favours it and neither goes against it; otherwise not "
         f"supported; {_TOL}. Not measurable here without (a) or (b): the claim is about "
@@ -107,7 +107,7 @@ CLAIM_RULES: dict[str, str] = {
         f"{MAX_REALTIME_P95_MS:g} ms (brute force's p95 on the same requests is stated beside "
         "it); (iii) it searches fewer leaves than the index has (notebook 04 serves the fewest "
         "leaves that reached its target recall, else every leaf: that is exhaustive search, "
-        "not approximate). Where notebook 08 has run, its served ScaNN search model must pass "
+        "not approximate). Where notebook 07 has run, its served ScaNN search model must pass "
         "(i), (ii) and, when its export recorded them, (iii) too. Supported when every "
         "measured check passes and (i)-(iii) were all measured on notebook 04; not supported when any check fails; a missing measurement "
         "is not measurable here, never a failure."),

@@ -288,7 +288,7 @@ def index_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def search_table(metrics: Mapping[str, Any], metric: str = "ndcg@10") -> pd.DataFrame:
-    """Notebook 08: every search method on the test queries, ``metric`` per query kind.
+    """Notebook 07: every search method on the test queries, ``metric`` per query kind.
 
     Rows: methods (BM25, dense, the hybrids, the two-tower model); columns:
     each query kind and ``all``, plus ``all recall@100`` and ``all mrr``.
