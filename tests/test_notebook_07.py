@@ -16,7 +16,7 @@ METHODS = ("bm25", "dense", "hybrid_rrf", "hybrid_interpolation", "two_tower")
 
 
 def _metrics(series_runs, dataset: str):
-    artifact_dir = series_runs.upto(dataset, "08")
+    artifact_dir = series_runs.upto(dataset, "07")
     return artifacts.read_metrics(artifact_dir)["07_product_search"], artifact_dir
 
 

@@ -56,8 +56,8 @@ def _trained_models(metrics: dict) -> dict[str, list[tuple[str, bool]]]:
 
 
 @pytest.mark.parametrize("dataset", ALL_DATASETS)
-def test_07_report_has_every_model_and_a_verdict_for_every_claim(series_runs, dataset):
-    artifact_dir = series_runs.upto(dataset, "07")
+def test_08_report_has_every_model_and_a_verdict_for_every_claim(series_runs, dataset):
+    artifact_dir = series_runs.upto(dataset, "08")
     run_dir = artifact_dir.parent
     metrics = artifacts.read_metrics(artifact_dir)
     evaluation = metrics.pop("08_evaluation")
@@ -95,13 +95,13 @@ def test_07_report_has_every_model_and_a_verdict_for_every_claim(series_runs, da
         assert (run_dir / evaluation["report"]["markdown"]).with_name(png).is_file(), png
 
 
-def test_07_runs_without_the_quantization_metrics(series_runs, tmp_path):
-    source = series_runs.upto("synthetic", "07")
+def test_08_runs_without_the_quantization_metrics(series_runs, tmp_path):
+    source = series_runs.upto("synthetic", "08")
     run_dir = tmp_path / "run"
     shutil.copytree(source / artifacts.METRICS_DIR, run_dir / "artifacts" / artifacts.METRICS_DIR)
     (run_dir / "artifacts" / artifacts.METRICS_DIR / "06_quantization.json").unlink()
     (run_dir / "artifacts" / artifacts.METRICS_DIR / "08_evaluation.json").unlink()
-    run_series("synthetic", "smoke", run_dir, start="07", stop="07", progress=False)
+    run_series("synthetic", "smoke", run_dir, start="08", stop="08", progress=False)
     evaluation = artifacts.read_metrics(run_dir / "artifacts")["08_evaluation"]
     assert evaluation["verdicts"]["quantization"] == report.NOT_MEASURABLE
     assert "06_quantization" in evaluation["claims"]["quantization"]["evidence"]
