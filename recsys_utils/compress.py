@@ -1323,6 +1323,10 @@ _AXIS_LABELS = {"size_mb": "file size (MB)", "median_ms": "single-query latency,
                 "p95_ms": "single-query latency, p95 (ms)", "throughput": "rows per second"}
 
 
+#: The smallest quality range a trade-off panel shows (cosine, recall and RMSE alike).
+MIN_QUALITY_SPAN = 0.05
+
+
 def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
                   group: str = "model", logx: bool = True, title: str | None = None):
     """Scatter ``y`` (quality) against ``x`` (size or latency), one panel per ``group``.
@@ -1351,7 +1355,11 @@ def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.margins(x=0.25, y=0.2)
+        ax.margins(x=0.25)
+        # At least MIN_QUALITY_SPAN tall: a 0.001 difference must not look like a cliff.
+        low, high = part[y].min(), part[y].max()
+        half = max(high - low, MIN_QUALITY_SPAN) * 0.6
+        ax.set_ylim((low + high) / 2 - half, (low + high) / 2 + half)
         ax.set_xlabel(_AXIS_LABELS.get(x, x))
         metric = part["quality_metric"].iloc[0] if "quality_metric" in part and len(part) else y
         ax.set_ylabel(str(metric))

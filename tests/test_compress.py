@@ -265,6 +265,10 @@ def test_plot_and_table(dense_variants):
     assert list(df.variant) == list(compress.MODES)
     fig = compress.plot_tradeoff(df, "size_mb", "quality")
     assert len(fig.axes) == 1
+    # Qualities 0.997-1.0: the axis still spans MIN_QUALITY_SPAN, so they look close.
+    low, high = fig.axes[0].get_ylim()
+    assert high - low >= compress.MIN_QUALITY_SPAN
+    assert low <= df.quality.min() and high >= df.quality.max()
 
 
 @pytest.fixture(scope="module")
