@@ -3,7 +3,9 @@
 A notebook defines its model classes in code cells whose first line is
 ``# @save`` (the convention of *Dive into Deep Learning*); this module copies
 those cells, in order, into a module of the package, so that other notebooks,
-the tests and the benchmarks import the very code the notebook shows.
+the tests and the benchmarks import the very code the notebook shows. A
+notebook that feeds several modules names the module on the marker line:
+``# @save recsys_utils/contrastive.py``.
 ``python -m recsys_utils.notebook_code`` writes the modules; ``--check`` (and
 ``tests/test_notebook_code.py``) fails when a module and its notebook differ.
 """
@@ -32,18 +34,31 @@ SAVED = {
 }
 
 
-def saved_cells(notebook: Path) -> list[str]:
-    """Sources of the code cells of ``notebook`` that start with :data:`MARKER`."""
+def saved_cells(notebook: Path, module: str | None = None) -> list[str]:
+    """Sources of the code cells of ``notebook`` that start with :data:`MARKER`.
+
+    With ``module``, only the cells whose marker names it, or names no module
+    when the notebook feeds ``module`` alone.
+    """
     cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
     sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
-    return [s.split("\n", 1)[1].strip("\n") if "\n" in s else ""
-            for s in sources if s.split("\n", 1)[0].strip() == MARKER]
+    only = module is None or [m for m, (n, _) in SAVED.items()
+                              if (ROOT / n).resolve() == Path(notebook).resolve()] == [module]
+    saved = []
+    for source in sources:
+        first, _, body = source.partition("\n")
+        if not first.startswith(MARKER):
+            continue
+        target = first[len(MARKER):].strip()
+        if module is None or target == module or (not target and only):
+            saved.append(body.strip("\n"))
+    return saved
 
 
 def render(module: str) -> str:
     """The text ``module`` must have: a header, then the notebook's saved cells."""
     notebook, doc = SAVED[module]
-    cells = saved_cells(ROOT / notebook)
+    cells = saved_cells(ROOT / notebook, module)
     if not cells:
         raise ValueError(f"{notebook} has no code cell starting with {MARKER!r}")
     header = (f'"""{doc}\n\nGenerated from ``{notebook}`` (its cells marked ``{MARKER}``):\n'

@@ -83,3 +83,16 @@ def test_every_notebook_ends_with_exercises_and_further_reading():
         assert 2 <= len(exercises) <= 3 and scaffold[0].count("*Hint:*") == len(exercises), path.name
         # Near the end: only a "Next:" pointer may follow it.
         assert text.index(scaffold[0]) >= len(text) - 2, path.name
+
+
+def test_a_marker_can_name_its_module(tmp_path, monkeypatch):
+    cells = [{"cell_type": "code", "source": ["# @save a.py\n", "A = 1\n"]},
+             {"cell_type": "code", "source": ["# @save b.py\n", "B = 2\n"]},
+             {"cell_type": "code", "source": ["# @save a.py\n", "C = 3\n"]}]
+    (tmp_path / "n.ipynb").write_text(json.dumps({"cells": cells}))
+    monkeypatch.setattr(notebook_code, "ROOT", tmp_path)
+    monkeypatch.setattr(notebook_code, "SAVED", {"a.py": ("n.ipynb", "A."), "b.py": ("n.ipynb", "B.")})
+    assert notebook_code.saved_cells(tmp_path / "n.ipynb", "a.py") == ["A = 1", "C = 3"]
+    assert notebook_code.saved_cells(tmp_path / "n.ipynb", "b.py") == ["B = 2"]
+    assert notebook_code.main([]) == 0
+    assert "B = 2" not in (tmp_path / "a.py").read_text()
