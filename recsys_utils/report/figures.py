@@ -7,12 +7,23 @@ matplotlib is imported inside the functions, so reading tables never needs it.
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import Any, Callable, Mapping
 
 import pandas as pd
 
 from ._read import FUSION, _dataset
 from .tables import chain_table, fusion_table, quantization_table, retrieval_table, search_table
+
+
+#: Figures are drawn at most this many inches wide: at the report's dpi that is about the
+#: 800 px a reader's window gives the page, so no figure is shrunk until its labels blur.
+MAX_WIDTH_IN = 7.2
+
+
+def _wrap(label: Any, width: int = 28) -> str:
+    """A tick label on lines of at most ``width`` characters (long names never overlap)."""
+    return "\n".join(textwrap.wrap(str(label), width)) or str(label)
 
 
 def figure_png(fig: Any, dpi: int = 110) -> bytes:
@@ -23,21 +34,33 @@ def figure_png(fig: Any, dpi: int = 110) -> bytes:
 
 
 def plot_retrieval(metrics: Mapping[str, Any], metric: str = "recall@50"):
-    """Grouped bars: ``metric`` of every retrieval model on warm and cold-start items (None if absent)."""
+    """Horizontal grouped bars: ``metric`` of every retrieval model, warm and cold-start (None if absent).
+
+    One row per model (names wrapped, never overlapping), so the figure keeps its
+    width however many models and ablations notebook 04 trained.
+    """
     import matplotlib.pyplot as plt
+    import numpy as np
 
     table = retrieval_table(metrics, columns=(metric,))
     columns = [c for c in (f"warm {metric}", f"cold (all items) {metric}") if c in table]
     if table.empty or not columns:
         return None
     frame = table[columns].rename(columns=lambda c: c.replace(f" {metric}", ""))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(frame) + 2), 3.6))
-    frame.plot.bar(ax=ax)
-    ax.set_xticklabels(frame.index, rotation=25, ha="right")
-    ax.set_xlabel("")
-    ax.set_ylabel(metric.capitalize())
-    ax.set_title(f"Retrieval over the full catalogue: warm vs cold-start ({_dataset(metrics)})")
-    ax.grid(axis="y", alpha=0.3)
+    labels = [_wrap(i, 30) for i in frame.index]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 0.2 * lines + 0.12 * len(frame) + 1.2))
+    y = np.arange(len(frame))
+    height = 0.8 / len(columns)
+    for j, column in enumerate(frame.columns):
+        ax.barh(y + (j - (len(columns) - 1) / 2) * height, frame[column].to_numpy(float),
+                height=height, label=column)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()  # notebook 04's order, top to bottom
+    ax.set_xlabel(metric.replace("recall", "Recall").replace("ndcg", "NDCG") + " (test users)")
+    ax.set_title(f"Retrieval over the full catalogue ({_dataset(metrics)})")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, frameon=True)
     fig.tight_layout()
     return fig
 
@@ -49,9 +72,11 @@ def plot_chain(metrics: Mapping[str, Any]):
     table = chain_table(metrics)
     if table.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(table) + 1.2))
+    labels = [_wrap(i, 34) for i in table.index]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 0.3 * lines + 0.2 * len(table) + 1.2))
     colors = ["tab:grey" if i == 0 else "tab:blue" for i in range(len(table))]
-    ax.barh(table.index[::-1], table["NDCG@10"].to_numpy()[::-1], color=colors[::-1])
+    ax.barh(labels[::-1], table["NDCG@10"].to_numpy()[::-1], color=colors[::-1])
     ax.set_xlabel("NDCG@10 (test users)")
     ax.set_title("Retrieval alone vs retrieve-then-rank")
     ax.grid(axis="x", alpha=0.3)
@@ -71,7 +96,7 @@ def plot_fusion(metrics: Mapping[str, Any]):
     values = pd.to_numeric(table[metric], errors="coerce").dropna()
     kinds = table.loc[values.index, "kind"] if "kind" in table else pd.Series("", index=values.index)
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(values) + 1.2))
-    ax.barh(values.index[::-1], values.to_numpy()[::-1],
+    ax.barh([_wrap(i) for i in values.index[::-1]], values.to_numpy()[::-1],
             color=["tab:blue" if k == "fusion" else "tab:grey" for k in kinds[::-1]])
     ax.set_xlabel(f"held-out {metric}")
     ax.set_title("Single modalities (grey) and fusions (blue)")
@@ -99,19 +124,25 @@ def plot_quantization(metrics: Mapping[str, Any], x: str = "size_mb"):
     models = list(dict.fromkeys(data["model"]))
     if not models:
         return None
-    fig, axes = plt.subplots(1, len(models), figsize=(4.3 * len(models), 3.5), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        part = data[data["model"] == model]
+    ncols = min(2, len(models))
+    nrows = -(-len(models) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(MAX_WIDTH_IN, 3.0 * nrows + 0.4),
+                             squeeze=False)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax, model in zip(axes.flat, models):
+        part = data[data["model"] == model].sort_values(x)
         ax.scatter(part[x], part["quality"], s=36)
-        for _, row in part.iterrows():
+        # Neighbours in x alternate above and below their point, so labels never sit on each other.
+        for i, (_, row) in enumerate(part.iterrows()):
             ax.annotate(str(row["variant"]), (row[x], row["quality"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+                        xytext=(0, 7 if i % 2 == 0 else -13), ha="center", fontsize=8)
         values = part[x].to_numpy(float)
         if len(values) and values.min() > 0 and values.max() / values.min() > 10:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.margins(x=0.25, y=0.2)
+        ax.margins(x=0.3, y=0.3)
         ax.set_xlabel({"size_mb": "file size (MB)",
                        "median_ms": "single-query latency, median (ms)"}.get(x, x))
         ax.set_ylabel(str(part["quality_metric"].iloc[0]) if "quality_metric" in part else "quality")
@@ -131,10 +162,15 @@ def plot_search(metrics: Mapping[str, Any]):
     if table.empty or not columns:
         return None
     frame = table[columns].rename(columns=lambda c: c.replace(" ndcg@10", "")).T
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(frame) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 3.8))
     frame.plot.bar(ax=ax, rot=0)
+    ax.set_xticklabels([_wrap(k, 14) for k in frame.index])
+    ax.set_xlabel("")
     ax.set_ylabel("NDCG@10 (test queries)")
     ax.set_title("Product search by query kind")
+    # Below the axes, one row: a legend inside would cover the bars.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(5, len(frame.columns)),
+              fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

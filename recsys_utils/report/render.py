@@ -22,6 +22,7 @@ from ._read import _dataset, _profile, mixed_runs
 from .claims import claims_table, quantization_checks
 from .figures import _FIGURES, default_figures, figure_png
 from .rules import CLAIM_RULES, CLAIMS
+from .summary import summary_sentences
 from .tables import (TFRS_TUTORIAL_URL, chain_table, data_table, fusion_table,
                      image_encoder_table, index_table, quantization_table, ranking_table,
                      retrieval_table, scann_table, search_table, sources_table, text_probe_table,
@@ -60,11 +61,43 @@ def _format(value: Any) -> str:
     return text if text else "–"
 
 
+#: Column labels in words; anything else goes through :func:`_label`'s general rules.
+_LABELS = {
+    "size_mb": "size (MB)", "x_smaller": "x smaller", "median_ms": "median (ms)",
+    "p95_ms": "p95 (ms)", "mean_ms": "mean (ms)", "speedup": "speed-up",
+    "num_threads": "threads", "batch_threads": "batch threads",
+    "throughput": "throughput (queries/s)", "quality_metric": "quality metric",
+    "recall_at_k": "Recall@10", "n_queries": "queries", "n_excluded": "excluded",
+    "ok": "converted", "bytes": "bytes", "k": "k", "kind": "kind",
+}
+_METRIC_WORDS = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit_rate": "HitRate",
+                 "precision": "Precision", "auc": "AUC", "rmse": "RMSE", "mae": "MAE"}
+
+
+def _label(name: Any) -> str:
+    """A column or index name as a reader would write it: no snake_case, metrics capitalised."""
+    text = str(name)
+    if text in _LABELS:
+        return _LABELS[text]
+    text = re.sub(r"\btop_(\d+)_accuracy\b", r"top-\1 accuracy", text)
+    for word, shown in _METRIC_WORDS.items():
+        text = re.sub(rf"\b{word}(?=@|\b)", shown, text)
+    text = re.sub(r"_ms\b", " (ms)", text)
+    text = re.sub(r"_mb\b", " (MB)", text)
+    text = re.sub(r"\bn_(\w+)", r"\1", text)
+    return text.replace("_", " ")
+
+
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table with every cell formatted as text (the same strings in Markdown and HTML)."""
+    """The table with every cell formatted as text (the same strings in Markdown and HTML).
+
+    Column labels and the index name are shown in words (:func:`_label`); cells keep
+    their values (model and variant names are names).
+    """
+    name = _label(frame.index.name) if frame.index.name else None
     index = frame.index if not _has_index(frame) else pd.Index(
-        [_format(i) for i in frame.index], name=frame.index.name)
-    return pd.DataFrame({str(c): [_format(v) for v in frame[c].tolist()] for c in frame.columns},
+        [_format(i) for i in frame.index], name=name)
+    return pd.DataFrame({_label(c): [_format(v) for v in frame[c].tolist()] for c in frame.columns},
                         index=index)
 
 
@@ -100,15 +133,39 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
 
     dataset, profile = _dataset(metrics), _profile(metrics)
     heading(f"Evaluation report: {dataset} ({profile} profile)", 1)
-    para("Every number below is read from the metrics files the notebooks of this run wrote "
-         "(`artifacts/metrics/*.json`); none is typed by hand. Sections whose notebook has not "
-         "run say so.")
-    table(sources_table(metrics))
+    claims = claims_table(metrics)
     mixed = mixed_runs(metrics)
     if mixed:
         para("**Warning:** the metrics files come from different runs ("
              + "; ".join(f"{field}: {', '.join(values)}" for field, values in mixed.items())
              + "); re-run the series into one run directory.")
+
+    heading("The answer")
+    para("Does fusing large pretrained models (MiniLM text, an image encoder) with behaviour make "
+         "recommendation and product search better on this data set, by how much, and at what "
+         "cost? Every number below is read from the metrics files the notebooks of this run "
+         "wrote (`artifacts/metrics/*.json`); none is typed by hand. Percentages are Recall@50: "
+         "the share of test users whose next item is in the model's top 50. Intervals are "
+         "notebook 04's paired 95% bootstrap intervals over test users.")
+    blocks.append(_Block("list", summary_sentences(metrics, claims["verdict"].to_dict()),
+                         caption="bullets"))
+
+    heading("The verdicts")
+    para("Five claims from the articles this course reproduces, each judged by a rule written "
+         "down in advance (listed under the table, with its evidence): *supported*, *not "
+         "supported* (measured, and the numbers do not back it), or *not measurable here* (a "
+         "measurement is missing, or this data set cannot test it). Quantization is judged "
+         "model by model.")
+    table(claims[["claim", "verdict", "because"]].reset_index(drop=True))
+    blocks.append(_Block("list", [
+        f"**{row['claim']}** *{row['verdict']}.* Evidence: {row['evidence'].rstrip('.')}."
+        for _, row in claims.iterrows()]))
+    heading("The rules", 3)
+    blocks.append(_Block("list", [f"**{CLAIMS[k]}** {CLAIM_RULES[k]}" for k in CLAIMS]))
+    heading("Quantization, model by model", 3)
+    table(quantization_checks(metrics))
+    heading("The text probe (notebook 02)", 3)
+    table(text_probe_table(metrics))
 
     heading("The data (notebook 01)")
     table(data_table(metrics))
@@ -122,8 +179,8 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
     figures_of("retrieval")
     heading("Serving: brute force and ScaNN (notebook 04)", 3)
     para("Each ScaNN index searches some of its leaves (partitions of the item vectors); "
-         "`recall@10` is the share of brute force's top 10 it returns. Notebook 04 serves the "
-         "fewest leaves that reached its target recall (`served`), measured again on other users "
+         "Recall@10 is the share of brute force's top 10 it returns. Notebook 04 serves the "
+         "fewest leaves that reached its target recall (*served*), measured again on other users "
          "for the approximate-search claim.")
     table(scann_table(metrics))
 
@@ -136,14 +193,17 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
 
     heading("The fusion comparison (notebook 03)")
     para("Each model is trained on the same items and scored on held-out items by item-to-item "
-         "retrieval (do an item's nearest items share its relevance attributes?).")
+         "retrieval (do an item's nearest items share its relevance attributes?)."
+         + (" On the synthetic data set those attributes are planted by the generator and split "
+            "between image and text: this comparison is a sanity check of the code, not "
+            "evidence about real catalogues." if dataset == "synthetic" else ""))
     table(fusion_table(metrics))
     table(image_encoder_table(metrics))
     figures_of("fusion")
 
     heading("The quantization trade-off (notebook 06)")
-    para("`x_smaller` and `speedup` are relative to the same model's float32 TFLite file; quality "
-         "is measured on held-out data against the float model.")
+    para("*x smaller* and *speed-up* are relative to the same model's float32 TFLite file; "
+         "quality is measured on held-out data against the float model.")
     table(quantization_table(metrics))
     table(index_table(metrics))
     figures_of("quantization")
@@ -152,24 +212,16 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
     table(search_table(metrics))
     figures_of("search")
 
-    heading("The seeds' claims, tested")
-    para("Each claim comes from the articles this course reproduces. The verdict is computed from "
-         "the numbers by the rule below it: *supported*, *not supported* (the data here do not "
-         "back the claim), or *not measurable here* (a notebook or a measurement is missing).")
-    claims = claims_table(metrics)
-    table(claims)
-    blocks.append(_Block("list", [f"**{CLAIMS[k]}** {CLAIM_RULES[k]}" for k in CLAIMS]))
-    heading("Quantization, model by model", 3)
-    table(quantization_checks(metrics))
-    heading("The text probe (notebook 02)", 3)
-    table(text_probe_table(metrics))
-
     heading("Published numbers under their own protocol (MovieLens 100K)")
     protocol = tfrs_protocol_table(metrics)
     para(f"Protocol: {protocol.attrs['protocol']}")
     para(f"The tutorial: [{TFRS_TUTORIAL_URL}]({TFRS_TUTORIAL_URL}). Its own printed accuracy is "
          "not copied here as a measurement; read it there, next to the rows measured here.")
     table(protocol)
+
+    heading("Where the numbers come from")
+    para("The metrics file of each notebook, and the run (data set, profile, seed) that wrote it.")
+    table(sources_table(metrics))
 
     leftover = [n for n in figures if n not in _FIGURES]
     if leftover:
@@ -209,7 +261,8 @@ def _render_markdown(blocks: Iterable[_Block], figure_files: Mapping[str, str]) 
         elif block.kind == "table":
             out.append(_markdown_table(block.content))
         elif block.kind == "list":
-            out.append("\n".join(f"{i}. {item}" for i, item in enumerate(block.content, 1)))
+            out.append("\n".join((f"* {item}" if block.caption == "bullets" else f"{i}. {item}")
+                                 for i, item in enumerate(block.content, 1)))
         elif block.kind == "figure" and block.content in figure_files:
             out.append(f"![{block.caption}]({figure_files[block.content]})")
     return "\n\n".join(out) + "\n"
@@ -242,15 +295,39 @@ def _inline_html(text: str) -> str:
 
 _STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
-       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 0.8em 0 1.2em; font-size: 0.88em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; text-align: left; }
+.table-wrap { overflow-x: auto; max-width: 100%; margin: 0.8em 0 1.2em; }
+table { border-collapse: collapse; font-size: 0.88em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
-td:first-child, th:first-child { text-align: left; }
-code { background: #f3f3f3; padding: 0 0.2em; }
+td.num, th.num { text-align: right; white-space: nowrap; }
+td.prose { min-width: 16em; max-width: 40em; }
+ul.answer li, ol li { margin: 0.3em 0; }
+code { background: #f3f3f3; padding: 0 0.2em; overflow-wrap: anywhere; }
 figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #555; }
-img { max-width: 100%; }
+img { max-width: 100%; height: auto; }
 """
+
+_NUMBER = re.compile(r"^[-+−]?[\d,]*\.?\d+(e[-+]?\d+)?%?$|^–$")
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    """One header row (the index name heads the index column), numbers right-aligned, prose
+    left-aligned and wrapped, the table scrolling sideways inside its box when it is wide."""
+    shown, indexed = _display(frame), _has_index(frame)
+    columns = ([shown.index.name or ""] if indexed else []) + list(shown.columns)
+    rows = [([i] if indexed else []) + r for i, r in zip(shown.index, shown.values.tolist())]
+    kinds = []
+    for j in range(len(columns)):
+        cells = [str(r[j]) for r in rows]
+        numeric = bool(cells) and all(_NUMBER.match(c) for c in cells) and not all(c == "–" for c in cells)
+        prose = not numeric and any(len(c) > 60 for c in cells)
+        kinds.append(' class="num"' if numeric else ' class="prose"' if prose else "")
+    head = "".join(f"<th{k}>{html.escape(str(c), quote=False)}</th>" for c, k in zip(columns, kinds))
+    body = "".join("<tr>" + "".join(f"<td{k}>{_inline_html(c)}</td>" for c, k in zip(r, kinds))
+                   + "</tr>\n" for r in rows)
+    return (f'<div class="table-wrap"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}'
+            "</tbody></table></div>")
 
 
 def _render_html(blocks: Iterable[_Block], figure_png_bytes: Mapping[str, bytes], title: str) -> str:
@@ -261,10 +338,12 @@ def _render_html(blocks: Iterable[_Block], figure_png_bytes: Mapping[str, bytes]
         elif block.kind == "paragraph":
             body.append(f"<p>{_inline_html(block.content)}</p>")
         elif block.kind == "table":
-            body.append(_display(block.content).to_html(border=0, escape=True,
-                                                        index=_has_index(block.content)))
+            body.append(_html_table(block.content))
         elif block.kind == "list":
-            body.append("<ol>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block.content) + "</ol>")
+            tag = "ul" if block.caption == "bullets" else "ol"
+            css = ' class="answer"' if tag == "ul" else ""
+            body.append(f"<{tag}{css}>" + "".join(f"<li>{_inline_html(i)}</li>"
+                                               for i in block.content) + f"</{tag}>")
         elif block.kind == "figure" and block.content in figure_png_bytes:
             data = base64.b64encode(figure_png_bytes[block.content]).decode("ascii")
             body.append(f'<figure><img alt="{html.escape(block.caption)}" '

@@ -37,12 +37,26 @@ MAX_RELATIVE_QUALITY_LOSS = 0.02
 MIN_MEASURABLE_MS = 1.0
 #: Approximate search (claim 5): "little recall loss" is at least
 #: MIN_ANN_RECALL of the exact top 10 returned, "real time" a 95th-percentile
-#: single-request latency of at most MAX_REALTIME_P95_MS on this CPU (the
-#: evidence states brute force's p95 beside it), and the served index must be
-#: approximate: searching fewer leaves than the index has. An index that needs
-#: every leaf to reach the target recall is exhaustive search in ScaNN's clothes.
+#: single-request latency of at most MAX_REALTIME_P95_MS on this CPU, and the
+#: index must earn its recall loss: its median single-request latency at least
+#: MIN_ANN_SPEEDUP times below brute force's on the same requests (an index no
+#: faster than exact search loses recall for nothing), searching fewer leaves
+#: than it has (an index that needs every leaf is exhaustive search in ScaNN's
+#: clothes).
 MIN_ANN_RECALL = 0.95
 MAX_REALTIME_P95_MS = 50.0
+MIN_ANN_SPEEDUP = 2.0
+#: Below MIN_ANN_ITEMS items an exact search is already fast, so the speed of an
+#: approximate index against brute force cannot be judged: on a 2-core CPU the
+#: ANN benchmark (ANN_BENCHMARK) found no ScaNN setting with recall@10 >= 0.95 on
+#: 10,000 candidates (about 10 rows per leaf) and a NumPy exact query of about
+#: 0.05 ms, while from 100,000 candidates on ScaNN answered tens of times more
+#: queries per second than brute force at that recall. Smaller catalogues are
+#: "not measurable here" and cite the benchmark as the evidence at scale.
+MIN_ANN_ITEMS = 100_000
+ANN_BENCHMARK = ("the nearest-neighbour benchmark in docs/performance.md (section "
+                 "\"Nearest-neighbour search\", `python benchmarks/bench_ann.py`: brute force "
+                 "and ScaNN on 10,000, 100,000 and 1,000,000 candidates)")
 
 #: Notebook 04's models without the id + content fusion: behaviour alone (popularity, the
 #: id tower and the classic references), text alone, catalogue facts alone, content alone.
@@ -76,39 +90,52 @@ CLAIM_RULES: dict[str, str] = {
         f"supported; {_TOL}. Not measurable here without (a) or (b): the claim is about "
         "recommendation."),
     "fusion_beats_single": (
-        "(a) notebook 03, held-out NDCG@10 of the best fusion vs the best single modality; "
-        "(b) notebook 04, warm Recall@50 of the `fused` tower (ID + text + image + attributes) "
-        "vs the best model without that fusion (popularity, ID-only and the classic references "
-        "item-kNN, EASE and BPR: behaviour alone; `content_text`: text without image or behaviour; "
-        "`content_facts`: catalogue facts alone; `content_profile`: content without training); "
-        "(c) the same on cold-start items ranked against the whole catalogue. Supported when "
-        f"every measurable comparison favours fusion; {_TOL}."),
+        "Evidence: (a) notebook 04, warm Recall@50 of the `fused` tower (ID + text + image + "
+        "attributes) vs the best model without that fusion (popularity, ID-only and the classic "
+        "references item-kNN, EASE and BPR: behaviour alone; `content_text`: text without image "
+        "or behaviour; `content_facts`: catalogue facts alone; `content_profile`: content without "
+        "training); (b) the same on cold-start items ranked against the whole catalogue (against "
+        "the content profile at the profile's share of new items in the top 50, where notebook 04 "
+        "measured that); (c) notebook 07, test-query NDCG@10 of the two-tower search model over "
+        "the fused item features vs the better of zero-shot dense retrieval (MiniLM text alone) "
+        "and BM25 (words alone); (d) notebook 03, held-out NDCG@10 of the best fusion vs the best "
+        "single modality, on real data only: on the synthetic data set the generator plants "
+        "relevance (colour + material) and splits it between image and text, and the models "
+        "train on those labels, so there (d) is a sanity check of the code, shown and not "
+        "counted. Supported when every counted comparison favours fusion; not supported when "
+        f"one does not (a tie does not favour); {_TOL}."),
     "attention_fusion": (
         "Notebook 03, held-out NDCG@10 of attention fusion vs the better of concatenation and "
         f"gated fusion. Supported when attention is better; {_TOL}."),
     "quantization": (
-        "Notebook 06, for every exported model (text encoder, towers, ranker), the int8 variant "
-        "(dynamic-range or full-integer) that passes most checks: file at least "
-        f"{MIN_X_SMALLER}x smaller than float32, median single-query latency at least "
-        f"{MIN_SPEEDUP}x faster, and quality within tolerance (text encoder: worst cosine to "
-        f"float32 >= {MIN_COSINE}; towers and ranker: Recall@10 / AUC / RMSE at most "
-        f"{MAX_RELATIVE_QUALITY_LOSS:.0%} worse, relative, or, for the towers, a loss whose paired "
-        "95% bootstrap interval over test users holds zero). A model whose float32 median is "
-        f"below {MIN_MEASURABLE_MS:g} ms is too fast to measure a speed-up here: its latency "
-        "check is left out and it is judged on size and quality (the evidence says so); when "
-        "no model is that slow, the latency half of the claim is not measurable here and the "
-        "verdict rests on size and quality alone. Supported when every model passes every check "
-        "it is judged on; not supported when one fails (no int8 conversion counts as failing); "
-        "not measurable here when a model has no float32 reference, or its size ratio or quality "
-        "was not measured (a missing number is never a failure)."),
+        "Judged per model (text encoder, towers, ranker), each a row of the verdict table. "
+        "Evidence: notebook 06, the model's int8 variant (dynamic-range or full-integer) that "
+        "passes most checks: (i) file at least "
+        f"{MIN_X_SMALLER}x smaller than float32; (ii) median single-query latency at least "
+        f"{MIN_SPEEDUP}x faster, every timing round of the int8 variant faster than every round "
+        "of float32 where notebook 06 recorded the rounds; (iii) quality within tolerance (text "
+        f"encoder: worst cosine to float32 >= {MIN_COSINE}; towers and ranker: Recall@10 / AUC / "
+        f"RMSE at most {MAX_RELATIVE_QUALITY_LOSS:.0%} worse, relative, or, for the towers, a "
+        "loss whose paired 95% bootstrap interval over test users holds zero). Latency counts "
+        f"wherever it can be measured: a model whose float32 median is below "
+        f"{MIN_MEASURABLE_MS:g} ms answers in timer noise, so its latency is not measurable here "
+        "and neither is its verdict (unless size or quality fails). Supported when all three "
+        "checks pass; not supported when one fails (no int8 conversion counts as failing); not "
+        "measurable here when a check could not be measured (a missing number is never a "
+        "failure)."),
     "approximate_search": (
-        "Notebook 04, ScaNN serving index: (i) share of the brute-force top 10 returned >= "
-        f"{MIN_ANN_RECALL}; (ii) 95th-percentile single-request latency <= "
-        f"{MAX_REALTIME_P95_MS:g} ms (brute force's p95 on the same requests is stated beside "
-        "it); (iii) it searches fewer leaves than the index has (notebook 04 serves the fewest "
-        "leaves that reached its target recall, else every leaf: that is exhaustive search, "
-        "not approximate). Where notebook 07 has run, its served ScaNN search model must pass "
-        "(i), (ii) and, when its export recorded them, (iii) too. Supported when every "
-        "measured check passes and (i)-(iii) were all measured on notebook 04; not supported when any check fails; a missing measurement "
-        "is not measurable here, never a failure."),
+        "Judged only where the catalogue has at least "
+        f"{MIN_ANN_ITEMS:,} items (notebook 01's item count): below that an exact search is "
+        "already fast and the speed of an approximate index against it cannot be judged, so the "
+        f"verdict is not measurable here and the evidence at scale is {ANN_BENCHMARK}; the "
+        "measurements below are then shown, not judged. Evidence on a large catalogue: notebook "
+        f"04's served ScaNN index (i) returns >= {MIN_ANN_RECALL} of the brute-force top 10; "
+        f"(ii) answers with a 95th-percentile single-request latency <= {MAX_REALTIME_P95_MS:g} "
+        f"ms; (iii) has a median latency at least {MIN_ANN_SPEEDUP:g}x below brute force's on "
+        "the same requests; (iv) searches fewer leaves than the index has (an index that needs "
+        "every leaf is exhaustive search, not approximate). Where notebook 07 has run, its "
+        "served ScaNN search model must pass (i), (ii) and, when its export recorded them, (iv). "
+        "Supported when every measured check passes and (i)-(iv) were all measured on notebook "
+        "04; not supported when any check fails; a missing measurement is not measurable here, "
+        "never a failure."),
 }
