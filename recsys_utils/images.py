@@ -24,7 +24,8 @@
 * **Objectives**: ``"supervised"`` - one cosine-softmax head per item attribute
   (category, colour, ...); ``"contrastive"`` - CLIP-style symmetric in-batch
   softmax between the image vector and a learned linear projection of the
-  item's text vector. :func:`image_retrieval_score` (precision@10 of nearest
+  item's text vector (:func:`recsys_utils.contrastive.contrastive_loss`,
+  written in notebook 03). :func:`image_retrieval_score` (precision@10 of nearest
   neighbours sharing an attribute combination, on held-out queries) is the
   cheap metric to choose between them.
 
@@ -44,6 +45,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from .content_metrics import combine_keys, item_retrieval_metrics
+from .contrastive import contrastive_loss
 from .schema import DataError
 
 BACKBONES = ("small_cnn", "mobilenet_v3_small_imagenet")
@@ -333,13 +336,11 @@ def train_image_encoder(
                 hit = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
                 acc[f"accuracy/{name}"] = tf.reduce_sum(hit * known) / tf.maximum(tf.reduce_sum(known), 1.0)
             return loss, acc
-        t = tf.math.l2_normalize(text_proj(batch[1]), axis=-1)
-        logits = inv_t * tf.matmul(v, t, transpose_b=True)                  # (B, B)
-        target = tf.range(tf.shape(logits)[0])
-        ce = tf.keras.losses.sparse_categorical_crossentropy
-        loss = 0.5 * (tf.reduce_mean(ce(target, logits, from_logits=True))
-                      + tf.reduce_mean(ce(target, tf.transpose(logits), from_logits=True)))
-        hit = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), target), tf.float32)
+        t = tf.math.l2_normalize(text_proj(batch[1]), axis=-1)             # (B, dim), unit
+        loss = contrastive_loss(v, t, temperature)                          # notebook 03's loss
+        # In-batch accuracy: is each image's most similar text in the batch its own item's?
+        nearest = tf.argmax(tf.matmul(v, t, transpose_b=True), -1, output_type=tf.int32)
+        hit = tf.cast(tf.equal(nearest, tf.range(tf.shape(v)[0])), tf.float32)
         return loss, {"accuracy/image_to_text": tf.reduce_mean(hit)}
 
     @tf.function(reduce_retracing=True)
@@ -399,8 +400,6 @@ def image_retrieval_score(
     combined, e.g. category+colour). Queries with no relevant item are skipped.
     A cheap, training-free way to compare objectives (and a random encoder).
     """
-    from .fusion import combine_keys, item_retrieval_metrics
-
     present = np.asarray(present, dtype=bool)
     if isinstance(labels, Mapping):
         key = combine_keys(*[labels[k2] for k2 in sorted(labels)])

@@ -31,6 +31,14 @@ SAVED = {
         "notebooks/05_tfrs_ranking.ipynb",
         "The deep & cross network ranker of notebook 05 (a ``tfrs.Model`` with its\n"
         "``compute_loss``) and how it is built and trained."),
+    "recsys_utils/contrastive.py": (
+        "notebooks/03_multimodal_fusion.ipynb",
+        "The CLIP-style contrastive loss of notebook 03: symmetric in-batch cross-entropy\n"
+        "between paired image and text vectors (the image encoder's contrastive objective)."),
+    "recsys_utils/gated_fusion.py": (
+        "notebooks/03_multimodal_fusion.ipynb",
+        "The gated fusion of notebook 03: a softmax gate weighs an item's projected text,\n"
+        "image and attribute vectors, over the modalities the item has, and sums them."),
 }
 
 

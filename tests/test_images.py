@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from recsys_utils import images as img
-from recsys_utils.fusion import combine_keys
+from recsys_utils.content_metrics import combine_keys
 
 COLOURS = [(220, 40, 40), (40, 170, 60), (40, 70, 220), (230, 200, 40)]
 SHAPES = ["circle", "square", "triangle"]
