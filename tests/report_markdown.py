@@ -31,4 +31,4 @@ def has_row(markdown: str, label: str, prefix: bool = False) -> bool:
 
 def has_html_row(page: str, label: str, prefix: bool = False) -> bool:
     cell = re.escape(html.escape(label, quote=False)) + (r"[^<]*" if prefix else "")
-    return re.search(rf"<t[hd]>{cell}</t[hd]>", page) is not None
+    return re.search(rf"<t[hd][^>]*>{cell}</t[hd]>", page) is not None  # a class is allowed

@@ -80,12 +80,13 @@ def _label(name: Any) -> str:
     if text in _LABELS:
         return _LABELS[text]
     text = re.sub(r"\btop_(\d+)_accuracy\b", r"top-\1 accuracy", text)
-    for word, shown in _METRIC_WORDS.items():
-        text = re.sub(rf"\b{word}(?=@|\b)", shown, text)
     text = re.sub(r"_ms\b", " (ms)", text)
     text = re.sub(r"_mb\b", " (MB)", text)
     text = re.sub(r"\bn_(\w+)", r"\1", text)
-    return text.replace("_", " ")
+    text = text.replace("hit_rate", "hit rate").replace("_", " ")
+    for word, shown in _METRIC_WORDS.items():
+        text = re.sub(rf"\b{word.replace('_', ' ')}(?=@|\b)", shown, text)
+    return text
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
