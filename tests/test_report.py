@@ -884,6 +884,14 @@ def test_summary_goes_the_other_way_with_the_numbers():
     assert not any(s.startswith("Not evidence") for s in answer)
     assert any(s.startswith("Content task of notebook 03 (held-out items): best fusion (attention) "
                             "0.600 vs best single modality (text) 0.400 (+0.200)") for s in answer)
+    # No images, no queries (MovieLens): the answer says text only, and search not measurable.
+    m["03_multimodal_fusion"]["images"]["present"] = 0
+    m["07_product_search"] = {"has_queries": False, "note": "MovieLens has no search queries"}
+    answer = report.summary_sentences(m)
+    assert answer[0].startswith("**Does fusing pretrained text features (no images on this data "
+                                "set) with behaviour help here?")
+    assert ("Product search: not measurable here (notebook 07: MovieLens has no search queries)."
+            in answer)
     # Nothing to answer from: said so, no invented sentence.
     answer = report.summary_sentences({"01_data_preparation": make_metrics()["01_data_preparation"]})
     assert answer[-1].startswith("Not answerable here yet")

@@ -88,7 +88,12 @@ def _data_sentence(metrics: Mapping[str, Any]) -> str | None:
     return f"Data: {dataset}{origin}, {_profile(metrics)} profile: {counts}."
 
 
-def _headline(parts: Mapping[str, Any], planted: bool) -> str | None:
+def _no_images(metrics: Mapping[str, Any]) -> bool:
+    fusion = metrics.get(FUSION)
+    return isinstance(fusion, Mapping) and (fusion.get("images") or {}).get("present", None) == 0
+
+
+def _headline(parts: Mapping[str, Any], planted: bool, text_only: bool = False) -> str | None:
     counted = {k: v for k, v in parts.items() if isinstance(v, _Comparison)
                and v.outcome != "not measured" and not (planted and k == "content task")}
     if not counted:
@@ -107,8 +112,9 @@ def _headline(parts: Mapping[str, Any], planted: bool) -> str | None:
         clauses.append(f"it does worse than a single source on {join(losses)}")
     text = "; ".join(clauses)
     verdict = ("Yes" if not ties and not losses else "No" if not wins else "In part")
-    return (f"**Does fusing pretrained text and image features with behaviour help here? "
-            f"{verdict}:** {text}.")
+    features = ("pretrained text features (no images on this data set)" if text_only
+                else "pretrained text and image features")
+    return f"**Does fusing {features} with behaviour help here? {verdict}:** {text}."
 
 
 def _warm_sentence(metrics: Mapping[str, Any], c: _Comparison) -> str:
@@ -279,7 +285,8 @@ def summary_sentences(metrics: Mapping[str, Any],
     """
     parts = fusion_comparisons(metrics)
     planted = _planted(metrics) and isinstance(parts.get("content task"), _Comparison)
-    out: list[str | None] = [_headline(parts, planted), _data_sentence(metrics)]
+    out: list[str | None] = [_headline(parts, planted, _no_images(metrics)),
+                             _data_sentence(metrics)]
     measured = lambda key: isinstance(parts.get(key), _Comparison) and (  # noqa: E731
         parts[key].outcome != "not measured")
     for key, build in (("warm", _warm_sentence), ("cold", _cold_sentence)):
@@ -292,6 +299,8 @@ def summary_sentences(metrics: Mapping[str, Any],
             pass
     if measured("search"):
         out.append(_search_sentence(metrics, parts["search"]))
+    elif isinstance(parts.get("search"), str) and isinstance(metrics.get(SEARCH), Mapping):
+        out.append(f"Product search: not measurable here ({parts['search']}).")
     if measured("content task"):
         c = parts["content task"]
         out.append(_sanity_sentence(metrics, c) if planted else
