@@ -86,16 +86,21 @@ def sources_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def data_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """The data set's headline numbers from notebook 01 (one column, ``value``)."""
+    """The data set's headline numbers from notebook 01, in words (one column, ``value``)."""
     def build() -> pd.DataFrame:
         m = _stage(metrics, DATA)
         keys = ("dataset", "feedback", "simulated_interactions", "n_items", "n_users",
                 "n_interactions", "density", "top_10pct_items_share", "items_with_images",
                 "n_queries")
-        rows = {k: m[k] for k in keys if k in m}
+        words = {"dataset": "data set", "feedback": "feedback",
+                 "simulated_interactions": "simulated interactions", "n_items": "items",
+                 "n_users": "users", "n_interactions": "interactions", "density": "density",
+                 "top_10pct_items_share": "share of interactions on the top 10% of items",
+                 "items_with_images": "items with images", "n_queries": "search queries"}
+        rows = {words[k]: m[k] for k in keys if k in m}
         for split, n in (m.get("splits") or {}).items():
             rows[f"split: {split}"] = n
-        return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+        return pd.DataFrame({"value": pd.Series(rows, dtype=object)}).rename_axis("measure")
     return _table(build)
 
 
