@@ -39,6 +39,12 @@ SAVED = {
         "notebooks/03_multimodal_fusion.ipynb",
         "The gated fusion of notebook 03: a softmax gate weighs an item's projected text,\n"
         "image and attribute vectors, over the modalities the item has, and sums them."),
+    "recsys_utils/search_models.py": (
+        "notebooks/07_product_search.ipynb",
+        "The product-search models of notebook 07: the hybrids (reciprocal rank fusion, score\n"
+        "interpolation, ``HybridSearcher``) and the TFRS two-tower search model (``SearchModel``\n"
+        "with its ``compute_loss``, trained by ``train_search_model``), behind the ``Searcher``\n"
+        "interface of :mod:`recsys_utils.searcher`."),
 }
 
 

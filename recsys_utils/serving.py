@@ -208,14 +208,17 @@ class ScannSweep:
     Attributes:
         table: one row per setting plus a ``brute force`` row: ``index``,
             ``num_leaves``, ``num_leaves_to_search``, ``recall_at_k``,
-            ``median_ms``, ``p95_ms``.
+            ``median_ms``, ``p95_ms``. :meth:`choose` reads only the
+            ``scann`` rows' ``num_leaves_to_search`` and ``recall_at_k``.
         indexes: ``num_leaves_to_search`` -> the ScaNN index of that row.
-        brute_force: the exact index the recalls were measured against.
+        brute_force: the exact index the recalls were measured against, or
+            ``None`` when they were measured otherwise (product search
+            compares with numpy brute force, :mod:`recsys_utils.search_serving`).
     """
 
     table: pd.DataFrame
     indexes: dict[int, tfrs.layers.factorized_top_k.ScaNN]
-    brute_force: tfrs.layers.factorized_top_k.BruteForce
+    brute_force: tfrs.layers.factorized_top_k.BruteForce | None = None
 
     @property
     def num_leaves(self) -> int:

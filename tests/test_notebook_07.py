@@ -4,7 +4,7 @@ the hybrid, the two-tower model and the exported search model."""
 import recsys_utils  # noqa: F401, I001 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 import pytest
 
-from recsys_utils import artifacts, search
+from recsys_utils import artifacts, search_serving
 
 pytestmark = pytest.mark.notebook
 
@@ -75,7 +75,7 @@ def test_exported_search_model_answers_raw_strings(series_runs, dataset):
     m, artifact_dir = _metrics(series_runs, dataset)
     assert m["served_odd_queries_ok"] is True
     assert m["served_overlap_at_k"] >= 0.8
-    loaded = search.load_search_model(artifacts.model_dir(artifact_dir, "search"))
+    loaded = search_serving.load_search_model(artifacts.model_dir(artifact_dir, "search"))
     queries = ["", "x" * 5000, "çà日本語", "black shirt for men"]
     ids, scores = loaded.search(queries)
     assert ids.shape == scores.shape == (len(queries), m["served_k"])

@@ -1,4 +1,4 @@
-"""The exported search model loads the documented way: ``search.load_search_model``
+"""The exported search model loads the documented way: ``search_serving.load_search_model``
 registers the tokeniser's ``tensorflow_text`` ops before ``tf.saved_model.load``."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ tf.saved_model.save(module, sys.argv[1], signatures={"serving_default": module.s
 LOAD = """
 import sys
 import tensorflow as tf
-from recsys_utils import search
+from recsys_utils import search_serving
 from recsys_utils.schema import DataError
 
 assert "tensorflow_text" not in sys.modules, "imported too early: the test would prove nothing"
@@ -36,11 +36,11 @@ try:
     print("bare load: ok")
 except Exception as error:
     print("bare load failed:", "NormalizeUTF8" in str(error))
-loaded = search.load_search_model(sys.argv[1])
+loaded = search_serving.load_search_model(sys.argv[1])
 out = loaded.module.signatures["serving_default"](text=tf.constant(["\\uff21bc"]))
 print("loader:", out["text"].numpy()[0].decode())
 try:
-    search.load_search_model(sys.argv[1] + "-missing")
+    search_serving.load_search_model(sys.argv[1] + "-missing")
 except DataError as error:
     print("missing:", "notebook 07" in str(error))
 """

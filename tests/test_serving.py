@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys_utils import features as F
@@ -116,6 +117,17 @@ def test_sweep_serves_the_index_it_measured(setup):
     assert ids.shape == (3, 50)
     # Unreachable target: fall back to searching the most leaves.
     assert sweep.choose(1.01)[0] == 17
+
+
+def test_a_sweep_measured_elsewhere_chooses_without_a_brute_force_index():
+    # Product search measures recall against numpy brute force: only ScaNN rows, no exact index.
+    table = pd.DataFrame({"index": "scann", "num_leaves": 10, "num_leaves_to_search": [1, 3, 7],
+                          "recall_at_k": [0.5, 0.97, 0.99]})
+    indexes = {1: "one", 3: "three", 7: "seven"}  # stand-ins: choose only hands them back
+    sweep = S.ScannSweep(table, indexes)
+    assert sweep.brute_force is None and sweep.num_leaves == 10
+    assert sweep.choose(0.95) == (3, "three")
+    assert sweep.choose(0.999) == (7, "seven")  # unreachable: the most leaves searched
 
 
 def test_exported_towers_reproduce_the_scores(setup, tmp_path):

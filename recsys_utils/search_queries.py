@@ -1,0 +1,240 @@
+"""The query sets of product search (notebook 07): which queries, their graded items, their splits.
+
+* :func:`search_queries`: the queries and judgements a data set is searched
+  with (its own, or :func:`fashion_queries` for the fashion catalogue, which
+  ships none);
+* :func:`split_queries`: train / validation / test, stratified by query kind;
+* :func:`query_gains`: per query ``{item row: relevance}``, what the metrics
+  of :mod:`recsys_utils.search_eval` read;
+* :func:`training_pairs`: the (query, relevant item) pairs a search model
+  trains on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .schema import DataError, require_columns
+from .search_eval import RELEVANT_AT
+
+__all__ = ["fashion_queries", "query_gains", "search_queries", "split_queries", "training_pairs"]
+
+
+def split_queries(queries: pd.DataFrame, seed: int,
+                  fractions: Sequence[float] = (0.5, 0.25, 0.25)) -> np.ndarray:
+    """Assign each query to ``train`` / ``validation`` / ``test``, stratified by ``kind``.
+
+    Deterministic in ``seed``. Within each kind the queries are permuted and
+    cut by ``fractions``, so every split holds every kind in about the same
+    share. Returns ``(n_queries,)`` split names aligned with ``queries``.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0):
+        raise DataError(f"fractions must be three shares summing to 1, got {fractions}")
+    kinds = queries["kind"].astype(str).to_numpy() if "kind" in queries else np.full(len(queries), "all")
+    rng = np.random.default_rng([int(seed), 808])
+    out = np.empty(len(queries), dtype=object)
+    for kind in sorted(set(kinds)):
+        rows = rng.permutation(np.flatnonzero(kinds == kind))
+        n_train = round(fractions[0] * len(rows))
+        n_val = round(fractions[1] * len(rows))
+        out[rows[:n_train]] = "train"
+        out[rows[n_train:n_train + n_val]] = "validation"
+        out[rows[n_train + n_val:]] = "test"
+    return out.astype(str)
+
+
+def query_gains(queries: pd.DataFrame, judgements: pd.DataFrame, items: pd.DataFrame
+                ) -> list[dict[int, float]]:
+    """Per query (in ``queries`` order) ``{item row: relevance}`` over its judged items.
+
+    Item rows are positions in ``items``; a query with no judgement gets ``{}``.
+    """
+    require_columns(judgements, ["query_id", "item_id", "relevance"], source="judgements")
+    row = pd.Series(np.arange(len(items)), index=items["item_id"].astype(str))
+    known = judgements["item_id"].astype(str).isin(row.index)
+    if not known.all():
+        raise DataError(f"{int((~known).sum())} judgement(s) name items that are not in the "
+                        "items table", source="judgements", column="item_id")
+    j = judgements.assign(row=row.loc[judgements["item_id"].astype(str)].to_numpy())
+    grouped = {qid: dict(zip(g["row"].tolist(), g["relevance"].astype(float).tolist()))
+               for qid, g in j.groupby("query_id", sort=False)}
+    return [grouped.get(str(qid), {}) for qid in queries["query_id"]]
+
+
+def training_pairs(gains: Sequence[Mapping[int, float]], min_relevance: float = RELEVANT_AT
+                   ) -> pd.DataFrame:
+    """The (query, engaged item) pairs a search model trains on: items judged >= ``min_relevance``.
+
+    Returns a DataFrame, one row per pair: ``query`` (position in ``gains``),
+    ``item`` (row of the items table) and ``relevance``.
+    """
+    rows = [(q, item, rel) for q, g in enumerate(gains) for item, rel in g.items()
+            if rel >= min_relevance]
+    return pd.DataFrame(rows, columns=["query", "item", "relevance"]).astype(
+        {"query": np.int64, "item": np.int64, "relevance": np.float64})
+
+
+# Fashion: indirect ways of saying a usage or a gender (vague queries).
+_FASHION_USAGE = {
+    "casual": ["for everyday wear", "for relaxed weekends"],
+    "formal": ["for the office", "for a business meeting"],
+    "sports": ["for the gym", "for a morning run"],
+    "ethnic": ["in a traditional style", "for a festival"],
+    "party": ["for a night out", "for a party"],
+    "smart casual": ["smart but relaxed", "for a dinner date"],
+    "travel": ["for a trip", "for travelling"],
+    "home": ["to wear at home", "for lounging"],
+}
+_FASHION_GENDER = {
+    "men": ["for him", "for a man"], "women": ["for her", "for a woman"],
+    "boys": ["for a boy", "for my son"], "girls": ["for a girl", "for my daughter"],
+    "unisex": ["for anyone", "for everybody"],
+}
+_FASHION_KIND_SHARES = {"exact": 0.4, "partial": 0.35, "vague": 0.25}
+# How the catalogue writes a missing attribute: never stated in a query.
+_FASHION_UNKNOWN = {"", "unknown", "na", "nan", "none"}
+
+
+def _known(value: Any) -> bool:
+    """True for an attribute value a query may state (a string that is not a placeholder)."""
+    return isinstance(value, str) and value.strip().lower() not in _FASHION_UNKNOWN
+
+
+def fashion_queries(items: pd.DataFrame, seed: int, n_queries: int, *,
+                    max_judged: int = 1000, n_negatives: int = 20
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Graded search queries for the fashion catalogue, from its own attributes.
+
+    Each query copies the attributes of a seed item drawn from the catalogue
+    (so every query has at least one relevance-3 item), in one of three kinds:
+
+    * ``exact``: article type with every known attribute among gender, colour
+      and usage, in catalogue words: "men navy blue casual shirts";
+    * ``partial``: article type with one or two of them: "navy blue shirts";
+    * ``vague``: the broader sub-category with usage and / or gender said
+      indirectly, plus the colour when known: "topwear for the office for him".
+
+    Relevance (ESCI grades) from attribute agreement, with the head being the
+    article type (exact, partial) or the sub-category (vague): 3 = head and
+    every stated attribute agree, 2 = head and all but one, 1 = same head
+    otherwise, or (exact, partial) a sibling article type of the same
+    sub-category with every stated attribute agreeing (a white top for "girls
+    white tshirts"), 0 = otherwise. A unisex item agrees with a men's or
+    women's query. Per query the judgements keep the items graded >= 1 (at most
+    ``max_judged - n_negatives``, higher grades first; unjudged items count as
+    irrelevant, so the cap is generous) plus ``n_negatives`` sampled items
+    graded 0.
+
+    Args:
+        items: the fashion items table (``item_id``, ``category``,
+            ``sub_category``, ``gender``, ``colour``, ``usage``).
+        seed: fixes everything.
+        n_queries: number of queries (>= 1).
+
+    Returns:
+        ``(queries, judgements)``: queries with ``query_id``, ``text``,
+        ``kind``, ``target_category``, ``target_sub_category``,
+        ``target_gender``, ``target_colour``, ``target_usage`` (missing when not
+        stated); judgements with ``query_id``, ``item_id``, ``relevance``.
+    """
+    cols = ["category", "sub_category", "gender", "colour", "usage"]
+    require_columns(items, ["item_id", *cols], source="items")
+    if n_queries < 1:
+        raise DataError(f"n_queries must be >= 1, got {n_queries}")
+    rng = np.random.default_rng([int(seed), 8080])
+    values = {c: items[c].astype(str).str.strip().str.lower().to_numpy() for c in cols}
+    seeds_ok = np.flatnonzero(np.array([_known(v) for v in values["category"]])
+                              & np.array([_known(v) for v in values["sub_category"]]))
+    if not len(seeds_ok):
+        raise DataError("no item has a known category and sub-category to build queries from",
+                        source="items", column="category")
+    counts = {k: int(share * n_queries) for k, share in _FASHION_KIND_SHARES.items()}
+    counts["exact"] += n_queries - sum(counts.values())
+    kinds = rng.permutation(np.array([k for k, v in counts.items() for _ in range(v)]))
+    seeds = rng.choice(seeds_ok, size=n_queries)
+    n_items = len(items)
+    item_ids = items["item_id"].astype(str).to_numpy()
+    width = max(4, len(str(n_queries)))
+    rows, judged = [], []
+    for q, (kind, s) in enumerate(zip(kinds, seeds)):
+        item = {c: values[c][s] for c in cols}
+        stated = [c for c in ("gender", "colour", "usage") if _known(item[c])
+                  and not (c == "usage" and item[c] in item["category"])]  # "sports sports shoes"
+        if kind == "partial" and stated:
+            stated = list(rng.choice(np.array(stated), size=min(len(stated), 1 + int(rng.random() < 0.4)),
+                                     replace=False))
+            stated = [c for c in ("gender", "colour", "usage") if c in stated]
+        if kind == "vague":
+            head = "sub_category"
+            parts = [item["sub_category"]]
+            if "colour" in stated:
+                parts.insert(0, item["colour"])
+            indirect = [c for c in stated if c in ("usage", "gender")
+                        and item[c] in (_FASHION_USAGE if c == "usage" else _FASHION_GENDER)]
+            stated = [c for c in stated if c == "colour" or c in indirect]
+            for c in indirect:
+                table = _FASHION_USAGE if c == "usage" else _FASHION_GENDER
+                options = table[item[c]]
+                parts.append(options[int(rng.integers(len(options)))])
+            text = " ".join(parts)
+        else:
+            head = "category"
+            words = [item[c] for c in ("gender", "colour", "usage") if c in stated]
+            text = " ".join([*words, item["category"]])
+        target = {head: item[head], **{c: item[c] for c in stated}}
+
+        same = values[head] == target[head]
+        matches = np.zeros(n_items, np.int64)
+        for c in stated:
+            agree = values[c] == target[c]
+            if c == "gender" and target[c] in ("men", "women"):
+                agree |= values[c] == "unisex"
+            matches += agree
+        n = len(stated)
+        rel = np.zeros(n_items, np.int64)
+        if head == "category":  # a sibling article type with every attribute right, e.g. a top for a t-shirt query
+            rel[(values["sub_category"] == item["sub_category"]) & ~same & (matches == n)] = 1
+        rel[same] = 1
+        rel[same & (matches >= n - 1)] = 2
+        rel[same & (matches == n)] = 3
+        keep, budget = [], max_judged - n_negatives
+        for grade in (3, 2, 1):
+            idx = np.flatnonzero(rel == grade)
+            if len(idx) > budget:
+                idx = np.sort(rng.choice(idx, size=budget, replace=False))
+            keep.append(idx)
+            budget -= len(idx)
+        zeros = np.flatnonzero(rel == 0)
+        keep.append(np.sort(rng.choice(zeros, size=min(n_negatives, len(zeros)), replace=False)))
+        idx = np.concatenate(keep)
+        qid = f"fq{q + 1:0{width}d}"
+        rows.append({"query_id": qid, "text": text, "kind": str(kind),
+                     **{f"target_{c}": target.get(c) for c in cols}})
+        judged.append(pd.DataFrame({"query_id": qid, "item_id": item_ids[idx], "relevance": rel[idx]}))
+    judgements = pd.concat(judged, ignore_index=True)
+    judgements["relevance"] = judgements["relevance"].astype("int64")
+    return pd.DataFrame(rows), judgements
+
+
+def search_queries(prepared: Any, seed: int, n_fashion_queries: int
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, str] | None:
+    """The queries and judgements a data set is searched with, and where they come from.
+
+    The data set's own queries when it has them (``synthetic``: generated with
+    the catalogue), :func:`fashion_queries` for ``fashion``, else ``None``
+    (MovieLens has no queries).
+
+    Returns:
+        ``(queries, judgements, origin)`` or ``None``.
+    """
+    if prepared.queries is not None and prepared.judgements is not None and len(prepared.queries):
+        return prepared.queries, prepared.judgements, "the data set's own queries"
+    if prepared.dataset == "fashion":
+        queries, judgements = fashion_queries(prepared.items, seed, n_fashion_queries)
+        return queries, judgements, "built from catalogue attributes (search_queries.fashion_queries)"
+    return None

@@ -1,0 +1,275 @@
+"""Serving product search (notebook 07): one SavedModel from a raw query string to product ids.
+
+The served model chains the text encoder notebook 02 exported (loaded through
+TF Hub, its tokenizer inside), an optional trained query projection (the
+two-tower search model's query tower) and a ScaNN index over the item
+vectors::
+
+    tower = build_query_tower(encoder_path, model.query_tower)   # (B,) string -> (B, d)
+    path = export_search_model(tower, item_vectors, item_ids, "artifacts/models/search",
+                               k=10, validation_queries=val_texts, target_recall=0.98)
+    loaded = load_search_model(path)
+    ids, scores = loaded.search(["red dress for her"])           # (1, 10) each
+
+The ScaNN setting (how many partitions to search) is chosen on validation
+queries with :class:`recsys_utils.serving.ScannSweep`, as notebook 04 chooses
+the recommendation index. :func:`served_overlap` and :func:`served_latency`
+measure the reloaded model; :func:`hub_encoder` encodes queries with the
+same encoder for the in-memory searchers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from . import metrics
+from .artifacts import atomic_dir
+from .schema import DataError
+from .searcher import check_k, check_queries
+from .serving import SCANN_SAVE_OPTIONS, ScannSweep, time_requests
+
+__all__ = [
+    "LEAF_SHARES",
+    "LoadedSearchModel",
+    "build_query_tower",
+    "export_search_model",
+    "hub_encoder",
+    "load_search_model",
+    "served_latency",
+    "served_overlap",
+]
+
+#: Shares of the leaves :func:`export_search_model` tries, fewest first, when it
+#: chooses the setting on validation queries.
+LEAF_SHARES = (0.1, 0.2, 0.33, 0.5, 0.67, 1.0)
+
+
+def build_query_tower(encoder_path: str | Path,
+                      projection: tf.keras.layers.Layer | None = None) -> tf.keras.Model:
+    """``(B,) tf.string -> (B, dim)``: the exported encoder (TF Hub, frozen), then ``projection``.
+
+    ``projection`` is e.g. a trained ``SearchModel.query_tower``
+    (:mod:`recsys_utils.search_models`); without it this is the zero-shot dense
+    query encoder. ``encoder_path`` is the SavedModel
+    :func:`recsys_utils.encoder_export.export_encoder` wrote (notebook 02:
+    ``artifacts.model_dir(artifact_dir, "text_encoder")``).
+    """
+    from .encoder_export import load_exported  # TF Hub: only when a tower is built
+
+    inputs = tf.keras.Input(shape=(), dtype=tf.string, name="query")
+    vectors = load_exported(encoder_path, trainable=False)(inputs)
+    if projection is not None:
+        vectors = projection(vectors, training=False)
+    return tf.keras.Model(inputs, vectors, name="query_tower")
+
+
+def hub_encoder(encoder_path: str | Path, batch_size: int = 64
+                ) -> Callable[[list[str]], np.ndarray]:
+    """An ``encode`` function (``n`` strings -> ``(n, dim)`` float32) running the text encoder
+    SavedModel of notebook 02 through TF Hub, ``batch_size`` strings per call."""
+    tower = build_query_tower(encoder_path)
+
+    def encode(queries: list[str]) -> np.ndarray:
+        queries = check_queries(queries)
+        if not queries:
+            return np.zeros((0, int(tower.output_shape[-1])), np.float32)
+        return np.concatenate([tower(tf.constant(queries[s:s + batch_size]), training=False).numpy()
+                               for s in range(0, len(queries), batch_size)]).astype(np.float32)
+
+    return encode
+
+
+def _scann_index(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_ids: Sequence[str],
+                 k: int, num_leaves: int, num_leaves_to_search: int
+                 ) -> tfrs.layers.factorized_top_k.ScaNN:
+    """A ScaNN index over ``item_vectors`` ``(n_items, d)`` answering ``query_tower``'s strings."""
+    n = len(item_vectors)
+    index = tfrs.layers.factorized_top_k.ScaNN(
+        query_tower, k=min(k, n), num_leaves=num_leaves,
+        num_leaves_to_search=min(num_leaves_to_search, num_leaves),
+        # Re-score the best max(4k, 200) exactly: the quantised scores only shortlist.
+        num_reordering_candidates=min(n, max(4 * k, 200)), dimensions_per_block=2)
+    index.index(tf.constant(np.asarray(item_vectors, np.float32)),
+                tf.constant(np.asarray(item_ids).astype(str)))
+    return index
+
+
+def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_ids: Sequence[str],
+                  k: int, num_leaves: int, queries: Sequence[str], target_recall: float
+                  ) -> tuple[tfrs.layers.factorized_top_k.ScaNN, dict[str, Any]]:
+    """The index with the fewest leaves searched whose top ``k`` for ``queries`` keeps
+    ``target_recall`` of the exact top ``k`` (else every leaf), and the sweep that chose it.
+
+    Each setting is a separately built index (ScaNN trains its partitions from
+    a random start), and the one measured is the one returned: the rule of
+    :meth:`recsys_utils.serving.ScannSweep.choose`, which picks it.
+    """
+    queries = check_queries(queries)
+    if not queries:
+        raise DataError("choosing the ScaNN setting needs at least one validation query")
+    vectors = query_tower(tf.constant(queries, tf.string)).numpy()  # (n_queries, d)
+    exact, _ = metrics.brute_force_top_k(vectors, item_vectors, min(k, len(item_vectors)))
+    exact_ids = np.asarray(item_ids).astype(str)[exact]  # (n_queries, k)
+    rows, indexes = [], {}
+    for searched in sorted({max(1, round(num_leaves * f)) for f in LEAF_SHARES}):
+        index = _scann_index(query_tower, item_vectors, item_ids, k, num_leaves, searched)
+        _, found = index(tf.constant(queries, tf.string))  # (scores, ids), each (n_queries, k)
+        recall = float(metrics.top_k_overlap(found.numpy().astype(str), exact_ids,
+                                             exact.shape[1]).mean())
+        indexes[searched] = index
+        rows.append({"index": "scann", "num_leaves": num_leaves, "num_leaves_to_search": searched,
+                     "recall_at_k": recall})
+        if recall >= target_recall:
+            break  # the fewest leaves that reach the target: more only cost time
+    searched, index = ScannSweep(pd.DataFrame(rows), indexes).choose(target_recall)
+    sweep = [{"num_leaves_to_search": r["num_leaves_to_search"], "recall_at_k": r["recall_at_k"]}
+             for r in rows]
+    return index, {"num_leaves": num_leaves, "num_leaves_to_search": searched,
+                   "target_recall": target_recall, "n_queries": len(queries), "sweep": sweep}
+
+
+class _SearchModule(tf.Module):
+    """What is saved: the ScaNN index (with its query tower) behind one string signature."""
+
+    def __init__(self, index: tfrs.layers.factorized_top_k.ScaNN) -> None:
+        super().__init__()
+        self.index = index
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="query")])
+    def search(self, query: tf.Tensor) -> dict[str, tf.Tensor]:
+        scores, ids = self.index(query)
+        return {"item_ids": ids, "scores": scores}
+
+
+def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
+                        item_ids: Sequence[str], path: str | Path, *, k: int = 10,
+                        num_leaves: int | None = None, num_leaves_to_search: int | None = None,
+                        validation_queries: Sequence[str] | None = None,
+                        target_recall: float = 0.95) -> Path:
+    """Write a SavedModel: raw query strings in, the top ``k`` item ids out, through ScaNN.
+
+    Signature ``serving_default(query: string[B]) -> {"item_ids": string[B, k],
+    "scores": float32[B, k]}``. ``item_vectors`` is ``(n_items, d)``, row
+    ``i`` the vector of ``item_ids[i]``. The encoder's tokeniser is inside, so
+    any string works: empty, very long (truncated to the encoder's max length)
+    or non-ASCII. ScaNN: ``num_leaves ≈ sqrt(n_items)``, ``max(4k, 200)``
+    candidates re-scored exactly. Leaves searched: ``num_leaves_to_search`` if
+    given; else, with ``validation_queries``, the fewest of :data:`LEAF_SHARES`
+    whose top ``k`` keeps ``target_recall`` of the exact top ``k`` on them;
+    else two thirds. What was chosen is saved beside the model as
+    ``index.json`` (:attr:`LoadedSearchModel.index_info`). Written atomically
+    (:func:`recsys_utils.artifacts.atomic_dir`).
+    """
+    item_vectors = np.asarray(item_vectors, np.float32)
+    if item_vectors.ndim != 2 or len(item_vectors) != len(item_ids):
+        raise DataError(f"need one vector per item id: {len(item_ids)} ids, vectors {item_vectors.shape}")
+    k = check_k(k)
+    n = len(item_vectors)
+    num_leaves = min(num_leaves or int(np.clip(round(np.sqrt(n)), 1, 2000)), n)
+    if num_leaves_to_search is None and validation_queries is not None:
+        index, info = _choose_scann(query_tower, item_vectors, item_ids, k, num_leaves,
+                                    validation_queries, target_recall)
+    else:
+        if num_leaves_to_search is None:
+            # Two thirds of the leaves: sentence vectors of short queries sit near many partitions.
+            num_leaves_to_search = max(min(10, num_leaves), (2 * num_leaves) // 3)
+        searched = min(num_leaves_to_search, num_leaves)
+        index = _scann_index(query_tower, item_vectors, item_ids, k, num_leaves, searched)
+        info = {"num_leaves": num_leaves, "num_leaves_to_search": searched}
+    module = _SearchModule(index)
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # Keras warns that the ScaNN layer has no get_config: not needed here
+    try:
+        with atomic_dir(path) as tmp:
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.search},
+                                options=tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS))
+            (tmp / "index.json").write_text(json.dumps(info, indent=2))
+    finally:
+        logger.setLevel(level)
+    return Path(path)
+
+
+@dataclasses.dataclass
+class LoadedSearchModel:
+    """A reloaded :func:`export_search_model` SavedModel."""
+
+    path: Path
+    module: Any
+
+    @property
+    def index_info(self) -> dict[str, Any]:
+        """How the ScaNN index was set up: ``num_leaves``, ``num_leaves_to_search`` and,
+        when chosen on validation queries, ``target_recall`` and the ``sweep``."""
+        info = self.path / "index.json"
+        return json.loads(info.read_text()) if info.exists() else {}
+
+    def search(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(item ids (B, k) str, scores (B, k) float32)`` for raw query strings."""
+        queries = check_queries(queries)
+        out = self.module.signatures["serving_default"](query=tf.constant(queries, tf.string))
+        return out["item_ids"].numpy().astype(str), out["scores"].numpy()
+
+
+def load_search_model(path: str | Path) -> LoadedSearchModel:
+    """Load an exported search model: the documented way to read it back.
+
+    The SavedModel uses custom ops: the tokeniser's (``NormalizeUTF8`` and
+    friends, from ``tensorflow_text``) and ScaNN's. A bare
+    ``tf.saved_model.load`` fails with ``Op type not registered`` unless both
+    packages were imported first; this loader imports them, then loads.
+
+    Raises:
+        DataError: no SavedModel at ``path``, or one that does not load (the
+            message names the path and the notebook that exports it).
+    """
+    path = Path(path)
+    if not (path / "saved_model.pb").exists():
+        raise DataError(f"no SavedModel at {path}: run export_search_model (notebook 07) first")
+    import scann  # noqa: F401  (ScaNN custom ops)
+    import tensorflow_text  # noqa: F401  (the tokeniser's ops)
+
+    try:
+        module = tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TF raises many kinds; the message says what to do
+        detail = " ".join(str(exc).split())[:300]
+        raise DataError(f"cannot load the search model ({type(exc).__name__}: {detail}); "
+                        "re-export it by re-running notebook 07 (product search)",
+                        source=path) from exc
+    return LoadedSearchModel(path, module)
+
+
+def served_overlap(loaded: LoadedSearchModel, queries: Sequence[str], indices: np.ndarray,
+                   item_ids: Sequence[str], k: int = 10) -> float:
+    """Mean share of the in-memory top ``k`` that the served model returns.
+
+    ``indices`` is ``(len(queries), >= k)`` item rows from brute force (-1 padding).
+    """
+    found, _ = loaded.search(queries)
+    if len(found) == 0:
+        return float("nan")
+    indices = np.asarray(indices)[:, :found.shape[1]]
+    # Item ids in place of indices; padding (-1) becomes an id no item has.
+    exact = np.where(indices >= 0, np.asarray(item_ids).astype(object)[np.maximum(indices, 0)], None)
+    return float(metrics.top_k_overlap(found.astype(object), exact,
+                                       min(k, found.shape[1])).mean())
+
+
+def served_latency(loaded: LoadedSearchModel, queries: Sequence[str], n: int = 50,
+                   warmup: int = 5) -> dict[str, float]:
+    """Median and 95th-percentile wall time of ``n`` one-query requests, milliseconds."""
+    queries = check_queries(queries)
+    if not queries:
+        raise DataError("served_latency needs at least one query")
+    timed = time_requests(lambda i: loaded.search([queries[i]]), len(queries), n=n, warmup=warmup)
+    return {"median_ms": timed.median_ms, "p95_ms": timed.p95_ms}

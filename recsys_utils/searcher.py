@@ -1,0 +1,68 @@
+"""What every product-search method of notebook 07 offers: the :class:`Searcher` interface.
+
+A searcher answers a batch of query strings with two arrays::
+
+    indices, scores = searcher.search(["women's red cotton t-shirt", ...], k=100)
+
+``indices`` is ``(n_queries, k)`` int64 item rows (positions in the items
+table), best first, padded with ``-1`` where a method has nothing more to
+return (BM25 returns only items sharing a word with the query); ``scores`` is
+``(n_queries, k)`` float32 with ``-inf`` on the padding. The arrays feed
+:func:`recsys_utils.metrics.graded_metrics` directly.
+
+The methods live beside this module: :mod:`recsys_utils.bm25` (lexical),
+:mod:`recsys_utils.dense_search` (zero-shot dense), :mod:`recsys_utils.search_models`
+(the hybrids and the TFRS two-tower model, shown in notebook 07). The query
+sets are in :mod:`recsys_utils.search_queries`, the metrics in
+:mod:`recsys_utils.search_eval` and the served model in
+:mod:`recsys_utils.search_serving`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from .schema import DataError, as_string_list
+
+__all__ = ["Searcher", "check_k", "check_queries", "pad_results"]
+
+
+class Searcher(Protocol):
+    """What every search method offers: a ``name`` for tables, its catalogue size and ``search``."""
+
+    name: str
+    n_items: int
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` items per query: ``(indices (n, k) int64, scores (n, k) float32)``."""
+        ...
+
+
+def check_queries(queries: Any) -> list[str]:
+    """``queries`` as a list of strings; a bare string or a non-string item is a :class:`DataError`."""
+    return as_string_list(queries, source="queries")
+
+
+def check_k(k: Any) -> int:
+    """``k`` as a positive ``int`` (a bool or a float is refused, not rounded)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise DataError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def pad_results(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, m)`` results cut or padded to ``(n, k)``: int64 indices (-1 pad), float32 scores (-inf pad).
+
+    A catalogue smaller than ``k`` gives fewer than ``k`` results; padding keeps
+    every method's arrays the same shape.
+    """
+    n, m = indices.shape
+    if m >= k:
+        return indices[:, :k].astype(np.int64), scores[:, :k].astype(np.float32)
+    out_i = np.full((n, k), -1, np.int64)
+    out_s = np.full((n, k), -np.inf, np.float32)
+    out_i[:, :m], out_s[:, :m] = indices, scores
+    return out_i, out_s
