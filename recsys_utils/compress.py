@@ -23,7 +23,7 @@ converter's message (e.g. "TF Select ops: StridedSlice"), so a sweep over
 models and modes always completes. Each result lists the op types that still
 compute in float (:func:`analyze_tflite`).
 
-The text encoder needs care. Its export (:func:`recsys_utils.text.export_encoder`)
+The text encoder needs care. Its export (:func:`recsys_utils.encoder_export.export_encoder`)
 takes raw strings and tokenizes with tensorflow-text ops, which TFLite builtins
 do not have; :func:`export_token_encoder` exports the transformer alone, taking
 ``token_ids`` and ``padding_mask`` (int32, ``(batch, length)``), with

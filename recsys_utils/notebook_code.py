@@ -31,6 +31,10 @@ SAVED = {
         "notebooks/05_tfrs_ranking.ipynb",
         "The deep & cross network ranker of notebook 05 (a ``tfrs.Model`` with its\n"
         "``compute_loss``) and how it is built and trained."),
+    "recsys_utils/sentence_pooling.py": (
+        "notebooks/02_text_encoding.ipynb",
+        "Sentence vectors from a BERT's token states (notebook 02): masked mean pooling\n"
+        "and L2 normalisation, the function ``recsys_utils.text.TextEncoder`` calls."),
     "recsys_utils/contrastive.py": (
         "notebooks/03_multimodal_fusion.ipynb",
         "The CLIP-style contrastive loss of notebook 03: symmetric in-batch cross-entropy\n"

@@ -1,4 +1,4 @@
-"""Tests of recsys_utils.text: the keras-hub sentence encoder, cache, export, errors."""
+"""Tests of recsys_utils.text: the sentence encoder (tokens, batches, precision, cached encode)."""
 
 import recsys_utils  # noqa: F401, I001 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 
@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from recsys_utils import text
+from recsys_utils import sentence_pooling, text
+from recsys_utils.embedding_cache import EmbeddingCache
 from recsys_utils.schema import DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
@@ -31,13 +31,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-# -- checkpoint and numerics --------------------------------------------------------
-
-def test_default_checkpoint_is_found_from_the_installed_package():
-    path = text.default_checkpoint_dir()
-    assert path.is_dir()
-    assert {"config.json", "vocab.txt", "model.safetensors"} <= {p.name for p in path.iterdir()}
-
+# -- numerics --------------------------------------------------------
 
 def test_token_ids_match_the_reference_tokenizer(encoder, reference):
     # Includes "Café ... ÜBER": Hugging Face strips accents when lower-casing.
@@ -152,7 +146,7 @@ def test_profiles_text_sections_are_valid_encoder_options():
 
     for profile in PROFILES.values():
         inspect.signature(text.TextEncoder).bind(**profile.text)  # TypeError on an unknown key
-        assert profile.text["pooling"] in text.POOLINGS
+        assert profile.text["pooling"] in sentence_pooling.POOLINGS
         assert profile.text["precision"] in text.PRECISIONS
 
 
@@ -163,7 +157,20 @@ def test_bad_options_are_rejected():
         text.TextEncoder(precision="int4")
 
 
-# -- cache ---------------------------------------------------------------------------
+def test_the_forward_pass_pools_with_the_notebook_function(encoder, monkeypatch):
+    # One definition: the encoder calls sentence_pooling.sentence_vectors, written from notebook 02.
+    calls = []
+    real = sentence_pooling.sentence_vectors
+    monkeypatch.setattr(text, "sentence_vectors",
+                        lambda *args: calls.append(args[2]) or real(*args))
+    import tensorflow as tf
+
+    ids = tf.constant([[encoder.cls_id, 2000, encoder.sep_id]], tf.int32)
+    vectors = encoder.embed_tokens(ids, tf.ones_like(ids)).numpy()
+    assert calls == ["mean"] and vectors.shape == (1, encoder.dim)
+
+
+# -- the cache, as encode uses it -----------------------------------------------------------------------
 
 def test_cache_is_hit_on_rerun(encoder, tmp_path, monkeypatch):
     texts = ["blue denim jacket", "green tea 100 bags", "usb-c charging cable 2 m"]
@@ -193,8 +200,8 @@ def test_cache_is_hit_on_rerun(encoder, tmp_path, monkeypatch):
 
 
 def test_cache_is_keyed_by_encoder_settings(encoder, tmp_path):
-    other = text.EmbeddingCache(tmp_path, {**encoder.cache_key, "pooling": "cls"})
-    mine = text.EmbeddingCache(tmp_path, encoder.cache_key)
+    other = EmbeddingCache(tmp_path, {**encoder.cache_key, "pooling": "cls"})
+    mine = EmbeddingCache(tmp_path, encoder.cache_key)
     assert other.dir != mine.dir
     other.write(["0" * 40], np.ones((1, encoder.dim), np.float32))
     assert mine.lookup(["0" * 40]) == {}
@@ -214,32 +221,12 @@ def test_a_shard_failing_its_checksum_is_recomputed_not_served(encoder, tmp_path
     real = encoder._encode_batch
     monkeypatch.setattr(encoder, "_encode_batch",
                         lambda ids, mask: seen.append(len(ids)) or real(ids, mask))
-    with caplog.at_level("WARNING", logger="recsys_utils.text"):
+    with caplog.at_level("WARNING", logger="recsys_utils.embedding_cache"):
         again = encoder.encode(texts, cache_dir=tmp_path, progress=False)
     assert sum(seen) == 2  # both texts encoded again
     assert "checksum mismatch" in caplog.text and str(shard) in caplog.text
     np.testing.assert_allclose(again, first, atol=1e-6)
     assert np.linalg.norm(again, axis=1).min() > 0.99  # never the zeros
-
-
-def test_cache_shards_without_a_valid_checksum_are_dropped(tmp_path, caplog):
-    cache = text.EmbeddingCache(tmp_path, {"format": 2, "model_id": "m"})
-    good = np.eye(2, 4, dtype=np.float32)
-    path = cache.write(["a" * 40, "b" * 40], good)
-    assert set(cache.lookup(["a" * 40, "b" * 40])) == {"a" * 40, "b" * 40}
-    # Zeros with a matching checksum (a bug upstream) are not vectors either.
-    zeros = np.zeros((1, 4), np.float32)
-    keys = np.array(["c" * 40], dtype="S40")
-    bad = cache.dir / "shard-zeros.npz"
-    with open(bad, "wb") as f:
-        np.savez(f, keys=keys, vectors=zeros, checksum=np.array(text._shard_checksum(keys, zeros)))
-    zero_filled = cache.dir / "shard-zero-filled.npz"
-    zero_filled.write_bytes(bytes(path.stat().st_size))
-    with caplog.at_level("WARNING", logger="recsys_utils.text"):
-        found = cache.lookup(["a" * 40, "c" * 40])
-    assert set(found) == {"a" * 40}
-    assert not bad.exists() and not zero_filled.exists() and path.exists()
-    assert "zero or non-finite" in caplog.text and "unreadable" in caplog.text
 
 
 def test_interrupted_run_resumes(encoder, tmp_path, monkeypatch):
@@ -272,97 +259,3 @@ def test_interrupted_run_resumes(encoder, tmp_path, monkeypatch):
     monkeypatch.undo()
     fresh = encoder.encode(texts, progress=False)
     assert cosine(resumed, fresh).min() >= 0.9999
-
-
-# -- export ----------------------------------------------------------------------------
-
-def test_exported_savedmodel_in_tf_keras_reproduces_vectors(encoder, reference, tmp_path):
-    import tensorflow as tf
-    import tf_keras
-
-    path = text.export_encoder(encoder, tmp_path / "text_encoder")
-    assert (path / "saved_model.pb").exists()
-    # The weights are stored once (~90 MB for MiniLM), not twice.
-    stored = sum(f.stat().st_size for f in (path / "variables").iterdir())
-    weights = (text.default_checkpoint_dir() / "model.safetensors").stat().st_size
-    assert stored < 1.2 * weights
-    layer = text.load_exported(path)
-    inputs = tf_keras.Input(shape=(), dtype=tf.string)
-    model = tf_keras.Model(inputs, layer(inputs))  # a Keras 2 model around the Keras 3 export
-    assert isinstance(model, tf.keras.Model)
-    sentences = reference["sentences"]
-    exported = model.predict(tf.constant(sentences), verbose=0)
-    in_memory = encoder.encode(sentences, progress=False)
-    assert exported.shape == in_memory.shape
-    assert cosine(exported, in_memory).min() >= 0.9999
-
-
-def test_load_exported_rejects_a_non_savedmodel(tmp_path):
-    with pytest.raises(text.CheckpointError, match="saved_model.pb"):
-        text.load_exported(tmp_path)
-
-
-# -- clear errors ------------------------------------------------------------------------
-
-def test_missing_checkpoint_directory_says_what_was_checked(tmp_path):
-    missing = tmp_path / "no_model_here"
-    with pytest.raises(text.CheckpointError, match="does not exist") as err:
-        text.load_text_encoder(missing)
-    assert str(missing) in str(err.value)
-
-
-def test_directory_without_checkpoint_files_is_named(tmp_path):
-    (tmp_path / "notes.txt").write_text("not a model")
-    with pytest.raises(text.CheckpointError) as err:
-        text.load_text_encoder(tmp_path)
-    message = str(err.value)
-    assert str(tmp_path) in message and "config.json" in message and "vocab.txt" in message
-    assert isinstance(err.value, ValueError)
-
-
-def test_unknown_preset_name_says_what_was_tried():
-    with pytest.raises(text.CheckpointError) as err:
-        text.load_text_encoder("no_such_bert_preset")
-    message = str(err.value)
-    assert "no_such_bert_preset" in message
-    assert "local directory" in message and "not a known keras-hub BERT preset" in message
-    assert err.value.__cause__ is None and err.value.__suppress_context__  # no deep traceback
-
-
-def test_known_preset_offline_mentions_the_network(monkeypatch):
-    import keras_hub
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("Failed to resolve 'api.kaggle.com'")
-
-    # Simulated, so the test is the same with or without a network.
-    monkeypatch.setattr(keras_hub.models.BertTokenizer, "from_preset", offline)
-    with pytest.raises(text.CheckpointError) as err:
-        text.load_text_encoder("bert_tiny_en_uncased")
-    message = str(err.value)
-    assert "needs a network" in message and "ConnectionError" in message
-
-
-# -- item text ----------------------------------------------------------------------------
-
-def test_item_text_layout_and_skipped_values():
-    items = pd.DataFrame({
-        "item_id": ["a", "b"],
-        "title": ["Trail runner 2", "Mug!"],
-        "description": ["Light  mesh shoe", None],
-        "category": ["shoes", "Unknown"],
-        "color": ["red", ""],
-        "sleeve_length": [np.nan, "n/a"],
-        "material": ["mesh", "ceramic"],
-    })
-    out = text.item_text(items, ["color", "sleeve_length", "material"])
-    assert out == [
-        "Trail runner 2. Category: shoes. Color: red. Material: mesh. Light mesh shoe.",
-        "Mug! Material: ceramic.",
-    ]
-
-
-def test_item_text_names_missing_columns():
-    items = pd.DataFrame({"item_id": ["a"], "title": ["x"], "description": [""], "category": ["c"]})
-    with pytest.raises(DataError, match="brand"):
-        text.item_text(items, ["brand"])
