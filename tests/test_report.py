@@ -856,7 +856,8 @@ def test_summary_answers_with_the_intervals_of_notebook_04():
     assert any(s.startswith("Product search on the test queries: the two-tower model over the "
                             "fused item features reaches NDCG@10 0.550, against 0.500 for "
                             "zero-shot MiniLM (text alone) and 0.400 for BM25 (words alone): "
-                            "+0.050 over the better of the two, a gain") for s in answer), answer
+                            "a difference of +0.050 from the better of the two, a gain")
+               for s in answer), answer
     assert any(s.startswith("Not evidence: notebook 03's fusion margin") for s in answer)
     assert any(s.startswith("Cost: the fused tower trained in 10 s, the ID-only tower in 10 s; "
                             "encoding one query or product text with MiniLM takes 20.0 ms")

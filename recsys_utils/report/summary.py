@@ -226,8 +226,9 @@ def _search_sentence(metrics: Mapping[str, Any], c: _Comparison) -> str:
     tolerance = max(ABS_TOLERANCE, REL_TOLERANCE * abs(c.other))
     word = {"favours": "a gain", "against": "a loss", "tie": "a tie"}[c.outcome]
     return (f"Product search{queries}: the two-tower model over the fused item features reaches "
-            f"NDCG@10 {c.better:.3f}, against {others}: {c.difference:+.3f} over the better of the "
-            f"two, {word} (notebook 07 measures no interval; differences within {tolerance:.3f} "
+            f"NDCG@10 {c.better:.3f}, against {others}: a difference of {c.difference:+.3f} from the "
+            f"better of the two, {word} (notebook 07 measures no interval; differences within "
+            f"{tolerance:.3f} "
             "count as ties).")
 
 
