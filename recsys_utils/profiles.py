@@ -209,11 +209,11 @@ _COMPRESS: dict[str, dict[str, Any]] = {
 
 # Product search (notebook 07).
 _SEARCH: dict[str, dict[str, Any]] = {
-    # fashion_queries: queries generated for the fashion catalogue (search.fashion_queries);
+    # fashion_queries: queries generated for the fashion catalogue (search_queries.fashion_queries);
     # depth: items each method hands to the hybrid; serve_k: top-K of the exported model;
     # target_recall: the served ScaNN index searches the fewest leaves whose top serve_k keeps
     # this share of the exact top serve_k on the validation queries (as notebook 04's does);
-    # two_tower: search.train_search_model keywords (epochs = rounds over the training queries).
+    # two_tower: search_models.train_search_model keywords (epochs = rounds over the training queries).
     "smoke": dict(fashion_queries=240, depth=200, serve_k=10, target_recall=0.98,
                   two_tower=dict(epochs=30, batch_size=32, item_hidden=(256,),
                                  learning_rate=1e-3, temperature=0.05)),
