@@ -301,7 +301,7 @@ def summary_sentences(metrics: Mapping[str, Any],
     if measured("search"):
         out.append(_search_sentence(metrics, parts["search"]))
     elif isinstance(parts.get("search"), str) and isinstance(metrics.get(SEARCH), Mapping):
-        out.append(f"Product search: not measurable here ({parts['search']}).")
+        out.append(f"Product search: not measurable here ({parts['search'].rstrip('.')}).")
     if measured("content task"):
         c = parts["content task"]
         out.append(_sanity_sentence(metrics, c) if planted else
