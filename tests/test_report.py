@@ -926,3 +926,30 @@ def test_report_puts_the_answer_first_and_reads_well(tmp_path):
         if key.startswith("figure:"):
             width = struct.unpack(">I", path.read_bytes()[16:20])[0]
             assert width <= 820, (key, width)
+
+
+def test_pretrained_text_claim_counts_the_bag_of_words_tower_where_notebook_04_trained_it():
+    # Without a content_tfidf row the claim reads only text vs facts (older runs).
+    m = make_metrics()
+    base = report.claims_table(m).loc["pretrained_text"]
+    assert "TF-IDF text + facts tower" not in base["evidence"]
+    # With it: two more comparisons, each judged by its interval, named in the reason.
+    t = m["04_tfrs_retrieval"]["table"]
+    t.update(_rows({"content_tfidf|test|all": 0.30, "content_tfidf|test_cold|all": 0.21,
+                    "content_tfidf|test_cold|cold": 0.30}))
+    m["04_tfrs_retrieval"]["intervals"] = [
+        _interval("content_text", "content_tfidf", "test", 0.01, 0.05),     # favours MiniLM
+        _interval("content_text", "content_tfidf", "test_cold", -0.04, 0.02)]  # a tie
+    row = report.claims_table(m).loc["pretrained_text"]
+    assert ("MiniLM text + facts tower Recall@50 0.330 vs TF-IDF text + facts tower 0.300"
+            in row["evidence"])
+    assert "95% interval [+0.010, +0.050], favours" in row["evidence"]
+    assert "95% interval [-0.040, +0.020], tie" in row["evidence"]
+    assert "MiniLM vs TF-IDF tower: warm +0.030 Recall@50 (favours)" in row["because"]
+    assert "cold (all items) -0.010 Recall@50 (tie)" in row["because"]
+    # A bag of words that beats MiniLM on warm items goes against the claim.
+    m["04_tfrs_retrieval"]["intervals"][0] = _interval("content_text", "content_tfidf", "test",
+                                                       -0.05, -0.01)
+    t["content_tfidf|test|all"]["recall@50"] = 0.36
+    row = report.claims_table(m).loc["pretrained_text"]
+    assert row["verdict"] == NOT_SUPPORTED and "goes against the claim" in row["evidence"]

@@ -140,6 +140,15 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
                 _setting_value(rows, "content_text", setting, "recall@50"), "facts-only tower",
                 _setting_value(rows, "content_facts", setting, "recall@50"), "Recall@50",
                 _interval(metrics, "content_text", "content_facts", setting)))
+        # Pretrained against counting words: the same tower over a TF-IDF (LSA) of the texts.
+        if "content_tfidf" in rows:
+            for setting in ("warm", "cold (all items)"):
+                recommendation.append(_Comparison(
+                    f"notebook 04 vs bag of words, {setting}", "MiniLM text + facts tower",
+                    _setting_value(rows, "content_text", setting, "recall@50"),
+                    "TF-IDF text + facts tower",
+                    _setting_value(rows, "content_tfidf", setting, "recall@50"), "Recall@50",
+                    _interval(metrics, "content_text", "content_tfidf", setting)))
     except _Missing as missing:
         reasons.append(str(missing))
     comparisons += recommendation
@@ -176,10 +185,15 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
            " A notebook 04 comparison goes against the claim." if "against" in rec else
            " No notebook 04 comparison favours the claim." if "favours" not in rec else
            " That is not a majority.")
-    settings = ", ".join(f"{c.label.split(', ')[-1]} {c.difference:+.3f} Recall@50 ({c.outcome})"
-                         for c in recommendation if c.outcome != "not measured")
+    def settings(against_what: str) -> str:
+        return ", ".join(f"{c.label.split(', ')[-1]} {c.difference:+.3f} Recall@50 ({c.outcome})"
+                         for c in recommendation
+                         if c.outcome != "not measured" and c.other_name == against_what)
+
     because = (f"{favour} of {len(measured)} comparisons favour MiniLM text, {ties} tie, "
-               f"{against} against; text + facts vs facts alone: {settings}")
+               f"{against} against; text + facts vs facts alone: {settings('facts-only tower')}")
+    if settings("TF-IDF text + facts tower"):
+        because += f"; MiniLM vs TF-IDF tower: {settings('TF-IDF text + facts tower')}"
     return verdict, (f"{evidence.rstrip('.')}. {favour} of {len(measured)} measured comparisons favour the "
                      f"claim, {ties} tie, {against} against it.{why}"), because
 

@@ -52,6 +52,7 @@ _VARIANTS = {
     "fused": "item-id embedding + content projection, with id dropout",
     "content_text": "projection of notebook 02's MiniLM text vector + catalogue facts (no image, no id)",
     "fused_text": "item-id embedding + projection of the MiniLM text vector + catalogue facts",
+    "content_tfidf": "projection of a TF-IDF bag of words of the same texts (LSA, 384-d) + facts",
     "content_facts": "projection of the one-hot catalogue facts alone (category, attributes)",
     "item_knn": "classic reference: item-item cosine kNN over the training matrix",
     "ease": "classic reference: EASE, closed-form item-item regression (Steck, 2019)",
