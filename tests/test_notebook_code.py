@@ -96,3 +96,10 @@ def test_a_marker_can_name_its_module(tmp_path, monkeypatch):
     assert notebook_code.saved_cells(tmp_path / "n.ipynb", "b.py") == ["B = 2"]
     assert notebook_code.main([]) == 0
     assert "B = 2" not in (tmp_path / "a.py").read_text()
+
+
+def test_every_notebook_opens_in_the_course_kernel():
+    # `make setup` registers "recsys-course" inside the venv; Lab opens each notebook in it.
+    for path in sorted((notebook_code.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        spec = json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
+        assert spec["name"] == "recsys-course", (path.name, spec)
