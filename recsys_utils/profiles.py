@@ -89,7 +89,7 @@ _TEXT = {
 _FUSION: dict[str, dict[str, Any]] = {
     # image_*: recsys_utils.images.choose_image_encoder; image_backbone
     # "mobilenet_v3_small_imagenet" needs a network (ImageNet weights).
-    # epochs/batch_size/...: recsys_utils.fusion.fit_content_model of every model.
+    # epochs/batch_size/...: recsys_utils.content_model.fit_content_model of every model.
     # eval_share: held-out share of the catalogue (cold items + a seeded draw).
     "smoke": dict(image_backbone="small_cnn", image_size=48, image_dim=64, image_epochs=6,
                   image_batch_size=64, epochs=15, batch_size=64, output_dim=64, attribute_dim=16,
