@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from .content_metrics import combine_keys, content_retrieval_metrics
 from .content_model import FUSION_METHODS, ContentModel, fit_content_model
-from .schema import DataError
+from .schema import UNKNOWN_VALUES, DataError, is_placeholder
 
 
 # --------------------------------------------------------------------------
@@ -86,8 +86,6 @@ CONTENT_TASKS: dict[str, dict[str, tuple[str, ...]]] = {
 #: Any other data set (e.g. a csv catalogue): predict and match the category.
 DEFAULT_CONTENT_TASK: dict[str, tuple[str, ...]] = {"labels": ("category",), "relevance": ("category",),
                                                      "image": ("category",)}
-#: Placeholder values that mean "not known" (data.UNKNOWN and friends).
-MISSING_VALUES = frozenset({"", "unknown", "nan", "none", "na", "<na>"})
 #: An attribute whose values pin down a label on at least this share of items
 #: would hand the model the answer (movielens ``genres`` contains the first genre).
 LEAK_PURITY = 0.98
@@ -143,8 +141,7 @@ class ContentTask:
 
 
 def _missing(values: pd.Series) -> np.ndarray:
-    as_str = values.astype("string").str.strip().str.lower()
-    return (values.isna() | as_str.isin(MISSING_VALUES).fillna(True)).to_numpy()
+    return is_placeholder(values, UNKNOWN_VALUES).to_numpy()
 
 
 def _label_codes(items: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:

@@ -11,10 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from .schema import require_columns
-
-#: Values that carry no information in item text (compared lower-cased).
-EMPTY_VALUES = frozenset({"", "unknown", "nan", "none", "null", "n/a"})
+from .schema import UNKNOWN_VALUES, require_columns
 
 
 def item_text(items: pd.DataFrame, attribute_columns: list[str]) -> list[str]:
@@ -25,9 +22,8 @@ def item_text(items: pd.DataFrame, attribute_columns: list[str]) -> list[str]:
     Title first (the strongest signal; survives truncation), then the
     structured fields as short "name: value" sentences, then the free-text
     description, which is the first thing truncation cuts. Empty, missing and
-    placeholder values (:data:`EMPTY_VALUES`: ``""``, ``"unknown"``, ``"nan"``,
-    ``"none"``, ``"null"``, ``"n/a"``; any case) are skipped, together with
-    their label. Whitespace is collapsed.
+    placeholder values (:data:`recsys_utils.schema.UNKNOWN_VALUES`, any case) are
+    skipped, together with their label. Whitespace is collapsed.
 
     Args:
         items: the items table (``item_id``, ``title``, ``description``,
@@ -75,7 +71,7 @@ def _clean(value: Any) -> str:
     except (TypeError, ValueError):  # pd.isna of a list-like is an array, not a bool
         pass
     text = " ".join(str(value).split())
-    return "" if text.lower() in EMPTY_VALUES else text
+    return "" if text.lower() in UNKNOWN_VALUES else text
 
 
 def _sentence(text: str) -> str:
@@ -83,4 +79,4 @@ def _sentence(text: str) -> str:
     return text if text[-1] in ".!?" else text + "."
 
 
-__all__ = ["EMPTY_VALUES", "item_text"]
+__all__ = ["item_text"]

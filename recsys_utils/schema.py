@@ -50,6 +50,10 @@ TIMESTAMP_RANGE = (0, 4_102_444_800)
 #: Values that stand for "no text" in a title or description (compared lower-cased, stripped).
 PLACEHOLDER_TEXTS = frozenset({"", "nan", "none", "null", "n/a", "na", "<na>", "-", "--", "?",
                                "."})
+#: The same in an attribute value, plus "unknown" (how the synthetic world and the fashion
+#: catalogue write a missing attribute). Not for titles: MovieLens has a film called "unknown".
+#: The item texts, the content labels and the query generator all read this one set.
+UNKNOWN_VALUES = PLACEHOLDER_TEXTS | {"unknown"}
 QUERY_REQUIRED = ("query_id", "text")
 JUDGEMENT_REQUIRED = ("query_id", "item_id", "relevance")
 RELEVANCE_LABELS = {0: "irrelevant", 1: "complement", 2: "substitute", 3: "exact"}
@@ -301,9 +305,14 @@ def _check_numeric(df, column, *, source, line_offset, integer=False):
     return values
 
 
-def is_placeholder(values: pd.Series) -> pd.Series:
-    """True where a text value is missing or a stand-in for nothing ("nan", "-", "")."""
-    return values.isna() | values.astype(str).str.strip().str.lower().isin(PLACEHOLDER_TEXTS)
+def is_placeholder(values: pd.Series, placeholders: frozenset[str] = PLACEHOLDER_TEXTS
+                   ) -> pd.Series:
+    """True where a text value is missing or a stand-in for nothing ("nan", "-", "").
+
+    ``placeholders``: :data:`PLACEHOLDER_TEXTS` for titles and descriptions,
+    :data:`UNKNOWN_VALUES` for attribute values.
+    """
+    return values.isna() | values.astype(str).str.strip().str.lower().isin(placeholders)
 
 
 def _utc(seconds: float) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .schema import DataError, require_columns
+from .schema import UNKNOWN_VALUES, DataError, require_columns
 from .search_eval import RELEVANT_AT
 
 __all__ = ["fashion_queries", "query_gains", "search_queries", "split_queries", "training_pairs"]
@@ -96,13 +96,11 @@ _FASHION_GENDER = {
     "unisex": ["for anyone", "for everybody"],
 }
 _FASHION_KIND_SHARES = {"exact": 0.4, "partial": 0.35, "vague": 0.25}
-# How the catalogue writes a missing attribute: never stated in a query.
-_FASHION_UNKNOWN = {"", "unknown", "na", "nan", "none"}
 
 
 def _known(value: Any) -> bool:
     """True for an attribute value a query may state (a string that is not a placeholder)."""
-    return isinstance(value, str) and value.strip().lower() not in _FASHION_UNKNOWN
+    return isinstance(value, str) and value.strip().lower() not in UNKNOWN_VALUES
 
 
 def fashion_queries(items: pd.DataFrame, seed: int, n_queries: int, *,
