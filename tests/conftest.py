@@ -78,3 +78,23 @@ def series_runs(tmp_path_factory) -> SeriesRuns:
 def default_runs(tmp_path_factory) -> SeriesRuns:
     """The series on the default profile (what ``make run-all`` runs)."""
     return SeriesRuns(tmp_path_factory.mktemp("series-default"), profile="default")
+
+
+@pytest.fixture(scope="module")
+def content_world() -> dict:
+    """Items whose text shows attribute A, image shows attribute B; C only via attributes."""
+    import numpy as np
+
+    from recsys_utils.content_metrics import combine_keys
+
+    rng = np.random.default_rng(0)
+    n = 600
+    a, b, c = rng.integers(0, 4, n), rng.integers(0, 3, n), rng.integers(0, 5, n)
+    text = np.concatenate([np.eye(4)[a], rng.normal(0, 0.3, (n, 12))], axis=1).astype(np.float32)
+    image = np.concatenate([np.eye(3)[b], rng.normal(0, 0.3, (n, 8))], axis=1).astype(np.float32)
+    image_present = rng.random(n) > 0.2
+    image[~image_present] = 0
+    idx = rng.permutation(n)
+    return dict(n=n, a=a.astype(np.int32), b=b.astype(np.int32), c=c.astype(np.int32), text=text,
+                image=image, image_present=image_present, train=idx[:450], test=idx[450:],
+                key=combine_keys(a, b))

@@ -8,24 +8,7 @@ import numpy as np
 import pytest
 
 from recsys_utils import content_comparison as C
-from recsys_utils.content_metrics import combine_keys
 from recsys_utils.schema import DataError
-
-
-@pytest.fixture(scope="module")
-def world():
-    """Items whose text shows attribute A, image shows attribute B; C only via attributes."""
-    rng = np.random.default_rng(0)
-    n = 600
-    a, b, c = rng.integers(0, 4, n), rng.integers(0, 3, n), rng.integers(0, 5, n)
-    text = np.concatenate([np.eye(4)[a], rng.normal(0, 0.3, (n, 12))], axis=1).astype(np.float32)
-    image = np.concatenate([np.eye(3)[b], rng.normal(0, 0.3, (n, 8))], axis=1).astype(np.float32)
-    image_present = rng.random(n) > 0.2
-    image[~image_present] = 0
-    idx = rng.permutation(n)
-    return dict(n=n, a=a.astype(np.int32), b=b.astype(np.int32), c=c.astype(np.int32), text=text,
-                image=image, image_present=image_present, train=idx[:450], test=idx[450:],
-                key=combine_keys(a, b))
 
 
 # ---------------------------------------------------------------- notebook-03 helpers
@@ -97,8 +80,8 @@ def test_holdout_items_keeps_cold_items_out_of_training():
         C.holdout_items(ids, cold, share=1.5)
 
 
-def test_compare_content_models_fusion_beats_single_modalities(world):
-    w = world
+def test_compare_content_models_fusion_beats_single_modalities(content_world):
+    w = content_world
     comparison = C.compare_content_models(
         {"text": w["text"], "image": w["image"]}, {"image": w["image_present"]},
         {"a": w["a"], "b": w["b"]}, w["key"], train_idx=w["train"], eval_idx=w["test"],
@@ -116,8 +99,8 @@ def test_compare_content_models_fusion_beats_single_modalities(world):
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_compare_content_models_skips_an_absent_modality(world):
-    w = world
+def test_compare_content_models_skips_an_absent_modality(content_world):
+    w = content_world
     comparison = C.compare_content_models(
         {"text": w["text"], "image": w["image"]}, {"image": np.zeros(w["n"], bool)}, {"a": w["a"]},
         w["key"], train_idx=w["train"], eval_idx=w["test"], progress=False, epochs=1, output_dim=8)

@@ -6,30 +6,14 @@ import recsys_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 import pytest
 
-from recsys_utils.content_metrics import combine_keys, content_retrieval_metrics
+from recsys_utils.content_metrics import content_retrieval_metrics
 from recsys_utils.content_model import build_fusion, fit_content_model
 from recsys_utils.schema import DataError
 
 
-@pytest.fixture(scope="module")
-def world():
-    """Items whose text shows attribute A, image shows attribute B; C only via attributes."""
-    rng = np.random.default_rng(0)
-    n = 600
-    a, b, c = rng.integers(0, 4, n), rng.integers(0, 3, n), rng.integers(0, 5, n)
-    text = np.concatenate([np.eye(4)[a], rng.normal(0, 0.3, (n, 12))], axis=1).astype(np.float32)
-    image = np.concatenate([np.eye(3)[b], rng.normal(0, 0.3, (n, 8))], axis=1).astype(np.float32)
-    image_present = rng.random(n) > 0.2
-    image[~image_present] = 0
-    idx = rng.permutation(n)
-    return dict(n=n, a=a.astype(np.int32), b=b.astype(np.int32), c=c.astype(np.int32), text=text,
-                image=image, image_present=image_present, train=idx[:450], test=idx[450:],
-                key=combine_keys(a, b))
-
-
 @pytest.mark.parametrize("method", [None, "concat", "gated", "attention"])
-def test_fit_content_model(world, method):
-    w = world
+def test_fit_content_model(content_world, method):
+    w = content_world
     modalities = {"text": w["text"]} if method is None else {"text": w["text"], "image": w["image"]}
     masks = {} if method is None else {"image": w["image_present"]}
     model, emb, history = fit_content_model(
@@ -56,8 +40,8 @@ def test_fit_content_model(world, method):
     np.testing.assert_allclose(model.embed(modalities, masks), emb, atol=1e-5)
 
 
-def test_fit_content_model_with_attribute_codes(world):
-    w = world
+def test_fit_content_model_with_attribute_codes(content_world):
+    w = content_world
     model, emb, _ = fit_content_model(
         {"text": w["text"], "attributes": {"c": w["c"]}}, None, {"a": w["a"], "c2": w["c"] % 2},
         method="gated", train_idx=w["train"], output_dim=8, epochs=2, batch_size=128, progress=False)
@@ -65,8 +49,8 @@ def test_fit_content_model_with_attribute_codes(world):
     assert model.modality_names == ["text", "attributes"]
 
 
-def test_fit_content_model_errors(world):
-    w = world
+def test_fit_content_model_errors(content_world):
+    w = content_world
     two = {"text": w["text"], "image": w["image"]}
     with pytest.raises(ValueError, match="exactly one"):
         fit_content_model(two, None, {"a": w["a"]}, method=None, train_idx=w["train"])
