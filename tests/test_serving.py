@@ -66,7 +66,15 @@ def test_export_reload_gives_the_same_top_10(setup, tmp_path, kind):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left over
     loaded = S.load_serving_model(path)
     some = users[::25] + ["never-seen"]
-    assert S.same_top_k(index, loaded, some, NOW, k=10)
+    if kind == "brute":
+        assert S.same_top_k(index, loaded, some, NOW, k=10)
+    else:
+        # ScaNN scores candidates approximately: a last-bit difference in the query embedding
+        # (eager in memory, a graph once reloaded) can move an item across its candidate
+        # boundary, which is no tie in exact scores. Exactness is the brute-force case's test;
+        # here the lists must agree almost everywhere (one CI run in many saw a swap).
+        agreement = S.top_k_agreement(index, loaded, some, NOW, k=10)
+        assert agreement["overlap"] >= 0.95, agreement
     ids, _scores = loaded.recommend(some, NOW)
     assert ids.shape == (len(some), 50) and ids.dtype.kind == "U"
     ids_now = loaded.module.signatures["recommend_now"](
