@@ -140,7 +140,8 @@ def _feed(modalities: Mapping[str, Any], masks: Mapping[str, np.ndarray] | None,
     return feed
 
 
-def _check_labels(labels: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+def check_labels(labels: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """``{name: (n,) int32 codes}``, -1 = missing; a clear DataError for anything else."""
     if not labels:
         raise DataError("no labels given: the content task predicts at least one attribute", source="labels")
     out = {}
@@ -205,7 +206,7 @@ def fit_content_model(
         raise ValueError(f"method=None trains a single-modality baseline and needs exactly one "
                          f"modality, got {names}; pick one or choose a fusion method")
     n, attribute_keys = _validate_modalities(modalities)
-    labels = _check_labels(labels, n)
+    labels = check_labels(labels, n)
     for mod, keys in attribute_keys.items():
         leaked = sorted(set(keys) & set(labels))
         if leaked:

@@ -46,6 +46,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .content_metrics import combine_keys, item_retrieval_metrics
+from .content_model import check_labels
 from .contrastive import contrastive_loss
 from .schema import DataError
 
@@ -279,13 +280,7 @@ def train_image_encoder(
     if objective == "supervised":
         if not labels:
             raise DataError("objective='supervised' needs labels: {attribute: int codes (n,)}", source="labels")
-        targets = {}
-        for name, codes in labels.items():
-            codes = np.asarray(codes)
-            if codes.shape != (n,) or not np.issubdtype(codes.dtype, np.integer):
-                raise DataError(f"label {name!r} must be integer codes of shape ({n},), "
-                                f"got {codes.dtype} {codes.shape}", source="labels")
-            targets[name] = codes.astype(np.int32)
+        targets = check_labels(labels, n)
     else:
         if text_embeddings is None:
             raise DataError("objective='contrastive' needs text_embeddings (n, d)", source="text_embeddings")
