@@ -6,7 +6,14 @@ the tests execute is exactly what a user runs::
     python -m recsys_utils.series --dataset synthetic --profile default --run-dir runs/synthetic-default
 
 Each notebook is executed with the same parameters into ``<run_dir>/notebooks``;
-all of them read and write ``<run_dir>/artifacts``. ``--start 03`` resumes a
+all of them read and write ``<run_dir>/artifacts``. While a notebook runs, the
+lines its cells print stream to the terminal, prefixed with its number, and a
+cell that prints nothing for a minute gets a heartbeat line naming it.
+
+The notebooks are found by ``--notebooks-dir``, else ``$RECSYS_NOTEBOOKS_DIR``,
+else the ``notebooks/`` folder of the checkout the package sits in, else
+``./notebooks``; a ``pip install .`` installs the package only, so outside a
+checkout point at the course's ``notebooks/`` folder. ``--start 03`` resumes a
 series at notebook 03 once the earlier artifacts exist, and refuses when they
 came from another data set, profile, seed or prepared data (the artifacts'
 ``manifest.json``), naming the notebook to re-run.
@@ -23,11 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 
@@ -37,16 +46,62 @@ from .report import REPORT_DIR
 from .runs import RunLock, RunLockedError
 from .schema import DataError
 
+#: The series' notebooks in a checkout of the course, beside the package (an
+#: editable install). A ``pip install .`` copies the package only.
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+#: Where the notebooks are when neither ``--notebooks-dir`` nor a checkout says.
+NOTEBOOKS_ENV = "RECSYS_NOTEBOOKS_DIR"
 
+#: The kernel ``make setup`` registers inside the venv and the notebooks' metadata names.
+KERNEL_NAME = "recsys-course"
+#: ipykernel's own kernel: it runs the Python that asks for it.
+FALLBACK_KERNEL = "python3"
+#: Seconds a cell may print no complete line before a heartbeat line names it.
+HEARTBEAT_SECONDS = 60.0
 
 #: The evaluation notebook reads every other notebook's metrics file: it is numbered last.
 EVALUATION = "08"
 
 
-def series_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The notebooks of the series in execution order: ``NN_name.ipynb`` by number."""
-    return sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+def series_notebooks(notebook_dir: Path | None = None) -> list[Path]:
+    """The notebooks of the series in execution order: ``NN_name.ipynb`` by number.
+
+    ``notebook_dir`` defaults to :func:`find_notebook_dir`'s answer."""
+    if notebook_dir is None:
+        notebook_dir = find_notebook_dir()
+    return sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+
+
+def find_notebook_dir(given: str | Path | None = None) -> Path:
+    """The folder holding the series' notebooks (``NN_name.ipynb``).
+
+    ``given`` (``--notebooks-dir``), else ``$RECSYS_NOTEBOOKS_DIR``, else the
+    checkout's ``notebooks/`` beside the package, else ``./notebooks``.
+
+    Raises:
+        DataError: naming where it looked and how to point at the notebooks.
+    """
+    env = os.environ.get(NOTEBOOKS_ENV)
+    if given or env:
+        folder, source = ((Path(given), "--notebooks-dir") if given
+                          else (Path(env), f"${NOTEBOOKS_ENV}"))
+        folder = folder.expanduser()
+        if not folder.is_dir():
+            raise DataError(f"notebooks directory {folder} ({source}) does not exist or is not a "
+                            "folder; give the course's notebooks/ folder")
+        if not series_notebooks(folder):
+            raise DataError(f"notebooks directory {folder} ({source}) holds no notebook of the "
+                            "series (01_name.ipynb, 02_...); give the course's notebooks/ folder")
+        return folder.resolve()
+    looked = [NOTEBOOK_DIR, Path.cwd() / "notebooks"]
+    for folder in looked:
+        if folder.is_dir() and series_notebooks(folder):
+            return folder.resolve()
+    raise DataError(
+        f"no notebooks of the series found: looked in {looked[0]} (a checkout beside the "
+        f"package) and {looked[1]} (the current directory). A pip install of recsys-utils holds "
+        f"the package only: pass --notebooks-dir <the course's notebooks/ folder> or set "
+        f"{NOTEBOOKS_ENV}")
 
 
 def select_notebooks(notebooks: Sequence[Path], start: str | None = None,
@@ -76,18 +131,30 @@ class NotebookError(DataError):
                          f"(full traceback in the executed notebook {executed})")
 
 
+def default_data_dir(notebook_dir: Path | None = None) -> Path:
+    """The raw-data directory when none is given: ``$RECSYS_DATA_DIR``, else
+    ``data/raw`` beside the notebooks folder (in a checkout, the same folder as
+    :func:`recsys_utils.data.default_data_dir`)."""
+    from . import data
+
+    if os.environ.get("RECSYS_DATA_DIR") or notebook_dir is None:
+        return data.default_data_dir()
+    return Path(notebook_dir).parent / "data" / "raw"
+
+
 def check_arguments(dataset: str, profile: str, seed: Any, data_dir: str | Path | None,
-                    run_dir: str | Path) -> None:
+                    run_dir: str | Path, *, notebook_dir: Path | None = None) -> None:
     """Refuse, before any kernel starts, arguments the series cannot run with.
 
     Checks the data set name, the profile, the seed (an integer numpy accepts),
     the data directory (it must exist when given, and for every data set but
-    ``synthetic``) and that the run directory can be created and written.
+    ``synthetic``: then :func:`default_data_dir`) and that the run directory
+    can be created and written.
 
     Raises:
         DataError: saying what is wrong and how to fix it.
     """
-    from .data import check_dataset_name, default_data_dir
+    from .data import check_dataset_name
 
     check_dataset_name(dataset)
     if profile not in PROFILES:
@@ -98,7 +165,9 @@ def check_arguments(dataset: str, profile: str, seed: Any, data_dir: str | Path 
     if data_dir:
         where, source = Path(data_dir).expanduser(), "--data-dir, else $RECSYS_DATA_DIR"
     elif dataset != "synthetic":
-        where, source = default_data_dir(), "the default data directory ($RECSYS_DATA_DIR, else data/raw)"
+        where = default_data_dir(notebook_dir)
+        source = ("the default data directory ($RECSYS_DATA_DIR, else data/raw beside the "
+                  "notebooks folder)")
     else:
         where = None
     if where is not None and not where.is_dir():
@@ -164,7 +233,7 @@ def run_series(
     seed: int = 42,
     start: str | None = None,
     stop: str | None = None,
-    notebook_dir: Path = NOTEBOOK_DIR,
+    notebook_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
     """Execute the series; return the wall time of each notebook in seconds.
@@ -175,8 +244,17 @@ def run_series(
             ``timings.json``.
         start / stop: two-digit prefixes bounding the notebooks to run
             (inclusive), e.g. ``start="02", stop="03"``.
+        notebook_dir: the series' notebooks; default :func:`find_notebook_dir`.
+        progress: stream the lines the cells print to stdout, with a heartbeat
+            for a cell silent for :data:`HEARTBEAT_SECONDS`.
     """
-    check_arguments(dataset, profile, seed, data_dir, run_dir)
+    notebook_dir = find_notebook_dir(notebook_dir)
+    check_arguments(dataset, profile, seed, data_dir, run_dir, notebook_dir=notebook_dir)
+    from .data import default_data_dir as package_default
+
+    if not data_dir and dataset != "synthetic" and (
+            default_data_dir(notebook_dir).resolve() != package_default().resolve()):
+        data_dir = default_data_dir(notebook_dir)  # installed package: the kernels' default is elsewhere
     every = series_notebooks(notebook_dir)
     notebooks = select_notebooks(every, start, stop)
     if not notebooks:
@@ -187,12 +265,190 @@ def run_series(
         return _execute(notebooks, dataset, profile, run_dir, data_dir, int(seed), progress)
 
 
+def notebook_kernel() -> str:
+    """The Jupyter kernel the series runs notebooks in: :data:`KERNEL_NAME` (what
+    the notebooks' metadata names) when it is registered for this Python, else
+    ipykernel's ``python3`` kernel when that runs this Python.
+
+    A kernel runs "this Python" when its command is ``python`` (Jupyter starts
+    the asking interpreter then) or an interpreter in the same ``bin/`` folder
+    as ``sys.executable``: the same environment, where recsys_utils is installed.
+    A course kernel registered by another checkout is never used.
+
+    Raises:
+        DataError: no kernel runs this Python, with the command that registers one.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    manager = KernelSpecManager()
+    here = Path(sys.executable).parent
+    for name in (KERNEL_NAME, FALLBACK_KERNEL):
+        try:
+            argv = manager.get_kernel_spec(name).argv
+        except NoSuchKernel:
+            continue
+        launcher = argv[0] if argv else ""
+        if launcher in {"python", f"python{sys.version_info[0]}",
+                        "python{}.{}".format(*sys.version_info[:2])}:
+            return name
+        try:
+            if os.path.isabs(launcher) and os.path.samefile(Path(launcher).parent, here):
+                return name
+        except OSError:  # its interpreter is gone
+            continue
+    raise DataError(f"no Jupyter kernel runs this Python ({sys.executable}): neither "
+                    f"{KERNEL_NAME!r} nor {FALLBACK_KERNEL!r}. Register the course kernel with "
+                    f"`make setup`, or `{sys.executable} -m ipykernel install --sys-prefix "
+                    f"--name {KERNEL_NAME}`")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _last_state(line: str) -> str:
+    """What a terminal would show of ``line``: the text after its last carriage
+    return or run of backspaces (progress bars redraw themselves with those),
+    without colour codes."""
+    segments = [s for s in re.split(r"\r|\x08+", _ANSI.sub("", line)) if s.strip()]
+    return segments[-1].rstrip() if segments else ""
+
+
+class CellEcho:
+    """Shows a running notebook in the terminal.
+
+    Each complete line a cell prints is written to ``out`` behind the notebook's
+    number (``  04 | `` for stdout, ``  04 ! `` for stderr); a progress bar's
+    redraws collapse to their last state. :meth:`beat`, called by a thread
+    every few seconds, writes a heartbeat when nothing was written for
+    ``heartbeat`` seconds: the cell (number and first line), how long it has
+    run and what it last printed without a newline (a progress bar's state).
+    """
+
+    def __init__(self, label: str, out: TextIO | None = None,
+                 heartbeat: float = HEARTBEAT_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.heartbeat, self.clock = label, heartbeat, clock
+        self.out = out if out is not None else sys.stdout
+        self._lock = threading.Lock()
+        self._pending = {"|": "", "!": ""}
+        self._cell: tuple[int, int, str] | None = None
+        self._cell_started = self._last_line = clock()
+
+    def cell_started(self, number: int, total: int, source: str) -> None:
+        """A code cell starts: ``number`` of ``total`` code cells. What the
+        previous cell left without a newline is written first (its final state)."""
+        first = next((s.strip() for s in source.splitlines() if s.strip()), "")
+        with self._lock:
+            self._flush_pending()
+            self._cell = (number, total, first if len(first) <= 60 else first[:57] + "...")
+            self._cell_started = self._last_line = self.clock()
+
+    def stream(self, mark: str) -> "_EchoStream":
+        """A file-like object for papermill's ``stdout_file`` (``"|"``) or ``stderr_file`` (``"!"``)."""
+        return _EchoStream(self, mark)
+
+    def feed(self, mark: str, text: str) -> None:
+        with self._lock:
+            *lines, self._pending[mark] = (self._pending[mark] + text).split("\n")
+            for line in lines:
+                self._write(mark, _last_state(line))
+
+    def beat(self) -> None:
+        with self._lock:
+            now = self.clock()
+            if self._cell is None or now - self._last_line < self.heartbeat:
+                return
+            number, total, first = self._cell
+            minutes = (now - self._cell_started) / 60
+            partial = next((s for s in (_last_state(self._pending[m]) for m in "|!") if s), "")
+            self._write(".", f"cell {number}/{total} still running after {minutes:.1f} min: {first}"
+                             + (f"  [last output: {partial}]" if partial else ""))
+
+    def close(self) -> None:
+        """Write what is left without a newline (a progress bar's final state)."""
+        with self._lock:
+            self._flush_pending()
+            self._cell = None
+
+    def _flush_pending(self) -> None:
+        for mark, text in self._pending.items():
+            self._write(mark, _last_state(text))
+            self._pending[mark] = ""
+
+    def _write(self, mark: str, text: str) -> None:
+        if text:
+            self.out.write(f"  {self.label} {mark} {text}\n")
+            self.out.flush()
+            self._last_line = self.clock()
+
+
+class _EchoStream:
+    """One output stream of a :class:`CellEcho`, as the file papermill writes to."""
+
+    def __init__(self, echo: CellEcho, mark: str) -> None:
+        self.echo, self.mark = echo, mark
+
+    def write(self, text: str) -> int:
+        self.echo.feed(self.mark, text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+#: The papermill engine :func:`_execute` registers: papermill's own, telling a
+#: :class:`CellEcho` which cell starts.
+ENGINE = "recsys-series"
+
+
+def _register_engine() -> None:
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class SeriesEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, echo=None, **kwargs):
+            if echo is not None:
+                code = [i for i, cell in enumerate(nb_man.nb.cells) if cell.cell_type == "code"]
+                start = nb_man.cell_start
+
+                def cell_start(cell, cell_index=None, **kw):
+                    if cell_index in code:
+                        echo.cell_started(code.index(cell_index) + 1, len(code),
+                                          "".join(cell.source))
+                    return start(cell, cell_index, **kw)
+
+                nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register(ENGINE, SeriesEngine)
+
+
+def _kernel_config() -> Any:
+    """The kernel manager's configuration: CurveZMQ-encrypted sockets when this
+    pyzmq has CurveZMQ and the kernel spec declares it (ipykernel 7 does), so the
+    kernel starts without its "running over TCP without encryption" warning."""
+    import zmq
+    from traitlets.config import Config
+
+    config = Config()
+    if zmq.has("curve"):
+        config.KernelManager.transport_encryption = "auto"
+    return config
+
+
+def _beat_until(echo: CellEcho, done: threading.Event, every: float) -> None:
+    while not done.wait(every):
+        echo.beat()
+
+
 def _execute(notebooks: Sequence[Path], dataset: str, profile: str, run_dir: Path,
              data_dir: str | Path | None, seed: int, progress: bool) -> dict[str, float]:
     """Execute ``notebooks`` in order (the lock is held); see :func:`run_series`."""
     import papermill  # imported here: the package itself must not need it
     from papermill.exceptions import PapermillExecutionError
 
+    kernel = notebook_kernel()
+    _register_engine()
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     parameters = {
@@ -208,18 +464,30 @@ def _execute(notebooks: Sequence[Path], dataset: str, profile: str, run_dir: Pat
                                  if timings_path.exists() else {})
     for notebook in notebooks:
         started = time.perf_counter()
-        print(f"[{time.strftime('%H:%M:%S')}] {notebook.name} ({dataset}, {profile})", flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {notebook.name} ({dataset}, {profile}; "
+              f"kernel {kernel})", flush=True)
         previous = os.environ.get(NOTEBOOK_ENV)
         os.environ[NOTEBOOK_ENV] = notebook.stem  # the kernel records it as the artifacts' writer
+        echo = CellEcho(notebook.name[:2], heartbeat=HEARTBEAT_SECONDS) if progress else None
+        done = threading.Event()
+        if echo is not None:
+            threading.Thread(target=_beat_until, args=(echo, done, min(5.0, HEARTBEAT_SECONDS)),
+                             daemon=True).start()
+        streams = ({"stdout_file": echo.stream("|"), "stderr_file": echo.stream("!"),
+                    "echo": echo} if echo is not None else {})
         try:
             papermill.execute_notebook(
                 str(notebook), str(out_dir / notebook.name), parameters=parameters,
-                kernel_name="python3", cwd=str(notebook.parent), progress_bar=progress,
+                engine_name=ENGINE, kernel_name=kernel, cwd=str(notebook.parent),
+                progress_bar=False, config=_kernel_config(), **streams,
             )
         except PapermillExecutionError as error:
             raise NotebookError(notebook, out_dir / notebook.name, error.ename,
                                 error.evalue) from error
         finally:
+            done.set()
+            if echo is not None:
+                echo.close()
             if previous is None:
                 os.environ.pop(NOTEBOOK_ENV, None)
             else:
@@ -235,25 +503,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
     parser.add_argument("--run-dir", default=None,
-                        help="default: runs/<dataset>-<profile> in the repository")
-    parser.add_argument("--data-dir", default=os.environ.get("RECSYS_DATA_DIR") or None)
+                        help="default: runs/<dataset>-<profile> beside the notebooks folder")
+    parser.add_argument("--data-dir", default=os.environ.get("RECSYS_DATA_DIR") or None,
+                        help="the raw data; default $RECSYS_DATA_DIR, else data/raw beside the "
+                             "notebooks folder (not needed for synthetic)")
+    parser.add_argument("--notebooks-dir", default=None,
+                        help=f"the course's notebooks/ folder; default ${NOTEBOOKS_ENV}, else "
+                             "the checkout the package sits in, else ./notebooks")
     parser.add_argument("--seed", type=int, default=42,
                         help=f"an integer from 0 to {MAX_SEED}")
     parser.add_argument("--start", default=None, help="first notebook prefix, e.g. 03")
     parser.add_argument("--stop", default=None, help="last notebook prefix, e.g. 05")
+    parser.add_argument("--quiet", action="store_true",
+                        help="one line per notebook, not the lines its cells print")
     args = parser.parse_args(argv)
-    run_dir = args.run_dir or NOTEBOOK_DIR.parent / "runs" / f"{args.dataset}-{args.profile}"
     try:
+        notebook_dir = find_notebook_dir(args.notebooks_dir)
+        run_dir = Path(args.run_dir or notebook_dir.parent / "runs" / f"{args.dataset}-{args.profile}")
         timings = run_series(args.dataset, args.profile, run_dir, data_dir=args.data_dir,
-                             seed=args.seed, start=args.start, stop=args.stop)
+                             seed=args.seed, start=args.start, stop=args.stop,
+                             notebook_dir=notebook_dir, progress=not args.quiet)
     except (DataError, RunLockedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     total = sum(timings.values())
-    print(f"\nExecuted notebooks and artifacts: {Path(run_dir).resolve()}")
+    print(f"\nExecuted notebooks and artifacts: {run_dir.resolve()}")
     print(f"Total {total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    executed = select_notebooks(series_notebooks(), args.start, args.stop)
-    report = Path(run_dir).resolve() / REPORT_DIR / "report.html"
+    executed = select_notebooks(series_notebooks(notebook_dir), args.start, args.stop)
+    report = run_dir.resolve() / REPORT_DIR / "report.html"
     # Only a report this call wrote: an older one would not show the notebooks just run.
     if any(p.name[:2] == EVALUATION for p in executed) and report.exists():
         print(f"Evaluation report: {report} (and report.md beside it)")

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,80 @@ def test_start_refuses_artifacts_of_another_seed(tmp_path, monkeypatch, capsys):
     assert series.main(["--profile", "smoke", "--run-dir", str(run_dir), "--seed", "1",
                         "--start", "03"]) == 2
     assert "re-run notebook 02_text_encoding" in capsys.readouterr().err
+
+
+# --- where the notebooks are (a non-editable install has the package only) ---
+
+def _series_folder(folder):
+    folder.mkdir(parents=True)
+    (folder / "01_first.ipynb").write_text("{}")
+    return folder
+
+
+def test_notebooks_dir_given_env_checkout_or_cwd(tmp_path, monkeypatch):
+    monkeypatch.delenv(series.NOTEBOOKS_ENV, raising=False)
+    # In this checkout the package sits beside notebooks/.
+    assert series.find_notebook_dir() == series.NOTEBOOK_DIR.resolve()
+    given = _series_folder(tmp_path / "given")
+    assert series.find_notebook_dir(given) == given.resolve()
+    env = _series_folder(tmp_path / "env")
+    monkeypatch.setenv(series.NOTEBOOKS_ENV, str(env))
+    assert series.find_notebook_dir() == env.resolve()
+    assert series.find_notebook_dir(given) == given.resolve()  # the parameter wins
+    # An installed package: no notebooks beside it; ./notebooks is used.
+    monkeypatch.delenv(series.NOTEBOOKS_ENV)
+    monkeypatch.setattr(series, "NOTEBOOK_DIR", tmp_path / "site-packages" / "notebooks")
+    cwd = _series_folder(tmp_path / "course" / "notebooks")
+    monkeypatch.chdir(cwd.parent)
+    assert series.find_notebook_dir() == cwd.resolve()
+    assert [p.name for p in series.series_notebooks()] == ["01_first.ipynb"]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("missing", r"notebooks directory .*missing \(--notebooks-dir\) does not exist"),
+    ("empty", r"notebooks directory .*empty \(--notebooks-dir\) holds no notebook of the series"),
+])
+def test_a_bad_notebooks_dir_is_one_error_line(tmp_path, capsys, no_kernel, where, message):
+    import re
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.ipynb").write_text("{}")  # not NN_name.ipynb
+    assert series.main(["--notebooks-dir", str(tmp_path / where),
+                        "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_no_notebooks_anywhere_says_how_to_point_at_them(tmp_path, capsys, monkeypatch, no_kernel):
+    monkeypatch.delenv(series.NOTEBOOKS_ENV, raising=False)
+    monkeypatch.setattr(series, "NOTEBOOK_DIR", tmp_path / "site-packages" / "notebooks")
+    monkeypatch.chdir(tmp_path)
+    assert series.main(["--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no notebooks of the series found: looked in "
+                          f"{tmp_path / 'site-packages' / 'notebooks'}")
+    assert "--notebooks-dir" in err and series.NOTEBOOKS_ENV in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_outside_a_checkout_runs_and_data_sit_beside_the_notebooks(tmp_path, monkeypatch,
+                                                                    capsys):
+    """--notebooks-dir <course>/notebooks: the default run directory is <course>/runs/...,
+    the default data directory <course>/data/raw (not the installed package's folder)."""
+    monkeypatch.delenv("RECSYS_DATA_DIR", raising=False)
+    notebooks = _series_folder(tmp_path / "course" / "notebooks")
+    argv = ["--dataset", "movielens-100k", "--profile", "smoke", "--notebooks-dir", str(notebooks)]
+    monkeypatch.setattr(series, "_execute", lambda *a, **k: pytest.fail("kernel started"))
+    assert series.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"data directory {tmp_path / 'course' / 'data' / 'raw'} (the default" in err, err
+    assert "beside the notebooks folder" in err
+
+    (tmp_path / "course" / "data" / "raw").mkdir(parents=True)
+    calls = []
+    monkeypatch.setattr(series, "_execute", lambda *a: calls.append(a) or {"01_first": 1.0})
+    assert series.main(argv) == 0
+    notebooks_run, dataset, profile, run_dir, data_dir = calls[0][:5]
+    assert [p.name for p in notebooks_run] == ["01_first.ipynb"]
+    assert run_dir == (tmp_path / "course" / "runs" / "movielens-100k-smoke").resolve()
+    assert Path(data_dir) == tmp_path / "course" / "data" / "raw"
