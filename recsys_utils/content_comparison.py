@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from .content_metrics import combine_keys, content_retrieval_metrics
 from .content_model import FUSION_METHODS, ContentModel, fit_content_model
+from .progress import track
 from .schema import UNKNOWN_VALUES, DataError, is_placeholder
 
 
@@ -329,8 +330,6 @@ def compare_content_models(
     items, relevant = same ``relevance`` key. A modality whose mask is all 0
     (e.g. no images at all) is left out, with a note in the table.
     """
-    from tqdm.auto import tqdm
-
     masks = dict(masks or {})
     usable = [m for m in modalities if m not in masks or np.asarray(masks[m]).any()]
     if not usable:
@@ -338,7 +337,7 @@ def compare_content_models(
     fused_names = {m: usable for m in methods} if len(usable) > 1 else {}
     plan = [(m, None, [m]) for m in modalities] + [(m, m, names) for m, names in fused_names.items()]
     rows, embeddings, models = {}, {}, {}
-    bar = tqdm(plan, desc="content models", unit="model", disable=not progress)
+    bar = track(plan, desc="content models", unit="model", disable=not progress)
     # Each fresh model traces its own predict function; TF's "retracing"
     # warning about that is expected here, so it is muted for the loop.
     with _tf_log_level("ERROR"):

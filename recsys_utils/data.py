@@ -272,7 +272,7 @@ def _download_movielens(data_dir: Path, missing: list[Path]) -> None:
     into place only after the md5 of ``u.data`` checks out, so an interrupted
     download never leaves a half-written ``ml-100k`` behind.
     """
-    from tqdm.auto import tqdm
+    from .progress import track
 
     folder = data_dir / ML100K_DIR
     if folder.exists() and any(folder.iterdir()):
@@ -295,9 +295,9 @@ def _download_movielens(data_dir: Path, missing: list[Path]) -> None:
             with urllib.request.urlopen(ML100K_URL, timeout=DOWNLOAD_TIMEOUT) as response:
                 headers = getattr(response, "headers", None) or {}
                 total = headers.get("Content-Length")
-                with open(archive, "wb") as out, tqdm(
+                with open(archive, "wb") as out, track(
                     total=int(total) if total else None, unit="B", unit_scale=True,
-                    desc="ml-100k.zip", disable=None,
+                    desc="ml-100k.zip",
                 ) as bar:
                     while chunk := response.read(1 << 16):
                         out.write(chunk)

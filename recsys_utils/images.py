@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,7 @@ import tensorflow as tf
 from .content_metrics import combine_keys, item_retrieval_metrics
 from .content_model import check_labels
 from .contrastive import contrastive_loss
+from .progress import track
 from .schema import DataError
 
 BACKBONES = ("small_cnn", "mobilenet_v3_small_imagenet")
@@ -131,10 +133,8 @@ def load_images(
     counts = {"total": n, "loaded": 0, "none": 0, "missing": 0, "unreadable": 0}
     first_bad: dict[str, str] = {}
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
-    from tqdm.auto import tqdm
-
     with ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=n, desc="loading images", unit="img", disable=not progress) as bar:
+            track(total=n, desc="loading images", unit="image", disable=not progress) as bar:
         # PIL releases the GIL while decoding, so threads overlap file I/O and decode.
         for i, (image, status) in enumerate(pool.map(lambda p: _load_one(p, size, pad_value), paths)):
             counts[status] += 1
@@ -346,11 +346,11 @@ def train_image_encoder(
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss, stats
 
-    from tqdm.auto import tqdm
-
     history: dict[str, list[float]] = {"loss": []}
-    with tqdm(total=epochs, desc=f"image encoder ({objective})", unit="epoch", disable=not progress) as bar:
-        for _ in range(epochs):
+    desc = f"image encoder ({objective})"
+    with track(total=epochs, desc=desc, unit="epoch", disable=not progress) as bar:
+        for epoch in range(epochs):
+            started = time.perf_counter()
             sums: dict[str, float] = {}
             count = 0
             for batch in ds:
@@ -362,6 +362,9 @@ def train_image_encoder(
             for k, total in sums.items():
                 history.setdefault(k, []).append(total / count)
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
+            bar.write(f"{desc} epoch {epoch + 1}/{epochs}: "
+                      + ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())
+                      + f" ({time.perf_counter() - started:.1f} s)")
             bar.update(1)
     return encoder, history
 

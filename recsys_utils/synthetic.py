@@ -718,7 +718,7 @@ def generate(
         image_size: width and height of the images in pixels.
         n_queries: number of search queries; default ``max(40, n_items // 4)``.
         days: length of the simulated interaction window.
-        progress: show a tqdm bar while drawing images.
+        progress: show progress while drawing images (:mod:`recsys_utils.progress`).
 
     Returns:
         A validated :class:`Dataset` named ``"synthetic"``:
@@ -758,8 +758,8 @@ def generate(
         out.mkdir(parents=True, exist_ok=True)
         iterator = range(n_items)
         if progress:
-            from tqdm.auto import tqdm
-            iterator = tqdm(iterator, desc="drawing images")
+            from .progress import track
+            iterator = track(iterator, desc="drawing images", unit="image")
         cat, col, pat = (frame[c].to_numpy() for c in ("category", "colour", "pattern"))
         for i in iterator:
             # One generator per item: an image does not depend on the others.

@@ -252,7 +252,8 @@ class TextEncoder:
                 :meth:`batches` of the distinct texts not in the cache.
             cache_dir: directory for the embedding cache (``None``: no cache).
                 Duplicate texts are encoded once in any case.
-            progress: show a tqdm progress bar.
+            progress: show progress (:mod:`recsys_utils.progress`: a summary line
+                in executed notebooks, a live bar in a terminal or JupyterLab).
             chunk_size: texts per cache shard (whole batches: a shard holds
                 the first batches that reach it); an interrupted run loses at
                 most one chunk of work.
@@ -271,7 +272,7 @@ class TextEncoder:
         todo = [k for k in first if k not in known]
         vectors: dict[str, np.ndarray] = dict(known)
         if todo:
-            from tqdm.auto import tqdm
+            from .progress import track
 
             pending_keys: list[str] = []
             pending: list[np.ndarray] = []
@@ -284,8 +285,8 @@ class TextEncoder:
                 pending_keys.clear()
                 pending.clear()
 
-            with tqdm(total=len(todo), desc=f"encoding ({self.precision})", unit="text",
-                      disable=not progress) as bar:
+            with track(total=len(todo), desc=f"encoding ({self.precision})", unit="text",
+                       disable=not progress) as bar:
                 for rows, ids, mask in self.batches([texts[first[k]] for k in todo],
                                                     batch_size=batch_size, bucketing=bucketing):
                     pending.append(self._encode_batch(ids, mask))
