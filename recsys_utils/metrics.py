@@ -1,9 +1,12 @@
 """Ranking and prediction metrics, implemented once for the whole course.
 
-Pure numpy (plus ``scipy.sparse`` for exclusion masks and ``scipy.stats`` for
-ranks), vectorised, with no TensorFlow import, so the same numbers come out of
-every notebook: retrieval (04), the ranking chain (05), quantisation (06),
-fusion (03) and product search (07).
+The ranking metrics are the course's own, in numpy (plus ``scipy.sparse`` for
+exclusion masks), vectorised, with no TensorFlow import, so the same numbers come
+out of every notebook: retrieval (04), the ranking chain (05), quantisation (06),
+fusion (03) and product search (07); the tests hold them to ``ranx``. The
+pointwise metrics (RMSE, AUC, log loss) are thin wrappers over
+``sklearn.metrics`` and the bootstrap interval over ``scipy.stats.bootstrap``,
+with the course's input checks and conventions (stated in each docstring).
 
 Conventions
 -----------
@@ -584,9 +587,12 @@ def _paired(a: Any, b: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndar
 
 
 def rmse(y_true: Any, y_pred: Any) -> float:
-    """Root mean squared error of ``(n,)`` predictions: ``sqrt(mean((y - ŷ)^2))``."""
+    """Root mean squared error of ``(n,)`` predictions: ``sqrt(mean((y - ŷ)^2))``
+    (``sklearn.metrics.root_mean_squared_error``)."""
+    from sklearn.metrics import root_mean_squared_error
+
     y, p = _paired(y_true, y_pred, ("y_true", "y_pred"))
-    return float(np.sqrt(np.mean((y - p) ** 2)))
+    return float(root_mean_squared_error(y, p))
 
 
 def _binary(y: np.ndarray) -> np.ndarray:
@@ -596,29 +602,33 @@ def _binary(y: np.ndarray) -> np.ndarray:
 
 
 def auc(y_true: Any, scores: Any) -> float:
-    """ROC AUC of ``(n,)`` scores for ``(n,)`` 0/1 labels, from ranks.
+    """ROC AUC of ``(n,)`` scores for ``(n,)`` 0/1 labels (``sklearn.metrics.roc_auc_score``).
 
-    ``AUC = (Σ ranks of positives - P(P+1)/2) / (P·N)`` with average ranks for
-    tied scores, i.e. the probability that a random positive outscores a
-    random negative, ties counting one half. Needs both classes.
+    The probability that a random positive outscores a random negative, ties
+    counting one half. Needs both classes: with one, AUC is undefined and this
+    raises :class:`DataError` (callers that may see one class, like
+    :func:`recsys_utils.ranking.evaluate_ranking`, check first and report NaN).
     """
+    from sklearn.metrics import roc_auc_score
+
     y, s = _paired(y_true, scores, ("y_true", "scores"))
     positive = _binary(y) == 1
-    n_pos = int(positive.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if positive.all() or not positive.any():
         raise DataError("AUC needs both positive and negative labels; got only one class")
-    ranks = scipy.stats.rankdata(s, method="average")
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, s))
 
 
 def log_loss(y_true: Any, p: Any, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy of ``(n,)`` probabilities for 0/1 labels.
 
-    ``-mean(y log p + (1 - y) log(1 - p))`` with ``p`` clipped to
-    ``[eps, 1 - eps]`` so a confident miss costs a finite ``-log(eps)``.
+    ``-mean(y log p + (1 - y) log(1 - p))`` (``sklearn.metrics.log_loss``) with
+    ``p`` clipped to ``[eps, 1 - eps]`` first, the course's convention, so a
+    confident miss costs a finite ``-log(eps)`` (scikit-learn alone clips at
+    float64's machine epsilon, ~2e-16). Labels of one class are fine.
     Probabilities outside [0, 1] (usually logits passed by mistake) raise.
     """
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
     y, prob = _paired(y_true, p, ("y_true", "p"))
     _binary(y)
     if prob.min() < 0 or prob.max() > 1:
@@ -626,8 +636,7 @@ def log_loss(y_true: Any, p: Any, eps: float = 1e-7) -> float:
             f"p must be probabilities in [0, 1], got range [{prob.min():g}, {prob.max():g}]; "
             "apply a sigmoid to logits first"
         )
-    prob = np.clip(prob, eps, 1 - eps)
-    return float(-np.mean(y * np.log(prob) + (1 - y) * np.log(1 - prob)))
+    return float(sklearn_log_loss(y, np.clip(prob, eps, 1 - eps), labels=[0.0, 1.0]))
 
 
 def bootstrap_ci(
@@ -636,13 +645,20 @@ def bootstrap_ci(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of a mean over queries.
+    """Percentile bootstrap confidence interval of a mean over queries (``scipy.stats.bootstrap``).
 
     Resamples queries with replacement ``n_boot`` times and returns the
     ``alpha/2`` and ``1 - alpha/2`` quantiles of the resampled means. For a
     paired comparison of two systems on the same queries, pass the per-query
     difference (``a["ndcg@10"] - b["ndcg@10"]``): an interval excluding 0 is a
     difference the query sample supports.
+
+    The ``percentile`` method, not scipy's default ``BCa``: it is the course's
+    interval (for a given seed, the same resamples as its own implementation
+    before scipy, and the same bounds to ~1e-16), and BCa is undefined (NaN and
+    a warning) on a constant sample, such as the per-query difference of two
+    systems that agree on every query. Resamples are drawn ``2**22 // n`` at a
+    time (bounded memory).
 
     Args:
         per_query_values: ``(n_queries,)`` values, e.g. a column of
@@ -655,12 +671,11 @@ def bootstrap_ci(
         raise DataError("per_query_values contain NaN or inf")
     if n_boot < 1 or not 0 < alpha < 1:
         raise DataError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
-    rng = np.random.default_rng(seed)
-    n = values.size
-    means = np.empty(n_boot)
-    chunk = max(1, 2**22 // n)  # bounded memory for large query sets
-    for start in range(0, n_boot, chunk):
-        stop = min(start + chunk, n_boot)
-        means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    if values.size == 1:  # scipy needs two observations; every resample of one is that one
+        return float(values[0]), float(values[0])
+    result = scipy.stats.bootstrap(
+        (values,), np.mean, n_resamples=int(n_boot), batch=max(1, 2**22 // values.size),
+        vectorized=True, confidence_level=1 - alpha, method="percentile",
+        rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
     return float(low), float(high)
