@@ -11,6 +11,11 @@ vectors::
     loaded = load_search_model(path)
     ids, scores = loaded.search(["red dress for her"])           # (1, 10) each
 
+:func:`export_portable_search_model` writes the same signature with brute force
+over the item vectors in place of ScaNN: no ScaNN ops, so it loads where the
+``scann`` package is not installed (the tokeniser still needs TF Text's ops,
+which stock TensorFlow Serving links in); ``docs/serving.md`` says which to use.
+
 The ScaNN setting (how many partitions to search) is chosen on validation
 queries with :class:`recsys_utils.serving.ScannSweep`, as notebook 04 chooses
 the recommendation index. :func:`served_overlap` and :func:`served_latency`
@@ -36,12 +41,13 @@ from . import metrics
 from .artifacts import atomic_dir
 from .schema import DataError
 from .searcher import check_k, check_queries
-from .serving import SCANN_SAVE_OPTIONS, ScannSweep, time_requests
+from .serving import SCANN_SAVE_OPTIONS, ScannSweep, custom_ops, time_requests
 
 __all__ = [
     "LEAF_SHARES",
     "LoadedSearchModel",
     "build_query_tower",
+    "export_portable_search_model",
     "export_search_model",
     "hub_encoder",
     "load_search_model",
@@ -139,9 +145,10 @@ def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_id
 
 
 class _SearchModule(tf.Module):
-    """What is saved: the ScaNN index (with its query tower) behind one string signature."""
+    """What is saved: the index (ScaNN or brute force, with its query tower) behind one
+    string signature."""
 
-    def __init__(self, index: tfrs.layers.factorized_top_k.ScaNN) -> None:
+    def __init__(self, index: tfrs.layers.factorized_top_k.TopK) -> None:
         super().__init__()
         self.index = index
 
@@ -170,9 +177,7 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
     ``index.json`` (:attr:`LoadedSearchModel.index_info`). Written atomically
     (:func:`recsys_utils.artifacts.atomic_dir`).
     """
-    item_vectors = np.asarray(item_vectors, np.float32)
-    if item_vectors.ndim != 2 or len(item_vectors) != len(item_ids):
-        raise DataError(f"need one vector per item id: {len(item_ids)} ids, vectors {item_vectors.shape}")
+    item_vectors = _check_vectors(item_vectors, item_ids)
     k = check_k(k)
     n = len(item_vectors)
     num_leaves = min(num_leaves or int(np.clip(round(np.sqrt(n)), 1, 2000)), n)
@@ -186,18 +191,59 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
         searched = min(num_leaves_to_search, num_leaves)
         index = _scann_index(query_tower, item_vectors, item_ids, k, num_leaves, searched)
         info = {"num_leaves": num_leaves, "num_leaves_to_search": searched}
-    module = _SearchModule(index)
+    return _save(_SearchModule(index), path, info,
+                 options=tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS))
+
+
+def _check_vectors(item_vectors: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
+    item_vectors = np.asarray(item_vectors, np.float32)
+    if item_vectors.ndim != 2 or len(item_vectors) != len(item_ids):
+        raise DataError(f"need one vector per item id: {len(item_ids)} ids, vectors {item_vectors.shape}")
+    return item_vectors
+
+
+def _save(module: _SearchModule, path: str | Path, info: dict[str, Any],
+          options: tf.saved_model.SaveOptions | None) -> Path:
     logger = tf.get_logger()
     level = logger.level
-    logger.setLevel("ERROR")  # Keras warns that the ScaNN layer has no get_config: not needed here
+    logger.setLevel("ERROR")  # Keras warns that the index layer has no get_config: not needed here
     try:
         with atomic_dir(path) as tmp:
             tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.search},
-                                options=tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS))
+                                options=options)
             (tmp / "index.json").write_text(json.dumps(info, indent=2))
     finally:
         logger.setLevel(level)
     return Path(path)
+
+
+def export_portable_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
+                                 item_ids: Sequence[str], path: str | Path, *, k: int = 10
+                                 ) -> Path:
+    """Write the search SavedModel with exact brute force over ``item_vectors`` instead of ScaNN.
+
+    Same signature as :func:`export_search_model` (``serving_default(query:
+    string[B]) -> {"item_ids": string[B, k], "scores": float32[B, k]}``), same
+    arguments but no ScaNN settings. A request scores every item (one matmul, then
+    ``top_k``): ``O(n_items)``, and exact. The graph has no ScaNN op; its only ops
+    beyond TensorFlow's are the tokeniser's from ``tensorflow_text``, which stock
+    TensorFlow Serving links in (``load_search_model`` imports that package; in plain
+    TensorFlow ``import tensorflow_text`` before ``tf.saved_model.load``).
+    ``index.json`` beside it records ``{"index": "brute_force", "n_items": ...}``.
+
+    Raises:
+        DataError: vectors and ids do not match, or the written graph has a ScaNN op.
+    """
+    item_vectors = _check_vectors(item_vectors, item_ids)
+    k = check_k(k)
+    index = tfrs.layers.factorized_top_k.BruteForce(query_tower, k=min(k, len(item_vectors)))
+    index.index(tf.constant(item_vectors), tf.constant(np.asarray(item_ids).astype(str)))
+    out = _save(_SearchModule(index), path, {"index": "brute_force", "n_items": len(item_vectors)},
+                options=None)
+    scann_ops = sorted(op for op in custom_ops(out) if op.startswith("Scann"))
+    if scann_ops:
+        raise DataError(f"the portable search model holds ScaNN ops {scann_ops}", source=out)
+    return out
 
 
 @dataclasses.dataclass
@@ -210,7 +256,8 @@ class LoadedSearchModel:
     @property
     def index_info(self) -> dict[str, Any]:
         """How the ScaNN index was set up: ``num_leaves``, ``num_leaves_to_search`` and,
-        when chosen on validation queries, ``target_recall`` and the ``sweep``."""
+        when chosen on validation queries, ``target_recall`` and the ``sweep``; for a
+        portable export ``{"index": "brute_force", "n_items": ...}``."""
         info = self.path / "index.json"
         return json.loads(info.read_text()) if info.exists() else {}
 
@@ -225,9 +272,11 @@ def load_search_model(path: str | Path) -> LoadedSearchModel:
     """Load an exported search model: the documented way to read it back.
 
     The SavedModel uses custom ops: the tokeniser's (``NormalizeUTF8`` and
-    friends, from ``tensorflow_text``) and ScaNN's. A bare
-    ``tf.saved_model.load`` fails with ``Op type not registered`` unless both
-    packages were imported first; this loader imports them, then loads.
+    friends, from ``tensorflow_text``) and, unless it is a portable export
+    (:func:`export_portable_search_model`), ScaNN's. A bare
+    ``tf.saved_model.load`` fails with ``Op type not registered`` unless those
+    packages were imported first; this loader imports them (``scann`` only when
+    the model has ScaNN ops), then loads.
 
     Raises:
         DataError: no SavedModel at ``path``, or one that does not load (the
@@ -236,7 +285,8 @@ def load_search_model(path: str | Path) -> LoadedSearchModel:
     path = Path(path)
     if not (path / "saved_model.pb").exists():
         raise DataError(f"no SavedModel at {path}: run export_search_model (notebook 07) first")
-    import scann  # noqa: F401  (ScaNN custom ops)
+    if any(op.startswith("Scann") for op in custom_ops(path)):
+        import scann  # noqa: F401  (ScaNN custom ops)
     import tensorflow_text  # noqa: F401  (the tokeniser's ops)
 
     try:

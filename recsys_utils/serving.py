@@ -17,6 +17,18 @@ Seen items are *not* removed by the served model (evaluation removes them);
 a production service would filter the returned list against the user's
 history or query ``k + |history|`` items and drop those.
 
+Two exports answer the same signature. :func:`export_serving_model` of a
+ScaNN index is the fast one, but its graph holds ScaNN's custom ops: loading it
+needs the ``scann`` package's op library, which stock TensorFlow Serving does
+not link. :func:`export_portable_serving_model` holds brute force over the
+item embeddings (a matmul and ``top_k``): only TensorFlow's own ops, so stock
+TensorFlow Serving or any TensorFlow loads it, at ``O(n_items)`` per request
+(``docs/serving.md``). :func:`custom_ops` lists what a SavedModel needs beyond
+TensorFlow::
+
+    portable = serving.export_portable_serving_model(brute, "artifacts/models/retrieval_portable")
+    assert not serving.custom_ops(portable)
+
 ScaNN is approximate: it partitions the item embeddings into ``num_leaves``
 clusters, searches the ``num_leaves_to_search`` nearest ones with
 asymmetric-hashing (quantised) scores, and re-scores the best
@@ -54,8 +66,11 @@ __all__ = [
     "build_scann",
     "export_towers",
     "load_towers",
+    "custom_ops",
+    "export_portable_serving_model",
     "export_serving_model",
     "load_serving_model",
+    "saved_model_ops",
     "measure_latency",
     "time_requests",
     "recommend",
@@ -383,6 +398,67 @@ def export_serving_model(index: tfrs.layers.factorized_top_k.TopK, path: str | P
     return path
 
 
+def export_portable_serving_model(index: tfrs.layers.factorized_top_k.BruteForce | RetrievalResult,
+                                  path: str | Path, *, data: RecData | None = None,
+                                  k: int | None = None) -> Path:
+    """Save brute force over the item embeddings as a SavedModel with TensorFlow's own ops only.
+
+    ``index`` is a :func:`build_brute_force` index, or a trained
+    :class:`~recsys_utils.retrieval.RetrievalResult` (then ``data`` is needed and
+    the index is built here, ``k`` results, default 100). The signatures are
+    :func:`export_serving_model`'s (``serving_default(user_id: string[B],
+    timestamp: int64[B]) -> {"item_ids", "scores"}`` and ``recommend_now``);
+    a request scores every item (one ``(B, d) x (d, n_items)`` matmul, then
+    ``top_k``). Stock TensorFlow Serving loads it, and so does
+    ``tf.saved_model.load`` in a process that never imported ``scann``.
+
+    Raises:
+        DataError: ``index`` is a ScaNN index (use :func:`export_serving_model`),
+            or the written graph uses an op TensorFlow does not define.
+    """
+    if isinstance(index, RetrievalResult):
+        if data is None:
+            raise DataError("export_portable_serving_model(result, ...) needs data= to build "
+                            "the brute-force index")
+        index = build_brute_force(index, data, k=k or 100)
+        k = None
+    if not isinstance(index, tfrs.layers.factorized_top_k.BruteForce):
+        raise DataError(f"a portable export holds brute force, got {type(index).__name__}: pass "
+                        "serving.build_brute_force(result, data) (export_serving_model saves ScaNN)")
+    path = export_serving_model(index, path, k=k)
+    extra = custom_ops(path)
+    if extra:
+        raise DataError(f"the portable export uses ops TensorFlow does not define: {sorted(extra)}",
+                        source=path)
+    return path
+
+
+def saved_model_ops(path: str | Path) -> set[str]:
+    """Every op type in a SavedModel's graph and functions (calls of its own functions left out)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = Path(path) / "saved_model.pb"
+    if not pb.exists():
+        raise DataError(f"no SavedModel at {path}", source=path)
+    model = saved_model_pb2.SavedModel()
+    model.ParseFromString(pb.read_bytes())
+    ops: set[str] = set()
+    for graph in model.meta_graphs:
+        library = graph.graph_def.library
+        ops.update(node.op for node in graph.graph_def.node)
+        for function in library.function:
+            ops.update(node.op for node in function.node_def)
+        ops -= {function.signature.name for function in library.function}
+    return ops
+
+
+def custom_ops(path: str | Path) -> set[str]:
+    """The op types of a SavedModel that TensorFlow itself does not define (not in
+    ``tf.raw_ops``): ScaNN's ``Scann>...``, TF Text's tokeniser ops, ... Empty for a
+    model that any TensorFlow, and stock TensorFlow Serving, can load."""
+    return {op for op in saved_model_ops(path) if not hasattr(tf.raw_ops, op)}
+
+
 @dataclasses.dataclass
 class LoadedServingModel:
     """A reloaded serving SavedModel.
@@ -408,14 +484,22 @@ class LoadedServingModel:
 
 
 def load_serving_model(path: str | Path) -> LoadedServingModel:
-    """Load a model written by :func:`export_serving_model` (imports ``scann`` ops first)."""
+    """Load a model written by :func:`export_serving_model` or
+    :func:`export_portable_serving_model`; imports ``scann`` (its ops) only for a ScaNN export.
+
+    Raises:
+        DataError: no SavedModel at ``path``, or a ScaNN export without ``scann`` installed.
+    """
     path = Path(path)
     if not (path / "saved_model.pb").exists():
         raise DataError(f"no SavedModel at {path}: run export_serving_model first")
-    try:  # registers the ScaNN custom ops, needed by ScaNN exports
-        import scann  # noqa: F401
-    except ImportError:
-        pass
+    if any(op.startswith("Scann") for op in custom_ops(path)):
+        try:  # registers the ScaNN custom ops
+            import scann  # noqa: F401
+        except ImportError as error:
+            raise DataError(f"{path} holds a ScaNN index: loading it needs the scann package "
+                            "(or export it with export_portable_serving_model)",
+                            source=path) from error
     return LoadedServingModel(path, tf.saved_model.load(str(path)))
 
 
