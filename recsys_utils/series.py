@@ -5,8 +5,9 @@ the tests execute is exactly what a user runs::
 
     python -m recsys_utils.series --dataset synthetic --profile default --run-dir runs/synthetic-default
 
-Each notebook is executed with the same parameters into ``<run_dir>/notebooks``;
-all of them read and write ``<run_dir>/artifacts``. While a notebook runs, the
+Each notebook is executed with the same parameters into ``<run_dir>/notebooks``
+(beside it ``NN_name.kernel.log``, what the kernel process itself wrote); all
+of them read and write ``<run_dir>/artifacts``. While a notebook runs, the
 lines its cells print stream to the terminal, prefixed with its number, and a
 cell that prints nothing for a minute gets a heartbeat line naming it.
 
@@ -423,14 +424,43 @@ def _register_engine() -> None:
     papermill_engines.register(ENGINE, SeriesEngine)
 
 
-def _kernel_config() -> Any:
-    """The kernel manager's configuration: CurveZMQ-encrypted sockets when this
-    pyzmq has CurveZMQ and the kernel spec declares it (ipykernel 7 does), so the
-    kernel starts without its "running over TCP without encryption" warning."""
+def _kernel_manager_class() -> type:
+    """jupyter_client's kernel manager, writing the kernel process's own stdout
+    and stderr to a file (``output_log``) instead of the terminal.
+
+    ipykernel copies what native code writes to the process's file descriptors
+    (TensorFlow's C++ log lines) to the notebook and to the process's own
+    streams: the notebook's copy is what :class:`CellEcho` shows, so the
+    terminal gets each line once, and the file keeps what a kernel says before
+    it dies."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import Unicode
+
+    class KernelWithLog(AsyncKernelManager):
+        output_log = Unicode("", help="file for the kernel process's stdout and stderr"
+                             ).tag(config=True)
+
+        async def start_kernel(self, **kw: Any) -> None:
+            if not self.output_log:
+                return await super().start_kernel(**kw)
+            with open(self.output_log, "ab") as log:  # the kernel process holds its own copy
+                kw.setdefault("stdout", log)
+                kw.setdefault("stderr", log)
+                return await super().start_kernel(**kw)
+
+    return KernelWithLog
+
+
+def _kernel_config(output_log: Path) -> Any:
+    """The kernel manager's configuration: the kernel's own output to
+    ``output_log``, and CurveZMQ-encrypted sockets when this pyzmq has CurveZMQ
+    and the kernel spec declares it (ipykernel 7 does), so the kernel starts
+    without its "running over TCP without encryption" warning."""
     import zmq
     from traitlets.config import Config
 
     config = Config()
+    config.KernelWithLog.output_log = str(output_log)
     if zmq.has("curve"):
         config.KernelManager.transport_encryption = "auto"
     return config
@@ -449,6 +479,7 @@ def _execute(notebooks: Sequence[Path], dataset: str, profile: str, run_dir: Pat
 
     kernel = notebook_kernel()
     _register_engine()
+    manager_class = _kernel_manager_class()
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     parameters = {
@@ -475,15 +506,23 @@ def _execute(notebooks: Sequence[Path], dataset: str, profile: str, run_dir: Pat
                              daemon=True).start()
         streams = ({"stdout_file": echo.stream("|"), "stderr_file": echo.stream("!"),
                     "echo": echo} if echo is not None else {})
+        kernel_log = out_dir / f"{notebook.stem}.kernel.log"
+        kernel_log.unlink(missing_ok=True)
         try:
             papermill.execute_notebook(
                 str(notebook), str(out_dir / notebook.name), parameters=parameters,
                 engine_name=ENGINE, kernel_name=kernel, cwd=str(notebook.parent),
-                progress_bar=False, config=_kernel_config(), **streams,
+                progress_bar=False, kernel_manager_class=manager_class,
+                config=_kernel_config(kernel_log), **streams,
             )
         except PapermillExecutionError as error:
             raise NotebookError(notebook, out_dir / notebook.name, error.ename,
                                 error.evalue) from error
+        except RuntimeError as error:  # nbclient: the kernel died, or never answered
+            if "kernel" not in str(error).lower():
+                raise
+            raise NotebookError(notebook, out_dir / notebook.name, type(error).__name__,
+                                f"{error} (the kernel's own output: {kernel_log})") from error
         finally:
             done.set()
             if echo is not None:

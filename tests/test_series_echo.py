@@ -154,21 +154,30 @@ def test_a_running_notebook_streams_its_lines_and_a_heartbeat(tmp_path, monkeypa
         "import sys, time\nprint('kernel python', sys.executable)\n"
         "print(f'profile {profile} seed {seed}')",
         "# wait in silence\ntime.sleep(2.5)",
+        "import os\nos.write(2, b'a native line\\n')  # as C++ code logs\ntime.sleep(0.5)",
         "print('a warning', file=sys.stderr)\nprint('\\r 50%|#  | 1/2\\r100%|## | 2/2', "
         "end='', file=sys.stderr)",
     ])
     monkeypatch.setattr(series, "HEARTBEAT_SECONDS", 1.0)
+    # ipykernel leaves native output alone under pytest (it sees this variable);
+    # `make run-all` is not under pytest.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
     timings = series.run_series("synthetic", "smoke", tmp_path / "run", seed=7,
                                 notebook_dir=notebooks)
     assert set(timings) == {"01_tiny"}
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err, captured.err
+    # Native output reaches the terminal once, through the notebook's stream.
+    assert "a native line" not in captured.err, captured.err
+    kernel_log = tmp_path / "run" / "notebooks" / "01_tiny.kernel.log"
+    assert "a native line" in kernel_log.read_text()
     out = captured.out.splitlines()
+    assert out.count("  01 ! a native line") == 1, out
     assert out[0].endswith(f"01_tiny.ipynb (synthetic, smoke; kernel {series.notebook_kernel()})")
     kernel_python = next(line for line in out if "| kernel python" in line).split()[-1]
     assert Path(kernel_python).parent == Path(sys.executable).parent  # this environment
     assert "  01 | profile smoke seed 7" in out  # the injected parameters ran
-    assert any(line.startswith("  01 . cell 4/5 still running after 0.0 min: # wait in silence")
+    assert any(line.startswith("  01 . cell 4/6 still running after 0.0 min: # wait in silence")
                for line in out), out
     assert out[-3:-1] == ["  01 ! a warning", "  01 ! 100%|## | 2/2"]
     assert out[-1].startswith("    done in ")
@@ -184,3 +193,18 @@ def test_quiet_runs_show_one_line_per_notebook(tmp_path, capsys):
                       progress=False)
     out = capsys.readouterr().out
     assert "not shown" not in out and "01_tiny.ipynb" in out and "done in" in out
+
+
+def test_a_kernel_that_dies_is_one_error_line_naming_its_log(tmp_path, capsys):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    _notebook(notebooks / "01_tiny.ipynb", [
+        "import os\nos.write(2, b'native code: out of memory\\n')\nos._exit(9)"])
+    run_dir = tmp_path / "run"
+    assert series.main(["--notebooks-dir", str(notebooks), "--run-dir", str(run_dir),
+                        "--profile", "smoke", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    log = run_dir / "notebooks" / "01_tiny.kernel.log"
+    assert err.startswith("error: notebook 01_tiny.ipynb failed: DeadKernelError: Kernel died")
+    assert err.count("\n") == 1 and f"the kernel's own output: {log}" in err, err
+    assert "native code: out of memory" in log.read_text()
