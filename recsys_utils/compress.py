@@ -21,7 +21,10 @@ TFLite flatbuffer in one of four modes:
 A failed conversion never raises: the :class:`ConversionResult` records the
 converter's message (e.g. "TF Select ops: StridedSlice"), so a sweep over
 models and modes always completes. Each result lists the op types that still
-compute in float (:func:`analyze_tflite`).
+compute in float (:func:`analyze_tflite`, read from the flatbuffer with LiteRT's
+schema reader). Conversion is TensorFlow's ``tf.lite.TFLiteConverter``; the
+converted models run on LiteRT's interpreter (``ai-edge-litert``), the
+maintained successor of the deprecated ``tf.lite.Interpreter``.
 
 The text encoder needs care. Its export (:func:`recsys_utils.encoder_export.export_encoder`)
 takes raw strings and tokenizes with tensorflow-text ops, which TFLite builtins
@@ -70,6 +73,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -368,7 +372,12 @@ def convert_saved_model(
     kept = tuple(keep_float_ops) if mode == "full_int8" else ()
     start = time.perf_counter()
     try:
-        with _native_output_to_file():
+        with _native_output_to_file(), warnings.catch_warnings():
+            # Full-integer conversion (and the quantization debugger) builds a tf.lite.Interpreter
+            # inside TensorFlow, which warns that LiteRT replaces it: the course runs models on
+            # LiteRT (TFLiteRunner), so only that warning is dropped.
+            warnings.filterwarnings("ignore", r"\s*Warning: tf\.lite\.Interpreter is deprecated",
+                                    UserWarning)
             converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir),
                                                                  signature_keys=[signature_key])
             if mode == "float16":
@@ -437,19 +446,47 @@ def convert_all(
     return results
 
 
-def _graph(model: str | Path | bytes) -> tuple[dict[int, dict], list[dict], set[int], set[int]]:
-    """Tensor details by index, op details, activation and constant tensor indices."""
-    tf = _tf()
-    import warnings
+def _numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype of a TFLite tensor type (the schema's ``TensorType`` name, e.g.
+    ``FLOAT32``); types numpy lacks (string, resource, int4, bfloat16...) give ``object``."""
+    try:
+        return np.dtype(name.lower())
+    except TypeError:
+        return np.dtype(object)
 
-    kwargs = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
-    with warnings.catch_warnings():  # tf.lite.Interpreter warns that ai-edge-litert replaces it
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(**kwargs)
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    ops = interpreter._get_ops_details()  # the only op-level view the API offers
+
+def _graph(model: str | Path | bytes) -> tuple[dict[int, dict], list[dict], set[int], set[int]]:
+    """Tensor details by index, op details, activation and constant tensor indices.
+
+    Read from the flatbuffer itself with LiteRT's schema reader
+    (``ai_edge_litert.tools.flatbuffer_utils``), main subgraph: the interpreter's
+    only op-level view is private (``_get_ops_details``) and the public
+    ``tf.lite.experimental.Analyzer`` prints its report as text. Same fields as
+    the interpreter's ``get_tensor_details``: ``index``, ``name``, ``shape``, ``dtype``.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    if isinstance(model, bytes):
+        tree = flatbuffer_utils.read_model_from_bytearray(model)
+    else:
+        if not Path(model).is_file():
+            raise DataError(f"no TFLite model at {str(model)!r}", source="tflite")
+        tree = flatbuffer_utils.read_model(str(model))
+    graph = tree.subgraphs[0]
+    details = {}
+    for i, tensor in enumerate(graph.tensors):
+        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+        details[i] = {"index": i, "name": name, "shape": np.asarray(tensor.shape, np.int32),
+                      "dtype": _numpy_dtype(flatbuffer_utils.type_to_name(tensor.type))}
+    ops = []
+    for op in graph.operators:
+        code = tree.operatorCodes[op.opcodeIndex]
+        name = flatbuffer_utils.opcode_to_name(tree, op.opcodeIndex)
+        if name == "CUSTOM" and code.customCode:  # a custom op is known by its own name
+            name = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+        ops.append({"op_name": name, "inputs": list(op.inputs), "outputs": list(op.outputs)})
     produced = {i for op in ops for i in op["outputs"]}
-    activations = produced | {d["index"] for d in interpreter.get_input_details()}
+    activations = produced | set(graph.inputs)
     constants = {i for op in ops for i in op["inputs"]
                  if i >= 0 and i not in activations and i in details}
     return details, ops, activations, constants
@@ -510,6 +547,10 @@ def constant_tensors(model: str | Path | bytes) -> pd.DataFrame:
 class TFLiteRunner:
     """Run a ``.tflite`` model on numpy batches: ``runner(inputs) -> outputs``.
 
+    The interpreter is LiteRT's (``ai_edge_litert.interpreter.Interpreter``), the
+    maintained successor of the deprecated ``tf.lite.Interpreter``: the same
+    kernels and the same outputs (tested on every conversion mode).
+
     Args:
         path: the flatbuffer.
         num_threads: interpreter threads (default: all cores). The XNNPACK
@@ -527,8 +568,7 @@ class TFLiteRunner:
 
     def __init__(self, path: str | Path | None, num_threads: int | None = None,
                  signature_key: str = "serving_default") -> None:
-        tf = _tf()
-        import warnings
+        from ai_edge_litert.interpreter import Interpreter
 
         if path is None:
             raise DataError("no TFLite model (path is None): this variant did not convert; "
@@ -537,10 +577,7 @@ class TFLiteRunner:
         if not self.path.exists():
             raise DataError(f"no TFLite model at {str(self.path)!r}", source="tflite")
         self.num_threads = int(num_threads or os.cpu_count() or 1)
-        with warnings.catch_warnings():  # tf.lite.Interpreter warns that ai-edge-litert replaces it
-            warnings.simplefilter("ignore")
-            self.interpreter = tf.lite.Interpreter(model_path=str(self.path),
-                                                   num_threads=self.num_threads)
+        self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
         self._runner = self.interpreter.get_signature_runner(signature_key)
         self.input_details = self._runner.get_input_details()
         self.output_names = sorted(self._runner.get_output_details())

@@ -463,3 +463,76 @@ def test_export_token_encoder_rejects_non_float_encoders(tmp_path):
 
     with pytest.raises(DataError, match="float32"):
         compress.export_token_encoder(Bf16Encoder(), tmp_path / "enc")
+
+
+# -- LiteRT in place of tf.lite.Interpreter: the previous numbers -------------------------
+
+
+def _previous_interpreter(path, **kwargs):
+    """The deprecated tf.lite.Interpreter, which compress used before ai-edge-litert."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tf.lite.Interpreter(model_path=str(path), **kwargs)
+
+
+def _previous_report(path):
+    """analyze_tflite and constant_tensors as computed before, from the interpreter's private
+    _get_ops_details: op counts, float ops, weight bytes by dtype, and the constants' rows."""
+    interpreter = _previous_interpreter(path)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    activations = {i for op in ops for i in op["outputs"]} | {
+        d["index"] for d in interpreter.get_input_details()}
+    constants = {i for op in ops for i in op["inputs"]
+                 if i >= 0 and i not in activations and i in details}
+    op_counts, float_ops = {}, {}
+    for op in ops:
+        name = op["op_name"]
+        op_counts[name] = op_counts.get(name, 0) + 1
+        if name not in compress._PLUMBING and any(
+                details[i]["dtype"] == np.float32 for i in [*op["inputs"], *op["outputs"]]
+                if i >= 0 and i in details and i in activations):
+            float_ops[name] = float_ops.get(name, 0) + 1
+    weight_bytes, rows = {}, []
+    for i in sorted(constants):
+        d = details[i]
+        size = int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize
+        weight_bytes[np.dtype(d["dtype"]).name] = weight_bytes.get(np.dtype(d["dtype"]).name, 0) + size
+        rows.append((d["name"], tuple(int(v) for v in d["shape"]), np.dtype(d["dtype"]).name, size))
+    return {"op_counts": op_counts, "float_ops": float_ops, "weight_bytes": weight_bytes}, rows
+
+
+def test_op_report_from_the_flatbuffer_equals_the_interpreters(dense_variants, tmp_path):
+    # The four conversions of the dense tower, and a full-int8 model with a float-only op.
+    paths = [r.path for r in dense_variants.values()]
+    module = tf.Module()
+    module.f = tf.function(lambda x: {"y": tf.math.sin(tf.matmul(x, tf.ones([64, 8])))},
+                           input_signature=[tf.TensorSpec([None, 64], tf.float32, name="x")])
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.f})
+    calibration = {"x": np.random.default_rng(0).normal(size=(50, 64)).astype(np.float32)}
+    paths.append(compress.convert_saved_model(tmp_path / "m", "full_int8",
+                                              representative_data=calibration).path)
+    for path in paths:
+        report, rows = _previous_report(path)
+        assert compress.analyze_tflite(path) == report, path.name
+        assert compress.analyze_tflite(path.read_bytes()) == report
+        table = compress.constant_tensors(path)
+        assert sorted(map(tuple, table[["name", "shape", "dtype", "bytes"]].itertuples(index=False))) \
+            == sorted(rows)
+    with pytest.raises(DataError, match="no TFLite model"):
+        compress.analyze_tflite(tmp_path / "missing.tflite")
+
+
+def test_litert_runs_every_variant_as_tf_lite_did(dense_model, dense_variants):
+    held_out = dense_model[3]
+    for mode, result in dense_variants.items():
+        runner = compress.TFLiteRunner(result.path, num_threads=1)
+        assert type(runner.interpreter).__module__.startswith("ai_edge_litert")
+        new = runner.predict({"features": held_out}, batch_size=64)
+        previous = _previous_interpreter(result.path, num_threads=1).get_signature_runner()
+        old = np.concatenate([next(iter(previous(features=held_out[s:s + 64]).values()))
+                              for s in range(0, len(held_out), 64)])
+        # Same kernels: the quantized variants' outputs too, to float32 rounding.
+        np.testing.assert_allclose(new, old, rtol=0, atol=1e-6, err_msg=mode)
