@@ -92,8 +92,8 @@ def reciprocal_rank_fusion(results: Sequence[tuple[np.ndarray, np.ndarray]], k: 
 
 
 def _min_max(q: np.ndarray, values: np.ndarray, n_queries: int) -> np.ndarray:
-    """Min-max normalise ``values`` ``(m,)`` within each query ``q`` ``(m,)``
-    (1 where a query's values are all equal)."""
+    """Min-max normalise ``values`` ``(m,)`` within each query ``q`` ``(m,)``; where a
+    query's values are all equal, 1 (each is its list's best; ranx's min-max gives 0)."""
     low = np.full(n_queries, np.inf)
     high = np.full(n_queries, -np.inf)
     np.minimum.at(low, q, values)
