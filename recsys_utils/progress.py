@@ -33,8 +33,10 @@ where every line a library writes to stderr becomes a red box in the notebook:
   ``failed call to cuInit`` when the machine has no NVIDIA device at all;
   any other line, errors included, passes unchanged;
 * each distinct Python warning and each distinct ``tensorflow`` / ``absl`` log
-  message is shown once per kernel; the ``tensorflow`` logger's INFO lines
-  (which TensorFlow turns on only in interactive shells) are dropped.
+  message is shown once per kernel (and by one handler: TensorFlow's own, on
+  stdout in a kernel, not also the root logger's on stderr); the
+  ``tensorflow`` logger's INFO lines (which TensorFlow turns on only in
+  interactive shells) are dropped.
 
 ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2 (TensorFlow's C++ INFO and WARNING lines
 off, errors kept), set in ``recsys_utils/__init__`` before TensorFlow loads.
@@ -420,16 +422,24 @@ def _filter_stream(stream: Any) -> bool:
 
 
 class _Once(logging.Filter):
-    """Each distinct message once (object addresses ignored); optionally nothing below WARNING."""
+    """Each distinct message once (object addresses ignored); optionally nothing below
+    ``min_level``. Attached to ``logger``: when that logger has a handler of its own
+    (TensorFlow adds one) and the root logger has one too, a message would be printed
+    by both; the logger then stops propagating, so its own handler prints it once."""
 
     _address = re.compile(r" at 0x[0-9a-fA-F]+")
 
-    def __init__(self, min_level: int = logging.NOTSET) -> None:
+    def __init__(self, min_level: int = logging.NOTSET, logger: logging.Logger | None = None
+                 ) -> None:
         super().__init__()
         self.min_level = min_level
+        self.logger = logger
         self.seen: set[tuple[int, str]] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        logger = self.logger
+        if logger is not None and logger.propagate and logger.handlers and logging.getLogger().handlers:
+            logger.propagate = False
         if record.levelno < self.min_level:
             return False
         key = (record.levelno, self._address.sub("", record.getMessage()))
@@ -462,7 +472,7 @@ def _once_logs() -> None:
     for name, level in (("tensorflow", logging.WARNING), ("absl", logging.NOTSET)):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Once) for f in logger.filters):
-            logger.addFilter(_Once(level))
+            logger.addFilter(_Once(level, logger))
 
 
 def quiet_noise(force: bool = False) -> bool:

@@ -228,23 +228,32 @@ def test_each_warning_is_shown_once(monkeypatch):
                      (DeprecationWarning, "tf.lite.Interpreter is deprecated")]
 
 
-def test_tensorflow_log_messages_once_and_no_info():
+def test_tensorflow_log_messages_once_by_one_handler_and_no_info(monkeypatch):
     logger = logging.getLogger("recsys-test-tensorflow")
-    logger.propagate = False
-    out = io.StringIO()
-    logger.addHandler(logging.StreamHandler(out))
-    logger.setLevel(logging.INFO)  # what TensorFlow does in an interactive shell
-    logger.addFilter(P._Once(logging.WARNING))
-    for address in ("0x7f91ec13e650", "0x7f91ec13e990", "0x7f91ec13e650"):
-        logger.warning("Skipping full serialization of TF-Keras layer <RetrievalModel object "
-                       "at %s>, because it is not built.", address)
-    logger.info("Assets written to: /tmp/x/assets")
-    logger.error("a real error")
-    logger.error("a real error")
-    logger.warning("another warning")
+    monkeypatch.setattr(logger, "propagate", True)
+    out, root_out = io.StringIO(), io.StringIO()
+    own, root_handler = logging.StreamHandler(out), logging.StreamHandler(root_out)
+    logger.addHandler(own)  # TensorFlow's own handler (stdout in a kernel)
+    logging.getLogger().addHandler(root_handler)  # a library configured the root logger (stderr)
+    once = P._Once(logging.WARNING, logger)
+    logger.addFilter(once)
+    monkeypatch.setattr(logger, "level", logging.INFO)  # what TensorFlow does in an interactive shell
+    try:
+        for address in ("0x7f91ec13e650", "0x7f91ec13e990", "0x7f91ec13e650"):
+            logger.warning("Skipping full serialization of TF-Keras layer <RetrievalModel object "
+                           "at %s>, because it is not built.", address)
+        logger.info("Assets written to: /tmp/x/assets")
+        logger.error("a real error")
+        logger.error("a real error")
+        logger.warning("another warning")
+    finally:
+        logger.removeFilter(once)
+        logger.removeHandler(own)
+        logging.getLogger().removeHandler(root_handler)
     assert out.getvalue().splitlines() == [
         "Skipping full serialization of TF-Keras layer <RetrievalModel object at 0x7f91ec13e650>, "
         "because it is not built.",
         "a real error",
         "another warning",
     ]
+    assert root_out.getvalue() == ""  # not a second time, red, on stderr
