@@ -13,13 +13,24 @@ import tensorflow as tf
 
 from .progress import Progress, track
 
-__all__ = ["EpochBar", "EpochClock", "epoch_line"]
+__all__ = ["EpochBar", "EpochClock", "epoch_line", "shown_metrics"]
+
+
+def shown_metrics(logs: dict | None) -> dict[str, float]:
+    """The losses and validation metrics of an epoch's logs, without TFRS's redundant ones
+    (a ``regularization_loss`` of 0, a ``total_loss`` equal to ``loss``)."""
+    shown = {k: float(v) for k, v in (logs or {}).items() if "loss" in k or "val" in k}
+    if shown.get("regularization_loss") == 0.0:
+        del shown["regularization_loss"]
+    if "total_loss" in shown and shown["total_loss"] == shown.get("loss"):
+        del shown["total_loss"]
+    return shown
 
 
 def epoch_line(desc: str, epoch: int, epochs: int, logs: dict | None, seconds: float) -> str:
-    """``"retrieval/fused epoch 3/30: loss 812.4, val_recall_at_50 0.2134 (4.1 s)"``: the losses
+    """``"retrieval/fused epoch 3/30: loss 812.4, val_recall@50 0.2134 (4.1 s)"``: the losses
     and validation metrics of one epoch (``epoch`` counts from 0, as Keras passes it)."""
-    shown = [f"{k} {float(v):.4g}" for k, v in (logs or {}).items() if "loss" in k or "val" in k]
+    shown = [f"{k} {v:.4g}" for k, v in shown_metrics(logs).items()]
     return f"{desc} epoch {epoch + 1}/{epochs}: {', '.join(shown) or 'done'} ({seconds:.1f} s)"
 
 
@@ -51,8 +62,7 @@ class EpochBar(tf.keras.callbacks.Callback):
         if self.bar is None:  # used without fit's train_begin
             self.on_train_begin()
         logs = logs or {}
-        self.bar.set_postfix({k: f"{float(v):.4g}" for k, v in logs.items()
-                              if "loss" in k or "val" in k})
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown_metrics(logs).items()})
         self.bar.write(epoch_line(self.desc, epoch, self.epochs, logs,
                                   time.perf_counter() - self._epoch_start))
         self.bar.update(1)

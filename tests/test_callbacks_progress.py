@@ -67,9 +67,12 @@ def test_nothing_is_printed_when_progress_is_off(monkeypatch, capsys):
 
 
 def test_epoch_line_shows_losses_and_validation_values_only():
-    logs = {"loss": 1.23456, "regularization_loss": 0.0, "total_loss": 1.2, "val_auc": 0.876543,
+    logs = {"loss": 1.23456, "regularization_loss": 0.0, "total_loss": 1.23456, "val_auc": 0.876543,
             "accuracy": 0.5}
     assert epoch_line("ranking/click", 0, 12, logs, 2.04) == (
-        "ranking/click epoch 1/12: loss 1.235, regularization_loss 0, total_loss 1.2, "
-        "val_auc 0.8765 (2.0 s)")
+        "ranking/click epoch 1/12: loss 1.235, val_auc 0.8765 (2.0 s)")
+    # TFRS's extra losses stay when they say something
+    logs = {"loss": 1.0, "regularization_loss": 0.25, "total_loss": 1.25}
+    assert epoch_line("x", 1, 3, logs, 0.5) == (
+        "x epoch 2/3: loss 1, regularization_loss 0.25, total_loss 1.25 (0.5 s)")
     assert epoch_line("x", 4, 5, {}, 0.0) == "x epoch 5/5: done (0.0 s)"
