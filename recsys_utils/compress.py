@@ -434,7 +434,7 @@ def convert_all(
 
     Failures are recorded in their result; the sweep always completes.
     """
-    from tqdm.auto import tqdm
+    from .progress import track as tqdm
 
     out_dir = Path(out_dir)
     results = []
@@ -829,7 +829,7 @@ def measure_variants(
         of the single-query timings), ``batch_threads, quality,
         quality_metric, float_ops, kept_float, error``.
     """
-    from tqdm.auto import tqdm
+    from .progress import track as tqdm
 
     batch_threads = int(batch_threads or os.cpu_count() or 1)
     rows, runners = {}, {}
