@@ -76,8 +76,11 @@ def test_04_scann_and_serving_round_trip(series_runs, dataset):
     assert m["scann"]["recall@10_vs_brute_force"] >= 0.9
     # Eager vs graph rounding can swap near-tied items; the lists must still agree.
     assert m["serving"]["top10_overlap_after_reload"] >= 0.99
+    # The portable export: no op beyond TensorFlow's, brute force's own answers.
+    assert m["serving"]["portable_custom_ops"] == []
+    assert m["serving"]["portable_same_top10"] is True
     artifact_dir = series_runs.upto(dataset, "04")
-    for name in ("retrieval", "query_tower", "item_tower"):
+    for name in ("retrieval", "retrieval_portable", "query_tower", "item_tower"):
         assert (artifacts.model_dir(artifact_dir, name) / "saved_model.pb").exists(), name
     for name in ("query_tower", "item_tower"):
         assert (artifacts.model_dir(artifact_dir, name) / "calibration.npz").exists(), name
