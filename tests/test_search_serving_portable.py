@@ -18,31 +18,19 @@ from recsys_utils.schema import DataError
 from recsys_utils.search_models import SearchModel
 from recsys_utils.search_serving import (build_query_tower, export_portable_search_model,
                                          load_search_model)
-from recsys_utils.serving import custom_ops
+from recsys_utils.serving import custom_ops, saved_model_ops
 
 QUERIES = ["red dress", "a warm wool scarf", "", "çà日本語", "black leather boots " * 300]
 
 SCRIPT = textwrap.dedent("""
     import json, sys
-    from pathlib import Path
     import tensorflow as tf
     import tensorflow_text  # noqa: F401 - the tokeniser's ops; stock TF Serving links them in
-    from tensorflow.core.protobuf import saved_model_pb2
     from tensorflow.python.framework import op_def_registry
 
-    path, queries = sys.argv[1], json.loads(sys.argv[2])
-    model = saved_model_pb2.SavedModel()
-    model.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
-    ops, functions = set(), set()
-    for graph in model.meta_graphs:
-        ops |= {node.op for node in graph.graph_def.node}
-        for function in graph.graph_def.library.function:
-            functions.add(function.signature.name)
-            ops |= {node.op for node in function.node_def}
-    ops -= functions
+    path, queries, ops = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
     out = tf.saved_model.load(path).signatures["serving_default"](query=tf.constant(queries))
     print("REPORT " + json.dumps({
-        "ops": sorted(ops),
         "unregistered": sorted(op for op in ops if op_def_registry.get(op) is None),
         "item_ids": out["item_ids"].numpy().astype(str).tolist(),
         "scores": out["scores"].numpy().tolist(),
@@ -79,13 +67,14 @@ def test_tensorflow_and_tf_text_alone_load_it_and_rank_exactly(exported):
     tower, vectors, ids, titles, path = exported
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(path), json.dumps(QUERIES)],
+    ops = json.dumps(sorted(saved_model_ops(path)))  # checked for registration over there
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(path), json.dumps(QUERIES), ops],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(next(x for x in done.stdout.splitlines()
                              if x.startswith("REPORT "))[len("REPORT "):])
     assert report["modules"] == [] and report["unregistered"] == []
-    assert not [op for op in report["ops"] if "Scann" in op]
+    assert not [op for op in saved_model_ops(path) if "Scann" in op]
     found, scores = np.array(report["item_ids"]), np.array(report["scores"])
     assert found.shape == (len(QUERIES), 5)
     # numpy brute force over the same vectors, with the query tower run in this process
