@@ -211,8 +211,12 @@ def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray 
                           user_dropout: float = 0.05, use_history: bool = True,
                           history_dropout: float = 0.0, use_context: bool = True,
                           loss: str = "in_batch", log_q: bool = True, item_bias: bool = False,
-                          bias_dropout: float = 0.0) -> RetrievalModel:
-    """One variant's towers and model (untrained). ``id_dropout``: 0.25 for ``fused``, else 0."""
+                          bias_dropout: float = 0.0, shared_history: bool = True) -> RetrievalModel:
+    """One variant's towers and model (untrained). ``id_dropout``: 0.25 for ``fused``, else 0.
+
+    ``shared_history=False`` gives the query tower its own copy of the item tower for the
+    history items (separate weights): "bought before" and "buys next" may then differ.
+    """
     if variant not in VARIANTS[1:]:
         raise DataError(f"unknown model variant {variant!r}; choose from {list(VARIANTS[1:])}")
     if variant in ("content", "fused"):
@@ -223,7 +227,10 @@ def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray 
         id_dropout = 0.25 if variant == "fused" else 0.0
     item_tower = ItemTower(variant, id_tokens(data), item_content, embedding_dim,
                            hidden_units=hidden_units, id_dropout=id_dropout, name="item_tower")
-    query_tower = QueryTower(data.n_users, item_tower, embedding_dim, use_history=use_history,
+    history_tower = item_tower if shared_history else ItemTower(
+        variant, id_tokens(data), item_content, embedding_dim, hidden_units=hidden_units,
+        id_dropout=id_dropout, name="history_tower")
+    query_tower = QueryTower(data.n_users, history_tower, embedding_dim, use_history=use_history,
                              use_context=use_context, use_user_id=use_user_id,
                              user_dropout=user_dropout, history_dropout=history_dropout,
                              name="query_tower")
