@@ -69,13 +69,14 @@ run-all:
 		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
 		$(if $(START),--start $(START)) $(if $(STOP),--stop $(STOP))
 
+# --durations: the slowest tests in every log, so a CI run shows where its minutes go.
 test:
-	$(BIN)/python -m pytest -q -m "not default_profile"
+	$(BIN)/python -m pytest -q -m "not default_profile" --durations=15
 
 # Notebooks 01-04 of the synthetic world on the default profile (about nine
 # minutes on two cores): the margins of the numbers make run-all shows.
 test-default:
-	$(BIN)/python -m pytest -q -m default_profile
+	$(BIN)/python -m pytest -q -m default_profile --durations=5
 
 # The notebooks open in the course kernel (their metadata names it); as root,
 # Jupyter needs --allow-root; encrypted kernel sockets: no plain-TCP warning.
