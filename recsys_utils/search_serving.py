@@ -41,7 +41,7 @@ from . import metrics
 from .artifacts import atomic_dir
 from .schema import DataError
 from .searcher import check_k, check_queries
-from .serving import SCANN_SAVE_OPTIONS, ScannSweep, custom_ops, time_requests
+from .serving import SCANN_SAVE_OPTIONS, ScannSweep, scann_ops, time_requests
 
 __all__ = [
     "LEAF_SHARES",
@@ -240,9 +240,9 @@ def export_portable_search_model(query_tower: tf.keras.Model, item_vectors: np.n
     index.index(tf.constant(item_vectors), tf.constant(np.asarray(item_ids).astype(str)))
     out = _save(_SearchModule(index), path, {"index": "brute_force", "n_items": len(item_vectors)},
                 options=None)
-    scann_ops = sorted(op for op in custom_ops(out) if op.startswith("Scann"))
-    if scann_ops:
-        raise DataError(f"the portable search model holds ScaNN ops {scann_ops}", source=out)
+    found = scann_ops(out)
+    if found:
+        raise DataError(f"the portable search model holds ScaNN ops {sorted(found)}", source=out)
     return out
 
 
@@ -285,7 +285,7 @@ def load_search_model(path: str | Path) -> LoadedSearchModel:
     path = Path(path)
     if not (path / "saved_model.pb").exists():
         raise DataError(f"no SavedModel at {path}: run export_search_model (notebook 07) first")
-    if any(op.startswith("Scann") for op in custom_ops(path)):
+    if scann_ops(path):
         import scann  # noqa: F401  (ScaNN custom ops)
     import tensorflow_text  # noqa: F401  (the tokeniser's ops)
 

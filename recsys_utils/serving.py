@@ -71,6 +71,7 @@ __all__ = [
     "export_serving_model",
     "load_serving_model",
     "saved_model_ops",
+    "scann_ops",
     "measure_latency",
     "time_requests",
     "recommend",
@@ -459,6 +460,11 @@ def custom_ops(path: str | Path) -> set[str]:
     return {op for op in saved_model_ops(path) if not hasattr(tf.raw_ops, op)}
 
 
+def scann_ops(path: str | Path) -> set[str]:
+    """The ScaNN ops (``Scann>...``) of a SavedModel: empty unless it holds a ScaNN index."""
+    return {op for op in custom_ops(path) if op.startswith("Scann")}
+
+
 @dataclasses.dataclass
 class LoadedServingModel:
     """A reloaded serving SavedModel.
@@ -493,7 +499,7 @@ def load_serving_model(path: str | Path) -> LoadedServingModel:
     path = Path(path)
     if not (path / "saved_model.pb").exists():
         raise DataError(f"no SavedModel at {path}: run export_serving_model first")
-    if any(op.startswith("Scann") for op in custom_ops(path)):
+    if scann_ops(path):
         try:  # registers the ScaNN custom ops
             import scann  # noqa: F401
         except ImportError as error:

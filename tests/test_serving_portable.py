@@ -81,6 +81,7 @@ def test_the_portable_export_has_only_tensorflow_ops_and_the_scann_one_does_not(
     assert not any("Scann" in op for op in S.saved_model_ops(portable))
     scann_ops = S.custom_ops(scann)
     assert scann_ops and all(op.startswith("Scann>") for op in scann_ops), scann_ops
+    assert S.scann_ops(scann) == scann_ops and S.scann_ops(portable) == set()
 
 
 def test_a_process_without_scann_loads_it_and_gets_the_brute_force_top_10(exported):
