@@ -85,6 +85,7 @@ import pandas as pd
 from . import metrics, retrieval
 from .artifacts import atomic_dir, atomic_path
 from .features import QuerySet
+from .progress import track
 from .schema import DataError
 from .serving import QUERY_INPUTS
 
@@ -434,11 +435,9 @@ def convert_all(
 
     Failures are recorded in their result; the sweep always completes.
     """
-    from .progress import track as tqdm
-
     out_dir = Path(out_dir)
     results = []
-    for mode in tqdm(list(modes), desc=f"converting {name}", unit="mode", disable=not progress):
+    for mode in track(list(modes), desc=f"converting {name}", unit="mode", disable=not progress):
         results.append(convert_saved_model(
             saved_model_dir, mode, out_path=out_dir / f"{name}.{mode}.tflite",
             representative_data=representative_data, signature_key=signature_key,
@@ -829,11 +828,9 @@ def measure_variants(
         of the single-query timings), ``batch_threads, quality,
         quality_metric, float_ops, kept_float, error``.
     """
-    from .progress import track as tqdm
-
     batch_threads = int(batch_threads or os.cpu_count() or 1)
     rows, runners = {}, {}
-    for r in tqdm(list(_as_by_mode(results).values()), desc=f"quality of {model}", unit="variant",
+    for r in track(list(_as_by_mode(results).values()), desc=f"quality of {model}", unit="variant",
                   disable=not progress):
         row = {"model": model, "variant": r.mode, "ok": r.ok, "size_mb": r.size_mb,
                "median_ms": np.nan, "p95_ms": np.nan, "round_min_ms": np.nan,
