@@ -181,7 +181,9 @@ class RetrievalModel(tfrs.Model):
         query = self.query_tower(features, training=False)
         if self.item_bias is None:
             return query
-        return tf.concat([query, tf.ones_like(query[:, :1])], axis=-1)
+        # tf.pad, not a concat with tf.ones_like(query): in full int8 (notebook 06) that 1 came
+        # out as 1.3-2.0, scaling every item bias; the padded 1 stays within 0.004.
+        return tf.pad(query, [[0, 0], [0, 1]], constant_values=1.0)
 
     def candidate_embedding(self, item_idx: tf.Tensor) -> tf.Tensor:
         """``(B, dim)``, or ``(B, dim + 1)`` with the item's bias appended."""
