@@ -3,9 +3,9 @@
     python benchmarks/bench_compress.py [--n 256] [--max-length 64] [--threads 2] [--rounds 3]
 
 Exports the encoder's transformer with token-id inputs
-(``compress.export_token_encoder``; tokenization stays in Python), converts it
+(``token_encoder.export_token_encoder``; tokenization stays in Python), converts it
 in every mode (full int8 calibrated on real product texts, with the attention
-scores and LayerNorm statistics kept float: ``compress.ENCODER_FLOAT_OPS``;
+scores and LayerNorm statistics kept float: ``token_encoder.ENCODER_FLOAT_OPS``;
 plus the all-int8 conversion, to show why), and prints for each variant:
 file size, single-query latency (one text padded to ``--bucket`` tokens;
 median of ``--rounds`` rounds of ``--repeats`` calls, min-max of the round
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
-from recsys_utils import compress, text
+from recsys_utils import latency, metrics, text, tflite_conversion, token_encoder
 
 from _common import hardware_line, loadavg
 from bench_text import product_texts
@@ -52,16 +52,16 @@ def main() -> None:
           f"{int(np.median(lengths))}, max {max(lengths)}; inputs padded/truncated to {args.bucket}")
 
     work = Path(tempfile.mkdtemp(prefix="bench_compress_"))
-    saved = compress.export_token_encoder(encoder, work / "encoder")
-    rep = compress.encoder_samples(encoder, calibration)  # each text at its own length, as served
+    saved = token_encoder.export_token_encoder(encoder, work / "encoder")
+    rep = token_encoder.encoder_samples(encoder, calibration)  # each text at its own length, as served
     variants = [("float32", {}), ("float16", {}), ("dynamic_int8", {})]
     if not args.skip_full_int8:
-        variants += [("full_int8", {"keep_float_ops": compress.ENCODER_FLOAT_OPS}),
+        variants += [("full_int8", {"keep_float_ops": token_encoder.ENCODER_FLOAT_OPS}),
                      ("full_int8 (all ops int8)", {})]
     results = {}
     for label, kwargs in variants:
         mode = label.split()[0]
-        results[label] = compress.convert_saved_model(
+        results[label] = tflite_conversion.convert_saved_model(
             saved, mode, out_path=work / f"{label.replace(' ', '_')}.tflite",
             representative_data=rep, **kwargs)
         r = results[label]
@@ -71,15 +71,15 @@ def main() -> None:
     # Every held-out text padded to one bucket length: a fixed input shape, as a
     # server padding to buckets would run it (a new shape per call re-allocates
     # the interpreter's tensors, which costs more than the int8 kernels save).
-    held = compress.encoder_inputs(encoder, held_out, length=args.bucket)
-    runners = {label: compress.TFLiteRunner(r.path, num_threads=args.threads)
+    held = token_encoder.encoder_inputs(encoder, held_out, length=args.bucket)
+    runners = {label: tflite_conversion.TFLiteRunner(r.path, num_threads=args.threads)
                for label, r in results.items() if r.ok}
     reference = runners["float32"].predict(held, batch_size=args.batch_size)
     cosines = {}
     for label, run in list(runners.items()):
         try:
-            cosines[label] = compress.cosine_rows(run.predict(held, batch_size=args.batch_size),
-                                                  reference)
+            cosines[label] = metrics.cosine_rows(run.predict(held, batch_size=args.batch_size),
+                                                 reference)
         except RuntimeError as exc:  # an int8 kernel can fail at run time; record, go on
             print(f"{label}: FAILED at run time, not timed: {' '.join(str(exc).split())[:200]}")
             del runners[label]
@@ -88,8 +88,8 @@ def main() -> None:
     throughputs: dict[str, list[float]] = {label: [] for label in runners}
     for _ in range(args.rounds):  # round-robin, so background load hits every variant alike
         for label, run in runners.items():
-            timing = compress.measure_latency(run, held, repeats=args.repeats,
-                                              batch_size=args.batch_size, batch_repeats=3)
+            timing = latency.measure_latency(run, held, repeats=args.repeats,
+                                             batch_size=args.batch_size, batch_repeats=3)
             medians[label].append(timing.median_ms)
             throughputs[label].append(timing.throughput)
     rows = []

@@ -9,9 +9,9 @@ description) with the bundled MiniLM at max_length=128 and prints items/s for
 * bucketed float32: sorted by length, each batch padded to its own longest text,
 * fixed / bucketed bfloat16: the same under Keras' ``mixed_bfloat16`` policy,
 * bucketed TFLite float32 / dynamic-range int8: the transformer exported with
-  token-id inputs (``compress.export_token_encoder``; tokenization stays in
+  token-id inputs (``token_encoder.export_token_encoder``; tokenization stays in
   Python) and run by the TFLite interpreter on all cores, bucketed the same way
-  (``compress.encode_bucketed``),
+  (``token_encoder.encode_bucketed``),
 
 as the median over ``--repeats`` timed runs (after a warm-up) with the
 min-max spread, the speed-up over the baseline, and the worst cosine between
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
-from recsys_utils import compress, text
+from recsys_utils import metrics, text, tflite_conversion, token_encoder
 
 from _common import hardware_line, loadavg
 
@@ -91,24 +91,25 @@ def main() -> None:
 
     configs = [("fixed", "float32"), ("bucketed", "float32"), ("fixed", "bfloat16"),
                ("bucketed", "bfloat16")]
-    runners: dict[str, compress.TFLiteRunner] = {}
+    runners: dict[str, tflite_conversion.TFLiteRunner] = {}
     if not args.no_tflite:
         import tempfile
 
         work = Path(tempfile.mkdtemp(prefix="bench_text_"))
-        saved = compress.export_token_encoder(encoders["float32"], work / "encoder")
+        saved = token_encoder.export_token_encoder(encoders["float32"], work / "encoder")
         for mode in ("float32", "dynamic_int8"):
-            converted = compress.convert_saved_model(saved, mode, out_path=work / f"{mode}.tflite")
+            converted = tflite_conversion.convert_saved_model(saved, mode,
+                                                              out_path=work / f"{mode}.tflite")
             if not converted.ok:
                 print(f"TFLite {mode} did not convert: {converted.error}")
                 continue
-            runners[f"TFLite {mode}"] = compress.TFLiteRunner(converted.path)
+            runners[f"TFLite {mode}"] = tflite_conversion.TFLiteRunner(converted.path)
             configs.append(("bucketed", f"TFLite {mode}"))
 
     def run(mode: str, precision: str, subset: list[str]) -> np.ndarray:
         if precision in runners:
-            return compress.encode_bucketed(runners[precision], encoders["float32"], subset,
-                                            batch_size=args.batch_size)
+            return token_encoder.encode_bucketed(runners[precision], encoders["float32"], subset,
+                                                 batch_size=args.batch_size)
         return encoders[precision].encode(subset, bucketing=(mode == "bucketed"), progress=False)
 
     for config in configs:  # warm-up: tracing and oneDNN kernels for every padded shape
@@ -136,14 +137,14 @@ def main() -> None:
     print("| padding  | precision            | items/s (median) | spread (min-max) | speed-up | min cosine vs baseline |")
     print("|----------|----------------------|-----------------:|-----------------:|---------:|-----------------------:|")
     for mode, precision, median, low, high in rows:
-        cos = float(compress.cosine_rows(vectors[(mode, precision)], reference).min())
+        cos = float(metrics.cosine_rows(vectors[(mode, precision)], reference).min())
         print(f"| {mode:<8} | {precision:<20} | {median:16.1f} | {low:7.1f}-{high:<8.1f} | "
               f"{median / base:7.2f}x | {cos:22.6f} |")
     if ("bucketed", "TFLite dynamic_int8") in rates and ("bucketed", "TFLite float32") in rates:
         f32 = statistics.median(rates[("bucketed", "TFLite float32")])
         i8 = statistics.median(rates[("bucketed", "TFLite dynamic_int8")])
-        cos = float(compress.cosine_rows(vectors[("bucketed", "TFLite dynamic_int8")],
-                                         vectors[("bucketed", "TFLite float32")]).min())
+        cos = float(metrics.cosine_rows(vectors[("bucketed", "TFLite dynamic_int8")],
+                                        vectors[("bucketed", "TFLite float32")]).min())
         met = "met" if i8 >= 1.5 * f32 and cos >= 0.99 else "not met"
         print(f"\nint8 encoder >= 1.5x float32 TFLite with cosine >= 0.99 (batches of "
               f"{args.batch_size}, all cores): {met} ({i8 / f32:.2f}x, worst cosine {cos:.4f})")

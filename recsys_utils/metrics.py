@@ -42,6 +42,7 @@ __all__ = [
     "top_k",
     "brute_force_top_k",
     "top_k_overlap",
+    "cosine_rows",
     "retrieval_metrics",
     "graded_metrics",
     "per_group",
@@ -259,6 +260,19 @@ def top_k_overlap(approx: Any, exact: Any, k: int) -> np.ndarray:
 
     return np.array([len(real(a[:k]) & real(e[:k])) / k for a, e in zip(approx, exact)],
                     dtype=np.float64)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``(n, d)`` arrays -> ``(n,)``.
+
+    How close a variant's vectors stay to the reference's, row by row (a
+    quantized encoder against float32, an export against the model it came from).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise DataError(f"shapes differ: {a.shape} vs {b.shape}")
+    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.maximum(denom, 1e-12)
 
 
 # --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, NullFormatter
 from PIL import Image
 
 
@@ -191,5 +192,55 @@ def neighbour_grid(neighbours: pd.DataFrame, items: pd.DataFrame,
             _show_image(ax, path)
             caption = ("query: " if c == 0 and lead else "") + str(titles.get(item_id, ""))
             ax.set_title(caption[:20], fontsize=6, color="tab:red" if c == 0 and lead else "black")
+    fig.tight_layout()
+    return fig
+
+
+_AXIS_LABELS = {"size_mb": "file size (MB)", "median_ms": "single-query latency, median (ms)",
+                "p95_ms": "single-query latency, p95 (ms)", "throughput": "rows per second"}
+
+
+#: The smallest quality range a trade-off panel shows (cosine, recall and RMSE alike).
+MIN_QUALITY_SPAN = 0.05
+
+
+def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
+                  group: str = "model", logx: bool = True, title: str | None = None) -> plt.Figure:
+    """Scatter ``y`` (quality) against ``x`` (size or latency), one panel per ``group``.
+
+    Each point is annotated with its ``label``; quality metrics differ between
+    models (cosine, recall, RMSE), hence one panel each with its own y axis,
+    labelled with the rows' ``quality_metric``. ``logx`` applies to panels
+    whose x values span more than a factor of 10. Notebook 06 draws
+    :func:`recsys_utils.tflite_variants.size_quality_table` with it.
+    """
+    data = df.dropna(subset=[x, y])
+    groups = list(dict.fromkeys(data[group])) if group in data else [None]
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.4 * max(len(groups), 1), 3.6),
+                             squeeze=False)
+    for ax, name in zip(axes[0], groups):
+        part = data if name is None else data[data[group] == name]
+        ax.scatter(part[x], part[y], s=36)
+        for _, row in part.iterrows():
+            ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+        values = part[x].to_numpy(float)
+        # Log only when the points span a decade; otherwise no tick would be labelled.
+        if logx and len(values) and values.min() > 0 and values.max() / values.min() > 10:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.25)
+        # At least MIN_QUALITY_SPAN tall: a 0.001 difference must not look like a cliff.
+        low, high = part[y].min(), part[y].max()
+        half = max(high - low, MIN_QUALITY_SPAN) * 0.6
+        ax.set_ylim((low + high) / 2 - half, (low + high) / 2 + half)
+        ax.set_xlabel(_AXIS_LABELS.get(x, x))
+        metric = part["quality_metric"].iloc[0] if "quality_metric" in part and len(part) else y
+        ax.set_ylabel(str(metric))
+        ax.set_title(str(name) if name is not None else (title or ""))
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

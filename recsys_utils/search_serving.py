@@ -41,7 +41,8 @@ from . import metrics
 from .artifacts import atomic_dir
 from .schema import DataError
 from .searcher import check_k, check_queries
-from .serving import SCANN_SAVE_OPTIONS, ScannSweep, scann_ops, time_requests
+from .latency import time_requests
+from .serving import SCANN_SAVE_OPTIONS, ScannSweep, scann_layer, scann_num_leaves, scann_ops
 
 __all__ = [
     "LEAF_SHARES",
@@ -95,21 +96,6 @@ def hub_encoder(encoder_path: str | Path, batch_size: int = 64
     return encode
 
 
-def _scann_index(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_ids: Sequence[str],
-                 k: int, num_leaves: int, num_leaves_to_search: int
-                 ) -> tfrs.layers.factorized_top_k.ScaNN:
-    """A ScaNN index over ``item_vectors`` ``(n_items, d)`` answering ``query_tower``'s strings."""
-    n = len(item_vectors)
-    index = tfrs.layers.factorized_top_k.ScaNN(
-        query_tower, k=min(k, n), num_leaves=num_leaves,
-        num_leaves_to_search=min(num_leaves_to_search, num_leaves),
-        # Re-score the best max(4k, 200) exactly: the quantised scores only shortlist.
-        num_reordering_candidates=min(n, max(4 * k, 200)), dimensions_per_block=2)
-    index.index(tf.constant(np.asarray(item_vectors, np.float32)),
-                tf.constant(np.asarray(item_ids).astype(str)))
-    return index
-
-
 def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_ids: Sequence[str],
                   k: int, num_leaves: int, queries: Sequence[str], target_recall: float
                   ) -> tuple[tfrs.layers.factorized_top_k.ScaNN, dict[str, Any]]:
@@ -128,7 +114,8 @@ def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_id
     exact_ids = np.asarray(item_ids).astype(str)[exact]  # (n_queries, k)
     rows, indexes = [], {}
     for searched in sorted({max(1, round(num_leaves * f)) for f in LEAF_SHARES}):
-        index = _scann_index(query_tower, item_vectors, item_ids, k, num_leaves, searched)
+        index = scann_layer(query_tower, item_vectors, item_ids, k=k, num_leaves=num_leaves,
+                            num_leaves_to_search=searched)
         _, found = index(tf.constant(queries, tf.string))  # (scores, ids), each (n_queries, k)
         recall = float(metrics.top_k_overlap(found.numpy().astype(str), exact_ids,
                                              exact.shape[1]).mean())
@@ -180,7 +167,7 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
     item_vectors = _check_vectors(item_vectors, item_ids)
     k = check_k(k)
     n = len(item_vectors)
-    num_leaves = min(num_leaves or int(np.clip(round(np.sqrt(n)), 1, 2000)), n)
+    num_leaves = min(num_leaves or scann_num_leaves(n), n)
     if num_leaves_to_search is None and validation_queries is not None:
         index, info = _choose_scann(query_tower, item_vectors, item_ids, k, num_leaves,
                                     validation_queries, target_recall)
@@ -189,7 +176,8 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
             # Two thirds of the leaves: sentence vectors of short queries sit near many partitions.
             num_leaves_to_search = max(min(10, num_leaves), (2 * num_leaves) // 3)
         searched = min(num_leaves_to_search, num_leaves)
-        index = _scann_index(query_tower, item_vectors, item_ids, k, num_leaves, searched)
+        index = scann_layer(query_tower, item_vectors, item_ids, k=k, num_leaves=num_leaves,
+                            num_leaves_to_search=searched)
         info = {"num_leaves": num_leaves, "num_leaves_to_search": searched}
     return _save(_SearchModule(index), path, info,
                  options=tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS))

@@ -36,15 +36,19 @@ asymmetric-hashing (quantised) scores, and re-scores the best
 much of the exact top-K it keeps. A SavedModel holding a ScaNN index must be
 saved with ``tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])`` (the
 ScaNN ops live in that namespace), and loading it needs ``scann`` imported.
+
+Every ScaNN index of the course is built here: :func:`scann_layer` (the TFRS
+layer behind :func:`build_scann` and product search's export) and
+:func:`scann_search` (quantized scoring of a whole table, notebook 06's index
+variants). Requests are timed by :mod:`recsys_utils.latency`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
-from typing import Any
-from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+from collections.abc import Mapping, Sequence
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
@@ -55,15 +59,18 @@ import tensorflow_recommenders as tfrs
 from . import metrics
 from .artifacts import atomic_dir
 from .features import RecData
+from .latency import Latency, time_requests
 from .retrieval import RetrievalResult
 from .schema import DataError
 
 __all__ = [
-    "Latency",
     "LoadedServingModel",
     "UserQueryModel",
     "build_brute_force",
     "build_scann",
+    "scann_layer",
+    "scann_num_leaves",
+    "scann_search",
     "export_towers",
     "load_towers",
     "custom_ops",
@@ -73,7 +80,6 @@ __all__ = [
     "saved_model_ops",
     "scann_ops",
     "measure_latency",
-    "time_requests",
     "recommend",
     "same_top_k",
     "top_k_agreement",
@@ -148,6 +154,95 @@ def build_brute_force(result: RetrievalResult, data: RecData, *, k: int = 100,
     return index
 
 
+def scann_num_leaves(n_items: int) -> int:
+    """The default number of ScaNN partitions: about ``sqrt(n_items)``, between 1 and 2000."""
+    return int(np.clip(round(np.sqrt(n_items)), 1, 2000))
+
+
+def scann_layer(
+    query_model: tf.keras.Model,
+    item_vectors: np.ndarray,
+    item_ids: Sequence[str],
+    *,
+    k: int,
+    num_leaves: int,
+    num_leaves_to_search: int,
+    num_reordering_candidates: int | None = None,
+    dimensions_per_block: int = 2,
+) -> tfrs.layers.factorized_top_k.ScaNN:
+    """A TFRS ScaNN index over ``item_vectors`` ``(n_items, d)``, answering ``query_model``'s queries.
+
+    The one ScaNN index build of the course (:func:`build_scann`, product
+    search's :func:`recsys_utils.search_serving.export_search_model`):
+    ``num_leaves`` partitions (at most ``n_items``), ``num_leaves_to_search`` of
+    them searched with asymmetric-hashing scores, ``dimensions_per_block``
+    dimensions per 4-bit code, and the best ``num_reordering_candidates``
+    (default ``max(4k, 200)``: the quantised scores only shortlist) re-scored
+    exactly. Identifiers are ``item_ids`` as strings.
+    """
+    n = len(item_vectors)
+    num_leaves = min(num_leaves, n)
+    if num_reordering_candidates is None:
+        num_reordering_candidates = min(n, max(4 * k, 200))
+    index = tfrs.layers.factorized_top_k.ScaNN(
+        query_model, k=min(k, n), num_leaves=num_leaves,
+        num_leaves_to_search=min(num_leaves_to_search, num_leaves),
+        num_reordering_candidates=num_reordering_candidates,
+        dimensions_per_block=dimensions_per_block)
+    index.index(tf.constant(np.asarray(item_vectors, np.float32)),
+                tf.constant(np.asarray(item_ids).astype(str), tf.string))
+    return index
+
+
+def scann_search(
+    queries: np.ndarray,
+    table: np.ndarray,
+    k: int = 10,
+    *,
+    scoring: Literal["int8", "ah"] = "ah",
+    dimensions_per_block: int = 2,
+    anisotropic_quantization_threshold: float = 0.2,
+    reorder: int | None = None,
+    seed_threads: int = 1,
+) -> tuple[np.ndarray, Any]:
+    """Top-k by a ScaNN searcher with quantized scoring over the whole table (no tree).
+
+    Args:
+        scoring: ``"int8"``: brute force over int8 scalar-quantized rows
+            (ScaNN's ``score_brute_force(quantize=INT8)``); ``"ah"``: asymmetric
+            hashing, each block of ``dimensions_per_block`` dimensions coded as
+            one of 16 centres (4 bits), scored against the float query through
+            lookup tables; anisotropic loss weights the error parallel to the
+            vector (what matters for dot products) by the threshold.
+        reorder: re-score this many AH candidates with exact float dot products
+            (``None``: report the quantized ranking itself).
+
+    Returns:
+        ``(indices (n_queries, k) int64, searcher)``.
+    """
+    from scann import scann_ops_pybind
+    from scann.scann_ops.py.scann_builder import ReorderType
+
+    db = np.ascontiguousarray(table, np.float32)
+    builder = scann_ops_pybind.builder(db, k, "dot_product")
+    builder.set_n_training_threads(seed_threads)
+    if scoring == "int8":
+        builder = builder.score_brute_force(quantize=ReorderType.INT8)
+    elif scoring == "ah":
+        if len(db) < 16:
+            raise DataError(f"asymmetric hashing needs >= 16 rows to train, got {len(db)}")
+        builder = builder.score_ah(dimensions_per_block,
+                                   anisotropic_quantization_threshold=anisotropic_quantization_threshold,
+                                   training_sample_size=len(db))
+        if reorder:
+            builder = builder.reorder(int(reorder))
+    else:
+        raise DataError(f"scoring must be 'int8' or 'ah', got {scoring!r}")
+    searcher = builder.build()
+    idx, _ = searcher.search_batched(np.ascontiguousarray(queries, np.float32), final_num_neighbors=k)
+    return np.asarray(idx, np.int64), searcher
+
+
 def build_scann(
     result: RetrievalResult,
     data: RecData,
@@ -174,20 +269,15 @@ def build_scann(
     """
     n = data.n_items
     if num_leaves is None:
-        num_leaves = int(np.clip(round(np.sqrt(n)), 1, 2000))
+        num_leaves = scann_num_leaves(n)
     num_leaves = min(num_leaves, n)
     if num_leaves_to_search is None:
         num_leaves_to_search = max(min(10, num_leaves), num_leaves // 3)
-    if num_reordering_candidates is None:
-        num_reordering_candidates = min(n, max(4 * k, 200))
     query_model = query_model or UserQueryModel(result, data)
-    index = tfrs.layers.factorized_top_k.ScaNN(
-        query_model, k=min(k, n), num_leaves=num_leaves,
-        num_leaves_to_search=min(num_leaves_to_search, num_leaves),
-        num_reordering_candidates=num_reordering_candidates,
-        dimensions_per_block=dimensions_per_block)
-    index.index(*_item_embeddings_and_ids(result, data))
-    return index
+    return scann_layer(query_model, result.item_embeddings(), data.vocab.item_ids, k=k,
+                       num_leaves=num_leaves, num_leaves_to_search=num_leaves_to_search,
+                       num_reordering_candidates=num_reordering_candidates,
+                       dimensions_per_block=dimensions_per_block)
 
 
 def recommend(index: tfrs.layers.factorized_top_k.TopK, user_ids: Any,
@@ -280,7 +370,7 @@ def scann_sweep(
     query_model = UserQueryModel(result, data)
     brute = build_brute_force(result, data, k=index_k, query_model=query_model)
     if num_leaves is None:
-        num_leaves = int(np.clip(round(np.sqrt(data.n_items)), 1, 2000))
+        num_leaves = scann_num_leaves(data.n_items)
     if leaves_to_search is None:
         leaves_to_search = sorted({max(1, round(num_leaves * f)) for f in (0.05, 0.1, 0.2, 0.33, 0.5, 1.0)})
     lat = measure_latency(brute, user_ids, n=n_latency, timestamps=timestamps)
@@ -298,16 +388,6 @@ def scann_sweep(
     return ScannSweep(pd.DataFrame(rows), indexes, brute)
 
 
-@dataclasses.dataclass
-class Latency:
-    """Single-query latency over ``n`` calls, milliseconds."""
-
-    median_ms: float
-    p95_ms: float
-    mean_ms: float
-    n: int
-
-
 def _serving_function(index: tfrs.layers.factorized_top_k.TopK, k: int | None) -> Any:
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
                                   tf.TensorSpec([None], tf.int64)])
@@ -321,7 +401,8 @@ def measure_latency(index: Any, user_ids: Sequence[str], *, n: int = 200, warmup
     """Time ``n`` single-user requests (cycling through ``user_ids``).
 
     ``index`` is an in-memory TFRS index (called through a compiled
-    ``tf.function``, as it would be served) or a :class:`LoadedServingModel`.
+    ``tf.function``, as it would be served) or a :class:`LoadedServingModel`;
+    timed by :func:`recsys_utils.latency.time_requests`.
     """
     queries = _as_queries(user_ids, timestamps)
     users, ts = queries["user_id"], queries["timestamp"]
@@ -332,28 +413,6 @@ def measure_latency(index: Any, user_ids: Sequence[str], *, n: int = 200, warmup
         fn = _serving_function(index, k)
         call = lambda i: fn(users[i:i + 1], ts[i:i + 1])
     return time_requests(call, len(user_ids), n=n, warmup=warmup)
-
-
-def time_requests(call: Callable[[int], Any], n_requests: int, *, n: int = 200,
-                  warmup: int = 10) -> Latency:
-    """Time ``n`` calls ``call(i)``, ``i`` cycling through ``range(n_requests)``.
-
-    ``call(i)`` sends request ``i`` (one query); each timing waits for the
-    result's tensors. Used for every served model (recommendation and search).
-    """
-    if n_requests < 1 or n < 1:
-        raise DataError(f"timing needs at least one request and one call, got {n_requests}, {n}")
-    for i in range(warmup):
-        call(i % n_requests)
-    times = np.empty(n)
-    for i in range(n):
-        start = time.perf_counter()
-        out = call(i % n_requests)
-        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)  # wait
-        times[i] = time.perf_counter() - start
-    times *= 1000.0
-    return Latency(float(np.median(times)), float(np.percentile(times, 95)),
-                   float(times.mean()), n)
 
 
 class _ServingModule(tf.Module):

@@ -1,4 +1,5 @@
-"""Shared fixtures: the data mirror and smoke-profile runs of the notebook series."""
+"""Shared fixtures: the data mirror, smoke-profile runs of the notebook series, and a small
+model converted to TFLite in every mode."""
 
 from __future__ import annotations
 
@@ -98,3 +99,37 @@ def content_world() -> dict:
     return dict(n=n, a=a.astype(np.int32), b=b.astype(np.int32), c=c.astype(np.int32), text=text,
                 image=image, image_present=image_present, train=idx[:450], test=idx[450:],
                 key=combine_keys(a, b))
+
+
+# ------------------------------------------------------------------ a small model in every TFLite mode
+
+
+@pytest.fixture(scope="session")
+def dense_model(tmp_path_factory):
+    """A Dense tf-keras tower (~330k weights) saved as a SavedModel, plus held-out inputs."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input(shape=(64,), name="features")
+    x = tf.keras.layers.Dense(512, activation="relu")(inputs)
+    x = tf.keras.layers.Dense(512, activation="relu")(x)
+    outputs = tf.keras.layers.Dense(64)(x)
+    model = tf.keras.Model(inputs, outputs)
+    path = tmp_path_factory.mktemp("dense") / "tower"
+    tf.saved_model.save(model, str(path))
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=(100, 64)).astype(np.float32)
+    held_out = rng.normal(size=(200, 64)).astype(np.float32)
+    return path, model, calibration, held_out
+
+
+@pytest.fixture(scope="session")
+def dense_variants(dense_model):
+    """The dense tower converted in every mode of :data:`recsys_utils.tflite_conversion.MODES`."""
+    from recsys_utils import tflite_conversion
+
+    path, _, calibration, _ = dense_model
+    return {r.mode: r for r in tflite_conversion.convert_all(
+        path, path.parent / "tflite", "tower", representative_data={"features": calibration},
+        progress=False)}

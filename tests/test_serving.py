@@ -173,12 +173,3 @@ def test_same_top_k_forgives_only_swaps_of_tied_scores(monkeypatch):
     assert S.same_top_k(tied, swapped_tie, ["u"], k=3)
     assert not S.same_top_k(base, swapped, ["u"], k=3)
     assert not S.same_top_k(base, tied, ["u"], k=3)  # scores differ at rank 3
-
-
-def test_time_requests_cycles_through_the_requests_after_a_warm_up():
-    seen = []
-    latency = S.time_requests(lambda i: seen.append(i) or np.zeros(1), 3, n=5, warmup=2)
-    assert seen == [0, 1, 0, 1, 2, 0, 1]  # 2 warm-up calls, then 5 timed ones
-    assert latency.n == 5 and 0 <= latency.median_ms <= latency.p95_ms
-    with pytest.raises(S.DataError, match="at least one request"):
-        S.time_requests(lambda i: None, 0)

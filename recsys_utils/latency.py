@@ -1,0 +1,240 @@
+"""The one timing harness: how long a call takes, measured the same way everywhere.
+
+:func:`compare_latency` times several functions (model or index variants) on the
+same inputs in interleaved rounds, :func:`measure_latency` times one, and
+:func:`time_requests` times single requests to a served model (notebooks 04 and
+07). Every timed call goes through the same loop; no TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .schema import DataError
+
+__all__ = [
+    "Latency",
+    "Timing",
+    "compare_latency",
+    "count_rows",
+    "measure_latency",
+    "slice_rows",
+    "time_requests",
+]
+
+
+def count_rows(inputs: Mapping[str, np.ndarray] | np.ndarray) -> int:
+    """Rows of a ``{name: (n, ...) array}`` mapping or of one ``(n, ...)`` array."""
+    return len(next(iter(inputs.values()))) if isinstance(inputs, Mapping) else len(inputs)
+
+
+def slice_rows(inputs: Mapping[str, np.ndarray] | np.ndarray, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of every array, in the form of ``inputs`` (a mapping or an array)."""
+    if isinstance(inputs, Mapping):
+        return {k: np.asarray(v)[start:stop] for k, v in inputs.items()}
+    return np.asarray(inputs)[start:stop]
+
+
+def _time_calls(fn: Callable[[Any], Any], args: Iterable[Any]) -> np.ndarray:
+    """Wall time in seconds of ``fn(arg)`` for each ``arg``, one call at a time.
+
+    ``args`` may be a generator: each argument is made before its clock starts.
+    """
+    seconds = []
+    for arg in args:
+        start = time.perf_counter()
+        fn(arg)
+        seconds.append(time.perf_counter() - start)
+    return np.asarray(seconds, dtype=np.float64)
+
+
+@dataclasses.dataclass
+class Timing:
+    """CPU cost of one model variant.
+
+    Attributes:
+        median_ms, p95_ms: single-query (batch of one) latency over all
+            ``rounds * repeats`` timed calls.
+        throughput: rows per second on batches of ``batch_size`` (median over
+            the timed batch calls; NaN when batches were not timed).
+        repeats: timed single queries per round; rounds: interleaved rounds.
+        batch_size: rows per batch call (0: not timed).
+        num_threads: threads of the single-query function (its ``num_threads``).
+        batch_threads: threads of the batch function.
+        round_medians_ms: ``(rounds,)`` median single-query latency of each
+            round; their spread shows how much of a difference is noise.
+    """
+
+    median_ms: float
+    p95_ms: float
+    throughput: float
+    repeats: int
+    batch_size: int
+    num_threads: int | None = None
+    batch_threads: int | None = None
+    rounds: int = 1
+    round_medians_ms: tuple[float, ...] = ()
+
+    @property
+    def spread_ms(self) -> tuple[float, float]:
+        """``(fastest, slowest)`` round median."""
+        values = self.round_medians_ms or (self.median_ms,)
+        return min(values), max(values)
+
+
+def compare_latency(
+    fns: Mapping[str, Callable[[Any], Any]],
+    inputs: Mapping[str, np.ndarray] | np.ndarray,
+    *,
+    batch_fns: Mapping[str, Callable[[Any], Any]] | None = None,
+    rounds: int = 3,
+    repeats: int = 20,
+    warmup: int = 5,
+    batch_size: int = 64,
+    batch_repeats: int = 3,
+) -> dict[str, Timing]:
+    """Single-query latency and batch throughput of several functions, measured alike.
+
+    Every function is first warmed up (``warmup`` single calls and one batch
+    call). Then, ``rounds`` times, each function in turn (the order rotates
+    every round) is timed on ``repeats`` single rows, the same rows for all
+    functions in a round, and on ``batch_repeats`` batches. Interleaving makes
+    warm-up, order and background-load effects hit every function alike; each
+    timed block starts with one untimed call (a shape change re-allocates a
+    TFLite interpreter's tensors). The median and p95 are over all single
+    queries; the median of each round is kept too (their spread shows the noise).
+
+    Args:
+        fns: name -> single-query function, called with a one-row slice of
+            ``inputs`` (same type: a dict of arrays or an array), e.g. a
+            one-thread :class:`recsys_utils.tflite_conversion.TFLiteRunner`.
+        inputs: ``(n, ...)`` rows; single queries cycle through them.
+        batch_fns: name -> function for the batch calls (default: ``fns``;
+            ``{}`` skips throughput), e.g. a runner with more threads.
+        batch_size: rows per batch call (capped at ``n``).
+
+    Returns:
+        name -> :class:`Timing`; thread counts are read from each function's
+        ``num_threads`` attribute when it has one.
+    """
+    n = count_rows(inputs)
+    if n == 0:
+        raise DataError("timing needs at least one input row")
+    if not fns:
+        raise DataError("compare_latency needs at least one function to time")
+    if rounds < 1 or repeats < 1:
+        raise DataError(f"rounds and repeats must be >= 1, got {rounds}, {repeats}")
+    batch_fns = dict(fns) if batch_fns is None else dict(batch_fns)
+    unknown = set(batch_fns) - set(fns)
+    if unknown:
+        raise DataError(f"batch_fns has names without a single-query function: {sorted(unknown)}")
+    b = min(batch_size, n) if batch_fns and batch_size > 0 else 0
+    batch = slice_rows(inputs, 0, b)
+    names = list(fns)
+    for name in names:
+        for i in range(warmup):
+            fns[name](slice_rows(inputs, i % n, i % n + 1))
+        if name in batch_fns:
+            batch_fns[name](batch)
+    single = {name: np.empty((rounds, repeats)) for name in names}
+    batch_seconds: dict[str, list[float]] = {name: [] for name in batch_fns}
+    for r in range(rounds):
+        rows = [(r * repeats + i) % n for i in range(repeats)]
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[name]
+            fn(slice_rows(inputs, rows[0], rows[0] + 1))
+            single[name][r] = _time_calls(fn, (slice_rows(inputs, row, row + 1) for row in rows))
+            if name in batch_fns:
+                batch_fns[name](batch)
+                batch_seconds[name].extend(
+                    _time_calls(batch_fns[name], [batch] * batch_repeats).tolist())
+    out = {}
+    for name in names:
+        times = single[name] * 1e3
+        seconds = batch_seconds.get(name)
+        out[name] = Timing(
+            median_ms=float(np.median(times)), p95_ms=float(np.percentile(times, 95)),
+            throughput=float(b / np.median(seconds)) if seconds else float("nan"),
+            repeats=repeats, batch_size=b if seconds else 0,
+            num_threads=getattr(fns[name], "num_threads", None),
+            batch_threads=getattr(batch_fns[name], "num_threads", None) if seconds else None,
+            rounds=rounds, round_medians_ms=tuple(float(v) for v in np.median(times, axis=1)))
+    return out
+
+
+def measure_latency(
+    fn: Callable[[Any], Any],
+    inputs: Mapping[str, np.ndarray] | np.ndarray,
+    *,
+    repeats: int = 50,
+    warmup: int = 3,
+    batch_size: int = 64,
+    batch_repeats: int = 3,
+    num_threads: int | None = None,
+) -> Timing:
+    """Single-query latency and batch throughput of one function on CPU.
+
+    :func:`compare_latency` with one function and one round; to compare
+    variants, time them together with :func:`compare_latency` instead.
+
+    Args:
+        fn: called with a slice of ``inputs`` (same type: a dict of arrays or an
+            array), e.g. a :class:`recsys_utils.tflite_conversion.TFLiteRunner`.
+        inputs: ``(n, ...)`` rows; single queries cycle through them.
+        repeats: timed single-row calls (after ``warmup``).
+        batch_size: rows per call for throughput (capped at ``n``).
+        batch_repeats: timed batch calls; throughput uses their median.
+        num_threads: recorded in the result (``fn``'s own setting); taken from
+            ``fn.num_threads`` when not given.
+
+    (``recsys_utils.serving.measure_latency`` times TFRS indexes by user id
+    through :func:`time_requests`; this one times any callable on array inputs.)
+    """
+    timing = compare_latency({"fn": fn}, inputs, rounds=1, repeats=repeats, warmup=warmup,
+                             batch_size=batch_size, batch_repeats=batch_repeats)["fn"]
+    if num_threads is not None:
+        timing.num_threads = timing.batch_threads = num_threads
+    return timing
+
+
+@dataclasses.dataclass
+class Latency:
+    """Single-query latency over ``n`` calls, milliseconds."""
+
+    median_ms: float
+    p95_ms: float
+    mean_ms: float
+    n: int
+
+
+def _wait(result: Any) -> None:
+    """Read every tensor of a result (nested in dicts, tuples, lists), so its time counts."""
+    if hasattr(result, "numpy"):
+        result.numpy()
+    elif isinstance(result, Mapping):
+        for value in result.values():
+            _wait(value)
+    elif isinstance(result, (tuple, list)):
+        for value in result:
+            _wait(value)
+
+
+def time_requests(call: Callable[[int], Any], n_requests: int, *, n: int = 200,
+                  warmup: int = 10) -> Latency:
+    """Time ``n`` calls ``call(i)``, ``i`` cycling through ``range(n_requests)``.
+
+    ``call(i)`` sends request ``i`` (one query); each timing waits for the
+    result's tensors. Used for every served model (recommendation and search).
+    """
+    if n_requests < 1 or n < 1:
+        raise DataError(f"timing needs at least one request and one call, got {n_requests}, {n}")
+    for i in range(warmup):
+        call(i % n_requests)
+    times = _time_calls(lambda i: _wait(call(i)), (i % n_requests for i in range(n))) * 1000.0
+    return Latency(float(np.median(times)), float(np.percentile(times, 95)),
+                   float(times.mean()), n)
