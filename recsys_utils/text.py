@@ -138,7 +138,7 @@ class TextEncoder:
         """(batch, length) int32 ids and mask -> (batch, dim) float32, unit L2 norm.
 
         The graph every path shares: :meth:`encode`, the string SavedModel and
-        the token-id export that ``recsys_utils.compress`` quantizes.
+        the token-id export that :mod:`recsys_utils.token_encoder` writes for TFLite.
         """
         import tensorflow as tf
 
@@ -187,7 +187,7 @@ class TextEncoder:
         padded to ``max_length`` (the naive baseline). Texts are batched as
         given: de-duplicate first if they repeat (:meth:`encode` does). Any
         model taking ``(token_ids, padding_mask)``, such as the TFLite export
-        in ``recsys_utils.compress``, can run these batches.
+        of :mod:`recsys_utils.token_encoder`, can run these batches.
 
         Yields:
             ``(rows, token_ids, padding_mask)``: ``rows`` ``(b,)`` int64

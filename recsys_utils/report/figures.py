@@ -108,9 +108,9 @@ def plot_fusion(metrics: Mapping[str, Any]):
 def plot_quantization(metrics: Mapping[str, Any], x: str = "size_mb"):
     """Quality against ``x`` (``size_mb`` or ``median_ms``), one panel per model (None if absent).
 
-    The same picture as notebook 06's ``compress.plot_tradeoff``, drawn here
-    because importing :mod:`recsys_utils.compress` loads TensorFlow, which the
-    report must not need.
+    The data notebook 06 draws with :func:`recsys_utils.plots.plot_tradeoff`,
+    laid out for the report: two panels a row at the report's width, and
+    neighbouring labels alternating above and below their points.
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
