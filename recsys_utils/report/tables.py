@@ -243,8 +243,8 @@ def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
     The rows notebook 06 stored, as it stored them: ``x_smaller`` and
     ``speedup`` (against the model's float32 row) were computed there by
-    :func:`recsys_utils.compress.size_quality_table` and are not recomputed
-    here (the report cannot import :mod:`recsys_utils.compress`, which loads
+    :func:`recsys_utils.tflite_variants.size_quality_table` and are not recomputed
+    here (the report cannot import :mod:`recsys_utils.tflite_variants`, which loads
     TensorFlow); a file without them shows them blank. Models in the order
     text encoder, towers, ranker; variants float32, float16, dynamic_int8,
     full_int8.

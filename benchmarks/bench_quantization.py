@@ -1,6 +1,6 @@
 """Benchmark: the MiniLM text encoder as TFLite float32 / float16 / dynamic int8 / full int8.
 
-    python benchmarks/bench_compress.py [--n 256] [--max-length 64] [--threads 2] [--rounds 3]
+    python benchmarks/bench_quantization.py [--n 256] [--max-length 64] [--threads 2] [--rounds 3]
 
 Exports the encoder's transformer with token-id inputs
 (``token_encoder.export_token_encoder``; tokenization stays in Python), converts it
@@ -51,7 +51,7 @@ def main() -> None:
     print(f"{len(texts)} texts from {source}; tokens per held-out text: median "
           f"{int(np.median(lengths))}, max {max(lengths)}; inputs padded/truncated to {args.bucket}")
 
-    work = Path(tempfile.mkdtemp(prefix="bench_compress_"))
+    work = Path(tempfile.mkdtemp(prefix="bench_quantization_"))
     saved = token_encoder.export_token_encoder(encoder, work / "encoder")
     rep = token_encoder.encoder_samples(encoder, calibration)  # each text at its own length, as served
     variants = [("float32", {}), ("float16", {}), ("dynamic_int8", {})]
