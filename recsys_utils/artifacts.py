@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -280,6 +281,31 @@ def load_features(artifact_dir: str | Path, name: str) -> np.ndarray:
 def model_dir(artifact_dir: str | Path, name: str) -> Path:
     """Where an exported model (a SavedModel directory or a .tflite file) lives."""
     return Path(artifact_dir) / MODELS_DIR / name
+
+
+class _KerasConfigNotice(logging.Filter):
+    """Drops tf-keras' "Model's `__init__()` arguments contain non-serializable objects" notice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "contain non-serializable objects" not in record.getMessage()
+
+
+def save_module(module: Any, directory: str | Path, signatures: Any, options: Any = None) -> None:
+    """``tf.saved_model.save`` for the course's serving modules, without tf-keras' config notice.
+
+    The modules hold Keras models built from trained objects (TFRS indexes, towers), which
+    have no ``get_config``; tf-keras then warns on every save. These SavedModels are served
+    through their ``signatures`` and never rebuilt as Keras models, so the notice says nothing
+    here. Any other message passes.
+    """
+    import tensorflow as tf
+
+    logger, notice = logging.getLogger("tensorflow"), _KerasConfigNotice()
+    logger.addFilter(notice)
+    try:
+        tf.saved_model.save(module, str(directory), signatures=signatures, options=options)
+    finally:
+        logger.removeFilter(notice)
 
 
 @contextlib.contextmanager

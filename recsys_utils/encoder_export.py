@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .artifacts import atomic_dir, save_module
 from .bert_checkpoint import CheckpointError
 
 if TYPE_CHECKING:
@@ -39,8 +40,8 @@ def export_encoder(encoder: TextEncoder, path: str | Path) -> Path:
     module.encoder_variables = [w.value for w in encoder.backbone.weights]
     module.serve = tf.function(encoder.strings_to_vectors,
                                input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    with atomic_dir(path) as tmp:
+        save_module(module, tmp, signatures={"serving_default": module.serve})
     return path
 
 

@@ -515,7 +515,7 @@ def export_ranking_model(result: RankingResult, data: RecData, path: Any, *,
     """
     from pathlib import Path
 
-    from .artifacts import atomic_dir
+    from .artifacts import atomic_dir, save_module
 
     module = _RankingModule(result.model, data.history_length, result.target == "click")
     train = data.examples["train"]
@@ -523,7 +523,7 @@ def export_ranking_model(result: RankingResult, data: RecData, path: Any, *,
                                               min(n_calibration, len(train["item"])),
                                               replace=False)
     with atomic_dir(path) as tmp:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.score})
+        save_module(module, tmp, signatures={"serving_default": module.score})
         np.savez(Path(tmp) / "calibration.npz", **{
             k: np.asarray(train[k][rows], np.float32 if k == "history_mask" else np.int32)
             for k in FEATURE_KEYS})

@@ -38,7 +38,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from . import metrics
-from .artifacts import atomic_dir
+from .artifacts import atomic_dir, save_module
 from .schema import DataError
 from .searcher import check_k, check_queries
 from .latency import time_requests
@@ -197,8 +197,8 @@ def _save(module: _SearchModule, path: str | Path, info: dict[str, Any],
     logger.setLevel("ERROR")  # Keras warns that the index layer has no get_config: not needed here
     try:
         with atomic_dir(path) as tmp:
-            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.search},
-                                options=options)
+            save_module(module, tmp, signatures={"serving_default": module.search},
+                        options=options)
             (tmp / "index.json").write_text(json.dumps(info, indent=2))
     finally:
         logger.setLevel(level)

@@ -57,7 +57,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from . import metrics
-from .artifacts import atomic_dir
+from .artifacts import atomic_dir, save_module
 from .features import RecData
 from .latency import Latency, time_requests
 from .retrieval import RetrievalResult
@@ -103,7 +103,11 @@ class UserQueryModel(tf.keras.Model):
         super().__init__(**kwargs)
         if result.model is None:
             raise DataError(f"variant {result.variant!r} has no query tower to serve")
-        self.retrieval_model = result.model
+        # The query tower's weights, and the computation that serves them (the item-bias column
+        # included). Tracking the whole RetrievalModel would ask Keras to serialize a model
+        # that is never called as a layer ("not built").
+        self.query_tower = result.model.query_tower
+        self._query_embedding = result.model.query_embedding
         known = data.vocab.user_ids[1:].astype(str)
         self.user_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -124,7 +128,7 @@ class UserQueryModel(tf.keras.Model):
             "hour": tf.cast((ts // 3600) % 24, tf.int32),
             "dow": tf.cast((ts // 86400 + 3) % 7, tf.int32),  # 1970-01-01: Thursday
         }
-        return self.retrieval_model.query_embedding(features)
+        return self._query_embedding(features)
 
 
 def _item_embeddings_and_ids(result: RetrievalResult, data: RecData) -> tuple[tf.Tensor, tf.Tensor]:
@@ -451,7 +455,7 @@ def export_serving_model(index: tfrs.layers.factorized_top_k.TopK, path: str | P
     is_scann = isinstance(index, tfrs.layers.factorized_top_k.ScaNN)
     options = tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS) if is_scann else None
     with atomic_dir(path) as tmp:
-        tf.saved_model.save(module, str(tmp), options=options, signatures={
+        save_module(module, tmp, options=options, signatures={
             "serving_default": module.recommend,
             "recommend_now": module.recommend_now,
         })
@@ -654,7 +658,7 @@ def export_towers(result: RetrievalResult, data: RecData, query_path: str | Path
              QUERY_INPUTS),
             ("item", _ItemTowerModule(result.model), item_path, ("item",))):
         with atomic_dir(path) as tmp:
-            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.embed})
+            save_module(module, tmp, signatures={"serving_default": module.embed})
             np.savez(Path(tmp) / "calibration.npz", **{
                 k: np.asarray(train[k][rows], np.float32 if k == "history_mask" else np.int32)
                 for k in keys})

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 
-from .artifacts import atomic_dir
+from .artifacts import atomic_dir, save_module
 from .schema import DataError
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def export_token_encoder(encoder: Any, path: str | Path) -> Path:
         tf.TensorSpec([None, None], tf.int32, name="padding_mask")])
     path = Path(path)
     with atomic_dir(path) as tmp:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+        save_module(module, tmp, signatures={"serving_default": module.serve})
     return path
 
 

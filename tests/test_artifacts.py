@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -238,3 +239,45 @@ def test_a_corrupt_manifest_is_reported_and_replaced(tmp_path, run_context):
     with pytest.warns(UserWarning, match="starting a new manifest"):
         artifacts.save_features(tmp_path, "item_text", np.eye(2, dtype=np.float32))
     assert list(artifacts.read_manifest(tmp_path)) == ["features/item_text.npy"]
+
+
+def test_save_module_drops_only_the_keras_config_notice(tmp_path):
+    import logging
+
+    import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    import tensorflow as tf
+
+    class Scorer(tf.keras.Model):  # an init argument Keras cannot serialize
+        def __init__(self, table: np.ndarray) -> None:
+            super().__init__()
+            self.table = tf.Variable(table)
+
+        def call(self, rows):
+            return tf.gather(self.table, rows)
+
+    module = tf.Module()
+    module.model = Scorer(np.eye(3, dtype=np.float32))
+    module.model(tf.constant([0]))  # built, as a trained model is
+    module.serve = tf.function(module.model.call,
+                               input_signature=[tf.TensorSpec([None], tf.int32)])
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    logger, collect = logging.getLogger("tensorflow"), Collect()
+    logger.addHandler(collect)
+    try:
+        tf.saved_model.save(module, str(tmp_path / "plain"), signatures=module.serve)
+        plain = list(messages)
+        messages.clear()
+        artifacts.save_module(module, tmp_path / "quiet", signatures=module.serve)
+        logger.warning("another warning")
+    finally:
+        logger.removeHandler(collect)
+    assert any("non-serializable objects" in m for m in plain), plain
+    assert messages == ["another warning"]
+    loaded = tf.saved_model.load(str(tmp_path / "quiet")).signatures["serving_default"]
+    out = next(iter(loaded(tf.constant([2], tf.int32)).values())).numpy()
+    np.testing.assert_array_equal(out, [[0.0, 0.0, 1.0]])
