@@ -122,8 +122,7 @@ _FUSION: dict[str, dict[str, Any]] = {
 # 0.05 0.068 / 0.060, a user id 0.057, stopping on NDCG@10 0.067. A content
 # tower over the fused vector + facts + the words >= 20 items share (TF-IDF)
 # reached 0.076 and tied EASE on test NDCG@10 (0.0615 vs 0.0628, interval
-# [-0.0069, +0.0046]), but its query tower lost 7% of Recall@10 in full int8
-# (notebook 06, smoke), so it is not a variant until that is solved.
+# [-0.0069, +0.0046]): it is the content_words / fused_words variant pair.
 _RETRIEVAL_BUDGET = dict(embedding_dim=64, learning_rate=0.002, optimizer="adam",
                          loss="full_softmax", item_bias=True, bias_dropout=0.5, log_q=False,
                          use_user_id=False, use_context=False, train_history="leave_one_out",

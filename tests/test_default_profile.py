@@ -9,7 +9,10 @@ clear today with room to spare:
 
 * the carried two-tower model beats popularity on warm Recall@10 by
   ``WARM_MARGIN`` and reaches ``CLASSIC_SHARE`` of the best classic
-  reference's NDCG@10 (EASE / item-kNN / BPR chosen on validation);
+  reference's NDCG@10 (EASE / item-kNN / BPR chosen on validation; measured
+  0.98 of EASE, a tie with interval [-0.0069, +0.0046], when `content_words`
+  joined the variants) and does not lose to it on Recall@10 or NDCG@10 (each
+  difference's 95% interval reaches zero);
 * the content-bearing towers rank cold-start items (fused over id by
   ``COLD_MARGIN``, Recall@50 over the whole catalogue);
 * some shift of new items beats the training-free content profile on warm
@@ -25,7 +28,7 @@ from recsys_utils import artifacts
 pytestmark = [pytest.mark.notebook, pytest.mark.default_profile]
 
 WARM_MARGIN = 0.03
-CLASSIC_SHARE = 0.85
+CLASSIC_SHARE = 0.93
 COLD_MARGIN = 0.05
 
 
@@ -43,6 +46,12 @@ def test_default_profile_towers_against_the_references(retrieval_metrics):
     ndcg = [c for c in m["comparisons"] if c["split"] == "test" and c["metric"] == "ndcg@10"][0]
     assert ndcg["a"] == carried and ndcg["b"] in ("ease", "item_knn", "bpr")
     assert ndcg["value_a"] >= CLASSIC_SHARE * ndcg["value_b"], ndcg
+    # Not a loss: on Recall@10 and NDCG@10 the 95% paired interval of (carried - best classic)
+    # reaches zero (measured [-0.0135, +0.0074] and [-0.0069, +0.0046]).
+    for metric in ("recall@10", "ndcg@10"):
+        comparison = [c for c in m["comparisons"]
+                      if c["split"] == "test" and c["metric"] == metric and c["a"] == carried][0]
+        assert comparison["high"] >= 0.0, comparison
 
 
 def test_default_profile_content_towers_rank_cold_items(retrieval_metrics):

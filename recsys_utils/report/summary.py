@@ -61,7 +61,8 @@ _MODEL_NAMES = {"popularity": "popularity", "id": "the ID-only tower", "item_knn
                 "ease": "EASE", "bpr": "BPR", "content_text": "the text tower",
                 "content_facts": "the facts-only tower", "content_profile": "the content profile",
                 "content": "the content tower", "fused": "the fused tower",
-                "fused_text": "the fused text tower", "oracle": "the oracle"}
+                "fused_text": "the fused text tower", "content_words": "the content tower with words",
+                "fused_words": "the fused tower with words", "oracle": "the oracle"}
 
 
 def _words(variant: str) -> str:
