@@ -122,7 +122,9 @@ _FUSION: dict[str, dict[str, Any]] = {
 # 0.05 0.068 / 0.060, a user id 0.057, stopping on NDCG@10 0.067. A content
 # tower over the fused vector + facts + the words >= 20 items share (TF-IDF)
 # reached 0.076 and tied EASE on test NDCG@10 (0.0615 vs 0.0628, interval
-# [-0.0069, +0.0046]): it is the content_words / fused_words variant pair.
+# [-0.0069, +0.0046]): it is the content_words variant. Its id + words twin
+# (fused_words) was below it here (warm NDCG@10 0.0580, cold Recall@50 0.056 vs
+# 0.119), the validation choice on no data set, and about 30 s of notebook 04.
 _RETRIEVAL_BUDGET = dict(embedding_dim=64, learning_rate=0.002, optimizer="adam",
                          loss="full_softmax", item_bias=True, bias_dropout=0.5, log_q=False,
                          use_user_id=False, use_context=False, train_history="leave_one_out",
@@ -156,6 +158,9 @@ _RETRIEVAL: dict[str, dict[str, Any]] = {
                   # Patience in steps about as long as the default's (5 x 100 vs 3 x 200): the id
                   # tower sits at the popularity level for its first ~400 steps (the item bias
                   # learns first), and patience 2 stopped it there (best epoch 1, below popularity).
+                  # At most 9 epochs instead of 12 saved little time on MovieLens (299 s vs 314 s
+                  # for notebook 04) and lost quality: the validation choice became `id`, which
+                  # lost to EASE on NDCG@10 (-0.0129 [-0.0248, -0.0009]; `fused` had tied).
                   budget=dict(_RETRIEVAL_BUDGET, epochs=12, patience=5, batch_size=256,
                               learning_rate=0.003),
                   # 5 epochs reach top-100 0.370 on the tutorial's rows (10: 0.372; 3: 0.358).

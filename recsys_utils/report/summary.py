@@ -62,7 +62,7 @@ _MODEL_NAMES = {"popularity": "popularity", "id": "the ID-only tower", "item_knn
                 "content_facts": "the facts-only tower", "content_profile": "the content profile",
                 "content": "the content tower", "fused": "the fused tower",
                 "fused_text": "the fused text tower", "content_words": "the content tower with words",
-                "fused_words": "the fused tower with words", "oracle": "the oracle"}
+                "oracle": "the oracle"}
 
 
 def _words(variant: str) -> str:
