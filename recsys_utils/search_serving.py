@@ -192,16 +192,9 @@ def _check_vectors(item_vectors: np.ndarray, item_ids: Sequence[str]) -> np.ndar
 
 def _save(module: _SearchModule, path: str | Path, info: dict[str, Any],
           options: tf.saved_model.SaveOptions | None) -> Path:
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")  # Keras warns that the index layer has no get_config: not needed here
-    try:
-        with atomic_dir(path) as tmp:
-            save_module(module, tmp, signatures={"serving_default": module.search},
-                        options=options)
-            (tmp / "index.json").write_text(json.dumps(info, indent=2))
-    finally:
-        logger.setLevel(level)
+    with atomic_dir(path) as tmp:
+        save_module(module, tmp, signatures={"serving_default": module.search}, options=options)
+        (tmp / "index.json").write_text(json.dumps(info, indent=2))
     return Path(path)
 
 
