@@ -12,29 +12,19 @@ from __future__ import annotations
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from recsys_utils import features as F
 from recsys_utils import serving as S
 from recsys_utils import two_tower
+from recsys_utils.tflite_conversion import TFLiteRunner, convert_saved_model, load_calibration
 
 
-def _full_int8(saved_model_dir, calibration: dict[str, np.ndarray]) -> tf.lite.Interpreter:
-    def representative():
-        for i in range(len(next(iter(calibration.values())))):
-            yield {k: v[i:i + 1] for k, v in calibration.items()}
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    interpreter = tf.lite.Interpreter(model_content=converter.convert())
-    return interpreter
-
-
-def _embed(interpreter: tf.lite.Interpreter, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    runner = interpreter.get_signature_runner()
-    return np.concatenate([runner(**{k: v[i:i + 1] for k, v in inputs.items()})["embedding"]
-                           for i in range(len(next(iter(inputs.values()))))])
+def _full_int8(saved_model_dir) -> TFLiteRunner:
+    """The exported tower in full int8, calibrated on its calibration.npz, as notebook 06 does."""
+    result = convert_saved_model(saved_model_dir, "full_int8",
+                                 representative_data=load_calibration(saved_model_dir))
+    assert result.ok, result.error
+    return TFLiteRunner(result.path)
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +40,13 @@ def towers(tmp_path_factory):
     return data, result, root
 
 
-def _calibration(path) -> dict[str, np.ndarray]:
-    with np.load(path / "calibration.npz") as npz:
-        return {k: npz[k] for k in npz.files}
-
-
 def test_full_int8_query_tower_keeps_the_bias_column_at_one(towers):
     data, result, root = towers
     queries = data.queries("test")
     inputs = {k: np.asarray(queries.features[k])[:40] for k in S.QUERY_INPUTS}
     exact = result.query_embeddings(inputs)
     assert np.allclose(exact[:, -1], 1.0)
-    quantized = _embed(_full_int8(root / "query", _calibration(root / "query")), inputs)
+    quantized = _full_int8(root / "query").predict(inputs)
     # One int8 step of the output's range is about max|q| / 127; the 1 must not move by more.
     step = np.abs(exact).max() / 127
     assert np.abs(quantized[:, -1] - 1.0).max() <= 2 * step, quantized[:, -1]
@@ -73,8 +58,8 @@ def test_full_int8_towers_keep_the_scores(towers):
     inputs = {k: np.asarray(queries.features[k])[:40] for k in S.QUERY_INPUTS}
     items = {"item": np.arange(data.n_items, dtype=np.int32)}
     exact = result.query_embeddings(inputs) @ result.item_embeddings().T
-    query = _embed(_full_int8(root / "query", _calibration(root / "query")), inputs)
-    item = _embed(_full_int8(root / "item", _calibration(root / "item")), items)
+    query = _full_int8(root / "query").predict(inputs)
+    item = _full_int8(root / "item").predict(items)
     error = query @ item.T - exact
     # Quantization noise, not a rescaled bias: 2.3% of the scores' spread here, 4.6% with
     # the ones_like column.
