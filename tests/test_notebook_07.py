@@ -83,6 +83,7 @@ def test_exported_search_model_answers_raw_strings(series_runs, dataset):
     assert set(ids.ravel()) <= items
 
 
+@pytest.mark.xdist_group("series-movielens-100k")  # the series it reads
 def test_movielens_has_no_queries_and_says_so(series_runs):
     m, artifact_dir = _metrics(series_runs, "movielens-100k")
     assert m["has_queries"] is False

@@ -112,6 +112,7 @@ def test_08_report_has_every_model_and_a_verdict_for_every_claim(series_runs, da
         assert (run_dir / evaluation["report"]["markdown"]).with_name(png).is_file(), png
 
 
+@pytest.mark.xdist_group("series-synthetic")  # the series it reads
 def test_08_runs_without_the_quantization_metrics(series_runs, tmp_path):
     source = series_runs.upto("synthetic", "08")
     run_dir = tmp_path / "run"
