@@ -14,7 +14,7 @@ base64), each written atomically.
 
 The modules, one job each (import the names from here):
 
-- ``_read``: the notebook stems, the helpers that read a metrics dict, and
+- :mod:`.reading`: the notebook stems, the helpers that read a metrics dict, and
   :func:`mixed_runs` (do the files come from one run?);
 - :mod:`.tables`: one DataFrame per stage (data, retrieval, ranking, fusion, ...);
 - :mod:`.rules`: the claims, the rule of each verdict and its thresholds;
@@ -26,11 +26,11 @@ The modules, one job each (import the names from here):
 
 from __future__ import annotations
 
-from ._read import (DATA, EVALUATION, FUSION, QUANTIZATION, RANKING, RETRIEVAL, RUN_FIELDS, SEARCH,
-                    STAGES, TEXT, mixed_runs)
 from .claims import claims_table, quantization_checks
 from .figures import (default_figures, figure_png, plot_chain, plot_fusion, plot_quantization,
                       plot_retrieval, plot_search)
+from .reading import (DATA, EVALUATION, FUSION, QUANTIZATION, RANKING, RETRIEVAL, RUN_FIELDS,
+                      SEARCH, STAGES, TEXT, mixed_runs)
 from .render import REPORT_DIR, report_dir, write_report
 from .rules import (ABS_TOLERANCE, ANN_BENCHMARK, CLAIM_RULES, CLAIMS, MAX_REALTIME_P95_MS,
                     MAX_RELATIVE_QUALITY_LOSS, MIN_ANN_ITEMS, MIN_ANN_RECALL, MIN_ANN_SPEEDUP,

@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from ._read import (DATA, FUSION, QUANTIZATION, RETRIEVAL, SEARCH, TEXT, _dataset, _get, _Missing,
-                    _num, _retrieval_rows, _stage, _table)
+from .reading import (DATA, FUSION, QUANTIZATION, RETRIEVAL, SEARCH, TEXT, Missing, dataset_name,
+                      lookup, num, retrieval_rows, stage_summary, table_or_note)
 from .rules import (ABS_TOLERANCE, ANN_BENCHMARK, CLAIMS, MAX_REALTIME_P95_MS,
                     MAX_RELATIVE_QUALITY_LOSS, MIN_ANN_ITEMS, MIN_ANN_RECALL, MIN_ANN_SPEEDUP,
                     MIN_COSINE, MIN_MEASURABLE_MS, MIN_SPEEDUP, MIN_X_SMALLER, NOT_MEASURABLE,
@@ -90,14 +90,14 @@ class _Joint:
 def _best_of(values: Mapping[str, float]) -> tuple[str, float]:
     finite = {k: v for k, v in values.items() if math.isfinite(v)}
     if not finite:
-        raise _Missing("no comparable baseline")
+        raise Missing("no comparable baseline")
     name = max(finite, key=finite.get)
     return name, finite[name]
 
 
 def _setting_value(rows: Mapping[str, Any], variant: str, setting: str, metric: str) -> float:
     try:
-        return _num(rows[variant][setting][metric])
+        return num(rows[variant][setting][metric])
     except KeyError:
         return float("nan")
 
@@ -109,7 +109,7 @@ def _interval_row(metrics: Mapping[str, Any], better: str, other: str, setting: 
                   metric: str = "recall@50") -> Mapping[str, Any] | None:
     """Notebook 04's paired comparison of ``better`` with ``other`` (test users), if it made one."""
     split = _SPLIT_OF_SETTING.get(setting)
-    for row in _stage(metrics, RETRIEVAL).get("intervals") or ():
+    for row in stage_summary(metrics, RETRIEVAL).get("intervals") or ():
         if (row.get("a"), row.get("b"), row.get("split"), row.get("metric")) == (
                 better, other, split, metric):
             return row
@@ -120,7 +120,7 @@ def _interval(metrics: Mapping[str, Any], better: str, other: str, setting: str,
               metric: str = "recall@50") -> tuple[float, float] | None:
     """Notebook 04's bootstrap interval of ``better - other`` (test users), if it measured one."""
     row = _interval_row(metrics, better, other, setting, metric)
-    return None if row is None else (_num(row["low"]), _num(row["high"]))
+    return None if row is None else (num(row["low"]), num(row["high"]))
 
 
 def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -128,11 +128,11 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
     reasons: list[str] = []
     recommendation: list[_Comparison] = []
     try:
-        rows = _retrieval_rows(metrics)
+        rows = retrieval_rows(metrics)
         absent = [v for v in ("content_text", "content_facts") if v not in rows]
         if absent:  # every profile trains both (text_variants=True): an incomplete run
-            raise _Missing(f"notebook 04 trained no {' or '.join(absent)} model (its profile "
-                           "has no text variants)")
+            raise Missing(f"notebook 04 trained no {' or '.join(absent)} model (its profile "
+                          "has no text variants)")
         # The clean test: the same content tower with and without the MiniLM vectors.
         for setting in ("warm", "cold (all items)"):
             recommendation.append(_Comparison(
@@ -149,23 +149,23 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
                     "TF-IDF text + facts tower",
                     _setting_value(rows, "content_tfidf", setting, "recall@50"), "Recall@50",
                     _interval(metrics, "content_text", "content_tfidf", setting)))
-    except _Missing as missing:
+    except Missing as missing:
         reasons.append(str(missing))
     comparisons += recommendation
     try:
-        few = _get(metrics, TEXT, "few_shot_probe_mean")
-        full = _get(metrics, TEXT, "full_probe_mean")
-        few_c = _Comparison("notebook 02 probe, 5 labels per class", "MiniLM", _num(few.get("MiniLM")),
-                            "TF-IDF", _num(few.get("TF-IDF")), "accuracy")
-        full_c = _Comparison("all labels", "MiniLM", _num(full.get("MiniLM")), "TF-IDF",
-                             _num(full.get("TF-IDF")), "accuracy")
+        few = lookup(metrics, TEXT, "few_shot_probe_mean")
+        full = lookup(metrics, TEXT, "full_probe_mean")
+        few_c = _Comparison("notebook 02 probe, 5 labels per class", "MiniLM", num(few.get("MiniLM")),
+                            "TF-IDF", num(few.get("TF-IDF")), "accuracy")
+        full_c = _Comparison("all labels", "MiniLM", num(full.get("MiniLM")), "TF-IDF",
+                             num(full.get("TF-IDF")), "accuracy")
         comparisons.append(_Joint(few_c, full_c))
-    except _Missing as missing:
+    except Missing as missing:
         reasons.append(str(missing))
     try:
         comparisons.append(_search_comparison(metrics, "dense", "bm25",
                                               "notebook 07, test queries", "dense (MiniLM)", "BM25"))
-    except _Missing as missing:
+    except Missing as missing:
         reasons.append(str(missing))
     measured = [c for c in comparisons if c.outcome != "not measured"]
     evidence = "; ".join([c.describe() for c in comparisons]
@@ -200,14 +200,14 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def _search_comparison(metrics: Mapping[str, Any], better: str, other: str, label: str,
                        better_name: str, other_name: str) -> _Comparison:
-    m = _stage(metrics, SEARCH)
+    m = stage_summary(metrics, SEARCH)
     if m.get("has_queries") is False:
-        raise _Missing(f"notebook 07: {m.get('note') or 'no search queries on this data set'}")
-    test = _get(metrics, SEARCH, "test")
+        raise Missing(f"notebook 07: {m.get('note') or 'no search queries on this data set'}")
+    test = lookup(metrics, SEARCH, "test")
     if better not in test or other not in test:
-        raise _Missing(f"metrics/{SEARCH}.json has no {better!r} or {other!r} results")
-    return _Comparison(label, better_name, _num(test[better].get("all", {}).get("ndcg@10")),
-                       other_name, _num(test[other].get("all", {}).get("ndcg@10")), "NDCG@10")
+        raise Missing(f"metrics/{SEARCH}.json has no {better!r} or {other!r} results")
+    return _Comparison(label, better_name, num(test[better].get("all", {}).get("ndcg@10")),
+                       other_name, num(test[other].get("all", {}).get("ndcg@10")), "NDCG@10")
 
 
 _SEARCH_NAMES = {"bm25": "BM25 (words alone)", "dense": "zero-shot dense (MiniLM text alone)"}
@@ -217,23 +217,23 @@ def _planted(metrics: Mapping[str, Any]) -> bool:
     """Is notebook 03's content task the synthetic generator's planted one?"""
     fusion = metrics.get(FUSION)
     dataset = fusion.get("dataset") if isinstance(fusion, Mapping) else None
-    return (dataset or _dataset(metrics)) == "synthetic"
+    return (dataset or dataset_name(metrics)) == "synthetic"
 
 
 def _content_task_comparison(metrics: Mapping[str, Any]) -> _Comparison:
     """Notebook 03: best fusion vs best single modality on the held-out content task."""
-    m = _stage(metrics, FUSION)
-    best, single = _get(metrics, FUSION, "best_fusion"), _get(metrics, FUSION, "best_single")
+    m = stage_summary(metrics, FUSION)
+    best, single = lookup(metrics, FUSION, "best_fusion"), lookup(metrics, FUSION, "best_single")
     images = (m.get("images") or {}).get("present", None)
     label = "notebook 03, held-out content task" + (
         " (no images on this data set: text + attributes)" if images == 0 else "")
-    return _Comparison(label, f"best fusion ({best})", _num(m.get("best_fusion_score")),
-                       f"best single modality ({single})", _num(m.get("best_single_score")),
+    return _Comparison(label, f"best fusion ({best})", num(m.get("best_fusion_score")),
+                       f"best single modality ({single})", num(m.get("best_single_score")),
                        str(m.get("metric", "NDCG@10")).replace("ndcg", "NDCG"))
 
 
 def _planted_relevance(metrics: Mapping[str, Any]) -> str:
-    relevance = ((_stage(metrics, FUSION).get("task") or {}).get("relevance")) or []
+    relevance = ((stage_summary(metrics, FUSION).get("task") or {}).get("relevance")) or []
     return " + ".join(map(str, relevance)) or "the planted attributes"
 
 
@@ -246,45 +246,45 @@ def fusion_comparisons(metrics: Mapping[str, Any]) -> dict[str, _Comparison | st
     """
     parts: dict[str, _Comparison | str] = {}
     try:
-        rows = _retrieval_rows(metrics)
+        rows = retrieval_rows(metrics)
         if "fused" not in rows:
-            raise _Missing(f"metrics/{RETRIEVAL}.json has no fused model")
+            raise Missing(f"metrics/{RETRIEVAL}.json has no fused model")
         singles = [v for v in UNFUSED if v in rows]
         for part, setting in (("warm", "warm"), ("cold", "cold (all items)")):
             try:
                 name, value = _best_of({v: _setting_value(rows, v, setting, "recall@50")
                                         for v in singles})
-            except _Missing as missing:
+            except Missing as missing:
                 parts[part] = str(missing)
                 continue
             fused, label = _setting_value(rows, "fused", setting, "recall@50"), f"notebook 04, {setting}"
             row = _interval_row(metrics, "fused", name, setting)
             if row is not None and row.get("new_item_shift") is not None:
                 # A profile gives new items many slots; notebook 04 compared the tower at its share.
-                fused, value = _num(row["value_a"]), _num(row["value_b"])
+                fused, value = num(row["value_a"]), num(row["value_b"])
                 label += f", the fused tower at {name}'s share of new items in the top 50"
             parts[part] = _Comparison(label, "fused tower", fused, f"best unfused model ({name})",
                                       value, "Recall@50", _interval(metrics, "fused", name, setting))
-    except _Missing as missing:
+    except Missing as missing:
         parts["warm"] = parts["cold"] = str(missing)
     try:
-        m = _stage(metrics, SEARCH)
+        m = stage_summary(metrics, SEARCH)
         if m.get("has_queries") is False:
-            raise _Missing(f"notebook 07: {m.get('note') or 'no search queries on this data set'}")
-        test = _get(metrics, SEARCH, "test")
+            raise Missing(f"notebook 07: {m.get('note') or 'no search queries on this data set'}")
+        test = lookup(metrics, SEARCH, "test")
         if "two_tower" not in test:
-            raise _Missing(f"metrics/{SEARCH}.json has no 'two_tower' results")
-        name, value = _best_of({k: _num(test[k].get("all", {}).get("ndcg@10"))
+            raise Missing(f"metrics/{SEARCH}.json has no 'two_tower' results")
+        name, value = _best_of({k: num(test[k].get("all", {}).get("ndcg@10"))
                                 for k in _SEARCH_NAMES if k in test})
         parts["search"] = _Comparison(
             "notebook 07, test queries", "two-tower search model over the fused item features",
-            _num(test["two_tower"].get("all", {}).get("ndcg@10")),
+            num(test["two_tower"].get("all", {}).get("ndcg@10")),
             f"better single method, {_SEARCH_NAMES[name]}", value, "NDCG@10")
-    except _Missing as missing:
+    except Missing as missing:
         parts["search"] = str(missing)
     try:
         parts["content task"] = _content_task_comparison(metrics)
-    except _Missing as missing:
+    except Missing as missing:
         parts["content task"] = str(missing)
     return parts
 
@@ -327,18 +327,18 @@ def _claim_fusion(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def _claim_attention(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
     try:
-        models = _get(metrics, FUSION, "models")
-        metric = str(_stage(metrics, FUSION).get("metric", "ndcg@10"))
+        models = lookup(metrics, FUSION, "models")
+        metric = str(stage_summary(metrics, FUSION).get("metric", "ndcg@10"))
         if "attention" not in models:
-            raise _Missing("notebook 03 trained no attention fusion")
-        simpler = {k: _num(models[k].get(metric)) for k in ("concat", "gated") if k in models}
+            raise Missing("notebook 03 trained no attention fusion")
+        simpler = {k: num(models[k].get(metric)) for k in ("concat", "gated") if k in models}
         if not simpler:
-            raise _Missing("notebook 03 trained no concatenation or gated fusion")
+            raise Missing("notebook 03 trained no concatenation or gated fusion")
         name, value = _best_of(simpler)
         comparison = _Comparison("notebook 03, held-out content task", "attention",
-                                 _num(models["attention"].get(metric)), f"best simpler fusion ({name})",
+                                 num(models["attention"].get(metric)), f"best simpler fusion ({name})",
                                  value, metric)
-    except _Missing as missing:
+    except Missing as missing:
         return NOT_MEASURABLE, f"not measured: {missing}", str(missing)
     if comparison.outcome == "not measured":
         return NOT_MEASURABLE, comparison.describe(), "a score is missing"
@@ -403,7 +403,7 @@ def _rounds(row: Any) -> tuple[float, float] | None:
     """(fastest, slowest) round median notebook 06 recorded for a variant, if it did."""
     if not isinstance(row, Mapping):
         return None
-    low, high = _num(row.get("round_min_ms")), _num(row.get("round_max_ms"))
+    low, high = num(row.get("round_min_ms")), num(row.get("round_max_ms"))
     return (low, high) if math.isfinite(low) and math.isfinite(high) else None
 
 
@@ -437,7 +437,7 @@ def quantization_checks(metrics: Mapping[str, Any]) -> pd.DataFrame:
     def build() -> pd.DataFrame:
         table = quantization_table(metrics)
         if table.empty:
-            raise _Missing(table.attrs.get("note", "no quantization table"))
+            raise Missing(table.attrs.get("note", "no quantization table"))
         rows = {}
         for model, part in table.groupby("model", sort=False):
             ref = part[part["variant"] == "float32"]
@@ -451,24 +451,24 @@ def quantization_checks(metrics: Mapping[str, Any]) -> pd.DataFrame:
             if candidates.empty:  # no int8 conversion worked: the claim fails for this model
                 rows[model] = _not_judged("none converted", "not measured", False)
                 continue
-            ref_quality = _num(ref["quality"].iloc[0]) if "quality" in ref else float("nan")
-            ref_ms = _num(ref["median_ms"].iloc[0]) if "median_ms" in ref else float("nan")
+            ref_quality = num(ref["quality"].iloc[0]) if "quality" in ref else float("nan")
+            ref_ms = num(ref["median_ms"].iloc[0]) if "median_ms" in ref else float("nan")
             best = None
-            intervals = ((_stage(metrics, QUANTIZATION).get("towers") or {}).get(
+            intervals = ((stage_summary(metrics, QUANTIZATION).get("towers") or {}).get(
                 "recall_difference_interval") or {}) if model == "towers" else {}
             for _, row in candidates.iterrows():
                 interval = intervals.get(row["variant"])
                 quality_ok, quality = _quality_check(
-                    str(row.get("quality_metric", "")), ref_quality, _num(row.get("quality")),
-                    None if interval is None else (_num(interval[0]), _num(interval[1])))
-                raw = _stage(metrics, QUANTIZATION).get("variants") or {}
+                    str(row.get("quality_metric", "")), ref_quality, num(row.get("quality")),
+                    None if interval is None else (num(interval[0]), num(interval[1])))
+                raw = stage_summary(metrics, QUANTIZATION).get("variants") or {}
                 latency_ok, latency = _latency_check(
-                    ref_ms, _num(row.get("speedup")), _rounds(raw.get(f"{model}|{row['variant']}")),
+                    ref_ms, num(row.get("speedup")), _rounds(raw.get(f"{model}|{row['variant']}")),
                     _rounds(raw.get(f"{model}|float32")))
-                x_smaller = _num(row.get("x_smaller"))
+                x_smaller = num(row.get("x_smaller"))
                 size_ok = bool(x_smaller >= MIN_X_SMALLER) if math.isfinite(x_smaller) else None
                 checks = {"int8 variant": row["variant"], "x smaller": x_smaller,
-                          "speed-up": _num(row.get("speedup")), "latency": latency,
+                          "speed-up": num(row.get("speedup")), "latency": latency,
                           "quality": quality, "size ok": size_ok, "latency ok": latency_ok,
                           "quality ok": quality_ok}
                 outcomes = [checks[k] for k in ("size ok", "latency ok", "quality ok")]
@@ -482,14 +482,14 @@ def quantization_checks(metrics: Mapping[str, Any]) -> pd.DataFrame:
                     best = (score, checks)
             rows[model] = best[1]
         if not rows:
-            raise _Missing(f"metrics/{QUANTIZATION}.json has no model with float32 and int8 variants")
+            raise Missing(f"metrics/{QUANTIZATION}.json has no model with float32 and int8 variants")
         frame = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
         frame = frame.astype({k: object for k in ("size ok", "latency ok", "quality ok", "all ok")})
         frame.attrs["note"] = (f"Latency ok is blank when the model's float32 median is below "
                                f"{MIN_MEASURABLE_MS:g} ms: its latency is not measurable here, and "
                                "neither is its verdict unless size or quality fails.")
         return frame
-    return _table(build)
+    return table_or_note(build)
 
 
 def _claim_quantization(metrics: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
@@ -512,7 +512,7 @@ def _claim_quantization(metrics: Mapping[str, Any]) -> dict[str, tuple[str, str,
         failed = [name for name, key in names if row[key] is False]
         unmeasured = [name for name, key in names if row[key] is None]
         passed = [name for name, key in names if row[key] is True]
-        size = (f"{row['x smaller']:.1f}x smaller" if math.isfinite(_num(row["x smaller"]))
+        size = (f"{row['x smaller']:.1f}x smaller" if math.isfinite(num(row["x smaller"]))
                 else "size ratio not measured")
         outcome = (f"fails {', '.join(failed)}" if failed else
                    f"{' and '.join(unmeasured)} not measurable here" if unmeasured else
@@ -524,7 +524,7 @@ def _claim_quantization(metrics: Mapping[str, Any]) -> dict[str, tuple[str, str,
             f"fails {', '.join(failed)}" if failed else "",
             f"{' and '.join(unmeasured)} not measurable" if unmeasured else "") if part)
         because += f" ({row['int8 variant']}: {size}"
-        speed = _num(row["speed-up"])
+        speed = num(row["speed-up"])
         because += (f", {speed:.2f}x speed" if row["latency ok"] is not None and math.isfinite(speed)
                     else "") + ")"
         if row["latency ok"] is None and str(row["latency"]).startswith("float32 median"):
@@ -544,12 +544,12 @@ def _check(value: float, passes: Callable[[float], bool], describe: Callable[[fl
 
 def _served_leaves(scann: Mapping[str, Any]) -> tuple[float, float]:
     """(leaves the served index searches, leaves the index has), from notebook 04's sweep."""
-    searched = _num(scann.get("num_leaves_to_search"))
+    searched = num(scann.get("num_leaves_to_search"))
     total = float("nan")
     for row in scann.get("sweep") or []:
         if isinstance(row, Mapping) and row.get("index") == "scann":
-            if _num(row.get("num_leaves_to_search")) == searched or not math.isfinite(total):
-                total = _num(row.get("num_leaves"))
+            if num(row.get("num_leaves_to_search")) == searched or not math.isfinite(total):
+                total = num(row.get("num_leaves"))
     return searched, total
 
 
@@ -568,8 +568,8 @@ def _catalogue_size(metrics: Mapping[str, Any]) -> float:
     """Items in the catalogue: notebook 01's count, else notebook 07's (NaN if neither ran)."""
     for stage in (DATA, SEARCH):
         summary = metrics.get(stage)
-        if isinstance(summary, Mapping) and math.isfinite(_num(summary.get("n_items"))):
-            return _num(summary["n_items"])
+        if isinstance(summary, Mapping) and math.isfinite(num(summary.get("n_items"))):
+            return num(summary["n_items"])
     return float("nan")
 
 
@@ -586,40 +586,40 @@ def _claim_search(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
     # Each check: (part of notebook 04?, passed: True / False / None = not measurable, words).
     checks: list[tuple[bool, bool | None, str]] = []
     try:
-        scann = _get(metrics, RETRIEVAL, "scann")
-    except _Missing as missing:
+        scann = lookup(metrics, RETRIEVAL, "scann")
+    except Missing as missing:
         return NOT_MEASURABLE, f"not measured: {missing}", str(missing)
     latency = scann.get("latency_ms") or {}
     served, brute = latency.get("ScaNN") or {}, latency.get("brute force") or {}
-    checks.append((True, *_check(_num(scann.get("recall@10_vs_brute_force")),
+    checks.append((True, *_check(num(scann.get("recall@10_vs_brute_force")),
                                  lambda r: r >= MIN_ANN_RECALL,
                                  lambda r: f"notebook 04 ScaNN index: {r:.3f} of the exact top 10 returned",
                                  "notebook 04 ScaNN recall")))
-    brute_p95 = _num(brute.get("p95_ms"))
+    brute_p95 = num(brute.get("p95_ms"))
     beside = (f" vs brute force {brute_p95:.2f} ms on the same requests"
               if math.isfinite(brute_p95) else ", brute force's not measured")
-    checks.append((True, *_check(_num(served.get("p95_ms")), lambda p: p <= MAX_REALTIME_P95_MS,
+    checks.append((True, *_check(num(served.get("p95_ms")), lambda p: p <= MAX_REALTIME_P95_MS,
                                  lambda p: f"p95 latency {p:.2f} ms{beside}",
                                  "notebook 04 ScaNN p95 latency")))
-    checks.append((True, *_speed_check(_num(served.get("median_ms")), _num(brute.get("median_ms")))))
+    checks.append((True, *_speed_check(num(served.get("median_ms")), num(brute.get("median_ms")))))
     checks.append((True, *_leaves_check(*_served_leaves(scann))))
     notes = []
     try:
-        m = _stage(metrics, SEARCH)
+        m = stage_summary(metrics, SEARCH)
         if m.get("has_queries") is not False and m.get("served_overlap_at_k") is not None:
             label = "notebook 07 served ScaNN search model (query encoding included)"
-            checks.append((False, *_check(_num(m["served_overlap_at_k"]),
+            checks.append((False, *_check(num(m["served_overlap_at_k"]),
                                           lambda r: r >= MIN_ANN_RECALL,
                                           lambda r: f"{label}: {r:.3f} of the exact top 10 returned",
                                           f"{label} recall")))
-            checks.append((False, *_check(_num((m.get("served_latency_ms") or {}).get("p95_ms")),
+            checks.append((False, *_check(num((m.get("served_latency_ms") or {}).get("p95_ms")),
                                           lambda p: p <= MAX_REALTIME_P95_MS,
                                           lambda p: f"p95 latency {p:.2f} ms", f"{label} p95 latency")))
             index = m.get("served_index") or {}
             if index:
-                checks.append((False, *_leaves_check(_num(index.get("num_leaves_to_search")),
-                                                     _num(index.get("num_leaves")))))
-    except _Missing as missing:
+                checks.append((False, *_leaves_check(num(index.get("num_leaves_to_search")),
+                                                     num(index.get("num_leaves")))))
+    except Missing as missing:
         notes.append(f"search not measured: {missing}")
     words = [w for _, _, w in checks] + notes
     n_items = _catalogue_size(metrics)
@@ -640,9 +640,9 @@ def _claim_search(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
         return NOT_SUPPORTED, evidence, "fails: " + "; ".join(failed)
     if any(ok is None for core, ok, _ in checks if core):
         return NOT_MEASURABLE, evidence, "a notebook 04 measurement is missing"
-    return SUPPORTED, evidence, (f"{_num(scann.get('recall@10_vs_brute_force')):.3f} of the exact "
-                                 f"top 10, p95 {_num(served.get('p95_ms')):.2f} ms, "
-                                 f"{_num(brute.get('median_ms')) / _num(served.get('median_ms')):.1f}x "
+    return SUPPORTED, evidence, (f"{num(scann.get('recall@10_vs_brute_force')):.3f} of the exact "
+                                 f"top 10, p95 {num(served.get('p95_ms')):.2f} ms, "
+                                 f"{num(brute.get('median_ms')) / num(served.get('median_ms')):.1f}x "
                                  "brute force's speed")
 
 
@@ -707,7 +707,7 @@ def claims_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     for claim_id, text in CLAIMS.items():
         try:
             result = _CLAIM_TESTS[claim_id](metrics)
-        except _Missing as missing:  # defensive: every test catches its own
+        except Missing as missing:  # defensive: every test catches its own
             result = (NOT_MEASURABLE, f"not measured: {missing}", str(missing))
         per_model = result if isinstance(result, Mapping) else {"": result}
         for model, (verdict, evidence, because) in per_model.items():

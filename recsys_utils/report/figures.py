@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from ._read import FUSION, _dataset
+from .reading import FUSION, dataset_name
 from .tables import chain_table, fusion_table, quantization_table, retrieval_table, search_table
 
 
@@ -58,7 +58,7 @@ def plot_retrieval(metrics: Mapping[str, Any], metric: str = "recall@50"):
     ax.set_yticks(y, labels)
     ax.invert_yaxis()  # notebook 04's order, top to bottom
     ax.set_xlabel(metric.replace("recall", "Recall").replace("ndcg", "NDCG") + " (test users)")
-    ax.set_title(f"Retrieval over the full catalogue ({_dataset(metrics)})")
+    ax.set_title(f"Retrieval over the full catalogue ({dataset_name(metrics)})")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, frameon=True)
     fig.tight_layout()

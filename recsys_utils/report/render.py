@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import atomic_path
-from ._read import _dataset, _profile, mixed_runs
 from .claims import claims_table, quantization_checks
 from .figures import _FIGURES, default_figures, figure_png
+from .reading import dataset_name, mixed_runs, profile_name
 from .rules import CLAIM_RULES, CLAIMS
 from .summary import summary_sentences
 from .tables import (TFRS_TUTORIAL_URL, chain_table, data_table, fusion_table,
@@ -132,7 +132,7 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
             if _FIGURES.get(name, (None, "other"))[1] == section:
                 blocks.append(_Block("figure", name, caption=_FIGURES[name][2]))
 
-    dataset, profile = _dataset(metrics), _profile(metrics)
+    dataset, profile = dataset_name(metrics), profile_name(metrics)
     heading(f"Evaluation report: {dataset} ({profile} profile)", 1)
     claims = claims_table(metrics)
     mixed = mixed_runs(metrics)

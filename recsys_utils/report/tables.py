@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from ..profiles import PROFILES
-from ._read import (DATA, FUSION, QUANTIZATION, RANKING, RETRIEVAL, RUN_FIELDS, SEARCH, STAGES,
-                    TEXT, _get, _Missing, _num, _ordered, _profile, _retrieval_rows, _stage,
-                    _table)
+from .reading import (DATA, FUSION, QUANTIZATION, RANKING, RETRIEVAL, RUN_FIELDS, SEARCH, STAGES,
+                      TEXT, Missing, lookup, num, ordered, profile_name, retrieval_rows,
+                      stage_summary, table_or_note)
 
 #: The TFRS basic-retrieval tutorial, whose protocol notebook 04 runs on MovieLens 100K.
 TFRS_TUTORIAL_URL = "https://www.tensorflow.org/recommenders/examples/basic_retrieval"
@@ -90,7 +90,7 @@ def sources_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 def data_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """The data set's headline numbers from notebook 01, in words (one column, ``value``)."""
     def build() -> pd.DataFrame:
-        m = _stage(metrics, DATA)
+        m = stage_summary(metrics, DATA)
         keys = ("dataset", "feedback", "simulated_interactions", "n_items", "n_users",
                 "n_interactions", "density", "top_10pct_items_share", "items_with_images",
                 "n_queries")
@@ -103,7 +103,7 @@ def data_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
         for split, n in (m.get("splits") or {}).items():
             rows[f"split: {split}"] = n
         return pd.DataFrame({"value": pd.Series(rows, dtype=object)}).rename_axis("measure")
-    return _table(build)
+    return table_or_note(build)
 
 
 def retrieval_table(metrics: Mapping[str, Any],
@@ -117,8 +117,8 @@ def retrieval_table(metrics: Mapping[str, Any],
     evaluation, the user's training items removed.
     """
     def build() -> pd.DataFrame:
-        m = _stage(metrics, RETRIEVAL)
-        rows = _retrieval_rows(metrics)
+        m = stage_summary(metrics, RETRIEVAL)
+        rows = retrieval_rows(metrics)
         main = set((m.get("warm_recall@50") or {})) | set(m.get("variants") or [])
         seconds = m.get("train_seconds") or {}
         out = {}
@@ -128,11 +128,11 @@ def retrieval_table(metrics: Mapping[str, Any],
             for setting in ("warm", "cold (all items)", "cold (new items only)"):
                 for metric in columns:
                     row[f"{setting} {metric}"] = settings.get(setting, {}).get(metric, np.nan)
-            row["train seconds"] = _num(seconds.get(variant))
+            row["train seconds"] = num(seconds.get(variant))
             out[variant] = row
         frame = pd.DataFrame.from_dict(out, orient="index").rename_axis("model")
         return frame.dropna(axis=1, how="all")
-    return _table(build)
+    return table_or_note(build)
 
 
 def ranking_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -142,7 +142,7 @@ def ranking_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     warm test rows) is one more row.
     """
     def build() -> pd.DataFrame:
-        m = _stage(metrics, RANKING)
+        m = stage_summary(metrics, RANKING)
         target = m.get("target", "?")
         rows = {}
         for split in ("test", "test_cold"):
@@ -152,13 +152,13 @@ def ranking_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
             keep = {k: v for k, v in values.items() if k not in ("target", "split")}
             rows[f"DCN ranker ({target}), {'warm' if split == 'test' else 'cold-start'} rows"] = keep
         if not rows:
-            raise _Missing(f"metrics/{RANKING}.json has no 'test' evaluation")
+            raise Missing(f"metrics/{RANKING}.json has no 'test' evaluation")
         multitask = m.get("multitask")
         if isinstance(multitask, Mapping) and multitask.get("rmse") is not None:
             # The joint model's rating head, on the same warm test rows as the DCN ranker.
-            rows["joint multitask model (rating head), warm rows"] = {"rmse": _num(multitask["rmse"])}
+            rows["joint multitask model (rating head), warm rows"] = {"rmse": num(multitask["rmse"])}
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
-    return _table(build)
+    return table_or_note(build)
 
 
 def chain_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -171,32 +171,32 @@ def chain_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     retrieval only`` and ``retrieval Recall@100`` (the re-ranking ceiling).
     """
     def build() -> pd.DataFrame:
-        m = _stage(metrics, RANKING)
-        chain = _get(metrics, RANKING, "chain")
+        m = stage_summary(metrics, RANKING)
+        chain = lookup(metrics, RANKING, "chain")
         target = m.get("target", "rating")
-        base = _num(chain.get("retrieval_ndcg@10"))
+        base = num(chain.get("retrieval_ndcg@10"))
         k = chain.get("k_retrieve", 100)
         rows = {"retrieval only (fused two-tower)": base,
-                f"retrieval → DCN ranker ({target})": _num(chain.get(f"chain_ndcg@10_{target}_ranker")),
+                f"retrieval → DCN ranker ({target})": num(chain.get(f"chain_ndcg@10_{target}_ranker")),
                 "retrieval → engagement re-ranker (DCN, hard negatives)":
-                    _num(chain.get("chain_ndcg@10"))}
+                    num(chain.get("chain_ndcg@10"))}
         if "chain_ndcg@10_blended" in chain:
             weight = chain.get("ranker_weight")
             rows[f"retrieval + engagement re-ranker, blended (w = {weight:g}, "
-                 "chosen on validation)"] = _num(chain["chain_ndcg@10_blended"])
+                 "chosen on validation)"] = num(chain["chain_ndcg@10_blended"])
         multitask = m.get("multitask")
         if isinstance(multitask, Mapping):
-            rows["joint multitask model: retrieval only"] = _num(multitask.get("retrieval_ndcg@10"))
-            rows["joint multitask model: retrieval → rating head"] = _num(multitask.get("chain_ndcg@10"))
+            rows["joint multitask model: retrieval only"] = num(multitask.get("retrieval_ndcg@10"))
+            rows["joint multitask model: retrieval → rating head"] = num(multitask.get("chain_ndcg@10"))
         frame = pd.DataFrame({"NDCG@10": pd.Series(rows)}).rename_axis("pipeline")
         frame = frame.dropna(subset=["NDCG@10"])
         frame["change vs retrieval only"] = frame["NDCG@10"] - base
-        frame[f"retrieval Recall@{k}"] = _num(chain.get(f"retrieval_recall@{k}",
-                                                        chain.get("retrieval_recall@100")))
+        frame[f"retrieval Recall@{k}"] = num(chain.get(f"retrieval_recall@{k}",
+                                                       chain.get("retrieval_recall@100")))
         frame.attrs["note"] = (f"{chain.get('n_queries', '?')} test users; each ranker re-orders "
                                f"the top {k} retrieved items.")
         return frame
-    return _table(build)
+    return table_or_note(build)
 
 
 def fusion_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -207,36 +207,36 @@ def fusion_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     held-out retrieval metrics (NDCG@10 is the headline).
     """
     def build() -> pd.DataFrame:
-        models = _get(metrics, FUSION, "models")
+        models = lookup(metrics, FUSION, "models")
         frame = pd.DataFrame.from_dict(models, orient="index").rename_axis("model")
-        frame = frame.loc[_ordered(frame.index, _FUSION_ORDER)]
+        frame = frame.loc[ordered(frame.index, _FUSION_ORDER)]
         drop = [c for c in ("n_excluded",) if c in frame]
         return frame.drop(columns=drop)
-    return _table(build)
+    return table_or_note(build)
 
 
 def image_encoder_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 03's image encoders (supervised, contrastive, untrained floor): precision@10."""
     def build() -> pd.DataFrame:
-        images = _get(metrics, FUSION, "images")
+        images = lookup(metrics, FUSION, "images")
         scores = images.get("scores")
         if not scores:
-            raise _Missing(images.get("note") or "notebook 03 trained no image encoder")
+            raise Missing(images.get("note") or "notebook 03 trained no image encoder")
         frame = pd.DataFrame({"precision@10": pd.Series(scores, dtype=float)}).rename_axis(
             "image encoder")
         frame["kept"] = ["yes" if name == images.get("objective") else "no" for name in frame.index]
         return frame
-    return _table(build)
+    return table_or_note(build)
 
 
 def text_probe_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 02: mean linear-probe accuracy of MiniLM vs TF-IDF vectors."""
     def build() -> pd.DataFrame:
-        few = _get(metrics, TEXT, "few_shot_probe_mean")
-        full = _get(metrics, TEXT, "full_probe_mean")
+        few = lookup(metrics, TEXT, "few_shot_probe_mean")
+        full = lookup(metrics, TEXT, "full_probe_mean")
         return pd.DataFrame({"5 labels per class": pd.Series(few, dtype=float),
                              "all labels": pd.Series(full, dtype=float)}).rename_axis("features")
-    return _table(build)
+    return table_or_note(build)
 
 
 def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -256,16 +256,16 @@ def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     ``quality``, ``quality_metric`` (those present).
     """
     def build() -> pd.DataFrame:
-        variants = _get(metrics, QUANTIZATION, "variants")
+        variants = lookup(metrics, QUANTIZATION, "variants")
         rows = []
         for key, values in variants.items():
             model, _, variant = key.partition("|")
             rows.append({"model": model, "variant": variant, **values})
         frame = pd.DataFrame(rows)
         if frame.empty:
-            raise _Missing(f"metrics/{QUANTIZATION}.json has no converted variant")
+            raise Missing(f"metrics/{QUANTIZATION}.json has no converted variant")
         # The JSON file comes back with sorted keys: put models and variants back in order.
-        model_rank = {m: i for i, m in enumerate(_ordered(dict.fromkeys(frame["model"]), _QUANT_MODELS))}
+        model_rank = {m: i for i, m in enumerate(ordered(dict.fromkeys(frame["model"]), _QUANT_MODELS))}
         mode_rank = {m: i for i, m in enumerate(_QUANT_MODES)}
         frame = frame.assign(_m=frame["model"].map(model_rank),
                              _v=frame["variant"].map(mode_rank).fillna(len(mode_rank)))
@@ -279,19 +279,19 @@ def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
                 "speedup", "num_threads", "throughput", "batch_threads", "quality",
                 "quality_metric"]
         return frame[[c for c in keep if c in frame]]
-    return _table(build)
+    return table_or_note(build)
 
 
 def index_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 06: the item index compressed (int8 table, ScaNN scoring) vs exact float search."""
     def build() -> pd.DataFrame:
-        frame = pd.DataFrame(_get(metrics, QUANTIZATION, "index"))
+        frame = pd.DataFrame(lookup(metrics, QUANTIZATION, "index"))
         if "bytes" in frame and "index" in frame:
             exact = frame.loc[frame["index"] == "float32 exact", "bytes"]
             if len(exact):
                 frame["x_smaller"] = float(exact.iloc[0]) / frame["bytes"]
         return frame.set_index("index") if "index" in frame else frame
-    return _table(build)
+    return table_or_note(build)
 
 
 def search_table(metrics: Mapping[str, Any], metric: str = "ndcg@10") -> pd.DataFrame:
@@ -301,22 +301,22 @@ def search_table(metrics: Mapping[str, Any], metric: str = "ndcg@10") -> pd.Data
     each query kind and ``all``, plus ``all recall@100`` and ``all mrr``.
     """
     def build() -> pd.DataFrame:
-        m = _stage(metrics, SEARCH)
+        m = stage_summary(metrics, SEARCH)
         if m.get("has_queries") is False:
-            raise _Missing(m.get("note") or "this data set has no search queries")
-        test = _get(metrics, SEARCH, "test")
+            raise Missing(m.get("note") or "this data set has no search queries")
+        test = lookup(metrics, SEARCH, "test")
         rows = {}
-        for method in _ordered(test, _SEARCH_ORDER):
+        for method in ordered(test, _SEARCH_ORDER):
             kinds = test[method]
             ordered_kinds = [k for k in kinds if k != "all"] + (["all"] if "all" in kinds else [])
-            row = {f"{kind} {metric}": _num(kinds[kind].get(metric)) for kind in ordered_kinds}
+            row = {f"{kind} {metric}": num(kinds[kind].get(metric)) for kind in ordered_kinds}
             overall = kinds.get("all", {})
             for extra in ("recall@100", "mrr"):
                 if extra in overall:
-                    row[f"all {extra}"] = _num(overall[extra])
+                    row[f"all {extra}"] = num(overall[extra])
             rows[method] = row
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
-    return _table(build)
+    return table_or_note(build)
 
 
 def scann_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -327,23 +327,23 @@ def scann_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     and ``served`` ("yes" on the setting notebook 04 serves).
     """
     def build() -> pd.DataFrame:
-        scann = _get(metrics, RETRIEVAL, "scann")
-        sweep = _get(metrics, RETRIEVAL, "scann", "sweep")
+        scann = lookup(metrics, RETRIEVAL, "scann")
+        sweep = lookup(metrics, RETRIEVAL, "scann", "sweep")
         frame = pd.DataFrame(list(sweep))
         if frame.empty or "index" not in frame:
-            raise _Missing(f"metrics/{RETRIEVAL}.json has an empty ScaNN sweep")
+            raise Missing(f"metrics/{RETRIEVAL}.json has an empty ScaNN sweep")
         frame = frame.rename(columns={"num_leaves_to_search": "leaves searched",
                                       "num_leaves": "leaves", "recall_at_k": "recall@10"})
-        served = _num(scann.get("num_leaves_to_search"))
+        served = num(scann.get("num_leaves_to_search"))
         searched = frame["leaves searched"] if "leaves searched" in frame else [np.nan] * len(frame)
-        frame["served"] = ["yes" if i == "scann" and _num(n) == served else "no"
+        frame["served"] = ["yes" if i == "scann" and num(n) == served else "no"
                            for i, n in zip(frame["index"], searched)]
         for column in ("leaves searched", "leaves"):  # counts, not measurements: no decimals
             if column in frame:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
         keep = ["index", "leaves searched", "leaves", "recall@10", "median_ms", "p95_ms", "served"]
         return frame[[c for c in keep if c in frame]]
-    return _table(build)
+    return table_or_note(build)
 
 
 def tfrs_protocol_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -357,24 +357,24 @@ def tfrs_protocol_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
         One row per model: ``source`` and the ``top_K_accuracy`` columns;
         ``attrs["protocol"]`` holds :func:`tfrs_protocol_text` for the run's profile.
     """
-    protocol_text = tfrs_protocol_text(_profile(metrics))
+    protocol_text = tfrs_protocol_text(profile_name(metrics))
 
     def build() -> pd.DataFrame:
-        m = _stage(metrics, RETRIEVAL)
+        m = stage_summary(metrics, RETRIEVAL)
         protocol = m.get("tfrs_protocol")
         if not protocol:
-            raise _Missing(f"the TFRS tutorial protocol is defined on MovieLens 100K; notebook 04 "
-                           f"did not measure it on {m.get('dataset', 'this data set')}")
+            raise Missing(f"the TFRS tutorial protocol is defined on MovieLens 100K; notebook 04 "
+                          f"did not measure it on {m.get('dataset', 'this data set')}")
         rows = {}
         for label, values in protocol.items():
             source = ("the tutorial's code, re-run here (notebook 04)" if "tutorial" in label
                       else "this project, measured here (notebook 04)")
-            rows[label] = {"source": source, **{k: _num(v) for k, v in values.items()}}
+            rows[label] = {"source": source, **{k: num(v) for k, v in values.items()}}
         frame = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
         accuracy = sorted((c for c in frame if c.startswith("top_")),
                           key=lambda c: int(re.sub(r"\D", "", c) or 0))
         frame = frame[["source", *accuracy, *[c for c in frame if c not in accuracy and c != "source"]]]
         return frame
-    frame = _table(build)
+    frame = table_or_note(build)
     frame.attrs["protocol"] = protocol_text
     return frame

@@ -2,8 +2,8 @@
 
 Every table and claim reads ``{notebook stem: summary}`` (from
 :func:`recsys_utils.artifacts.read_metrics`) through these helpers. A missing
-metrics file or key raises :class:`_Missing`, whose message says which; a table
-built through :func:`_table` then comes back empty with that message in
+metrics file or key raises :class:`Missing`, whose message says which; a table
+built through :func:`table_or_note` then comes back empty with that message in
 ``attrs["note"]``.
 """
 
@@ -25,34 +25,37 @@ SEARCH = "07_product_search"
 STAGES = (DATA, TEXT, FUSION, RETRIEVAL, RANKING, QUANTIZATION, SEARCH)
 
 
-def _ordered(names: Iterable[Any], canonical: Sequence[str]) -> list[Any]:
+def ordered(names: Iterable[Any], canonical: Sequence[str]) -> list[Any]:
     """``names`` with the canonical ones first, in canonical order, then the rest as given."""
     names = list(names)
     return [n for n in canonical if n in names] + [n for n in names if n not in canonical]
 
 
-class _Missing(Exception):
+class Missing(Exception):
     """A metrics file or key a measurement needs is absent; the message says which."""
 
 
-def _stage(metrics: Mapping[str, Any], stage: str) -> Mapping[str, Any]:
+def stage_summary(metrics: Mapping[str, Any], stage: str) -> Mapping[str, Any]:
+    """Notebook ``stage``'s summary dict; raises :class:`Missing` if it has no metrics file."""
     summary = metrics.get(stage)
     if not isinstance(summary, Mapping):
-        raise _Missing(f"no metrics/{stage}.json (notebook {stage[:2]} has not run on this "
-                       "artifact directory)")
+        raise Missing(f"no metrics/{stage}.json (notebook {stage[:2]} has not run on this "
+                      "artifact directory)")
     return summary
 
 
-def _get(metrics: Mapping[str, Any], stage: str, *keys: str) -> Any:
-    node: Any = _stage(metrics, stage)
+def lookup(metrics: Mapping[str, Any], stage: str, *keys: str) -> Any:
+    """The value at ``keys`` in ``stage``'s summary; raises :class:`Missing` naming the absent key."""
+    node: Any = stage_summary(metrics, stage)
     for i, key in enumerate(keys):
         if not isinstance(node, Mapping) or node.get(key) is None:
-            raise _Missing(f"metrics/{stage}.json has no {'/'.join(keys[:i + 1])!r}")
+            raise Missing(f"metrics/{stage}.json has no {'/'.join(keys[:i + 1])!r}")
         node = node[key]
     return node
 
 
-def _num(value: Any) -> float:
+def num(value: Any) -> float:
+    """``value`` as a float, NaN when it is missing or not a number."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -65,10 +68,11 @@ def _noted(note: str) -> pd.DataFrame:
     return frame
 
 
-def _table(build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+def table_or_note(build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """``build()``, or an empty table whose ``attrs["note"]`` says what was :class:`Missing`."""
     try:
         return build()
-    except _Missing as missing:
+    except Missing as missing:
         return _noted(str(missing))
 
 
@@ -76,9 +80,9 @@ _SETTINGS = {("test", "all"): "warm", ("test_cold", "all"): "cold (all items)",
              ("test_cold", "cold"): "cold (new items only)"}
 
 
-def _retrieval_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """variant -> setting label -> metric -> value, main table then the ablation."""
-    m = _stage(metrics, RETRIEVAL)
+def retrieval_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """Notebook 04's variant -> setting label -> metric -> value, main table then the ablation."""
+    m = stage_summary(metrics, RETRIEVAL)
     rows: dict[str, dict[str, dict[str, float]]] = {}
     for group in ("table", "ablation"):
         added: set[str] = set()
@@ -88,9 +92,9 @@ def _retrieval_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, dict[str,
                 continue  # the ablation repeats the main "fused" model as its reference
             added.add(variant)
             setting = _SETTINGS.get((split, candidates), f"{split} ({candidates})")
-            rows.setdefault(variant, {})[setting] = {k: _num(v) for k, v in values.items()}
+            rows.setdefault(variant, {})[setting] = {k: num(v) for k, v in values.items()}
     if not rows:
-        raise _Missing(f"metrics/{RETRIEVAL}.json has no 'table' of results")
+        raise Missing(f"metrics/{RETRIEVAL}.json has no 'table' of results")
     # Notebook 04's order (its JSON file comes back with sorted keys), then the ablation.
     order = [v for v in (m.get("variants") or []) if v in rows]
     return {v: rows[v] for v in [*order, *[v for v in rows if v not in order]]}
@@ -131,9 +135,11 @@ def _run_field(metrics: Mapping[str, Any], key: str) -> str | None:
     return None
 
 
-def _dataset(metrics: Mapping[str, Any]) -> str:
+def dataset_name(metrics: Mapping[str, Any]) -> str:
+    """The run's data set name (first notebook that records one), or ``"unknown data set"``."""
     return _run_field(metrics, "dataset") or "unknown data set"
 
 
-def _profile(metrics: Mapping[str, Any]) -> str:
+def profile_name(metrics: Mapping[str, Any]) -> str:
+    """The run's profile name (first notebook that records one), or ``"unknown profile"``."""
     return _run_field(metrics, "profile") or "unknown profile"
