@@ -24,7 +24,7 @@ from .tables import quantization_table
 
 
 @dataclasses.dataclass
-class _Comparison:
+class Comparison:
     """One measured comparison: is ``better`` (the claim's side) above ``other``?"""
 
     label: str
@@ -69,7 +69,7 @@ class _Comparison:
 class _Joint:
     """Two comparisons read as one: favours only if both do, against only if both are."""
 
-    def __init__(self, first: _Comparison, second: _Comparison) -> None:
+    def __init__(self, first: Comparison, second: Comparison) -> None:
         self.parts = (first, second)
 
     @property
@@ -95,7 +95,8 @@ def _best_of(values: Mapping[str, float]) -> tuple[str, float]:
     return name, finite[name]
 
 
-def _setting_value(rows: Mapping[str, Any], variant: str, setting: str, metric: str) -> float:
+def setting_value(rows: Mapping[str, Any], variant: str, setting: str, metric: str) -> float:
+    """``metric`` of ``variant`` in ``setting`` from :func:`.reading.retrieval_rows`, NaN if absent."""
     try:
         return num(rows[variant][setting][metric])
     except KeyError:
@@ -124,9 +125,9 @@ def _interval(metrics: Mapping[str, Any], better: str, other: str, setting: str,
 
 
 def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
-    comparisons: list[_Comparison | _Joint] = []
+    comparisons: list[Comparison | _Joint] = []
     reasons: list[str] = []
-    recommendation: list[_Comparison] = []
+    recommendation: list[Comparison] = []
     try:
         rows = retrieval_rows(metrics)
         absent = [v for v in ("content_text", "content_facts") if v not in rows]
@@ -135,19 +136,19 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
                           "has no text variants)")
         # The clean test: the same content tower with and without the MiniLM vectors.
         for setting in ("warm", "cold (all items)"):
-            recommendation.append(_Comparison(
+            recommendation.append(Comparison(
                 f"notebook 04, {setting}", "text + facts tower",
-                _setting_value(rows, "content_text", setting, "recall@50"), "facts-only tower",
-                _setting_value(rows, "content_facts", setting, "recall@50"), "Recall@50",
+                setting_value(rows, "content_text", setting, "recall@50"), "facts-only tower",
+                setting_value(rows, "content_facts", setting, "recall@50"), "Recall@50",
                 _interval(metrics, "content_text", "content_facts", setting)))
         # Pretrained against counting words: the same tower over a TF-IDF (LSA) of the texts.
         if "content_tfidf" in rows:
             for setting in ("warm", "cold (all items)"):
-                recommendation.append(_Comparison(
+                recommendation.append(Comparison(
                     f"notebook 04 vs bag of words, {setting}", "MiniLM text + facts tower",
-                    _setting_value(rows, "content_text", setting, "recall@50"),
+                    setting_value(rows, "content_text", setting, "recall@50"),
                     "TF-IDF text + facts tower",
-                    _setting_value(rows, "content_tfidf", setting, "recall@50"), "Recall@50",
+                    setting_value(rows, "content_tfidf", setting, "recall@50"), "Recall@50",
                     _interval(metrics, "content_text", "content_tfidf", setting)))
     except Missing as missing:
         reasons.append(str(missing))
@@ -155,10 +156,10 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
     try:
         few = lookup(metrics, TEXT, "few_shot_probe_mean")
         full = lookup(metrics, TEXT, "full_probe_mean")
-        few_c = _Comparison("notebook 02 probe, 5 labels per class", "MiniLM", num(few.get("MiniLM")),
-                            "TF-IDF", num(few.get("TF-IDF")), "accuracy")
-        full_c = _Comparison("all labels", "MiniLM", num(full.get("MiniLM")), "TF-IDF",
-                             num(full.get("TF-IDF")), "accuracy")
+        few_c = Comparison("notebook 02 probe, 5 labels per class", "MiniLM", num(few.get("MiniLM")),
+                           "TF-IDF", num(few.get("TF-IDF")), "accuracy")
+        full_c = Comparison("all labels", "MiniLM", num(full.get("MiniLM")), "TF-IDF",
+                            num(full.get("TF-IDF")), "accuracy")
         comparisons.append(_Joint(few_c, full_c))
     except Missing as missing:
         reasons.append(str(missing))
@@ -199,52 +200,53 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def _search_comparison(metrics: Mapping[str, Any], better: str, other: str, label: str,
-                       better_name: str, other_name: str) -> _Comparison:
+                       better_name: str, other_name: str) -> Comparison:
     m = stage_summary(metrics, SEARCH)
     if m.get("has_queries") is False:
         raise Missing(f"notebook 07: {m.get('note') or 'no search queries on this data set'}")
     test = lookup(metrics, SEARCH, "test")
     if better not in test or other not in test:
         raise Missing(f"metrics/{SEARCH}.json has no {better!r} or {other!r} results")
-    return _Comparison(label, better_name, num(test[better].get("all", {}).get("ndcg@10")),
-                       other_name, num(test[other].get("all", {}).get("ndcg@10")), "NDCG@10")
+    return Comparison(label, better_name, num(test[better].get("all", {}).get("ndcg@10")),
+                      other_name, num(test[other].get("all", {}).get("ndcg@10")), "NDCG@10")
 
 
 _SEARCH_NAMES = {"bm25": "BM25 (words alone)", "dense": "zero-shot dense (MiniLM text alone)"}
 
 
-def _planted(metrics: Mapping[str, Any]) -> bool:
-    """Is notebook 03's content task the synthetic generator's planted one?"""
+def is_planted(metrics: Mapping[str, Any]) -> bool:
+    """True when notebook 03's content task is the synthetic generator's planted one."""
     fusion = metrics.get(FUSION)
     dataset = fusion.get("dataset") if isinstance(fusion, Mapping) else None
     return (dataset or dataset_name(metrics)) == "synthetic"
 
 
-def _content_task_comparison(metrics: Mapping[str, Any]) -> _Comparison:
+def _content_task_comparison(metrics: Mapping[str, Any]) -> Comparison:
     """Notebook 03: best fusion vs best single modality on the held-out content task."""
     m = stage_summary(metrics, FUSION)
     best, single = lookup(metrics, FUSION, "best_fusion"), lookup(metrics, FUSION, "best_single")
     images = (m.get("images") or {}).get("present", None)
     label = "notebook 03, held-out content task" + (
         " (no images on this data set: text + attributes)" if images == 0 else "")
-    return _Comparison(label, f"best fusion ({best})", num(m.get("best_fusion_score")),
-                       f"best single modality ({single})", num(m.get("best_single_score")),
-                       str(m.get("metric", "NDCG@10")).replace("ndcg", "NDCG"))
+    return Comparison(label, f"best fusion ({best})", num(m.get("best_fusion_score")),
+                      f"best single modality ({single})", num(m.get("best_single_score")),
+                      str(m.get("metric", "NDCG@10")).replace("ndcg", "NDCG"))
 
 
-def _planted_relevance(metrics: Mapping[str, Any]) -> str:
+def planted_relevance(metrics: Mapping[str, Any]) -> str:
+    """The attributes the generator planted relevance on, in words (``"a + b"``), from notebook 03."""
     relevance = ((stage_summary(metrics, FUSION).get("task") or {}).get("relevance")) or []
     return " + ".join(map(str, relevance)) or "the planted attributes"
 
 
-def fusion_comparisons(metrics: Mapping[str, Any]) -> dict[str, _Comparison | str]:
+def fusion_comparisons(metrics: Mapping[str, Any]) -> dict[str, Comparison | str]:
     """The fusion claim's comparisons by part, or the reason a part was not measured.
 
     Keys: ``warm`` and ``cold`` (notebook 04), ``search`` (notebook 07),
     ``content task`` (notebook 03; on the synthetic data set a sanity check,
     not evidence: see :data:`CLAIM_RULES`).
     """
-    parts: dict[str, _Comparison | str] = {}
+    parts: dict[str, Comparison | str] = {}
     try:
         rows = retrieval_rows(metrics)
         if "fused" not in rows:
@@ -252,19 +254,19 @@ def fusion_comparisons(metrics: Mapping[str, Any]) -> dict[str, _Comparison | st
         singles = [v for v in UNFUSED if v in rows]
         for part, setting in (("warm", "warm"), ("cold", "cold (all items)")):
             try:
-                name, value = _best_of({v: _setting_value(rows, v, setting, "recall@50")
+                name, value = _best_of({v: setting_value(rows, v, setting, "recall@50")
                                         for v in singles})
             except Missing as missing:
                 parts[part] = str(missing)
                 continue
-            fused, label = _setting_value(rows, "fused", setting, "recall@50"), f"notebook 04, {setting}"
+            fused, label = setting_value(rows, "fused", setting, "recall@50"), f"notebook 04, {setting}"
             row = _interval_row(metrics, "fused", name, setting)
             if row is not None and row.get("new_item_shift") is not None:
                 # A profile gives new items many slots; notebook 04 compared the tower at its share.
                 fused, value = num(row["value_a"]), num(row["value_b"])
                 label += f", the fused tower at {name}'s share of new items in the top 50"
-            parts[part] = _Comparison(label, "fused tower", fused, f"best unfused model ({name})",
-                                      value, "Recall@50", _interval(metrics, "fused", name, setting))
+            parts[part] = Comparison(label, "fused tower", fused, f"best unfused model ({name})",
+                                     value, "Recall@50", _interval(metrics, "fused", name, setting))
     except Missing as missing:
         parts["warm"] = parts["cold"] = str(missing)
     try:
@@ -276,7 +278,7 @@ def fusion_comparisons(metrics: Mapping[str, Any]) -> dict[str, _Comparison | st
             raise Missing(f"metrics/{SEARCH}.json has no 'two_tower' results")
         name, value = _best_of({k: num(test[k].get("all", {}).get("ndcg@10"))
                                 for k in _SEARCH_NAMES if k in test})
-        parts["search"] = _Comparison(
+        parts["search"] = Comparison(
             "notebook 07, test queries", "two-tower search model over the fused item features",
             num(test["two_tower"].get("all", {}).get("ndcg@10")),
             f"better single method, {_SEARCH_NAMES[name]}", value, "NDCG@10")
@@ -295,9 +297,9 @@ _PART_NAMES = {"warm": "warm recommendation", "cold": "cold-start recommendation
 
 def _claim_fusion(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
     parts = fusion_comparisons(metrics)
-    planted = _planted(metrics) and isinstance(parts.get("content task"), _Comparison)
+    planted = is_planted(metrics) and isinstance(parts.get("content task"), Comparison)
     counted = {k: v for k, v in parts.items() if not (planted and k == "content task")}
-    comparisons = {k: v for k, v in counted.items() if isinstance(v, _Comparison)}
+    comparisons = {k: v for k, v in counted.items() if isinstance(v, Comparison)}
     measured = {k: c for k, c in comparisons.items() if c.outcome != "not measured"}
     evidence = [c.describe() for c in comparisons.values()]
     evidence += [f"not measured: {v}" for v in counted.values() if isinstance(v, str)]
@@ -306,7 +308,7 @@ def _claim_fusion(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
         passed = check.outcome == "favours"
         evidence.append(
             f"sanity check, not counted: {check.describe()}: the synthetic generator plants "
-            f"relevance ({_planted_relevance(metrics)}) and splits it between image and text, and "
+            f"relevance ({planted_relevance(metrics)}) and splits it between image and text, and "
             "the models train on those labels, so fusion must win there; "
             + ("it does (the code works)" if passed else "it does not: a bug to look for"))
     if not measured:
@@ -335,9 +337,9 @@ def _claim_attention(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
         if not simpler:
             raise Missing("notebook 03 trained no concatenation or gated fusion")
         name, value = _best_of(simpler)
-        comparison = _Comparison("notebook 03, held-out content task", "attention",
-                                 num(models["attention"].get(metric)), f"best simpler fusion ({name})",
-                                 value, metric)
+        comparison = Comparison("notebook 03, held-out content task", "attention",
+                                num(models["attention"].get(metric)), f"best simpler fusion ({name})",
+                                value, metric)
     except Missing as missing:
         return NOT_MEASURABLE, f"not measured: {missing}", str(missing)
     if comparison.outcome == "not measured":

@@ -177,7 +177,7 @@ def plot_search(metrics: Mapping[str, Any]):
 
 
 #: Figure name -> (plot function, report section it belongs to, caption).
-_FIGURES: dict[str, tuple[Callable[[Mapping[str, Any]], Any], str, str]] = {
+FIGURES: dict[str, tuple[Callable[[Mapping[str, Any]], Any], str, str]] = {
     "retrieval": (plot_retrieval, "retrieval", "Recall@50 of every retrieval model, warm and cold-start"),
     "chain": (plot_chain, "chain", "NDCG@10 of retrieval alone and of each chain"),
     "fusion": (plot_fusion, "fusion", "Held-out NDCG@10 of each modality and fusion"),
@@ -194,7 +194,7 @@ def default_figures(metrics: Mapping[str, Any]) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     out = {}
-    for name, (plot, _, _) in _FIGURES.items():
+    for name, (plot, _, _) in FIGURES.items():
         fig = plot(metrics)
         if fig is not None:
             out[name] = figure_png(fig)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..artifacts import atomic_path
 from .claims import claims_table, quantization_checks
-from .figures import _FIGURES, default_figures, figure_png
+from .figures import FIGURES, default_figures, figure_png
 from .reading import dataset_name, mixed_runs, profile_name
 from .rules import CLAIM_RULES, CLAIMS
 from .summary import summary_sentences
@@ -129,8 +129,8 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
 
     def figures_of(section: str) -> None:
         for name in figures:
-            if _FIGURES.get(name, (None, "other"))[1] == section:
-                blocks.append(_Block("figure", name, caption=_FIGURES[name][2]))
+            if FIGURES.get(name, (None, "other"))[1] == section:
+                blocks.append(_Block("figure", name, caption=FIGURES[name][2]))
 
     dataset, profile = dataset_name(metrics), profile_name(metrics)
     heading(f"Evaluation report: {dataset} ({profile} profile)", 1)
@@ -224,7 +224,7 @@ def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_B
     para("The metrics file of each notebook, and the run (data set, profile, seed) that wrote it.")
     table(sources_table(metrics))
 
-    leftover = [n for n in figures if n not in _FIGURES]
+    leftover = [n for n in figures if n not in FIGURES]
     if leftover:
         heading("Other figures")
         for name in leftover:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from .claims import (_Comparison, _planted, _planted_relevance, _setting_value,
-                     fusion_comparisons)
+from .claims import (Comparison, fusion_comparisons, is_planted, planted_relevance,
+                     setting_value)
 from .reading import (DATA, FUSION, QUANTIZATION, RETRIEVAL, SEARCH, Missing, dataset_name, num,
                       profile_name, retrieval_rows, stage_summary)
 from .rules import ABS_TOLERANCE, REL_TOLERANCE, VERDICTS
@@ -32,14 +32,14 @@ def _points(value: float) -> str:
     return f"{100 * value:+.1f} points"
 
 
-def _interval_words(c: _Comparison, scale: float = 100.0, unit: str = "") -> str:
+def _interval_words(c: Comparison, scale: float = 100.0, unit: str = "") -> str:
     if c.interval is None:
         return "no interval measured"
     low, high = c.interval
     return f"95% interval {scale * low:+.1f} to {scale * high:+.1f}{unit}"
 
 
-def _outcome_words(c: _Comparison) -> str:
+def _outcome_words(c: Comparison) -> str:
     if c.interval is not None:
         return {"favours": "a real gain: the interval lies above zero",
                 "against": "a real loss: the interval lies below zero",
@@ -69,7 +69,7 @@ def _words(variant: str) -> str:
     return _MODEL_NAMES.get(variant, variant)
 
 
-def _name(c: _Comparison) -> str:
+def _name(c: Comparison) -> str:
     """``"best unfused model (bpr)"`` -> ``"bpr"``."""
     text = c.other_name
     return text[text.find("(") + 1:text.rfind(")")] if "(" in text else text
@@ -95,7 +95,7 @@ def _no_images(metrics: Mapping[str, Any]) -> bool:
 
 
 def _headline(parts: Mapping[str, Any], planted: bool, text_only: bool = False) -> str | None:
-    counted = {k: v for k, v in parts.items() if isinstance(v, _Comparison)
+    counted = {k: v for k, v in parts.items() if isinstance(v, Comparison)
                and v.outcome != "not measured" and not (planted and k == "content task")}
     if not counted:
         return None
@@ -118,7 +118,7 @@ def _headline(parts: Mapping[str, Any], planted: bool, text_only: bool = False) 
     return f"**Does fusing {features} with behaviour help here? {verdict}:** {text}."
 
 
-def _warm_sentence(metrics: Mapping[str, Any], c: _Comparison) -> str:
+def _warm_sentence(metrics: Mapping[str, Any], c: Comparison) -> str:
     who = _n_users(metrics, "fused", _name(c), "test")
     return (f"Warm recommendation (the next item is one seen in training): the fused tower finds "
             f"it in its top 50 for {_pct(c.better)}{who}; the best model without fusion, "
@@ -126,13 +126,13 @@ def _warm_sentence(metrics: Mapping[str, Any], c: _Comparison) -> str:
             f"{_outcome_words(c)}.")
 
 
-def _cold_sentence(metrics: Mapping[str, Any], c: _Comparison) -> str:
+def _cold_sentence(metrics: Mapping[str, Any], c: Comparison) -> str:
     rows = retrieval_rows(metrics)
     behaviour = [v for v in ("id", "popularity") if v in rows]
     zero = ""
     if behaviour:
         name = behaviour[0]
-        value = _setting_value(rows, name, "cold (all items)", "recall@50")
+        value = setting_value(rows, name, "cold (all items)", "recall@50")
         if math.isfinite(value):
             label = "the ID-only tower" if name == "id" else "popularity"
             zero = f" behaviour alone cannot place new items ({label} finds {_pct(value)})."
@@ -146,10 +146,10 @@ def _cold_sentence(metrics: Mapping[str, Any], c: _Comparison) -> str:
             f"({_interval_words(c)}), {_outcome_words(c)}.")
 
 
-def _row_comparison(row: Mapping[str, Any]) -> _Comparison:
-    return _Comparison(str(row.get("split")), str(row.get("a")), num(row.get("value_a")),
-                       str(row.get("b")), num(row.get("value_b")), str(row.get("metric")),
-                       (num(row.get("low")), num(row.get("high"))))
+def _row_comparison(row: Mapping[str, Any]) -> Comparison:
+    return Comparison(str(row.get("split")), str(row.get("a")), num(row.get("value_a")),
+                      str(row.get("b")), num(row.get("value_b")), str(row.get("metric")),
+                      (num(row.get("low")), num(row.get("high"))))
 
 
 def _classic_sentence(metrics: Mapping[str, Any]) -> str | None:
@@ -215,7 +215,7 @@ def _text_sentence(metrics: Mapping[str, Any]) -> str | None:
             "with and without them), Recall@50: " + "; ".join(found) + ".")
 
 
-def _search_sentence(metrics: Mapping[str, Any], c: _Comparison) -> str:
+def _search_sentence(metrics: Mapping[str, Any], c: Comparison) -> str:
     m = stage_summary(metrics, SEARCH)
     test = m.get("test") or {}
     scores = {k: num((test.get(k) or {}).get("all", {}).get("ndcg@10")) for k in ("dense", "bm25")}
@@ -266,10 +266,10 @@ def _cost_sentence(metrics: Mapping[str, Any]) -> str | None:
     return "Cost: " + "; ".join(clauses) + "."
 
 
-def _sanity_sentence(metrics: Mapping[str, Any], c: _Comparison) -> str:
+def _sanity_sentence(metrics: Mapping[str, Any], c: Comparison) -> str:
     return (f"Not evidence: notebook 03's fusion margin ({c.better_name} {c.better:.3f} vs "
             f"{c.other_name} {c.other:.3f} {c.metric}) is a sanity check on synthetic data: the "
-            f"generator plants relevance as {_planted_relevance(metrics)}, splits it between image "
+            f"generator plants relevance as {planted_relevance(metrics)}, splits it between image "
             "and text, and the models train on those labels.")
 
 
@@ -286,10 +286,10 @@ def summary_sentences(metrics: Mapping[str, Any],
     check; and, given ``verdicts`` (claim id -> verdict), their count.
     """
     parts = fusion_comparisons(metrics)
-    planted = _planted(metrics) and isinstance(parts.get("content task"), _Comparison)
+    planted = is_planted(metrics) and isinstance(parts.get("content task"), Comparison)
     out: list[str | None] = [_headline(parts, planted, _no_images(metrics)),
                              _data_sentence(metrics)]
-    measured = lambda key: isinstance(parts.get(key), _Comparison) and (  # noqa: E731
+    measured = lambda key: isinstance(parts.get(key), Comparison) and (  # noqa: E731
         parts[key].outcome != "not measured")
     for key, build in (("warm", _warm_sentence), ("cold", _cold_sentence)):
         if measured(key):
