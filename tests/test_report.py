@@ -6,11 +6,13 @@ remove a metrics file or key and it becomes "not measurable here".
 
 from __future__ import annotations
 
+import ast
 import copy
 import inspect
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -708,6 +710,33 @@ def test_the_report_does_not_import_tensorflow():
             "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def private_imports(package: Path) -> list[str]:
+    """Each import in ``package``'s modules of an underscore name (or module) of recsys_utils."""
+    found = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and (
+                    node.level or (node.module or "").startswith("recsys_utils")):
+                source = "." * node.level + (node.module or "")
+                private_module = any(part.startswith("_") for part in source.split(".") if part)
+                found += [f"{path.name}: from {source} import {alias.name}" for alias in node.names
+                          if private_module or alias.name.startswith("_")]
+            elif isinstance(node, ast.Import):
+                found += [f"{path.name}: import {alias.name}" for alias in node.names
+                          if alias.name.startswith("recsys_utils.")
+                          and any(part.startswith("_") for part in alias.name.split("."))]
+    return found
+
+
+def test_report_modules_import_no_private_name_from_each_other(tmp_path):
+    # A name another module needs is part of its module's interface, so it has a public name.
+    assert private_imports(Path(report.__file__).parent) == []
+    # The check itself sees both kinds: a private name, and any name from a private module.
+    (tmp_path / "a.py").write_text("from .b import _helper, public\nfrom ._c import D\n"
+                                   "from __future__ import annotations\nimport numpy._core\n")
+    assert private_imports(tmp_path) == ["a.py: from .b import _helper", "a.py: from ._c import D"]
 
 
 # ------------------------------------------------------------------ fairer rules (issue: verdicts)
