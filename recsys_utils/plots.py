@@ -204,8 +204,22 @@ _AXIS_LABELS = {"size_mb": "file size (MB)", "median_ms": "single-query latency,
 MIN_QUALITY_SPAN = 0.05
 
 
+def _labels_above(ys: np.ndarray) -> list[bool]:
+    """For points in x order, whether each one's label goes above it (else below).
+
+    Neighbours alternate sides, so two close points never share one; of the two
+    alternations, the one that puts the higher of two neighbours' labels above
+    more often (the first label above on a tie), so no label sits on the other point.
+    """
+    higher = np.sign(ys[:-1] - ys[1:])  # +1 where a point is above its right-hand neighbour
+    first_above = float(np.sum(higher * (-1.0) ** np.arange(len(higher)))) >= 0
+    return [(i % 2 == 0) == first_above for i in range(len(ys))]
+
+
 def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
-                  group: str = "model", logx: bool = True, title: str | None = None) -> plt.Figure:
+                  group: str = "model", logx: bool = True, title: str | None = None,
+                  ncols: int | None = None, width: float | None = None,
+                  stagger: bool = False) -> plt.Figure:
     """Scatter ``y`` (quality) against ``x`` (size or latency), one panel per ``group``.
 
     Each point is annotated with its ``label``; quality metrics differ between
@@ -213,17 +227,32 @@ def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
     labelled with the rows' ``quality_metric``. ``logx`` applies to panels
     whose x values span more than a factor of 10. Notebook 06 draws
     :func:`recsys_utils.tflite_variants.size_quality_table` with it.
+
+    By default the panels sit in one row, 4.4 inches each, labels up and to
+    the right of their points. ``ncols`` wraps them after that many panels a
+    row, ``width`` sets the figure's width in inches, and ``stagger`` puts the
+    labels of neighbours in x alternately above and below their points, so
+    close points' labels never sit on each other (the evaluation report's
+    :func:`recsys_utils.report.plot_quantization` uses all three).
     """
     data = df.dropna(subset=[x, y])
     groups = list(dict.fromkeys(data[group])) if group in data else [None]
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.4 * max(len(groups), 1), 3.6),
+    n = max(len(groups), 1)
+    ncols = min(ncols or n, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width or 4.4 * ncols, 3.6 * nrows),
                              squeeze=False)
-    for ax, name in zip(axes[0], groups):
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, groups):
         part = data if name is None else data[data[group] == name]
         ax.scatter(part[x], part[y], s=36)
-        for _, row in part.iterrows():
+        points = part.sort_values(x, kind="stable") if stagger else part
+        above = _labels_above(points[y].to_numpy(float)) if stagger else []
+        for i, (_, row) in enumerate(points.iterrows()):
             ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+                        xytext=((0, 7 if above[i] else -13) if stagger else (4, 4)),
+                        ha="center" if stagger else "left", fontsize=8)
         values = part[x].to_numpy(float)
         # Log only when the points span a decade; otherwise no tick would be labelled.
         if logx and len(values) and values.min() > 0 and values.max() / values.min() > 10:

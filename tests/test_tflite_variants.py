@@ -31,6 +31,27 @@ def test_plot_and_table(dense_variants):
     assert low <= df.quality.min() and high >= df.quality.max()
 
 
+def test_plot_tradeoff_layout_keywords():
+    import pandas as pd
+
+    df = pd.DataFrame([{"model": model, "variant": v, "size_mb": size, "quality": q,
+                        "quality_metric": "cosine"}
+                       for model in ("a", "b", "c")
+                       for v, size, q in (("float32", 4.0, 1.0), ("dynamic_int8", 1.0, 0.99),
+                                          ("full_int8", 1.0, 0.98))])
+    # Default: one row of 4.4-inch panels, labels up and to the right of their points.
+    fig = plots.plot_tradeoff(df, "size_mb", "quality")
+    assert len(fig.axes) == 3 and tuple(fig.get_size_inches()) == pytest.approx((13.2, 3.6))
+    assert {t.xyann for t in fig.axes[0].texts} == {(4, 4)}
+    # ncols wraps the panels (the spare cell hidden), width fits them to a page, and stagger
+    # puts neighbours' labels on opposite sides, the higher point's above.
+    fig = plots.plot_tradeoff(df, "size_mb", "quality", ncols=2, width=7.2, stagger=True)
+    assert tuple(fig.get_size_inches()) == pytest.approx((7.2, 7.2))
+    assert [ax.get_visible() for ax in fig.axes] == [True, True, True, False]
+    sides = {t.get_text(): t.xyann[1] > 0 for t in fig.axes[0].texts}
+    assert sides == {"dynamic_int8": True, "full_int8": False, "float32": True}
+
+
 def test_measure_variants_records_runtime_failures(dense_model, dense_variants):
     _, model, _, held_out = dense_model
     reference = model(held_out).numpy()
