@@ -549,6 +549,42 @@ def test_chain_and_quantization_tables_are_computed_from_the_metrics():
     assert q.loc[("text encoder", "dynamic_int8"), "speedup"] == pytest.approx(2.0)
 
 
+def test_plot_quantization_draws_one_labelled_panel_per_model():
+    from recsys_utils import plots
+
+    m = {"06_quantization": {"variants": {
+        "text encoder|float32": {"ok": True, "size_mb": 90.0, "median_ms": 20.0, "quality": 1.0,
+                                 "quality_metric": "worst cosine to float32"},
+        "text encoder|dynamic_int8": {"ok": True, "size_mb": 23.0, "median_ms": 10.0,
+                                      "quality": 0.997, "quality_metric": "worst cosine to float32"},
+        "text encoder|full_int8": {"ok": False, "error": "failed at run time"},
+        "towers|float32": {"ok": True, "size_mb": 3.2, "median_ms": 0.022, "quality": 0.0908,
+                           "quality_metric": "Recall@10"},
+        "towers|dynamic_int8": {"ok": True, "size_mb": 0.84, "median_ms": 0.024,
+                                "quality": 0.0912, "quality_metric": "Recall@10"},
+        "towers|full_int8": {"ok": True, "size_mb": 0.84, "median_ms": 0.024, "quality": 0.0902,
+                             "quality_metric": "Recall@10"}}}}
+    for x, xlabel, title in (("size_mb", "file size (MB)", "Quantization: size against quality"),
+                             ("median_ms", "single-query latency, median (ms)",
+                              "Quantization: latency against quality")):
+        fig = report.plot_quantization(m, x)
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        assert [ax.get_title() for ax in panels] == ["text encoder", "towers"]
+        assert [ax.get_xlabel() for ax in panels] == [xlabel, xlabel]
+        assert [ax.get_ylabel() for ax in panels] == ["worst cosine to float32", "Recall@10"]
+        assert fig._suptitle.get_text() == title
+        assert fig.get_figwidth() <= report.figures.MAX_WIDTH_IN
+        # A variant that failed to run is not drawn; every drawn one is labelled.
+        assert sorted(t.get_text() for t in panels[0].texts) == ["dynamic_int8", "float32"]
+        # plot_tradeoff's axis: a 0.001 difference in quality is not drawn as a cliff.
+        low, high = panels[1].get_ylim()
+        assert high - low >= plots.MIN_QUALITY_SPAN
+        # Two towers variants share a size: the higher point's label above it, the lower's below.
+        offsets = {t.get_text(): t.xyann[1] for t in panels[1].texts}
+        assert offsets["dynamic_int8"] > 0 > offsets["full_int8"]
+    assert report.plot_quantization({}) is None
+
+
 def test_ranking_table_has_the_joint_model_and_scann_table_the_sweep():
     m = make_metrics()
     assert len(report.ranking_table(m)) == 1  # no multitask model on click data

@@ -108,12 +108,11 @@ def plot_fusion(metrics: Mapping[str, Any]):
 def plot_quantization(metrics: Mapping[str, Any], x: str = "size_mb"):
     """Quality against ``x`` (``size_mb`` or ``median_ms``), one panel per model (None if absent).
 
-    The data notebook 06 draws with :func:`recsys_utils.plots.plot_tradeoff`,
-    laid out for the report: two panels a row at the report's width, and
-    neighbouring labels alternating above and below their points.
+    Notebook 06's :func:`recsys_utils.plots.plot_tradeoff` of its converted
+    variants, laid out for the report: two panels a row at the report's width,
+    and neighbouring labels alternating above and below their points.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from ..plots import plot_tradeoff
 
     table = quantization_table(metrics)
     if table.empty or x not in table or "quality" not in table:
@@ -121,36 +120,11 @@ def plot_quantization(metrics: Mapping[str, Any], x: str = "size_mb"):
     data = table.dropna(subset=[x, "quality"])
     if "ok" in data:
         data = data[data["ok"].astype(bool)]
-    models = list(dict.fromkeys(data["model"]))
-    if not models:
+    if data.empty:
         return None
-    ncols = min(2, len(models))
-    nrows = -(-len(models) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(MAX_WIDTH_IN, 3.0 * nrows + 0.4),
-                             squeeze=False)
-    for ax in axes.flat[len(models):]:
-        ax.set_visible(False)
-    for ax, model in zip(axes.flat, models):
-        part = data[data["model"] == model].sort_values(x)
-        ax.scatter(part[x], part["quality"], s=36)
-        # Neighbours in x alternate above and below their point, so labels never sit on each other.
-        for i, (_, row) in enumerate(part.iterrows()):
-            ax.annotate(str(row["variant"]), (row[x], row["quality"]), textcoords="offset points",
-                        xytext=(0, 7 if i % 2 == 0 else -13), ha="center", fontsize=8)
-        values = part[x].to_numpy(float)
-        if len(values) and values.min() > 0 and values.max() / values.min() > 10:
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.margins(x=0.3, y=0.3)
-        ax.set_xlabel({"size_mb": "file size (MB)",
-                       "median_ms": "single-query latency, median (ms)"}.get(x, x))
-        ax.set_ylabel(str(part["quality_metric"].iloc[0]) if "quality_metric" in part else "quality")
-        ax.set_title(str(model))
-        ax.grid(alpha=0.3)
-    fig.suptitle("Quantization: " + ("size" if x == "size_mb" else "latency") + " against quality")
-    fig.tight_layout()
-    return fig
+    return plot_tradeoff(data, x, "quality", ncols=2, width=MAX_WIDTH_IN, stagger=True,
+                         title="Quantization: " + ("size" if x == "size_mb" else "latency")
+                         + " against quality")
 
 
 def plot_search(metrics: Mapping[str, Any]):
