@@ -107,6 +107,7 @@ class UserQueryModel(tf.keras.Model):
         # included). Tracking the whole RetrievalModel would ask Keras to serialize a model
         # that is never called as a layer ("not built").
         self.query_tower = result.model.query_tower
+        self.profile = result.model.profile  # the content-profile columns, when the model has them
         self._query_embedding = result.model.query_embedding
         known = data.vocab.user_ids[1:].astype(str)
         self.user_table = tf.lookup.StaticHashTable(

@@ -114,24 +114,53 @@ class QueryTower(tf.keras.layers.Layer):
         return total / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
 
 
+class ContentProfile(tf.keras.layers.Layer):
+    """The training-free content profile as embedding columns, scaled by one learned weight.
+
+    ``content`` ``(n_items, d)``: each item's row is its L2-normalised content. A query is
+    ``weight`` x the mean row of its history items, so query . item = ``weight`` x the
+    profile score (the cosine of the item with the history's centre, up to its norm).
+    """
+
+    def __init__(self, content: np.ndarray, initial_weight: float, **kwargs):
+        super().__init__(**kwargs)
+        content = np.asarray(content, np.float32)
+        unit = content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
+        self.unit_content = tf.Variable(unit, trainable=False, name="unit_content")
+        self.weight = self.add_weight(name="profile_weight", shape=(), trainable=True,
+                                      initializer=tf.keras.initializers.Constant(initial_weight))
+
+    def call(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The query columns ``(B, d)`` from ``history`` ``(B, H)`` and ``history_mask``."""
+        history = tf.maximum(tf.cast(features["history"], tf.int32), 0)
+        mask = tf.cast(features["history_mask"], tf.float32)[..., None]    # (B, H, 1)
+        total = tf.reduce_sum(tf.gather(self.unit_content, history) * mask, axis=1)
+        return self.weight * total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+    def items(self, item_idx: tf.Tensor) -> tf.Tensor:
+        """The item columns ``(..., d)``."""
+        return tf.gather(self.unit_content, tf.cast(item_idx, tf.int32))
+
+
 class RetrievalModel(tfrs.Model):
     """The two towers and the retrieval loss.
 
     ``loss="full_softmax"``: every query against every item seen in training, with an
     optional learned per-item bias. ``loss="in_batch"``: ``tfrs.tasks.Retrieval``, the
-    other positives of the batch as negatives, log-Q corrected when ``log_q``.
+    other positives of the batch as negatives, log-Q corrected when ``log_q``. ``profile``:
+    a :class:`ContentProfile` whose columns extend both towers' embeddings.
     """
 
     def __init__(self, query_tower: QueryTower, item_tower: ItemTower,
                  item_probability: np.ndarray, *, loss: str = "full_softmax", log_q: bool = True,
                  softmax_items: np.ndarray | None = None, item_bias: bool = False,
-                 bias_dropout: float = 0.0):
+                 bias_dropout: float = 0.0, profile: ContentProfile | None = None):
         super().__init__()
         if loss not in ("full_softmax", "in_batch"):
             raise DataError(f"loss must be 'full_softmax' or 'in_batch', got {loss!r}")
         if item_bias and loss != "full_softmax":
             raise DataError("item_bias goes with loss='full_softmax'")
-        self.query_tower, self.item_tower = query_tower, item_tower
+        self.query_tower, self.item_tower, self.profile = query_tower, item_tower, profile
         self.loss_kind, self.log_q = loss, log_q  # not "loss": compile() sets that attribute
         n_items = len(item_probability)
         self._probability = tf.constant(np.asarray(item_probability, np.float32))  # (n_items,)
@@ -152,17 +181,28 @@ class RetrievalModel(tfrs.Model):
                                                 initializer="zeros", trainable=True)
             self._bias_trained = tf.constant(np.isin(np.arange(n_items), items))
 
+    def embed_query(self, features: Mapping[str, tf.Tensor], training=None) -> tf.Tensor:
+        """``(B, d)``: the query tower, then the profile's columns when there is one."""
+        query = self.query_tower(features, training=training)
+        return query if self.profile is None else tf.concat([query, self.profile(features)], -1)
+
+    def embed_items(self, item_idx: tf.Tensor, training=None) -> tf.Tensor:
+        """``(..., d)``: the item tower, then the profile's columns when there is one."""
+        items = self.item_tower(item_idx, training=training)
+        return items if self.profile is None else tf.concat([items, self.profile.items(item_idx)],
+                                                            -1)
+
     def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query = self.query_tower(features, training=training)            # (B, d)
+        query = self.embed_query(features, training=training)            # (B, d)
         item = tf.cast(features["item"], tf.int32)                       # (B,)
         if self.loss_kind == "in_batch":
             # log-Q: subtract each candidate's log sampling probability (its training
             # frequency), or the softmax over-penalises the popular items of every batch.
             probability = tf.gather(self._probability, item) if self.log_q else None
-            return self.task(query, self.item_tower(item, training=training),
+            return self.task(query, self.embed_items(item, training=training),
                              candidate_sampling_probability=probability, candidate_ids=item,
                              compute_metrics=not training)
-        candidates = self.item_tower(self._softmax_items, training=training)  # (n_softmax, d)
+        candidates = self.embed_items(self._softmax_items, training=training)  # (n_softmax, d)
         logits = tf.matmul(query, candidates, transpose_b=True)               # (B, n_softmax)
         if self.item_bias is not None:
             bias = tf.gather(self.item_bias, self._softmax_items)
@@ -178,7 +218,7 @@ class RetrievalModel(tfrs.Model):
     # Serving is one dot product: the bias becomes an extra item column against a query 1.
     def query_embedding(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """``(B, dim)``, or ``(B, dim + 1)`` with a 1 appended when there is an item bias."""
-        query = self.query_tower(features, training=False)
+        query = self.embed_query(features, training=False)
         if self.item_bias is None:
             return query
         # tf.pad, not a concat with tf.ones_like(query): in full int8 (notebook 06) that 1 came
@@ -188,7 +228,7 @@ class RetrievalModel(tfrs.Model):
     def candidate_embedding(self, item_idx: tf.Tensor) -> tf.Tensor:
         """``(B, dim)``, or ``(B, dim + 1)`` with the item's bias appended."""
         item_idx = tf.cast(item_idx, tf.int32)
-        items = self.item_tower(item_idx, training=False)
+        items = self.embed_items(item_idx, training=False)
         if self.item_bias is None:
             return items
         bias = tf.where(tf.gather(self._bias_trained, item_idx),
@@ -213,11 +253,14 @@ def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray 
                           user_dropout: float = 0.05, use_history: bool = True,
                           history_dropout: float = 0.0, use_context: bool = True,
                           loss: str = "in_batch", log_q: bool = True, item_bias: bool = False,
-                          bias_dropout: float = 0.0, shared_history: bool = True) -> RetrievalModel:
+                          bias_dropout: float = 0.0, shared_history: bool = True,
+                          profile_weight: float = 0.0) -> RetrievalModel:
     """One variant's towers and model (untrained). ``id_dropout``: 0.25 for ``fused``, else 0.
 
     ``shared_history=False`` gives the query tower its own copy of the item tower for the
     history items (separate weights): "bought before" and "buys next" may then differ.
+    ``profile_weight`` > 0 adds a :class:`ContentProfile` of the variant's content with that
+    initial weight (content variants only).
     """
     if variant not in VARIANTS[1:]:
         raise DataError(f"unknown model variant {variant!r}; choose from {list(VARIANTS[1:])}")
@@ -236,10 +279,12 @@ def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray 
                              use_context=use_context, use_user_id=use_user_id,
                              user_dropout=user_dropout, history_dropout=history_dropout,
                              name="query_tower")
+    profile = (ContentProfile(item_content, profile_weight, name="profile")
+               if profile_weight > 0 and variant in ("content", "fused") else None)
     return RetrievalModel(query_tower, item_tower, data.item_probability, loss=loss,
                           log_q=log_q and loss == "in_batch",
                           softmax_items=np.flatnonzero(data.warm_items),
-                          item_bias=item_bias, bias_dropout=bias_dropout)
+                          item_bias=item_bias, bias_dropout=bias_dropout, profile=profile)
 
 
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad}

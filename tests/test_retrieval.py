@@ -372,3 +372,50 @@ def test_own_frames_with_constant_timestamps_warn_and_keep_histories(world):
     assert (data.examples["train"]["history_mask"].sum(1) > 0).mean() > 0.8
     with pytest.raises(F.DataError, match="user_id"):
         F.from_frames(toy.prepared.items, frame.drop(columns="user_id"))
+
+
+def test_content_profile_columns_add_the_weighted_profile_score_and_serve(world, tmp_path):
+    """The profile's columns add weight x (mean unit content of the history) . (unit content)
+    to every score, in the training loss and in the served embeddings alike."""
+    from recsys_utils import serving as S
+
+    toy, data = world
+    plain = T.build_retrieval_model("content", data, toy.content, embedding_dim=8,
+                                    loss="full_softmax", item_bias=True, use_user_id=False)
+    model = T.build_retrieval_model("content", data, toy.content, embedding_dim=8,
+                                    loss="full_softmax", item_bias=True, use_user_id=False,
+                                    profile_weight=3.0)
+    assert plain.profile is None and model.profile is not None
+    assert T.build_retrieval_model("id", data, profile_weight=3.0).profile is None
+    batch = {k: tf.constant(v[:16]) for k, v in data.examples["train"].items()
+             if k in (*R.QUERY_KEYS, "item")}
+    unit = toy.content / np.linalg.norm(toy.content, axis=1, keepdims=True)
+    history, mask = batch["history"].numpy(), batch["history_mask"].numpy()
+    centre = (unit[np.maximum(history, 0)] * mask[..., None]).sum(1) / np.maximum(
+        mask.sum(1, keepdims=True), 1)
+    warm = np.flatnonzero(data.warm_items)
+    logits = (model.query_tower(batch).numpy() @ model.item_tower(tf.constant(warm)).numpy().T
+              + 3.0 * centre @ unit[warm].T)
+    target = np.searchsorted(warm, batch["item"].numpy())
+    expected = np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(16), target])
+    assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
+    assert float(plain.compute_loss(batch)) != pytest.approx(expected, rel=1e-3)
+
+    # Trained, the same columns serve: the profile part of the query . item score is the
+    # weight times the training-free content profile of the same history, for every item.
+    result = T.train_retrieval("content", data, toy.content, **{**FULL, "profile_weight": 3.0})
+    weight = float(result.model.profile.weight.numpy())
+    assert weight != 3.0  # learned
+    queries = data.queries("test").features
+    q, items = result.query_embeddings(queries), result.item_embeddings()
+    d = unit.shape[1]
+    np.testing.assert_allclose(items[:, -d - 1:-1], unit, atol=1e-6)
+    hist, hmask = queries["history"], queries["history_mask"]
+    centre = (unit[np.maximum(hist, 0)] * hmask[..., None]).sum(1) / np.maximum(
+        hmask.sum(1, keepdims=True), 1)
+    np.testing.assert_allclose(q[:, -d - 1:-1], weight * centre, atol=1e-5)
+    path = S.export_serving_model(S.build_brute_force(result, data, k=10), tmp_path / "serving")
+    loaded = S.load_serving_model(path)
+    users = data.queries("test").user_ids[:5]
+    ids, _ = loaded.recommend(users, timestamps=[int(data.splits["test"]["timestamp"].max())] * 5)
+    assert ids.shape == (5, 10)
