@@ -130,16 +130,26 @@ class ContentProfile(tf.keras.layers.Layer):
         self.weight = self.add_weight(name="profile_weight", shape=(), trainable=True,
                                       initializer=tf.keras.initializers.Constant(initial_weight))
 
-    def call(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        """The query columns ``(B, d)`` from ``history`` ``(B, H)`` and ``history_mask``."""
+    def centre(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """``(B, d)``: the mean row of the ``history`` ``(B, H)`` items (``history_mask``)."""
         history = tf.maximum(tf.cast(features["history"], tf.int32), 0)
         mask = tf.cast(features["history_mask"], tf.float32)[..., None]    # (B, H, 1)
         total = tf.reduce_sum(tf.gather(self.unit_content, history) * mask, axis=1)
-        return self.weight * total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+    def call(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The query columns ``(B, d)``."""
+        return self.weight * self.centre(features)
 
     def items(self, item_idx: tf.Tensor) -> tf.Tensor:
         """The item columns ``(..., d)``."""
         return tf.gather(self.unit_content, tf.cast(item_idx, tf.int32))
+
+    def scores(self, features: Mapping[str, tf.Tensor], item_idx: tf.Tensor) -> tf.Tensor:
+        """``(B, n)``: query columns . item columns, the weight applied after the product, so
+        training back-propagates one number per score instead of two ``d``-wide products."""
+        return self.weight * tf.matmul(self.centre(features), self.items(item_idx),
+                                       transpose_b=True)
 
 
 class RetrievalModel(tfrs.Model):
@@ -193,17 +203,20 @@ class RetrievalModel(tfrs.Model):
                                                             -1)
 
     def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query = self.embed_query(features, training=training)            # (B, d)
         item = tf.cast(features["item"], tf.int32)                       # (B,)
         if self.loss_kind == "in_batch":
             # log-Q: subtract each candidate's log sampling probability (its training
             # frequency), or the softmax over-penalises the popular items of every batch.
             probability = tf.gather(self._probability, item) if self.log_q else None
-            return self.task(query, self.embed_items(item, training=training),
+            return self.task(self.embed_query(features, training=training),
+                             self.embed_items(item, training=training),
                              candidate_sampling_probability=probability, candidate_ids=item,
                              compute_metrics=not training)
-        candidates = self.embed_items(self._softmax_items, training=training)  # (n_softmax, d)
+        query = self.query_tower(features, training=training)                 # (B, d)
+        candidates = self.item_tower(self._softmax_items, training=training)  # (n_softmax, d)
         logits = tf.matmul(query, candidates, transpose_b=True)               # (B, n_softmax)
+        if self.profile is not None:  # the profile's columns, multiplied on their own
+            logits += self.profile.scores(features, self._softmax_items)
         if self.item_bias is not None:
             bias = tf.gather(self.item_bias, self._softmax_items)
             if training and self.bias_dropout > 0:
