@@ -74,7 +74,7 @@ run-all:
 # Two workers (pytest-xdist); tests/conftest.py keeps each data set's notebook series
 # on one worker, so no notebook runs twice. TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
-PYTEST      := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST      := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 test:
 	$(PYTEST) -m "not default_profile" --durations=15
 

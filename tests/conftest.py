@@ -73,6 +73,11 @@ class SeriesRuns:
 #: Session fixtures that build something costly: every test using one runs on one worker.
 _SHARED_FIXTURES = {"default_runs": "series-default", "dense_model": "dense-model",
                     "dense_variants": "dense-model"}
+#: The longest groups, longest first: started first, they do not finish alone at the end
+#: (``make test`` passes --no-loadscope-reorder, which would otherwise put the groups with
+#: the most tests first).
+_LONGEST_FIRST = ("series-default", "series-movielens-100k", "series-fashion",
+                  "series-synthetic", "test_notebook_csv")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
@@ -98,6 +103,9 @@ def pytest_collection_modifyitems(items) -> None:
             group = next((_SHARED_FIXTURES[f] for f in sorted(fixtures & set(_SHARED_FIXTURES))),
                          item.module.__name__ if item.module else item.nodeid)
         item.add_marker(pytest.mark.xdist_group(group))
+    rank = {group: i for i, group in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.get_closest_marker("xdist_group").args[0],
+                                         len(rank)))
 
 
 @pytest.hookimpl(trylast=True)  # after xdist has written the groups into the test ids
