@@ -4,7 +4,7 @@ Run by ``make test-default`` and ``make test-all`` (what ``.ci/run`` runs).
 
 The smoke profile is small enough that margins there say little about the
 numbers a user sees; this runs the default profile's retrieval notebook once
-(about nine minutes on two cores) and holds it to margins that its results
+(about 13 minutes on two cores) and holds it to margins that its results
 clear today with room to spare:
 
 * the carried two-tower model beats popularity on warm Recall@10 by
