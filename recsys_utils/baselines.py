@@ -29,6 +29,7 @@ import scipy.sparse
 
 from . import retrieval
 from .features import RecData, check_item_content, item_attribute_matrix
+from .metrics import unit_rows
 from .schema import DataError
 from .synthetic import TRUTH_COLUMNS
 
@@ -172,7 +173,7 @@ def content_profile(data: RecData, content: np.ndarray, *, variant: str = "conte
     content = check_item_content(content, data.n_items, "content")
     start = time.perf_counter()
     x = _train_matrix(data)
-    items = content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
+    items = unit_rows(content)
     counts = np.asarray(x.sum(axis=1)).ravel()
     users = np.asarray(x @ items) / np.maximum(counts, 1.0)[:, None]
     return _finish(variant, data, users.astype(np.float32), items, start,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse
 
+from .metrics import unit_rows
 from .schema import DataError
 
 
@@ -61,7 +62,7 @@ def item_retrieval_metrics(embeddings: np.ndarray, query_idx: np.ndarray, releva
         raise DataError(f"need at least one query and two candidates, got {len(query_idx)} and "
                         f"{len(candidates)}", source="retrieval metrics")
     k = min(k, len(candidates) - 1)
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)   # cosine
+    emb = unit_rows(emb)   # cosine
     _, codes = np.unique(key.astype(str), return_inverse=True)
     codes = codes.ravel()
 

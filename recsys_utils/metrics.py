@@ -262,6 +262,12 @@ def top_k_overlap(approx: Any, exact: Any, k: int) -> np.ndarray:
                     dtype=np.float64)
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """``(n, d)`` float32: each row scaled to unit L2 norm (all-zero rows stay zero)."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two ``(n, d)`` arrays -> ``(n,)``.
 

@@ -15,6 +15,7 @@ import tensorflow_recommenders as tfrs
 from recsys_utils import retrieval
 from recsys_utils.callbacks import EpochBar, EpochClock
 from recsys_utils.features import RecData, check_item_content, to_dataset
+from recsys_utils.metrics import unit_rows
 from recsys_utils.schema import DataError
 
 
@@ -57,6 +58,13 @@ class ItemTower(tf.keras.layers.Layer):
         if self.use_content:
             parts.append(self.mlp(tf.gather(self.content, item_idx)))
         return tf.add_n(parts)
+
+
+def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """``(B, H, d)`` values, ``(B, H)`` 0/1 mask -> ``(B, d)``: the mean of the kept rows."""
+    mask = tf.cast(mask, values.dtype)
+    total = tf.reduce_sum(values * mask[..., None], axis=1)
+    return total / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
 
 
 class QueryTower(tf.keras.layers.Layer):
@@ -110,8 +118,7 @@ class QueryTower(tf.keras.layers.Layer):
         embedded = self.item_tower(distinct, training=training)
         items = tf.reshape(tf.gather(embedded, position),
                            [-1, history.shape[-1], embedded.shape[-1]])
-        total = tf.reduce_sum(items * mask[..., None], axis=1)
-        return total / tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+        return masked_mean(items, mask)
 
 
 class ContentProfile(tf.keras.layers.Layer):
@@ -124,18 +131,15 @@ class ContentProfile(tf.keras.layers.Layer):
 
     def __init__(self, content: np.ndarray, initial_weight: float, **kwargs):
         super().__init__(**kwargs)
-        content = np.asarray(content, np.float32)
-        unit = content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
-        self.unit_content = tf.Variable(unit, trainable=False, name="unit_content")
+        # The rows of the training-free baseline (baselines.content_profile), as columns.
+        self.unit_content = tf.Variable(unit_rows(content), trainable=False, name="unit_content")
         self.weight = self.add_weight(name="profile_weight", shape=(), trainable=True,
                                       initializer=tf.keras.initializers.Constant(initial_weight))
 
     def centre(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """``(B, d)``: the mean row of the ``history`` ``(B, H)`` items (``history_mask``)."""
         history = tf.maximum(tf.cast(features["history"], tf.int32), 0)
-        mask = tf.cast(features["history_mask"], tf.float32)[..., None]    # (B, H, 1)
-        total = tf.reduce_sum(tf.gather(self.unit_content, history) * mask, axis=1)
-        return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        return masked_mean(tf.gather(self.unit_content, history), features["history_mask"])
 
     def call(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """The query columns ``(B, d)``."""

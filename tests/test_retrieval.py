@@ -374,9 +374,16 @@ def test_own_frames_with_constant_timestamps_warn_and_keep_histories(world):
         F.from_frames(toy.prepared.items, frame.drop(columns="user_id"))
 
 
+def _history_centre(unit: np.ndarray, history: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """NumPy reference: the mean unit-content row of each history's kept items."""
+    total = (unit[np.maximum(history, 0)] * mask[..., None]).sum(1)
+    return total / np.maximum(mask.sum(1, keepdims=True), 1)
+
+
 def test_content_profile_columns_add_the_weighted_profile_score_and_serve(world, tmp_path):
     """The profile's columns add weight x (mean unit content of the history) . (unit content)
     to every score, in the training loss and in the served embeddings alike."""
+    from recsys_utils import baselines
     from recsys_utils import serving as S
 
     toy, data = world
@@ -390,9 +397,7 @@ def test_content_profile_columns_add_the_weighted_profile_score_and_serve(world,
     batch = {k: tf.constant(v[:16]) for k, v in data.examples["train"].items()
              if k in (*R.QUERY_KEYS, "item")}
     unit = toy.content / np.linalg.norm(toy.content, axis=1, keepdims=True)
-    history, mask = batch["history"].numpy(), batch["history_mask"].numpy()
-    centre = (unit[np.maximum(history, 0)] * mask[..., None]).sum(1) / np.maximum(
-        mask.sum(1, keepdims=True), 1)
+    centre = _history_centre(unit, batch["history"].numpy(), batch["history_mask"].numpy())
     warm = np.flatnonzero(data.warm_items)
     logits = (model.query_tower(batch).numpy() @ model.item_tower(tf.constant(warm)).numpy().T
               + 3.0 * centre @ unit[warm].T)
@@ -401,19 +406,19 @@ def test_content_profile_columns_add_the_weighted_profile_score_and_serve(world,
     assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-5)
     assert float(plain.compute_loss(batch)) != pytest.approx(expected, rel=1e-3)
 
-    # Trained, the same columns serve: the profile part of the query . item score is the
-    # weight times the training-free content profile of the same history, for every item.
+    # Trained, the same columns serve: the item columns are the training-free baseline's
+    # item vectors, the query columns the learned weight times its history centre.
     result = T.train_retrieval("content", data, toy.content, **{**FULL, "profile_weight": 3.0})
     weight = float(result.model.profile.weight.numpy())
     assert weight != 3.0  # learned
     queries = data.queries("test").features
     q, items = result.query_embeddings(queries), result.item_embeddings()
     d = unit.shape[1]
-    np.testing.assert_allclose(items[:, -d - 1:-1], unit, atol=1e-6)
-    hist, hmask = queries["history"], queries["history_mask"]
-    centre = (unit[np.maximum(hist, 0)] * hmask[..., None]).sum(1) / np.maximum(
-        hmask.sum(1, keepdims=True), 1)
-    np.testing.assert_allclose(q[:, -d - 1:-1], weight * centre, atol=1e-5)
+    np.testing.assert_allclose(items[:, -d - 1:-1],
+                               baselines.content_profile(data, toy.content).item_embeddings(),
+                               atol=1e-6)
+    np.testing.assert_allclose(q[:, -d - 1:-1], weight * _history_centre(
+        unit, queries["history"], queries["history_mask"]), atol=1e-5)
     path = S.export_serving_model(S.build_brute_force(result, data, k=10), tmp_path / "serving")
     loaded = S.load_serving_model(path)
     users = data.queries("test").user_ids[:5]
