@@ -127,12 +127,19 @@ class ContentProfile(tf.keras.layers.Layer):
     ``content`` ``(n_items, d)``: each item's row is its L2-normalised content. A query is
     ``weight`` x the mean row of its history items, so query . item = ``weight`` x the
     profile score (the cosine of the item with the history's centre, up to its norm).
+    ``rank``: keep ``min(rank, d)`` columns, the unit rows projected on their top right
+    singular vectors, whose products are the best rank-``rank`` approximation of the cosines.
     """
 
-    def __init__(self, content: np.ndarray, initial_weight: float, **kwargs):
+    def __init__(self, content: np.ndarray, initial_weight: float, rank: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         # The rows of the training-free baseline (baselines.content_profile), as columns.
-        self.unit_content = tf.Variable(unit_rows(content), trainable=False, name="unit_content")
+        unit = unit_rows(content)
+        if rank is not None and rank < unit.shape[1]:
+            unit = unit @ np.linalg.svd(unit, full_matrices=False)[2][:rank].T  # (n_items, rank)
+        self.unit_content = tf.Variable(unit.astype(np.float32), trainable=False,
+                                        name="unit_content")
         self.weight = self.add_weight(name="profile_weight", shape=(), trainable=True,
                                       initializer=tf.keras.initializers.Constant(initial_weight))
 
@@ -271,13 +278,14 @@ def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray 
                           history_dropout: float = 0.0, use_context: bool = True,
                           loss: str = "in_batch", log_q: bool = True, item_bias: bool = False,
                           bias_dropout: float = 0.0, shared_history: bool = True,
-                          profile_weight: float = 0.0) -> RetrievalModel:
+                          profile_weight: float = 0.0,
+                          profile_rank: int | None = None) -> RetrievalModel:
     """One variant's towers and model (untrained). ``id_dropout``: 0.25 for ``fused``, else 0.
 
     ``shared_history=False`` gives the query tower its own copy of the item tower for the
     history items (separate weights): "bought before" and "buys next" may then differ.
     ``profile_weight`` > 0 adds a :class:`ContentProfile` of the variant's content with that
-    initial weight (content variants only).
+    initial weight (content variants only), cut to ``profile_rank`` columns.
     """
     if variant not in VARIANTS[1:]:
         raise DataError(f"unknown model variant {variant!r}; choose from {list(VARIANTS[1:])}")
@@ -296,7 +304,7 @@ def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray 
                              use_context=use_context, use_user_id=use_user_id,
                              user_dropout=user_dropout, history_dropout=history_dropout,
                              name="query_tower")
-    profile = (ContentProfile(item_content, profile_weight, name="profile")
+    profile = (ContentProfile(item_content, profile_weight, profile_rank, name="profile")
                if profile_weight > 0 and variant in ("content", "fused") else None)
     return RetrievalModel(query_tower, item_tower, data.item_probability, loss=loss,
                           log_q=log_q and loss == "in_batch",

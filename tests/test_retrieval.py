@@ -424,3 +424,19 @@ def test_content_profile_columns_add_the_weighted_profile_score_and_serve(world,
     users = data.queries("test").user_ids[:5]
     ids, _ = loaded.recommend(users, timestamps=[int(data.splits["test"]["timestamp"].max())] * 5)
     assert ids.shape == (5, 10)
+
+
+def test_content_profile_rank_keeps_the_best_low_rank_cosines():
+    """``rank`` < d: the columns' products are the truncated SVD of the unit rows' cosines
+    (what the best rank-r approximation keeps), and rank >= d changes nothing."""
+    content = np.random.default_rng(0).normal(size=(40, 12)).astype(np.float32)
+    unit = content / np.linalg.norm(content, axis=1, keepdims=True)
+    u, s, vt = np.linalg.svd(unit, full_matrices=False)
+    best = (u[:, :5] * s[:5]) @ (u[:, :5] * s[:5]).T
+    reduced = T.ContentProfile(content, 1.0, rank=5).unit_content.numpy()
+    assert reduced.shape == (40, 5)
+    np.testing.assert_allclose(reduced @ reduced.T, best, atol=1e-5)
+    assert np.abs(reduced @ reduced.T - unit @ unit.T).max() > 1e-3  # it did cut something
+    for rank in (None, 12, 50):
+        np.testing.assert_allclose(T.ContentProfile(content, 1.0, rank=rank).unit_content.numpy(),
+                                   unit, atol=1e-6)
