@@ -128,7 +128,8 @@ class ContentProfile(tf.keras.layers.Layer):
     ``weight`` x the mean row of its history items, so query . item = ``weight`` x the
     profile score (the cosine of the item with the history's centre, up to its norm).
     ``rank``: keep ``min(rank, d)`` columns, the unit rows projected on their top right
-    singular vectors, whose products are the best rank-``rank`` approximation of the cosines.
+    singular vectors (then rotated), whose products are the best rank-``rank``
+    approximation of the cosines.
     """
 
     def __init__(self, content: np.ndarray, initial_weight: float, rank: int | None = None,
@@ -138,6 +139,9 @@ class ContentProfile(tf.keras.layers.Layer):
         unit = unit_rows(content)
         if rank is not None and rank < unit.shape[1]:
             unit = unit @ np.linalg.svd(unit, full_matrices=False)[2][:rank].T  # (n_items, rank)
+            # A fixed random rotation keeps every product and spreads the leading direction
+            # over all columns: int8 (notebook 06) has one scale per tensor.
+            unit = unit @ np.linalg.qr(np.random.default_rng(0).normal(size=(rank, rank)))[0]
         self.unit_content = tf.Variable(unit.astype(np.float32), trainable=False,
                                         name="unit_content")
         self.weight = self.add_weight(name="profile_weight", shape=(), trainable=True,

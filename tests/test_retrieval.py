@@ -429,7 +429,8 @@ def test_content_profile_columns_add_the_weighted_profile_score_and_serve(world,
 def test_content_profile_rank_keeps_the_best_low_rank_cosines():
     """``rank`` < d: the columns' products are the truncated SVD of the unit rows' cosines
     (what the best rank-r approximation keeps), and rank >= d changes nothing."""
-    content = np.random.default_rng(0).normal(size=(40, 12)).astype(np.float32)
+    # A shared offset, as real embeddings have: the leading singular direction dominates.
+    content = (np.random.default_rng(0).normal(size=(40, 12)) + 2.0).astype(np.float32)
     unit = content / np.linalg.norm(content, axis=1, keepdims=True)
     u, s, vt = np.linalg.svd(unit, full_matrices=False)
     best = (u[:, :5] * s[:5]) @ (u[:, :5] * s[:5]).T
@@ -437,6 +438,10 @@ def test_content_profile_rank_keeps_the_best_low_rank_cosines():
     assert reduced.shape == (40, 5)
     np.testing.assert_allclose(reduced @ reduced.T, best, atol=1e-5)
     assert np.abs(reduced @ reduced.T - unit @ unit.T).max() > 1e-3  # it did cut something
+    # Rotated: no column carries the leading direction alone (int8 has one scale per tensor).
+    projected = unit @ vt[:5].T
+    spread = lambda columns: np.abs(columns).max(0).max() / np.abs(columns).max(0).min()
+    assert spread(reduced) < spread(projected)
     for rank in (None, 12, 50):
         np.testing.assert_allclose(T.ContentProfile(content, 1.0, rank=rank).unit_content.numpy(),
                                    unit, atol=1e-6)
