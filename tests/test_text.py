@@ -39,6 +39,19 @@ def test_token_ids_match_the_reference_tokenizer(encoder, reference):
     assert ours == reference["token_ids"]
 
 
+def test_fast_tokenizer_gives_the_graph_tokenizer_ids(encoder, reference, tmp_path):
+    """tokenize() runs tokenizer.json (Rust); the exports run the keras-hub graph tokenizer:
+    the same ids, truncation to max_length included."""
+    assert encoder._fast_tokenizer is not None
+    texts = [*reference["sentences"], "wool " * 300, "", "Ünïcödé naïve CAFÉ-crème, 42%!"]
+    import tensorflow as tf
+
+    graph = encoder._tokenize_fn(tf.constant(texts)).to_list()
+    assert [t.tolist() for t in encoder.tokenize(texts)] == graph
+    assert len(graph[len(reference["sentences"])]) == encoder.max_length
+    assert text._fast_tokenizer(str(tmp_path), 128) is None  # no tokenizer.json: graph path
+
+
 def test_embeddings_match_the_pytorch_reference(encoder, reference):
     vectors = encoder.encode(reference["sentences"], progress=False)
     expected = np.asarray(reference["vectors"], dtype=np.float64)
@@ -132,7 +145,7 @@ def test_bfloat16_and_cls_pooling(encoder, reference):
     assert bf16.precision == "bfloat16" and bf16.cache_key != encoder.cache_key
     half = bf16.encode(reference["sentences"], progress=False)
     assert half.dtype == np.float32
-    assert cosine(full, half).min() >= 0.99
+    assert cosine(full, half).min() >= 0.999  # the faster path: same vectors (bench_peers)
     cls = text.load_text_encoder(pooling="cls")
     cls_vectors = cls.encode(reference["sentences"], progress=False)
     np.testing.assert_allclose(np.linalg.norm(cls_vectors, axis=1), 1.0, atol=1e-5)
