@@ -113,8 +113,13 @@ $(PEERS)/installed: requirements-peers.txt
 	$(PEERS)/bin/python -m pip install -r requirements-peers.txt
 	touch $@
 
+# The encoder against sentence-transformers, then 1M-candidate search with FAISS beside:
+# on RUN_DIR's trained tower vectors when notebook 04 has written them, else the mixture.
 bench-peers: $(PEERS)/installed
 	$(BIN)/python benchmarks/bench_peers.py --peer-python $(PEERS)/bin/python
+	$(BIN)/python benchmarks/bench_ann.py --sizes 1000000 --peer-python $(PEERS)/bin/python \
+		--leaf-factors 1 --search-fractions 0.03,0.1,0.3 --reorder 100,1000 --no-tfrs \
+		$(if $(wildcard $(RUN_DIR)/artifacts/models/item_tower),--data two-tower --run-dir $(RUN_DIR))
 
 report:
 	@if [ -f "$(RUN_DIR)/report/report.html" ]; then \

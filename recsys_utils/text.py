@@ -62,8 +62,9 @@ class TextEncoder:
         precision: ``"float32"``, ``"bfloat16"`` (Keras mixed policy) or
             ``"auto"`` (default: bfloat16 where the hardware supports it
             natively, else float32). bfloat16 vectors agree with float32 ones
-            to cosine >= 0.9999; on the project's 2-core AVX512-BF16 CPU they
-            ran up to ~1.5-2x faster (``benchmarks/bench_text.py``; noisy).
+            to cosine >= 0.9999; on the project's 2-core AVX512-BF16 CPUs they
+            ran 1.3-2x faster than float32 (``benchmarks/bench_text.py``,
+            ``bench_peers.py``; noisy). float32 compiles with XLA.
         batch_size: default texts per forward pass for :meth:`encode`.
         pad_multiple: dynamic padding rounds each batch up to a multiple of this.
 
