@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -344,6 +345,7 @@ def _faiss_method(items: np.ndarray, peer: Any, work: Path) -> Method:
     """``faiss.IndexFlatIP`` in the peers' process; it times its own batched calls."""
     np.save(work / "items.npy", items)
     build_s = peer.ask(op="faiss_index", items=str(work / "items.npy"))["build_seconds"]
+    (work / "items.npy").unlink()  # the peer holds its copy; the file is the size of the table
 
     def search(q: np.ndarray, min_seconds: float = 0.0) -> tuple[np.ndarray, float]:
         np.save(work / "queries.npy", q)
@@ -381,8 +383,8 @@ def bench_size(n: int, args: argparse.Namespace, peer: Any = None) -> list[Metho
                       est_bytes=items.nbytes)]
     if not args.no_tfrs:
         methods.append(_tfrs_method(items))
-    work = Path(tempfile.mkdtemp(prefix="bench_ann_peer_"))
-    if peer is not None:
+    work = Path(tempfile.mkdtemp(prefix="bench_ann_peer_")) if peer is not None else None
+    if work is not None:
         methods.append(_faiss_method(items, peer, work))
     methods += _scann_methods(items, args)
     for m in methods:  # warm-up (tracing, thread pools) and recall from the same output
@@ -404,6 +406,8 @@ def bench_size(n: int, args: argparse.Namespace, peer: Any = None) -> list[Metho
                 m.ms.append(_median_ms(m.single, single))
         print(f"  round {r + 1}/{args.rounds} done", flush=True)
     print(f"  1-min load average before/after timing: {load_before} / {loadavg()}")
+    if work is not None:
+        shutil.rmtree(work)
 
     base = max(statistics.median(m.qps) for m in methods if not m.scann)
     print()

@@ -170,11 +170,11 @@ class TextEncoder:
 
     def tokenize(self, texts: Sequence[str], chunk: int = 4096) -> list[np.ndarray]:
         """Token ids per text, ``[CLS] ... [SEP]``, truncated to ``max_length``; int32 arrays."""
-        import tensorflow as tf
-
         if self._fast_tokenizer is not None:
             return [np.asarray(e.ids, np.int32)
                     for e in self._fast_tokenizer.encode_batch(list(texts))]
+        import tensorflow as tf
+
         out: list[np.ndarray] = []
         for start in range(0, len(texts), chunk):
             ragged = self._tokenize_fn(tf.constant(list(texts[start:start + chunk]), dtype=tf.string))

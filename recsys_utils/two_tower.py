@@ -135,7 +135,8 @@ class ContentProfile(tf.keras.layers.Layer):
     def __init__(self, content: np.ndarray, initial_weight: float, rank: int | None = None,
                  **kwargs):
         super().__init__(**kwargs)
-        # The rows of the training-free baseline (baselines.content_profile), as columns.
+        # The rows of the training-free baseline (baselines.content_profile), as columns;
+        # with a rank, their best low-rank stand-in (the same products up to the cut).
         unit = unit_rows(content)
         if rank is not None and rank < unit.shape[1]:
             unit = unit @ np.linalg.svd(unit, full_matrices=False)[2][:rank].T  # (n_items, rank)
