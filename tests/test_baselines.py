@@ -17,6 +17,7 @@ from recsys_utils import features as F
 from recsys_utils import retrieval as R
 from recsys_utils.schema import DataError
 from recsys_utils.synthetic import TRUTH_COLUMNS
+from toy_world import make_toy
 
 SMALL_GRIDS = {"ease": [{"l2": 10}, {"l2": 500}],
                "item_knn": [{"k": 20, "shrink": 0}, {"k": 200, "shrink": 10}],
@@ -26,7 +27,7 @@ SMALL_GRIDS = {"ease": [{"l2": 10}, {"l2": 500}],
 
 @pytest.fixture(scope="module")
 def world():
-    toy = F.make_toy(seed=0)  # 200 users, 300 items, 4 categories x 5 colours
+    toy = make_toy(seed=0)  # 200 users, 300 items, 4 categories x 5 colours
     return toy, F.build_features(toy.prepared, history_length=5)
 
 

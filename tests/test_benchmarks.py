@@ -13,6 +13,7 @@ import pytest
 from recsys_utils import metrics
 from recsys_utils import two_tower
 from recsys_utils.schema import DataError
+from toy_world import make_toy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import _common  # noqa: E402
@@ -304,7 +305,7 @@ def test_profile_budget_defaults_to_the_default_profile_and_takes_overrides():
 def test_train_retrieval_records_every_epoch_wall_time():
     from recsys_utils import features, retrieval
 
-    toy = features.make_toy(seed=0)
+    toy = make_toy(seed=0)
     data = features.build_features(toy.prepared, history_length=3)
     result = two_tower.train_retrieval("id", data, epochs=3, batch_size=256, progress=False)
     seconds = result.history["epoch_seconds"]

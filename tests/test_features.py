@@ -10,6 +10,7 @@ import pytest
 
 from recsys_utils import features as F
 from recsys_utils.schema import DataError
+from toy_world import make_toy
 
 
 def hand_prepared(feedback: str = "rating") -> SimpleNamespace:
@@ -58,7 +59,7 @@ def test_history_is_strictly_before_the_target_with_ties_excluded():
 
 
 def test_history_never_leaks_on_random_data():
-    world = F.make_toy(n_users=40, n_items=60, per_user=10, seed=3)
+    world = make_toy(n_users=40, n_items=60, per_user=10, seed=3)
     data = F.build_features(world.prepared, history_length=4)
     ex = data.examples["train"]
     train = world.prepared.splits["train"]
@@ -76,7 +77,7 @@ def test_history_never_leaks_on_random_data():
 
 
 def test_padding_and_mask_agree():
-    world = F.make_toy(n_users=30, n_items=60, per_user=8, seed=1)
+    world = make_toy(n_users=30, n_items=60, per_user=8, seed=1)
     data = F.build_features(world.prepared, history_length=6)
     for split in ("train", "test"):
         ex = data.examples[split]
@@ -104,7 +105,7 @@ def test_unknown_user_maps_to_oov_with_empty_history():
 
 
 def test_exclusion_marks_exactly_the_training_items():
-    world = F.make_toy(n_users=50, n_items=80, per_user=10, seed=2)
+    world = make_toy(n_users=50, n_items=80, per_user=10, seed=2)
     data = F.build_features(world.prepared, history_length=5)
     q = data.queries("test")
     train = world.prepared.splits["train"]
@@ -121,7 +122,7 @@ def test_exclusion_marks_exactly_the_training_items():
 
 
 def test_query_history_is_last_h_training_items():
-    world = F.make_toy(n_users=30, n_items=60, per_user=12, seed=4)
+    world = make_toy(n_users=30, n_items=60, per_user=12, seed=4)
     data = F.build_features(world.prepared, history_length=3)
     q = data.queries("test_cold")
     train = world.prepared.splits["train"].sort_values(["user_id", "timestamp"], kind="stable")
@@ -140,14 +141,14 @@ def test_labels_context_and_cold_items():
     assert rated["rating"].dtype == np.float32
     hour, dow = F._clock(np.array([0, 3600 * 25, 86400 * 4]))
     assert hour.tolist() == [0, 1, 0] and dow.tolist() == [3, 4, 0]  # Thu, Fri, Mon
-    world = F.make_toy(n_users=60, n_items=90, per_user=10, seed=5)
+    world = make_toy(n_users=60, n_items=90, per_user=10, seed=5)
     toy = F.build_features(world.prepared)
     assert toy.item_counts[toy.cold_items].sum() == 0
     assert set(toy.examples["test_cold"]["item"]) <= set(toy.cold_items.tolist())
 
 
 def test_dataset_shuffle_is_deterministic():
-    world = F.make_toy(n_users=30, n_items=60, per_user=8, seed=1)
+    world = make_toy(n_users=30, n_items=60, per_user=8, seed=1)
     data = F.build_features(world.prepared, history_length=2)
     ex = data.examples["train"]
 

@@ -10,6 +10,7 @@ from recsys_utils import features as F
 from recsys_utils import dcn_ranker, two_tower
 from recsys_utils import ranking as K
 from recsys_utils import retrieval as R
+from toy_world import make_toy
 
 BUDGET = dict(epochs=12, batch_size=128, embedding_dim=32, learning_rate=0.005, seed=0,
               progress=False)
@@ -17,14 +18,14 @@ BUDGET = dict(epochs=12, batch_size=128, embedding_dim=32, learning_rate=0.005, 
 
 @pytest.fixture(scope="module")
 def rated():
-    toy = F.make_toy(feedback="rating", seed=0)
+    toy = make_toy(feedback="rating", seed=0)
     data = F.build_features(toy.prepared, history_length=5)
     return toy, data, dcn_ranker.train_ranking(data, toy.content, **BUDGET)
 
 
 @pytest.fixture(scope="module")
 def clicked():
-    toy = F.make_toy(feedback="event", n_users=400, seed=0)  # clicks need more data than ratings
+    toy = make_toy(feedback="event", n_users=400, seed=0)  # clicks need more data than ratings
     data = F.build_features(toy.prepared, history_length=5)
     return toy, data, dcn_ranker.train_ranking(data, toy.content, **BUDGET)
 

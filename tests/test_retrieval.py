@@ -15,6 +15,7 @@ from recsys_utils import metrics
 from recsys_utils import retrieval as R
 from recsys_utils import two_tower as T
 from recsys_utils.data import tfrs_protocol_split
+from toy_world import make_toy
 
 BUDGET = dict(epochs=8, batch_size=128, embedding_dim=32, learning_rate=0.01, seed=0,
               progress=False)
@@ -22,7 +23,7 @@ BUDGET = dict(epochs=8, batch_size=128, embedding_dim=32, learning_rate=0.01, se
 
 @pytest.fixture(scope="module")
 def world():
-    toy = F.make_toy(seed=0)  # 200 users, 300 items, 4 categories x 5 colours
+    toy = make_toy(seed=0)  # 200 users, 300 items, 4 categories x 5 colours
     return toy, F.build_features(toy.prepared, history_length=5)
 
 

@@ -11,13 +11,14 @@ from recsys_utils import features as F
 from recsys_utils import two_tower
 from recsys_utils import retrieval as R
 from recsys_utils import serving as S
+from toy_world import make_toy
 
 NOW = 1_600_000_000 + 90 * 86400
 
 
 @pytest.fixture(scope="module")
 def setup():
-    toy = F.make_toy(seed=1)
+    toy = make_toy(seed=1)
     data = F.build_features(toy.prepared, history_length=5)
     result = two_tower.train_retrieval("fused", data, toy.content, epochs=5, batch_size=128,
                                embedding_dim=32, learning_rate=0.01, seed=0, progress=False)

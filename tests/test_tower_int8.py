@@ -17,6 +17,7 @@ from recsys_utils import features as F
 from recsys_utils import serving as S
 from recsys_utils import two_tower
 from recsys_utils.tflite_conversion import TFLiteRunner, convert_saved_model, load_calibration
+from toy_world import make_toy
 
 
 def _full_int8(saved_model_dir) -> TFLiteRunner:
@@ -29,7 +30,7 @@ def _full_int8(saved_model_dir) -> TFLiteRunner:
 
 @pytest.fixture(scope="module")
 def towers(tmp_path_factory):
-    toy = F.make_toy(seed=3)
+    toy = make_toy(seed=3)
     data = F.build_features(toy.prepared, history_length=5)
     result = two_tower.train_retrieval(
         "content", data, toy.content, epochs=3, batch_size=128, embedding_dim=16,
