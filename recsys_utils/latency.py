@@ -3,7 +3,8 @@
 :func:`compare_latency` times several functions (model or index variants) on the
 same inputs in interleaved rounds, :func:`measure_latency` times one, and
 :func:`time_requests` times single requests to a served model (notebooks 04 and
-07). Every timed call goes through the same loop; no TensorFlow import.
+07). Every timed call goes through the same loop and every result is a
+:class:`Timing`; no TensorFlow import.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 from .schema import DataError
 
 __all__ = [
-    "Latency",
     "Timing",
     "compare_latency",
     "count_rows",
@@ -55,7 +55,7 @@ def _time_calls(fn: Callable[[Any], Any], args: Iterable[Any]) -> np.ndarray:
 
 @dataclasses.dataclass
 class Timing:
-    """CPU cost of one model variant.
+    """CPU cost of one model variant, or of one served model's requests.
 
     Attributes:
         median_ms, p95_ms: single-query (batch of one) latency over all
@@ -192,7 +192,7 @@ def measure_latency(
         num_threads: recorded in the result (``fn``'s own setting); taken from
             ``fn.num_threads`` when not given.
 
-    (``recsys_utils.serving.measure_latency`` times TFRS indexes by user id
+    (``recsys_utils.serving.request_latency`` times TFRS indexes by user id
     through :func:`time_requests`; this one times any callable on array inputs.)
     """
     timing = compare_latency({"fn": fn}, inputs, rounds=1, repeats=repeats, warmup=warmup,
@@ -200,16 +200,6 @@ def measure_latency(
     if num_threads is not None:
         timing.num_threads = timing.batch_threads = num_threads
     return timing
-
-
-@dataclasses.dataclass
-class Latency:
-    """Single-query latency over ``n`` calls, milliseconds."""
-
-    median_ms: float
-    p95_ms: float
-    mean_ms: float
-    n: int
 
 
 def _wait(result: Any) -> None:
@@ -225,16 +215,18 @@ def _wait(result: Any) -> None:
 
 
 def time_requests(call: Callable[[int], Any], n_requests: int, *, n: int = 200,
-                  warmup: int = 10) -> Latency:
+                  warmup: int = 10) -> Timing:
     """Time ``n`` calls ``call(i)``, ``i`` cycling through ``range(n_requests)``.
 
     ``call(i)`` sends request ``i`` (one query); each timing waits for the
-    result's tensors. Used for every served model (recommendation and search).
+    result's tensors. Used for every served model (recommendation and search);
+    ``repeats`` is ``n``, batches are not timed.
     """
     if n_requests < 1 or n < 1:
         raise DataError(f"timing needs at least one request and one call, got {n_requests}, {n}")
     for i in range(warmup):
         call(i % n_requests)
     times = _time_calls(lambda i: _wait(call(i)), (i % n_requests for i in range(n))) * 1000.0
-    return Latency(float(np.median(times)), float(np.percentile(times, 95)),
-                   float(times.mean()), n)
+    median = float(np.median(times))
+    return Timing(median_ms=median, p95_ms=float(np.percentile(times, 95)),
+                  throughput=float("nan"), repeats=n, batch_size=0, round_medians_ms=(median,))

@@ -59,7 +59,7 @@ import tensorflow_recommenders as tfrs
 from . import metrics
 from .artifacts import atomic_dir, save_module
 from .features import RecData
-from .latency import Latency, time_requests
+from .latency import Timing, time_requests
 from .retrieval import RetrievalResult
 from .schema import DataError
 
@@ -79,7 +79,7 @@ __all__ = [
     "load_serving_model",
     "saved_model_ops",
     "scann_ops",
-    "measure_latency",
+    "request_latency",
     "recommend",
     "same_top_k",
     "top_k_agreement",
@@ -378,7 +378,7 @@ def scann_sweep(
         num_leaves = scann_num_leaves(data.n_items)
     if leaves_to_search is None:
         leaves_to_search = sorted({max(1, round(num_leaves * f)) for f in (0.05, 0.1, 0.2, 0.33, 0.5, 1.0)})
-    lat = measure_latency(brute, user_ids, n=n_latency, timestamps=timestamps)
+    lat = request_latency(brute, user_ids, n=n_latency, timestamps=timestamps)
     rows = [{"index": "brute force", "num_leaves": None, "num_leaves_to_search": None,
              "recall_at_k": 1.0, "median_ms": lat.median_ms, "p95_ms": lat.p95_ms}]
     indexes = {}
@@ -386,7 +386,7 @@ def scann_sweep(
         scann = build_scann(result, data, k=index_k, num_leaves=num_leaves,
                             num_leaves_to_search=search, query_model=query_model)
         indexes[int(search)] = scann
-        lat = measure_latency(scann, user_ids, n=n_latency, timestamps=timestamps)
+        lat = request_latency(scann, user_ids, n=n_latency, timestamps=timestamps)
         rows.append({"index": "scann", "num_leaves": num_leaves, "num_leaves_to_search": search,
                      "recall_at_k": scann_recall_at_k(scann, brute, user_ids, k, timestamps),
                      "median_ms": lat.median_ms, "p95_ms": lat.p95_ms})
@@ -401,8 +401,8 @@ def _serving_function(index: tfrs.layers.factorized_top_k.TopK, k: int | None) -
     return serve
 
 
-def measure_latency(index: Any, user_ids: Sequence[str], *, n: int = 200, warmup: int = 10,
-                    timestamps: Any | None = None, k: int | None = None) -> Latency:
+def request_latency(index: Any, user_ids: Sequence[str], *, n: int = 200, warmup: int = 10,
+                    timestamps: Any | None = None, k: int | None = None) -> Timing:
     """Time ``n`` single-user requests (cycling through ``user_ids``).
 
     ``index`` is an in-memory TFRS index (called through a compiled

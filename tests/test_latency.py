@@ -67,6 +67,6 @@ def test_time_requests_cycles_through_the_requests_after_a_warm_up():
     seen = []
     timed = latency.time_requests(lambda i: seen.append(i) or np.zeros(1), 3, n=5, warmup=2)
     assert seen == [0, 1, 0, 1, 2, 0, 1]  # 2 warm-up calls, then 5 timed ones
-    assert timed.n == 5 and 0 <= timed.median_ms <= timed.p95_ms
+    assert timed.repeats == 5 and timed.batch_size == 0 and 0 <= timed.median_ms <= timed.p95_ms
     with pytest.raises(DataError, match="at least one request"):
         latency.time_requests(lambda i: None, 0)

@@ -81,15 +81,15 @@ def test_export_reload_gives_the_same_top_10(setup, tmp_path, kind):
     ids_now = loaded.module.signatures["recommend_now"](
         user_id=np.array(some[:2], dtype=object))["item_ids"].numpy()
     assert ids_now.shape == (2, 50)
-    latency = S.measure_latency(loaded, users[:20], n=30, warmup=3)
+    latency = S.request_latency(loaded, users[:20], n=30, warmup=3)
     assert 0 < latency.median_ms <= latency.p95_ms
 
 
 def test_latency_of_in_memory_indexes(setup):
     _, _, brute, scann, users = setup
     for index in (brute, scann):
-        latency = S.measure_latency(index, users[:20], n=30, warmup=3, timestamps=NOW)
-        assert latency.n == 30 and 0 < latency.median_ms <= latency.p95_ms
+        latency = S.request_latency(index, users[:20], n=30, warmup=3, timestamps=NOW)
+        assert latency.repeats == 30 and 0 < latency.median_ms <= latency.p95_ms
 
 
 def test_export_errors_are_readable(tmp_path):
