@@ -1,4 +1,5 @@
-"""The shared start of every notebook: parameters in, a run context out.
+"""The shared start and end of every notebook: parameters in, a run context out,
+headline results recorded (:meth:`Run.record`) and written to the run's metrics.
 
 Also the run directory's lock (:class:`RunLock`): one series run at a time
 writes into a run directory.
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .profiles import Profile, get_profile
+from .schema import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,20 +44,62 @@ class Run:
     artifact_dir: Path
     profile: Profile
     seed: int
+    results: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    started: float = dataclasses.field(default_factory=time.perf_counter, repr=False,
+                                       compare=False)
 
     def describe(self) -> str:
         return (f"dataset={self.dataset} profile={self.profile.name} seed={self.seed} "
                 f"artifacts={self.artifact_dir}")
 
-    def write_metrics(self, stage: str, summary: Mapping[str, Any]) -> Path:
-        """Write a notebook's headline numbers, stamped with this run's data set,
-        profile and seed, so a report can tell which run each file came from."""
+    def record(self, **results: Any) -> None:
+        """Keep headline results for :meth:`write_metrics` (as Microsoft Recommenders'
+        ``store_metadata``): a DataFrame is kept as its rows (:func:`by_key` keys them),
+        a dataclass as its fields, in mappings and lists too; NumPy values as numbers."""
+        self.results.update({name: _plain(value) for name, value in results.items()})
+
+    def write_metrics(self, stage: str) -> Path:
+        """Write the recorded results to ``metrics/<stage>.json``, stamped with this
+        run's data set, profile and seed (so a report can tell which run each file came
+        from) and the seconds since :func:`start_run`."""
         from .artifacts import claim_artifacts, write_metrics
 
-        stamp = {"dataset": self.dataset, "profile": self.profile.name, "seed": self.seed}
-        path = write_metrics(self.artifact_dir, stage, {**summary, **stamp})
+        stamp = {"dataset": self.dataset, "profile": self.profile.name, "seed": self.seed,
+                 "notebook_seconds": round(time.perf_counter() - self.started, 2)}
+        path = write_metrics(self.artifact_dir, stage, {**self.results, **stamp})
         claim_artifacts(stage)  # a notebook run alone: its artifacts now name their writer
         return path
+
+
+def by_key(frame: Any, *columns: str) -> dict[str, dict[str, Any]]:
+    """A table's rows keyed by the values of ``columns`` joined with ``|``
+    (``"id|test|all"``), each row holding the other columns."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing or not columns:
+        raise DataError(f"by_key needs key columns of the table {list(frame.columns)}; "
+                         f"got {list(columns)}")
+    rest = [c for c in frame.columns if c not in columns]
+    return {"|".join(str(v) for v in key): _plain(row)
+            for key, row in zip(frame[list(columns)].itertuples(index=False),
+                                frame[rest].to_dict(orient="records"))}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with DataFrames as their rows, Series and mappings as dicts and
+    dataclasses as their fields, recursively (what JSON can hold, NumPy aside)."""
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame):
+        value = value.to_dict(orient="records")
+    elif isinstance(value, pd.Series):
+        value = value.to_dict()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def set_seeds(seed: int) -> None:

@@ -38,15 +38,41 @@ def test_series_runs_in_file_order_and_selects_by_number(tmp_path):
         select_notebooks(notebooks, start="05")
 
 
-def test_run_write_metrics_stamps_the_run(tmp_path):
+def test_run_records_results_and_writes_them_stamped(tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
     from recsys_utils import artifacts
+    from recsys_utils.runs import by_key
+
+    @dataclasses.dataclass
+    class Timed:
+        median_ms: float
+        rounds: tuple[float, ...]
 
     run = start_run("synthetic", None, tmp_path, "smoke", 7)
-    path = run.write_metrics("04_x", {"dataset": "other", "recall": 0.5})
+    table = pd.DataFrame({"variant": ["id", "fused"], "split": ["test", "test"],
+                          "recall@10": [np.float32(0.25), 0.5], "note": ["a", "b"]})
+    run.record(dataset="other", recall=np.float64(0.5), rows=table,
+               table=by_key(table, "variant", "split"),
+               latency={"ScaNN": Timed(1.5, (1.0, 2.0))})
+    run.record(recall=0.75)  # a later record of the same name wins
+    path = run.write_metrics("04_x")
     assert path == tmp_path / "metrics" / "04_x.json"
     written = artifacts.read_metrics(tmp_path)["04_x"]
-    # The run's own parameters win over anything the summary says.
-    assert written == {"recall": 0.5, "dataset": "synthetic", "profile": "smoke", "seed": 7}
+    seconds = written.pop("notebook_seconds")
+    assert 0 <= seconds < 60
+    # The run's own parameters win over anything recorded.
+    assert written == {
+        "recall": 0.75, "dataset": "synthetic", "profile": "smoke", "seed": 7,
+        "rows": [{"variant": "id", "split": "test", "recall@10": 0.25, "note": "a"},
+                 {"variant": "fused", "split": "test", "recall@10": 0.5, "note": "b"}],
+        "table": {"id|test": {"recall@10": 0.25, "note": "a"},
+                  "fused|test": {"recall@10": 0.5, "note": "b"}},
+        "latency": {"ScaNN": {"median_ms": 1.5, "rounds": [1.0, 2.0]}}}
+    with pytest.raises(DataError, match="key columns"):
+        by_key(table, "model")
 
 
 @pytest.mark.parametrize("start, stop, printed", [("08", "08", True), (None, None, True),
@@ -82,7 +108,8 @@ def test_a_run_records_who_wrote_each_artifact(tmp_path, monkeypatch):
         assert (text["dataset"], text["profile"], text["seed"]) == ("synthetic", "smoke", 7)
         assert text["data_fingerprint"] == artifacts.data_fingerprint(tmp_path)
         assert text["written_by"] is None  # a notebook run alone: not known yet ...
-        run.write_metrics("02_text_encoding", {"n": 2})
+        run.record(n=2)
+        run.write_metrics("02_text_encoding")
         manifest = artifacts.read_manifest(tmp_path)
         # ... until it writes its metrics, which name the stage.
         assert manifest["features/item_text.npy"]["written_by"] == "02_text_encoding"
