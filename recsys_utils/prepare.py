@@ -1,18 +1,9 @@
 """Data preparation (notebook 01): load, check, summarise, split and write the schema.
 
 The data gate lives here, so notebook 01 and API users run the same checks:
-
-* :func:`verify_images` opens every image once; unreadable files are recorded
-  in the load report and their ``image_path`` set to ``None``, so no later
-  plot or model ever opens them.
-* :func:`check_usable` refuses (:class:`~recsys_utils.schema.DataError`, naming
-  the file, the column, an example row and the fix) data the series cannot
-  use: empty validation or test splits, too few items or users for the
-  profile. It returns warnings for what is usable but suspicious.
-* :func:`write_prepared` stores image paths relative to the data directory
-  (or the artifact directory, for generated images), so a copied run
-  directory never reads another run's files; :func:`resolve_image_paths`
-  turns them back into paths for the notebooks.
+:func:`verify_images` drops images that do not decode, :func:`check_usable` refuses data the
+series cannot use (and returns warnings), :func:`write_prepared` stores image paths relative
+to the data or artifact directory (:func:`resolve_image_paths` turns them back).
 """
 
 from __future__ import annotations
@@ -43,15 +34,10 @@ MIN_SIZE: dict[str, dict[str, int]] = {
 #: Where image paths in items.parquet are relative to (``dataset.json`` "image_root").
 IMAGE_ROOTS = ("artifact_dir", "data_dir")
 
-#: Item columns whose values get a vocabulary file besides the attributes.
-_ID_COLUMNS = ("user_id", "item_id")
-
 
 def load_for_run(run: Run) -> Dataset:
-    """Load ``run.dataset`` at the scale of ``run.profile``.
-
-    Generated files (the synthetic images) go under ``run.artifact_dir``.
-    """
+    """Load ``run.dataset`` at the scale of ``run.profile``; synthetic images go under
+    ``run.artifact_dir``."""
     scale = run.profile.data
     options: dict[str, Any] = {}
     if run.dataset == "synthetic":
@@ -69,15 +55,9 @@ def split_for_run(run: Run, dataset: Dataset) -> Splits:
                               seed=run.seed)
 
 
-# ------------------------------------------------------------------------- images
-
-
 def check_image_file(path: str | os.PathLike | None) -> str:
-    """``"ok"``, ``"none"`` (no path), ``"missing"`` or ``"unreadable: <why>"`` for one image.
-
-    An image is ok when Pillow identifies it, decodes every pixel and it has a
-    positive size: a text file named ``.png`` or a truncated JPEG is not.
-    """
+    """``"ok"``, ``"none"`` (no path), ``"missing"`` or ``"unreadable: <why>"`` for one image:
+    ok when Pillow decodes every pixel of a non-empty image."""
     from PIL import Image
 
     if path is None or (isinstance(path, float) and np.isnan(path)) or not str(path).strip():
@@ -95,15 +75,9 @@ def check_image_file(path: str | os.PathLike | None) -> str:
 
 
 def verify_images(dataset: Dataset, *, workers: int | None = None) -> pd.DataFrame:
-    """Open every item image once; keep only the ones that decode.
-
-    Items whose file is missing or unreadable get ``image_path = None`` (in
-    place), are listed in ``dataset.report.bad_images`` and counted in
-    ``report.missing_images`` / ``report.unreadable_images``; that report is
-    written to ``data/dataset.json``. Later notebooks therefore only ever see
-    verified images. Returns the bad images as a table (item_id, image_path,
-    problem); empty when all are good or the items have no images.
-    """
+    """Open every item image once; set ``image_path = None`` (in place) where the file is
+    missing or does not decode, record those in ``dataset.report`` and return them as a
+    table (item_id, image_path, problem)."""
     columns = ["item_id", "image_path", "problem"]
     items = dataset.items
     if "image_path" not in items or items["image_path"].isna().all():
@@ -135,12 +109,10 @@ def _relative_image_paths(items: pd.DataFrame, artifact_dir: Path,
     """``items`` with image paths relative to the artifact dir or the data root, and which."""
     if "image_path" not in items or items["image_path"].isna().all():
         return items, None
-    roots = {"artifact_dir": Path(os.path.abspath(artifact_dir))}
-    if data_root is not None:
-        roots["data_dir"] = Path(os.path.abspath(data_root))
     paths = [Path(os.path.abspath(p)) for p in items["image_path"].dropna()]
-    for name, root in roots.items():
-        if all(p.is_relative_to(root) for p in paths):
+    for name, root in (("artifact_dir", artifact_dir), ("data_dir", data_root)):
+        root = Path(os.path.abspath(root)) if root is not None else None
+        if root is not None and all(p.is_relative_to(root) for p in paths):
             rel = [Path(os.path.abspath(p)).relative_to(root).as_posix() if isinstance(p, str)
                    else None for p in items["image_path"]]
             return items.assign(image_path=pd.Series(rel, index=items.index, dtype=object)), name
@@ -150,13 +122,9 @@ def _relative_image_paths(items: pd.DataFrame, artifact_dir: Path,
 
 def resolve_image_paths(items: pd.DataFrame, artifact_dir: str | Path,
                         data_dir: str | Path | None = None) -> pd.DataFrame:
-    """A copy of ``items`` (from :func:`artifacts.load_prepared`) with usable image paths.
-
-    Notebook 01 stores paths relative to the root named in ``data/dataset.json``
-    (``image_root``): the artifact directory for generated images, the data
-    directory (``data_dir``; default :func:`default_data_dir`) for images that
-    came with the data. Absolute paths are kept.
-    """
+    """A copy of ``items`` (from :func:`artifacts.load_prepared`) with relative image paths
+    resolved against the root ``data/dataset.json`` names (``image_root``): the artifact
+    directory, or ``data_dir`` (default :func:`default_data_dir`)."""
     if "image_path" not in items:
         return items
     manifest = artifacts.read_json(Path(artifact_dir) / artifacts.DATA_DIR / "dataset.json")
@@ -171,9 +139,6 @@ def resolve_image_paths(items: pd.DataFrame, artifact_dir: str | Path,
     resolved = [None if not isinstance(p, str) or not p else
                 (p if Path(p).is_absolute() else str(root / p)) for p in items["image_path"]]
     return items.assign(image_path=pd.Series(resolved, index=items.index, dtype=object))
-
-
-# --------------------------------------------------------------------------- gate
 
 
 @dataclasses.dataclass
@@ -211,22 +176,17 @@ def _first(df: pd.DataFrame, mask: pd.Series | np.ndarray) -> _Row | None:
 
 
 def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> list[Finding]:
-    """Every gate check on a loaded data set and its splits; errors first.
-
-    Errors: too few items or users for ``profile`` (:data:`MIN_SIZE`), empty
-    validation, test or cold-start test splits, or too few users in them.
-    Warnings: users too light for a validation interaction, items nobody
-    interacted with, constant timestamps, duplicate rows, empty descriptions,
-    images that failed the check, ratings on another scale than the one the
-    implicit label assumes.
-    """
+    """Every gate check on a loaded data set and its splits, errors (data too small for
+    ``profile``'s :data:`MIN_SIZE`, empty splits) first, then warnings (suspicious data)."""
     if profile not in MIN_SIZE:
         raise DataError(f"unknown profile {profile!r}; valid: {list(MIN_SIZE)}")
     need = MIN_SIZE[profile]
     items, inter = dataset.items, dataset.interactions
     source = dataset.report.source if dataset.report else dataset.name
-    items_src = _file(source, "items.csv", dataset.name, "items")
-    inter_src = _file(source, "interactions.csv", dataset.name, "interactions")
+    # The file a table came from: <folder>/<name>.csv for a csv folder.
+    items_src, inter_src = (
+        (str(Path(source) / "items.csv"), str(Path(source) / "interactions.csv"))
+        if dataset.name == "csv" else (f"{dataset.name}: items", f"{dataset.name}: interactions"))
     findings: list[Finding] = []
 
     def add(level, check, message, src=None, column=None, example=None):
@@ -238,22 +198,21 @@ def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> l
         findings.append(Finding(level, check, message, src, column, example, record, line))
 
     per_user = inter.groupby("user_id").size()
+    smoke_hint = ", or use the smoke profile" if profile != "smoke" else ""
     if len(items) < need["items"]:
         add("error", "too few items",
             f"{len(items)} item(s); the {profile!r} profile needs at least {need['items']} "
-            "(the text, image and retrieval stages sample and hold out items). Add items"
-            + (", or use the smoke profile" if profile != "smoke" else ""),
-            items_src, "item_id", _first(items, np.arange(len(items)) == 0))
+            f"(the text, image and retrieval stages sample and hold out items). Add items"
+            f"{smoke_hint}", items_src, "item_id", _first(items, np.arange(len(items)) == 0))
     if len(per_user) < need["users"]:
         add("error", "too few users",
             f"{len(per_user)} user(s) with interactions; the {profile!r} profile needs at least "
-            f"{need['users']}. Add users' interactions"
-            + (", or use the smoke profile" if profile != "smoke" else ""),
+            f"{need['users']}. Add users' interactions{smoke_hint}",
             inter_src, "user_id", _first(inter, np.arange(len(inter)) == 0))
     cold = set(splits.cold_items)
     warm_per_user = inter[~inter["item_id"].isin(cold)].groupby("user_id").size()
     light = warm_per_user.index[warm_per_user < 3]
-    example_light = _first(inter, inter["user_id"].isin(light)) if len(light) else None
+    example_light = _first(inter, inter["user_id"].isin(light))
     fix_light = ("every user needs at least 3 interactions with warm (non-cold) items for a "
                  "train, a validation and a test interaction (the last one is test, the one "
                  "before validation): add interactions, or drop users with fewer")
@@ -269,7 +228,7 @@ def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> l
                 f"only {n} user(s) in the {split} split; the {profile!r} profile needs at least "
                 f"{minimum} to choose and compare models; {fix_light}", inter_src, "user_id",
                 example_light)
-    # ---- warnings: usable but suspicious
+    # Warnings: usable but suspicious.
     if len(light) > 0.5 * len(warm_per_user):
         add("warning", "light users",
             f"{len(light)} of {len(warm_per_user)} users have fewer than 3 warm interactions and "
@@ -297,10 +256,10 @@ def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> l
             _first(items, empty_description))
     report = dataset.report
     if report is not None and report.bad_images:
-        bad = report.bad_images
         add("warning", "bad images",
-            f"{len(bad)} image file(s) are missing or not decodable images; those items are "
-            "used without an image", items_src, "image_path", bad[0])
+            f"{len(report.bad_images)} image file(s) are missing or not decodable images; "
+            "those items are used without an image", items_src, "image_path",
+            report.bad_images[0])
     if len(splits.test_cold) == 0:
         cold_rows = inter["item_id"].isin(cold)
         add("error", "empty cold-start test",
@@ -308,7 +267,7 @@ def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> l
             "10% by first interaction, never trained on) comes after its user's training "
             "interactions, so the cold-start test is empty and notebooks 04-05 cannot measure "
             "it; add interactions in which users who already have a history meet the newest "
-            "items", inter_src, "item_id", _first(inter, cold_rows) if cold_rows.any() else None)
+            "items", inter_src, "item_id", _first(inter, cold_rows))
     if "rating" in inter and dataset.rating_scale is not None:
         add("warning", "rating scale",
             f"ratings are on {dataset.rating_scale[0]:g}..{dataset.rating_scale[1]:g}; ratings "
@@ -316,23 +275,9 @@ def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> l
     return sorted(findings, key=lambda f: f.level != "error")
 
 
-def _file(source: str, name: str, dataset: str, table: str) -> str:
-    """The file a table came from: ``<folder>/<name>`` for a csv folder, else ``<dataset>: table``."""
-    if dataset == "csv":
-        return str(Path(source) / name)
-    return f"{dataset}: {table}"
-
-
 def check_usable(dataset: Dataset, splits: Splits, profile: str = "smoke") -> pd.DataFrame:
-    """The data gate: raise the first error of :func:`data_findings`, return the warnings.
-
-    Raises:
-        DataError: naming the file, the column, an example row and the fix.
-
-    Returns:
-        The warnings as a table (check, message, source, column, example),
-        for notebook 01's report; empty when there are none.
-    """
+    """The data gate: raise the first error of :func:`data_findings` as a :class:`DataError`;
+    return the warnings as a table (level, check, message, source, column, example)."""
     findings = data_findings(dataset, splits, profile)
     errors = [f for f in findings if f.level == "error"]
     if errors:
@@ -391,12 +336,11 @@ def summarise(dataset: Dataset, splits: Splits) -> dict[str, Any]:
         "top_10pct_items_share": float(top_decile.sum() / max(1, per_item.sum())),
         "popularity_gini": gini(per_item.to_numpy()),
         "median_interactions_per_user": float(per_user.median()),
-        "items_with_images": int(items["image_path"].notna().sum()) if "image_path" in items else 0,
-        "malformed_rows": report.malformed_rows if report else 0,
-        "repaired_rows": report.repaired_rows if report else 0,
-        "dropped_rows": report.dropped_rows if report else 0,
-        "missing_images": report.missing_images if report else 0,
-        "unreadable_images": report.unreadable_images if report else 0,
+        "items_with_images": (int(items["image_path"].notna().sum())
+                              if "image_path" in items else 0),
+        **{count: getattr(report, count) if report else 0 for count in (
+            "malformed_rows", "repaired_rows", "dropped_rows", "missing_images",
+            "unreadable_images")},
         "n_queries": int(len(dataset.queries)) if dataset.queries is not None else 0,
         "splits": dict(splits.stats),
     }
@@ -427,13 +371,9 @@ def _report_with_relative_paths(dataset: Dataset, artifact_dir: Path,
 def write_prepared(artifact_dir: str | Path, dataset: Dataset, splits: Splits) -> Path:
     """Write the schema tables, splits and vocabularies; return the data folder.
 
-    Image paths go into ``items.parquet`` relative to the artifact directory
-    (generated images) or to ``dataset.data_root`` (images that came with the
-    data); ``dataset.json`` names which (``image_root``, read back by
-    :func:`resolve_image_paths`). ``dataset.json`` is written last:
-    :func:`recsys_utils.artifacts.load_prepared` treats its presence as
-    "preparation finished", so an interrupted run is never mistaken for a
-    complete one.
+    Image paths are stored relative to the artifact directory or ``dataset.data_root``
+    (``image_root`` in ``dataset.json`` says which). ``dataset.json`` goes last: its
+    presence means "preparation finished" to :func:`recsys_utils.artifacts.load_prepared`.
     """
     root = Path(artifact_dir) / artifacts.DATA_DIR
     manifest = root / "dataset.json"
@@ -454,16 +394,13 @@ def write_prepared(artifact_dir: str | Path, dataset: Dataset, splits: Splits) -
     artifacts.save_json(splits.cold_items, root / "splits" / "cold_items.json")
     for column, values in vocabularies(dataset).items():
         artifacts.save_lines(values, root / "vocab" / f"{column}.txt")
-    artifacts.save_json(
-        {
-            "dataset": dataset.name,
-            "attribute_columns": list(dataset.attribute_columns),
-            "truth_columns": list(dataset.truth_columns),
-            "feedback": dataset.feedback,
-            "simulated_interactions": dataset.simulated_interactions,
-            "image_root": image_root,
-            "report": _report_with_relative_paths(dataset, Path(artifact_dir), image_root),
-        },
-        manifest,
-    )
+    artifacts.save_json({
+        "dataset": dataset.name,
+        "attribute_columns": list(dataset.attribute_columns),
+        "truth_columns": list(dataset.truth_columns),
+        "feedback": dataset.feedback,
+        "simulated_interactions": dataset.simulated_interactions,
+        "image_root": image_root,
+        "report": _report_with_relative_paths(dataset, Path(artifact_dir), image_root),
+    }, manifest)
     return root

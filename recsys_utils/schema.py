@@ -1,26 +1,10 @@
 """The one schema every data set is loaded into, and its validation.
 
-Tables (pandas DataFrames):
-
-* **items**: ``item_id`` (str), ``title`` (str), ``description`` (str, may be
-  empty), ``category`` (str), further categorical attribute columns (str),
-  ``price`` (float, optional), ``image_path`` (str, optional; a readable file
-  when loaded, missing per item as ``None``; relative to the data or artifact
-  directory once written by notebook 01).
-* **interactions**: ``user_id`` (str), ``item_id`` (str), ``timestamp``
-  (int64 unix seconds between :data:`TIMESTAMP_RANGE`) and either ``rating``
-  (finite, within the declared scale, :data:`RATING_SCALE` by default) or
-  ``event`` (one of :data:`EVENTS`); with both columns the caller states
-  which one is the feedback (``feedback=``).
-* **users** (optional): ``user_id`` and features.
-* **queries** (optional): ``query_id``, ``text`` and optionally ``kind``;
-  **judgements**: ``query_id``, ``item_id``, ``relevance`` in {0, 1, 2, 3}
-  (ESCI: irrelevant, complement, substitute, exact).
-
-Validation errors are :class:`DataError`: they name the file, the column and
-an example row (with its record number, and its line in the file when known),
-so a wrong column name never surfaces as a traceback from deep inside
-TensorFlow three notebooks later.
+Tables: **items** (``item_id``, ``title``, ``description``, ``category``, attribute columns,
+optional ``price`` and ``image_path``), **interactions** (``user_id``, ``item_id``,
+``timestamp`` in unix seconds, and ``rating`` or ``event``), and optional **users**,
+**queries** and graded **judgements** (ESCI relevance 0-3). Errors are :class:`DataError`s
+naming the file, the column and an example row, never a traceback from deep inside a model.
 """
 
 from __future__ import annotations
@@ -29,8 +13,9 @@ import csv
 import dataclasses
 import datetime
 import difflib
+import functools
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -39,8 +24,6 @@ ITEM_REQUIRED = ("item_id", "title", "description", "category")
 ITEM_OPTIONAL = ("price", "image_path")
 INTERACTION_REQUIRED = ("user_id", "item_id", "timestamp")
 EVENTS = ("view", "click", "cart", "purchase")
-#: Depth of an event in the shopping funnel; larger is a stronger signal.
-EVENT_STRENGTH = {event: depth for depth, event in enumerate(EVENTS, start=1)}
 #: Ratings at or above this count as positive implicit feedback.
 POSITIVE_RATING = 4.0
 #: The scale ratings must lie on unless the data set declares another one.
@@ -50,9 +33,8 @@ TIMESTAMP_RANGE = (0, 4_102_444_800)
 #: Values that stand for "no text" in a title or description (compared lower-cased, stripped).
 PLACEHOLDER_TEXTS = frozenset({"", "nan", "none", "null", "n/a", "na", "<na>", "-", "--", "?",
                                "."})
-#: The same in an attribute value, plus "unknown" (how the synthetic world and the fashion
-#: catalogue write a missing attribute). Not for titles: MovieLens has a film called "unknown".
-#: The item texts, the content labels and the query generator all read this one set.
+#: The same for attribute values, plus "unknown" (not for titles: MovieLens has a film
+#: called "unknown").
 UNKNOWN_VALUES = PLACEHOLDER_TEXTS | {"unknown"}
 QUERY_REQUIRED = ("query_id", "text")
 JUDGEMENT_REQUIRED = ("query_id", "item_id", "relevance")
@@ -60,46 +42,24 @@ RELEVANCE_LABELS = {0: "irrelevant", 1: "complement", 2: "substitute", 3: "exact
 
 
 class DataError(ValueError):
-    """Bad input data, described so that a person can fix the file.
+    """Bad input data, described so that a person can fix the file: its ``source``, the
+    ``column``, an ``example`` row, the file ``line`` where that row starts and its
+    ``record`` number (1 = the first row after the header; not the line when quoted
+    fields span lines)."""
 
-    Attributes:
-        source: the file (or table) the problem is in.
-        column: the offending column, when there is one.
-        example: one offending row, as a dict, when there is one.
-        line: the line of the file where that row starts, when known.
-        record: the row's number among the data records (1 = the first row
-            after the header); differs from the line when quoted fields span
-            several lines.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str | Path | None = None,
-        column: str | None = None,
-        example: Mapping[str, Any] | None = None,
-        line: int | None = None,
-        record: int | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, source: str | Path | None = None,
+                 column: str | None = None, example: Mapping[str, Any] | None = None,
+                 line: int | None = None, record: int | None = None) -> None:
         self.source = str(source) if source is not None else None
         self.column = column
         self.example = dict(example) if example is not None else None
         self.line = line
         self.record = record
-        parts = []
-        if self.source:
-            parts.append(f"{self.source}")
-        if column:
-            parts.append(f"column '{column}'")
+        parts = [p for p in (self.source, column and f"column '{column}'") if p]
         head = ": ".join([", ".join(parts), message]) if parts else message
         if self.example is not None:
-            if record is not None and line is not None:
-                where = f"record {record} (line {line})"
-            elif line is not None:
-                where = f"line {line}"
-            else:
-                where = "example row"
+            where = ("example row" if line is None else f"line {line}" if record is None
+                     else f"record {record} (line {line})")
             head += f"\n  {where}: {self.example}"
         super().__init__(head)
 
@@ -107,31 +67,28 @@ class DataError(ValueError):
 class CsvLines:
     """Row position -> (record number, first file line) of a CSV with a header.
 
-    pandas numbers rows, not lines: a quoted field that spans lines shifts every
-    later line. The file is re-read with :mod:`csv` only when an error needs a
-    line number.
+    pandas numbers rows, not lines (a quoted field may span lines), so the file is
+    re-read with :mod:`csv`, and only when an error needs a line number.
     """
 
     def __init__(self, path: str | Path, encoding: str = "utf-8-sig") -> None:
         self.path = Path(path)
         self.encoding = encoding
-        self._starts: list[int] | None = None
 
+    @functools.cached_property
     def _lines(self) -> list[int]:
-        if self._starts is None:
-            starts, end = [], 0
-            with open(self.path, newline="", encoding=self.encoding) as handle:
-                reader = csv.reader(handle)
-                for row in reader:
-                    start, end = end + 1, reader.line_num
-                    if row and any(field.strip() for field in row):  # pandas skips blank lines
-                        starts.append(start)
-            self._starts = starts[1:]  # the header is not a record
-        return self._starts
+        starts, end = [], 0
+        with open(self.path, newline="", encoding=self.encoding) as handle:
+            reader = csv.reader(handle)
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if row and any(field.strip() for field in row):  # pandas skips blank lines
+                    starts.append(start)
+        return starts[1:]  # the header is not a record
 
     def __call__(self, position: int) -> tuple[int, int | None]:
         try:
-            lines = self._lines()
+            lines = self._lines
         except (OSError, UnicodeDecodeError, csv.Error):
             return position + 1, None
         return position + 1, (lines[position] if position < len(lines) else None)
@@ -164,24 +121,9 @@ class LoadReport:
 class Dataset:
     """A data set in the one schema.
 
-    Attributes:
-        name: registry name (``synthetic``, ``movielens-100k``, ...).
-        items: the catalogue, one row per item.
-        interactions: user-item events or ratings.
-        attribute_columns: structured categorical item columns beyond
-            ``category`` that models may use as features, in a stable order.
-        truth_columns: ground-truth item columns a generator planted (the
-            ``synthetic`` world's colour, material, style, pattern). They are
-            evaluation labels, never model features: models see them only
-            through text and images.
-        users: optional user table.
-        queries / judgements: optional search queries with graded relevance.
-        simulated_interactions: True when interactions were simulated (the
-            ``fashion`` catalogue has none of its own).
-        report: what the loader found on the way.
-        rating_scale: the declared ``(low, high)`` of ratings (None: :data:`RATING_SCALE`).
-        data_root: the raw-data folder the images were read from; notebook 01
-            stores image paths relative to it (or to the artifact directory).
+    ``attribute_columns`` are categorical item features models may use; ``truth_columns``
+    are planted labels (``synthetic``) models must never see as features. ``rating_scale``
+    None means :data:`RATING_SCALE`; ``data_root`` is the folder images were read from.
     """
 
     name: str
@@ -212,17 +154,23 @@ class Dataset:
         validate_interactions(self.interactions, self.items, source=f"{self.name}: interactions",
                               rating_scale=self.rating_scale)
         if self.queries is not None:
-            validate_queries(self.queries, self.judgements, self.items, source=f"{self.name}: queries")
+            validate_queries(self.queries, self.judgements, self.items,
+                             source=f"{self.name}: queries")
         return self
 
 
 def _example(df: pd.DataFrame, mask: Iterable[bool] | pd.Series, line_offset: LineOffset):
     """First offending row as a dict, and where it is: ``{"line": .., "record": ..}``."""
-    mask = pd.Series(np.asarray(mask, dtype=bool), index=df.index)
-    position = int(np.flatnonzero(mask.to_numpy())[0])
-    row = df.iloc[position]
-    example = {k: (None if _isna(v) else v) for k, v in row.items()}
+    position = int(np.flatnonzero(np.asarray(mask, dtype=bool))[0])
+    example = {k: (None if _isna(v) else v) for k, v in df.iloc[position].items()}
     return example, locate(position, line_offset)
+
+
+def _fail(df: pd.DataFrame, mask: Iterable[bool] | pd.Series, message: str, *,
+          source: str | Path, column: str, line_offset: LineOffset) -> NoReturn:
+    """Raise :class:`DataError` with the first row of ``df`` where ``mask`` holds."""
+    example, where = _example(df, mask, line_offset)
+    raise DataError(message, source=source, column=column, example=example, **where)
 
 
 def locate(position: int, line_offset: LineOffset) -> dict[str, int | None]:
@@ -242,13 +190,8 @@ def _isna(value: Any) -> bool:
         return False
 
 
-def require_columns(
-    df: pd.DataFrame,
-    required: Iterable[str],
-    *,
-    source: str | Path,
-    line_offset: LineOffset = None,
-) -> None:
+def require_columns(df: pd.DataFrame, required: Iterable[str], *, source: str | Path,
+                    line_offset: LineOffset = None) -> None:
     """Raise :class:`DataError` naming each missing column, the close name that
     is there instead ("found 'itemid', did you mean 'item_id'?") and a row."""
     required = tuple(required)
@@ -264,9 +207,10 @@ def require_columns(
         if close:
             hints.append(f"found {close[0]!r}, did you mean {column!r}?")
     message = " ".join([f"missing column(s) {missing}; found {list(df.columns)}.", *hints])
-    example, line = (_example(df, np.arange(len(df)) == 0, line_offset) if len(df)
-                     else (None, None))
-    raise DataError(message, source=source, column=missing[0], example=example, **line)
+    if len(df):
+        _fail(df, np.arange(len(df)) == 0, message, source=source, column=missing[0],
+              line_offset=line_offset)
+    raise DataError(message, source=source, column=missing[0])
 
 
 def require_non_empty(df: pd.DataFrame, *, source: str | Path) -> None:
@@ -277,41 +221,27 @@ def require_non_empty(df: pd.DataFrame, *, source: str | Path) -> None:
 def _check_no_missing(df, column, *, source, line_offset):
     missing = df[column].isna() | (df[column].astype(str).str.strip() == "")
     if missing.any():
-        example, line = _example(df, missing, line_offset)
-        raise DataError(
-            f"{int(missing.sum())} row(s) have no value", source=source, column=column,
-            example=example, **line,
-        )
+        _fail(df, missing, f"{int(missing.sum())} row(s) have no value", source=source,
+              column=column, line_offset=line_offset)
 
 
 def _check_numeric(df, column, *, source, line_offset, integer=False):
     values = pd.to_numeric(df[column], errors="coerce")
-    bad = values.isna() & df[column].notna()
-    bad |= df[column].isna()
+    bad = values.isna()  # also where df[column] itself is missing
     if bad.any():
-        example, line = _example(df, bad, line_offset)
-        raise DataError(
-            f"{int(bad.sum())} value(s) are not numeric", source=source, column=column,
-            example=example, **line,
-        )
-    if integer:
-        fractional = values != np.floor(values)
-        if fractional.any():
-            example, line = _example(df, fractional, line_offset)
-            raise DataError(
-                "values must be whole numbers (seconds)", source=source, column=column,
-                example=example, **line,
-            )
+        _fail(df, bad, f"{int(bad.sum())} value(s) are not numeric", source=source,
+              column=column, line_offset=line_offset)
+    if integer and (fractional := values != np.floor(values)).any():
+        _fail(df, fractional, "values must be whole numbers (seconds)", source=source,
+              column=column, line_offset=line_offset)
     return values
 
 
 def is_placeholder(values: pd.Series, placeholders: frozenset[str] = PLACEHOLDER_TEXTS
                    ) -> pd.Series:
-    """True where a text value is missing or a stand-in for nothing ("nan", "-", "").
-
-    ``placeholders``: :data:`PLACEHOLDER_TEXTS` for titles and descriptions,
-    :data:`UNKNOWN_VALUES` for attribute values.
-    """
+    """True where a text value is missing or a stand-in for nothing ("nan", "-", ""):
+    :data:`PLACEHOLDER_TEXTS` for titles and descriptions, :data:`UNKNOWN_VALUES` for
+    attribute values."""
     return values.isna() | values.astype(str).str.strip().str.lower().isin(placeholders)
 
 
@@ -323,11 +253,8 @@ def _utc(seconds: float) -> str:
 
 
 def _check_timestamps(df: pd.DataFrame, values: pd.Series, *, source, line_offset) -> None:
-    """Refuse timestamps that are not unix seconds in :data:`TIMESTAMP_RANGE`.
-
-    Values that would be in range as milliseconds get a message saying so
-    (all of them: divide by 1000; only some: the units are mixed).
-    """
+    """Refuse timestamps that are not unix seconds in :data:`TIMESTAMP_RANGE`, saying so
+    when they look like milliseconds (all of them: divide by 1000; some: mixed units)."""
     low, high = TIMESTAMP_RANGE
     x = values.to_numpy(dtype=float)
     seconds = (x >= low) & (x < high)
@@ -335,84 +262,71 @@ def _check_timestamps(df: pd.DataFrame, values: pd.Series, *, source, line_offse
         return
     millis = ~seconds & (x >= low * 1000) & (x < high * 1000)
     fix = "convert the column to unix seconds (milliseconds: divide by 1000) or drop those rows"
+    where = dict(source=source, column="timestamp", line_offset=line_offset)
     if millis.any() and (seconds.any() or (~seconds & ~millis).any()):
-        example, line = _example(df, millis, line_offset)
         first_seconds = x[seconds][0] if seconds.any() else None
         value = x[millis][0]
-        raise DataError(
-            f"mixed units: {int(millis.sum())} value(s) are out of range as seconds but look like "
-            f"milliseconds (e.g. {value:.0f} would be {_utc(value)} in seconds, "
-            f"{_utc(value / 1000)} in milliseconds) while {int(seconds.sum())} look like seconds"
-            + (f" (e.g. {first_seconds:.0f} = {_utc(first_seconds)})" if first_seconds else "")
-            + f"; {fix}", source=source, column="timestamp", example=example, **line)
+        _fail(df, millis,
+              f"mixed units: {int(millis.sum())} value(s) are out of range as seconds but look "
+              f"like milliseconds (e.g. {value:.0f} would be {_utc(value)} in seconds, "
+              f"{_utc(value / 1000)} in milliseconds) while {int(seconds.sum())} look like "
+              "seconds"
+              + (f" (e.g. {first_seconds:.0f} = {_utc(first_seconds)})" if first_seconds else "")
+              + f"; {fix}", **where)
     if millis.all():
-        example, line = _example(df, millis, line_offset)
-        raise DataError(
-            f"every timestamp looks like milliseconds (e.g. {x[0]:.0f} would be "
-            f"{_utc(x[0])} in seconds, {_utc(x[0] / 1000)} in milliseconds); the schema wants "
-            "unix seconds: divide the column by 1000", source=source, column="timestamp",
-            example=example, **line)
-    bad = ~seconds
-    example, line = _example(df, bad, line_offset)
-    value = x[bad][0]
-    raise DataError(
-        f"{int(bad.sum())} timestamp(s) out of range: unix seconds must lie between "
-        f"{_utc(low)} and {_utc(high)}; e.g. {value:.0f} "
-        + ("is negative" if value < 0 else f"is {_utc(value)}"
-           if value < 2 ** 63 else "overflows a 64-bit integer")
-        + f"; {fix}", source=source, column="timestamp", example=example, **line)
+        _fail(df, millis,
+              f"every timestamp looks like milliseconds (e.g. {x[0]:.0f} would be "
+              f"{_utc(x[0])} in seconds, {_utc(x[0] / 1000)} in milliseconds); the schema wants "
+              "unix seconds: divide the column by 1000", **where)
+    value = x[~seconds][0]
+    _fail(df, ~seconds,
+          f"{int((~seconds).sum())} timestamp(s) out of range: unix seconds must lie between "
+          f"{_utc(low)} and {_utc(high)}; e.g. {value:.0f} "
+          + ("is negative" if value < 0 else f"is {_utc(value)}"
+             if value < 2 ** 63 else "overflows a 64-bit integer")
+          + f"; {fix}", **where)
 
 
 def _check_ratings(df: pd.DataFrame, values: pd.Series, scale: tuple[float, float], *, source,
                    line_offset) -> None:
     """Refuse non-finite ratings and ratings outside the declared ``scale``."""
     x = values.to_numpy(dtype=float)
+    where = dict(source=source, column="rating", line_offset=line_offset)
     infinite = ~np.isfinite(x)
     if infinite.any():
-        example, line = _example(df, infinite, line_offset)
-        raise DataError(
-            f"{int(infinite.sum())} rating(s) are not finite (inf or nan); give each row a "
-            "number on the rating scale or drop it", source=source, column="rating",
-            example=example, **line)
+        _fail(df, infinite, f"{int(infinite.sum())} rating(s) are not finite (inf or nan); give "
+              "each row a number on the rating scale or drop it", **where)
     low, high = scale
     outside = (x < low) | (x > high)
     if outside.any():
-        example, line = _example(df, outside, line_offset)
-        raise DataError(
-            f"{int(outside.sum())} rating(s) outside the scale {low:g}..{high:g} (e.g. "
-            f"{x[outside][0]:g}); fix those rows, or declare the scale your data uses "
-            "(rating_scale=(low, high), or {\"rating_scale\": [low, high]} in dataset.json "
-            "beside the csv files)", source=source, column="rating", example=example, **line)
+        _fail(df, outside,
+              f"{int(outside.sum())} rating(s) outside the scale {low:g}..{high:g} (e.g. "
+              f"{x[outside][0]:g}); fix those rows, or declare the scale your data uses "
+              "(rating_scale=(low, high), or {\"rating_scale\": [low, high]} in dataset.json "
+              "beside the csv files)", **where)
 
 
-def validate_items(
-    items: pd.DataFrame, *, source: str | Path = "items", line_offset: LineOffset = None
-) -> pd.DataFrame:
-    """Validate and normalise an items table in place; return it.
-
-    ``line_offset`` maps a row position to its line in the source file (2 for a
-    CSV with a header), so errors can say "line 17".
-    """
-    require_columns(items, ITEM_REQUIRED, source=source, line_offset=line_offset)
+def validate_items(items: pd.DataFrame, *, source: str | Path = "items",
+                   line_offset: LineOffset = None) -> pd.DataFrame:
+    """Validate and normalise an items table in place; return it. ``line_offset`` maps a
+    row position to its file line (2 for a CSV with a header), so errors can say "line 17"."""
+    where = dict(source=source, line_offset=line_offset)
+    require_columns(items, ITEM_REQUIRED, **where)
     require_non_empty(items, source=source)
-    _check_no_missing(items, "item_id", source=source, line_offset=line_offset)
+    _check_no_missing(items, "item_id", **where)
     items["item_id"] = items["item_id"].astype(str)
     duplicated = items["item_id"].duplicated(keep="first")
     if duplicated.any():
-        example, line = _example(items, duplicated, line_offset)
-        raise DataError(
-            f"{int(duplicated.sum())} duplicate item id(s), e.g. {example['item_id']!r}",
-            source=source, column="item_id", example=example, **line,
-        )
-    _check_no_missing(items, "title", source=source, line_offset=line_offset)
+        _fail(items, duplicated, f"{int(duplicated.sum())} duplicate item id(s), e.g. "
+              f"{items['item_id'][duplicated].iloc[0]!r}", column="item_id", **where)
+    _check_no_missing(items, "title", **where)
     placeholder = is_placeholder(items["title"])
     if placeholder.any():
-        example, line = _example(items, placeholder, line_offset)
-        raise DataError(
-            f"{int(placeholder.sum())} title(s) are placeholders, not text (e.g. "
-            f"{example['title']!r}); every item needs a real title (the text encoder and search "
-            "read it): write one, or drop the item", source=source, column="title",
-            example=example, **line)
+        _fail(items, placeholder,
+              f"{int(placeholder.sum())} title(s) are placeholders, not text (e.g. "
+              f"{items['title'][placeholder].iloc[0]!r}); every item needs a real title (the "
+              "text encoder and search read it): write one, or drop the item",
+              column="title", **where)
     for column in ("title", "description", "category"):
         items[column] = items[column].fillna("").astype(str)
     # A placeholder description means "none": the encoder must not read "nan" as words.
@@ -421,9 +335,7 @@ def validate_items(
         price = pd.to_numeric(items["price"], errors="coerce")
         bad = price.isna() & items["price"].notna() & (items["price"].astype(str) != "")
         if bad.any():
-            example, line = _example(items, bad, line_offset)
-            raise DataError("price is not numeric", source=source, column="price",
-                            example=example, **line)
+            _fail(items, bad, "price is not numeric", column="price", **where)
         items["price"] = price.astype(float)
     if "image_path" in items:
         # An object column holding None: pandas 3 would turn None into NaN in a str column.
@@ -435,23 +347,17 @@ def validate_items(
 
 
 def validate_interactions(
-    interactions: pd.DataFrame,
-    items: pd.DataFrame,
-    *,
-    source: str | Path = "interactions",
-    line_offset: LineOffset = None,
-    feedback: str | None = None,
+    interactions: pd.DataFrame, items: pd.DataFrame, *, source: str | Path = "interactions",
+    line_offset: LineOffset = None, feedback: str | None = None,
     rating_scale: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """Validate and normalise an interactions table in place; return it.
 
-    Args:
-        feedback: ``"rating"`` or ``"event"``: which column is the feedback when
-            the table has both (the other is dropped). Required in that case.
-        rating_scale: ``(low, high)`` ratings must lie in (default
-            :data:`RATING_SCALE`).
+    ``feedback`` (``"rating"`` or ``"event"``) is required when the table has both columns;
+    the other is dropped. Ratings must lie in ``rating_scale`` (default :data:`RATING_SCALE`).
     """
-    require_columns(interactions, INTERACTION_REQUIRED, source=source, line_offset=line_offset)
+    where = dict(source=source, line_offset=line_offset)
+    require_columns(interactions, INTERACTION_REQUIRED, **where)
     require_non_empty(interactions, source=source)
     if feedback is not None and feedback not in ("rating", "event"):
         raise DataError(f"feedback must be 'rating' or 'event', got {feedback!r}", source=source)
@@ -460,64 +366,47 @@ def validate_interactions(
                         f"{list(interactions.columns)}", source=source, column=feedback)
     if "rating" in interactions and "event" in interactions:
         if feedback is None:
-            example, line = _example(interactions, np.arange(len(interactions)) == 0, line_offset)
-            raise DataError(
-                "has both a 'rating' and an 'event' column, and the series uses one kind of "
-                "feedback; drop one column, or state the choice (feedback='rating' or 'event', "
-                "or {\"feedback\": \"rating\"} in dataset.json beside the csv files)",
-                source=source, column="event", example=example, **line)
+            _fail(interactions, np.arange(len(interactions)) == 0,
+                  "has both a 'rating' and an 'event' column, and the series uses one kind of "
+                  "feedback; drop one column, or state the choice (feedback='rating' or 'event', "
+                  "or {\"feedback\": \"rating\"} in dataset.json beside the csv files)",
+                  column="event", **where)
         interactions.drop(columns=["event" if feedback == "rating" else "rating"],
                           inplace=True)
     if "rating" not in interactions and "event" not in interactions:
         others = [str(c) for c in interactions.columns if c not in INTERACTION_REQUIRED]
         close = [f"found {hit[0]!r}, did you mean {wanted!r}?" for wanted in ("rating", "event")
                  if (hit := difflib.get_close_matches(wanted, others, n=1, cutoff=0.6))]
-        example, line = _example(interactions, np.arange(len(interactions)) == 0, line_offset)
-        raise DataError(
-            " ".join([f"needs a 'rating' or an 'event' column; found "
-                      f"{list(interactions.columns)}.", *close[:1]]),
-            source=source, column="rating", example=example, **line,
-        )
+        _fail(interactions, np.arange(len(interactions)) == 0,
+              " ".join([f"needs a 'rating' or an 'event' column; found "
+                        f"{list(interactions.columns)}.", *close[:1]]),
+              column="rating", **where)
     for column in ("user_id", "item_id"):
-        _check_no_missing(interactions, column, source=source, line_offset=line_offset)
+        _check_no_missing(interactions, column, **where)
         interactions[column] = interactions[column].astype(str)
-    timestamps = _check_numeric(
-        interactions, "timestamp", source=source, line_offset=line_offset, integer=True
-    )
-    _check_timestamps(interactions, timestamps, source=source, line_offset=line_offset)
+    timestamps = _check_numeric(interactions, "timestamp", integer=True, **where)
+    _check_timestamps(interactions, timestamps, **where)
     interactions["timestamp"] = timestamps.astype("int64")
     if "rating" in interactions:
-        ratings = _check_numeric(interactions, "rating", source=source, line_offset=line_offset)
-        _check_ratings(interactions, ratings, tuple(rating_scale or RATING_SCALE), source=source,
-                       line_offset=line_offset)
+        ratings = _check_numeric(interactions, "rating", **where)
+        _check_ratings(interactions, ratings, tuple(rating_scale or RATING_SCALE), **where)
         interactions["rating"] = ratings.astype(float)
     if "event" in interactions:
         unknown = ~interactions["event"].isin(EVENTS)
         if unknown.any():
-            example, line = _example(interactions, unknown, line_offset)
-            raise DataError(
-                f"unknown event(s); allowed: {list(EVENTS)}", source=source, column="event",
-                example=example, **line,
-            )
+            _fail(interactions, unknown, f"unknown event(s); allowed: {list(EVENTS)}",
+                  column="event", **where)
         interactions["event"] = interactions["event"].astype(str)
-    known = set(items["item_id"].astype(str))
-    unknown_items = ~interactions["item_id"].isin(known)
+    unknown_items = ~interactions["item_id"].isin(set(items["item_id"].astype(str)))
     if unknown_items.any():
-        example, line = _example(interactions, unknown_items, line_offset)
-        raise DataError(
-            f"{int(unknown_items.sum())} interaction(s) point at item ids that are not in "
-            "the items table", source=source, column="item_id", example=example, **line,
-        )
+        _fail(interactions, unknown_items, f"{int(unknown_items.sum())} interaction(s) point at "
+              "item ids that are not in the items table", column="item_id", **where)
     return interactions
 
 
 def validate_queries(
-    queries: pd.DataFrame,
-    judgements: pd.DataFrame | None,
-    items: pd.DataFrame,
-    *,
-    source: str | Path = "queries",
-    judgements_source: str | Path | None = None,
+    queries: pd.DataFrame, judgements: pd.DataFrame | None, items: pd.DataFrame, *,
+    source: str | Path = "queries", judgements_source: str | Path | None = None,
     line_offset: LineOffset = None,
 ) -> None:
     """Validate queries and their graded judgements in place."""
@@ -528,15 +417,14 @@ def validate_queries(
     queries["text"] = queries["text"].fillna("").astype(str)
     if judgements is None:
         raise DataError("queries come without judgements", source=source)
-    require_columns(judgements, JUDGEMENT_REQUIRED, source=judgements_source,
-                    line_offset=line_offset)
+    where = dict(source=judgements_source, line_offset=line_offset)
+    require_columns(judgements, JUDGEMENT_REQUIRED, **where)
     require_non_empty(judgements, source=judgements_source)
     relevance = pd.to_numeric(judgements["relevance"], errors="coerce")
     bad = ~relevance.isin(list(RELEVANCE_LABELS))
     if bad.any():
-        example, line = _example(judgements, bad, line_offset)
-        raise DataError(f"relevance must be one of {list(RELEVANCE_LABELS)}",
-                        source=judgements_source, column="relevance", example=example, **line)
+        _fail(judgements, bad, f"relevance must be one of {list(RELEVANCE_LABELS)}",
+              column="relevance", **where)
     judgements["relevance"] = relevance.astype("int64")
     judgements["query_id"] = judgements["query_id"].astype(str)
     judgements["item_id"] = judgements["item_id"].astype(str)
@@ -544,18 +432,13 @@ def validate_queries(
                           ("item_id", set(items["item_id"]))):
         unknown = ~judgements[column].isin(known)
         if unknown.any():
-            example, line = _example(judgements, unknown, line_offset)
-            raise DataError(f"judgement(s) for unknown {column}", source=judgements_source,
-                            column=column, example=example, **line)
+            _fail(judgements, unknown, f"judgement(s) for unknown {column}", column=column,
+                  **where)
 
 
 def as_string_list(values: Any, *, source: str) -> list[str]:
-    """``values`` as a list of strings, for functions that take a batch of texts.
-
-    Raises:
-        DataError: a single string was passed (a batch was meant), or some
-            elements are not strings (names the first one).
-    """
+    """``values`` as a list of strings, for functions that take a batch of texts; a
+    :class:`DataError` for a single string or for elements that are not strings."""
     if isinstance(values, str):
         raise DataError("pass a sequence of strings; wrap a single text in a list",
                         source=source)
@@ -568,11 +451,8 @@ def as_string_list(values: Any, *, source: str) -> list[str]:
 
 
 def implicit_label(interactions: pd.DataFrame) -> pd.Series:
-    """1 for positive feedback, 0 otherwise, whatever the feedback kind.
-
-    Events deeper than a view (click, cart, purchase) are positive; ratings are
-    positive at or above :data:`POSITIVE_RATING`.
-    """
+    """1 for positive feedback (an event deeper than a view, or a rating at or above
+    :data:`POSITIVE_RATING`), else 0."""
     if "event" in interactions:
         return (interactions["event"] != "view").astype("int8")
     return (interactions["rating"] >= POSITIVE_RATING).astype("int8")

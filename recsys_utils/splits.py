@@ -1,23 +1,10 @@
-"""Deterministic evaluation splits.
+"""Deterministic evaluation splits, the same protocol for every data set.
 
-The main protocol, for every data set:
-
-1. **Cold-start items.** The ``cold_item_fraction`` of interacted items whose
-   *first* interaction is the latest (the newest items in the catalogue; ties
-   broken by a seeded random key) are held out. None of their interactions
-   is ever used for training, so the value of content features (text, image)
-   can be measured where item ids know nothing.
-2. **Temporal leave-last-out per user** on the remaining (warm) interactions,
-   ordered by timestamp and then by row order: the last one is ``test``, the
-   one before ``validation``, the rest ``train``. A user with two warm
-   interactions gets train + test; with one, train only.
-3. **Cold test.** A user's interactions with cold items at or after the user's
-   last training interaction form ``test_cold``. Earlier ones are dropped (and
-   counted): keeping them would put a test event before training events.
-
-So no test interaction precedes its user's training interactions, and cold
-items never appear in training. MovieLens also has the TFRS tutorial protocol:
-:func:`recsys_utils.data.tfrs_protocol_split`.
+The ``cold_item_fraction`` of items first seen last are held out of training entirely
+(``test_cold``: their interactions after the user's last training one; earlier ones are
+dropped). On the warm rest, per user by time then row order: the last interaction is
+``test``, the one before ``validation``, the rest ``train``. The TFRS tutorial protocol for
+MovieLens is :func:`recsys_utils.data.tfrs_protocol_split`.
 """
 
 from __future__ import annotations
@@ -34,14 +21,8 @@ from .schema import DataError, require_columns
 
 @dataclasses.dataclass
 class Splits:
-    """The evaluation splits of one interactions table.
-
-    Attributes:
-        train / validation / test: warm interactions (same columns as input).
-        test_cold: interactions with cold items after the user's training period.
-        cold_items: ids of the held-out cold-start items, newest first.
-        stats: counts for the report (rows per split, dropped cold rows, ...).
-    """
+    """The evaluation splits of one interactions table (same columns as the input), the
+    held-out cold items (newest first) and counts for the report (``stats``)."""
 
     train: pd.DataFrame
     validation: pd.DataFrame
@@ -56,12 +37,8 @@ class Splits:
 
 
 def select_cold_items(interactions: pd.DataFrame, fraction: float, seed: int) -> list[str]:
-    """The newest ``fraction`` of interacted items, by first-interaction time.
-
-    Returns item ids ordered newest first. Ties in time are broken by a random
-    key drawn from ``seed`` over the sorted item ids, so the choice does not
-    depend on row order.
-    """
+    """The newest ``fraction`` of interacted items by first-interaction time, newest first;
+    ties are broken by a key drawn from ``seed`` over the sorted ids, not by row order."""
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"cold_item_fraction must be in [0, 1); got {fraction}")
     first_seen = interactions.groupby("item_id", sort=True)["timestamp"].min()
@@ -73,30 +50,17 @@ def select_cold_items(interactions: pd.DataFrame, fraction: float, seed: int) ->
     return first_seen.index[order[:n_cold]].astype(str).tolist()
 
 
-def split_interactions(
-    interactions: pd.DataFrame,
-    *,
-    cold_item_fraction: float = 0.1,
-    seed: int = 42,
-) -> Splits:
-    """Split ``interactions`` (the one schema) into train/validation/test/test_cold.
-
-    Args:
-        interactions: rows with at least ``user_id``, ``item_id``, ``timestamp``.
-        cold_item_fraction: share of interacted items held out as cold-start.
-        seed: breaks ties when choosing cold items.
-
-    Returns:
-        :class:`Splits`; each split keeps the input's columns and is sorted by
-        user then time.
-    """
+def split_interactions(interactions: pd.DataFrame, *, cold_item_fraction: float = 0.1,
+                       seed: int = 42) -> Splits:
+    """Split ``interactions`` (``user_id``, ``item_id``, ``timestamp``, ...) as the module
+    docstring says; ``seed`` breaks ties between cold items. Each split keeps the input's
+    columns and is sorted by user, then time."""
     require_columns(interactions, ("user_id", "item_id", "timestamp"), source="interactions")
     if len(interactions) == 0:
         raise DataError("cannot split an empty interactions table", source="interactions")
     cold_items = select_cold_items(interactions, cold_item_fraction, seed)
 
-    # A stable sort on (user, time) keeps the file order for equal timestamps,
-    # which makes "last" well defined when a user rates many items in a second.
+    # A stable sort on (user, time, row) makes "last" well defined for equal timestamps.
     ordered = interactions.reset_index(drop=True)
     ordered = ordered.assign(_row=np.arange(len(ordered)))
     ordered = ordered.sort_values(["user_id", "timestamp", "_row"], kind="stable")
@@ -108,8 +72,7 @@ def split_interactions(
     test_mask = (from_end == 0) & (n_warm >= 2)
     validation_mask = (from_end == 1) & (n_warm >= 3)
     train = warm[~(test_mask | validation_mask)]
-    validation = warm[validation_mask]
-    test = warm[test_mask]
+    validation, test = warm[validation_mask], warm[test_mask]
 
     cold = ordered[is_cold]
     train_end = train.groupby("user_id")["timestamp"].max()
@@ -117,9 +80,8 @@ def split_interactions(
     keep_cold = cold_train_end.notna() & (cold["timestamp"] >= cold_train_end)
     test_cold = cold[keep_cold]
 
-    def finish(df: pd.DataFrame) -> pd.DataFrame:
-        return df.drop(columns="_row").reset_index(drop=True)
-
+    tables = [df.drop(columns="_row").reset_index(drop=True)
+              for df in (train, validation, test, test_cold)]
     stats = {
         "interactions": int(len(interactions)),
         "train": int(len(train)),
@@ -131,11 +93,4 @@ def split_interactions(
         "users_in_test": int(test["user_id"].nunique()),
         "users_in_test_cold": int(test_cold["user_id"].nunique()),
     }
-    return Splits(
-        train=finish(train),
-        validation=finish(validation),
-        test=finish(test),
-        test_cold=finish(test_cold),
-        cold_items=cold_items,
-        stats=stats,
-    )
+    return Splits(*tables, cold_items=cold_items, stats=stats)

@@ -1,61 +1,15 @@
 """The embedded default data set ``synthetic``: a small fashion shop, generated.
 
-Deterministic (same arguments and seed -> byte-identical tables and images),
-offline, at any scale. :func:`generate` returns a :class:`~recsys_utils.schema.Dataset`
-with items (titles, descriptions, attributes, prices, optional PNG images),
-simulated users and interactions (:func:`recsys_utils.simulation.simulate_behaviour`),
-and search queries with graded relevance judgements.
-
-What is planted
----------------
-**Items.** 13 categories, each with its own drawable silhouette (t-shirt,
-sweater, jacket, dress, skirt, jeans, sneakers, boots, handbag, backpack, hat,
-scarf, watch). Attributes: ``colour`` (12 colours, each with an RGB and 3
-synonyms, e.g. red: crimson/scarlet/cherry), ``material`` (8, restricted per
-category, each with 3 synonyms, e.g. linen: flax), ``style`` (6, with
-synonyms), ``pattern`` (solid, striped, polka-dot, checked, floral),
-``gender`` (women, men, unisex; dresses and skirts mostly women),
-``price`` (category x material x style x lognormal noise) and ``price_band``
-(budget/mid/premium/luxury = price quartile *within* the category, so it is a
-taste of its own rather than a proxy for the category). ``brand`` is a made-up
-brand name, ``launch_time`` the item's launch (never interacted with before).
-
-**Complementary modalities** (the core of the fusion notebooks):
-
-* The **image** shows category (silhouette), colour (fill RGB with a jitter of
-  at most +-12 per channel) and pattern (stripes, dots, checks or flowers drawn
-  on the shape), and NOTHING about material, style, gender or price.
-* The **text** (title + description) always states category, material, style
-  and gender (each word drawn as the canonical word with probability
-  ``CANONICAL_P`` = 0.7, else one of its synonyms), but states the colour for
-  only ``COLOUR_MENTION_P`` = 50 % of items and the pattern for only
-  ``PATTERN_MENTION_P`` = 20 %.
-* Users (simulated) have tastes over category, colour, material, style,
-  pattern, gender and price band. Text alone misses colour for half the items
-  and pattern for most; the image misses material and style entirely; fusing
-  both recovers all of them. Because preferences are mostly driven by these
-  attributes (popularity is second), content features also predict what
-  users like for new, cold-start items.
-
-**Search.** Queries (``kind``):
-
-* ``exact``: canonical attribute words as in titles ("women's red cotton t-shirt");
-* ``paraphrase``: the same kind of intent in synonyms and rephrased
-  ("looking for a scarlet frock made of flax for her"): word overlap with the
-  relevant items' text is low, a sentence encoder still matches;
-* ``misspelling``: an exact query with one or two typos;
-* ``vague``: two attributes and no category, said indirectly
-  ("something warm for winter in blue" = wool + blue).
-
-Graded relevance (ESCI): with a stated category, 3 = category and every
-stated attribute match, 2 = category matches and all but at most one
-attribute, 1 = same category with more misses, or a complementary category
-(a handbag for a dress query) sharing at least one stated attribute, 0 =
-otherwise. Vague queries (no category): 3 = all stated attributes match, 2 =
-all but one. Per query the judgements hold the items with relevance >= 1
-(at most ``MAX_JUDGED - N_NEGATIVES``, keeping the higher grades first) plus
-``N_NEGATIVES`` sampled irrelevant items. Every query has a relevance-3 item,
-because its target attributes are copied from a catalogue item.
+Deterministic (same arguments and seed -> byte-identical tables and images), offline, any
+scale. Items have a category (its own drawable silhouette), colour, material, style, pattern,
+gender, price and price band, each value with synonyms. The modalities are complementary: the
+image shows category, colour and pattern only; the text always states category, material,
+style and gender, but colour for only ``COLOUR_MENTION_P`` and pattern for only
+``PATTERN_MENTION_P`` of items. Simulated users have tastes over all of them, so only fusing
+text and image recovers them. Search queries are ``exact``, ``paraphrase`` (synonyms only),
+``misspelling`` or ``vague`` (indirect, no category), with graded ESCI relevance from
+attribute agreement: 3 = category and every stated attribute match, 2 = all but one, 1 = same
+category otherwise or a complementary category sharing an attribute, 0 = otherwise.
 """
 
 from __future__ import annotations
@@ -71,35 +25,20 @@ from .schema import Dataset, LoadReport
 from .simulation import assign_launch_times, simulate_behaviour
 
 __all__ = [
-    "ATTRIBUTE_COLUMNS",
-    "CATEGORIES",
-    "COLOURS",
-    "GENDERS",
-    "IMAGE_COLUMNS",
-    "MATERIALS",
-    "PATTERNS",
-    "QUERY_KINDS",
-    "STYLES",
-    "TEXT_COLUMNS",
-    "TRUTH_COLUMNS",
-    "attribute_words",
-    "generate",
-    "render_image",
-    "tokens",
+    "ATTRIBUTE_COLUMNS", "CATEGORIES", "COLOURS", "GENDERS", "IMAGE_COLUMNS", "MATERIALS",
+    "PATTERNS", "QUERY_KINDS", "STYLES", "TEXT_COLUMNS", "TRUTH_COLUMNS", "attribute_words",
+    "generate", "render_image", "tokens",
 ]
 
 #: Structured attributes a seller fills in (the Dataset's ``attribute_columns``):
 #: models may use them as features.
 ATTRIBUTE_COLUMNS: list[str] = ["gender", "price_band"]
-#: Ground truth the generator planted (the Dataset's ``truth_columns``). The items
-#: table carries them for evaluation labels and teaching, but models must see
-#: them only through the text and the image, as in a shop whose sellers fill in
-#: category, gender and price and describe the rest in words and photos.
+#: Ground truth the generator planted (the Dataset's ``truth_columns``): evaluation labels
+#: that models must see only through the text and the image.
 TRUTH_COLUMNS: list[str] = ["colour", "material", "style", "pattern"]
 QUERY_KINDS = ("exact", "paraphrase", "misspelling", "vague")
-#: Attributes the item text states for every item (besides category). Put only
-#: these into a text encoder's input: adding colour or pattern as structured
-#: "Colour: red" fields would erase the planted text/image complementarity.
+#: Attributes the item text states for every item (besides category). Put only these into
+#: a text encoder's input: structured "Colour: red" fields would erase the complementarity.
 TEXT_COLUMNS: list[str] = ["material", "style", "gender"]
 #: Attributes the image shows (besides category, the silhouette).
 IMAGE_COLUMNS: list[str] = ["colour", "pattern"]
@@ -200,7 +139,8 @@ PATTERNS: dict[str, tuple[list[str], float]] = {
 GENDERS: dict[str, tuple[str, list[str], list[str]]] = {
     "women": ("women's", ["ladies'", "womenswear"], ["women", "her", "ladies"]),
     "men": ("men's", ["gents'", "menswear"], ["men", "him", "gentlemen"]),
-    "unisex": ("unisex", ["gender-neutral", "genderless"], ["everyone", "any gender", "all genders"]),
+    "unisex": ("unisex", ["gender-neutral", "genderless"],
+               ["everyone", "any gender", "all genders"]),
 }
 PRICE_BANDS = ("budget", "mid", "premium", "luxury")
 BRANDS = ("Nordvik", "Alba & Finch", "Kestrel", "Maison Lyra", "Tallow Row", "Orla Street",
@@ -232,38 +172,30 @@ _VAGUE_PATTERN = {
 }
 
 
-def attribute_words(column: str, value: str) -> list[str]:
-    """All words the generator may use in text for an attribute value (canonical first).
-
-    ``column`` is one of category, colour, material, style, pattern, gender.
-    Useful to check whether an item's text states its colour, for instance.
-    """
+def _synonyms(column: str, value: str) -> list[str]:
+    """Synonyms of a category, colour, material, style or pattern value."""
     if column == "category":
-        return [value] + list(CATEGORIES[value]["syn"])
+        return CATEGORIES[value]["syn"]
     if column == "colour":
-        return [value] + list(COLOURS[value][1])
-    if column == "material":
-        return [value] + list(MATERIALS[value][0])
-    if column == "style":
-        return [value] + list(STYLES[value][0])
-    if column == "pattern":
-        return [value] + list(PATTERNS[value][0])
+        return COLOURS[value][1]
+    return {"material": MATERIALS, "style": STYLES, "pattern": PATTERNS}[column][value][0]
+
+
+def attribute_words(column: str, value: str) -> list[str]:
+    """All words the generator may use in text for an attribute value (canonical first);
+    ``column`` is category, colour, material, style, pattern or gender."""
     if column == "gender":
         word, syn, phrases = GENDERS[value]
-        return [word] + list(syn) + list(phrases)
-    raise KeyError(column)
-
-
-# --------------------------------------------------------------------------- items
-
-def _word(rng: np.random.Generator, canonical: str, synonyms: list[str]) -> str:
-    if rng.random() < CANONICAL_P:
-        return canonical
-    return synonyms[int(rng.integers(len(synonyms)))]
+        return [word, *syn, *phrases]
+    return [value, *_synonyms(column, value)]
 
 
 def _pick(rng: np.random.Generator, options: list[str] | tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
+
+
+def _word(rng: np.random.Generator, canonical: str, synonyms: list[str]) -> str:
+    return canonical if rng.random() < CANONICAL_P else _pick(rng, synonyms)
 
 
 _PLURAL = {"sneakers", "boots", "jeans", "trainers", "running shoes", "kicks", "booties",
@@ -271,9 +203,7 @@ _PLURAL = {"sneakers", "boots", "jeans", "trainers", "running shoes", "kicks", "
 
 
 def _article(word: str) -> str:
-    if word in _PLURAL:
-        return "a pair of"
-    return "an" if word[:1].lower() in "aeiou" else "a"
+    return "a pair of" if word in _PLURAL else "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _this(word: str) -> str:
@@ -320,9 +250,9 @@ def _item_text(row: dict, mention_colour: bool, mention_pattern: bool,
                rng: np.random.Generator) -> tuple[str, str]:
     """Title and 1-3 sentence description for one item (see the module docstring)."""
     cat, colour, material = row["category"], row["colour"], row["material"]
-    style, pattern, gender = row["style"], row["pattern"], row["gender"]
+    style, pattern = row["style"], row["pattern"]
     cat_syn = CATEGORIES[cat]["syn"]
-    g_word, g_syn, g_phr = GENDERS[gender]
+    g_word, g_syn, g_phr = GENDERS[row["gender"]]
 
     # Title: [brand] [gender] [style] [colour] [pattern] [material] <category>:
     # colour / pattern when the coin says so, plus one or two of gender, style,
@@ -339,18 +269,9 @@ def _item_text(row: dict, mention_colour: bool, mention_pattern: bool,
     if rng.random() < 0.3:
         words.append(row["brand"])
     for key in ("gender", "style", "colour", "pattern", "material"):
-        if key not in chosen:
-            continue
-        if key == "gender":
-            words.append(_word(rng, g_word, g_syn))
-        elif key == "style":
-            words.append(_word(rng, style, STYLES[style][0]))
-        elif key == "colour":
-            words.append(_word(rng, colour, COLOURS[colour][1]))
-        elif key == "pattern":
-            words.append(_word(rng, pattern, PATTERNS[pattern][0]))
-        else:
-            words.append(_word(rng, material, MATERIALS[material][0]))
+        if key in chosen:
+            words.append(_word(rng, g_word, g_syn) if key == "gender"
+                         else _word(rng, row[key], _synonyms(key, row[key])))
     words.append(_word(rng, cat, cat_syn))
     title = " ".join(words)
     title = title[0].upper() + title[1:]
@@ -359,22 +280,19 @@ def _item_text(row: dict, mention_colour: bool, mention_pattern: bool,
     c = _word(rng, cat, cat_syn)
     m = _word(rng, material, MATERIALS[material][0])
     s = _word(rng, style, STYLES[style][0])
-    template = int(rng.integers(5))
-    if template == 0:
-        a = f"{_article(s).capitalize()} {s} {c} made from {m}."
-    elif template == 1:
-        a = (f"{_this(c).capitalize()} {c} {'are' if c in _PLURAL else 'is'} cut from {m} "
-             f"for {_article(s)} {s} look.")
-    elif template == 2:
-        a = f"{s.capitalize()} {c} crafted in {m}."
-    elif template == 3:
-        a = f"Made of {m}, {_this(c)} {c} {'have' if c in _PLURAL else 'has'} {_article(s)} {s} feel."
-    else:
-        a = f"An easy {s} piece: {_article(c)} {c} in {m}."
-    sentences = [a]
+    be, have = ("are", "have") if c in _PLURAL else ("is", "has")
+    sentences = [[
+        f"{_article(s).capitalize()} {s} {c} made from {m}.",
+        f"{_this(c).capitalize()} {c} {be} cut from {m} for {_article(s)} {s} look.",
+        f"{s.capitalize()} {c} crafted in {m}.",
+        f"Made of {m}, {_this(c)} {c} {have} {_article(s)} {s} feel.",
+        f"An easy {s} piece: {_article(c)} {c} in {m}.",
+    ][int(rng.integers(5))]]
     # Sentence B: colour and / or pattern when stated but not in the title.
-    col = _word(rng, colour, COLOURS[colour][1]) if mention_colour and not colour_in_title else None
-    pat = _word(rng, pattern, PATTERNS[pattern][0]) if mention_pattern and not pattern_in_title else None
+    col = (_word(rng, colour, COLOURS[colour][1]) if mention_colour and not colour_in_title
+           else None)
+    pat = (_word(rng, pattern, PATTERNS[pattern][0]) if mention_pattern and not pattern_in_title
+           else None)
     if col and pat:
         sentences.append(f"{col.capitalize()} with {_article(pat)} {pat} pattern.")
     elif col:
@@ -390,8 +308,6 @@ def _item_text(row: dict, mention_colour: bool, mention_pattern: bool,
                                      f"A good pick for {who}."]))
     return title, " ".join(sentences)
 
-
-# -------------------------------------------------------------------------- images
 
 # Silhouettes in unit coordinates (x right, y down). Primitives: poly, ellipse,
 # rect, rrect (rounded rectangle), chord (upper half ellipse), arc (outline only,
@@ -481,13 +397,8 @@ def _draw_pattern(draw: ImageDraw.ImageDraw, pattern: str, size: int, ink: tuple
 
 def render_image(category: str, colour: str, pattern: str, *, size: int = 64,
                  rng: np.random.Generator | None = None) -> Image.Image:
-    """Draw one item: silhouette by ``category``, fill by ``colour``, overlay by ``pattern``.
-
-    Returns a ``size x size`` RGB image on a near-white, slightly noisy
-    background. ``rng`` drives the small jitters (position, scale, colour,
-    pattern phase, noise); pass a seeded generator for reproducible images.
-    Material, style, gender and price are deliberately NOT drawn.
-    """
+    """Draw one item, ``size x size`` RGB: silhouette by ``category``, fill by ``colour``,
+    overlay by ``pattern``, with small jitters from ``rng``. Nothing else is drawn."""
     rng = rng if rng is not None else np.random.default_rng(0)
     spec = _SHAPES[category]
     rgb = np.clip(np.array(COLOURS[colour][0]) + rng.integers(-12, 13, size=3), 0, 255)
@@ -497,52 +408,42 @@ def render_image(category: str, colour: str, pattern: str, *, size: int = 64,
     dx, dy = rng.uniform(-0.06, 0.06, size=2)
 
     def pt(x: float, y: float) -> tuple[float, float]:
-        return ((0.5 + (x - 0.5) * scale + dx) * (size - 1), (0.5 + (y - 0.5) * scale + dy) * (size - 1))
+        return ((0.5 + (x - 0.5) * scale + dx) * (size - 1),
+                (0.5 + (y - 0.5) * scale + dy) * (size - 1))
 
-    def box(b) -> list[float]:
-        (x0, y0), (x1, y1) = pt(b[0], b[1]), pt(b[2], b[3])
-        return [x0, y0, x1, y1]
+    def draw_parts(draw: ImageDraw.ImageDraw, arc_width: int | None, **ink) -> None:
+        """The silhouette's parts; arcs (bag handles) only when ``arc_width`` is given."""
+        for kind, geom in spec["parts"]:
+            if kind == "poly":
+                draw.polygon([pt(*p) for p in geom], **ink)
+                continue
+            box = [*pt(geom[0], geom[1]), *pt(geom[2], geom[3])]
+            if kind == "ellipse":
+                draw.ellipse(box, **ink)
+            elif kind == "rect":
+                draw.rectangle(box, **ink)
+            elif kind == "rrect":
+                draw.rounded_rectangle(box, radius=max(1, size // 8), **ink)
+            elif kind == "chord":
+                draw.chord(box, 180, 360, **ink)
+            elif kind == "arc" and arc_width:
+                draw.arc(box, 180, 360, width=arc_width, **ink)
 
     width = max(1, size // 32)
     noise = rng.normal(0.0, 2.5, size=(size, size, 1))
     background = np.clip(244 + noise, 0, 255).astype(np.uint8).repeat(3, axis=2)
     image = Image.fromarray(background, mode="RGB")
     mask = Image.new("L", (size, size), 0)
-    mdraw = ImageDraw.Draw(mask)
-    for kind, geom in spec["parts"]:
-        if kind == "poly":
-            mdraw.polygon([pt(*p) for p in geom], fill=255)
-        elif kind == "ellipse":
-            mdraw.ellipse(box(geom), fill=255)
-        elif kind == "rect":
-            mdraw.rectangle(box(geom), fill=255)
-        elif kind == "rrect":
-            mdraw.rounded_rectangle(box(geom), radius=max(1, size // 8), fill=255)
-        elif kind == "chord":
-            mdraw.chord(box(geom), 180, 360, fill=255)
-        elif kind == "arc":
-            mdraw.arc(box(geom), 180, 360, fill=255, width=max(2, size // 16))
+    draw_parts(ImageDraw.Draw(mask), max(2, size // 16), fill=255)
     layer = Image.new("RGB", (size, size), fill)
     _draw_pattern(ImageDraw.Draw(layer), pattern, size, _contrast(rgb), rng)
     image.paste(layer, (0, 0), mask)
     draw = ImageDraw.Draw(image)
-    for kind, geom in spec["parts"]:
-        if kind == "poly":
-            draw.polygon([pt(*p) for p in geom], outline=outline, width=width)
-        elif kind == "ellipse":
-            draw.ellipse(box(geom), outline=outline, width=width)
-        elif kind == "rect":
-            draw.rectangle(box(geom), outline=outline, width=width)
-        elif kind == "rrect":
-            draw.rounded_rectangle(box(geom), radius=max(1, size // 8), outline=outline, width=width)
-        elif kind == "chord":
-            draw.chord(box(geom), 180, 360, outline=outline, width=width)
+    draw_parts(draw, None, outline=outline, width=width)
     for line in spec["details"]:
         draw.line([pt(*p) for p in line], fill=outline, width=width)
     return image
 
-
-# ------------------------------------------------------------------------- queries
 
 _KIND_SHARES = {"exact": 0.30, "paraphrase": 0.35, "misspelling": 0.15, "vague": 0.20}
 _QUERY_ATTRS = ("colour", "material", "pattern", "style", "gender")
@@ -571,26 +472,18 @@ def _typo(word: str, rng: np.random.Generator) -> str:
 
 
 def _exact_text(target: dict) -> str:
-    words = []
-    for key in ("gender", "style", "colour", "pattern", "material"):
-        if key in target:
-            words.append(GENDERS[target[key]][0] if key == "gender" else target[key])
-    words.append(target["category"])
-    return " ".join(words)
+    words = [GENDERS[target[key]][0] if key == "gender" else target[key]
+             for key in ("gender", "style", "colour", "pattern", "material") if key in target]
+    return " ".join([*words, target["category"]])
 
 
 def _paraphrase_text(target: dict, rng: np.random.Generator) -> str:
     # Synonyms only, never the canonical word: that is what makes it a paraphrase.
-    words = []
     lead = _pick(rng, _LEADS)
-    if lead:
-        words.append(lead)
-    for key in ("style", "colour", "pattern"):
+    words = [lead] if lead else []
+    for key in ("style", "colour", "pattern", "category"):
         if key in target:
-            table = {"style": STYLES, "colour": COLOURS, "pattern": PATTERNS}[key]
-            options = table[target[key]][1] if key == "colour" else table[target[key]][0]
-            words.append(_pick(rng, options))
-    words.append(_pick(rng, CATEGORIES[target["category"]]["syn"]))
+            words.append(_pick(rng, _synonyms(key, target[key])))
     if "material" in target:
         words.append(_pick(rng, ["made of", "in", "crafted from"]))
         words.append(_pick(rng, MATERIALS[target["material"]][0]))
@@ -620,8 +513,7 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
     if n_queries >= len(counts):
         counts = {k: max(1, v) for k, v in counts.items()}
     counts["paraphrase"] += n_queries - sum(counts.values())
-    kinds = np.array([k for k, v in counts.items() for _ in range(v)])
-    kinds = rng.permutation(kinds)
+    kinds = rng.permutation(np.array([k for k, v in counts.items() for _ in range(v)]))
     seeds = rng.integers(0, n_items, size=n_queries)
 
     cols = ["category", "colour", "material", "style", "pattern", "gender"]
@@ -632,9 +524,8 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
     for q, (kind, s) in enumerate(zip(kinds, seeds)):
         item = {c: values[c][s] for c in cols}
         if kind == "vague":
-            target = {_pick(rng, ["colour", "colour", "pattern", "gender"]): None,
-                      _pick(rng, ["material", "style"]): None}
-            target = {k: item[k] for k in target}
+            target = {k: item[k] for k in (_pick(rng, ["colour", "colour", "pattern", "gender"]),
+                                            _pick(rng, ["material", "style"]))}
             text = _vague_text(target, rng)
         else:
             n_attr = int(rng.choice([1, 2, 3], p=[0.45, 0.40, 0.15]))
@@ -651,7 +542,8 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
                     long = [i for i, w in enumerate(words) if len(w) >= 4] or [
                         i for i, w in enumerate(words) if len(w) >= 3]
                     n_typos = 1 + int(len(long) >= 3 and rng.random() < 0.5)
-                    for i in rng.choice(np.array(long), size=min(n_typos, len(long)), replace=False):
+                    picked = rng.choice(np.array(long), size=min(n_typos, len(long)), replace=False)
+                    for i in picked:
                         words[int(i)] = _typo(words[int(i)], rng)
                     text = " ".join(words)
         qid = f"q{q + 1:0{width}d}"
@@ -660,9 +552,7 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
 
         # Graded relevance from attribute agreement (module docstring).
         stated = [k for k in target if k != "category"]
-        matches = np.zeros(n_items, dtype=np.int64)
-        for k in stated:
-            matches += values[k] == target[k]
+        matches = sum((values[k] == target[k]).astype(np.int64) for k in stated)
         n = len(stated)
         rel = np.zeros(n_items, dtype=np.int64)
         if "category" in target:
@@ -694,46 +584,17 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
     return queries, judgements
 
 
-# ------------------------------------------------------------------------ generate
-
 def generate(
-    n_items: int,
-    n_users: int,
-    *,
-    seed: int = 42,
-    image_dir: str | Path | None = None,
-    image_size: int = 64,
-    n_queries: int | None = None,
-    days: int = 120,
-    progress: bool = False,
+    n_items: int, n_users: int, *, seed: int = 42, image_dir: str | Path | None = None,
+    image_size: int = 64, n_queries: int | None = None, days: int = 120, progress: bool = False,
 ) -> Dataset:
-    """Generate the ``synthetic`` data set (see the module docstring for what is planted).
+    """Generate the ``synthetic`` data set (the module docstring says what is planted).
 
-    Args:
-        n_items: catalogue size.
-        n_users: number of simulated users.
-        seed: fixes everything; same arguments -> byte-identical tables and images.
-        image_dir: where to write ``<item_id>.png`` (created if needed); ``None``
-            draws no images and leaves ``image_path`` as ``None``.
-        image_size: width and height of the images in pixels.
-        n_queries: number of search queries; default ``max(40, n_items // 4)``.
-        days: length of the simulated interaction window.
-        progress: show progress while drawing images (:mod:`recsys_utils.progress`).
-
-    Returns:
-        A validated :class:`Dataset` named ``"synthetic"``:
-
-        * items (n_items rows): ``item_id`` ("i000123"), ``title``,
-          ``description``, ``category``, ``colour``, ``material``, ``style``,
-          ``pattern``, ``gender``, ``price_band``, ``price`` (float),
-          ``brand``, ``launch_time`` (int64 unix seconds), ``image_path``
-          (absolute path or None);
-        * interactions: ``user_id``, ``item_id``, ``timestamp``, ``event``,
-          ``session_id`` (see :func:`~recsys_utils.simulation.simulate_behaviour`);
-        * users: ``user_id``, ``segment``, ``signup_time``, ``region``;
-        * queries: ``query_id`` ("q0001"), ``text``, ``kind``, and
-          ``target_category`` ... ``target_gender`` (None when not stated);
-        * judgements: ``query_id``, ``item_id``, ``relevance`` (int64, 0-3).
+    ``image_dir``: where to draw ``<item_id>.png`` (``None``: no images, ``image_path`` None).
+    ``n_queries`` defaults to ``max(40, n_items // 4)``; ``days`` is the simulated window.
+    Returns a validated :class:`Dataset` with items, simulated users and interactions
+    (:func:`~recsys_utils.simulation.simulate_behaviour`), queries (``query_id``, ``text``,
+    ``kind``, ``target_<column>`` or None) and judgements (``relevance`` int64 0-3).
     """
     if n_items < 1 or n_users < 1:
         raise ValueError("generate needs n_items >= 1 and n_users >= 1")
@@ -745,11 +606,9 @@ def generate(
     item_ids = [f"i{i:0{width}d}" for i in range(n_items)]
     mention_colour = text_rng.random(n_items) < COLOUR_MENTION_P
     mention_pattern = text_rng.random(n_items) < PATTERN_MENTION_P
-    titles, descriptions = [], []
-    for row, mc, mp in zip(frame.to_dict("records"), mention_colour, mention_pattern):
-        title, description = _item_text(row, bool(mc), bool(mp), text_rng)
-        titles.append(title)
-        descriptions.append(description)
+    titles, descriptions = zip(*(
+        _item_text(row, bool(mc), bool(mp), text_rng)
+        for row, mc, mp in zip(frame.to_dict("records"), mention_colour, mention_pattern)))
 
     launch = assign_launch_times(n_items, seed=seed, start_time=START_TIME, days=days)
     image_paths: list[str | None] = [None] * n_items
@@ -771,8 +630,8 @@ def generate(
 
     items = pd.DataFrame({
         "item_id": item_ids,
-        "title": titles,
-        "description": descriptions,
+        "title": list(titles),
+        "description": list(descriptions),
         "category": frame["category"].to_numpy(),
         **{c: frame[c].to_numpy() for c in TRUTH_COLUMNS + ATTRIBUTE_COLUMNS},
         "price": frame["price"].to_numpy(dtype=float),
@@ -780,9 +639,8 @@ def generate(
         "launch_time": launch,
         "image_path": pd.Series(image_paths, dtype=object),
     })
-    for c in ("item_id", "title", "description", "category", *TRUTH_COLUMNS, *ATTRIBUTE_COLUMNS,
-              "brand"):
-        items[c] = items[c].astype(str)
+    items = items.astype({c: str for c in ("item_id", "title", "description", "category",
+                                           *TRUTH_COLUMNS, *ATTRIBUTE_COLUMNS, "brand")})
 
     users, interactions = simulate_behaviour(
         items, ["category", *TRUTH_COLUMNS, *ATTRIBUTE_COLUMNS], n_users, seed=seed,
@@ -807,19 +665,12 @@ def generate(
         "relevance 3 exact, 2 substitute, 1 complement or partial, 0 irrelevant from "
         "attribute agreement"),
     ]
-    dataset = Dataset(
-        name="synthetic",
-        items=items,
-        interactions=interactions,
-        attribute_columns=list(ATTRIBUTE_COLUMNS),
-        truth_columns=list(TRUTH_COLUMNS),
-        users=users,
-        queries=queries,
-        judgements=judgements,
-        simulated_interactions=True,
+    return Dataset(
+        name="synthetic", items=items, interactions=interactions,
+        attribute_columns=list(ATTRIBUTE_COLUMNS), truth_columns=list(TRUTH_COLUMNS),
+        users=users, queries=queries, judgements=judgements, simulated_interactions=True,
         report=LoadReport(source="synthetic (generated)", notes=notes),
-    )
-    return dataset.validate()
+    ).validate()
 
 
 def tokens(text: str) -> list[str]:
