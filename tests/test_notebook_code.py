@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -83,6 +84,19 @@ def test_every_notebook_ends_with_exercises_and_further_reading():
         assert 2 <= len(exercises) <= 3 and scaffold[0].count("*Hint:*") == len(exercises), path.name
         # Near the end: only a "Next:" pointer may follow it.
         assert text.index(scaffold[0]) >= len(text) - 2, path.name
+
+
+def test_every_notebook_records_its_results_in_its_last_code_cell():
+    for path in sorted((notebook_code.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        writes = [i for i, text in enumerate(code) if "run.write_metrics(" in text]
+        # One results cell, last but for the search notebook's early exit (no queries).
+        assert writes and writes[-1] >= len(code) - 2, path.name
+        assert len(writes) == 1 or (path.name.startswith("07") and len(writes) == 2), path.name
+        assert all("run.record(" in code[i] for i in writes), path.name
+        # No hand-built results dict left beside it.
+        assert not any(re.search(r"^(summary|metrics) = \{$", text, re.M) for text in code), path.name
 
 
 def test_a_marker_can_name_its_module(tmp_path, monkeypatch):
