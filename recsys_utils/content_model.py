@@ -1,20 +1,8 @@
-"""Training the content model of notebook 03: fused item features -> item attributes.
+"""The content model of notebook 03: fused item features trained to predict item attributes.
 
-:func:`fit_content_model` puts an item's modalities (text and image vectors,
-attribute codes) through a fusion layer (:func:`build_fusion`) or, for a
-single-modality baseline, the same projection + MLP as concatenation; trains
-it to predict item attributes (one softmax head each); and returns the
-L2-normalised fused vectors of every item, the "content" vectors the
-retrieval and ranking notebooks read::
-
-    from recsys_utils.content_model import fit_content_model
-    model, vectors, history = fit_content_model(
-        {"text": text, "image": image, "attributes": {"brand": brand}}, {"image": has_image},
-        {"category": category}, method="gated", train_idx=train_idx)
-
-How well the vectors retrieve similar items is
-:mod:`recsys_utils.content_metrics`; the comparison notebook 03 runs is
-:mod:`recsys_utils.content_comparison`.
+:func:`fit_content_model` fuses an item's modalities (text and image vectors,
+attribute codes), trains one softmax head per attribute, and returns the
+L2-normalised fused "content" vectors that the retrieval and ranking notebooks read.
 Import ``recsys_utils`` before TensorFlow (it sets ``TF_USE_LEGACY_KERAS=1``).
 """
 
@@ -22,28 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import tensorflow as tf
 
 from .callbacks import EpochBar
-from .fusion_layers import AttentionFusion, AttributeEmbedding, ConcatFusion, FusionLayer, ModalityDropout
+from .fusion_layers import (AttentionFusion, AttributeEmbedding, ConcatFusion, FusionLayer,
+                            ModalityDropout)
 from .gated_fusion import GatedFusion
 from .schema import DataError
 
-FUSION_METHODS = ("concat", "gated", "attention")
+FusionMethod = Literal["concat", "gated", "attention"]
+FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
 
 
-def build_fusion(method: Literal["concat", "gated", "attention"], **kwargs: Any) -> FusionLayer:
-    """A fusion layer by name: ``"concat"``, ``"gated"`` or ``"attention"``.
-
-    Keyword arguments go to the layer (``output_dim`` is required). The gated
-    fusion is notebook 03's own (:mod:`recsys_utils.gated_fusion`).
-    """
+def build_fusion(method: FusionMethod, **kwargs: Any) -> FusionLayer:
+    """A fusion layer by name; keyword arguments (``output_dim`` required) go to the layer."""
     classes = {"concat": ConcatFusion, "gated": GatedFusion, "attention": AttentionFusion}
     if method not in classes:
-        raise ValueError(f"unknown fusion method {method!r}; valid methods: {', '.join(FUSION_METHODS)}")
+        raise ValueError(f"unknown fusion method {method!r}; "
+                         f"valid methods: {', '.join(FUSION_METHODS)}")
     return classes[method](**kwargs)
 
 
@@ -51,12 +38,9 @@ def build_fusion(method: Literal["concat", "gated", "attention"], **kwargs: Any)
 class ContentModel:
     """What :func:`fit_content_model` trained.
 
-    Attributes:
-        encoder: tf-keras model, feed dict -> L2-normalised item vector (B, output_dim).
-        classifier: same inputs -> {label: class probabilities}.
-        fusion: the fusion layer (``GatedFusion.prior_weights`` etc.).
-        modality_names: modality order of the mask columns.
-        method: fusion method, or None for a single modality.
+    ``encoder`` maps the feed to L2-normalised vectors ``(B, output_dim)``,
+    ``classifier`` to ``{label: class probabilities}``; ``modality_names`` is
+    the order of the mask columns; ``method`` is None for a single modality.
     """
 
     encoder: tf.keras.Model
@@ -67,7 +51,8 @@ class ContentModel:
     _weights_model: tf.keras.Model | None = None
     _attribute_keys: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
-    def feed(self, modalities: Mapping[str, Any], masks: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    def feed(self, modalities: Mapping[str, Any], masks: Mapping[str, np.ndarray] | None
+             ) -> dict[str, np.ndarray]:
         """Model inputs from the same ``modalities`` / ``masks`` given to training."""
         return _feed(modalities, masks, self.modality_names, self._attribute_keys)
 
@@ -76,24 +61,29 @@ class ContentModel:
         """L2-normalised item vectors ``(n, output_dim)`` float32."""
         return self.encoder.predict(self.feed(modalities, masks), batch_size=batch_size, verbose=0)
 
-    def modality_weights(self, modalities: Mapping[str, Any], masks: Mapping[str, np.ndarray] | None = None,
+    def modality_weights(self, modalities: Mapping[str, Any],
+                         masks: Mapping[str, np.ndarray] | None = None,
                          batch_size: int = 1024) -> np.ndarray:
-        """Per-item modality weights ``(n, M)`` (gated: gate weights; attention:
-        head-averaged attention). Columns follow :attr:`modality_names`."""
+        """Per-item modality weights ``(n, M)``, columns in :attr:`modality_names` order
+        (gated: gate weights; attention: head-averaged attention)."""
         if self._weights_model is None:
             raise ValueError(f"method={self.method!r} has no modality weights; "
                              f"only 'gated' and 'attention' do")
-        return self._weights_model.predict(self.feed(modalities, masks), batch_size=batch_size, verbose=0)
+        return self._weights_model.predict(self.feed(modalities, masks), batch_size=batch_size,
+                                           verbose=0)
 
 
-def _validate_modalities(modalities: Mapping[str, Any], n: int | None = None) -> tuple[int, dict[str, list[str]]]:
+def _validate_modalities(modalities: Mapping[str, Any]) -> tuple[int, dict[str, list[str]]]:
+    """``(n rows, {attribute modality: sorted code names})``; DataError on bad input."""
     if not modalities:
         raise DataError("no modalities given", source="fit_content_model")
     attribute_keys: dict[str, list[str]] = {}
+    n = None
     for name, value in modalities.items():
         if isinstance(value, Mapping):
             if not value:
-                raise DataError(f"modality {name!r}: empty dict of attribute codes", source="modalities")
+                raise DataError(f"modality {name!r}: empty dict of attribute codes",
+                                source="modalities")
             attribute_keys[name] = sorted(value)
             arrays = {f"{name}.{k}": np.asarray(v) for k, v in value.items()}
             for key, arr in arrays.items():
@@ -103,16 +93,16 @@ def _validate_modalities(modalities: Mapping[str, Any], n: int | None = None) ->
         else:
             arr = np.asarray(value)
             if arr.ndim != 2:
-                raise DataError(f"modality {name!r} must be (n, d), got shape {arr.shape}", source="modalities")
+                raise DataError(f"modality {name!r} must be (n, d), got shape {arr.shape}",
+                                source="modalities")
             if not np.isfinite(arr).all():
                 bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
                 raise DataError(f"modality {name!r} has non-finite values (first at row {bad}); "
                                 f"mark absent rows in `masks` and store zeros", source="modalities")
             arrays = {name: arr}
         for key, arr in arrays.items():
-            if n is None:
-                n = len(arr)
-            elif len(arr) != n:
+            n = len(arr) if n is None else n
+            if len(arr) != n:
                 raise DataError(f"{key} has {len(arr)} rows, expected {n}", source="modalities")
     return n, attribute_keys
 
@@ -123,7 +113,8 @@ def _feed(modalities: Mapping[str, Any], masks: Mapping[str, np.ndarray] | None,
     masks = masks or {}
     unknown = sorted(set(masks) - set(names))
     if unknown:
-        raise DataError(f"masks for unknown modalities {unknown}; modalities: {names}", source="masks")
+        raise DataError(f"masks for unknown modalities {unknown}; modalities: {names}",
+                        source="masks")
     feed: dict[str, np.ndarray] = {}
     columns = []
     for name in names:
@@ -132,9 +123,10 @@ def _feed(modalities: Mapping[str, Any], masks: Mapping[str, np.ndarray] | None,
                 feed[f"{name}__{key}"] = np.asarray(modalities[name][key], dtype=np.int32)
         else:
             feed[name] = np.asarray(modalities[name], dtype=np.float32)
-        mask = np.ones(n, dtype=np.float32) if name not in masks else np.asarray(masks[name]).astype(np.float32)
+        mask = np.asarray(masks.get(name, np.ones(n))).astype(np.float32)
         if mask.shape != (n,):
-            raise DataError(f"mask {name!r} must have shape ({n},), got {mask.shape}", source="masks")
+            raise DataError(f"mask {name!r} must have shape ({n},), got {mask.shape}",
+                            source="masks")
         columns.append(mask)
     feed["modality_mask"] = np.stack(columns, axis=1)
     return feed
@@ -143,7 +135,8 @@ def _feed(modalities: Mapping[str, Any], masks: Mapping[str, np.ndarray] | None,
 def check_labels(labels: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     """``{name: (n,) int32 codes}``, -1 = missing; a clear DataError for anything else."""
     if not labels:
-        raise DataError("no labels given: the content task predicts at least one attribute", source="labels")
+        raise DataError("no labels given: the content task predicts at least one attribute",
+                        source="labels")
     out = {}
     for name, codes in labels.items():
         codes = np.asarray(codes)
@@ -158,45 +151,26 @@ def check_labels(labels: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarr
 
 def fit_content_model(
     modalities: Mapping[str, np.ndarray | Mapping[str, np.ndarray]],
-    masks: Mapping[str, np.ndarray] | None,
-    labels: Mapping[str, np.ndarray],
-    *,
-    method: Literal["concat", "gated", "attention"] | None,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray | None = None,
-    output_dim: int = 64,
-    attribute_dim: int = 32,
-    modality_dropout: float = 0.1,
-    epochs: int = 10,
-    batch_size: int = 256,
-    learning_rate: float = 1e-3,
-    seed: int = 42,
-    progress: bool = True,
-    **fusion_kwargs: Any,
+    masks: Mapping[str, np.ndarray] | None, labels: Mapping[str, np.ndarray], *,
+    method: FusionMethod | None, train_idx: np.ndarray,
+    val_idx: np.ndarray | None = None, output_dim: int = 64, attribute_dim: int = 32,
+    modality_dropout: float = 0.1, epochs: int = 10, batch_size: int = 256,
+    learning_rate: float = 1e-3, seed: int = 42, progress: bool = True, **fusion_kwargs: Any,
 ) -> tuple[ContentModel, np.ndarray, dict[str, list[float]]]:
     """Train a fusion on multi-attribute prediction; return item vectors for all items.
 
-    Args:
-        modalities: name -> ``(n, d)`` float array (e.g. ``"text"``: MiniLM
-            vectors, ``"image"``: :func:`recsys_utils.images.embed_images`), or
-            name -> dict of attribute int codes ``(n,)`` (embedded with
-            :class:`AttributeEmbedding`, e.g. ``{"brand": ..., "price_band": ...}``).
-        masks: name -> ``(n,)`` 1/0 presence; modalities not listed are always
-            present. Absent rows may hold anything finite (zeros, typically).
-        labels: attribute name -> int codes ``(n,)`` to predict (-1 = unknown,
-            ignored in the loss). Must not also be an input attribute code.
-        method: ``"concat"``, ``"gated"``, ``"attention"``, or None for a
-            single-modality baseline (then ``modalities`` must hold exactly one
-            entry; it goes through the same projection + MLP as concat fusion).
-        train_idx: rows used for training; val_idx: optional rows for val loss.
-        modality_dropout: training-time probability of hiding a present
-            modality (never all of them), so the model copes with missing ones.
-        fusion_kwargs: passed to the fusion layer (``hidden_units``, ``num_heads``...).
+    ``modalities``: name -> ``(n, d)`` float array (e.g. text or image vectors)
+    or -> dict of attribute int codes ``(n,)``. ``masks``: name -> ``(n,)`` 1/0
+    presence (unlisted: always present; absent rows hold anything finite).
+    ``labels``: attribute name -> int codes ``(n,)`` to predict (-1 = unknown),
+    none also an input. ``method=None`` trains a single-modality baseline through
+    the same projection + MLP as concat. ``modality_dropout``: training-time
+    probability of hiding a present modality (never all), so the model copes
+    with missing ones.
 
     Returns:
-        ``(model, embeddings, history)``: a :class:`ContentModel`; L2-normalised
-        fused vectors ``(n, output_dim)`` float32 for ALL items (inference mode,
-        true masks); Keras history dict of per-epoch losses.
+        ``(model, embeddings, history)``: the L2-normalised ``(n, output_dim)``
+        float32 vectors of all items (inference mode, true masks), per-epoch losses.
     """
     if method is not None and method not in FUSION_METHODS:
         raise ValueError(f"unknown fusion method {method!r}; valid methods: "
@@ -210,11 +184,13 @@ def fit_content_model(
     for mod, keys in attribute_keys.items():
         leaked = sorted(set(keys) & set(labels))
         if leaked:
-            raise DataError(f"attribute(s) {leaked} are both an input (modality {mod!r}) and a label: "
-                            f"the task would be trivial; drop them from one side", source="fit_content_model")
+            raise DataError(f"attribute(s) {leaked} are both an input (modality {mod!r}) and a "
+                            "label: the task would be trivial; drop them from one side",
+                            source="fit_content_model")
     train_idx = np.asarray(train_idx, dtype=np.int64)
     if train_idx.size == 0 or train_idx.min() < 0 or train_idx.max() >= n:
-        raise DataError(f"train_idx must be non-empty row indices in [0, {n})", source="fit_content_model")
+        raise DataError(f"train_idx must be non-empty row indices in [0, {n})",
+                        source="fit_content_model")
 
     tf.keras.utils.set_random_seed(seed)
     feed = _feed(modalities, masks, names, attribute_keys)
@@ -226,25 +202,25 @@ def fit_content_model(
         if name in attribute_keys:
             codes = {}
             for key in attribute_keys[name]:
-                codes[key] = inputs[f"{name}__{key}"] = tf.keras.Input((), dtype=tf.int32, name=f"{name}__{key}")
-            vocab = {key: int(max(modalities[name][key].max(), 0)) + 1 for key in attribute_keys[name]}
-            tensors[name] = AttributeEmbedding(vocab, attribute_dim, name=f"attributes_{name}")(codes)
+                codes[key] = inputs[f"{name}__{key}"] = tf.keras.Input(
+                    (), dtype=tf.int32, name=f"{name}__{key}")
+            vocab = {key: int(max(modalities[name][key].max(), 0)) + 1
+                     for key in attribute_keys[name]}
+            tensors[name] = AttributeEmbedding(vocab, attribute_dim,
+                                               name=f"attributes_{name}")(codes)
         else:
             tensors[name] = inputs[name] = tf.keras.Input((feed[name].shape[1],), name=name)
     mask_in = inputs["modality_mask"] = tf.keras.Input((len(names),), name="modality_mask")
-    train_mask = ModalityDropout(modality_dropout if method else 0.0, seed=seed, name="modality_dropout")(mask_in)
+    train_mask = ModalityDropout(modality_dropout if method else 0.0, seed=seed,
+                                 name="modality_dropout")(mask_in)
     modality_list = [tensors[name] for name in names]
-    if method is None:
-        kwargs = {"hidden_units": (256,), **fusion_kwargs}
-        fusion = ConcatFusion(output_dim, modality_names=names, name="fusion", **kwargs)
-    else:
-        fusion = build_fusion(method, output_dim=output_dim, modality_names=names, name="fusion", **fusion_kwargs)
+    defaults = {"hidden_units": (256,)} if method is None else {}
+    fusion = build_fusion(method or "concat", output_dim=output_dim, modality_names=names,
+                          name="fusion", **{**defaults, **fusion_kwargs})
     fused = fusion(modality_list, modality_mask=train_mask)
     embedding = tf.keras.layers.UnitNormalization(name="embedding")(fused)
-    heads = {}
-    for label, codes in labels.items():
-        classes = int(codes.max()) + 1
-        heads[label] = tf.keras.layers.Dense(classes, activation="softmax", name=label)(fused)
+    heads = {label: tf.keras.layers.Dense(int(codes.max()) + 1, activation="softmax",
+                                          name=label)(fused) for label, codes in labels.items()}
     classifier = tf.keras.Model(inputs, heads, name="content_classifier")
     encoder = tf.keras.Model(inputs, embedding, name="content_encoder")
     weights_model = None
@@ -266,9 +242,11 @@ def fit_content_model(
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     callbacks = [EpochBar(epochs, f"content model ({method or names[0]})")] if progress else []
-    val = dataset(np.asarray(val_idx, dtype=np.int64), False) if val_idx is not None and len(val_idx) else None
+    val = (dataset(np.asarray(val_idx, dtype=np.int64), False)
+           if val_idx is not None and len(val_idx) else None)
     history = classifier.fit(dataset(train_idx, True), validation_data=val, epochs=epochs,
                              verbose=0, callbacks=callbacks)
     model = ContentModel(encoder, classifier, fusion, names, method, weights_model, attribute_keys)
-    embeddings = encoder.predict(feed, batch_size=max(batch_size, 1024), verbose=0).astype(np.float32)
-    return model, embeddings, {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    embeddings = encoder.predict(feed, batch_size=max(batch_size, 1024), verbose=0)
+    return (model, embeddings.astype(np.float32),
+            {k: [float(v) for v in vs] for k, vs in history.history.items()})

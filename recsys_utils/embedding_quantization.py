@@ -1,9 +1,7 @@
-"""int8 item-embedding tables, and the item index variants measured against exact search (notebook 06).
+"""int8 item-embedding tables, and item index variants against exact search (notebook 06).
 
-:func:`quantize_embeddings_int8` stores a table as int8 codes with a scale and
-offset per dimension (or per row), 4x smaller; :func:`index_variants` compares it
-and ScaNN's quantized scoring (:func:`recsys_utils.serving.scann_search`) with
-exact float search by recall@K, size and single-query latency.
+:func:`index_variants` compares exact float search, the int8 table and ScaNN's
+quantized scoring by recall@k, size and single-query latency.
 """
 
 from __future__ import annotations
@@ -22,23 +20,14 @@ from .latency import compare_latency
 from .schema import DataError
 from .serving import scann_search
 
-__all__ = [
-    "QuantizedTable",
-    "dequantize",
-    "index_variants",
-    "quantize_embeddings_int8",
-]
+__all__ = ["QuantizedTable", "dequantize", "index_variants", "quantize_embeddings_int8"]
 
 
 @dataclasses.dataclass
 class QuantizedTable:
-    """An int8 embedding table: ``table ≈ codes * scale + offset``.
-
-    Attributes:
-        codes: ``(n, d)`` int8 in [-127, 127].
-        scale, offset: ``(1, d)`` (per dimension) or ``(n, 1)`` (per row) float32.
-        per: ``"dimension"`` or ``"row"``.
-    """
+    """An int8 embedding table ``≈ codes * scale + offset``: ``(n, d)`` int8 codes in
+    [-127, 127]; float32 ``scale`` and ``offset`` are ``(1, d)`` when ``per ==
+    "dimension"``, ``(n, 1)`` when ``per == "row"``."""
 
     codes: np.ndarray
     scale: np.ndarray
@@ -50,34 +39,27 @@ class QuantizedTable:
         return int(self.codes.nbytes + self.scale.nbytes + self.offset.nbytes)
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
-        """``(n_queries, n)`` dot products with the dequantized table.
+        """``(n_queries, n)`` dot products with the dequantized table, without building it.
 
-        Computed as ``(q * scale) @ codes.T + q @ offset.T`` for per-dimension
-        tables, without building the dequantized table. numpy has no int8
-        matrix multiply, so each call still converts the codes to a float32
-        copy: this shows what int8 storage costs in accuracy, not int8 speed
-        (ScaNN's int8 scoring in :func:`index_variants` has real int8 kernels).
+        numpy has no int8 matrix multiply, so the codes are still cast to
+        float32: this measures int8 storage's accuracy, not int8 speed (ScaNN's
+        int8 scoring has real int8 kernels).
         """
         q = np.asarray(queries, np.float32)
+        codes = self.codes.T.astype(np.float32)
         if self.per == "dimension":
-            return (q * self.scale) @ self.codes.T.astype(np.float32) + q @ self.offset.T
+            return (q * self.scale) @ codes + q @ self.offset.T
         # Per row: q . (s_i c_i + o_i 1) = s_i (q . c_i) + o_i sum(q).
-        return (q @ self.codes.T.astype(np.float32)) * self.scale.T + q.sum(1, keepdims=True) * self.offset.T
+        return (q @ codes) * self.scale.T + q.sum(1, keepdims=True) * self.offset.T
 
 
 def quantize_embeddings_int8(table: np.ndarray, per: Literal["dimension", "row"] = "dimension"
                              ) -> QuantizedTable:
-    """Scalar-quantize a float table to int8, symmetric around each slice's midpoint.
+    """Scalar-quantize a finite ``(n, d)`` float table to int8 (about 4x smaller).
 
-    Each dimension (``per="dimension"``) or row (``per="row"``) is mapped
-    linearly from ``[min, max]`` onto ``[-127, 127]``: ``offset = (max + min) / 2``,
-    ``scale = (max - min) / 254``; the worst rounding error is ``scale / 2``.
-
-    Args:
-        table: ``(n, d)`` finite floats.
-
-    Returns:
-        A :class:`QuantizedTable` (about 4x smaller than float32).
+    Each dimension (or row) maps linearly from ``[min, max]`` onto ``[-127, 127]``:
+    ``offset = (max + min) / 2``, ``scale = (max - min) / 254``; the worst
+    rounding error is ``scale / 2``.
     """
     x = np.asarray(table, np.float32)
     if x.ndim != 2 or x.size == 0:
@@ -114,23 +96,13 @@ def index_variants(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
                    rounds: int = 3, repeats: int = 50) -> pd.DataFrame:
     """Item-index variants against exact float search: size, recall@k, single-query time.
 
-    Rows: ``float32 exact`` (numpy), ``int8 scalar`` (this module, per dimension),
-    ``scann int8 brute force``, ``scann AH`` (asymmetric hashing without
-    re-scoring) and, when ``reorder``, ``scann AH + reorder``. The two numpy
-    rows search the same way, ``metrics.top_k`` over all scores of the query
-    (``q @ table.T`` against :meth:`QuantizedTable.scores`), so their times
-    compare the scoring alone. Recall@k is
-    :func:`recsys_utils.metrics.top_k_overlap` against the float32 lists.
-    Sizes are the table bytes (float32 / int8 + scales) or the serialized
-    ScaNN index (``searcher.serialize``, which also stores the float rows it
-    needs to reorder, so AH + reorder is not smaller than float). Every
-    variant is timed one query at a time by
-    :func:`recsys_utils.latency.compare_latency` (interleaved rounds), with
-    numpy's and ScaNN's own thread settings.
-
-    Returns:
-        DataFrame: ``index``, ``bytes``, ``recall_at_k``, ``median_ms``,
-        ``p95_ms``, ``k``, ``x_smaller``.
+    Rows: ``float32 exact`` and ``int8 scalar`` (numpy, both ``metrics.top_k``
+    over all scores, so their times compare the scoring alone), ``scann int8
+    brute force``, ``scann AH`` (asymmetric hashing, no re-scoring) and, with
+    ``reorder``, ``scann AH + reorder``. Recall@k is the overlap with the
+    float32 lists. ScaNN sizes are the serialized index, which keeps the float
+    rows it reorders with (so AH + reorder is not smaller than float). Columns:
+    ``index, bytes, recall_at_k, median_ms, p95_ms, k, x_smaller``.
     """
     queries = np.ascontiguousarray(queries, np.float32)
     table = np.ascontiguousarray(table, np.float32)

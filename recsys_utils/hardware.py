@@ -1,39 +1,18 @@
-"""Run-time choice of the ``tf.distribute`` strategy and the precision policy.
+"""Run-time choice of the ``tf.distribute`` strategy and the Keras precision policy.
 
-The notebooks run unchanged on a laptop CPU, one GPU, a multi-GPU box or a
-multi-worker cluster; this module looks at what is there and picks:
+Strategy: ``MultiWorkerMirroredStrategy`` when TF_CONFIG names > 1 worker,
+``MirroredStrategy`` over > 1 local GPU, ``OneDeviceStrategy`` on one GPU, else
+the default (CPU) strategy. Precision, decided by the weakest local GPU's
+compute capability (cc):
 
-===========================  =====================================  ==========================
-situation                    strategy                               precision policy
-===========================  =====================================  ==========================
-TF_CONFIG, > 1 worker        ``MultiWorkerMirroredStrategy``        by the local GPUs (below)
-> 1 local GPU                ``MirroredStrategy``                   by the weakest GPU
-1 GPU                        ``OneDeviceStrategy`` on ``/gpu:0``    by that GPU
-no GPU                       the default strategy (CPU)             ``float32``
-===========================  =====================================  ==========================
+* cc >= 8.0: ``mixed_bfloat16``: float16's tensor-core speed with float32's
+  exponent range, so no loss scaling. That matters: ``tfrs.Model.train_step``
+  never scales the loss, so under ``mixed_float16`` small gradients underflow.
+* 7.0 <= cc < 8.0: ``mixed_float16`` (custom train steps must scale the loss).
+* older or unknown cc, and CPU: ``float32`` (bfloat16 on CPU is a per-model call:
+  it only pays with AMX/AVX512-BF16 and slows several Keras 2 layers).
 
-Precision by NVIDIA compute capability (cc):
-
-* cc >= 8.0 (Ampere, Ada, Hopper): ``mixed_bfloat16``. Same tensor-core speed
-  as float16 there, and bfloat16 keeps float32's exponent range, so no loss
-  scaling is needed. That matters here: ``tfrs.Model.train_step`` calls
-  ``optimizer.apply_gradients`` without ``get_scaled_loss`` /
-  ``get_unscaled_gradients``, so under ``mixed_float16`` the Keras 2
-  ``LossScaleOptimizer`` does *not* scale and small gradients underflow.
-* 7.0 <= cc < 8.0 (Volta, Turing): ``mixed_float16`` (no bfloat16 tensor
-  cores). Custom train steps must scale the loss themselves.
-* older or unknown cc (e.g. a non-NVIDIA device): ``float32``.
-* CPU: ``float32``. bfloat16 on CPU is a per-model decision (it only pays on
-  CPUs with AMX/AVX512-BF16, and several Keras 2 layers get slower), not a
-  global policy.
-
-The policy is set on ``tf_keras`` (Keras 2), the Keras that TensorFlow
-Recommenders uses; ``import recsys_utils`` sets ``TF_USE_LEGACY_KERAS=1`` so
-``tf.keras`` is the same module.
-
-``describe_hardware`` is pure decision logic (devices and TF_CONFIG can be
-injected); ``choose_strategy`` builds the strategy and prints nothing: the
-notebook prints ``choice.reason``.
+The policy is set on ``tf_keras`` (Keras 2, which TensorFlow Recommenders uses).
 """
 
 from __future__ import annotations
@@ -43,6 +22,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
@@ -57,24 +37,17 @@ MIRRORED = "MirroredStrategy"
 ONE_GPU = "OneDeviceStrategy:GPU"
 DEFAULT = "default"
 
-#: Minimum compute capability for each mixed policy (see the module docstring).
+#: Minimum compute capability for each mixed policy.
 BF16_MIN_CC = (8, 0)
 FP16_MIN_CC = (7, 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class HardwareChoice:
-    """What :func:`describe_hardware` decided, and why.
+    """What :func:`describe_hardware` decided, and why (``reason``: one line to print).
 
-    Attributes:
-        strategy_name: ``"MultiWorkerMirroredStrategy"``, ``"MirroredStrategy"``,
-            ``"OneDeviceStrategy:GPU"`` or ``"default"`` (CPU, no distribution).
-        devices: local logical devices the strategy uses, e.g. ``("/gpu:0",
-            "/gpu:1")`` or ``("/cpu:0",)``.
-        mixed_precision: Keras policy name, ``"mixed_bfloat16"``,
-            ``"mixed_float16"`` or ``"float32"``.
-        reason: one readable line for the notebook output.
-        num_workers: workers in the cluster (1 unless multi-worker).
+    ``devices`` are the local logical devices, e.g. ``("/gpu:0", "/gpu:1")`` or
+    ``("/cpu:0",)``; ``num_workers`` is 1 unless multi-worker.
     """
 
     strategy_name: str
@@ -94,31 +67,20 @@ def _parse_tf_config(tf_config: str | None) -> dict[str, Any] | None:
         raise DataError(
             f"is not valid JSON ({error.msg} at position {error.pos}): {tf_config[:200]!r}; "
             'expected e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-            '"task": {"type": "worker", "index": 0}}',
-            source="TF_CONFIG",
-        ) from None
+            '"task": {"type": "worker", "index": 0}}', source="TF_CONFIG") from None
     if not isinstance(config, dict):
         raise DataError(f"must be a JSON object, got {type(config).__name__}", source="TF_CONFIG")
     cluster = config.get("cluster", {})
     if not isinstance(cluster, dict) or not all(isinstance(v, list) for v in cluster.values()):
-        raise DataError(
-            f"'cluster' must map job names to lists of 'host:port', got {cluster!r}",
-            source="TF_CONFIG",
-        )
+        raise DataError(f"'cluster' must map job names to lists of 'host:port', got {cluster!r}",
+                        source="TF_CONFIG")
     return config
 
 
-def _cluster_workers(config: dict[str, Any]) -> int:
-    cluster = config.get("cluster", {})
-    # A "chief" is a worker too for MultiWorkerMirroredStrategy.
-    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
-
-
-def _logical_name(device: Any, kind: str, position: int) -> str:
+def _logical_name(device: Any, position: int) -> str:
     """'/physical_device:GPU:1' -> '/gpu:1' (the name strategies accept)."""
     match = re.search(r"(GPU|CPU):(\d+)$", str(getattr(device, "name", "")))
-    index = match.group(2) if match else str(position)
-    return f"/{kind}:{index}"
+    return f"/gpu:{match.group(2) if match else position}"
 
 
 def _compute_capability(gpu: Any) -> tuple[int, int] | None:
@@ -127,9 +89,7 @@ def _compute_capability(gpu: Any) -> tuple[int, int] | None:
     except Exception:  # noqa: BLE001 - details are best-effort; unknown -> float32
         return None
     cc = (details or {}).get("compute_capability")
-    if not cc:
-        return None
-    return int(cc[0]), int(cc[1])
+    return (int(cc[0]), int(cc[1])) if cc else None
 
 
 def _precision(gpus: Sequence[Any]) -> tuple[str, str]:
@@ -142,87 +102,59 @@ def _precision(gpus: Sequence[Any]) -> tuple[str, str]:
     weakest = min(capabilities)
     cc_text = f"compute capability {weakest[0]}.{weakest[1]}"
     if weakest >= BF16_MIN_CC:
-        return "mixed_bfloat16", f"mixed_bfloat16 ({cc_text}: bf16 tensor cores, no loss scaling needed)"
+        return "mixed_bfloat16", (f"mixed_bfloat16 ({cc_text}: bf16 tensor cores, "
+                                  "no loss scaling needed)")
     if weakest >= FP16_MIN_CC:
-        return "mixed_float16", (
-            f"mixed_float16 ({cc_text}: fp16 tensor cores; custom train steps need loss scaling)"
-        )
+        return "mixed_float16", (f"mixed_float16 ({cc_text}: fp16 tensor cores; "
+                                 "custom train steps need loss scaling)")
     return "float32", f"float32 ({cc_text} < 7.0: no tensor cores)"
 
 
 def describe_hardware(gpus: list | None = None, tf_config: str | None = None) -> HardwareChoice:
     """Decide strategy and precision from the local GPUs and TF_CONFIG.
 
-    Args:
-        gpus: physical GPU devices (objects with a ``.name`` such as
-            ``"/physical_device:GPU:0"``); default
-            ``tf.config.list_physical_devices("GPU")``. Pass ``[]`` for none.
-        tf_config: the TF_CONFIG JSON string; default ``os.environ["TF_CONFIG"]``
-            if set. An empty string means "no cluster".
-
-    Returns:
-        A :class:`HardwareChoice`. Compute capabilities are read with
-        ``tf.config.experimental.get_device_details``.
-
-    Raises:
-        DataError: TF_CONFIG is not valid JSON or not a cluster description
-            (the message names TF_CONFIG), or it describes a parameter-server
-            cluster (not handled here).
+    ``gpus``: physical GPU devices (default: those TensorFlow lists; ``[]``:
+    none); ``tf_config``: the TF_CONFIG JSON (default: the environment's; ``""``:
+    no cluster). DataError (naming TF_CONFIG) when it is not valid JSON, not a
+    cluster description, or a parameter-server cluster (not handled here).
     """
-    if gpus is None:
-        gpus = tf.config.list_physical_devices("GPU")
-    gpus = list(gpus)
-    if tf_config is None:
-        tf_config = os.environ.get("TF_CONFIG")
-    config = _parse_tf_config(tf_config)
-
-    gpu_names = tuple(_logical_name(gpu, "gpu", i) for i, gpu in enumerate(gpus))
-    local = gpu_names or ("/cpu:0",)
+    gpus = list(tf.config.list_physical_devices("GPU") if gpus is None else gpus)
+    config = _parse_tf_config(os.environ.get("TF_CONFIG") if tf_config is None else tf_config)
+    gpu_names = tuple(_logical_name(gpu, i) for i, gpu in enumerate(gpus))
     policy, why_policy = _precision(gpus)
-    where = f"{len(gpus)} GPU(s)" if gpus else "CPU only"
 
-    workers = _cluster_workers(config) if config else 0
+    cluster = (config or {}).get("cluster", {})
+    # A "chief" is a worker too for MultiWorkerMirroredStrategy.
+    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
     if workers > 1:
-        if config.get("cluster", {}).get("ps"):
-            raise DataError(
-                "describes a parameter-server cluster ('ps' jobs); use "
-                "tf.distribute.ParameterServerStrategy directly", source="TF_CONFIG",
-            )
+        if cluster.get("ps"):
+            raise DataError("describes a parameter-server cluster ('ps' jobs); use "
+                            "tf.distribute.ParameterServerStrategy directly", source="TF_CONFIG")
         task = config.get("task")
         if not isinstance(task, dict) or "type" not in task or "index" not in task:
-            raise DataError(
-                f"has {workers} workers but no 'task' with 'type' and 'index' saying which one "
-                "this process is", source="TF_CONFIG",
-            )
+            raise DataError(f"has {workers} workers but no 'task' with 'type' and 'index' saying "
+                            "which one this process is", source="TF_CONFIG")
+        where = f"{len(gpus)} GPU(s)" if gpus else "CPU only"
         return HardwareChoice(
-            MULTI_WORKER, local, policy,
+            MULTI_WORKER, gpu_names or ("/cpu:0",), policy,
             f"MultiWorkerMirroredStrategy: {workers} workers from TF_CONFIG, this is "
-            f"{task['type']} {task['index']} with {where}; {why_policy}",
-            num_workers=workers,
-        )
+            f"{task['type']} {task['index']} with {where}; {why_policy}", num_workers=workers)
     if len(gpus) > 1:
-        return HardwareChoice(
-            MIRRORED, gpu_names, policy,
-            f"MirroredStrategy over {len(gpus)} GPUs {', '.join(gpu_names)}; {why_policy}",
-        )
-    if len(gpus) == 1:
-        return HardwareChoice(
-            ONE_GPU, gpu_names, policy, f"OneDeviceStrategy on {gpu_names[0]}; {why_policy}"
-        )
-    return HardwareChoice(
-        DEFAULT, local, policy, f"default strategy on CPU (no GPU found); {why_policy}"
-    )
+        return HardwareChoice(MIRRORED, gpu_names, policy, f"MirroredStrategy over {len(gpus)} "
+                              f"GPUs {', '.join(gpu_names)}; {why_policy}")
+    if gpus:
+        return HardwareChoice(ONE_GPU, gpu_names, policy,
+                              f"OneDeviceStrategy on {gpu_names[0]}; {why_policy}")
+    return HardwareChoice(DEFAULT, ("/cpu:0",), policy,
+                          f"default strategy on CPU (no GPU found); {why_policy}")
 
 
 def _build(choice: HardwareChoice, tf_config: str | None) -> tf.distribute.Strategy:
     if choice.strategy_name == MULTI_WORKER:
         config = _parse_tf_config(tf_config)
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-            tf.train.ClusterSpec(config["cluster"]),
-            task_type=config["task"]["type"],
-            task_id=int(config["task"]["index"]),
-            rpc_layer=config.get("rpc_layer", "grpc"),
-        )
+            tf.train.ClusterSpec(config["cluster"]), task_type=config["task"]["type"],
+            task_id=int(config["task"]["index"]), rpc_layer=config.get("rpc_layer", "grpc"))
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     if choice.strategy_name == MIRRORED:
         return tf.distribute.MirroredStrategy(devices=list(choice.devices))
@@ -231,28 +163,16 @@ def _build(choice: HardwareChoice, tf_config: str | None) -> tf.distribute.Strat
     return tf.distribute.get_strategy()  # the default (no-op) strategy
 
 
-def choose_strategy(
-    *,
-    apply_mixed_precision: bool = True,
-    gpus: list | None = None,
-    tf_config: str | None = None,
-) -> tuple[tf.distribute.Strategy, HardwareChoice]:
-    """Build the strategy :func:`describe_hardware` picks; optionally set the policy.
+def choose_strategy(*, apply_mixed_precision: bool = True, gpus: list | None = None,
+                    tf_config: str | None = None) -> tuple[tf.distribute.Strategy, HardwareChoice]:
+    """``(strategy, choice)``: the strategy :func:`describe_hardware` picks, built.
 
-    Args:
-        apply_mixed_precision: set the ``tf_keras`` global dtype policy to
-            ``choice.mixed_precision`` (also to ``"float32"``, which undoes an
-            earlier mixed policy). When False the policy is left alone.
-        gpus, tf_config: as in :func:`describe_hardware`.
-
-    Returns:
-        ``(strategy, choice)``. Build and compile models under
-        ``strategy.scope()``; print ``choice.reason``. Under a mixed policy,
-        give the model's last layer ``dtype="float32"`` so logits and losses
-        stay in float32.
-
-    Multi-worker: every worker must run this, early (before other TensorFlow
-    ops), because the strategy starts the collective-ops server.
+    ``apply_mixed_precision`` sets the ``tf_keras`` global policy to
+    ``choice.mixed_precision`` (``"float32"`` undoes an earlier mixed policy).
+    Build models under ``strategy.scope()``; under a mixed policy give the last
+    layer ``dtype="float32"`` so logits and losses stay float32. Multi-worker:
+    every worker must call this before other TensorFlow ops (the strategy
+    starts the collective-ops server).
     """
     if tf_config is None:
         tf_config = os.environ.get("TF_CONFIG")
@@ -268,7 +188,6 @@ def choose_strategy(
 def cpu_description() -> str:
     """``"<model name>, <n> logical cores (<int8/bf16 flags>), <m> GiB RAM"``: where timings ran."""
     import platform
-    from pathlib import Path
 
     name, flags, memory = platform.processor() or "unknown CPU", "", ""
     try:

@@ -2,45 +2,26 @@
 
 ::
 
-    from recsys_utils import images
     pixels, present = images.load_images(items["image_path"], size=64)
     encoder, history = images.train_image_encoder(
         pixels, present, objective="supervised", labels={"category": cat, "colour": col})
     vectors = images.embed_images(encoder, pixels, present)      # (n, 64), zeros where absent
-    images.image_retrieval_score(vectors, present, combine_keys(cat, col), query_idx=test_idx)
 
-* **Loading**: RGB, resized preserving the aspect ratio and padded to a square
-  (fashion photos are 60x80); ``None``, missing or unreadable files give a zero
-  image and ``present=False`` and are counted, never raised. In the series the
-  paths come verified: notebook 01 (:func:`recsys_utils.prepare.verify_images`)
-  drops every path that does not decode, and notebooks read them back through
-  :func:`recsys_utils.prepare.resolve_image_paths` (stored relative).
-* **Encoder**: ``"small_cnn"`` (default, offline, ~0.1 M parameters): a
-  strided stem and three conv blocks with BatchNorm/ReLU, global average
-  pooling, dense, L2 normalisation.
-  ``"mobilenet_v3_small_imagenet"`` plugs in Keras' pretrained MobileNetV3-Small
-  (downloads ImageNet weights, so it needs a network). The model takes raw
-  0-255 pixels (float or uint8) ``(B, size, size, 3)``.
-* **Objectives**: ``"supervised"`` - one cosine-softmax head per item attribute
-  (category, colour, ...); ``"contrastive"`` - CLIP-style symmetric in-batch
-  softmax between the image vector and a learned linear projection of the
-  item's text vector (:func:`recsys_utils.contrastive.contrastive_loss`,
-  written in notebook 03). :func:`image_retrieval_score` (precision@10 of nearest
-  neighbours sharing an attribute combination, on held-out queries) is the
-  cheap metric to choose between them.
-
+:func:`choose_image_encoder` picks the objective by :func:`image_retrieval_score`.
 Import ``recsys_utils`` before TensorFlow (it sets ``TF_USE_LEGACY_KERAS=1``).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -52,26 +33,18 @@ from .contrastive import contrastive_loss
 from .progress import track
 from .schema import DataError
 
-BACKBONES = ("small_cnn", "mobilenet_v3_small_imagenet")
-OBJECTIVES = ("supervised", "contrastive")
-
-
-# --------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------
-def _is_missing_path(path: Any) -> bool:
-    if path is None:
-        return True
-    if isinstance(path, float) and np.isnan(path):   # pandas NaN for a missing image_path
-        return True
-    return isinstance(path, str) and not path.strip()
+Backbone = Literal["small_cnn", "mobilenet_v3_small_imagenet"]
+Objective = Literal["supervised", "contrastive"]
+BACKBONES: tuple[str, ...] = get_args(Backbone)
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 def _load_one(path: Any, size: int, pad_value: int) -> tuple[np.ndarray | None, str]:
     """-> (image (size, size, 3) uint8 or None, status: loaded|none|missing|unreadable)."""
     from PIL import Image
 
-    if _is_missing_path(path):
+    blank = isinstance(path, str) and not path.strip()
+    if path is None or blank or (isinstance(path, float) and np.isnan(path)):  # NaN: pandas'
         return None, "none"
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -98,31 +71,17 @@ def _load_one(path: Any, size: int, pad_value: int) -> tuple[np.ndarray | None, 
 
 
 def load_images(
-    paths: Sequence[str | None],
-    size: int = 64,
-    *,
-    progress: bool = True,
-    pad_value: int = 255,
-    workers: int | None = None,
-    return_counts: bool = False,
+    paths: Sequence[str | None], size: int = 64, *, progress: bool = True, pad_value: int = 255,
+    workers: int | None = None, return_counts: bool = False,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Load item images into one uint8 array.
+    """Load item images as RGB: ``images`` uint8 ``(n, size, size, 3)``, ``present`` ``(n,)``.
 
-    Args:
-        paths: one entry per item: a file path, or None/NaN/"" when the item
-            has no image.
-        size: output side; images are resized to fit (aspect ratio kept) and
-            padded to ``size x size`` with ``pad_value`` (white by default,
-            matching product photos on white).
-        workers: decoding threads (default: 2 x CPU cores, at most 8).
-        return_counts: also return ``{"total", "loaded", "none", "missing",
-            "unreadable"}`` counts.
-
-    Returns:
-        ``images`` uint8 ``(n, size, size, 3)`` (zeros where absent) and
-        ``present`` bool ``(n,)``; with ``return_counts`` also the counts. A
-        warning names how many files were missing or unreadable (one bad file
-        never stops the load).
+    ``paths`` has one entry per item, None/NaN/"" for no image. Images keep
+    their aspect ratio, padded to a square with ``pad_value`` (white, like
+    product photos). Absent, missing or unreadable images give zeros and
+    ``present=False``; one warning counts missing and unreadable files.
+    ``workers``: decoding threads (default: 2 x CPU cores, at most 8);
+    ``return_counts`` also returns the counts of each outcome.
     """
     if size < 8:
         raise ValueError(f"size must be >= 8, got {size}")
@@ -136,25 +95,22 @@ def load_images(
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             track(total=n, desc="loading images", unit="image", disable=not progress) as bar:
         # PIL releases the GIL while decoding, so threads overlap file I/O and decode.
-        for i, (image, status) in enumerate(pool.map(lambda p: _load_one(p, size, pad_value), paths)):
+        loaded = pool.map(lambda p: _load_one(p, size, pad_value), paths)
+        for i, (image, status) in enumerate(loaded):
             counts[status] += 1
             if image is not None:
-                images[i] = image
-                present[i] = True
-            elif status in ("missing", "unreadable"):
+                images[i], present[i] = image, True
+            elif status != "none":
                 first_bad.setdefault(status, str(paths[i]))
             bar.update(1)
-    bad = counts["missing"] + counts["unreadable"]
-    if bad:
+    if first_bad:
         examples = "; ".join(f"{k}: {v}" for k, v in first_bad.items())
-        warnings.warn(f"load_images: {counts['missing']} missing and {counts['unreadable']} unreadable "
-                      f"image files of {n} treated as absent (e.g. {examples})", stacklevel=2)
+        warnings.warn(f"load_images: {counts['missing']} missing and {counts['unreadable']} "
+                      f"unreadable image files of {n} treated as absent (e.g. {examples})",
+                      stacklevel=2)
     return (images, present, counts) if return_counts else (images, present)
 
 
-# --------------------------------------------------------------------------
-# Encoder
-# --------------------------------------------------------------------------
 def _conv_bn_relu(x: tf.Tensor, filters: int, name: str, strides: int = 1) -> tf.Tensor:
     x = tf.keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
                                name=f"{name}_conv")(x)
@@ -164,21 +120,16 @@ def _conv_bn_relu(x: tf.Tensor, filters: int, name: str, strides: int = 1) -> tf
     return tf.keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_image_encoder(size: int = 64, dim: int = 64, *,
-                        backbone: Literal["small_cnn", "mobilenet_v3_small_imagenet"] = "small_cnn",
+def build_image_encoder(size: int = 64, dim: int = 64, *, backbone: Backbone = "small_cnn",
                         widths: Sequence[int] = (32, 64, 128)) -> tf.keras.Model:
     """An image encoder: raw pixels ``(B, size, size, 3)`` in 0-255 -> unit vectors ``(B, dim)``.
 
-    ``"small_cnn"``: a stride-2 Conv3x3-BN-ReLU stem, then per entry of
-    ``widths`` a Conv3x3-BN-ReLU + MaxPool block, global average pooling,
-    Dense(dim), L2 normalisation (~0.1 M parameters at the defaults; about
-    2.5 s per epoch of 1,700 64-px images on 2 CPU cores). Offline, random
-    initialisation.
-
-    ``"mobilenet_v3_small_imagenet"``: Keras' MobileNetV3-Small with ImageNet
-    weights (downloaded; needs a network; ``size >= 32``) + Dense(dim) + L2
-    normalisation. Raises RuntimeError naming the offline default if the
-    download fails.
+    ``"small_cnn"`` (offline, ~0.1 M parameters, ~2.5 s per epoch of 1,700
+    64-px images on 2 CPU cores): a stride-2 Conv-BN-ReLU stem, a Conv-BN-ReLU
+    + MaxPool block per entry of ``widths``, average pooling, Dense, L2 norm.
+    ``"mobilenet_v3_small_imagenet"``: Keras' MobileNetV3-Small with downloaded
+    ImageNet weights (``size >= 32``); RuntimeError naming the offline default
+    if the download fails.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
@@ -209,14 +160,6 @@ def build_image_encoder(size: int = 64, dim: int = 64, *,
     return tf.keras.Model(inputs, outputs, name=f"image_encoder_{backbone}")
 
 
-def _augmenter(seed: int) -> tf.keras.Sequential:
-    # Geometric only: colour is an attribute we want the encoder to keep.
-    return tf.keras.Sequential([
-        tf.keras.layers.RandomFlip("horizontal", seed=seed),
-        tf.keras.layers.RandomTranslation(0.08, 0.08, fill_mode="nearest", seed=seed + 1),
-    ], name="augment")
-
-
 def _check_images(images: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     images = np.asarray(images)
     present = np.asarray(present, dtype=bool)
@@ -228,120 +171,106 @@ def _check_images(images: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, 
 
 
 def train_image_encoder(
-    images: np.ndarray,
-    present: np.ndarray,
-    *,
-    objective: Literal["supervised", "contrastive"],
-    labels: Mapping[str, np.ndarray] | None = None,
-    text_embeddings: np.ndarray | None = None,
-    train_idx: np.ndarray | None = None,
-    dim: int = 64,
-    epochs: int = 5,
-    batch_size: int = 128,
-    temperature: float = 0.05,
-    learning_rate: float = 2e-3,
-    seed: int = 42,
-    augment: bool = True,
-    backbone: Literal["small_cnn", "mobilenet_v3_small_imagenet"] = "small_cnn",
-    progress: bool = True,
+    images: np.ndarray, present: np.ndarray, *, objective: Objective,
+    labels: Mapping[str, np.ndarray] | None = None, text_embeddings: np.ndarray | None = None,
+    train_idx: np.ndarray | None = None, dim: int = 64, epochs: int = 5, batch_size: int = 128,
+    temperature: float = 0.05, learning_rate: float = 2e-3, seed: int = 42, augment: bool = True,
+    backbone: Backbone = "small_cnn", progress: bool = True,
 ) -> tuple[tf.keras.Model, dict[str, list[float]]]:
     """Train an image encoder on the catalogue's own images.
 
-    Args:
-        images / present: from :func:`load_images`, ``(n, size, size, 3)`` and ``(n,)``.
-        objective: ``"supervised"``: one cosine-softmax head per attribute in
-            ``labels`` (name -> int codes ``(n,)``, -1 = unknown, ignored),
-            logits ``cos(v, w_c) / temperature``, losses summed over heads.
-            ``"contrastive"``: CLIP-style; ``text_embeddings`` ``(n, d)`` go
-            through a learned linear projection to ``dim`` + L2 norm; logits
-            ``v_i . t_j / temperature`` over the batch; symmetric cross-entropy
-            (image->text and text->image) with the item's own text as target.
-        train_idx: rows to train on (default all); only rows with a present
-            image are used. Keep held-out rows out for :func:`image_retrieval_score`.
-        augment: random horizontal flip and translation (no colour jitter:
-            colour is an attribute to keep).
-        seed: seeds Python/NumPy/TF, the shuffle and the augmentation; runs are
-            repeatable on CPU as far as TF kernels are deterministic.
+    ``"supervised"``: a cosine-softmax head per attribute of ``labels`` (name ->
+    int codes ``(n,)``, -1 = unknown, ignored), logits ``cos(v, w_c) /
+    temperature``, losses summed. ``"contrastive"``: ``text_embeddings`` ``(n,
+    d)`` through a learned linear projection + L2 norm, symmetric in-batch
+    cross-entropy of ``v_i . t_j / temperature`` with the item's own text as target.
+    Trains on the ``train_idx`` rows (default all) that have an image.
 
     Returns:
-        ``(encoder, history)``: the trained encoder (pixels -> unit vectors) and
-        ``{"loss": [...], ...}`` per-epoch means (supervised: also
-        ``accuracy/<attr>``; contrastive: in-batch ``accuracy/image_to_text``).
+        ``(encoder, history)``: per-epoch means of ``loss`` and ``accuracy/<attr>``
+        (contrastive: in-batch ``accuracy/image_to_text``).
     """
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; valid objectives: {', '.join(OBJECTIVES)}")
+        raise ValueError(f"unknown objective {objective!r}; "
+                         f"valid objectives: {', '.join(OBJECTIVES)}")
     images, present = _check_images(images, present)
     n, size = len(images), images.shape[1]
     rows = np.arange(n) if train_idx is None else np.asarray(train_idx, dtype=np.int64)
     rows = rows[present[rows]]
     if len(rows) < 2:
-        raise DataError(f"only {len(rows)} training rows have an image; need at least 2", source="images")
-
+        raise DataError(f"only {len(rows)} training rows have an image; need at least 2",
+                        source="images")
     if objective == "supervised":
         if not labels:
-            raise DataError("objective='supervised' needs labels: {attribute: int codes (n,)}", source="labels")
+            raise DataError("objective='supervised' needs labels: {attribute: int codes (n,)}",
+                            source="labels")
         targets = check_labels(labels, n)
     else:
         if text_embeddings is None:
-            raise DataError("objective='contrastive' needs text_embeddings (n, d)", source="text_embeddings")
+            raise DataError("objective='contrastive' needs text_embeddings (n, d)",
+                            source="text_embeddings")
         text_embeddings = np.asarray(text_embeddings, dtype=np.float32)
         if text_embeddings.ndim != 2 or len(text_embeddings) != n:
             raise DataError(f"text_embeddings must be ({n}, d), got {text_embeddings.shape}",
                             source="text_embeddings")
-        if len(rows) < 2 or batch_size < 2:
-            raise DataError("contrastive training needs batches of at least 2 items", source="images")
+        if batch_size < 2:
+            raise DataError("contrastive training needs batches of at least 2 items",
+                            source="images")
 
     tf.keras.utils.set_random_seed(seed)
     encoder = build_image_encoder(size, dim, backbone=backbone)
-    augmenter = _augmenter(seed) if augment else None
+    # Geometric augmentation only: colour is an attribute the encoder must keep.
+    augmenter = tf.keras.Sequential([
+        tf.keras.layers.RandomFlip("horizontal", seed=seed),
+        tf.keras.layers.RandomTranslation(0.08, 0.08, fill_mode="nearest", seed=seed + 1),
+    ], name="augment") if augment else None
     optimizer = tf.keras.optimizers.Adam(learning_rate)
     inv_t = 1.0 / float(temperature)
 
     if objective == "supervised":
         names = sorted(targets)
-        # Cosine classifier: normalised class vectors, so logits live on the same
-        # cosine scale that retrieval uses.
-        class_vectors = [tf.Variable(tf.random.normal((dim, int(targets[k].max()) + 1), stddev=0.1, seed=seed),
-                                     name=f"classes_{k}") for k in names]
-        head_vars = class_vectors
+        # Cosine classifier: normalised class vectors put logits on retrieval's cosine scale.
+        head_vars = [tf.Variable(tf.random.normal((dim, int(targets[k].max()) + 1), stddev=0.1,
+                                                  seed=seed), name=f"classes_{k}") for k in names]
         tensors = (images[rows], *[targets[k][rows] for k in names])
     else:
         text_proj = tf.keras.layers.Dense(dim, use_bias=False, name="text_projection")
         text_proj.build((None, text_embeddings.shape[1]))
         head_vars = text_proj.trainable_variables
         tensors = (images[rows], text_embeddings[rows])
-
-    ds = tf.data.Dataset.from_tensor_slices(tensors).shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.from_tensor_slices(tensors).shuffle(len(rows), seed=seed,
+                                                             reshuffle_each_iteration=True)
     # Contrastive: a batch of one has no negatives; drop the ragged tail.
     drop = objective == "contrastive" and len(rows) > batch_size
     ds = ds.batch(min(batch_size, len(rows)), drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
 
-    def step_loss(batch: tuple, training: bool) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def step_loss(batch: tuple) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         x = tf.cast(batch[0], tf.float32)
-        if augmenter is not None and training:
+        if augmenter is not None:
             x = augmenter(x, training=True)
-        v = encoder(x, training=training)                                   # (B, dim), unit
+        v = encoder(x, training=True)                                       # (B, dim), unit
         if objective == "supervised":
             loss, acc = 0.0, {}
-            for name, w, y in zip(names, class_vectors, batch[1:]):
+            for name, w, y in zip(names, head_vars, batch[1:]):
                 logits = inv_t * tf.matmul(v, tf.math.l2_normalize(w, axis=0))
                 known = tf.cast(y >= 0, tf.float32)
-                ce = tf.keras.losses.sparse_categorical_crossentropy(tf.maximum(y, 0), logits, from_logits=True)
-                loss += tf.reduce_sum(ce * known) / tf.maximum(tf.reduce_sum(known), 1.0)
+                n_known = tf.maximum(tf.reduce_sum(known), 1.0)
+                ce = tf.keras.losses.sparse_categorical_crossentropy(tf.maximum(y, 0), logits,
+                                                                     from_logits=True)
+                loss += tf.reduce_sum(ce * known) / n_known
                 hit = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
-                acc[f"accuracy/{name}"] = tf.reduce_sum(hit * known) / tf.maximum(tf.reduce_sum(known), 1.0)
+                acc[f"accuracy/{name}"] = tf.reduce_sum(hit * known) / n_known
             return loss, acc
-        t = tf.math.l2_normalize(text_proj(batch[1]), axis=-1)             # (B, dim), unit
-        loss = contrastive_loss(v, t, temperature)                          # notebook 03's loss
+        t = tf.math.l2_normalize(text_proj(batch[1]), axis=-1)
         # In-batch accuracy: is each image's most similar text in the batch its own item's?
         nearest = tf.argmax(tf.matmul(v, t, transpose_b=True), -1, output_type=tf.int32)
         hit = tf.cast(tf.equal(nearest, tf.range(tf.shape(v)[0])), tf.float32)
-        return loss, {"accuracy/image_to_text": tf.reduce_mean(hit)}
+        return contrastive_loss(v, t, temperature), {"accuracy/image_to_text": tf.reduce_mean(hit)}
 
     @tf.function(reduce_retracing=True)
     def train_step(batch: tuple) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         with tf.GradientTape() as tape:
-            loss, stats = step_loss(batch, True)
+            loss, stats = step_loss(batch)
         variables = encoder.trainable_variables + list(head_vars)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss, stats
@@ -351,14 +280,13 @@ def train_image_encoder(
     with track(total=epochs, desc=desc, unit="epoch", disable=not progress) as bar:
         for epoch in range(epochs):
             started = time.perf_counter()
-            sums: dict[str, float] = {}
+            sums: collections.Counter[str] = collections.Counter()
             count = 0
             for batch in ds:
                 loss, stats = train_step(batch)
                 b = int(tf.shape(batch[0])[0])
                 count += b
-                for k, v in {"loss": loss, **stats}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * b
+                sums.update({k: float(v) * b for k, v in {"loss": loss, **stats}.items()})
             for k, total in sums.items():
                 history.setdefault(k, []).append(total / count)
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
@@ -371,58 +299,42 @@ def train_image_encoder(
 
 def embed_images(encoder: tf.keras.Model, images: np.ndarray, present: np.ndarray,
                  batch_size: int = 256) -> np.ndarray:
-    """Unit image vectors ``(n, dim)`` float32; rows of absent images are zeros
-    (the ``present`` mask says which; use it as the fusion mask)."""
+    """Unit image vectors ``(n, dim)`` float32, zeros where ``present`` is False."""
     images, present = _check_images(images, present)
-    dim = int(encoder.output_shape[-1])
-    out = np.zeros((len(images), dim), dtype=np.float32)
+    out = np.zeros((len(images), int(encoder.output_shape[-1])), dtype=np.float32)
     if present.any():
-        out[present] = encoder.predict(images[present].astype(np.float32), batch_size=batch_size, verbose=0)
+        out[present] = encoder.predict(images[present].astype(np.float32), batch_size=batch_size,
+                                       verbose=0)
     return out
 
 
 def image_retrieval_score(
-    embeddings: np.ndarray,
-    present: np.ndarray,
-    labels: np.ndarray | Mapping[str, np.ndarray],
-    *,
-    query_idx: np.ndarray | None = None,
-    k: int = 10,
+    embeddings: np.ndarray, present: np.ndarray, labels: np.ndarray | Mapping[str, np.ndarray], *,
+    query_idx: np.ndarray | None = None, k: int = 10,
 ) -> float:
     """Mean precision@k of image nearest neighbours sharing an attribute combination.
 
-    Each query item (``query_idx`` ∩ present; default all present items - pass
-    held-out rows to score generalisation) retrieves its k nearest other items
-    with an image by cosine; a neighbour is relevant when its ``labels`` key
-    matches (``labels``: one key per item ``(n,)``, or a dict of attribute arrays
-    combined, e.g. category+colour). Queries with no relevant item are skipped.
-    A cheap, training-free way to compare objectives (and a random encoder).
+    Queries are the ``query_idx`` items with an image (default: all; pass
+    held-out rows); a neighbour is relevant when its ``labels`` key (one per
+    item, or a dict of attribute arrays combined) matches the query's.
     """
     present = np.asarray(present, dtype=bool)
-    if isinstance(labels, Mapping):
-        key = combine_keys(*[labels[k2] for k2 in sorted(labels)])
-    else:
-        key = np.asarray(labels)
-    queries = np.flatnonzero(present) if query_idx is None else np.asarray(query_idx, dtype=np.int64)
+    key = (combine_keys(*[labels[name] for name in sorted(labels)])
+           if isinstance(labels, Mapping) else np.asarray(labels))
+    queries = np.arange(len(present)) if query_idx is None else np.asarray(query_idx, np.int64)
     queries = queries[present[queries]]
-    result = item_retrieval_metrics(embeddings, queries, key, candidate_idx=np.flatnonzero(present), k=k)
-    return result[f"precision@{k}"]
+    return item_retrieval_metrics(embeddings, queries, key, candidate_idx=np.flatnonzero(present),
+                                  k=k)[f"precision@{k}"]
 
 
-# --------------------------------------------------------------------------
-# Choosing the training objective (notebook 03)
-# --------------------------------------------------------------------------
 @dataclasses.dataclass
 class ImageEncoderChoice:
     """What :func:`choose_image_encoder` trained and measured.
 
-    Attributes:
-        objective: the objective kept (highest held-out score).
-        encoder: its trained encoder; embeddings: its vectors ``(n, dim)``
-            (zeros where the image is absent).
-        scores: ``"random"`` (the untrained encoder) and each objective ->
-            held-out :func:`image_retrieval_score`.
-        histories / seconds: per objective, the training history and wall time.
+    ``objective`` is the one kept, with its ``encoder`` and ``embeddings``
+    ``(n, dim)``; ``scores`` maps ``"random"`` (the untrained encoder) and each
+    objective to its held-out :func:`image_retrieval_score`; ``histories`` and
+    ``seconds`` give each objective's training history and wall time.
     """
 
     objective: str
@@ -434,58 +346,47 @@ class ImageEncoderChoice:
 
     def table(self) -> pd.DataFrame:
         """One row per encoder: score, training seconds, whether it was kept."""
-        rows = {name: {"score": score, "seconds": self.seconds.get(name, 0.0), "kept": name == self.objective}
-                for name, score in self.scores.items()}
+        rows = {name: {"score": score, "seconds": self.seconds.get(name, 0.0),
+                       "kept": name == self.objective} for name, score in self.scores.items()}
         return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def choose_image_encoder(
-    images: np.ndarray,
-    present: np.ndarray,
-    *,
-    labels: Mapping[str, np.ndarray],
-    text_embeddings: np.ndarray | None,
-    key: np.ndarray,
-    train_idx: np.ndarray,
-    eval_idx: np.ndarray,
-    objectives: Sequence[str] = OBJECTIVES,
-    backbone: Literal["small_cnn", "mobilenet_v3_small_imagenet"] = "small_cnn",
-    dim: int = 64,
-    k: int = 10,
-    seed: int = 42,
-    progress: bool = True,
-    **train_kwargs: Any,
+    images: np.ndarray, present: np.ndarray, *, labels: Mapping[str, np.ndarray],
+    text_embeddings: np.ndarray | None, key: np.ndarray, train_idx: np.ndarray,
+    eval_idx: np.ndarray, objectives: Sequence[str] = OBJECTIVES, backbone: Backbone = "small_cnn",
+    dim: int = 64, k: int = 10, seed: int = 42, progress: bool = True, **train_kwargs: Any,
 ) -> ImageEncoderChoice:
     """Train the image encoder with each objective on ``train_idx``; keep the best.
 
-    Each encoder (and an untrained one of the same architecture, the
-    ``"random"`` baseline) is scored by :func:`image_retrieval_score` with
-    the held-out ``eval_idx`` items as queries and ``key`` as relevance (e.g.
-    category + colour). The highest-scoring objective is kept; ties go to the
-    first in ``objectives``. ``train_kwargs`` go to :func:`train_image_encoder`.
+    Each encoder, and an untrained ``"random"`` baseline, is scored by
+    :func:`image_retrieval_score` with ``eval_idx`` as queries and ``key`` as
+    relevance. Ties go to the first in ``objectives``. ``train_kwargs`` go to
+    :func:`train_image_encoder`.
     """
-    import time
-
     images, present = _check_images(images, present)
     unknown = sorted(set(objectives) - set(OBJECTIVES))
     if unknown or not objectives:
-        raise ValueError(f"unknown objectives {unknown}; valid objectives: {', '.join(OBJECTIVES)}")
+        raise ValueError(f"unknown objectives {unknown}; "
+                         f"valid objectives: {', '.join(OBJECTIVES)}")
     queries = np.asarray(eval_idx, dtype=np.int64)
     if not present[queries].any():
         raise DataError("no held-out item has an image to score the encoders on", source="images")
     tf.keras.utils.set_random_seed(seed)
+    score = functools.partial(image_retrieval_score, present=present, labels=key,
+                              query_idx=queries, k=k)
     random_encoder = build_image_encoder(images.shape[1], dim, backbone=backbone)
-    scores = {"random": image_retrieval_score(embed_images(random_encoder, images, present), present, key,
-                                              query_idx=queries, k=k)}
+    scores = {"random": score(embed_images(random_encoder, images, present))}
     encoders, vectors, histories, seconds = {}, {}, {}, {}
     for objective in objectives:
         started = time.perf_counter()
         encoders[objective], histories[objective] = train_image_encoder(
             images, present, objective=objective, labels=labels, text_embeddings=text_embeddings,
-            train_idx=train_idx, dim=dim, seed=seed, backbone=backbone, progress=progress, **train_kwargs)
+            train_idx=train_idx, dim=dim, seed=seed, backbone=backbone, progress=progress,
+            **train_kwargs)
         vectors[objective] = embed_images(encoders[objective], images, present)
         seconds[objective] = round(time.perf_counter() - started, 2)
-        scores[objective] = image_retrieval_score(vectors[objective], present, key, query_idx=queries, k=k)
+        scores[objective] = score(vectors[objective])
     best = max(objectives, key=lambda o: scores[o])     # max keeps the first of equal scores
     return ImageEncoderChoice(objective=best, encoder=encoders[best], embeddings=vectors[best],
                               scores=scores, histories=histories, seconds=seconds)

@@ -1,10 +1,7 @@
 """Size, CPU latency and quality of each TFLite variant of a model (notebook 06).
 
-:func:`measure_variants` measures the conversions of one model: quality variant
-by variant, then every variant timed together by
-:func:`recsys_utils.latency.compare_latency`. :func:`measure_towers` does it for
-the query + item tower pair (Recall@k), and :func:`size_quality_table` puts the
-rows of every model in one table (:func:`recsys_utils.plots.plot_tradeoff` draws it).
+One model (:func:`measure_variants`), the query + item tower pair
+(:func:`measure_towers`), and every model's rows in one table (:func:`size_quality_table`).
 """
 
 from __future__ import annotations
@@ -27,73 +24,48 @@ from .tflite_conversion import MODES, ConversionResult, TFLiteRunner
 if TYPE_CHECKING:
     from .features import QuerySet
 
-__all__ = [
-    "TFLiteTowers",
-    "TowerMeasurement",
-    "measure_towers",
-    "measure_variants",
-    "size_quality_table",
-]
+__all__ = ["TFLiteTowers", "TowerMeasurement", "measure_towers", "measure_variants",
+           "size_quality_table"]
+
+#: Conversions, by mode or as a list (e.g. from ``tflite_conversion.convert_all``).
+Results = Mapping[str, ConversionResult] | Sequence[ConversionResult]
 
 
-def _as_by_mode(results: Mapping[str, ConversionResult] | Sequence[ConversionResult]
-                ) -> dict[str, ConversionResult]:
-    items = list(results.values()) if isinstance(results, Mapping) else list(results)
-    return {r.mode: r for r in items}
+def _as_by_mode(results: Results) -> dict[str, ConversionResult]:
+    return {r.mode: r for r in (results.values() if isinstance(results, Mapping) else results)}
 
 
-def _run_time_error(exc: BaseException) -> str:
-    return f"run time: {' '.join(str(exc).split())[:300]}"
+def _run(row: dict[str, Any], fn: Callable[[], Any]) -> Any:
+    """``fn()``, or ``None`` with ``row`` marked failed when an int8 kernel fails at run time."""
+    try:
+        return fn()
+    except DataError:  # the caller's mistake
+        raise
+    except (RuntimeError, ValueError) as exc:
+        row["ok"], row["error"] = False, f"run time: {' '.join(str(exc).split())[:300]}"
+        return None
 
 
 def measure_variants(
-    results: Mapping[str, ConversionResult] | Sequence[ConversionResult],
-    *,
-    model: str,
-    quality: Callable[[str, TFLiteRunner], float],
-    quality_metric: str,
-    timing_inputs: Mapping[str, np.ndarray] | np.ndarray,
-    batch_threads: int | None = None,
-    latency_threads: int = 1,
-    repeats: int = 20,
-    rounds: int = 3,
-    batch_size: int = 32,
-    extra_bytes: Mapping[str, int] | None = None,
-    progress: bool = True,
+    results: Results, *, model: str, quality: Callable[[str, TFLiteRunner], float],
+    quality_metric: str, timing_inputs: Mapping[str, np.ndarray] | np.ndarray,
+    batch_threads: int | None = None, latency_threads: int = 1, repeats: int = 20, rounds: int = 3,
+    batch_size: int = 32, extra_bytes: Mapping[str, int] | None = None, progress: bool = True,
 ) -> pd.DataFrame:
-    """Size, CPU cost and quality of each converted variant of one model.
+    """One row per conversion: size, CPU latency and throughput, and quality.
 
-    Quality is computed first, variant by variant, on a runner with
-    ``batch_threads``; then the variants whose quality ran are timed together
-    by :func:`compare_latency` (interleaved rounds): single queries on a
-    runner with ``latency_threads`` (default 1: a sub-millisecond model spends
-    more time waking extra threads than computing), batches of ``batch_size``
-    on the ``batch_threads`` runner; both counts are stated in the rows.
-
-    Args:
-        results: the conversions (e.g. from
-            :func:`recsys_utils.tflite_conversion.convert_all`); failed ones
-            get a row with their error and no measurements.
-        model: the model's name in the table.
-        quality: ``quality(mode, runner) -> float`` on held-out data (cosine to
-            float, Recall@10, RMSE, ...). A ``RuntimeError`` or ``ValueError``
-            inside (an int8 kernel can fail at run time) is recorded in
-            ``error``, not raised; a :class:`DataError` (the caller's mistake)
-            is raised.
-        quality_metric: what ``quality`` measures, for the table and plots.
-        timing_inputs: ``(n, ...)`` rows for :func:`compare_latency`.
-        batch_threads: interpreter threads for quality and throughput
-            (``None``: all cores).
-        latency_threads: interpreter threads for single queries.
-        repeats, rounds: timed single queries per round, interleaved rounds.
-        extra_bytes: mode -> bytes to add to the file size (e.g. a second
-            tower that ships with this one).
-
-    Returns:
-        DataFrame, one row per mode: ``model, variant, ok, size_mb, median_ms,
-        p95_ms, round_min_ms, round_max_ms, throughput, num_threads`` (threads
-        of the single-query timings), ``batch_threads, quality,
-        quality_metric, float_ops, kept_float, error``.
+    ``quality(mode, runner) -> float`` runs first, variant by variant, on a
+    ``batch_threads`` runner (``None``: all cores); a ``RuntimeError`` or
+    ``ValueError`` there (an int8 kernel can fail at run time) is recorded in
+    ``error``, a :class:`DataError` raised. The variants that ran are then timed
+    together on ``timing_inputs`` by :func:`recsys_utils.latency.compare_latency`:
+    single queries on ``latency_threads`` (default 1: a sub-millisecond model
+    spends more time waking threads than computing), batches of ``batch_size``
+    on ``batch_threads``. ``extra_bytes``: mode -> bytes added to the size (e.g.
+    a second tower). Failed conversions get a row with their error only.
+    Columns: ``model, variant, ok, size_mb, median_ms, p95_ms, round_min_ms,
+    round_max_ms, throughput, num_threads, batch_threads, quality,
+    quality_metric, float_ops, kept_float, error``.
     """
     batch_threads = int(batch_threads or os.cpu_count() or 1)
     rows, runners = {}, {}
@@ -111,24 +83,17 @@ def measure_variants(
         if extra_bytes and r.mode in extra_bytes:
             row["size_mb"] = (r.size_bytes + extra_bytes[r.mode]) / 1e6
         runner = TFLiteRunner(r.path, num_threads=batch_threads)
-        try:
-            row["quality"] = float(quality(r.mode, runner))
-        except DataError:
-            raise
-        except (RuntimeError, ValueError) as exc:
-            row["ok"], row["error"] = False, _run_time_error(exc)
+        score = _run(row, lambda: float(quality(r.mode, runner)))
+        if score is None:
             continue
+        row["quality"] = score
         single = (runner if latency_threads == batch_threads
                   else TFLiteRunner(r.path, num_threads=latency_threads))
         runners[r.mode] = (single, runner)
     for mode, (single, batch) in list(runners.items()):
-        try:  # a kernel that fails on the timing inputs is recorded, not timed
-            single(slice_rows(timing_inputs, 0, 1))
-            batch(slice_rows(timing_inputs, 0, batch_size))
-        except DataError:
-            raise
-        except (RuntimeError, ValueError) as exc:
-            rows[mode]["ok"], rows[mode]["error"] = False, _run_time_error(exc)
+        # A kernel that fails on the timing inputs is recorded, not timed.
+        if _run(rows[mode], lambda: (single(slice_rows(timing_inputs, 0, 1)),
+                                     batch(slice_rows(timing_inputs, 0, batch_size)))) is None:
             del runners[mode]
     if runners:
         timings = compare_latency({m: single for m, (single, _) in runners.items()}, timing_inputs,
@@ -146,10 +111,8 @@ def measure_variants(
 class TFLiteTowers:
     """Query and item towers exported by ``serving.export_towers``, run by TFLite.
 
-    Has ``variant``, ``query_embeddings(features)`` and ``item_embeddings()``
-    like a :class:`~recsys_utils.retrieval.RetrievalResult`, so
+    Quacks like a :class:`~recsys_utils.retrieval.RetrievalResult`, so
     :func:`recsys_utils.retrieval.evaluate_retrieval` scores a quantized pair.
-    The query tower takes :data:`recsys_utils.serving.QUERY_INPUTS`.
     """
 
     def __init__(self, query: TFLiteRunner, item: TFLiteRunner, n_items: int,
@@ -174,17 +137,12 @@ class TFLiteTowers:
 class TowerMeasurement:
     """Every variant of the query + item tower pair, measured (:func:`measure_towers`).
 
-    Attributes:
-        table: :func:`measure_variants` rows; ``quality`` is Recall@k.
-        ranked: mode -> ``(n_queries, k)`` top-k item indices of that pair.
-        agreement: mode -> mean share of the reference pair's top-k lists that
-            the mode's lists contain (:func:`recsys_utils.metrics.top_k_overlap`).
-        query_vectors: ``(n_queries, D)`` from the reference query tower (``None``
-            when it did not run).
-        item_vectors: ``(n_items, D)`` from the reference item tower.
-        recall_interval: mode -> 95% bootstrap interval over queries of the
-            mode's Recall@k minus the reference's (paired: the same queries).
-            A loss whose interval holds 0 is within the query sample's noise.
+    ``table`` holds :func:`measure_variants` rows (``quality`` is Recall@k);
+    ``ranked`` mode -> ``(n_queries, k)`` top-k items; ``agreement`` mode -> mean
+    top-k overlap with the reference's lists; ``query_vectors`` / ``item_vectors``
+    come from the reference towers (``None`` if they did not run);
+    ``recall_interval`` mode -> paired 95% bootstrap interval of the mode's
+    Recall@k minus the reference's (one holding 0 is within noise).
     """
 
     table: pd.DataFrame
@@ -196,42 +154,18 @@ class TowerMeasurement:
 
 
 def measure_towers(
-    query_results: Mapping[str, ConversionResult] | Sequence[ConversionResult],
-    item_results: Mapping[str, ConversionResult] | Sequence[ConversionResult],
-    queries: QuerySet,
-    n_items: int,
-    *,
-    k: int = 10,
-    reference: str = "float32",
-    batch_threads: int | None = None,
-    latency_threads: int = 1,
-    repeats: int = 20,
-    rounds: int = 3,
-    batch_size: int = 32,
-    progress: bool = True,
+    query_results: Results, item_results: Results, queries: QuerySet, n_items: int, *, k: int = 10,
+    reference: str = "float32", batch_threads: int | None = None, latency_threads: int = 1,
+    repeats: int = 20, rounds: int = 3, batch_size: int = 32, progress: bool = True,
 ) -> TowerMeasurement:
     """Size, query-tower latency and Recall@k of each tower pair variant.
 
-    Each mode pairs the query tower and the item tower converted in that mode.
-    Quality ranks the whole catalogue for every query (the user's training
-    items removed: ``queries.exclude``) with
-    :func:`recsys_utils.retrieval.rank_items` and scores the lists with
-    :func:`recsys_utils.metrics.retrieval_metrics` against
-    ``queries.relevant``, as :func:`~recsys_utils.retrieval.evaluate_retrieval`
-    does; each pair embeds and ranks once. The size is both files; latency is
-    the query tower's (item vectors are computed offline). A mode whose item
-    tower did not convert gets a failed row saying so.
-
-    Args:
-        query_results, item_results: conversions of the two towers, by mode.
-        queries: the evaluation queries (``features`` hold
-            :data:`recsys_utils.serving.QUERY_INPUTS`).
-        n_items: catalogue size (item tower inputs are ``0 .. n_items - 1``).
-        k: the cut-off of Recall@k and of the agreement.
-        reference: the mode the agreement compares with and whose vectors
-            are returned.
-        batch_threads, latency_threads, repeats, rounds, batch_size: as in
-            :func:`measure_variants`.
+    Each mode pairs the two towers converted in that mode (a failed row if the
+    item tower did not convert). Recall@k ranks the whole catalogue, item tower
+    inputs ``0 .. n_items - 1``, per query as
+    :func:`~recsys_utils.retrieval.evaluate_retrieval` does. The size is both
+    files; latency is the query tower's (item vectors are computed offline).
+    ``reference``: the mode compared with, whose vectors are returned.
     """
     query_by_mode, item_by_mode = _as_by_mode(query_results), _as_by_mode(item_results)
     pairs = {}
@@ -246,10 +180,10 @@ def measure_towers(
     vectors: dict[str, np.ndarray] = {}
 
     def recall(mode: str, query_runner: TFLiteRunner) -> float:
-        towers = TFLiteTowers(query_runner, TFLiteRunner(item_by_mode[mode].path,
-                                                         num_threads=query_runner.num_threads),
-                              n_items, variant=mode)
-        query_vectors, item_vectors = towers.query_embeddings(queries.features), towers.item_embeddings()
+        item_runner = TFLiteRunner(item_by_mode[mode].path, num_threads=query_runner.num_threads)
+        towers = TFLiteTowers(query_runner, item_runner, n_items, variant=mode)
+        query_vectors = towers.query_embeddings(queries.features)
+        item_vectors = towers.item_embeddings()
         ranked[mode] = retrieval.rank_items(query_vectors, item_vectors, k, exclude=queries.exclude)
         if mode == reference:
             vectors.update(query=query_vectors, item=item_vectors)
@@ -268,26 +202,20 @@ def measure_towers(
                      for mode, lists in ranked.items()}
         for mode, lists in ranked.items():
             agreement[mode] = float(metrics.top_k_overlap(lists, ranked[reference], k).mean())
-            interval[mode] = metrics.bootstrap_ci((per_query[mode] - per_query[reference]).to_numpy())
+            gap = per_query[mode] - per_query[reference]
+            interval[mode] = metrics.bootstrap_ci(gap.to_numpy())
     return TowerMeasurement(table, ranked, agreement, vectors.get("query"), vectors.get("item"),
                             interval)
 
 
 def size_quality_table(rows: Sequence[Mapping[str, Any]], *, reference: str = "float32"
                        ) -> pd.DataFrame:
-    """One row per (model, variant) with size relative to the model's float32 file.
+    """One row per (model, variant), sizes and latencies relative to ``reference``.
 
-    Args:
-        rows: dicts with at least ``model``, ``variant`` and ``size_mb``, plus
-            any measurements (``median_ms``, ``p95_ms``, ``throughput``,
-            ``quality``, ``quality_metric``, ``num_threads``, ...).
-        reference: the variant that defines 1x for ``x_smaller`` / ``speedup``.
-
-    Returns:
-        DataFrame (models in order of appearance, variants in :data:`MODES`
-        order), with ``x_smaller`` (reference size
-        / size) and, when ``median_ms`` is present, ``speedup`` (reference
-        median latency / median latency).
+    ``rows`` are dicts with at least ``model``, ``variant`` and ``size_mb``,
+    plus any measurements. Adds ``x_smaller`` (reference size / size) and, with
+    ``median_ms``, ``speedup`` (reference median / median). Models keep their
+    order of appearance, variants follow :data:`MODES` (others after).
     """
     df = pd.DataFrame(list(rows))
     if df.empty:
@@ -299,9 +227,7 @@ def size_quality_table(rows: Sequence[Mapping[str, Any]], *, reference: str = "f
     df["x_smaller"] = df["model"].map(ref["size_mb"]) / df["size_mb"]
     if "median_ms" in df:
         df["speedup"] = df["model"].map(ref["median_ms"]) / df["median_ms"]
-    # Models in order of appearance, variants in MODES order (others after).
     model_rank = {m: i for i, m in enumerate(dict.fromkeys(df["model"]))}
     variant_rank = {m: i for i, m in enumerate(MODES)}
     key = df["model"].map(model_rank) * 100 + df["variant"].map(variant_rank).fillna(len(MODES))
-    return df.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key"
-                                                                      ).reset_index(drop=True)
+    return df.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
