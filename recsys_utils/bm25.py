@@ -1,17 +1,10 @@
 """BM25, the lexical baseline of product search (notebook 07), and the tokenizer it reads with.
 
-Okapi BM25 by the `bm25s <https://github.com/xhluca/bm25s>`_ library over the
-same item text the encoder reads (:func:`recsys_utils.item_text.item_text`),
-tokenised by the course's own :func:`tokenize` (bm25s gets the tokens, not the
-text), behind the :class:`recsys_utils.searcher.Searcher` interface::
+Okapi BM25 by `bm25s <https://github.com/xhluca/bm25s>`_ over the item text the encoder
+reads, tokenised by :func:`tokenize`, as a :class:`recsys_utils.searcher.Searcher`::
 
-    bm25 = BM25().fit(item_texts)               # one text per item, items-table order
+    bm25 = BM25().fit(item_texts)                   # one text per item, items-table order
     indices, scores = bm25.search(queries, k=100)   # (n_queries, 100) each
-
-Scores are bm25s's ``lucene`` variant times ``k1 + 1`` (Robertson's form, the
-course's numbers before bm25s; the factor changes no ranking), and ties are
-broken by the lower item index, as everywhere in the course
-(:func:`recsys_utils.metrics.top_k`).
 """
 
 from __future__ import annotations
@@ -31,17 +24,14 @@ __all__ = ["BM25", "BACKENDS", "tokenize"]
 
 _WORD = re.compile(r"\w+")
 
-#: ``search`` backends: ``"numba"`` is bm25s's compiled retrieval (a one-off JIT
-#: compilation of several seconds per process, then fast), ``"numpy"`` one sparse
-#: product per batch of queries against bm25s's score matrix, ``"auto"`` numba once
-#: it is compiled or when a call is big enough to pay for compiling it.
+#: ``search`` backends: ``"numba"`` is bm25s's compiled retrieval (seconds of JIT once per
+#: process, then fast), ``"numpy"`` one sparse product per batch of queries, ``"auto"``
+#: numba once it is compiled or when a call is big enough to pay for compiling it.
 BACKENDS = ("auto", "numba", "numpy")
 
-#: ``"auto"`` compiles numba for a call of at least this many (query, item) pairs.
-#: Measured on 44k fashion titles (2-core CPU): the numpy path ranks ~6e7 pairs a
-#: second, numba ~7x that once compiled, and compiling takes 5-8 s; a notebook
-#: searches the same queries about four times (BM25 alone, two hybrids, the weight
-#: search), so compiling pays from ~2e8 pairs a call (5,000 queries on 44k items).
+#: ``"auto"`` compiles numba for a call of at least this many (query, item) pairs. On 44k
+#: titles (2-core CPU) numpy ranks ~6e7 pairs/s, numba ~7x that after a 5-8 s compile; a
+#: notebook searches the same queries ~4 times, so compiling pays from ~2e8 pairs a call.
 AUTO_NUMBA_PAIRS = 2e8
 
 _NUMBA_READY = False  # numba's retrieval is compiled in this process
@@ -69,10 +59,8 @@ def _s_stem(word: str) -> str:
 
 
 def tokenize(text: str, *, stem: bool = True) -> list[str]:
-    """Lower-cased Unicode word tokens (NFKC), plural-stemmed by default.
-
-    ``"Women's Navy-Blue Shirts"`` -> ``["women", "s", "navy", "blue", "shirt"]``.
-    """
+    """Lower-cased NFKC word tokens, plural-stemmed by default: ``"Women's Navy-Blue Shirts"``
+    -> ``["women", "s", "navy", "blue", "shirt"]``."""
     words = _WORD.findall(unicodedata.normalize("NFKC", text).lower())
     return [_s_stem(w) for w in words] if stem else words
 
@@ -80,21 +68,16 @@ def tokenize(text: str, *, stem: bool = True) -> list[str]:
 class BM25:
     """Okapi BM25 over a fixed catalogue, indexed and searched by ``bm25s``.
 
-    For a query ``q`` and a document ``d`` of length ``|d|`` (tokens),
-    ``score(q, d) = Σ_{t in q} idf(t) · tf(t, d) · (k1 + 1) / (tf(t, d) + k1 · (1 - b + b · |d| / avgdl))``
-    with ``idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))`` (the Lucene
-    form, always positive), ``N`` documents and ``avgdl`` their mean length:
-    bm25s's ``method="lucene"`` scores (which leave out the constant ``k1 + 1``)
-    times ``k1 + 1``. A term repeated in the query counts once per repetition.
-    Only items sharing at least one term with the query are returned; the rest
-    of a result row is ``-1`` padding. Ties go to the lower item index.
+    ``score(q, d) = Σ_{t in q} idf(t) · tf(t, d) · (k1 + 1) / (tf(t, d) + k1 · (1 - b + b ·
+    |d| / avgdl))``, ``idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))`` (Lucene's,
+    always positive): bm25s's ``"lucene"`` scores times ``k1 + 1`` (Robertson's form; no
+    ranking changes). A term repeated in the query counts once per repetition. Only
+    items sharing a term with the query are returned (the rest of a row is ``-1``
+    padding); ties go to the lower item index, as in :func:`recsys_utils.metrics.top_k`.
 
-    Args:
-        k1: term-frequency saturation (1.2-2.0 usual).
-        b: length normalisation (0 = none, 1 = full).
-        stem: plural stemming in :func:`tokenize`.
-        backend: how :meth:`search` ranks, one of :data:`BACKENDS`; every
-            backend returns the same lists.
+    ``k1``: term-frequency saturation (1.2-2.0 usual); ``b``: length normalisation (0 none,
+    1 full); ``stem``: as in :func:`tokenize`; ``backend``: how :meth:`search` ranks, one of
+    :data:`BACKENDS` (all return the same lists).
     """
 
     name = "bm25"
@@ -131,20 +114,18 @@ class BM25:
         ids = [[vocabulary.setdefault(t, len(vocabulary)) for t in tokenize(text, stem=self.stem)]
                for text in items_text]
         # float64 scores: the course's numbers to ~1e-15; bm25s's default float32 to ~1e-7.
+        numba = self.backend != "numpy" and _numba_available()
         index = bm25s.BM25(k1=self.k1, b=self.b, method="lucene", idf_method="lucene",
-                           dtype="float64", backend="numba" if self._may_use_numba() else "numpy")
+                           dtype="float64", backend="numba" if numba else "numpy")
         with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 only when no item has a word
             index.index((ids, vocabulary), create_empty_token=False, show_progress=False)
         self._index, self.vocabulary, self.n_items = index, vocabulary, len(items_text)
-        scores = index.scores
+        scores = index.scores  # bm25s's (n_items, n_terms) CSC arrays
         self._tie_mask = 1.0 - 1e-9 * np.arange(self.n_items) / self.n_items
         self.weights = scipy.sparse.csc_matrix(
             (scores["data"] * (self.k1 + 1), scores["indices"], scores["indptr"]),
             shape=(self.n_items, len(vocabulary)))
         return self
-
-    def _may_use_numba(self) -> bool:
-        return self.backend == "numba" or (self.backend == "auto" and _numba_available())
 
     def _require_fit(self) -> None:
         if self._index is None:
@@ -165,12 +146,12 @@ class BM25:
 
     def _exact_top(self, ids: list[list[int]], k: int, batch_size: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` by one sparse product per batch, ties by lower index (all matches or none)."""
+        """Top ``k`` by sparse products, one dense ``(batch, n_items)`` block at a time (bounded
+        memory); ties by lower index."""
         q = self._counts(ids)
         weights_t = self.weights.T.tocsc()
         out_i = np.empty((len(ids), k), np.int64)
         out_s = np.empty((len(ids), k), np.float32)
-        # In batches: a dense (batch, n_items) score block at a time bounds the memory.
         for start in range(0, len(ids), batch_size):
             block = np.asarray((q[start:start + batch_size] @ weights_t).todense(), np.float32)
             idx = metrics.top_k(block, k)
@@ -182,20 +163,18 @@ class BM25:
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` by bm25s's compiled retrieval, ties broken by the lower index.
 
-        bm25s's heap keeps an arbitrary member of a tie, and ties are the rule on
-        catalogues with duplicate titles (on 44k fashion titles the 100th and
-        101st scores tie for ~90% of queries). So the scores it ranks are scaled
-        by ``1 - 1e-9 · i / n_items`` (its ``weight_mask``): equal scores then
-        favour the lower index ``i``, scores apart by more than a billionth keep
-        their order, and the returned scores are the unscaled ones.
+        bm25s's heap keeps an arbitrary member of a tie, and with duplicate titles ties are
+        the rule (~90% of queries on 44k titles tie at rank 100). So it ranks scores times
+        ``1 - 1e-9 · i / n_items`` (its ``weight_mask``): ties favour the lower index ``i``,
+        other orders are kept, and the unscaled scores are returned.
         """
         global _NUMBA_READY
         found = self._index.retrieve(ids, k=k, show_progress=False, n_threads=0,
                                      weight_mask=self._tie_mask)
         _NUMBA_READY = True
         idx = np.asarray(found.documents, np.int64)
-        val = np.asarray(found.scores, np.float64) / self._tie_mask[idx] * (self.k1 + 1)
-        val = val.astype(np.float32)
+        val = (np.asarray(found.scores, np.float64) / self._tie_mask[idx] * (self.k1 + 1)
+               ).astype(np.float32)
         # float32 like the sparse path, which ranks float32 scores: re-sorted by (score, index).
         order = np.lexsort((idx, -val), axis=1)
         return np.take_along_axis(idx, order, 1), np.take_along_axis(val, order, 1)
@@ -203,8 +182,7 @@ class BM25:
     def _use_numba(self, n_queries: int) -> bool:
         if self.backend != "auto":
             return self.backend == "numba"
-        return self._may_use_numba() and (
-            _NUMBA_READY or n_queries * self.n_items >= AUTO_NUMBA_PAIRS)
+        return _numba_available() and (_NUMBA_READY or n_queries * self.n_items >= AUTO_NUMBA_PAIRS)
 
     def search(self, queries: Sequence[str], k: int, *, batch_size: int = 256
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,5 @@
-"""Keras callbacks shared by every training loop of the package.
-
-One progress display and one epoch clock, so that fusion, retrieval, ranking and
-search models report the same way.
-"""
+"""Keras callbacks shared by every training loop of the package, so that fusion, retrieval,
+ranking and search models report progress and epoch times the same way."""
 
 from __future__ import annotations
 
@@ -17,8 +14,8 @@ __all__ = ["EpochBar", "EpochClock", "epoch_line", "shown_metrics"]
 
 
 def shown_metrics(logs: dict | None) -> dict[str, float]:
-    """The losses and validation metrics of an epoch's logs, without TFRS's redundant ones
-    (a ``regularization_loss`` of 0, a ``total_loss`` equal to ``loss``)."""
+    """An epoch's losses and validation metrics, without a zero ``regularization_loss`` or a
+    ``total_loss`` equal to ``loss`` (TFRS's redundant ones)."""
     shown = {k: float(v) for k, v in (logs or {}).items() if "loss" in k or "val" in k}
     if shown.get("regularization_loss") == 0.0:
         del shown["regularization_loss"]
@@ -35,13 +32,8 @@ def epoch_line(desc: str, epoch: int, epochs: int, logs: dict | None, seconds: f
 
 
 class EpochBar(tf.keras.callbacks.Callback):
-    """Progress over epochs: one printed line per epoch with its losses and validation
-    metrics (:func:`epoch_line`) and a summary line when training ends, plus a live bar in
-    a terminal or JupyterLab (:mod:`recsys_utils.progress` picks the form).
-
-    Put it after callbacks that add validation metrics to the logs (e.g. retrieval's
-    ``ValidationRecall``), so their values are in its lines.
-    """
+    """Progress over epochs: an :func:`epoch_line` per epoch, a summary at the end, a live bar
+    in a terminal or JupyterLab. Put it after callbacks that add validation metrics to logs."""
 
     def __init__(self, epochs: int, desc: str) -> None:
         super().__init__()
@@ -61,7 +53,6 @@ class EpochBar(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.bar is None:  # used without fit's train_begin
             self.on_train_begin()
-        logs = logs or {}
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown_metrics(logs).items()})
         self.bar.write(epoch_line(self.desc, epoch, self.epochs, logs,
                                   time.perf_counter() - self._epoch_start))

@@ -1,15 +1,9 @@
-"""Zero-shot dense retrieval for product search (notebook 07): queries and items as sentence vectors.
-
-Items and queries are unit vectors of notebook 02's MiniLM encoder; a query's
-results are the items with the largest dot product (cosine), found exactly
-by brute force::
+"""Zero-shot dense retrieval for product search (notebook 07): exact top cosine by brute force
+over unit sentence vectors of items and queries::
 
     encode = precomputed(query_texts, query_vectors)     # or encoder.encode
     dense = DenseSearcher(item_vectors, encode)          # item_vectors (n_items, d)
     indices, scores = dense.search(queries, k=100)       # (n_queries, 100) each
-
-:func:`recsys_utils.search_serving.hub_encoder` encodes new queries with the
-exported encoder when no precomputed vector exists.
 """
 
 from __future__ import annotations
@@ -28,17 +22,9 @@ __all__ = ["DenseSearcher", "precomputed"]
 def precomputed(texts: Sequence[str], vectors: np.ndarray,
                 fallback: Callable[[list[str]], np.ndarray] | None = None
                 ) -> Callable[[list[str]], np.ndarray]:
-    """An ``encode`` function that looks vectors up by text, e.g. notebook 02's ``query_text``.
-
-    Args:
-        texts: ``n`` strings.
-        vectors: ``(n, d)``, row ``i`` the vector of ``texts[i]``.
-        fallback: encodes texts not in ``texts`` (e.g. ``encoder.encode``);
-            without it they raise :class:`DataError`.
-
-    Returns:
-        ``encode(queries: list[str]) -> (len(queries), d) float32``.
-    """
+    """``encode(queries: list[str]) -> (len(queries), d) float32`` looking up ``vectors[i]``
+    ``(len(texts), d)`` by ``texts[i]``; ``fallback`` (e.g. ``encoder.encode``) encodes other
+    texts, which without it raise :class:`DataError`."""
     vectors = np.asarray(vectors, np.float32)
     if vectors.ndim != 2 or len(vectors) != len(texts):
         raise DataError(f"need one vector per text: {len(texts)} texts, vectors {vectors.shape}")
@@ -50,25 +36,19 @@ def precomputed(texts: Sequence[str], vectors: np.ndarray,
             raise DataError(f"{len(missing)} quer(y/ies) have no precomputed vector, e.g. "
                             f"{missing[0]!r}; pass fallback=encoder.encode")
         out = np.zeros((len(queries), vectors.shape[1]), np.float32)
-        known = [i for i, q in enumerate(queries) if q in row]
-        out[known] = vectors[[row[queries[i]] for i in known]]
+        known = np.array([q in row for q in queries], bool)
+        out[known] = vectors[[row[q] for q in queries if q in row]]
         if missing:
-            unknown = [i for i, q in enumerate(queries) if q not in row]
-            out[unknown] = fallback([queries[i] for i in unknown])
+            out[~known] = fallback(missing)
         return out
 
     return encode
 
 
 class DenseSearcher:
-    """Exact dot-product retrieval of unit item vectors for encoded queries.
-
-    Args:
-        item_vectors: ``(n_items, d)``, rows aligned with the items table.
-        encode: maps a list of query strings to ``(n, d)`` vectors in the same
-            space (``encoder.encode`` or :func:`precomputed`).
-        name: label in tables.
-    """
+    """Exact dot-product retrieval over ``item_vectors`` ``(n_items, d)`` (items-table rows)
+    for queries that ``encode`` (e.g. ``encoder.encode`` or :func:`precomputed`) maps to
+    ``(n, d)`` vectors in the same space; ``name`` labels it in tables."""
 
     def __init__(self, item_vectors: np.ndarray, encode: Callable[[list[str]], np.ndarray],
                  name: str = "dense") -> None:

@@ -1,16 +1,10 @@
 """On-disk cache of text embeddings, so no text is encoded twice.
 
-:meth:`recsys_utils.text.TextEncoder.encode` looks every text up here by the
-SHA-1 of its UTF-8 bytes, encodes only the misses and stores them chunk by
-chunk, so a re-run encodes nothing and an interrupted run resumes where it
-stopped. Vectors live under a sub-directory named after the encoder's settings
-(its ``cache_key``: model id, max length, pooling, precision, format), so
-vectors of different encoders never mix. Each shard carries a SHA-256 of its
-keys and vectors: a shard that fails it (or holds non-finite or zero vectors)
-is removed with a warning and its texts encoded again, never served.
-
-The directory name and the text hash are the cache's address: changing how
-either is computed would re-embed every catalogue.
+:meth:`recsys_utils.text.TextEncoder.encode` looks texts up by the SHA-1 of their UTF-8
+bytes and stores the misses chunk by chunk, so re-runs and interrupted runs encode nothing
+twice. A shard failing its SHA-256 checksum (or holding non-finite or zero vectors) is
+removed with a warning and re-encoded, never served. Changing how the directory name or the
+text hash is computed would re-embed every catalogue.
 """
 
 from __future__ import annotations
@@ -19,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,23 +35,17 @@ def text_key(text: str) -> str:
 
 
 class EmbeddingCache:
-    """Vectors by text hash, in shards under ``cache_dir/<encoder key>/``.
+    """Vectors by text hash, under ``cache_dir/<model id>-<digest of key>/``.
 
-    Each completed chunk becomes one ``shard-<digest>.npz`` (``keys``: (n,)
-    sha1 hex of the texts, ``vectors``: (n, dim) float32, ``checksum``), written
-    to a temporary file and renamed into place, so a shard is either whole or
-    absent. The set of shards is the index; ``key.json`` records what the
-    directory is for.
-
-    Args:
-        cache_dir: the cache's root (one sub-directory per encoder key).
-        key: everything that changes a vector for a given text (JSON-able).
+    ``key`` is everything that changes a vector for a given text (JSON-able; saved as
+    ``key.json``). Each chunk is one ``shard-<digest>.npz`` (``keys`` (n,) S40 text hashes,
+    ``vectors`` (n, dim) float32, ``checksum``), written atomically: whole or absent.
     """
 
     def __init__(self, cache_dir: str | Path, key: dict[str, Any]) -> None:
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         # The model id leads the name so a person can tell the directories apart.
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key.get("model_id", "model")))
+        safe = re.sub(r"[^\w.-]", "_", str(key.get("model_id", "model")))  # \w: isalnum or _
         self.dir = Path(cache_dir) / f"{safe[:60]}-{digest}"
         self.dir.mkdir(parents=True, exist_ok=True)
         key_file = self.dir / "key.json"
@@ -69,12 +58,8 @@ class EmbeddingCache:
         return sorted(self.dir.glob("shard-*.npz"))
 
     def lookup(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """Vectors (each ``(dim,)`` float32) of the requested text hashes that are cached.
-
-        A shard that cannot be read, fails its checksum or holds vectors that
-        are not finite unit-length rows is removed with a warning: its texts
-        are encoded again.
-        """
+        """Vectors (each ``(dim,)`` float32) of the requested text hashes that are cached;
+        bad shards are removed with a warning (see the module)."""
         wanted = set(keys)
         found: dict[str, np.ndarray] = {}
         for shard in self.shards():
@@ -90,16 +75,13 @@ class EmbeddingCache:
                             shard, problem)
                 shard.unlink(missing_ok=True)
                 continue
-            shard_keys = [k.decode() if isinstance(k, bytes) else str(k) for k in raw_keys]
-            rows = [i for i, k in enumerate(shard_keys) if k in wanted]
-            if rows:
-                found.update(zip((shard_keys[i] for i in rows), vectors[rows]))
+            found.update((k, v) for k, v in zip(raw_keys.astype(str).tolist(), vectors)
+                         if k in wanted)
         return found
 
     def write(self, keys: Sequence[str], vectors: np.ndarray) -> Path:
-        """Store one chunk (``keys`` (n,), ``vectors`` (n, dim)) atomically; return the shard path."""
-        digest = hashlib.sha1("".join(keys).encode()).hexdigest()[:20]
-        path = self.dir / f"shard-{digest}.npz"
+        """Store one chunk (``keys`` (n,), ``vectors`` (n, dim)) atomically; return its path."""
+        path = self.dir / f"shard-{hashlib.sha1(''.join(keys).encode()).hexdigest()[:20]}.npz"
         raw_keys = np.array(keys, dtype="S40")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         # A file object, so numpy does not append ".npz" to the temporary name.
@@ -126,7 +108,7 @@ def _shard_problem(keys: np.ndarray, vectors: np.ndarray, stored: str | None) ->
         return f"malformed ({len(keys)} keys, vectors {vectors.shape})"
     if shard_checksum(keys, vectors) != stored:
         return "corrupt (checksum mismatch)"
-    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.ones(0)
+    norms = np.linalg.norm(vectors, axis=1)
     # Encoder output is unit length: zeros or NaNs mean a bug or a bad copy upstream.
     if not np.all(np.isfinite(norms)) or np.any(norms < 1e-3):
         return "holding zero or non-finite vectors"

@@ -1,10 +1,7 @@
 """The text encoder as a TF SavedModel: raw strings in, sentence vectors out.
 
-keras-hub runs on Keras 3, TensorFlow Recommenders on Keras 2 (``tf-keras``);
-models of the two cannot be nested. A SavedModel is the bridge:
-:func:`export_encoder` writes the encoder, tokenizer included, and
-:func:`load_exported` loads it as a ``tensorflow_hub.KerasLayer`` that composes
-inside a tf-keras model, such as notebook 07's search query tower.
+keras-hub runs on Keras 3, TensorFlow Recommenders on Keras 2 (``tf-keras``); models of the
+two cannot be nested, but a SavedModel loaded as a ``tensorflow_hub.KerasLayer`` can.
 """
 
 from __future__ import annotations
@@ -22,14 +19,9 @@ if TYPE_CHECKING:
 def export_encoder(encoder: TextEncoder, path: str | Path) -> Path:
     """Save the encoder, tokeniser included, as a TF SavedModel; return its path.
 
-    Signature ``serving_default``: input ``text`` (batch,) tf.string, output
-    ``output_0`` (batch, dim) float32 unit vectors; each call pads to its
-    longest text. Load it with :func:`load_exported` (or ``tf.saved_model.load``
-    after ``import tensorflow_text``, whose ops the tokeniser uses).
-
-    Written as a plain ``tf.Module`` holding the backbone's variables and one
-    ``tf.function``: Keras 3's ``ExportArchive`` stores every weight twice here
-    (177 MB instead of 90 MB for MiniLM), with the same outputs.
+    Signature ``serving_default``: ``text`` (batch,) tf.string -> ``output_0`` (batch, dim)
+    float32 unit vectors, padded per call to the longest text. A plain ``tf.Module``:
+    Keras 3's ``ExportArchive`` stores every weight twice (177 MB instead of 90 for MiniLM).
     """
     import tensorflow as tf
 
@@ -46,14 +38,8 @@ def export_encoder(encoder: TextEncoder, path: str | Path) -> Path:
 
 
 def load_exported(path: str | Path, *, trainable: bool = False) -> Any:
-    """Load an :func:`export_encoder` SavedModel as a ``tensorflow_hub.KerasLayer``.
-
-    The layer maps a (batch,) tf.string tensor to (batch, dim) float32 and
-    composes inside a tf-keras (Keras 2) model, e.g. a TFRS query tower::
-
-        inputs = tf.keras.Input(shape=(), dtype=tf.string)
-        model = tf.keras.Model(inputs, load_exported(path)(inputs))
-    """
+    """Load an :func:`export_encoder` SavedModel as a ``tensorflow_hub.KerasLayer``:
+    (batch,) tf.string -> (batch, dim) float32, usable inside a tf-keras model."""
     import tensorflow_hub as hub
     import tensorflow_text  # noqa: F401 - registers the tokeniser's ops before loading
 

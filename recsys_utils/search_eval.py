@@ -1,10 +1,8 @@
 """How product search is scored (notebook 07): NDCG@10, Recall@100 and MRR per query kind.
 
-Relevance is graded the ESCI way (3 exact, 2 substitute, 1 complement, 0
-irrelevant); NDCG uses gains ``2^rel - 1``, Recall and MRR count items graded
-at least :data:`RELEVANT_AT` as relevant. :func:`evaluate` makes the long
-table notebook 07 and its metrics file report, :func:`plot_by_kind` its
-figure, :func:`example_results` a few result lists to look at.
+Relevance is graded the ESCI way (3 exact, 2 substitute, 1 complement, 0 irrelevant);
+NDCG uses gains ``2^rel - 1``, Recall and MRR count items graded at least
+:data:`RELEVANT_AT` as relevant.
 """
 
 from __future__ import annotations
@@ -19,11 +17,10 @@ from . import metrics
 
 __all__ = ["NDCG_K", "RECALL_K", "RELEVANT_AT", "evaluate", "example_results", "plot_by_kind"]
 
-#: Cut-offs of the search evaluation: NDCG@10 (graded gains), Recall@100, MRR.
+#: Cut-offs of the search evaluation (NDCG@10, Recall@100), and the grade from which an
+#: item counts as relevant for Recall and MRR: substitutes and exact matches.
 NDCG_K = 10
 RECALL_K = 100
-#: Relevance at or above which an item counts as relevant for Recall and MRR:
-#: 2 (substitute) and 3 (exact) are items the shopper would take.
 RELEVANT_AT = 2
 
 
@@ -31,17 +28,11 @@ def evaluate(rankings: Mapping[str, np.ndarray], gains: Sequence[Mapping[int, fl
              kinds: Sequence[str] | np.ndarray) -> pd.DataFrame:
     """NDCG@10 (graded gains), Recall@100 and MRR per method and query kind.
 
-    Args:
-        rankings: method name -> ``(n_queries, L)`` item rows (-1 padding;
-            lists shorter than 100 are padded with misses).
-        gains: per query ``{item row: relevance}``
-            (:func:`recsys_utils.search_queries.query_gains`).
-        kinds: ``(n_queries,)`` one label per query.
-
-    Returns:
-        Long table: ``method``, ``kind`` (each kind plus ``"all"``),
-        ``ndcg@10``, ``recall@100``, ``mrr``, ``n_queries``. Recall and MRR
-        count items graded >= :data:`RELEVANT_AT` as relevant.
+    ``rankings``: method name -> ``(n_queries, L)`` item rows (-1 padding; lists shorter
+    than 100 count as misses); ``gains``: per query ``{item row: relevance}``
+    (:func:`recsys_utils.search_queries.query_gains`); ``kinds``: ``(n_queries,)`` labels.
+    Returns a long table: ``method``, ``kind`` (each kind plus ``"all"``), ``ndcg@10``,
+    ``recall@100``, ``mrr``, ``n_queries``.
     """
     frames = []
     for name, ranked in rankings.items():
@@ -59,7 +50,7 @@ def evaluate(rankings: Mapping[str, np.ndarray], gains: Sequence[Mapping[int, fl
 def plot_by_kind(table: pd.DataFrame, metric: str = f"ndcg@{NDCG_K}") -> Any:
     """Grouped bars of ``metric`` from an :func:`evaluate` table: one group per query kind
     (and all), one bar per method. Returns the matplotlib figure."""
-    import matplotlib.pyplot as plt  # only the notebook plots: keep the import off the module's path
+    import matplotlib.pyplot as plt  # only the notebook plots: off the module's import path
 
     wide = table.pivot(index="kind", columns="method", values=metric)
     order = [k for k in wide.index if k != "all"] + (["all"] if "all" in wide.index else [])
@@ -71,9 +62,7 @@ def plot_by_kind(table: pd.DataFrame, metric: str = f"ndcg@{NDCG_K}") -> Any:
     for i, method in enumerate(wide.columns):
         ax.bar(x + (i - (n - 1) / 2) * width, wide[method].to_numpy(), width, label=method)
     ax.set_xticks(x, wide.index)
-    ax.set_ylabel(metric)
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{metric} by query kind (test queries)")
+    ax.set(ylabel=metric, ylim=(0, 1), title=f"{metric} by query kind (test queries)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     return fig
@@ -82,19 +71,13 @@ def plot_by_kind(table: pd.DataFrame, metric: str = f"ndcg@{NDCG_K}") -> Any:
 def example_results(queries: Sequence[str], indices: np.ndarray, items: pd.DataFrame,
                     gains: Sequence[Mapping[int, float]], k: int = 5,
                     labels: Sequence[str] | None = None) -> pd.DataFrame:
-    """The top ``k`` results of some queries as a long table.
-
-    ``indices`` is ``(len(queries), >= k)`` item rows (-1 padding skipped).
-    Columns ``query``, ``rank``, ``item_id``, ``title``, ``relevance``: the
-    shape :func:`recsys_utils.plots.neighbour_grid` reads.
+    """The top ``k`` results of some queries as a long table (what
+    :func:`recsys_utils.plots.neighbour_grid` reads): ``query``, ``rank``, ``item_id``,
+    ``title``, ``relevance``. ``indices`` is ``(len(queries), >= k)`` item rows (-1 skipped).
     """
-    rows = []
     labels = list(labels) if labels is not None else list(queries)
-    for q, label in enumerate(labels):
-        for rank, item in enumerate(np.asarray(indices)[q, :k], start=1):
-            if item < 0:
-                continue
-            rows.append({"query": label, "rank": rank, "item_id": items["item_id"].iloc[item],
-                         "title": items["title"].iloc[item],
-                         "relevance": int(gains[q].get(int(item), 0))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([
+        {"query": label, "rank": rank, "item_id": items["item_id"].iloc[item],
+         "title": items["title"].iloc[item], "relevance": int(gains[q].get(int(item), 0))}
+        for q, label in enumerate(labels)
+        for rank, item in enumerate(np.asarray(indices)[q, :k], start=1) if item >= 0])

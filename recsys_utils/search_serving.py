@@ -1,26 +1,13 @@
-"""Serving product search (notebook 07): one SavedModel from a raw query string to product ids.
-
-The served model chains the text encoder notebook 02 exported (loaded through
-TF Hub, its tokenizer inside), an optional trained query projection (the
-two-tower search model's query tower) and a ScaNN index over the item
-vectors::
+"""Serving product search (notebook 07): one SavedModel from raw query strings to product ids,
+chaining the exported text encoder, an optional trained query projection and a ScaNN index::
 
     tower = build_query_tower(encoder_path, model.query_tower)   # (B,) string -> (B, d)
     path = export_search_model(tower, item_vectors, item_ids, "artifacts/models/search",
                                k=10, validation_queries=val_texts, target_recall=0.98)
-    loaded = load_search_model(path)
-    ids, scores = loaded.search(["red dress for her"])           # (1, 10) each
+    ids, scores = load_search_model(path).search(["red dress for her"])   # (1, 10) each
 
-:func:`export_portable_search_model` writes the same signature with brute force
-over the item vectors in place of ScaNN: no ScaNN ops, so it loads where the
-``scann`` package is not installed (the tokeniser still needs TF Text's ops,
-which stock TensorFlow Serving links in); ``docs/serving.md`` says which to use.
-
-The ScaNN setting (how many partitions to search) is chosen on validation
-queries with :class:`recsys_utils.serving.ScannSweep`, as notebook 04 chooses
-the recommendation index. :func:`served_overlap` and :func:`served_latency`
-measure the reloaded model; :func:`hub_encoder` encodes queries with the
-same encoder for the in-memory searchers.
+:func:`export_portable_search_model` uses brute force instead of ScaNN, so it loads
+without the ``scann`` package (``docs/serving.md`` says which to use).
 """
 
 from __future__ import annotations
@@ -39,40 +26,26 @@ import tensorflow_recommenders as tfrs
 
 from . import metrics
 from .artifacts import atomic_dir, save_module
+from .bert_checkpoint import summarise_error
+from .encoder_export import load_exported
 from .schema import DataError
 from .searcher import check_k, check_queries
 from .latency import time_requests
 from .serving import SCANN_SAVE_OPTIONS, ScannSweep, scann_layer, scann_num_leaves, scann_ops
 
-__all__ = [
-    "LEAF_SHARES",
-    "LoadedSearchModel",
-    "build_query_tower",
-    "export_portable_search_model",
-    "export_search_model",
-    "hub_encoder",
-    "load_search_model",
-    "served_latency",
-    "served_overlap",
-]
+__all__ = ["LEAF_SHARES", "LoadedSearchModel", "build_query_tower", "export_portable_search_model",
+           "export_search_model", "hub_encoder", "load_search_model", "served_latency",
+           "served_overlap"]
 
-#: Shares of the leaves :func:`export_search_model` tries, fewest first, when it
-#: chooses the setting on validation queries.
+#: Shares of the leaves :func:`export_search_model` tries on validation queries, fewest first.
 LEAF_SHARES = (0.1, 0.2, 0.33, 0.5, 0.67, 1.0)
 
 
 def build_query_tower(encoder_path: str | Path,
                       projection: tf.keras.layers.Layer | None = None) -> tf.keras.Model:
-    """``(B,) tf.string -> (B, dim)``: the exported encoder (TF Hub, frozen), then ``projection``.
-
-    ``projection`` is e.g. a trained ``SearchModel.query_tower``
-    (:mod:`recsys_utils.search_models`); without it this is the zero-shot dense
-    query encoder. ``encoder_path`` is the SavedModel
-    :func:`recsys_utils.encoder_export.export_encoder` wrote (notebook 02:
-    ``artifacts.model_dir(artifact_dir, "text_encoder")``).
-    """
-    from .encoder_export import load_exported  # TF Hub: only when a tower is built
-
+    """``(B,) tf.string -> (B, dim)``: the encoder saved by
+    :func:`recsys_utils.encoder_export.export_encoder` (TF Hub, frozen), then ``projection``
+    (e.g. a trained ``SearchModel.query_tower``) if given."""
     inputs = tf.keras.Input(shape=(), dtype=tf.string, name="query")
     vectors = load_exported(encoder_path, trainable=False)(inputs)
     if projection is not None:
@@ -80,10 +53,10 @@ def build_query_tower(encoder_path: str | Path,
     return tf.keras.Model(inputs, vectors, name="query_tower")
 
 
-def hub_encoder(encoder_path: str | Path, batch_size: int = 64
-                ) -> Callable[[list[str]], np.ndarray]:
-    """An ``encode`` function (``n`` strings -> ``(n, dim)`` float32) running the text encoder
-    SavedModel of notebook 02 through TF Hub, ``batch_size`` strings per call."""
+def hub_encoder(encoder_path: str | Path,
+                batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
+    """``encode(n strings) -> (n, dim) float32`` by the exported text encoder through TF Hub,
+    ``batch_size`` strings per call."""
     tower = build_query_tower(encoder_path)
 
     def encode(queries: list[str]) -> np.ndarray:
@@ -101,11 +74,7 @@ def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_id
                   ) -> tuple[tfrs.layers.factorized_top_k.ScaNN, dict[str, Any]]:
     """The index with the fewest leaves searched whose top ``k`` for ``queries`` keeps
     ``target_recall`` of the exact top ``k`` (else every leaf), and the sweep that chose it.
-
-    Each setting is a separately built index (ScaNN trains its partitions from
-    a random start), and the one measured is the one returned: the rule of
-    :meth:`recsys_utils.serving.ScannSweep.choose`, which picks it.
-    """
+    The index measured is the one returned: ScaNN partitions from a random start."""
     queries = check_queries(queries)
     if not queries:
         raise DataError("choosing the ScaNN setting needs at least one validation query")
@@ -125,24 +94,9 @@ def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_id
         if recall >= target_recall:
             break  # the fewest leaves that reach the target: more only cost time
     searched, index = ScannSweep(pd.DataFrame(rows), indexes).choose(target_recall)
-    sweep = [{"num_leaves_to_search": r["num_leaves_to_search"], "recall_at_k": r["recall_at_k"]}
-             for r in rows]
+    sweep = [{c: r[c] for c in ("num_leaves_to_search", "recall_at_k")} for r in rows]
     return index, {"num_leaves": num_leaves, "num_leaves_to_search": searched,
                    "target_recall": target_recall, "n_queries": len(queries), "sweep": sweep}
-
-
-class _SearchModule(tf.Module):
-    """What is saved: the index (ScaNN or brute force, with its query tower) behind one
-    string signature."""
-
-    def __init__(self, index: tfrs.layers.factorized_top_k.TopK) -> None:
-        super().__init__()
-        self.index = index
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="query")])
-    def search(self, query: tf.Tensor) -> dict[str, tf.Tensor]:
-        scores, ids = self.index(query)
-        return {"item_ids": ids, "scores": scores}
 
 
 def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
@@ -150,19 +104,14 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
                         num_leaves: int | None = None, num_leaves_to_search: int | None = None,
                         validation_queries: Sequence[str] | None = None,
                         target_recall: float = 0.95) -> Path:
-    """Write a SavedModel: raw query strings in, the top ``k`` item ids out, through ScaNN.
+    """Write a SavedModel (atomically): raw query strings in, the top ``k`` item ids out, by ScaNN.
 
-    Signature ``serving_default(query: string[B]) -> {"item_ids": string[B, k],
-    "scores": float32[B, k]}``. ``item_vectors`` is ``(n_items, d)``, row
-    ``i`` the vector of ``item_ids[i]``. The encoder's tokeniser is inside, so
-    any string works: empty, very long (truncated to the encoder's max length)
-    or non-ASCII. ScaNN: ``num_leaves ≈ sqrt(n_items)``, ``max(4k, 200)``
-    candidates re-scored exactly. Leaves searched: ``num_leaves_to_search`` if
-    given; else, with ``validation_queries``, the fewest of :data:`LEAF_SHARES`
-    whose top ``k`` keeps ``target_recall`` of the exact top ``k`` on them;
-    else two thirds. What was chosen is saved beside the model as
-    ``index.json`` (:attr:`LoadedSearchModel.index_info`). Written atomically
-    (:func:`recsys_utils.artifacts.atomic_dir`).
+    Signature ``serving_default(query: string[B]) -> {"item_ids": string[B, k], "scores":
+    float32[B, k]}``; any string works. ``item_vectors`` ``(n_items, d)``: row ``i`` is
+    ``item_ids[i]``. ScaNN: ``num_leaves ≈ sqrt(n_items)``, ``max(4k, 200)`` candidates
+    re-scored exactly. Leaves searched: ``num_leaves_to_search``; else, with
+    ``validation_queries``, the fewest of :data:`LEAF_SHARES` whose top ``k`` keeps
+    ``target_recall`` of the exact top ``k``; else two thirds. Saved in ``index.json``.
     """
     item_vectors = _check_vectors(item_vectors, item_ids)
     k = check_k(k)
@@ -179,19 +128,28 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
         index = scann_layer(query_tower, item_vectors, item_ids, k=k, num_leaves=num_leaves,
                             num_leaves_to_search=searched)
         info = {"num_leaves": num_leaves, "num_leaves_to_search": searched}
-    return _save(_SearchModule(index), path, info,
-                 options=tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS))
+    return _save(index, path, info, options=tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS))
 
 
 def _check_vectors(item_vectors: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
     item_vectors = np.asarray(item_vectors, np.float32)
     if item_vectors.ndim != 2 or len(item_vectors) != len(item_ids):
-        raise DataError(f"need one vector per item id: {len(item_ids)} ids, vectors {item_vectors.shape}")
+        raise DataError(f"need one vector per item id: {len(item_ids)} ids, "
+                        f"vectors {item_vectors.shape}")
     return item_vectors
 
 
-def _save(module: _SearchModule, path: str | Path, info: dict[str, Any],
-          options: tf.saved_model.SaveOptions | None) -> Path:
+def _save(index: tfrs.layers.factorized_top_k.TopK, path: str | Path, info: dict[str, Any],
+          options: tf.saved_model.SaveOptions | None = None) -> Path:
+    """Save ``index`` (with its query tower) behind one string signature, ``info`` beside it."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="query")])
+    def search(query: tf.Tensor) -> dict[str, tf.Tensor]:
+        scores, ids = index(query)
+        return {"item_ids": ids, "scores": scores}
+
+    module = tf.Module()
+    module.index, module.search = index, search
     with atomic_dir(path) as tmp:
         save_module(module, tmp, signatures={"serving_default": module.search}, options=options)
         (tmp / "index.json").write_text(json.dumps(info, indent=2))
@@ -199,30 +157,18 @@ def _save(module: _SearchModule, path: str | Path, info: dict[str, Any],
 
 
 def export_portable_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
-                                 item_ids: Sequence[str], path: str | Path, *, k: int = 10
-                                 ) -> Path:
-    """Write the search SavedModel with exact brute force over ``item_vectors`` instead of ScaNN.
-
-    Same signature as :func:`export_search_model` (``serving_default(query:
-    string[B]) -> {"item_ids": string[B, k], "scores": float32[B, k]}``), same
-    arguments but no ScaNN settings. A request scores every item (one matmul, then
-    ``top_k``): ``O(n_items)``, and exact. The graph has no ScaNN op; its only ops
-    beyond TensorFlow's are the tokeniser's from ``tensorflow_text``, which stock
-    TensorFlow Serving links in (``load_search_model`` imports that package; in plain
-    TensorFlow ``import tensorflow_text`` before ``tf.saved_model.load``).
-    ``index.json`` beside it records ``{"index": "brute_force", "n_items": ...}``.
-
-    Raises:
-        DataError: vectors and ids do not match, or the written graph has a ScaNN op.
+                                 item_ids: Sequence[str], path: str | Path, *, k: int = 10) -> Path:
+    """:func:`export_search_model` with exact brute force (``O(n_items)`` a request) instead of
+    ScaNN: its only non-TensorFlow ops are the tokeniser's (``tensorflow_text``), which stock
+    TensorFlow Serving links in. ``index.json``: ``{"index": "brute_force", "n_items": n}``.
+    DataError if vectors and ids do not match or the written graph has a ScaNN op.
     """
     item_vectors = _check_vectors(item_vectors, item_ids)
     k = check_k(k)
     index = tfrs.layers.factorized_top_k.BruteForce(query_tower, k=min(k, len(item_vectors)))
     index.index(tf.constant(item_vectors), tf.constant(np.asarray(item_ids).astype(str)))
-    out = _save(_SearchModule(index), path, {"index": "brute_force", "n_items": len(item_vectors)},
-                options=None)
-    found = scann_ops(out)
-    if found:
+    out = _save(index, path, {"index": "brute_force", "n_items": len(item_vectors)})
+    if found := scann_ops(out):
         raise DataError(f"the portable search model holds ScaNN ops {sorted(found)}", source=out)
     return out
 
@@ -236,9 +182,7 @@ class LoadedSearchModel:
 
     @property
     def index_info(self) -> dict[str, Any]:
-        """How the ScaNN index was set up: ``num_leaves``, ``num_leaves_to_search`` and,
-        when chosen on validation queries, ``target_recall`` and the ``sweep``; for a
-        portable export ``{"index": "brute_force", "n_items": ...}``."""
+        """The saved ``index.json`` (``{}`` if absent): see the two export functions."""
         info = self.path / "index.json"
         return json.loads(info.read_text()) if info.exists() else {}
 
@@ -250,18 +194,9 @@ class LoadedSearchModel:
 
 
 def load_search_model(path: str | Path) -> LoadedSearchModel:
-    """Load an exported search model: the documented way to read it back.
-
-    The SavedModel uses custom ops: the tokeniser's (``NormalizeUTF8`` and
-    friends, from ``tensorflow_text``) and, unless it is a portable export
-    (:func:`export_portable_search_model`), ScaNN's. A bare
-    ``tf.saved_model.load`` fails with ``Op type not registered`` unless those
-    packages were imported first; this loader imports them (``scann`` only when
-    the model has ScaNN ops), then loads.
-
-    Raises:
-        DataError: no SavedModel at ``path``, or one that does not load (the
-            message names the path and the notebook that exports it).
+    """Load an exported search model, importing its custom ops' packages first (a bare
+    ``tf.saved_model.load`` fails with ``Op type not registered`` without
+    ``tensorflow_text`` and, for a ScaNN export, ``scann``). DataError if it does not load.
     """
     path = Path(path)
     if not (path / "saved_model.pb").exists():
@@ -273,8 +208,7 @@ def load_search_model(path: str | Path) -> LoadedSearchModel:
     try:
         module = tf.saved_model.load(str(path))
     except Exception as exc:  # noqa: BLE001 - TF raises many kinds; the message says what to do
-        detail = " ".join(str(exc).split())[:300]
-        raise DataError(f"cannot load the search model ({type(exc).__name__}: {detail}); "
+        raise DataError(f"cannot load the search model ({summarise_error(exc)}); "
                         "re-export it by re-running notebook 07 (product search)",
                         source=path) from exc
     return LoadedSearchModel(path, module)
@@ -282,16 +216,15 @@ def load_search_model(path: str | Path) -> LoadedSearchModel:
 
 def served_overlap(loaded: LoadedSearchModel, queries: Sequence[str], indices: np.ndarray,
                    item_ids: Sequence[str], k: int = 10) -> float:
-    """Mean share of the in-memory top ``k`` that the served model returns.
-
-    ``indices`` is ``(len(queries), >= k)`` item rows from brute force (-1 padding).
-    """
+    """Mean share of the in-memory top ``k`` (``indices``: ``(len(queries), >= k)`` item rows
+    by brute force, -1 padding) that the served model returns."""
     found, _ = loaded.search(queries)
     if len(found) == 0:
         return float("nan")
     indices = np.asarray(indices)[:, :found.shape[1]]
     # Item ids in place of indices; padding (-1) becomes an id no item has.
-    exact = np.where(indices >= 0, np.asarray(item_ids).astype(object)[np.maximum(indices, 0)], None)
+    exact = np.where(indices >= 0, np.asarray(item_ids).astype(object)[np.maximum(indices, 0)],
+                     None)
     return float(metrics.top_k_overlap(found.astype(object), exact,
                                        min(k, found.shape[1])).mean())
 
