@@ -1,17 +1,9 @@
-"""Classic reference recommenders, scored by the same evaluator as the two towers.
+"""Notebook 04's reference recommenders: EASE, item-kNN, BPR and content profiles.
 
-Notebook 04 puts these beside its two-tower models: EASE, item-kNN, BPR (the
-``cornac`` library's matrix factorisation) and a training-free content profile
-(plus an "oracle" profile that also reads the synthetic world's planted
-truth). Each one is a :class:`Baseline`, a factorised scorer with the
-interface of :class:`~recsys_utils.retrieval.RetrievalResult`
-(``query_embeddings`` / ``item_embeddings``, score = dot product), so
-:func:`~recsys_utils.retrieval.evaluate_retrieval` and
-:func:`~recsys_utils.retrieval.retrieval_table` rank it exactly like a model:
-same split, same seen-item removal, same metrics. Popularity is
-``two_tower.train_retrieval("popularity", ...)`` and is not repeated here.
-
-Hyper-parameters are chosen on the validation users only (:func:`tune`).
+Each is a :class:`Baseline`, a factorised scorer like
+:class:`~recsys_utils.retrieval.RetrievalResult`, so
+:func:`~recsys_utils.retrieval.evaluate_retrieval` ranks it exactly like a model.
+Hyper-parameters are chosen on validation users only (:func:`tune`).
 """
 
 from __future__ import annotations
@@ -39,18 +31,10 @@ __all__ = ["Baseline", "DEFAULT_GRIDS", "bpr", "content_profile", "ease", "fit_b
 
 @dataclasses.dataclass
 class Baseline:
-    """A fitted reference recommender as a factorised scorer.
-
-    Attributes:
-        variant: its name in result tables (``"ease"``, ``"item_knn"``, ...).
-        users: ``(n_users, d)`` dense array or CSR matrix, the query embedding
-            of each user index (row 0 = the unknown user).
-        items: ``(n_items, d)`` float32 item embeddings.
-        train_seconds: wall time of the fit (of the chosen setting, not the tuning).
-        examples_per_second: training interactions per second of fit.
-        config: hyper-parameters (and ``tuning_seconds`` when tuned).
-        tuning: the validation grid (one row per setting) when tuned, else ``None``.
-    """
+    """A fitted reference recommender: ``users`` ``(n_users, d)`` (dense or CSR; row 0 = the
+    unknown user) and float32 ``items`` ``(n_items, d)``. ``train_seconds`` times the chosen
+    setting's fit; ``config`` holds hyper-parameters (and ``tuning_seconds``), ``tuning``
+    the validation grid, one row per setting, when tuned."""
 
     variant: str
     users: np.ndarray | scipy.sparse.csr_matrix
@@ -61,18 +45,15 @@ class Baseline:
     tuning: pd.DataFrame | None = None
 
     def query_embeddings(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        """``(n_q, d)`` float32: the rows of ``users`` at ``features["user"]``."""
         rows = self.users[np.asarray(features["user"], dtype=np.int64)]
         rows = rows.toarray() if scipy.sparse.issparse(rows) else rows
         return np.asarray(rows, dtype=np.float32)
 
     def item_embeddings(self) -> np.ndarray:
-        """``(n_items, d)`` float32 item embeddings."""
         return self.items
 
 
 def _train_matrix(data: RecData) -> scipy.sparse.csr_matrix:
-    """The binary training matrix as float32 CSR; DataError when it is empty."""
     matrix = data.train_matrix
     if matrix is None or matrix.nnz == 0:
         raise DataError("the training matrix is empty: a baseline needs training interactions")
@@ -87,12 +68,8 @@ def _finish(variant: str, data: RecData, users: Any, items: np.ndarray, start: f
 
 
 def ease(data: RecData, l2: float = 500.0) -> Baseline:
-    """EASE (Steck 2019): ``B = -P / diag(P)``, ``diag(B) = 0``, ``P = (XᵀX + λI)⁻¹``.
-
-    Query embedding = the user's training row ``X_u`` (``n_items`` wide); item
-    embedding ``i`` = column ``B[:, i]``, so the dot product is ``X_u · B[:, i]``.
-    Dense ``(n_items, n_items)``: fine up to ~10k items.
-    """
+    """EASE (Steck 2019): ``B = -P / diag(P)``, ``diag(B) = 0``, ``P = (XᵀX + λI)⁻¹``;
+    score ``X_u · B[:, i]``. Dense ``(n_items, n_items)``: fine up to ~10k items."""
     start = time.perf_counter()
     x = _train_matrix(data)
     gram = (x.T @ x).toarray().astype(np.float64)  # float64 for the solve
@@ -105,12 +82,9 @@ def ease(data: RecData, l2: float = 500.0) -> Baseline:
 
 
 def item_knn(data: RecData, k: int = 100, shrink: float = 10.0) -> Baseline:
-    """Item-item cosine kNN on the binary training matrix.
-
-    ``S_ij = (x_i · x_j) / (|x_i| |x_j| + shrink)`` (shrinkage damps similarities
-    resting on a few co-occurrences), zero diagonal, only the ``k`` largest
-    entries of each column kept; score = ``X_u · S[:, i]``.
-    """
+    """Item-item cosine kNN, score ``X_u · S[:, i]``: ``S_ij = x_i · x_j / (|x_i| |x_j| +
+    shrink)`` (shrinkage damps similarities resting on few co-occurrences), zero diagonal,
+    the ``k`` largest of each column kept."""
     if k < 1:
         raise DataError(f"item_knn needs k >= 1, got {k}")
     start = time.perf_counter()
@@ -132,10 +106,8 @@ def bpr(data: RecData, factors: int = 64, learning_rate: float = 0.05,
         lambda_reg: float = 0.01, max_iter: int = 100, seed: int = 42) -> Baseline:
     """Bayesian personalised ranking, ``cornac.models.BPR`` (seeded: one thread).
 
-    Query embedding ``[u, 1]``, item embedding ``[v, b]`` (``d = factors + 1``),
-    so the dot product is cornac's score ``u · v + b``. Users and items cornac
-    never saw (the unknown user, cold items) get zero factors; unseen items get
-    the lowest learned bias, so they rank below every trained item.
+    Query ``[u, 1]``, item ``[v, b]``: the dot product is cornac's ``u · v + b``. Users and
+    items cornac never saw get zero factors, items the lowest bias (below every trained one).
     """
     import cornac  # only this baseline needs it
 
@@ -163,13 +135,9 @@ def bpr(data: RecData, factors: int = 64, learning_rate: float = 0.05,
 
 def content_profile(data: RecData, content: np.ndarray, *, variant: str = "content_profile"
                     ) -> Baseline:
-    """Training-free content baseline: user = mean of their training items' vectors.
-
-    Item vectors are the L2-normalised rows of ``content`` ``(n_items, d)``;
-    a user's vector is the mean of their training items' item vectors
-    (zero for the unknown user). No item id is read, so cold items are scored
-    like warm ones: the reference a cold-start content tower has to beat.
-    """
+    """Training-free content baseline: user = mean of their training items' L2-normalised
+    ``content`` rows ``(n_items, d)``. No item id is read, so cold items score like warm
+    ones: the bar for a cold-start content tower."""
     content = check_item_content(content, data.n_items, "content")
     start = time.perf_counter()
     x = _train_matrix(data)
@@ -196,8 +164,6 @@ def oracle_content(prepared: Any, content: np.ndarray) -> np.ndarray:
     return np.concatenate([content, truth], axis=1)
 
 
-# ------------------------------------------------------------------------------ tuning
-
 BUILDERS: dict[str, Callable[..., Baseline]] = {"ease": ease, "item_knn": item_knn, "bpr": bpr}
 
 #: Small validation grids (BPR: each setting well under a minute on 3k x 3k x 50k, 1 core).
@@ -215,22 +181,12 @@ DEFAULT_GRIDS: dict[str, list[dict[str, Any]]] = {
 def tune(name: str, data: RecData, grid: Sequence[Mapping[str, Any]] | None = None, *,
          metric: str = "ndcg@10", split: str = "validation", **fixed: Any
          ) -> tuple[Baseline, pd.DataFrame]:
-    """Fit ``name`` at every grid setting; keep the best on ``split`` (validation).
+    """Fit ``name`` (``ease``, ``item_knn``, ``bpr``) at every ``grid`` setting (default
+    :data:`DEFAULT_GRIDS`) plus the ``fixed`` arguments; keep the first best on ``split``
+    (never a test split) by ``metric``, a key of ``evaluate_retrieval``'s output.
 
-    Args:
-        name: ``"ease"``, ``"item_knn"`` or ``"bpr"``.
-        grid: settings (keyword arguments of the builder); default
-            :data:`DEFAULT_GRIDS`.
-        metric: a key of :func:`~recsys_utils.retrieval.evaluate_retrieval`'s
-            output, e.g. ``"ndcg@10"`` or ``"recall@50"``.
-        split: the tuning split; test splits are refused.
-        **fixed: builder arguments shared by every setting (e.g. ``seed``).
-
-    Returns:
-        ``(best, table)``: the best baseline (first one on ties; its
-        ``config["tuning_seconds"]`` is the whole grid's time) and one row per
-        setting with its parameters, the metric and the fit seconds.
-    """
+    Returns ``(best, table)``: ``best.config["tuning_seconds"]`` is the whole grid's time;
+    ``table`` one row per setting with its metric and fit seconds."""
     if name not in BUILDERS:
         raise DataError(f"unknown baseline {name!r}; choose from {sorted(BUILDERS)}")
     if split.startswith("test"):
@@ -259,17 +215,9 @@ def fit_baselines(data: RecData, content: np.ndarray | None = None,
                   oracle: np.ndarray | None = None, *,
                   grids: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
                   seed: int = 42, metric: str = "ndcg@10") -> dict[str, Baseline]:
-    """Every reference, tuned on validation users.
-
-    Args:
-        content: ``(n_items, d)`` item content (e.g.
-            :func:`~recsys_utils.features.item_content`) for ``content_profile``.
-        oracle: ``(n_items, d')`` content with the planted truth
-            (:func:`oracle_content`) for an ``oracle`` profile.
-        grids: per baseline name, a grid replacing :data:`DEFAULT_GRIDS`.
-
-    Returns:
-        ``{"ease", "item_knn", "bpr"[, "content_profile"][, "oracle"]}`` -> :class:`Baseline`.
+    """Every reference, tuned on validation users: ``{"ease", "item_knn", "bpr"}``, plus
+    ``"content_profile"`` given ``(n_items, d)`` ``content`` and ``"oracle"`` given
+    ``oracle`` content (:func:`oracle_content`). ``grids`` replace :data:`DEFAULT_GRIDS`.
     """
     grids = dict(grids or {})
     unknown = sorted(set(grids) - set(BUILDERS))

@@ -1,9 +1,7 @@
 """What do embeddings know? Linear probes and nearest-neighbour tables.
 
-A linear probe trains a logistic regression from frozen vectors to a label
-(category, colour, ...) and reports held-out accuracy. Run with few labelled
-examples per class it shows what pretraining brings: a sentence encoder already
-places "crimson" near "red", while TF-IDF must see both words labelled.
+A linear probe's held-out accuracy from few labelled examples per class shows what
+pretraining brings: a sentence encoder places "crimson" near "red"; TF-IDF must see both.
 """
 
 from __future__ import annotations
@@ -18,11 +16,8 @@ from .schema import DataError
 
 
 def tfidf_features(texts: Sequence[str]) -> "scipy.sparse.csr_matrix":
-    """TF-IDF bag of words and bigrams, L2-normalised rows: the lexical baseline.
-
-    Returns a sparse ``(len(texts), n_terms)`` float32 CSR matrix (vocabulary
-    capped at 20,000 terms); :func:`linear_probe` takes it like dense vectors.
-    """
+    """TF-IDF of words and bigrams (at most 20,000 terms), L2-normalised rows, the lexical
+    baseline: ``(len(texts), n_terms)`` float32 CSR, which :func:`linear_probe` takes."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, max_features=20_000,
@@ -32,12 +27,8 @@ def tfidf_features(texts: Sequence[str]) -> "scipy.sparse.csr_matrix":
 
 def probe_split(labels: Sequence[str], *, shots: int | None, seed: int,
                 test_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic train/test indices for a probe.
-
-    A stratified ``test_fraction`` of each class is held out; the training set
-    is the rest (``shots=None``) or at most ``shots`` examples per class. Classes
-    with fewer than 2 examples are left out of both.
-    """
+    """Seeded train/test indices: a ``test_fraction`` of each class is held out, the rest
+    (or at most ``shots`` per class) trains. Classes of fewer than 2 are left out."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     train, test = [], []
@@ -54,18 +45,10 @@ def probe_split(labels: Sequence[str], *, shots: int | None, seed: int,
 
 def linear_probe(features: np.ndarray, labels: Sequence[str], *, shots: int | None = None,
                  seed: int = 0) -> dict[str, float]:
-    """Held-out accuracy of a logistic regression from ``features`` to ``labels``.
-
-    Args:
-        features: ``(n, d)`` frozen vectors, dense or scipy sparse.
-        labels: ``n`` class labels.
-        shots: labelled training examples per class (``None``: all but the
-            held-out 30%).
-
-    Returns:
-        ``{"accuracy", "majority_accuracy", "n_train", "n_test", "n_classes"}``;
-        the majority-class accuracy on the same test set is the floor to beat.
-    """
+    """Held-out accuracy of a logistic regression from ``(n, d)`` ``features`` (dense or
+    sparse) to ``n`` ``labels``, trained on ``shots`` per class (``None``: all but the
+    held-out 30%): ``{"accuracy", "majority_accuracy" (the floor to beat), "n_train",
+    "n_test", "n_classes"}``."""
     from sklearn.linear_model import LogisticRegression
 
     if not hasattr(features, "tocsr"):  # keep sparse TF-IDF sparse: dense would be slow
@@ -85,28 +68,14 @@ def linear_probe(features: np.ndarray, labels: Sequence[str], *, shots: int | No
             "n_test": int(len(test)), "n_classes": int(len(values))}
 
 
-def nearest_items(
-    query_vectors: np.ndarray,
-    item_vectors: np.ndarray,
-    items: pd.DataFrame,
-    *,
-    k: int = 5,
-    query_labels: Sequence[str] | None = None,
-    exclude_index: Sequence[int] | None = None,
-    columns: Sequence[str] = ("title",),
-) -> pd.DataFrame:
-    """The ``k`` nearest items of each query vector, as a long table.
-
-    Args:
-        query_vectors: ``(q, d)``; item_vectors: ``(n, d)``, rows aligned with ``items``.
-        query_labels: a name per query for the ``query`` column.
-        exclude_index: per query an item row to leave out (the item itself,
-            for item-to-item neighbours).
-        columns: item columns to show.
-
-    Returns:
-        One row per (query, rank) with ``query``, ``rank``, ``score``, ``item_id``
-        and ``columns``.
+def nearest_items(query_vectors: np.ndarray, item_vectors: np.ndarray, items: pd.DataFrame, *,
+                  k: int = 5, query_labels: Sequence[str] | None = None,
+                  exclude_index: Sequence[int] | None = None,
+                  columns: Sequence[str] = ("title",)) -> pd.DataFrame:
+    """The ``k`` nearest items (dot product) of each ``(q, d)`` query vector among
+    ``(n, d)`` ``item_vectors`` (rows of ``items``), leaving out ``exclude_index[i]`` for
+    query ``i`` (e.g. the item itself). One row per (query, rank): ``query`` (its label in
+    ``query_labels``, default its position), ``rank``, ``score``, ``item_id``, ``columns``.
     """
     exclude = None
     if exclude_index is not None:
@@ -115,8 +84,7 @@ def nearest_items(
     indices, scores = brute_force_top_k(np.asarray(query_vectors, dtype=np.float32),
                                         np.asarray(item_vectors, dtype=np.float32), k,
                                         exclude=exclude)
-    labels = list(query_labels) if query_labels is not None else [str(i) for i in
-                                                                   range(len(query_vectors))]
+    labels = list(map(str, range(len(query_vectors))) if query_labels is None else query_labels)
     rows = []
     for q, (row_idx, row_scores) in enumerate(zip(indices, scores)):
         for rank, (i, score) in enumerate(zip(row_idx, row_scores), start=1):
@@ -127,39 +95,23 @@ def nearest_items(
 
 
 def probe_columns(prepared_columns: Sequence[str], truth_columns: Sequence[str]) -> list[str]:
-    """Which item columns a probe asks about: the category plus the planted
-    truth where a generator planted one (what text must *understand*), else
-    the category and the structured attributes."""
+    """The category plus the planted truth where there is one (what text must
+    *understand*), else plus the structured attributes."""
     return ["category", *(truth_columns or prepared_columns)]
 
 
-def compare_probes(
-    feature_sets: dict[str, np.ndarray],
-    items: pd.DataFrame,
-    columns: Sequence[str],
-    *,
-    shots: Sequence[int | None] = (5, None),
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Linear-probe accuracy of every feature set on every label column.
-
-    Args:
-        feature_sets: name -> ``(n_items, d)`` vectors aligned with ``items``.
-        columns: item columns to predict; columns with fewer than two classes
-            of two items are skipped.
-        shots: labelled examples per class (``None``: 70% of the items).
-
-    Returns:
-        One row per (column, shots) with the accuracy of each feature set and
-        the majority-class floor.
-    """
+def compare_probes(feature_sets: dict[str, np.ndarray], items: pd.DataFrame,
+                   columns: Sequence[str], *, shots: Sequence[int | None] = (5, None),
+                   seed: int = 0) -> pd.DataFrame:
+    """Linear-probe accuracy of each feature set (name -> ``(n_items, d)``, rows aligned
+    with ``items``) on each label column, one row per (column, ``shots``) with the
+    majority-class floor. Columns without two classes of two items are skipped."""
     rows = []
     for column in columns:
         labels = items[column].astype(str).to_numpy()
         for n_shots in shots:
-            row: dict[str, object] = {"label": column,
-                                      "train examples": "all" if n_shots is None
-                                      else f"{n_shots} per class"}
+            shown = "all" if n_shots is None else f"{n_shots} per class"
+            row: dict[str, object] = {"label": column, "train examples": shown}
             try:
                 for name, features in feature_sets.items():
                     result = linear_probe(features, labels, shots=n_shots, seed=seed)

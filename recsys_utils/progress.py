@@ -1,46 +1,12 @@
 """Progress that reads well everywhere, and the known noise of the stack dropped at the source.
 
-Progress
---------
-:func:`track` is what the package's loops use in place of ``tqdm.auto``
-(same arguments: an iterable or ``total``, ``desc``, ``unit``, ``disable``;
-same methods: ``update``, ``set_postfix``, ``write``, ``close``, ``with``).
-It picks its form from where the code runs (:func:`progress_mode`):
-
-* ``"widget"``: a Jupyter kernel with a live frontend (a Jupyter server, e.g.
-  JupyterLab, started the kernel: it sets ``JPY_SESSION_NAME``). A tqdm widget
-  while the loop runs, replaced by the loop's summary line when it ends, so a
-  saved notebook shows the final state instead of a frozen ``0%``.
-* ``"bar"``: a terminal (stderr is a tty): tqdm's live text bar.
-* ``"lines"``: everywhere else (papermill, nbconvert, a pipe or log file,
-  pytest): plain lines on stdout, a heartbeat every
-  ``RECSYS_PROGRESS_INTERVAL`` seconds (default 30) while a loop runs and one
-  summary line when it ends, e.g.
-  ``encoding (float32): 600/600 texts in 12.3 s (48.8 texts/s)``.
-* ``"off"``: nothing.
-
-``RECSYS_PROGRESS=widget|bar|lines|off`` overrides the choice.
-
-Noise
------
-:func:`quiet_noise` runs when the package is imported (``recsys_utils/__init__``
-calls it first thing in every notebook) and acts only inside a Jupyter kernel,
-where every line a library writes to stderr becomes a red box in the notebook:
-
-* lines of :data:`NOISE` (each known to be harmless, with the reason) are
-  dropped from the kernel's stderr: the oneDNN data-type notice, absl INFO
-  lines (ScaNN's partitioner timings), TFLite converter notices, the CUDA probe
-  ``failed call to cuInit`` when the machine has no NVIDIA device at all;
-  any other line, errors included, passes unchanged;
-* each distinct Python warning and each distinct ``tensorflow`` / ``absl`` log
-  message is shown once per kernel (and by one handler: TensorFlow's own, on
-  stdout in a kernel, not also the root logger's on stderr); the
-  ``tensorflow`` logger's INFO lines (which TensorFlow turns on only in
-  interactive shells) are dropped.
-
-``TF_CPP_MIN_LOG_LEVEL`` defaults to 2 (TensorFlow's C++ INFO and WARNING lines
-off, errors kept), set in ``recsys_utils/__init__`` before TensorFlow loads.
-``RECSYS_VERBOSE_LOGS=1`` turns all of this filtering off.
+:func:`track` replaces ``tqdm.auto`` in the package's loops (same arguments; ``update``,
+``set_postfix``, ``write``, ``close``, ``with``) in the form :func:`progress_mode` picks.
+:func:`quiet_noise` (called by ``recsys_utils/__init__``) acts only inside a Jupyter kernel,
+where every stderr line becomes a red box: it drops the lines of :data:`NOISE` (each
+harmless, with the reason) and shows each distinct warning and ``tensorflow`` / ``absl``
+log message once, by one handler, without ``tensorflow`` INFO lines.
+``RECSYS_VERBOSE_LOGS=1`` turns that off.
 """
 
 from __future__ import annotations
@@ -55,16 +21,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "MODES",
-    "NOISE",
-    "Progress",
-    "drop_noise",
-    "in_kernel",
-    "progress_mode",
-    "quiet_noise",
-    "track",
-]
+__all__ = ["MODES", "NOISE", "Progress", "drop_noise", "in_kernel", "progress_mode",
+           "quiet_noise", "track"]
 
 #: The forms :func:`progress_mode` chooses from.
 MODES = ("widget", "bar", "lines", "off")
@@ -75,26 +33,23 @@ DEFAULT_INTERVAL = 30.0
 _clock = time.perf_counter  # one name, so that tests can set the time
 
 
-# ---------------------------------------------------------------------------- where we run
 def in_kernel() -> bool:
     """True inside a Jupyter (ipykernel) kernel, whose stdout/stderr go to the notebook."""
     iostream = sys.modules.get("ipykernel.iostream")
     return iostream is not None and isinstance(sys.stdout, iostream.OutStream)
 
 
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
 def progress_mode() -> str:
-    """The form progress takes here: one of :data:`MODES` (see the module docstring).
+    """The form progress takes here, one of :data:`MODES` (``RECSYS_PROGRESS`` overrides it;
+    ValueError if it names none):
 
-    Raises:
-        ValueError: ``RECSYS_PROGRESS`` is set to something else.
-    """
+    * ``"widget"``: a kernel a Jupyter server started for a live frontend: a tqdm widget,
+      replaced by the summary line at the end, so a saved notebook shows no frozen ``0%``;
+    * ``"bar"``: a terminal (stderr is a tty): tqdm's text bar;
+    * ``"lines"``: elsewhere (papermill, a pipe, pytest): a heartbeat every
+      ``RECSYS_PROGRESS_INTERVAL`` seconds (default 30) and a summary line, e.g.
+      ``encoding (float32): 600/600 texts in 12.3 s (48.8 texts/s)``;
+    * ``"off"``: nothing."""
     forced = os.environ.get(PROGRESS_ENV, "").strip().lower()
     if forced:
         if forced not in MODES:
@@ -104,7 +59,10 @@ def progress_mode() -> str:
         # A Jupyter server sets JPY_SESSION_NAME for the kernels its frontends open; papermill,
         # nbclient and nbconvert do not, and their saved outputs cannot run widgets.
         return "widget" if os.environ.get("JPY_SESSION_NAME") else "lines"
-    return "bar" if _isatty(sys.stderr) else "lines"
+    try:
+        return "bar" if sys.stderr.isatty() else "lines"
+    except (AttributeError, ValueError, OSError):  # no stream, or a closed one
+        return "lines"
 
 
 def _interval() -> float:
@@ -115,7 +73,6 @@ def _interval() -> float:
         raise ValueError(f"{INTERVAL_ENV}={raw!r}: expected a number of seconds") from None
 
 
-# ---------------------------------------------------------------------------- progress
 def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
@@ -131,15 +88,9 @@ def _count(n: float, scale: bool) -> str:
         return f"{n:,.0f}" if float(n).is_integer() else f"{n:,.1f}"
     for prefix in ("", "k", "M", "G", "T"):
         if abs(n) < 1000 or prefix == "T":
-            return f"{n:.0f}{prefix}" if prefix == "" else f"{n:.1f}{prefix}"
+            return f"{n:.1f}{prefix}" if prefix else f"{n:.0f}"
         n /= 1000.0
     return str(n)  # pragma: no cover
-
-
-def _rate(rate: float, scale: bool) -> str:
-    if scale:
-        return _count(rate, True)
-    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
 
 
 def _plural(unit: str, n: float) -> str:
@@ -155,17 +106,10 @@ class Progress:
                  desc: str = "", unit: str = "it", disable: bool | None = False,
                  unit_scale: bool = False, mode: str | None = None,
                  interval: float | None = None) -> None:
-        if total is None and iterable is not None:
-            try:
-                total = len(iterable)  # type: ignore[arg-type]
-            except TypeError:
-                total = None
-        self.iterable = iterable
-        self.total = total
-        self.desc = desc
-        self.unit = unit
-        self.unit_scale = unit_scale
-        self.n = 0
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        self.iterable, self.total, self.n = iterable, total, 0
+        self.desc, self.unit, self.unit_scale = desc, unit, unit_scale
         self.postfix: dict[str, str] = {}
         self.closed = False
         self.mode = "off" if disable else (mode or progress_mode())
@@ -174,7 +118,7 @@ class Progress:
         self.interval = _interval() if interval is None else float(interval)
         self._start = self._last_line = _clock()
         self._bar: Any = None
-        self._handle: Any = None
+        self._handle: Any = None  # the widget's display, replaced by the summary at the end
         if self.mode == "bar":
             from tqdm.std import tqdm
 
@@ -188,11 +132,10 @@ class Progress:
                 self._bar = notebook_tqdm(total=total, desc=desc, unit=unit,
                                           unit_scale=unit_scale, display=False)
                 self._handle = display(self._bar.container, display_id=True)
-            except Exception:  # noqa: BLE001 - no ipywidgets or no display: text lines work anywhere
+            except Exception:  # noqa: BLE001 - no ipywidgets or display: lines work anywhere
                 self._bar, self._handle = None, None
                 self.mode = "lines"
 
-    # -- the tqdm surface the package uses
     def __iter__(self) -> Iterator[Any]:
         if self.iterable is None:
             raise TypeError("this progress was made with total=..., not an iterable")
@@ -210,7 +153,6 @@ class Progress:
         self.close()
 
     def update(self, n: float = 1) -> None:
-        """Count ``n`` more units done."""
         self.n += n
         if self._bar is not None:
             self._bar.update(n)
@@ -221,7 +163,6 @@ class Progress:
 
     def set_postfix(self, ordered_dict: Mapping[str, Any] | None = None, refresh: bool = True,
                     **kwargs: Any) -> None:
-        """Values shown after the count (the bar's postfix; the summary line's tail)."""
         values = {**(ordered_dict or {}), **kwargs}
         self.postfix = {str(k): (f"{v:.4g}" if isinstance(v, float) else str(v))
                         for k, v in values.items()}
@@ -229,19 +170,16 @@ class Progress:
             self._bar.set_postfix(self.postfix, refresh=refresh)
 
     def write(self, line: str) -> None:
-        """Print one line of text beside the progress (a live bar is redrawn below it)."""
-        if self.mode == "off":
-            return
         if self.mode == "bar":
             from tqdm.std import tqdm
 
             tqdm.write(line, file=sys.stdout)
             sys.stdout.flush()
-        else:
+        elif self.mode != "off":
             self._print(line)
 
     def close(self) -> None:
-        """End the loop: its summary line in ``lines`` and ``widget`` mode (a bar keeps its last state)."""
+        """End the loop: its summary line, except for a bar (it keeps its last state)."""
         if self.closed:
             return
         self.closed = True
@@ -253,7 +191,6 @@ class Progress:
         elif self.mode in ("lines", "widget"):
             self._print(self.summary())
 
-    # -- the text
     @property
     def elapsed(self) -> float:
         return _clock() - self._start
@@ -264,10 +201,11 @@ class Progress:
         return f"{done} {_plural(self.unit, self.total if self.total is not None else self.n)}"
 
     def _tail(self) -> str:
-        return (" - " + ", ".join(f"{k}={v}" for k, v in self.postfix.items())) if self.postfix else ""
+        tail = ", ".join(f"{k}={v}" for k, v in self.postfix.items())
+        return f" - {tail}" if tail else ""
 
     def heartbeat(self, now: float | None = None) -> str:
-        """The line printed while a long loop runs: count, share, time so far, time left."""
+        """The line printed while a long loop runs: count, share, time so far and left."""
         elapsed = (_clock() if now is None else now) - self._start
         parts = [self._counted()]
         if self.total:
@@ -279,15 +217,15 @@ class Progress:
 
     def summary(self) -> str:
         """The line that ends the loop: count, wall time, rate, last postfix values."""
-        elapsed = self.elapsed
-        unit = _plural(self.unit, 2)
+        elapsed, speed = self.elapsed, ""
         if self.n and elapsed > 0:
             rate = self.n / elapsed
-            speed = (f"{_rate(rate, self.unit_scale)} {unit}/s" if rate >= 1 or self.unit_scale
-                     else f"{elapsed / self.n:.3g} s/{self.unit}")
-            speed = f" ({speed})"
-        else:
-            speed = ""
+            if rate >= 1 or self.unit_scale:
+                shown = _count(rate, True) if self.unit_scale else (
+                    f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}")
+                speed = f" ({shown} {_plural(self.unit, 2)}/s)"
+            else:
+                speed = f" ({elapsed / self.n:.3g} s/{self.unit})"
         return f"{self.desc}: {self._counted()} in {_duration(elapsed)}{speed}{self._tail()}"
 
     def _print(self, line: str) -> None:
@@ -301,17 +239,13 @@ class Progress:
 def track(iterable: Iterable | None = None, *, total: float | None = None, desc: str = "",
           unit: str = "it", disable: bool | None = False, unit_scale: bool = False,
           mode: str | None = None, interval: float | None = None) -> Progress:
-    """Progress over ``iterable`` (or ``total`` units counted with ``update``), in the form
-    :func:`progress_mode` picks; a drop-in for the ``tqdm.auto.tqdm`` calls of the package.
-
-    ``disable=True`` shows nothing (``None`` is treated as ``False``); ``mode`` forces a
-    form; ``interval`` is the seconds between heartbeat lines in ``lines`` mode.
-    """
+    """Progress over ``iterable`` (or ``total`` units counted with ``update``), see
+    :func:`progress_mode`. ``disable=True`` shows nothing (``None`` means ``False``); ``mode``
+    forces a form; ``interval``: seconds between heartbeat lines in ``lines`` mode."""
     return Progress(iterable, total=total, desc=desc, unit=unit, disable=disable,
                     unit_scale=unit_scale, mode=mode, interval=interval)
 
 
-# ---------------------------------------------------------------------------- noise
 _TF_CPP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+\] "  # TensorFlow's C++ log prefix
 # absl's C++ log prefix; before absl::InitializeLog the time reads 00:00:<unix seconds>
 _ABSL = r"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] "
@@ -322,7 +256,8 @@ NOISE: dict[str, tuple[str, str]] = {
         _TF_CPP + r"oneDNN supports DT_\w+ only on platforms with AVX-512\. Falling back",
         "TensorFlow says which kernel library runs an integer op; the result is the same"),
     "absl pre-init notice": (
-        r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+        r"WARNING: All log messages before absl::InitializeLog\(\) is called "
+        r"are written to STDERR$",
         "absl's notice that it has not been configured; precedes ScaNN's INFO lines"),
     "absl INFO": (
         r"I\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] ",
@@ -375,14 +310,12 @@ def drop_noise(text: str, gpu_present: bool | None = None) -> str:
 
 
 def _filter_stream(stream: Any) -> bool:
-    """Make ``stream`` drop noise lines from everything written to it.
+    """Make ``stream`` (the kernel's stderr) drop noise lines from all written to it.
 
-    The stream (the kernel's stderr) is moved to a subclass of its own class whose
-    ``write`` is a property returning a filtering writer: ipykernel's file-descriptor
-    watcher, which forwards C++ logs to the notebook, calls ``self.write``; IPython
-    replaces ``stream.write`` by a recording wrapper for every cell and puts back what it
-    found afterwards: the property keeps such a wrapper behind the filter, and treats
-    putting back the plain or the filtering writer as the end of the wrapper.
+    It moves to a subclass whose ``write`` is a property returning a filtering writer, as
+    ipykernel's watcher forwarding C++ logs calls ``self.write``. IPython swaps a recording
+    wrapper into ``stream.write`` for each cell and puts back what it found: the property
+    keeps such a wrapper behind the filter; putting back a plain or filtering writer ends it.
     """
     cls = type(stream)
     if getattr(cls, "_recsys_quiet", False):
@@ -391,12 +324,10 @@ def _filter_stream(stream: Any) -> bool:
 
     def filtering(target: Any) -> Any:
         def write(text: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(text, str):
-                kept = drop_noise(text)
-                if not kept:
-                    return len(text)
-                text = kept
-            return target(text, *args, **kwargs)
+            if not isinstance(text, str):
+                return target(text, *args, **kwargs)
+            kept = drop_noise(text)
+            return target(kept, *args, **kwargs) if kept else len(text)
 
         write._recsys_filtering = True  # type: ignore[attr-defined]
         return write
@@ -406,7 +337,8 @@ def _filter_stream(stream: Any) -> bool:
         return filtering(wrapper or base_write.__get__(self))
 
     def set_(self: Any, value: Any) -> None:
-        plain = getattr(value, "__func__", None) is base_write and getattr(value, "__self__", None) is self
+        plain = (getattr(value, "__func__", None) is base_write
+                 and getattr(value, "__self__", None) is self)
         ours = getattr(value, "_recsys_filtering", False)
         self.__dict__["_recsys_write"] = None if plain or ours else value
 
@@ -422,31 +354,29 @@ def _filter_stream(stream: Any) -> bool:
 
 
 class _Once(logging.Filter):
-    """Each distinct message once (object addresses ignored); optionally nothing below
-    ``min_level``. Attached to ``logger``: when that logger has a handler of its own
-    (TensorFlow adds one) and the root logger has one too, a message would be printed
-    by both; the logger then stops propagating, so its own handler prints it once."""
+    """Each distinct message once (object addresses ignored), none below ``min_level``.
+    When ``logger`` has a handler (TensorFlow adds one) and so does the root logger, it
+    stops propagating, so that only its own handler prints the message."""
 
     _address = re.compile(r" at 0x[0-9a-fA-F]+")
 
     def __init__(self, min_level: int = logging.NOTSET, logger: logging.Logger | None = None
                  ) -> None:
         super().__init__()
-        self.min_level = min_level
-        self.logger = logger
+        self.min_level, self.logger = min_level, logger
         self.seen: set[tuple[int, str]] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         logger = self.logger
-        if logger is not None and logger.propagate and logger.handlers and logging.getLogger().handlers:
+        if (logger is not None and logger.propagate and logger.handlers
+                and logging.getLogger().handlers):
             logger.propagate = False
         if record.levelno < self.min_level:
             return False
         key = (record.levelno, self._address.sub("", record.getMessage()))
-        if key in self.seen:
-            return False
+        new = key not in self.seen
         self.seen.add(key)
-        return True
+        return new
 
 
 def _once_warnings() -> None:
@@ -458,11 +388,9 @@ def _once_warnings() -> None:
     seen: set[tuple[type, str]] = set()
 
     def showwarning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
-        key = (category, str(message))
-        if key in seen:
-            return
-        seen.add(key)
-        show(message, category, *args, **kwargs)
+        if (category, str(message)) not in seen:
+            seen.add((category, str(message)))
+            show(message, category, *args, **kwargs)
 
     showwarning._recsys_once = True  # type: ignore[attr-defined]
     warnings.showwarning = showwarning
@@ -476,14 +404,11 @@ def _once_logs() -> None:
 
 
 def quiet_noise(force: bool = False) -> bool:
-    """Inside a Jupyter kernel (or with ``force``): drop :data:`NOISE` from stderr, show each
-    warning and each TensorFlow / absl log message once. Returns whether it acted.
-
-    Does nothing with ``RECSYS_VERBOSE_LOGS=1``. Called by ``recsys_utils/__init__``.
-    """
-    if os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes"):
-        return False
-    if not (force or in_kernel()):
+    """Inside a Jupyter kernel (or with ``force``), unless ``RECSYS_VERBOSE_LOGS=1``: drop
+    :data:`NOISE` from stderr, show each warning and TensorFlow / absl log message once.
+    Returns whether it acted."""
+    verbose = os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
+    if verbose or not (force or in_kernel()):
         return False
     _filter_stream(sys.stderr)
     _once_warnings()
