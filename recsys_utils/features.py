@@ -1,29 +1,11 @@
-"""Model inputs for retrieval and ranking (notebooks 04 and 05).
+"""Model inputs for retrieval and ranking (notebooks 04 and 05), built once as numpy arrays.
 
-From a prepared data set (items table, splits, feedback kind) this module
-builds, once, everything the TFRS models and their evaluation need, as numpy
-arrays:
-
-* **Vocabularies.** The item index is the row in the items table (the same
-  order as notebook 03's content vectors). The user index comes from the
-  *training* users only, sorted, starting at 1; index 0 is the out-of-vocabulary
-  (OOV) user, which every unknown user id maps to.
-* **Interaction examples** (one per row of a split): ``user``, ``item``,
-  ``history`` (the user's last ``H`` *training* items strictly before the row's
-  timestamp, most recent first, padded with -1; ``history_mask`` is 1 where a
-  slot holds an item), ``hour`` (0-23) and ``dow`` (0-6, Monday 0) of the row's
-  UTC timestamp, ``label`` (:func:`~recsys_utils.schema.implicit_label`) and,
-  for rating data, ``rating``. Strictly before in time means an item rated in
-  the same second as the target is *not* history: with ties we cannot tell the
-  order, and guessing could leak the target.
-* **Evaluation queries** (one per user of a split): the history is the user's
-  last ``H`` training interactions (all of them are before the test period by
-  construction of the splits), the context is the time of the user's first
-  interaction in the split (the moment the request would be made), and the
-  relevant items are all of the user's items in the split.
-* **Exclusions**: a sparse CSR ``(n_queries, n_items)`` matrix marking each
-  query user's training items, for "seen item removal" at evaluation.
-
+Item index = row of the items table; user index = position among the sorted *training*
+users, from 1 (0 is the OOV user every unknown id maps to). An example's history is the
+user's last ``H`` training items *strictly* before its timestamp (an item of the same
+second could be the target: it is left out), most recent first, ``-1``-padded. An
+evaluation query (one per user of a split) has all the user's training history, the time
+of their first interaction in the split, and all their items in the split as relevant.
 """
 
 from __future__ import annotations
@@ -42,19 +24,8 @@ if TYPE_CHECKING:  # TensorFlow is imported lazily: building features needs no T
     import tensorflow as tf
 
 __all__ = [
-    "OOV_USER",
-    "QuerySet",
-    "RecData",
-    "ToyWorld",
-    "Vocab",
-    "build_features",
-    "check_item_content",
-    "fact_columns",
-    "from_frames",
-    "item_attribute_matrix",
-    "item_content",
-    "make_toy",
-    "scaled_budget",
+    "OOV_USER", "QuerySet", "RecData", "Vocab", "build_features", "check_item_content",
+    "fact_columns", "from_frames", "item_attribute_matrix", "item_content", "scaled_budget",
     "to_dataset",
 ]
 
@@ -66,14 +37,8 @@ PAD = -1
 
 @dataclasses.dataclass
 class Vocab:
-    """String id <-> integer index maps.
-
-    Attributes:
-        item_ids: ``(n_items,)`` item id strings; item index = position (= row
-            of the items table).
-        user_ids: ``(n_users + 1,)`` user id strings; position 0 is the OOV
-            user (``"[OOV]"``), then the training users sorted.
-    """
+    """String id <-> integer index maps: ``item_ids`` ``(n_items,)`` and ``user_ids``
+    ``(n_users + 1,)`` (``"[OOV]"``, then the training users sorted)."""
 
     item_ids: np.ndarray
     user_ids: np.ndarray
@@ -93,32 +58,31 @@ class Vocab:
 
     def user_index(self, user_ids: Any) -> np.ndarray:
         """``(n,)`` int32 user indices; unknown users map to :data:`OOV_USER` (0)."""
-        return np.fromiter((self._users.get(str(u), OOV_USER) for u in np.asarray(user_ids)),
-                           dtype=np.int32, count=len(np.asarray(user_ids)))
+        return _lookup(self._users, user_ids, OOV_USER)
 
     def item_index(self, item_ids: Any) -> np.ndarray:
         """``(n,)`` int32 item indices; an id not in the items table raises DataError."""
         ids = np.asarray(item_ids)
-        out = np.fromiter((self._items.get(str(i), -1) for i in ids), dtype=np.int32,
-                          count=len(ids))
+        out = _lookup(self._items, ids, -1)
         if (out < 0).any():
             bad = ids[np.flatnonzero(out < 0)[0]]
             raise DataError(f"item id {bad!r} is not in the items table", column="item_id")
         return out
 
 
+def _lookup(index: Mapping[str, int], ids: Any, default: int) -> np.ndarray:
+    ids = np.asarray(ids)
+    return np.fromiter((index.get(str(i), default) for i in ids), dtype=np.int32, count=len(ids))
+
+
 @dataclasses.dataclass
 class QuerySet:
-    """Evaluation queries of one split, one per user.
+    """Evaluation queries of one split, one per user (``user_ids`` ``(n_q,)``).
 
     Attributes:
-        split: the split's name.
-        user_ids: ``(n_q,)`` user id strings.
-        features: model inputs, each ``(n_q, ...)``: ``user`` int32,
-            ``history`` int32 ``(n_q, H)``, ``history_mask`` float32
-            ``(n_q, H)``, ``hour`` / ``dow`` int32, ``timestamp`` int64.
-        relevant: per query the set of relevant item indices (the user's
-            items in the split).
+        features: model inputs, each ``(n_q, ...)``: ``user``, ``hour``, ``dow`` int32,
+            ``history`` int32 and ``history_mask`` float32 ``(n_q, H)``, ``timestamp`` int64.
+        relevant: per query the set of relevant item indices (the user's items in the split).
         exclude: CSR ``(n_q, n_items)`` bool, the user's training items.
     """
 
@@ -138,19 +102,13 @@ class RecData:
 
     Attributes:
         items: the items table (row order = item index).
-        vocab: :class:`Vocab`.
         feedback: ``"rating"`` or ``"event"``.
-        history_length: ``H``.
-        splits: the split tables (``train``, ``validation``, ``test``,
-            ``test_cold``; missing ones are empty).
-        examples: per split, the interaction examples (see the module
-            docstring), each array ``(n_rows, ...)``.
+        splits: ``train``, ``validation``, ``test``, ``test_cold`` (missing ones empty).
+        examples: per split, the interaction examples (:func:`build_features`).
         item_counts: ``(n_items,)`` int64 training interactions per item.
         warm_items: ``(n_items,)`` bool, item seen in training.
         cold_items: ``(n_cold,)`` int64 indices of the held-out cold items.
-        train_matrix: CSR ``(n_users, n_items)`` bool, user index x training
-            items (row 0, the OOV user, is empty).
-        seed: seed for shuffles.
+        train_matrix: CSR ``(n_users, n_items)`` bool training items (row 0, OOV, empty).
     """
 
     items: pd.DataFrame
@@ -181,17 +139,9 @@ class RecData:
 
     def history_for(self, user_idx: np.ndarray, timestamps: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Last ``H`` training items of each user strictly before ``timestamps``.
-
-        Args:
-            user_idx: ``(n,)`` user indices.
-            timestamps: ``(n,)`` int64 seconds; ``None`` means after all
-                training (every training interaction counts).
-
-        Returns:
-            ``(history, mask)``: ``(n, H)`` int32 item indices, most recent
-            first, padded with -1, and the ``(n, H)`` float32 mask.
-        """
+        """``(history, mask)`` ``(n, H)`` int32 (most recent first, -1-padded) and float32:
+        the last ``H`` training items of each user (``user_idx`` ``(n,)``) strictly before
+        ``timestamps`` (``(n,)`` int64 seconds; ``None``: after all training)."""
         return _history(self._train_sorted, np.asarray(user_idx), timestamps, self.history_length)
 
     def queries(self, split: str) -> QuerySet:
@@ -204,30 +154,29 @@ class RecData:
         first = frame.sort_values(["user_id", "timestamp"], kind="stable").groupby(
             "user_id", sort=True).first()
         user_ids = first.index.to_numpy().astype(str)
-        user_idx = self.vocab.user_index(user_ids)
-        ts = first["timestamp"].to_numpy(np.int64)
-        history, mask = self.history_for(user_idx, None)
-        hour, dow = _clock(ts)
+        features = self.user_features(user_ids, first["timestamp"].to_numpy(np.int64))
         items = self.vocab.item_index(frame["item_id"].to_numpy())
         position = pd.Index(user_ids).get_indexer(frame["user_id"].astype(str))
         relevant: list[set[int]] = [set() for _ in user_ids]
         for q, i in zip(position.tolist(), items.tolist()):
             relevant[q].add(i)
-        exclude = self.train_matrix[user_idx]
-        features = {"user": user_idx, "history": history, "history_mask": mask,
-                    "hour": hour, "dow": dow, "timestamp": ts}
+        exclude = self.train_matrix[features["user"]]
         return QuerySet(split, user_ids, features, relevant, exclude.tocsr())
 
     def user_features(self, user_ids: Any, timestamps: Any | None = None) -> dict[str, np.ndarray]:
-        """Query-tower inputs for arbitrary users (unknown ones get the OOV index
-        and an empty history); history = all their training items."""
+        """Query-tower inputs for any users (unknown ones: the OOV index, empty history),
+        with all their training history."""
         user_ids = np.asarray(user_ids).astype(str)
-        user_idx = self.vocab.user_index(user_ids)
-        history, mask = self.history_for(user_idx, None)
         ts = (np.zeros(len(user_ids), np.int64) if timestamps is None
               else np.asarray(timestamps, dtype=np.int64))
+        return self._features(self.vocab.user_index(user_ids), ts, None)
+
+    def _features(self, user: np.ndarray, ts: np.ndarray, before: np.ndarray | None
+                  ) -> dict[str, np.ndarray]:
+        """Query features at times ``ts``, the history taken before ``before`` (or all)."""
+        history, mask = self.history_for(user, before)
         hour, dow = _clock(ts)
-        return {"user": user_idx, "history": history, "history_mask": mask,
+        return {"user": user, "history": history, "history_mask": mask,
                 "hour": hour, "dow": dow, "timestamp": ts}
 
 
@@ -277,28 +226,20 @@ def _history(sorted_train: Mapping[str, np.ndarray], user_idx: np.ndarray,
     return history, valid.astype(np.float32)
 
 
-def build_features(
-    prepared: Any,
-    *,
-    history_length: int = 10,
-    seed: int = 42,
-) -> RecData:
+def build_features(prepared: Any, *, history_length: int = 10, seed: int = 42) -> RecData:
     """Build :class:`RecData` from a prepared data set.
 
     Args:
-        prepared: a :class:`~recsys_utils.artifacts.Prepared` (or any object
-            with ``items``, ``splits`` and ``feedback``; ``cold_items`` is used
-            when present, else cold = items absent from training that appear in
-            ``test_cold``).
+        prepared: a :class:`~recsys_utils.artifacts.Prepared` (or anything with ``items``,
+            ``splits``, ``feedback``; without ``cold_items``, cold = items of ``test_cold``
+            absent from training).
         history_length: ``H``, how many recent training items describe a user.
-        seed: for the deterministic shuffles of :func:`to_dataset`.
 
     Returns:
-        :class:`RecData`. Example arrays, per split, shapes ``(n_rows,)``
-        unless noted: ``user``, ``item`` int32, ``history`` int32 ``(n, H)``,
-        ``history_mask`` float32 ``(n, H)``, ``hour``, ``dow`` int32,
-        ``timestamp`` int64, ``label`` float32 (0/1), and ``rating`` float32
-        when ``feedback == "rating"``.
+        :class:`RecData`. Example arrays per split, ``(n_rows,)`` unless noted: ``user``,
+        ``item``, ``hour``, ``dow`` (Monday 0, UTC) int32, ``history`` int32 and
+        ``history_mask`` float32 ``(n, H)``, ``timestamp`` int64, ``label`` float32 (0/1),
+        and ``rating`` float32 for rating feedback.
 
     Raises:
         DataError: no training split, or interactions with unknown item ids.
@@ -351,33 +292,22 @@ def build_features(
     return data
 
 
-def from_frames(
-    items: pd.DataFrame,
-    train: pd.DataFrame,
-    test: pd.DataFrame | None = None,
-    *,
-    validation: pd.DataFrame | None = None,
-    history_length: int = 20,
-    seed: int = 42,
-) -> RecData:
+def from_frames(items: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame | None = None, *,
+                validation: pd.DataFrame | None = None, history_length: int = 20,
+                seed: int = 42) -> RecData:
     """:class:`RecData` from one's own DataFrames: the entry point outside the course's data sets.
 
     Args:
         items: ``item_id`` and any other columns; every interaction's item must be here.
         train, test, validation: ``user_id``, ``item_id``, optionally ``timestamp``
-            (seconds) and a ``rating`` or an ``event`` column. Without either,
-            every row is a positive (``event = "purchase"``). ``validation`` is
-            optional; without it, train with ``early_stopping=False``. Test rows
-            whose item never occurs in ``train`` become the cold-start split
-            ``test_cold``; the others are ``test`` (warm items).
+            (seconds) and a ``rating`` or an ``event`` column (without either, every row
+            is a ``"purchase"``). Without ``validation``, train with
+            ``early_stopping=False``. Test rows whose item is not in ``train`` become
+            ``test_cold``.
 
-    Timestamps order each user's history (the query of a training row sees the
-    user's items before it; evaluation queries see the last ``history_length``
-    training items). Without a ``timestamp`` column, or when every training
-    timestamp is the same (no order to read), the rows are taken to be in time
-    order: train, then validation, then test, each top to bottom; constant
-    timestamps are replaced so, with a warning, rather than leaving every
-    history empty.
+    Without timestamps, or when all training timestamps are equal (a warning: every
+    history would be empty), the rows are taken to be in time order: train, then
+    validation, then test, each top to bottom.
 
     Raises:
         DataError: a missing ``user_id`` / ``item_id`` column, or an item id
@@ -418,12 +348,9 @@ def from_frames(
 
 def _examples(data: RecData, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     user = data.vocab.user_index(frame["user_id"].to_numpy())
-    item = data.vocab.item_index(frame["item_id"].to_numpy())
     ts = frame["timestamp"].to_numpy(np.int64)
-    history, mask = data.history_for(user, ts)
-    hour, dow = _clock(ts)
-    out = {"user": user, "item": item, "history": history, "history_mask": mask,
-           "hour": hour, "dow": dow, "timestamp": ts,
+    out = {"user": user, "item": data.vocab.item_index(frame["item_id"].to_numpy()),
+           **data._features(user, ts, ts),
            "label": (implicit_label(frame).to_numpy().astype(np.float32) if len(frame)
                      else np.zeros(0, np.float32))}
     if data.feedback == "rating":
@@ -432,10 +359,8 @@ def _examples(data: RecData, frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def check_item_content(content: Any, n_items: int, what: str = "item_content") -> np.ndarray:
-    """``content`` as float32 ``(n_items, d)`` rows in items-table order, or DataError.
-
-    The one check every model and reference that reads item content vectors runs.
-    """
+    """``content`` as float32 ``(n_items, d)`` rows in items-table order, or DataError: the
+    one check every reader of item content vectors runs."""
     content = np.asarray(content, dtype=np.float32)
     if content.ndim != 2 or len(content) != n_items:
         raise DataError(f"{what} must be (n_items={n_items}, d) aligned with the items table, "
@@ -445,30 +370,18 @@ def check_item_content(content: Any, n_items: int, what: str = "item_content") -
     return content
 
 
-def item_attribute_matrix(
-    items: pd.DataFrame,
-    columns: Sequence[str],
-    *,
-    max_values: int = 50,
-    separator: str = "|",
-) -> tuple[np.ndarray, list[str]]:
-    """One-hot codes of structured item columns: the item tower's catalogue facts.
+def item_attribute_matrix(items: pd.DataFrame, columns: Sequence[str], *, max_values: int = 50,
+                          separator: str = "|") -> tuple[np.ndarray, list[str]]:
+    """One-hot codes of categorical item ``columns``: the item tower's catalogue facts.
 
-    Each column becomes one indicator per value (multi-valued cells such as
-    MovieLens genres ``"Action|Comedy"`` are split on ``separator``); a column
-    keeps its ``max_values`` most frequent values and folds the rest into
-    ``"<column>=other"``, so a long tail (years, brands) does not blow up the
-    width. Missing values get no indicator. Rows are scaled to unit norm per
-    column, so a column with many values weighs as much as one with two.
-
-    Args:
-        items: the items table (row order = item index).
-        columns: categorical columns to encode (e.g. ``["category",
-            *prepared.attribute_columns]``; never the planted truth columns).
+    One indicator per value (multi-valued cells such as ``"Action|Comedy"`` split on
+    ``separator``); a column keeps its ``max_values`` most frequent values and folds the
+    rest into ``"<column>=other"``; missing values get none. Each column's block is scaled
+    to unit row norm, so a column with many values weighs as much as one with two.
 
     Returns:
-        ``(matrix, names)``: float32 ``(n_items, n_indicators)`` and the
-        ``"column=value"`` name of each indicator.
+        ``(matrix, names)``: float32 ``(n_items, n_indicators)`` and each indicator's
+        ``"column=value"``.
 
     Raises:
         DataError: a column is not in the items table (with close-name hints).
@@ -510,15 +423,11 @@ def fact_columns(prepared: Any) -> list[str]:
 
 def item_content(vectors: np.ndarray, prepared: Any,
                  columns: Sequence[str] | None = None) -> np.ndarray:
-    """``(n_items, d + a)`` float32: learned content vectors next to one-hot catalogue facts.
+    """``(n_items, d + a)`` float32: content ``vectors`` ``(n_items, d)`` next to
+    :func:`item_attribute_matrix` of ``columns`` (default :func:`fact_columns`).
 
-    What the content item towers of notebooks 04 and 05 read: ``vectors``
-    (notebook 02's text or notebook 03's fused vectors, ``(n_items, d)``,
-    rows in items-table order) concatenated with
-    :func:`item_attribute_matrix` of ``columns`` (default
-    :func:`fact_columns`). The fused vector is trained to say what an item
-    *is* (colour, material, ...); exact facts a shopper filters on, such as
-    category and gender, need not survive in it.
+    The fused vector says what an item *is*; exact facts a shopper filters on (category,
+    gender) need not survive in it.
     """
     items = prepared.items
     vectors = np.asarray(vectors, np.float32)
@@ -534,34 +443,19 @@ def item_content(vectors: np.ndarray, prepared: Any,
 
 def scaled_budget(n_rows: int, batch_size: int, learning_rate: float,
                   max_steps_per_epoch: int | None) -> tuple[int, float]:
-    """Batch size and learning rate that keep an epoch under ``max_steps_per_epoch`` steps.
-
-    Small data keeps ``batch_size``; larger data gets the smallest multiple of
-    ``batch_size`` that fits, and the learning rate grows with the square root
-    of the batch ratio (a common rule for Adam). For in-batch-softmax retrieval
-    a larger batch also means more negatives per query. ``None`` = no limit.
-    """
+    """Batch size and learning rate that keep an epoch under ``max_steps_per_epoch`` steps
+    (``None``: no limit): the smallest multiple of ``batch_size`` that fits, the learning
+    rate scaled by the square root of the multiple (a common rule for Adam)."""
     if not max_steps_per_epoch or n_rows <= batch_size * max_steps_per_epoch:
         return batch_size, learning_rate
     factor = -(-n_rows // (batch_size * max_steps_per_epoch))  # ceil
     return batch_size * factor, learning_rate * float(np.sqrt(factor))
 
 
-def to_dataset(
-    features: Mapping[str, np.ndarray],
-    batch_size: int,
-    *,
-    shuffle: bool = True,
-    seed: int = 42,
-    drop_remainder: bool = False,
-) -> tf.data.Dataset:
-    """A batched ``tf.data.Dataset`` of feature dicts.
-
-    The shuffle is seeded (same order every run for a given seed) and reshuffled
-    each epoch from that seed, so two runs with the same seed see the same
-    batches. ``drop_remainder=True`` keeps batch shapes static, which
-    multi-replica strategies prefer.
-    """
+def to_dataset(features: Mapping[str, np.ndarray], batch_size: int, *, shuffle: bool = True,
+               seed: int = 42, drop_remainder: bool = False) -> tf.data.Dataset:
+    """A batched ``tf.data.Dataset`` of feature dicts, shuffled from ``seed`` each epoch
+    (two runs with the same seed see the same batches)."""
     import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
     import tensorflow as tf
 

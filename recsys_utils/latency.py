@@ -1,10 +1,7 @@
-"""The one timing harness: how long a call takes, measured the same way everywhere.
-
-:func:`compare_latency` times several functions (model or index variants) on the
-same inputs in interleaved rounds, :func:`measure_latency` times one, and
-:func:`time_requests` times single requests to a served model (notebooks 04 and
-07). Every timed call goes through the same loop and every result is a
-:class:`Timing`; no TensorFlow import.
+"""The one timing harness: every timed call goes through the same loop and every result
+is a :class:`Timing` (no TensorFlow import). :func:`compare_latency` times variants in
+interleaved rounds, :func:`measure_latency` one function, :func:`time_requests` single
+requests to a served model (notebooks 04 and 07).
 """
 
 from __future__ import annotations
@@ -18,14 +15,8 @@ import numpy as np
 
 from .schema import DataError
 
-__all__ = [
-    "Timing",
-    "compare_latency",
-    "count_rows",
-    "measure_latency",
-    "slice_rows",
-    "time_requests",
-]
+__all__ = ["Timing", "compare_latency", "count_rows", "measure_latency", "slice_rows",
+           "time_requests"]
 
 
 def count_rows(inputs: Mapping[str, np.ndarray] | np.ndarray) -> int:
@@ -41,10 +32,7 @@ def slice_rows(inputs: Mapping[str, np.ndarray] | np.ndarray, start: int, stop: 
 
 
 def _time_calls(fn: Callable[[Any], Any], args: Iterable[Any]) -> np.ndarray:
-    """Wall time in seconds of ``fn(arg)`` for each ``arg``, one call at a time.
-
-    ``args`` may be a generator: each argument is made before its clock starts.
-    """
+    """Wall time in seconds of ``fn(arg)`` for each ``arg`` (made before its clock starts)."""
     seconds = []
     for arg in args:
         start = time.perf_counter()
@@ -58,16 +46,11 @@ class Timing:
     """CPU cost of one model variant, or of one served model's requests.
 
     Attributes:
-        median_ms, p95_ms: single-query (batch of one) latency over all
-            ``rounds * repeats`` timed calls.
-        throughput: rows per second on batches of ``batch_size`` (median over
-            the timed batch calls; NaN when batches were not timed).
-        repeats: timed single queries per round; rounds: interleaved rounds.
-        batch_size: rows per batch call (0: not timed).
-        num_threads: threads of the single-query function (its ``num_threads``).
-        batch_threads: threads of the batch function.
-        round_medians_ms: ``(rounds,)`` median single-query latency of each
-            round; their spread shows how much of a difference is noise.
+        median_ms, p95_ms: single-query latency over all ``rounds * repeats`` timed calls.
+        throughput: rows per second on batches of ``batch_size`` (median over the timed
+            batch calls; NaN, and ``batch_size`` 0, when batches were not timed).
+        num_threads, batch_threads: threads of the single-query and the batch function.
+        round_medians_ms: ``(rounds,)`` median latency of each round (their spread: the noise).
     """
 
     median_ms: float
@@ -87,40 +70,28 @@ class Timing:
         return min(values), max(values)
 
 
-def compare_latency(
-    fns: Mapping[str, Callable[[Any], Any]],
-    inputs: Mapping[str, np.ndarray] | np.ndarray,
-    *,
-    batch_fns: Mapping[str, Callable[[Any], Any]] | None = None,
-    rounds: int = 3,
-    repeats: int = 20,
-    warmup: int = 5,
-    batch_size: int = 64,
-    batch_repeats: int = 3,
-) -> dict[str, Timing]:
+def compare_latency(fns: Mapping[str, Callable[[Any], Any]],
+                    inputs: Mapping[str, np.ndarray] | np.ndarray, *,
+                    batch_fns: Mapping[str, Callable[[Any], Any]] | None = None,
+                    rounds: int = 3, repeats: int = 20, warmup: int = 5, batch_size: int = 64,
+                    batch_repeats: int = 3) -> dict[str, Timing]:
     """Single-query latency and batch throughput of several functions, measured alike.
 
-    Every function is first warmed up (``warmup`` single calls and one batch
-    call). Then, ``rounds`` times, each function in turn (the order rotates
-    every round) is timed on ``repeats`` single rows, the same rows for all
-    functions in a round, and on ``batch_repeats`` batches. Interleaving makes
-    warm-up, order and background-load effects hit every function alike; each
-    timed block starts with one untimed call (a shape change re-allocates a
-    TFLite interpreter's tensors). The median and p95 are over all single
-    queries; the median of each round is kept too (their spread shows the noise).
+    After warm-up, ``rounds`` times each function in turn (the order rotates) is timed
+    on the same ``repeats`` single rows and on ``batch_repeats`` batches: interleaving
+    makes warm-up, order and background load hit every function alike. Each timed block
+    starts with an untimed call (a shape change re-allocates a TFLite interpreter's tensors).
 
     Args:
-        fns: name -> single-query function, called with a one-row slice of
-            ``inputs`` (same type: a dict of arrays or an array), e.g. a
-            one-thread :class:`recsys_utils.tflite_conversion.TFLiteRunner`.
+        fns: name -> single-query function, called with a one-row slice of ``inputs``
+            (same type: a dict of arrays or an array).
         inputs: ``(n, ...)`` rows; single queries cycle through them.
-        batch_fns: name -> function for the batch calls (default: ``fns``;
-            ``{}`` skips throughput), e.g. a runner with more threads.
+        batch_fns: name -> function for the batch calls (default: ``fns``; ``{}`` skips
+            throughput), e.g. a runner with more threads.
         batch_size: rows per batch call (capped at ``n``).
 
     Returns:
-        name -> :class:`Timing`; thread counts are read from each function's
-        ``num_threads`` attribute when it has one.
+        name -> :class:`Timing`, thread counts read from each function's ``num_threads``.
     """
     n = count_rows(inputs)
     if n == 0:
@@ -167,34 +138,12 @@ def compare_latency(
     return out
 
 
-def measure_latency(
-    fn: Callable[[Any], Any],
-    inputs: Mapping[str, np.ndarray] | np.ndarray,
-    *,
-    repeats: int = 50,
-    warmup: int = 3,
-    batch_size: int = 64,
-    batch_repeats: int = 3,
-    num_threads: int | None = None,
-) -> Timing:
-    """Single-query latency and batch throughput of one function on CPU.
-
-    :func:`compare_latency` with one function and one round; to compare
-    variants, time them together with :func:`compare_latency` instead.
-
-    Args:
-        fn: called with a slice of ``inputs`` (same type: a dict of arrays or an
-            array), e.g. a :class:`recsys_utils.tflite_conversion.TFLiteRunner`.
-        inputs: ``(n, ...)`` rows; single queries cycle through them.
-        repeats: timed single-row calls (after ``warmup``).
-        batch_size: rows per call for throughput (capped at ``n``).
-        batch_repeats: timed batch calls; throughput uses their median.
-        num_threads: recorded in the result (``fn``'s own setting); taken from
-            ``fn.num_threads`` when not given.
-
-    (``recsys_utils.serving.request_latency`` times TFRS indexes by user id
-    through :func:`time_requests`; this one times any callable on array inputs.)
-    """
+def measure_latency(fn: Callable[[Any], Any], inputs: Mapping[str, np.ndarray] | np.ndarray,
+                    *, repeats: int = 50, warmup: int = 3, batch_size: int = 64,
+                    batch_repeats: int = 3, num_threads: int | None = None) -> Timing:
+    """:func:`compare_latency` of one function in one round (compare variants with
+    :func:`compare_latency` instead). ``num_threads`` is recorded in the result (default:
+    ``fn.num_threads``)."""
     timing = compare_latency({"fn": fn}, inputs, rounds=1, repeats=repeats, warmup=warmup,
                              batch_size=batch_size, batch_repeats=batch_repeats)["fn"]
     if num_threads is not None:
@@ -216,12 +165,8 @@ def _wait(result: Any) -> None:
 
 def time_requests(call: Callable[[int], Any], n_requests: int, *, n: int = 200,
                   warmup: int = 10) -> Timing:
-    """Time ``n`` calls ``call(i)``, ``i`` cycling through ``range(n_requests)``.
-
-    ``call(i)`` sends request ``i`` (one query); each timing waits for the
-    result's tensors. Used for every served model (recommendation and search);
-    ``repeats`` is ``n``, batches are not timed.
-    """
+    """Time ``n`` calls ``call(i)`` (request ``i``, cycling through ``range(n_requests)``),
+    each waiting for the result's tensors; batches are not timed."""
     if n_requests < 1 or n < 1:
         raise DataError(f"timing needs at least one request and one call, got {n_requests}, {n}")
     for i in range(warmup):

@@ -1,15 +1,8 @@
-"""Ranking data, evaluation and the retrieve-then-rank chain (notebook 05).
-
-The ranker itself (a deep & cross network, ``train_ranking``) is written in
-notebook 05 and generated into :mod:`recsys_utils.dcn_ranker`. Here: its
-training rows (:func:`ranking_examples`: ratings, or 0/1 click labels with
-optional sampled negatives; :func:`hard_negative_examples` from retrieved
-candidates), :class:`RankingResult` and :func:`evaluate_ranking` (RMSE, or AUC
-and log loss, each against the constant predictor); the chain
-(:func:`chain_candidates`, :func:`chain_ndcg`, :func:`tune_ranker_weight`:
-retrieve ``k_retrieve`` items, re-order them, compare NDCG@k with retrieval
-alone); the TFRS multitask model (:func:`train_multitask`); and the ranker's
-export for notebook 06.
+"""Ranking data, evaluation and the retrieve-then-rank chain (notebook 05; the ranker itself
+is :mod:`recsys_utils.dcn_ranker`): training rows (ratings, 0/1 clicks with sampled or hard
+negatives), evaluation against the constant predictor, the chain (retrieve ``k_retrieve``
+items, re-order them, compare NDCG@k with retrieval alone), the TFRS multitask model and the
+ranker's export for notebook 06.
 """
 
 from __future__ import annotations
@@ -28,23 +21,15 @@ import tensorflow_recommenders as tfrs
 from . import metrics
 from .callbacks import EpochBar
 from .features import QuerySet, RecData, to_dataset
-from .retrieval import QUERY_KEYS, RetrievalResult, rank_items
+from .retrieval import QUERY_KEYS, RetrievalResult, in_batches, rank_items
+from .serving import export_numeric_model
 from .two_tower import RetrievalModel, build_retrieval_model
 from .schema import DataError
 
 __all__ = [
-    "ChainCandidates",
-    "ChainResult",
-    "MultitaskResult",
-    "RankingResult",
-    "chain_candidates",
-    "chain_ndcg",
-    "tune_ranker_weight",
-    "evaluate_ranking",
-    "hard_negative_examples",
-    "export_ranking_model",
-    "ranking_examples",
-    "train_multitask",
+    "ChainCandidates", "ChainResult", "MultitaskResult", "RankingResult", "chain_candidates",
+    "chain_ndcg", "evaluate_ranking", "export_ranking_model", "hard_negative_examples",
+    "ranking_examples", "train_multitask", "tune_ranker_weight",
 ]
 
 FEATURE_KEYS = (*QUERY_KEYS, "item")
@@ -52,16 +37,9 @@ FEATURE_KEYS = (*QUERY_KEYS, "item")
 
 @dataclasses.dataclass
 class RankingResult:
-    """A trained ranker.
-
-    Attributes:
-        target: ``"rating"`` or ``"click"``.
-        model: the :class:`~recsys_utils.dcn_ranker.RankingModel`.
-        history: per-epoch training logs.
-        train_seconds / examples_per_second: cost of training.
-        baseline: the constant predictor (train mean rating or base rate).
-        config: training arguments.
-    """
+    """A trained ranker (:class:`~recsys_utils.dcn_ranker.RankingModel`) for ``target``
+    ``"rating"`` or ``"click"``; ``baseline`` is the constant predictor (train mean rating or
+    base rate)."""
 
     target: str
     model: Any
@@ -73,25 +51,18 @@ class RankingResult:
 
     def predict(self, features: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
         """``(n,)`` predicted ratings, or click probabilities, for feature arrays ``(n, ...)``."""
-        n = len(features["item"])
-        out = []
-        for s in range(0, n, batch_size):
-            batch = {k: tf.convert_to_tensor(np.asarray(features[k])[s:s + batch_size])
-                     for k in FEATURE_KEYS}
-            out.append(self.model(batch, training=False).numpy())
+        out = [p.numpy() for p in in_batches(self._score, features, FEATURE_KEYS, batch_size)]
         pred = np.concatenate(out) if out else np.zeros(0, np.float32)
         return 1.0 / (1.0 + np.exp(-pred)) if self.target == "click" else pred
+
+    def _score(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self.model(batch, training=False)
 
 
 def ranking_examples(data: RecData, split: str = "train", *, sampled_negatives: int = 0,
                      seed: int = 42) -> dict[str, np.ndarray]:
-    """Feature arrays plus ``target`` for the ranker (see the module docstring).
-
-    Returns:
-        The split's example arrays with ``target``: the rating (rating data)
-        or the 0/1 implicit label (event data), and, for event data with
-        ``sampled_negatives > 0``, the sampled negatives appended.
-    """
+    """The split's example arrays with ``target``: the rating, or for event data the 0/1
+    implicit label, with ``sampled_negatives`` unseen warm items per positive appended."""
     ex = dict(data.examples[split])
     if data.feedback == "rating":
         ex["target"] = ex["rating"].astype(np.float32)
@@ -105,11 +76,15 @@ def ranking_examples(data: RecData, split: str = "train", *, sampled_negatives: 
     warm = np.flatnonzero(data.warm_items)
     candidates = warm[rng.integers(0, len(warm), len(source))]
     seen = np.asarray(data.train_matrix[ex["user"][source], candidates]).ravel() > 0
-    source, candidates = source[~seen], candidates[~seen]
+    return _with_negatives(ex, source[~seen], candidates[~seen], ("target", "label"))
+
+
+def _with_negatives(ex: Mapping[str, np.ndarray], source: np.ndarray, items: np.ndarray,
+                    zeroed: Sequence[str] = ("target",)) -> dict[str, np.ndarray]:
+    """``ex`` with copies of its rows ``source`` appended, for ``items``, ``zeroed`` set to 0."""
     extra = {k: v[source] for k, v in ex.items()}
-    extra["item"] = candidates.astype(np.int32)
-    extra["target"] = np.zeros(len(source), np.float32)
-    extra["label"] = extra["target"]
+    extra["item"] = items.astype(np.int32)
+    extra.update({k: np.zeros(len(source), np.float32) for k in zeroed})
     return {k: np.concatenate([ex[k], extra[k]]) for k in ex}
 
 
@@ -118,16 +93,11 @@ def hard_negative_examples(data: RecData, retrieval: Any, *, negatives: int = 4,
                            ) -> dict[str, np.ndarray]:
     """Training rows for a re-ranker of retrieved candidates ("engagement" target).
 
-    Every training interaction is a positive (target 1, whatever its event or
-    rating). For each, ``negatives`` items are drawn from the user's top-``k``
+    Every training interaction (at most ``max_positives``, a seeded sample) is a
+    positive (target 1); for each, ``negatives`` items drawn from the user's top-``k``
     retrieved items (``retrieval``: anything with ``query_embeddings`` /
-    ``item_embeddings``, e.g. notebook 04's exported towers) that the user
-    never interacted with in training, with the positive's query features
-    (target 0). These are the items a re-ranker actually has to push down —
-    plausible for the user, but not chosen — which random negatives or views
-    do not teach.
-
-    ``max_positives`` caps the positives (a seeded sample) to bound the cost.
+    ``item_embeddings``) never seen in training get target 0: the plausible-but-not-chosen
+    items a re-ranker has to push down, which random negatives do not teach.
 
     Returns:
         Example arrays ``(n_rows, ...)`` with ``target``, positives first.
@@ -145,21 +115,13 @@ def hard_negative_examples(data: RecData, retrieval: Any, *, negatives: int = 4,
     row_of_user = np.searchsorted(users, ex["user"])
     source = np.repeat(np.arange(len(ex["item"])), negatives)
     pick = ranked[row_of_user[source], rng.integers(0, ranked.shape[1], len(source))]
-    source, pick = source[pick >= 0], pick[pick >= 0]
-    extra = {key: v[source] for key, v in ex.items()}
-    extra["item"] = pick.astype(np.int32)
-    extra["target"] = np.zeros(len(source), np.float32)
-    return {key: np.concatenate([ex[key], extra[key]]) for key in ex}
+    return _with_negatives(ex, source[pick >= 0], pick[pick >= 0])
 
 
 def evaluate_ranking(result: RankingResult, data: RecData, split: str = "test") -> dict[str, Any]:
-    """Model vs constant predictor on ``split``'s rows.
-
-    Returns:
-        rating: ``{"rmse", "rmse_constant", "n"}``; click: ``{"auc",
-        "auc_constant" (0.5), "log_loss", "log_loss_constant", "base_rate",
-        "n"}``. AUC is NaN when the split holds a single class.
-    """
+    """Model vs constant predictor on ``split``'s rows: ``{"rmse", "rmse_constant"}`` for
+    ratings, ``{"auc", "auc_constant" (0.5), "log_loss", "log_loss_constant", "base_rate"}``
+    for clicks (AUC NaN when the split holds one class), with ``target``, ``split``, ``n``."""
     ex = ranking_examples(data, split)
     if len(ex["target"]) == 0:
         raise DataError(f"split {split!r} is empty: nothing to evaluate")
@@ -186,12 +148,10 @@ class ChainResult:
     """Retrieve-then-rank against retrieval alone.
 
     Attributes:
-        retrieval_ndcg: NDCG@k of the retrieval order.
-        chain_ndcg: NDCG@k after re-ranking the ``k_retrieve`` candidates.
-        recall_at_retrieve: share of relevant items among the candidates
-            (the ceiling for any re-ranker).
-        k, k_retrieve, n_queries: as used.
-        ranker_weight: ``alpha`` of the blend (1.0 = the ranker's order alone).
+        retrieval_ndcg / chain_ndcg: NDCG@k of the retrieval order / after re-ranking.
+        recall_at_retrieve: share of relevant items among the candidates (the ceiling
+            for any re-ranker).
+        ranker_weight: weight of the blend (1.0 = the ranker's order alone).
         ranked / reranked: ``(n_queries, k_retrieve)`` item indices.
     """
 
@@ -220,11 +180,8 @@ def _row_standardise(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class ChainCandidates:
-    """Each user's retrieved candidates with both stages' scores, computed once.
-
-    Ordering them by the ranker, by retrieval, or by any blend of the two is
-    then cheap (:meth:`evaluate`), so the ranker scores every (user, candidate)
-    pair once however many orders are compared.
+    """Each user's retrieved candidates with both stages' scores, computed once, so any
+    blend of the two orders is cheap to evaluate.
 
     Attributes:
         queries: the split's queries (relevant items, features).
@@ -276,12 +233,9 @@ class ChainCandidates:
 def chain_candidates(retrieval_result: RetrievalResult, ranking_model: RankingResult,
                      data: RecData, k_retrieve: int = 100, *, split: str = "test",
                      exclude_seen: bool = True) -> ChainCandidates:
-    """Retrieve ``k_retrieve`` items per user of ``split`` and score each with the ranker.
-
-    The ranking model scores each (user, candidate) pair with the same query
-    features the retrieval model used (all training history, the time of the
-    user's first interaction in the split).
-    """
+    """Retrieve ``k_retrieve`` items per user of ``split`` and score each with the ranker,
+    with the retrieval query's features (all training history, the time of the user's
+    first interaction in the split)."""
     if len(data.splits.get(split, ())) == 0:
         raise DataError(f"the chain needs a non-empty {split!r} split; have "
                         f"{sorted(k for k, v in data.splits.items() if len(v))}")
@@ -303,26 +257,15 @@ def _ranker_scores(ranking_model: RankingResult, queries: QuerySet, ranked: np.n
     return ranking_model.predict(pairs).reshape(n_q, width).astype(np.float64)
 
 
-def tune_ranker_weight(
-    retrieval_result: RetrievalResult,
-    ranking_model: RankingResult,
-    data: RecData,
-    k_retrieve: int = 100,
-    k: int = 10,
-    *,
-    weights: Sequence[float] = BLEND_WEIGHTS,
-    split: str = "validation",
-) -> tuple[float, dict[float, float]]:
-    """Choose how much the ranker's score counts against the retrieval score.
+def tune_ranker_weight(retrieval_result: RetrievalResult, ranking_model: RankingResult,
+                       data: RecData, k_retrieve: int = 100, k: int = 10, *,
+                       weights: Sequence[float] = BLEND_WEIGHTS, split: str = "validation"
+                       ) -> tuple[float, dict[float, float]]:
+    """``(best weight, {weight: NDCG@k on split})`` of the blend ``(1 - w) * z(retrieval)
+    + w * z(ranker)`` (z: standardised over each user's candidates), chosen on ``split``.
 
-    The chain orders candidates by ``(1 - w) * z(retrieval score) + w * z(ranker
-    score)`` (z = standardised over each user's candidates). ``w`` is chosen on
-    ``split`` (validation, never test) to maximise NDCG@k; ``w = 0`` keeps
-    the retrieval order, so a ranker that does not help is switched off rather
-    than allowed to hurt.
-
-    Returns:
-        ``(best weight, {weight: NDCG@k on split})``.
+    ``w = 0`` keeps the retrieval order: a ranker that does not help is switched off
+    rather than allowed to hurt.
     """
     candidates = chain_candidates(retrieval_result, ranking_model, data, k_retrieve, split=split)
     curve = {float(w): candidates.ndcg(w, k) for w in weights}
@@ -330,25 +273,12 @@ def tune_ranker_weight(
     return best, curve
 
 
-def chain_ndcg(
-    retrieval_result: RetrievalResult,
-    ranking_model: RankingResult,
-    data: RecData,
-    k_retrieve: int = 100,
-    k: int = 10,
-    *,
-    split: str = "test",
-    exclude_seen: bool = True,
-    ranker_weight: float = 1.0,
-) -> ChainResult:
-    """Retrieve ``k_retrieve`` items per user of ``split``, re-rank, compare NDCG@k.
-
-    Relevance: the user's items in the split (for ``test``, the held-out
-    item). With ``ranker_weight=1`` candidates are ordered by the ranker
-    alone; below 1 by the blend of :func:`tune_ranker_weight`. To compare
-    several orders of the same candidates, call :func:`chain_candidates` once
-    and :meth:`ChainCandidates.evaluate` per order.
-    """
+def chain_ndcg(retrieval_result: RetrievalResult, ranking_model: RankingResult, data: RecData,
+               k_retrieve: int = 100, k: int = 10, *, split: str = "test",
+               exclude_seen: bool = True, ranker_weight: float = 1.0) -> ChainResult:
+    """Retrieve ``k_retrieve`` items per user of ``split``, re-rank by the blend of
+    :func:`tune_ranker_weight` (1: the ranker alone), compare NDCG@k. For several orders
+    of the same candidates, use :func:`chain_candidates` once and evaluate each."""
     return chain_candidates(retrieval_result, ranking_model, data, k_retrieve, split=split,
                             exclude_seen=exclude_seen).evaluate(k, ranker_weight)
 
@@ -357,11 +287,8 @@ def chain_ndcg(
 
 
 class MultitaskModel(tfrs.Model):
-    """Retrieval towers shared with a rating head, as in the TFRS multitask tutorial.
-
-    ``loss = retrieval_weight * retrieval_loss + rating_weight * rating_loss``.
-    The rating head is an MLP over ``[query embedding, item embedding]``.
-    """
+    """Retrieval towers shared with a rating head (an MLP over ``[query, item]`` embeddings),
+    as in the TFRS multitask tutorial; the losses are weighted."""
 
     def __init__(self, retrieval: RetrievalModel, *, retrieval_weight: float,
                  rating_weight: float, rating_offset: float) -> None:
@@ -395,15 +322,8 @@ class MultitaskModel(tfrs.Model):
 
 @dataclasses.dataclass
 class MultitaskResult:
-    """A jointly trained model, usable both ways.
-
-    Attributes:
-        retrieval: a :class:`RetrievalResult` view (``evaluate_retrieval``,
-            ``chain_ndcg`` and serving accept it).
-        ranking: a :class:`RankingResult`-like view whose ``predict`` uses the
-            rating head (``evaluate_ranking`` accepts it).
-        model: the :class:`MultitaskModel`.
-    """
+    """A jointly trained :class:`MultitaskModel` and its two views: ``retrieval`` (a
+    :class:`RetrievalResult`) and ``ranking`` (whose ``predict`` uses the rating head)."""
 
     retrieval: RetrievalResult
     ranking: _MultitaskRanker
@@ -411,42 +331,23 @@ class MultitaskResult:
 
 
 class _MultitaskRanker(RankingResult):
-    def predict(self, features: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+    def _score(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
         r = self.model.retrieval
-        out = []
-        n = len(features["item"])
-        for s in range(0, n, batch_size):
-            batch = {k: tf.convert_to_tensor(np.asarray(features[k])[s:s + batch_size])
-                     for k in FEATURE_KEYS}
-            query = r.query_tower(batch, training=False)
-            items = r.item_tower(tf.cast(batch["item"], tf.int32), training=False)
-            out.append(self.model.rating(query, items).numpy())
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return self.model.rating(r.query_tower(batch, training=False),
+                                 r.item_tower(tf.cast(batch["item"], tf.int32), training=False))
 
 
-def train_multitask(
-    data: RecData,
-    item_content: np.ndarray | None = None,
-    *,
-    variant: Literal["id", "content", "fused"] = "fused",
-    retrieval_weight: float = 1.0,
-    rating_weight: float = 1.0,
-    epochs: int = 5,
-    batch_size: int = 256,
-    embedding_dim: int = 32,
-    learning_rate: float = 0.01,
-    seed: int = 42,
-    log_q: bool = True,
-    strategy: tf.distribute.Strategy | None = None,
-    progress: bool = True,
-    **model_kwargs: Any,
-) -> MultitaskResult:
+def train_multitask(data: RecData, item_content: np.ndarray | None = None, *,
+                    variant: Literal["id", "content", "fused"] = "fused",
+                    retrieval_weight: float = 1.0, rating_weight: float = 1.0, epochs: int = 5,
+                    batch_size: int = 256, embedding_dim: int = 32, learning_rate: float = 0.01,
+                    seed: int = 42, log_q: bool = True,
+                    strategy: tf.distribute.Strategy | None = None, progress: bool = True,
+                    **model_kwargs: Any) -> MultitaskResult:
     """Joint retrieval + rating model (rating data only), with loss weights.
 
-    The TFRS multitask tutorial's finding: a model weighted towards rating
-    prediction ranks poorly for retrieval and vice versa, and a joint model
-    can do well on both. Compare with separate :func:`train_retrieval` and
-    :func:`~recsys_utils.dcn_ranker.train_ranking` runs at the same budget.
+    The TFRS tutorial's finding: a model weighted towards one task does poorly on the
+    other, and a joint model can do well on both.
     """
     if data.feedback != "rating":
         raise DataError("train_multitask predicts ratings: it needs rating feedback")
@@ -467,64 +368,33 @@ def train_multitask(
     start = time.perf_counter()
     fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
     seconds = time.perf_counter() - start
-    history = {k: [float(x) for x in v] for k, v in fit.history.items()}
-    n = len(train["target"])
     config = dict(variant=variant, retrieval_weight=retrieval_weight, rating_weight=rating_weight,
                   epochs=epochs, batch_size=batch_size, embedding_dim=embedding_dim,
                   learning_rate=learning_rate, seed=seed, log_q=log_q, **model_kwargs)
-    counts = np.bincount(train["item"], minlength=data.n_items).astype(np.int64)
-    retrieval_view = RetrievalResult(f"multitask/{variant}", retrieval, history, seconds,
-                                     epochs * n / seconds, config, data.item_probability, counts)
-    ranking_view = _MultitaskRanker("rating", model, history, seconds, epochs * n / seconds,
-                                    baseline, config)
-    return MultitaskResult(retrieval_view, ranking_view, model)
+    view = RetrievalResult.of(f"multitask/{variant}", retrieval, data, train, config).record(
+        fit.history, seconds, [])
+    ranking_view = _MultitaskRanker("rating", model, view.history, seconds,
+                                    view.examples_per_second, baseline, config)
+    return MultitaskResult(view, ranking_view, model)
 
 
 # ------------------------------------------------------------------------------ export
 
 
-class _RankingModule(tf.Module):
-    def __init__(self, model: Any, history_length: int, click: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.click = click
-        h = history_length
-        self.score = tf.function(self._score, input_signature=[
-            tf.TensorSpec([None], tf.int32, name="user"),
-            tf.TensorSpec([None], tf.int32, name="item"),
-            tf.TensorSpec([None, h], tf.int32, name="history"),
-            tf.TensorSpec([None, h], tf.float32, name="history_mask"),
-            tf.TensorSpec([None], tf.int32, name="hour"),
-            tf.TensorSpec([None], tf.int32, name="dow")])
-
-    def _score(self, user, item, history, history_mask, hour, dow):
-        out = self.model({"user": user, "item": item, "history": history,
-                          "history_mask": history_mask, "hour": hour, "dow": dow},
-                         training=False)
-        return {"score": tf.sigmoid(out) if self.click else out}
-
-
 def export_ranking_model(result: RankingResult, data: RecData, path: Any, *,
                          n_calibration: int = 256, seed: int = 0) -> Any:
-    """Save the ranker as a plain SavedModel (numeric inputs, for TFLite in notebook 06).
+    """Save the ranker as a numeric SavedModel (:func:`~recsys_utils.serving.export_numeric_model`).
 
-    Signature ``serving_default``: ``user, item, hour, dow int32[B]``,
-    ``history int32[B, H]`` (-1 = empty), ``history_mask float32[B, H]`` ->
-    ``{"score": float32[B]}`` (predicted rating, or click probability). A
-    ``calibration.npz`` of ``n_calibration`` training rows sits beside it.
+    Signature: ``user, item, hour, dow int32[B]``, ``history int32[B, H]`` (-1 = empty),
+    ``history_mask float32[B, H]`` -> ``{"score": float32[B]}`` (predicted rating, or
+    click probability).
     """
-    from pathlib import Path
+    model, click = result.model, result.target == "click"
 
-    from .artifacts import atomic_dir, save_module
+    def score(features: dict[str, tf.Tensor]) -> tf.Tensor:
+        out = model(features, training=False)
+        return tf.sigmoid(out) if click else out
 
-    module = _RankingModule(result.model, data.history_length, result.target == "click")
-    train = data.examples["train"]
-    rows = np.random.default_rng(seed).choice(len(train["item"]),
-                                              min(n_calibration, len(train["item"])),
-                                              replace=False)
-    with atomic_dir(path) as tmp:
-        save_module(module, tmp, signatures={"serving_default": module.score})
-        np.savez(Path(tmp) / "calibration.npz", **{
-            k: np.asarray(train[k][rows], np.float32 if k == "history_mask" else np.int32)
-            for k in FEATURE_KEYS})
-    return Path(path)
+    return export_numeric_model(model, score, ("user", "item", "history", "history_mask", "hour",
+                                               "dow"), data, path, output="score",
+                                n_calibration=n_calibration, seed=seed)

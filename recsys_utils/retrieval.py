@@ -1,14 +1,8 @@
-"""Training plumbing and evaluation of retrieval models (notebook 04).
-
-The model itself (towers, ``tfrs.Model``, ``train_retrieval``) is written in
-notebook 04 and generated into :mod:`recsys_utils.two_tower`. This module holds
-what every model shares: the training examples (:func:`training_examples`),
-the trained result (:class:`RetrievalResult`) and early stopping
-(:class:`ValidationRecall`); evaluation over the whole catalogue with seen
-items removed (:func:`evaluate_retrieval`, :func:`retrieval_table`), warm
-(``test``) and cold-start (``test_cold``) apart; paired bootstrap comparisons;
-new-item exposure (:class:`NewItemBoost`); and the TFRS tutorial's protocol
-(:func:`tfrs_protocol_metrics`).
+"""Training plumbing and evaluation of retrieval models (notebook 04; the model itself is
+:mod:`recsys_utils.two_tower`): training examples, :class:`RetrievalResult`, early stopping,
+evaluation over the whole catalogue with seen items removed (warm ``test`` and cold-start
+``test_cold`` apart), paired bootstrap comparisons, new-item exposure and the TFRS
+tutorial's protocol.
 """
 
 from __future__ import annotations
@@ -16,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from typing import Any, Literal
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
@@ -30,25 +24,21 @@ from .features import RecData, build_features
 from .schema import DataError
 
 __all__ = [
-    "NewItemBoost",
-    "RetrievalResult",
-    "ValidationRecall",
-    "best_by_validation",
-    "evaluate_retrieval",
-    "leave_one_out_history",
-    "match_new_item_exposure",
-    "new_item_exposure",
-    "paired_comparison",
-    "popularity",
-    "rank_items",
-    "recommend",
-    "retrieval_table",
-    "tfrs_protocol_metrics",
-    "training_examples",
+    "NewItemBoost", "RetrievalResult", "ValidationRecall", "best_by_validation",
+    "evaluate_retrieval", "leave_one_out_history", "match_new_item_exposure",
+    "new_item_exposure", "paired_comparison", "popularity", "rank_items", "recommend",
+    "retrieval_table", "tfrs_protocol_metrics", "training_examples",
 ]
 
 #: Features the query tower reads.
 QUERY_KEYS = ("user", "history", "history_mask", "hour", "dow")
+
+
+def in_batches(fn: Callable[[dict[str, tf.Tensor]], Any], features: Mapping[str, np.ndarray],
+               keys: Sequence[str], batch_size: int) -> list[Any]:
+    """``fn({key: tensor})`` on consecutive ``batch_size``-row slices of ``features[keys]``."""
+    return [fn({k: tf.convert_to_tensor(np.asarray(features[k])[s:s + batch_size]) for k in keys})
+            for s in range(0, len(features[keys[0]]), batch_size)]
 
 
 # ------------------------------------------------------------------------------ training
@@ -59,16 +49,10 @@ class RetrievalResult:
     """A trained retrieval variant.
 
     Attributes:
-        variant: the variant's name (``popularity``, ``id``, ``fused``...).
-        model: the :class:`~recsys_utils.two_tower.RetrievalModel` (``None`` for
-            popularity).
-        history: per-epoch training logs (``{"loss": [...], ...}``) and each
-            epoch's wall time (``"epoch_seconds"``; the first includes tracing).
-        train_seconds: wall time of ``fit``.
-        examples_per_second: training examples processed per second.
-        config: the training arguments.
-        item_probability: ``(n_items,)`` the sampling probabilities used for
-            the log-Q correction (training frequency).
+        model: the :class:`~recsys_utils.two_tower.RetrievalModel` (``None`` for popularity).
+        history: per-epoch training logs, and each epoch's wall time (``"epoch_seconds"``;
+            the first includes tracing).
+        item_probability: ``(n_items,)`` the log-Q sampling probabilities (training frequency).
         item_counts: ``(n_items,)`` training counts (popularity scores).
     """
 
@@ -90,8 +74,7 @@ class RetrievalResult:
 
     def record(self, history: Mapping[str, list[float]], seconds: float,
                callbacks: Sequence[tf.keras.callbacks.Callback]) -> RetrievalResult:
-        """Store a ``fit``'s per-epoch logs and wall time, and what its callbacks measured
-        (:class:`~recsys_utils.callbacks.EpochClock`, :class:`ValidationRecall`)."""
+        """Store a ``fit``'s logs and wall time, and what its callbacks measured."""
         self.history = {k: [float(x) for x in v] for k, v in history.items()}
         self.train_seconds = seconds
         epochs_run = len(self.history.get("loss", ()))
@@ -119,20 +102,17 @@ class RetrievalResult:
         n = len(features["user"])
         if self.model is None:
             return np.ones((n, 1), np.float32)
-        out = []
-        for s in range(0, n, batch_size):
-            batch = {k: tf.convert_to_tensor(np.asarray(features[k])[s:s + batch_size])
-                     for k in QUERY_KEYS}
-            out.append(self.model.query_embedding(batch).numpy())
+        out = [e.numpy() for e in in_batches(self.model.query_embedding, features, QUERY_KEYS,
+                                             batch_size)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
 
 
 def training_examples(data: RecData, train_history: str = "before") -> dict[str, np.ndarray]:
     """The training interactions as model inputs: the query features and ``item``, ``(N, ...)``.
 
-    ``train_history``: ``"before"``, each example's history is the user's items strictly
-    before it (next-item prediction); ``"leave_one_out"``, the user's last training items
-    minus the example's own item, which is what an evaluation query sees.
+    ``train_history``: ``"before"``, the user's items strictly before each example
+    (next-item prediction); ``"leave_one_out"``, the user's last training items minus the
+    example's own item (what an evaluation query sees).
     """
     train = {k: data.examples["train"][k] for k in (*QUERY_KEYS, "item")}
     if train_history == "leave_one_out":
@@ -157,12 +137,8 @@ def popularity(data: RecData, train: Mapping[str, np.ndarray], config: dict[str,
 
 
 class ValidationRecall(tf.keras.callbacks.Callback):
-    """Early stopping on a validation retrieval metric with best-weights restore.
-
-    After each epoch the validation users are ranked over the whole catalogue
-    (seen items removed), exactly as :func:`evaluate_retrieval` does, and
-    ``metric`` (``"recall@50"``, ``"ndcg@10"``, ...) is read.
-    """
+    """Early stopping on a validation :func:`evaluate_retrieval` ``metric`` (``"recall@50"``,
+    ``"ndcg@10"``, ...), restoring the best weights."""
 
     def __init__(self, result: RetrievalResult, data: RecData, *, patience: int = 2,
                  metric: str = "recall@50") -> None:
@@ -195,14 +171,8 @@ class ValidationRecall(tf.keras.callbacks.Callback):
 
 def leave_one_out_history(data: RecData, user: np.ndarray, item: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Each example's query history: the user's last ``H`` training items, minus its own item.
-
-    Args:
-        user, item: ``(n,)`` the training examples' user and item indices.
-
-    Returns:
-        ``(history, mask)``: ``(n, H)`` int32 (``-1`` where empty) and float32.
-    """
+    """``(history, mask)`` ``(n, H)`` int32 (``-1`` where empty) and float32: the last ``H``
+    training items of each example's user (``user``, ``item``: ``(n,)``), minus its own item."""
     history, mask = data.history_for(np.asarray(user), None)
     own = history == np.asarray(item)[:, None]
     return (np.where(own, -1, history).astype(np.int32),
@@ -212,21 +182,8 @@ def leave_one_out_history(data: RecData, user: np.ndarray, item: np.ndarray
 # ------------------------------------------------------------------------------ evaluation
 
 
-def _pad(ranked: np.ndarray, length: int) -> np.ndarray:
-    if ranked.shape[1] >= length:
-        return ranked
-    pad = np.full((len(ranked), length - ranked.shape[1]), -1, dtype=ranked.dtype)
-    return np.concatenate([ranked, pad], axis=1)
-
-
-def rank_items(
-    query_embeddings: np.ndarray,
-    item_embeddings: np.ndarray,
-    k: int,
-    *,
-    exclude: Any = None,
-    candidates: np.ndarray | None = None,
-) -> np.ndarray:
+def rank_items(query_embeddings: np.ndarray, item_embeddings: np.ndarray, k: int, *,
+               exclude: Any = None, candidates: np.ndarray | None = None) -> np.ndarray:
     """Top-``k`` item indices ``(n_q, k)`` by dot product, ``-1``-padded.
 
     ``candidates`` (item indices) restricts the ranking to a subset of the
@@ -243,39 +200,27 @@ def rank_items(
                                           exclude=exclude)
     if candidates is not None:
         ranked = np.where(ranked >= 0, candidates[np.maximum(ranked, 0)], -1)
-    return _pad(ranked, k)
+    return np.pad(ranked, ((0, 0), (0, max(k - ranked.shape[1], 0))), constant_values=-1)
 
 
-def evaluate_retrieval(
-    result: RetrievalResult,
-    data: RecData,
-    split: str = "test",
-    ks: Sequence[int] = (10, 50, 100),
-    exclude_seen: bool = True,
-    *,
-    candidates: Literal["all", "cold"] = "all",
-    per_query: bool = False,
-) -> dict[str, Any] | pd.DataFrame:
+def evaluate_retrieval(result: RetrievalResult, data: RecData, split: str = "test",
+                       ks: Sequence[int] = (10, 50, 100), exclude_seen: bool = True, *,
+                       candidates: Literal["all", "cold"] = "all", per_query: bool = False
+                       ) -> dict[str, Any] | pd.DataFrame:
     """Retrieval metrics of ``result`` on one split, ranking over the catalogue.
 
-    For each user of ``split``: query embedding from all their training
-    history, dot product with every candidate's embedding, top ``max(ks)``
-    (:func:`recsys_utils.metrics.brute_force_top_k`; with ``exclude_seen`` the
-    user's training items are removed first), relevant = the user's items in
-    the split, metrics from :func:`recsys_utils.metrics.retrieval_metrics`.
+    Each user of ``split`` queries with all their training history (training items
+    removed with ``exclude_seen``); relevant = the user's items in the split.
 
     Args:
         split: ``"test"`` (warm items), ``"test_cold"``, or ``"validation"``.
-        candidates: ``"all"`` ranks the whole catalogue (warm and cold items
-            compete: the realistic, hard test); ``"cold"`` ranks only the cold
-            items (relevant items outside that set cannot be found). A list
-            shorter than ``max(ks)`` is padded with "no item".
-        per_query: return the per-query DataFrame (for
-            :func:`~recsys_utils.metrics.bootstrap_ci`).
+        candidates: ``"all"`` ranks the whole catalogue (warm and cold items compete);
+            ``"cold"`` only the cold items (lists shorter than ``max(ks)`` are padded).
+        per_query: return the per-query DataFrame (for :func:`~recsys_utils.metrics.bootstrap_ci`).
 
     Returns:
-        ``{"variant", "split", "candidates", "recall@10", ..., "ndcg@K",
-        "hit_rate@K", "mrr", "n_queries", "n_excluded"}``.
+        ``{"variant", "split", "candidates", "recall@K", "ndcg@K", "hit_rate@K", "mrr",
+        "n_queries", "n_excluded"}``.
     """
     queries = data.queries(split)
     q = result.query_embeddings(queries.features)
@@ -295,40 +240,27 @@ def evaluate_retrieval(
     return {"variant": result.variant, "split": split, "candidates": candidates, **out}
 
 
-def retrieval_table(
-    results: Iterable[RetrievalResult],
-    data: RecData,
-    ks: Sequence[int] = (10, 50, 100),
-    *,
-    settings: Sequence[tuple[str, str]] = (("test", "all"), ("test_cold", "all"),
-                                           ("test_cold", "cold")),
-) -> pd.DataFrame:
-    """One row per (variant, split, candidate set): the notebook's results table.
-
-    Splits that are empty in ``data`` are skipped. Training time and
-    throughput are added as columns (NaN for a model that has none, such as
-    a :class:`NewItemBoost`).
-    """
-    rows = []
-    for result in results:
-        for split, pool in settings:
-            if len(data.splits.get(split, ())) == 0 or (pool == "cold" and not len(data.cold_items)):
-                continue
-            row = evaluate_retrieval(result, data, split, ks, candidates=pool)
-            row["train_seconds"] = getattr(result, "train_seconds", np.nan)
-            row["examples_per_second"] = getattr(result, "examples_per_second", np.nan)
-            rows.append(row)
-    return pd.DataFrame(rows)
+def retrieval_table(results: Iterable[RetrievalResult], data: RecData,
+                    ks: Sequence[int] = (10, 50, 100), *,
+                    settings: Sequence[tuple[str, str]] = (
+                        ("test", "all"), ("test_cold", "all"), ("test_cold", "cold")),
+                    ) -> pd.DataFrame:
+    """One row per (variant, split, candidate set), empty splits skipped, with training time
+    and throughput (NaN for a model without, such as a :class:`NewItemBoost`)."""
+    return pd.DataFrame([
+        {**evaluate_retrieval(result, data, split, ks, candidates=pool),
+         "train_seconds": getattr(result, "train_seconds", np.nan),
+         "examples_per_second": getattr(result, "examples_per_second", np.nan)}
+        for result in results for split, pool in settings
+        if len(data.splits.get(split, ())) and (pool != "cold" or len(data.cold_items))])
 
 
 def recommend(result: Any, data: RecData, user_ids: Sequence[str], k: int = 10, *,
               exclude_seen: bool = True) -> np.ndarray:
     """Top-``k`` item ids for each user id: ``(n_users, k)`` strings, ``""`` where no item is left.
 
-    ``result``: a trained :class:`RetrievalResult` (or anything with
-    ``query_embeddings`` / ``item_embeddings``). Each query is the user's
-    training history; an unknown user gets the out-of-vocabulary user and an
-    empty history. With ``exclude_seen`` the user's training items are left out.
+    ``result``: anything with ``query_embeddings`` / ``item_embeddings``. Unknown users get
+    the OOV user and an empty history.
     """
     if k < 1:
         raise DataError(f"k must be >= 1, got {k}")
@@ -341,12 +273,8 @@ def recommend(result: Any, data: RecData, user_ids: Sequence[str], k: int = 10, 
 
 
 def best_by_validation(models: Mapping[str, Any], data: RecData, metric: str = "ndcg@10") -> str:
-    """The name of the model with the best ``metric`` on the validation users.
-
-    ``models``: name -> anything :func:`evaluate_retrieval` scores (a
-    :class:`RetrievalResult` or a :class:`~recsys_utils.baselines.Baseline`).
-    The first name wins a tie. Test users are never looked at.
-    """
+    """The name of the model (anything :func:`evaluate_retrieval` scores) with the best
+    ``metric`` on the validation users; the first wins a tie."""
     if not models:
         raise DataError("best_by_validation needs at least one model")
     k = int(metric.partition("@")[2] or 10)
@@ -358,11 +286,8 @@ def best_by_validation(models: Mapping[str, Any], data: RecData, metric: str = "
 def paired_comparison(a: Any, b: Any, data: RecData, split: str = "test",
                       metric: str = "ndcg@10", *, candidates: str = "all",
                       n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """``a`` against ``b`` on the same users, with a 95% bootstrap interval of the difference.
-
-    Both are ranked over the catalogue by :func:`evaluate_retrieval`; the
-    per-user differences of ``metric`` are resampled over users
-    (:func:`recsys_utils.metrics.bootstrap_ci`). An interval containing 0 is a tie.
+    """``a`` against ``b`` on the same users (:func:`evaluate_retrieval`), with a 95% bootstrap
+    interval of the per-user difference of ``metric``. An interval containing 0 is a tie.
 
     Returns:
         ``{"a", "b", "split", "metric", "value_a", "value_b", "difference",
@@ -383,19 +308,12 @@ def paired_comparison(a: Any, b: Any, data: RecData, split: str = "test",
 
 
 class NewItemBoost:
-    """``model`` with the score of every item unseen in training raised by ``shift``.
+    """``model`` (anything with ``query_embeddings`` / ``item_embeddings``) with the score of
+    every item unseen in training (``~data.warm_items``) raised by ``shift``.
 
-    How far to promote new items is a choice, not something the training data
-    can teach: every new item has the same unknown-item bias, and raising it
-    moves new items up every list at the cost of old ones. The boosted score
-    is still one dot product (queries get a trailing 1, items ``shift`` if new
-    else 0), so it serves from the same index.
-
-    Args:
-        model: anything with ``query_embeddings(features)`` and
-            ``item_embeddings()`` (a :class:`RetrievalResult`, a baseline).
-        data: gives ``warm_items``; the others are "new".
-        shift: added to every new item's score.
+    Training cannot teach how far to promote new items: they all share the unknown-item
+    bias. The boosted score is still one dot product (queries get a trailing 1, items
+    ``shift`` if new else 0), so it serves from the same index.
     """
 
     def __init__(self, model: Any, data: RecData, shift: float, *, variant: str | None = None
@@ -406,29 +324,25 @@ class NewItemBoost:
         self._new = ~data.warm_items
 
     def query_embeddings(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        return _shift_columns(self.model.query_embeddings(features), None, self._new, self.shift)[0]
+        return _with_one(self.model.query_embeddings(features))
 
     def item_embeddings(self) -> np.ndarray:
-        return _shift_columns(None, self.model.item_embeddings(), self._new, self.shift)[1]
+        return _with_shift(self.model.item_embeddings(), self._new, self.shift)
 
 
-def _shift_columns(query: np.ndarray | None, items: np.ndarray | None, new: np.ndarray,
-                   shift: float) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Queries with a trailing 1 and items with ``shift`` where ``new`` (else 0): one dot product."""
-    if query is not None:
-        query = np.concatenate([query, np.ones((len(query), 1), np.float32)], axis=1)
-    if items is not None:
-        items = np.concatenate([items, np.where(new, shift, 0.0).astype(np.float32)[:, None]],
-                               axis=1)
-    return query, items
+def _with_one(query: np.ndarray) -> np.ndarray:
+    return np.concatenate([query, np.ones((len(query), 1), np.float32)], axis=1)
+
+
+def _with_shift(items: np.ndarray, new: np.ndarray, shift: float) -> np.ndarray:
+    """Items with a last column of ``shift`` where ``new`` (else 0), against queries' 1."""
+    return np.concatenate([items, np.where(new, shift, 0.0).astype(np.float32)[:, None]], axis=1)
 
 
 def new_item_exposure(model: Any, data: RecData, split: str = "validation", k: int = 50) -> float:
     """Mean share of new items (unseen in training) in the users' top ``k``, seen items removed.
 
-    Reads only the users of ``split`` and their training histories, no labels:
-    an exposure budget that can be matched on validation users without
-    looking at which new items anyone picked.
+    Reads no labels of ``split``, only its users, so it can be matched on validation users.
     """
     queries = data.queries(split)
     return _new_share(model.query_embeddings(queries.features), model.item_embeddings(),
@@ -437,9 +351,9 @@ def new_item_exposure(model: Any, data: RecData, split: str = "validation", k: i
 
 def _new_share(query: np.ndarray, items: np.ndarray, exclude: Any, new: np.ndarray, k: int,
                shift: float = 0.0) -> float:
-    """Mean share of ``new`` items in each query's top ``k`` with ``shift`` added to their scores."""
+    """Mean share of ``new`` items in each query's top ``k``, ``shift`` added to their scores."""
     if shift:
-        query, items = _shift_columns(query, items, new, shift)
+        query, items = _with_one(query), _with_shift(items, new, shift)
     ranked = rank_items(query, items, k, exclude=exclude)
     valid = ranked >= 0
     hits = new[np.maximum(ranked, 0)] & valid
@@ -449,10 +363,8 @@ def _new_share(query: np.ndarray, items: np.ndarray, exclude: Any, new: np.ndarr
 def match_new_item_exposure(model: Any, data: RecData, target: float, *,
                             split: str = "validation", k: int = 50, tolerance: float = 0.002,
                             max_shift: float = 20.0) -> NewItemBoost:
-    """``model`` boosted (:class:`NewItemBoost`) so that its new-item exposure
-    (:func:`new_item_exposure` on ``split``) matches ``target``: two models
-    compared at the same share of slots given to new items. Bisection on the
-    shift (exposure grows with it); raises if ``target`` is out of reach."""
+    """``model`` boosted (:class:`NewItemBoost`) so that its :func:`new_item_exposure` on
+    ``split`` matches ``target``, by bisection on the shift; raises if out of reach."""
     if not 0.0 <= target <= 1.0:
         raise DataError(f"target exposure must be a share in [0, 1], got {target}")
     queries = data.queries(split)
@@ -478,36 +390,21 @@ def match_new_item_exposure(model: Any, data: RecData, target: float, *,
 # ------------------------------------------------------------------------------ TFRS protocol
 
 
-def tfrs_protocol_metrics(
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    items: pd.DataFrame,
-    budgets: Mapping[str, Mapping[str, Any]],
-    *,
-    item_content: np.ndarray | None = None,
-    history_length: int = 0,
-    seed: int = 42,
-    ks: Sequence[int] = (1, 5, 10, 50, 100),
-    progress: bool = True,
-) -> pd.DataFrame:
+def tfrs_protocol_metrics(train: pd.DataFrame, test: pd.DataFrame, items: pd.DataFrame,
+                          budgets: Mapping[str, Mapping[str, Any]], *,
+                          item_content: np.ndarray | None = None, history_length: int = 0,
+                          seed: int = 42, ks: Sequence[int] = (1, 5, 10, 50, 100),
+                          progress: bool = True) -> pd.DataFrame:
     """Top-K accuracy under the TFRS basic-retrieval tutorial's protocol.
 
-    Train each model of ``budgets`` on ``train`` (the tutorial's 80,000
-    ratings, :func:`recsys_utils.data.tfrs_protocol_split`), then
-    ``model.evaluate`` every rating of ``test`` with a
-    ``tfrs.metrics.FactorizedTopK`` metric over *all* items (no seen-item
-    removal, as in the tutorial).
-
-    Args:
-        budgets: label -> :func:`~recsys_utils.two_tower.train_retrieval` keywords, ``variant``
-            included (e.g. ``{"id": dict(variant="id", epochs=3, ...)}``).
-            There is no validation split: ``early_stopping`` is refused.
-        history_length: ``H`` of the queries' history (the user's training
-            ratings; a random split has no time order, so the history is a bag).
+    Each model of ``budgets`` (label -> :func:`~recsys_utils.two_tower.train_retrieval`
+    keywords, ``variant`` included; no ``early_stopping``: there is no validation split)
+    trains on ``train`` and is scored on every rating of ``test`` by a
+    ``tfrs.metrics.FactorizedTopK`` over *all* items (no seen-item removal). The queries'
+    history is the user's last ``history_length`` training ratings (a bag: no time order).
 
     Returns:
-        DataFrame indexed by label with ``top_K_accuracy`` columns (the share of
-        test ratings whose item is in the user's top K) and ``train_seconds``.
+        DataFrame indexed by label: ``top_K_accuracy`` columns and ``train_seconds``.
     """
     from types import SimpleNamespace
 
@@ -525,20 +422,19 @@ def tfrs_protocol_metrics(
         variant = budget.pop("variant")
         result = train_retrieval(variant, data, item_content, seed=seed, progress=progress,
                                  **budget)
-        model = result.model
+        candidates = result.item_embeddings()
         index = tfrs.layers.factorized_top_k.BruteForce(k=max(ks))
-        index.index(tf.constant(result.item_embeddings()), tf.range(data.n_items, dtype=tf.int32))
+        index.index(tf.constant(candidates), tf.range(data.n_items, dtype=tf.int32))
         examples = dict(data.examples["test"])
         # Every test rating asks with the user's whole training history, as a served query would.
         examples["history"], examples["history_mask"] = data.history_for(examples["user"], None)
-        queries, candidates = result.query_embeddings(examples), result.item_embeddings()
+        queries = result.query_embeddings(examples)
         metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)
         for start in range(0, len(queries), 4096):
             batch = examples["item"][start:start + 4096]
             metric.update_state(tf.constant(queries[start:start + 4096]),
                                 tf.constant(candidates[batch]),
                                 true_candidate_ids=tf.constant(batch))
-        row = {f"top_{k}_accuracy": float(v) for k, v in zip(ks, metric.result())}
-        row["train_seconds"] = result.train_seconds
-        rows[label] = row
+        rows[label] = {**{f"top_{k}_accuracy": float(v) for k, v in zip(ks, metric.result())},
+                       "train_seconds": result.train_seconds}
     return pd.DataFrame.from_dict(rows, orient="index")

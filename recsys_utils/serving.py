@@ -1,46 +1,12 @@
-"""Serving a trained retrieval model: exact and ScaNN indexes, latency, SavedModel.
+"""Serving a trained retrieval model: exact and ScaNN indexes, SavedModels, latency.
 
-The served model takes a user id string and a request time, and returns the
-top-K item id strings with their scores. Everything the query tower needs is
-inside the model: a string -> index hash table for user ids (unknown ids map to
-the OOV index 0, whose history is empty), and each user's last ``H`` training
-items as a constant table, so a client sends nothing but the id::
-
-    brute = serving.build_brute_force(result, data, k=100)
-    scann = serving.build_scann(result, data, k=100)
-    serving.scann_recall_at_k(scann, brute, data.vocab.user_ids[1:200], k=10)
-    path = serving.export_serving_model(scann, "artifacts/models/retrieval_scann")
-    loaded = serving.load_serving_model(path)
-    ids, scores = loaded.recommend(["u0001"], timestamps=[1_700_000_000])
-
-Seen items are *not* removed by the served model (evaluation removes them);
-a production service would filter the returned list against the user's
-history or query ``k + |history|`` items and drop those.
-
-Two exports answer the same signature. :func:`export_serving_model` of a
-ScaNN index is the fast one, but its graph holds ScaNN's custom ops: loading it
-needs the ``scann`` package's op library, which stock TensorFlow Serving does
-not link. :func:`export_portable_serving_model` holds brute force over the
-item embeddings (a matmul and ``top_k``): only TensorFlow's own ops, so stock
-TensorFlow Serving or any TensorFlow loads it, at ``O(n_items)`` per request
-(``docs/serving.md``). :func:`custom_ops` lists what a SavedModel needs beyond
-TensorFlow::
-
-    portable = serving.export_portable_serving_model(brute, "artifacts/models/retrieval_portable")
-    assert not serving.custom_ops(portable)
-
-ScaNN is approximate: it partitions the item embeddings into ``num_leaves``
-clusters, searches the ``num_leaves_to_search`` nearest ones with
-asymmetric-hashing (quantised) scores, and re-scores the best
-``num_reordering_candidates`` exactly. :func:`scann_recall_at_k` measures how
-much of the exact top-K it keeps. A SavedModel holding a ScaNN index must be
-saved with ``tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])`` (the
-ScaNN ops live in that namespace), and loading it needs ``scann`` imported.
-
-Every ScaNN index of the course is built here: :func:`scann_layer` (the TFRS
-layer behind :func:`build_scann` and product search's export) and
-:func:`scann_search` (quantized scoring of a whole table, notebook 06's index
-variants). Requests are timed by :mod:`recsys_utils.latency`.
+The served model takes a user id string and a request time and returns the
+top-K item id strings with their scores; the user vocabulary (unknown ids: the
+OOV index 0, empty history) and every user's last ``H`` training items are
+baked in. Seen items are *not* removed. A ScaNN export needs the ``scann`` op
+library to load; :func:`export_portable_serving_model` holds brute force with
+TensorFlow's own ops only (``docs/serving.md``). Every ScaNN index of the course
+is built here (:func:`scann_layer`, :func:`scann_search`).
 """
 
 from __future__ import annotations
@@ -48,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import Any, Literal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
@@ -60,52 +26,34 @@ from . import metrics
 from .artifacts import atomic_dir, save_module
 from .features import RecData
 from .latency import Timing, time_requests
-from .retrieval import RetrievalResult
+from .retrieval import QUERY_KEYS, RetrievalResult, in_batches
 from .schema import DataError
 
 __all__ = [
-    "LoadedServingModel",
-    "UserQueryModel",
-    "build_brute_force",
-    "build_scann",
-    "scann_layer",
-    "scann_num_leaves",
-    "scann_search",
-    "export_towers",
-    "load_towers",
-    "custom_ops",
-    "export_portable_serving_model",
-    "export_serving_model",
-    "load_serving_model",
-    "saved_model_ops",
-    "scann_ops",
-    "request_latency",
-    "recommend",
-    "same_top_k",
-    "top_k_agreement",
-    "scann_recall_at_k",
-    "scann_sweep",
-    "ScannSweep",
+    "LoadedServingModel", "ScannSweep", "UserQueryModel", "build_brute_force", "build_scann",
+    "custom_ops", "export_numeric_model", "export_portable_serving_model", "export_serving_model",
+    "export_towers", "load_serving_model", "load_towers", "recommend", "request_latency",
+    "same_top_k", "saved_model_ops", "scann_layer", "scann_num_leaves", "scann_ops",
+    "scann_recall_at_k", "scann_search", "scann_sweep", "top_k_agreement",
 ]
 
+# The ScaNN ops live in the "Scann" namespace, which SaveOptions must allow.
 SCANN_SAVE_OPTIONS = {"namespace_whitelist": ["Scann"]}
+QUERY_INPUTS = QUERY_KEYS
+TopK = tfrs.layers.factorized_top_k.TopK
 
 
 class UserQueryModel(tf.keras.Model):
     """``{"user_id": (B,) string, "timestamp": (B,) int64}`` -> ``(B, dim)`` query embeddings.
 
-    The user vocabulary and every user's training history are baked in as
-    tables, so the model needs only the id (and the request time for the
-    hour / day-of-week context).
+    The user vocabulary and every user's training history are baked in as tables.
     """
 
     def __init__(self, result: RetrievalResult, data: RecData, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if result.model is None:
             raise DataError(f"variant {result.variant!r} has no query tower to serve")
-        # The query tower's weights, and the computation that serves them (the item-bias column
-        # included). Tracking the whole RetrievalModel would ask Keras to serialize a model
-        # that is never called as a layer ("not built").
+        # Track the query tower only: Keras cannot serialize the whole (never called) model.
         self.query_tower = result.model.query_tower
         self.profile = result.model.profile  # the content-profile columns, when the model has them
         self._query_embedding = result.model.query_embedding
@@ -122,19 +70,13 @@ class UserQueryModel(tf.keras.Model):
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         user = self.user_table.lookup(tf.cast(inputs["user_id"], tf.string))
         ts = tf.cast(inputs["timestamp"], tf.int64)
-        features = {
+        return self._query_embedding({
             "user": user,
             "history": tf.gather(self.histories, user),
             "history_mask": tf.gather(self.history_masks, user),
             "hour": tf.cast((ts // 3600) % 24, tf.int32),
             "dow": tf.cast((ts // 86400 + 3) % 7, tf.int32),  # 1970-01-01: Thursday
-        }
-        return self._query_embedding(features)
-
-
-def _item_embeddings_and_ids(result: RetrievalResult, data: RecData) -> tuple[tf.Tensor, tf.Tensor]:
-    return (tf.constant(result.item_embeddings()),
-            tf.constant(data.vocab.item_ids.astype(str), tf.string))
+        })
 
 
 def _as_queries(queries: Any, timestamps: Any | None = None) -> dict[str, tf.Tensor]:
@@ -155,7 +97,8 @@ def build_brute_force(result: RetrievalResult, data: RecData, *, k: int = 100,
     """Exact index over all items (identifiers: item id strings), querying by user id."""
     query_model = query_model or UserQueryModel(result, data)
     index = tfrs.layers.factorized_top_k.BruteForce(query_model, k=min(k, data.n_items))
-    index.index(*_item_embeddings_and_ids(result, data))
+    index.index(tf.constant(result.item_embeddings()),
+                tf.constant(data.vocab.item_ids.astype(str), tf.string))
     return index
 
 
@@ -164,26 +107,16 @@ def scann_num_leaves(n_items: int) -> int:
     return int(np.clip(round(np.sqrt(n_items)), 1, 2000))
 
 
-def scann_layer(
-    query_model: tf.keras.Model,
-    item_vectors: np.ndarray,
-    item_ids: Sequence[str],
-    *,
-    k: int,
-    num_leaves: int,
-    num_leaves_to_search: int,
-    num_reordering_candidates: int | None = None,
-    dimensions_per_block: int = 2,
-) -> tfrs.layers.factorized_top_k.ScaNN:
-    """A TFRS ScaNN index over ``item_vectors`` ``(n_items, d)``, answering ``query_model``'s queries.
+def scann_layer(query_model: tf.keras.Model, item_vectors: np.ndarray, item_ids: Sequence[str],
+                *, k: int, num_leaves: int, num_leaves_to_search: int,
+                num_reordering_candidates: int | None = None, dimensions_per_block: int = 2
+                ) -> tfrs.layers.factorized_top_k.ScaNN:
+    """A TFRS ScaNN index over ``item_vectors`` ``(n_items, d)`` answering ``query_model``.
 
-    The one ScaNN index build of the course (:func:`build_scann`, product
-    search's :func:`recsys_utils.search_serving.export_search_model`):
     ``num_leaves`` partitions (at most ``n_items``), ``num_leaves_to_search`` of
-    them searched with asymmetric-hashing scores, ``dimensions_per_block``
-    dimensions per 4-bit code, and the best ``num_reordering_candidates``
-    (default ``max(4k, 200)``: the quantised scores only shortlist) re-scored
-    exactly. Identifiers are ``item_ids`` as strings.
+    them scored by asymmetric hashing (``dimensions_per_block`` dimensions per
+    4-bit code), and the best ``num_reordering_candidates`` (default
+    ``max(4k, 200)``: quantised scores only shortlist) re-scored exactly.
     """
     n = len(item_vectors)
     num_leaves = min(num_leaves, n)
@@ -199,28 +132,18 @@ def scann_layer(
     return index
 
 
-def scann_search(
-    queries: np.ndarray,
-    table: np.ndarray,
-    k: int = 10,
-    *,
-    scoring: Literal["int8", "ah"] = "ah",
-    dimensions_per_block: int = 2,
-    anisotropic_quantization_threshold: float = 0.2,
-    reorder: int | None = None,
-    seed_threads: int = 1,
-) -> tuple[np.ndarray, Any]:
+def scann_search(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
+                 scoring: Literal["int8", "ah"] = "ah", dimensions_per_block: int = 2,
+                 anisotropic_quantization_threshold: float = 0.2, reorder: int | None = None,
+                 seed_threads: int = 1) -> tuple[np.ndarray, Any]:
     """Top-k by a ScaNN searcher with quantized scoring over the whole table (no tree).
 
     Args:
-        scoring: ``"int8"``: brute force over int8 scalar-quantized rows
-            (ScaNN's ``score_brute_force(quantize=INT8)``); ``"ah"``: asymmetric
-            hashing, each block of ``dimensions_per_block`` dimensions coded as
-            one of 16 centres (4 bits), scored against the float query through
-            lookup tables; anisotropic loss weights the error parallel to the
-            vector (what matters for dot products) by the threshold.
-        reorder: re-score this many AH candidates with exact float dot products
-            (``None``: report the quantized ranking itself).
+        scoring: ``"int8"``: brute force over int8 scalar-quantized rows;
+            ``"ah"``: asymmetric hashing, each block of ``dimensions_per_block``
+            dimensions coded as one of 16 centres, the anisotropic loss weighting
+            the error parallel to the vector (what dot products see) by the threshold.
+        reorder: re-score this many AH candidates exactly (``None``: the quantized ranking).
 
     Returns:
         ``(indices (n_queries, k) int64, searcher)``.
@@ -236,46 +159,34 @@ def scann_search(
     elif scoring == "ah":
         if len(db) < 16:
             raise DataError(f"asymmetric hashing needs >= 16 rows to train, got {len(db)}")
-        builder = builder.score_ah(dimensions_per_block,
-                                   anisotropic_quantization_threshold=anisotropic_quantization_threshold,
-                                   training_sample_size=len(db))
+        builder = builder.score_ah(
+            dimensions_per_block, training_sample_size=len(db),
+            anisotropic_quantization_threshold=anisotropic_quantization_threshold)
         if reorder:
             builder = builder.reorder(int(reorder))
     else:
         raise DataError(f"scoring must be 'int8' or 'ah', got {scoring!r}")
     searcher = builder.build()
-    idx, _ = searcher.search_batched(np.ascontiguousarray(queries, np.float32), final_num_neighbors=k)
+    idx, _ = searcher.search_batched(np.ascontiguousarray(queries, np.float32),
+                                     final_num_neighbors=k)
     return np.asarray(idx, np.int64), searcher
 
 
-def build_scann(
-    result: RetrievalResult,
-    data: RecData,
-    *,
-    k: int = 100,
-    num_leaves: int | None = None,
-    num_leaves_to_search: int | None = None,
-    num_reordering_candidates: int | None = None,
-    dimensions_per_block: int = 2,
-    query_model: UserQueryModel | None = None,
-) -> tfrs.layers.factorized_top_k.ScaNN:
+def build_scann(result: RetrievalResult, data: RecData, *, k: int = 100,
+                num_leaves: int | None = None, num_leaves_to_search: int | None = None,
+                num_reordering_candidates: int | None = None, dimensions_per_block: int = 2,
+                query_model: UserQueryModel | None = None) -> tfrs.layers.factorized_top_k.ScaNN:
     """ScaNN index over all items, querying by user id.
 
-    Defaults scale with the catalogue: ``num_leaves ≈ sqrt(n_items)`` (capped
-    at 2000), search a third of the leaves (at least 10) and re-score
-    ``max(4k, 200)`` candidates exactly. Dot-product (not cosine) embeddings
-    have uneven norms, so the k-means partitions fit them poorly and recall
-    depends mostly on the share of leaves searched: on the default synthetic
-    catalogue (3,000 items, 55 leaves) recall@10 was about 0.75 searching 10
-    leaves, 0.91 with 20 and 1.0 with all. :func:`scann_sweep` measures the
-    trade-off. Raise ``num_leaves_to_search`` for recall, lower it for speed.
-    The partitions are trained from a random start, so measure the index you
-    serve: a rebuild with the same settings can lose several points of recall.
+    Defaults: :func:`scann_num_leaves` partitions, a third of them searched (at
+    least 10), ``max(4k, 200)`` candidates re-scored. Dot-product embeddings have
+    uneven norms, so recall depends mostly on the share of leaves searched (3,000
+    items, 55 leaves: recall@10 0.75 searching 10, 0.91 with 20, 1.0 with all).
+    Partitions train from a random start: measure the index you serve
+    (:func:`scann_sweep`), a rebuild can lose several points of recall.
     """
     n = data.n_items
-    if num_leaves is None:
-        num_leaves = scann_num_leaves(n)
-    num_leaves = min(num_leaves, n)
+    num_leaves = min(scann_num_leaves(n) if num_leaves is None else num_leaves, n)
     if num_leaves_to_search is None:
         num_leaves_to_search = max(min(10, num_leaves), num_leaves // 3)
     query_model = query_model or UserQueryModel(result, data)
@@ -285,22 +196,17 @@ def build_scann(
                        dimensions_per_block=dimensions_per_block)
 
 
-def recommend(index: tfrs.layers.factorized_top_k.TopK, user_ids: Any,
-              timestamps: Any | None = None, k: int | None = None
+def recommend(index: TopK, user_ids: Any, timestamps: Any | None = None, k: int | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """Query an in-memory index: ``(item ids (B, k) str, scores (B, k) float32)``."""
     scores, ids = index(_as_queries(user_ids, timestamps), k=k)
     return ids.numpy().astype(str), scores.numpy()
 
 
-def scann_recall_at_k(scann_index: tfrs.layers.factorized_top_k.TopK,
-                      brute_index: tfrs.layers.factorized_top_k.TopK,
-                      queries: Any, k: int = 10, timestamps: Any | None = None) -> float:
-    """Mean over queries of ``|ScaNN top-k ∩ exact top-k| / k``.
-
-    Args:
-        queries: user ids, or a ``{"user_id", "timestamp"}`` mapping.
-    """
+def scann_recall_at_k(scann_index: TopK, brute_index: TopK, queries: Any, k: int = 10,
+                      timestamps: Any | None = None) -> float:
+    """Mean over ``queries`` (user ids or a ``{"user_id", "timestamp"}`` mapping) of
+    ``|ScaNN top-k ∩ exact top-k| / k``."""
     approx, _ = recommend(scann_index, queries, timestamps, k=k)
     exact, _ = recommend(brute_index, queries, timestamps, k=k)
     return float(metrics.top_k_overlap(approx, exact, k).mean())
@@ -310,21 +216,15 @@ def scann_recall_at_k(scann_index: tfrs.layers.factorized_top_k.TopK,
 class ScannSweep:
     """ScaNN indexes at several ``num_leaves_to_search``, each measured against brute force.
 
-    Building a ScaNN index trains its partitions (k-means) from a random
-    start, so two builds with the same settings differ: on a catalogue of
-    1,500 items, recall@10 of two builds searching 13 of 39 leaves was 0.99
-    and 0.90. The sweep therefore keeps every index it measured, and
-    :meth:`choose` hands back the measured index itself, never a rebuild.
+    Two builds with the same settings differ (1,500 items, 13 of 39 leaves:
+    recall@10 0.99 and 0.90), so the sweep keeps every index it measured and
+    :meth:`choose` returns the measured index itself, never a rebuild.
 
     Attributes:
-        table: one row per setting plus a ``brute force`` row: ``index``,
-            ``num_leaves``, ``num_leaves_to_search``, ``recall_at_k``,
-            ``median_ms``, ``p95_ms``. :meth:`choose` reads only the
-            ``scann`` rows' ``num_leaves_to_search`` and ``recall_at_k``.
+        table: a ``brute force`` row, then one ``scann`` row per setting: ``index``,
+            ``num_leaves``, ``num_leaves_to_search``, ``recall_at_k``, ``median_ms``, ``p95_ms``.
         indexes: ``num_leaves_to_search`` -> the ScaNN index of that row.
-        brute_force: the exact index the recalls were measured against, or
-            ``None`` when they were measured otherwise (product search
-            compares with numpy brute force, :mod:`recsys_utils.search_serving`).
+        brute_force: the exact reference index (``None`` when measured otherwise).
     """
 
     table: pd.DataFrame
@@ -337,11 +237,8 @@ class ScannSweep:
         return int(self.table["num_leaves"].dropna().iloc[0])
 
     def choose(self, target_recall: float) -> tuple[int, tfrs.layers.factorized_top_k.ScaNN]:
-        """The fewest leaves whose index reached ``target_recall`` (else the most searched).
-
-        Returns:
-            ``(num_leaves_to_search, index)``.
-        """
+        """``(num_leaves_to_search, index)``: the fewest leaves reaching ``target_recall``,
+        else the most searched."""
         points = self.table[self.table["index"] == "scann"]
         if points.empty:
             raise DataError("the sweep measured no ScaNN setting: pass leaves_to_search")
@@ -351,33 +248,23 @@ class ScannSweep:
         return leaves, self.indexes[leaves]
 
 
-def scann_sweep(
-    result: RetrievalResult,
-    data: RecData,
-    user_ids: Sequence[str],
-    *,
-    leaves_to_search: Sequence[int] | None = None,
-    num_leaves: int | None = None,
-    k: int = 10,
-    index_k: int = 100,
-    n_latency: int = 100,
-    timestamps: Any | None = None,
-) -> ScannSweep:
+def scann_sweep(result: RetrievalResult, data: RecData, user_ids: Sequence[str], *,
+                leaves_to_search: Sequence[int] | None = None, num_leaves: int | None = None,
+                k: int = 10, index_k: int = 100, n_latency: int = 100,
+                timestamps: Any | None = None) -> ScannSweep:
     """Recall@k against brute force and single-query latency, per ``num_leaves_to_search``.
 
-    Every index is built to serve ``index_k`` results (as the served model
-    does; latency is measured for that request) and its recall is measured
-    on its first ``k``.
-
-    Returns:
-        A :class:`ScannSweep`: the table and the indexes it measured.
+    Every index serves ``index_k`` results (latency is for that request); recall
+    is measured on its first ``k``.
     """
     query_model = UserQueryModel(result, data)
     brute = build_brute_force(result, data, k=index_k, query_model=query_model)
     if num_leaves is None:
         num_leaves = scann_num_leaves(data.n_items)
     if leaves_to_search is None:
-        leaves_to_search = sorted({max(1, round(num_leaves * f)) for f in (0.05, 0.1, 0.2, 0.33, 0.5, 1.0)})
+        leaves_to_search = sorted({max(1, round(num_leaves * f))
+                                   for f in (0.05, 0.1, 0.2, 0.33, 0.5, 1.0)})
+
     lat = request_latency(brute, user_ids, n=n_latency, timestamps=timestamps)
     rows = [{"index": "brute force", "num_leaves": None, "num_leaves_to_search": None,
              "recall_at_k": 1.0, "median_ms": lat.median_ms, "p95_ms": lat.p95_ms}]
@@ -393,35 +280,24 @@ def scann_sweep(
     return ScannSweep(pd.DataFrame(rows), indexes, brute)
 
 
-def _serving_function(index: tfrs.layers.factorized_top_k.TopK, k: int | None) -> Any:
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
-                                  tf.TensorSpec([None], tf.int64)])
-    def serve(user_id: tf.Tensor, timestamp: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return index({"user_id": user_id, "timestamp": timestamp}, k=k)
-    return serve
-
-
 def request_latency(index: Any, user_ids: Sequence[str], *, n: int = 200, warmup: int = 10,
                     timestamps: Any | None = None, k: int | None = None) -> Timing:
-    """Time ``n`` single-user requests (cycling through ``user_ids``).
+    """Time ``n`` single-user requests (cycling through ``user_ids``) with
+    :func:`recsys_utils.latency.time_requests`.
 
-    ``index`` is an in-memory TFRS index (called through a compiled
-    ``tf.function``, as it would be served) or a :class:`LoadedServingModel`;
-    timed by :func:`recsys_utils.latency.time_requests`.
+    ``index``: an in-memory TFRS index (called through the compiled serving
+    function, as it would be served) or a :class:`LoadedServingModel`.
     """
     queries = _as_queries(user_ids, timestamps)
     users, ts = queries["user_id"], queries["timestamp"]
-    if isinstance(index, LoadedServingModel):
-        fn = index.signature
-        call = lambda i: fn(user_id=users[i:i + 1], timestamp=ts[i:i + 1])
-    else:
-        fn = _serving_function(index, k)
-        call = lambda i: fn(users[i:i + 1], ts[i:i + 1])
-    return time_requests(call, len(user_ids), n=n, warmup=warmup)
+    module = None if isinstance(index, LoadedServingModel) else _ServingModule(index, k)
+    fn = index.signature if module is None else module.recommend  # binds ``module`` weakly
+    return time_requests(lambda i: fn(user_id=users[i:i + 1], timestamp=ts[i:i + 1]),
+                         len(user_ids), n=n, warmup=warmup)
 
 
 class _ServingModule(tf.Module):
-    def __init__(self, index: tfrs.layers.factorized_top_k.TopK, k: int | None) -> None:
+    def __init__(self, index: TopK, k: int | None) -> None:
         super().__init__()
         self.index = index
         self.k = k
@@ -438,18 +314,12 @@ class _ServingModule(tf.Module):
         return self.recommend(user_id, now)
 
 
-def export_serving_model(index: tfrs.layers.factorized_top_k.TopK, path: str | Path,
-                         *, k: int | None = None) -> Path:
+def export_serving_model(index: TopK, path: str | Path, *, k: int | None = None) -> Path:
     """Save ``index`` (with its user query model) as a SavedModel, atomically.
 
-    Signatures:
-
-    * ``serving_default(user_id: string[B], timestamp: int64[B])`` ->
-      ``{"item_ids": string[B, K], "scores": float32[B, K]}``;
-    * ``recommend_now(user_id: string[B])``: the same at the server's clock.
-
-    The model is written to a temporary directory beside ``path`` and renamed
-    into place, replacing an earlier export.
+    Signatures: ``serving_default(user_id: string[B], timestamp: int64[B])`` ->
+    ``{"item_ids": string[B, K], "scores": float32[B, K]}``, and
+    ``recommend_now(user_id: string[B])`` at the server's clock.
     """
     path = Path(path)
     module = _ServingModule(index, k)
@@ -457,29 +327,22 @@ def export_serving_model(index: tfrs.layers.factorized_top_k.TopK, path: str | P
     options = tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS) if is_scann else None
     with atomic_dir(path) as tmp:
         save_module(module, tmp, options=options, signatures={
-            "serving_default": module.recommend,
-            "recommend_now": module.recommend_now,
-        })
+            "serving_default": module.recommend, "recommend_now": module.recommend_now})
     return path
 
 
-def export_portable_serving_model(index: tfrs.layers.factorized_top_k.BruteForce | RetrievalResult,
-                                  path: str | Path, *, data: RecData | None = None,
-                                  k: int | None = None) -> Path:
+def export_portable_serving_model(
+        index: tfrs.layers.factorized_top_k.BruteForce | RetrievalResult, path: str | Path, *,
+        data: RecData | None = None, k: int | None = None) -> Path:
     """Save brute force over the item embeddings as a SavedModel with TensorFlow's own ops only.
 
-    ``index`` is a :func:`build_brute_force` index, or a trained
-    :class:`~recsys_utils.retrieval.RetrievalResult` (then ``data`` is needed and
-    the index is built here, ``k`` results, default 100). The signatures are
-    :func:`export_serving_model`'s (``serving_default(user_id: string[B],
-    timestamp: int64[B]) -> {"item_ids", "scores"}`` and ``recommend_now``);
-    a request scores every item (one ``(B, d) x (d, n_items)`` matmul, then
-    ``top_k``). Stock TensorFlow Serving loads it, and so does
-    ``tf.saved_model.load`` in a process that never imported ``scann``.
+    ``index``: a :func:`build_brute_force` index, or a :class:`RetrievalResult`
+    (then ``data`` is needed; ``k`` results, default 100). Same signatures as
+    :func:`export_serving_model`; a request scores every item (a matmul and
+    ``top_k``), and stock TensorFlow Serving loads it.
 
     Raises:
-        DataError: ``index`` is a ScaNN index (use :func:`export_serving_model`),
-            or the written graph uses an op TensorFlow does not define.
+        DataError: a ScaNN index, or the written graph uses an op TensorFlow does not define.
     """
     if isinstance(index, RetrievalResult):
         if data is None:
@@ -488,13 +351,14 @@ def export_portable_serving_model(index: tfrs.layers.factorized_top_k.BruteForce
         index = build_brute_force(index, data, k=k or 100)
         k = None
     if not isinstance(index, tfrs.layers.factorized_top_k.BruteForce):
-        raise DataError(f"a portable export holds brute force, got {type(index).__name__}: pass "
-                        "serving.build_brute_force(result, data) (export_serving_model saves ScaNN)")
+        raise DataError(f"a portable export holds brute force, got {type(index).__name__}: "
+                        "pass serving.build_brute_force(result, data) (export_serving_model "
+                        "saves ScaNN)")
     path = export_serving_model(index, path, k=k)
     extra = custom_ops(path)
     if extra:
-        raise DataError(f"the portable export uses ops TensorFlow does not define: {sorted(extra)}",
-                        source=path)
+        raise DataError("the portable export uses ops TensorFlow does not define: "
+                        f"{sorted(extra)}", source=path)
     return path
 
 
@@ -518,9 +382,8 @@ def saved_model_ops(path: str | Path) -> set[str]:
 
 
 def custom_ops(path: str | Path) -> set[str]:
-    """The op types of a SavedModel that TensorFlow itself does not define (not in
-    ``tf.raw_ops``): ScaNN's ``Scann>...``, TF Text's tokeniser ops, ... Empty for a
-    model that any TensorFlow, and stock TensorFlow Serving, can load."""
+    """The op types of a SavedModel that TensorFlow does not define (not in ``tf.raw_ops``):
+    ScaNN's, TF Text's, ... Empty for a model stock TensorFlow Serving can load."""
     return {op for op in saved_model_ops(path) if not hasattr(tf.raw_ops, op)}
 
 
@@ -531,12 +394,7 @@ def scann_ops(path: str | Path) -> set[str]:
 
 @dataclasses.dataclass
 class LoadedServingModel:
-    """A reloaded serving SavedModel.
-
-    Attributes:
-        path: where it was loaded from.
-        module: the object ``tf.saved_model.load`` returned.
-    """
+    """A reloaded serving SavedModel: where from, and what ``tf.saved_model.load`` returned."""
 
     path: Path
     module: Any
@@ -548,14 +406,13 @@ class LoadedServingModel:
     def recommend(self, user_ids: Any, timestamps: Any | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
         """``(item ids (B, K) str, scores (B, K) float32)`` for ``user_ids``."""
-        queries = _as_queries(user_ids, timestamps)
-        out = self.signature(user_id=queries["user_id"], timestamp=queries["timestamp"])
+        out = self.signature(**_as_queries(user_ids, timestamps))
         return out["item_ids"].numpy().astype(str), out["scores"].numpy()
 
 
 def load_serving_model(path: str | Path) -> LoadedServingModel:
-    """Load a model written by :func:`export_serving_model` or
-    :func:`export_portable_serving_model`; imports ``scann`` (its ops) only for a ScaNN export.
+    """Load an :func:`export_serving_model` or :func:`export_portable_serving_model` model,
+    importing ``scann`` (its ops) only for a ScaNN export.
 
     Raises:
         DataError: no SavedModel at ``path``, or a ScaNN export without ``scann`` installed.
@@ -573,15 +430,14 @@ def load_serving_model(path: str | Path) -> LoadedServingModel:
     return LoadedServingModel(path, tf.saved_model.load(str(path)))
 
 
-def same_top_k(index: tfrs.layers.factorized_top_k.TopK, loaded: LoadedServingModel,
-               user_ids: Sequence[str], timestamps: Any | None = None, k: int = 10,
-               *, tie_tolerance: float = 1e-5) -> bool:
+def same_top_k(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[str],
+               timestamps: Any | None = None, k: int = 10, *, tie_tolerance: float = 1e-5
+               ) -> bool:
     """True when the reloaded model returns the same top-``k`` as ``index``, up to ties.
 
-    The scores at every rank must agree within ``tie_tolerance``, and the ids
-    must be the same except where two items' scores tie within it: the
-    in-memory index runs eagerly and the SavedModel as a graph, so float
-    rounding may order tied items either way.
+    Scores must agree within ``tie_tolerance`` at every rank, and ids must match
+    except where two scores tie within it (eager vs graph rounding may order ties
+    either way).
     """
     ids_a, scores_a = recommend(index, user_ids, timestamps)
     ids_b, scores_b = loaded.recommend(user_ids, timestamps)
@@ -595,76 +451,83 @@ def same_top_k(index: tfrs.layers.factorized_top_k.TopK, loaded: LoadedServingMo
     return True
 
 
-# ------------------------------------------------------------------------------ towers for TFLite
+def top_k_agreement(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[str],
+                    timestamps: Any | None = None, k: int = 10) -> dict[str, float]:
+    """``{"overlap": mean |A ∩ B| / k, "identical_rows": share of users whose top k is
+    identical in order}`` between a reloaded model and the in-memory index.
+
+    Eager vs graph rounding swaps items whose scores tie to ~1e-6 (common with
+    ScaNN's quantised scores): ``overlap`` is the robust check, ``identical_rows`` the strict one.
+    """
+    ids_a, _ = recommend(index, user_ids, timestamps)
+    ids_b, _ = loaded.recommend(user_ids, timestamps)
+    overlap = float(metrics.top_k_overlap(ids_b, ids_a, k).mean())
+    a, b = ids_a[:, :k], ids_b[:, :k]
+    return {"overlap": overlap, "identical_rows": float(np.mean((a == b).all(axis=1)))}
 
 
-class _QueryTowerModule(tf.Module):
-    def __init__(self, model: Any, history_length: int) -> None:
+# ------------------------------------------------------------------------------ numeric exports
+
+
+def _dtype(key: str) -> tf.DType:
+    return tf.float32 if key == "history_mask" else tf.int32
+
+
+class _NumericModule(tf.Module):
+    """``serve``: int32 inputs (float32 ``history_mask``, ``(B, H)`` histories) named ``keys``
+    -> ``{output: fn({key: tensor})}``."""
+
+    def __init__(self, model: Any, fn: Callable[[dict[str, tf.Tensor]], tf.Tensor],
+                 keys: Sequence[str], history_length: int, output: str) -> None:
         super().__init__()
-        self.model = model
-        h = history_length
-        self.embed = tf.function(self._embed, input_signature=[
-            tf.TensorSpec([None], tf.int32, name="user"),
-            tf.TensorSpec([None, h], tf.int32, name="history"),
-            tf.TensorSpec([None, h], tf.float32, name="history_mask"),
-            tf.TensorSpec([None], tf.int32, name="hour"),
-            tf.TensorSpec([None], tf.int32, name="dow")])
+        self.model = model  # tracked, so that its variables are saved
 
-    def _embed(self, user, history, history_mask, hour, dow):
-        features = {"user": user, "history": history, "history_mask": history_mask,
-                    "hour": hour, "dow": dow}
-        return {"embedding": self.model.query_embedding(features)}
+        def serve(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {output: fn(dict(zip(keys, args)))}
+
+        self.serve = tf.function(serve, input_signature=[
+            tf.TensorSpec([None, history_length] if k.startswith("history") else [None],
+                          _dtype(k), name=k) for k in keys])
 
 
-class _ItemTowerModule(tf.Module):
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
+def export_numeric_model(model: Any, fn: Callable[[dict[str, tf.Tensor]], tf.Tensor],
+                         keys: Sequence[str], data: RecData, path: str | Path, *, output: str,
+                         n_calibration: int = 256, seed: int = 0) -> Path:
+    """Save ``fn`` over numeric inputs ``keys`` as a plain SavedModel (``serving_default``),
+    atomically, for ``tf.lite.TFLiteConverter.from_saved_model``.
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="item")])
-    def embed(self, item: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"embedding": self.model.candidate_embedding(item)}
-
-
-QUERY_INPUTS = ("user", "history", "history_mask", "hour", "dow")
+    Beside ``saved_model.pb``, ``calibration.npz`` holds ``n_calibration`` training rows
+    (a seeded sample, keyed by input name) for full-integer quantization.
+    """
+    module = _NumericModule(model, fn, keys, data.history_length, output)
+    train = data.examples["train"]
+    n = len(train["item"])
+    rows = np.random.default_rng(seed).choice(n, min(n_calibration, n), replace=False)
+    with atomic_dir(path) as tmp:
+        save_module(module, tmp, signatures={"serving_default": module.serve})
+        np.savez(Path(tmp) / "calibration.npz", **{
+            k: np.asarray(train[k][rows], _dtype(k).as_numpy_dtype) for k in keys})
+    return Path(path)
 
 
 def export_towers(result: RetrievalResult, data: RecData, query_path: str | Path,
                   item_path: str | Path, *, n_calibration: int = 256, seed: int = 0
                   ) -> dict[str, Path]:
-    """Save the query tower and the item (candidate) tower as plain SavedModels.
+    """Save the query and item towers as numeric SavedModels (:func:`export_numeric_model`).
 
-    Signatures (``serving_default``), numeric tensors only, so that
-    ``tf.lite.TFLiteConverter.from_saved_model`` converts them (notebook 06):
-
-    * query tower: ``user int32[B]``, ``history int32[B, H]`` (-1 = empty),
-      ``history_mask float32[B, H]``, ``hour int32[B]``, ``dow int32[B]`` ->
-      ``{"embedding": float32[B, D]}``;
-    * item tower: ``item int32[B]`` (row of the items table) ->
-      ``{"embedding": float32[B, D]}``.
-
-    ``D`` includes the prior column when the model has a popularity prior, so
-    ``query . item`` is the served score. Beside each ``saved_model.pb`` a
-    ``calibration.npz`` holds ``n_calibration`` representative inputs (training
-    rows, keyed by input name) for full-integer quantization.
+    Signatures: query ``user int32[B]``, ``history int32[B, H]`` (-1 = empty),
+    ``history_mask float32[B, H]``, ``hour``, ``dow int32[B]``; item ``item int32[B]``;
+    both -> ``{"embedding": float32[B, D]}``. ``D`` includes the prior column when
+    the model has one, so ``query . item`` is the served score.
     """
-    if result.model is None:
+    model = result.model
+    if model is None:
         raise DataError(f"variant {result.variant!r} has no towers to export")
-    rng = np.random.default_rng(seed)
-    train = data.examples["train"]
-    rows = rng.choice(len(train["user"]), min(n_calibration, len(train["user"])), replace=False)
-    paths = {}
-    for name, module, path, keys in (
-            ("query", _QueryTowerModule(result.model, data.history_length), query_path,
-             QUERY_INPUTS),
-            ("item", _ItemTowerModule(result.model), item_path, ("item",))):
-        with atomic_dir(path) as tmp:
-            save_module(module, tmp, signatures={"serving_default": module.embed})
-            np.savez(Path(tmp) / "calibration.npz", **{
-                k: np.asarray(train[k][rows], np.float32 if k == "history_mask" else np.int32)
-                for k in keys})
-        paths[name] = Path(path)
-    return paths
+    kwargs = dict(output="embedding", n_calibration=n_calibration, seed=seed)
+    return {"query": export_numeric_model(model, model.query_embedding, QUERY_INPUTS, data,
+                                          query_path, **kwargs),
+            "item": export_numeric_model(model, lambda f: model.candidate_embedding(f["item"]),
+                                         ("item",), data, item_path, **kwargs)}
 
 
 @dataclasses.dataclass
@@ -681,20 +544,15 @@ class LoadedTowers:
                          ) -> np.ndarray:
         """``(n, D)`` float32 from query features (each ``(n, ...)``)."""
         fn = self.query.signatures["serving_default"]
-        n = len(features["user"])
-        out = []
-        for s in range(0, n, batch_size):
-            batch = {k: tf.constant(np.asarray(features[k][s:s + batch_size]),
-                                    tf.float32 if k == "history_mask" else tf.int32)
-                     for k in QUERY_INPUTS}
-            out.append(fn(**batch)["embedding"].numpy())
-        return np.concatenate(out).astype(np.float32)
+        out = in_batches(lambda b: fn(**{k: tf.cast(v, _dtype(k)) for k, v in b.items()}),
+                         features, QUERY_INPUTS, batch_size)
+        return np.concatenate([o["embedding"].numpy() for o in out]).astype(np.float32)
 
     def item_embeddings(self, batch_size: int = 4096) -> np.ndarray:
         """``(n_items, D)`` float32 embeddings of the whole catalogue."""
         fn = self.item.signatures["serving_default"]
         return np.concatenate([
-            fn(item=tf.range(s, min(s + batch_size, self.n_items), dtype=tf.int32))["embedding"].numpy()
+            fn(item=tf.range(s, min(s + batch_size, self.n_items)))["embedding"].numpy()
             for s in range(0, self.n_items, batch_size)]).astype(np.float32)
 
 
@@ -706,21 +564,3 @@ def load_towers(query_path: str | Path, item_path: str | Path, n_items: int,
             raise DataError(f"no SavedModel at {path}: run notebook 04 (retrieval) first")
     return LoadedTowers(variant, tf.saved_model.load(str(query_path)),
                         tf.saved_model.load(str(item_path)), n_items)
-
-
-def top_k_agreement(index: tfrs.layers.factorized_top_k.TopK, loaded: LoadedServingModel,
-                    user_ids: Sequence[str], timestamps: Any | None = None, k: int = 10
-                    ) -> dict[str, float]:
-    """How far a reloaded model agrees with the in-memory index on the top ``k``.
-
-    Returns ``{"overlap": mean |A ∩ B| / k, "identical_rows": share of users
-    whose top k is identical in order}``. The in-memory index runs eagerly and
-    the SavedModel as a graph; float rounding can differ in the last bit, which
-    swaps items whose scores tie to ~1e-6 (common with ScaNN's quantised
-    scores), so ``overlap`` is the robust check and ``identical_rows`` the strict one.
-    """
-    ids_a, _ = recommend(index, user_ids, timestamps)
-    ids_b, _ = loaded.recommend(user_ids, timestamps)
-    overlap = float(metrics.top_k_overlap(ids_b, ids_a, k).mean())
-    a, b = ids_a[:, :k], ids_b[:, :k]
-    return {"overlap": overlap, "identical_rows": float(np.mean((a == b).all(axis=1)))}
