@@ -1,27 +1,11 @@
 """The evaluation report (notebook 08): every stage's numbers side by side, and the claims tested.
 
-Every public function takes the dict that :func:`recsys_utils.artifacts.read_metrics`
-returns (``{notebook stem: summary}``) and gives back pandas tables or
-matplotlib figures, so the report never holds a number typed by hand. The report
-answers first (:func:`summary_sentences`), then gives the verdicts, then the details. Nothing
-here imports TensorFlow. Where a metrics file or key is missing, a table is
-empty (its ``attrs["note"]`` says why) and a claim's verdict is
-``"not measurable here"`` with the reason.
-
-:func:`write_report` renders the same tables as ``report.md`` (figures as PNG
-files beside it) and as one self-contained ``report.html`` (figures embedded as
-base64), each written atomically.
-
-The modules, one job each (import the names from here):
-
-- :mod:`.reading`: the notebook stems, the helpers that read a metrics dict, and
-  :func:`mixed_runs` (do the files come from one run?);
-- :mod:`.tables`: one DataFrame per stage (data, retrieval, ranking, fusion, ...);
-- :mod:`.rules`: the claims, the rule of each verdict and its thresholds;
-- :mod:`.claims`: the claims tested against the numbers (quantization one row per model);
-- :mod:`.summary`: the answer in plain words, every sentence built from the metrics;
-- :mod:`.figures`: the plots, and PNG bytes of them;
-- :mod:`.render`: the Markdown and HTML report, written by :func:`write_report`.
+Each function takes ``{notebook stem: summary}`` (:func:`recsys_utils.artifacts.read_metrics`)
+and returns pandas tables, sentences or matplotlib figures; nothing here imports TensorFlow.
+A missing metrics file or key gives an empty table (``attrs["note"]`` says why) or a
+"not measurable here" verdict. :func:`write_report` writes ``report.md`` and ``report.html``.
+Modules: :mod:`.reading` (lookups), :mod:`.tables`, :mod:`.rules` (claims, thresholds),
+:mod:`.claims` (verdicts), :mod:`.summary` (the answer in words), :mod:`.figures`, :mod:`.render`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from .reading import FUSION, dataset_name
+from .reading import FUSION, dataset_name, dig
 from .tables import chain_table, fusion_table, quantization_table, retrieval_table, search_table
 
 
@@ -34,10 +34,9 @@ def figure_png(fig: Any, dpi: int = 110) -> bytes:
 
 
 def plot_retrieval(metrics: Mapping[str, Any], metric: str = "recall@50"):
-    """Horizontal grouped bars: ``metric`` of every retrieval model, warm and cold-start (None if absent).
+    """Horizontal grouped bars: ``metric`` of every retrieval model, warm and cold-start.
 
-    One row per model (names wrapped, never overlapping), so the figure keeps its
-    width however many models and ablations notebook 04 trained.
+    One row per model, so the figure keeps its width however many models there are.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -89,12 +88,11 @@ def plot_fusion(metrics: Mapping[str, Any]):
     import matplotlib.pyplot as plt
 
     table = fusion_table(metrics)
-    metric = str(metrics.get(FUSION, {}).get("metric", "ndcg@10")) if isinstance(
-        metrics.get(FUSION), Mapping) else "ndcg@10"
+    metric = str(dig(metrics, FUSION, "metric") or "ndcg@10")
     if table.empty or metric not in table:
         return None
     values = pd.to_numeric(table[metric], errors="coerce").dropna()
-    kinds = table.loc[values.index, "kind"] if "kind" in table else pd.Series("", index=values.index)
+    kinds = table["kind"].loc[values.index] if "kind" in table else [""] * len(values)
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(values) + 1.2))
     ax.barh([_wrap(i) for i in values.index[::-1]], values.to_numpy()[::-1],
             color=["tab:blue" if k == "fusion" else "tab:grey" for k in kinds[::-1]])
@@ -106,11 +104,10 @@ def plot_fusion(metrics: Mapping[str, Any]):
 
 
 def plot_quantization(metrics: Mapping[str, Any], x: str = "size_mb"):
-    """Quality against ``x`` (``size_mb`` or ``median_ms``), one panel per model (None if absent).
+    """Quality against ``x`` (``size_mb`` or ``median_ms``), one panel per model.
 
-    Notebook 06's :func:`recsys_utils.plots.plot_tradeoff` of its converted
-    variants, laid out for the report: two panels a row at the report's width,
-    and neighbouring labels alternating above and below their points.
+    :func:`recsys_utils.plots.plot_tradeoff` of notebook 06's converted variants,
+    two panels a row at the report's width.
     """
     from ..plots import plot_tradeoff
 
@@ -152,7 +149,8 @@ def plot_search(metrics: Mapping[str, Any]):
 
 #: Figure name -> (plot function, report section it belongs to, caption).
 FIGURES: dict[str, tuple[Callable[[Mapping[str, Any]], Any], str, str]] = {
-    "retrieval": (plot_retrieval, "retrieval", "Recall@50 of every retrieval model, warm and cold-start"),
+    "retrieval": (plot_retrieval, "retrieval",
+                  "Recall@50 of every retrieval model, warm and cold-start"),
     "chain": (plot_chain, "chain", "NDCG@10 of retrieval alone and of each chain"),
     "fusion": (plot_fusion, "fusion", "Held-out NDCG@10 of each modality and fusion"),
     "quantization_size": (lambda m: plot_quantization(m, "size_mb"), "quantization",

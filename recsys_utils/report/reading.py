@@ -1,14 +1,12 @@
-"""Reading the notebooks' metrics: stage names, lookups that say what is missing, tolerant tables.
+"""Reading the notebooks' metrics (``{notebook stem: summary}``): stage names and lookups.
 
-Every table and claim reads ``{notebook stem: summary}`` (from
-:func:`recsys_utils.artifacts.read_metrics`) through these helpers. A missing
-metrics file or key raises :class:`Missing`, whose message says which; a table
-built through :func:`table_or_note` then comes back empty with that message in
-``attrs["note"]``.
+A missing metrics file or key raises :class:`Missing`, whose message says which; a table
+built by a :func:`tolerant` function is then empty, with the message in ``attrs["note"]``.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -23,6 +21,9 @@ QUANTIZATION = "06_quantization"
 EVALUATION = "08_evaluation"
 SEARCH = "07_product_search"
 STAGES = (DATA, TEXT, FUSION, RETRIEVAL, RANKING, QUANTIZATION, SEARCH)
+
+#: What :meth:`recsys_utils.runs.Run.write_metrics` stamps on every metrics file.
+RUN_FIELDS = ("dataset", "profile", "seed")
 
 
 def ordered(names: Iterable[Any], canonical: Sequence[str]) -> list[Any]:
@@ -45,12 +46,19 @@ def stage_summary(metrics: Mapping[str, Any], stage: str) -> Mapping[str, Any]:
 
 
 def lookup(metrics: Mapping[str, Any], stage: str, *keys: str) -> Any:
-    """The value at ``keys`` in ``stage``'s summary; raises :class:`Missing` naming the absent key."""
+    """The value at ``keys`` in ``stage``'s summary; :class:`Missing` names an absent key."""
     node: Any = stage_summary(metrics, stage)
     for i, key in enumerate(keys):
         if not isinstance(node, Mapping) or node.get(key) is None:
             raise Missing(f"metrics/{stage}.json has no {'/'.join(keys[:i + 1])!r}")
         node = node[key]
+    return node
+
+
+def dig(node: Any, *keys: str) -> Any:
+    """``node[key][key]...``, or ``None`` as soon as a level is not a mapping or lacks the key."""
+    for key in keys:
+        node = node.get(key) if isinstance(node, Mapping) else None
     return node
 
 
@@ -62,18 +70,17 @@ def num(value: Any) -> float:
         return float("nan")
 
 
-def _noted(note: str) -> pd.DataFrame:
-    frame = pd.DataFrame()
-    frame.attrs["note"] = note
-    return frame
-
-
-def table_or_note(build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """``build()``, or an empty table whose ``attrs["note"]`` says what was :class:`Missing`."""
-    try:
-        return build()
-    except Missing as missing:
-        return _noted(str(missing))
+def tolerant(build: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    """``build``, returning an empty table whose ``attrs["note"]`` says what was Missing."""
+    @functools.wraps(build)
+    def table(*args: Any, **kwargs: Any) -> pd.DataFrame:
+        try:
+            return build(*args, **kwargs)
+        except Missing as missing:
+            frame = pd.DataFrame()
+            frame.attrs["note"] = str(missing)
+            return frame
+    return table
 
 
 _SETTINGS = {("test", "all"): "warm", ("test_cold", "all"): "cold (all items)",
@@ -100,22 +107,20 @@ def retrieval_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, dict[str, 
     return {v: rows[v] for v in [*order, *[v for v in rows if v not in order]]}
 
 
-#: What :meth:`recsys_utils.runs.Run.write_metrics` stamps on every metrics file.
-RUN_FIELDS = ("dataset", "profile", "seed")
+def interval_rows(metrics: Mapping[str, Any], a: str, b: str,
+                  split: str) -> list[Mapping[str, Any]]:
+    """Notebook 04's paired bootstrap comparisons of ``a`` with ``b`` on ``split``, any metric."""
+    return [row for row in stage_summary(metrics, RETRIEVAL).get("intervals") or ()
+            if (row.get("a"), row.get("b"), row.get("split")) == (a, b, split)]
 
 
 def mixed_runs(metrics: Mapping[str, Any],
                current: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
     """The run fields (dataset, profile, seed) on which the metrics files disagree.
 
-    Args:
-        metrics: ``{stage: summary}``; a file without a field is not counted.
-        current: optionally this run's own ``{"dataset": .., "profile": ..,
-            "seed": ..}``, counted as one more file.
-
-    Returns:
-        ``{field: sorted distinct values}`` for every field with more than one
-        value; empty when every file comes from one run.
+    ``current``, this run's own ``{"dataset": .., "profile": .., "seed": ..}``,
+    counts as one more file; a file without a field is not counted. Returns
+    ``{field: sorted distinct values}`` for every field with more than one value.
     """
     seen: dict[str, set[str]] = {field: set() for field in RUN_FIELDS}
     summaries = [s for s in metrics.values() if isinstance(s, Mapping)]
@@ -128,11 +133,7 @@ def mixed_runs(metrics: Mapping[str, Any],
 
 def _run_field(metrics: Mapping[str, Any], key: str) -> str | None:
     """The first notebook summary's ``key`` (``"dataset"``, ``"profile"``), in series order."""
-    for stage in STAGES:
-        summary = metrics.get(stage)
-        if isinstance(summary, Mapping) and summary.get(key):
-            return str(summary[key])
-    return None
+    return next((str(dig(metrics, s, key)) for s in STAGES if dig(metrics, s, key)), None)
 
 
 def dataset_name(metrics: Mapping[str, Any]) -> str:

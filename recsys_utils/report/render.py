@@ -89,17 +89,18 @@ def _label(name: Any) -> str:
     return text
 
 
-def _display(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table with every cell formatted as text (the same strings in Markdown and HTML).
+def _has_index(frame: pd.DataFrame) -> bool:
+    """False for a plain 0..n-1 index, which the report does not show."""
+    return not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None)
 
-    Column labels and the index name are shown in words (:func:`_label`); cells keep
-    their values (model and variant names are names).
-    """
+
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with every cell formatted as text, labels in words (:func:`_label`)."""
     name = _label(frame.index.name) if frame.index.name else None
     index = frame.index if not _has_index(frame) else pd.Index(
         [_format(i) for i in frame.index], name=name)
-    return pd.DataFrame({_label(c): [_format(v) for v in frame[c].tolist()] for c in frame.columns},
-                        index=index)
+    return pd.DataFrame({_label(c): [_format(v) for v in frame[c].tolist()]
+                         for c in frame.columns}, index=index)
 
 
 @dataclasses.dataclass
@@ -236,20 +237,18 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _has_index(frame: pd.DataFrame) -> bool:
-    """False for a plain 0..n-1 index, which the report does not show."""
-    return not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None)
+def _cells(frame: pd.DataFrame) -> tuple[list[Any], list[list[Any]]]:
+    """The header and the rows of ``frame`` as shown, the index as the first column if shown."""
+    shown, indexed = _display(frame), _has_index(frame)
+    header = ([shown.index.name or ""] if indexed else []) + list(shown.columns)
+    rows = [([i] if indexed else []) + r for i, r in zip(shown.index, shown.values.tolist())]
+    return header, rows
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
-    shown, indexed = _display(frame), _has_index(frame)
-    header = ([shown.index.name or ""] if indexed else []) + list(shown.columns)
-    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
-             "| " + " | ".join("---" for _ in header) + " |"]
-    for index, row in shown.iterrows():
-        cells = ([index] if indexed else []) + row.tolist()
-        lines.append("| " + " | ".join(_md_escape(v) for v in cells) + " |")
-    return "\n".join(lines)
+    header, rows = _cells(frame)
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(_md_escape(c) for c in line) + " |" for line in lines)
 
 
 def _render_markdown(blocks: Iterable[_Block], figure_files: Mapping[str, str]) -> str:
@@ -277,10 +276,7 @@ _INLINE = [
 
 
 def _inline_html(text: str) -> str:
-    """Escape, then turn the little Markdown the report uses (code, bold, italics, links) into HTML.
-
-    Code spans are converted first and left alone by the other rules.
-    """
+    """Escaped HTML of the report's little Markdown: code spans, then bold, italics, links."""
     parts = re.split(r"`([^`]+)`", str(text))
     out = []
     for i, part in enumerate(parts):
@@ -313,25 +309,25 @@ _NUMBER = re.compile(r"^[-+−]?[\d,]*\.?\d+(e[-+]?\d+)?%?$|^–$")
 
 
 def _html_table(frame: pd.DataFrame) -> str:
-    """One header row (the index name heads the index column), numbers right-aligned, prose
-    left-aligned and wrapped, the table scrolling sideways inside its box when it is wide."""
-    shown, indexed = _display(frame), _has_index(frame)
-    columns = ([shown.index.name or ""] if indexed else []) + list(shown.columns)
-    rows = [([i] if indexed else []) + r for i, r in zip(shown.index, shown.values.tolist())]
+    """Numbers right-aligned, prose wrapped, the table scrolling sideways when it is wide."""
+    columns, rows = _cells(frame)
     kinds = []
     for j in range(len(columns)):
         cells = [str(r[j]) for r in rows]
-        numeric = bool(cells) and all(_NUMBER.match(c) for c in cells) and not all(c == "–" for c in cells)
+        numeric = (bool(cells) and all(_NUMBER.match(c) for c in cells)
+                   and not all(c == "–" for c in cells))
         prose = not numeric and any(len(c) > 60 for c in cells)
         kinds.append(' class="num"' if numeric else ' class="prose"' if prose else "")
-    head = "".join(f"<th{k}>{html.escape(str(c), quote=False)}</th>" for c, k in zip(columns, kinds))
+    head = "".join(f"<th{k}>{html.escape(str(c), quote=False)}</th>"
+                   for c, k in zip(columns, kinds))
     body = "".join("<tr>" + "".join(f"<td{k}>{_inline_html(c)}</td>" for c, k in zip(r, kinds))
                    + "</tr>\n" for r in rows)
     return (f'<div class="table-wrap"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}'
             "</tbody></table></div>")
 
 
-def _render_html(blocks: Iterable[_Block], figure_png_bytes: Mapping[str, bytes], title: str) -> str:
+def _render_html(blocks: Iterable[_Block], figure_png_bytes: Mapping[str, bytes],
+                 title: str) -> str:
     body = []
     for block in blocks:
         if block.kind == "heading":
@@ -355,6 +351,12 @@ def _render_html(blocks: Iterable[_Block], figure_png_bytes: Mapping[str, bytes]
             + "\n".join(body) + "\n</body>\n</html>\n")
 
 
+def _write(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        tmp.chmod(0o644)  # a report is for reading (mkstemp creates 0600)
+
+
 def _as_png(figure: Any) -> bytes:
     if isinstance(figure, (bytes, bytearray)):
         return bytes(figure)
@@ -365,40 +367,24 @@ def _as_png(figure: Any) -> bytes:
 
 def write_report(metrics: Mapping[str, Any], out_dir: str | Path,
                  figures: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``report.md`` (with PNG figures beside it) and a self-contained ``report.html``.
+    """Write ``report.md`` (PNG figures beside it) and a self-contained ``report.html``.
 
-    Args:
-        metrics: ``{stage: summary}`` from :func:`recsys_utils.artifacts.read_metrics`.
-        out_dir: the report directory (see :func:`report_dir`); created if needed.
-        figures: name -> matplotlib Figure, PNG bytes or PNG path. Known names
-            (``retrieval``, ``chain``, ``fusion``, ``quantization_size``,
-            ``quantization_latency``, ``search``) go into their section, others
-            at the end. ``None``: :func:`default_figures`.
-
-    Returns:
-        ``{"markdown": path, "html": path, "figure:<name>": png path, ...}``.
-        Every file is written atomically.
+    ``figures``: name -> matplotlib Figure, PNG bytes or PNG path (default:
+    :func:`default_figures`); a name of :data:`.figures.FIGURES` goes into its
+    section, others at the end. Every file is written atomically into ``out_dir``
+    (created if needed). Returns ``{"markdown": path, "html": path, "figure:<name>": path}``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pngs = {name: _as_png(fig) for name, fig in (default_figures(metrics) if figures is None
                                                  else figures).items()}
-    paths: dict[str, Path] = {}
-    files = {}
-    for name, data in pngs.items():
-        path = out_dir / f"figure_{re.sub(r'[^A-Za-z0-9_-]+', '_', name)}.png"
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-            tmp.chmod(0o644)  # a report is for reading (mkstemp creates 0600)
-        paths[f"figure:{name}"] = path
-        files[name] = path.name
+    files = {name: out_dir / f"figure_{re.sub(r'[^A-Za-z0-9_-]+', '_', name)}.png"
+             for name in pngs}
+    for name, path in files.items():
+        _write(path, pngs[name])
     blocks = _document(metrics, pngs)
-    title = blocks[0].content
-    markdown, page = _render_markdown(blocks, files), _render_html(blocks, pngs, title)
-    for key, name, text in (("markdown", "report.md", markdown), ("html", "report.html", page)):
-        path = out_dir / name
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-            tmp.chmod(0o644)
-        paths[key] = path
-    return {"markdown": paths.pop("markdown"), "html": paths.pop("html"), **paths}
+    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
+    markdown = _render_markdown(blocks, {name: path.name for name, path in files.items()})
+    _write(paths["markdown"], markdown.encode("utf-8"))
+    _write(paths["html"], _render_html(blocks, pngs, blocks[0].content).encode("utf-8"))
+    return {**paths, **{f"figure:{name}": path for name, path in files.items()}}

@@ -9,50 +9,33 @@ from __future__ import annotations
 SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE = "supported", "not supported", "not measurable here"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE)
 
-# ------------------------------------------------------------------ thresholds of the verdicts
-#: A notebook 04 comparison "favours" a claim when the 95% bootstrap interval
-#: of the difference over test users lies above zero, "goes against" it below
-#: zero, and is a "tie" when it holds zero. A comparison without an interval
-#: (notebooks 02, 03, 07) favours when the claimed-better number exceeds the
-#: other by more than max(ABS_TOLERANCE, REL_TOLERANCE x |other|), and so on:
-#: differences that small are within the run-to-run noise of the smoke data.
+#: A notebook 04 comparison favours a claim when its 95% bootstrap interval over
+#: test users lies above zero, goes against it below zero, and ties when it holds
+#: zero. Without an interval (notebooks 02, 03, 07) the difference must exceed
+#: max(ABS_TOLERANCE, REL_TOLERANCE x |other|): smaller is run-to-run noise.
 ABS_TOLERANCE = 0.005
 REL_TOLERANCE = 0.02
-#: Quantization (claim 4): an int8 variant is "much smaller" at MIN_X_SMALLER
-#: times below float32, "faster" at a median-latency speed-up of MIN_SPEEDUP,
-#: and loses "little quality" when its worst cosine to float32 is >= MIN_COSINE
-#: (the text encoder) or its task metric (Recall@10, AUC, RMSE) is at most
-#: MAX_RELATIVE_QUALITY_LOSS worse than float32's, relative.
+#: Quantization (claim 4): int8 at least MIN_X_SMALLER times smaller, MIN_SPEEDUP
+#: times faster, and worst cosine >= MIN_COSINE (text encoder) or task metric at
+#: most MAX_RELATIVE_QUALITY_LOSS worse, relative.
 MIN_X_SMALLER = 3.5
 MIN_SPEEDUP = 1.05
 MIN_COSINE = 0.99
 MAX_RELATIVE_QUALITY_LOSS = 0.02
-#: A model whose float32 single-query median latency is below MIN_MEASURABLE_MS
-#: is too fast for its speed-up to be measured: a call of well under a
-#: millisecond is mostly interpreter overhead and timer noise. Measured on a
-#: 2-core CPU, four runs of the series gave the towers (float32 ~0.07 ms) int8
-#: "speed-ups" of 0.96 to 2.1 and the ranker (float32 0.17 to 0.78 ms) 0.43 to
-#: 7.4: such ratios flip the verdict between runs. Those models are judged on
-#: size and quality only; the text encoder (~10 ms) is judged on all three.
+#: Below this float32 median a call is mostly timer noise: on a 2-core CPU four runs
+#: gave the towers (~0.07 ms) int8 "speed-ups" of 0.96 to 2.1 and the ranker 0.43
+#: to 7.4. Such models are judged on size and quality only.
 MIN_MEASURABLE_MS = 1.0
-#: Approximate search (claim 5): "little recall loss" is at least
-#: MIN_ANN_RECALL of the exact top 10 returned, "real time" a 95th-percentile
-#: single-request latency of at most MAX_REALTIME_P95_MS on this CPU, and the
-#: index must earn its recall loss: its median single-request latency at least
-#: MIN_ANN_SPEEDUP times below brute force's on the same requests (an index no
-#: faster than exact search loses recall for nothing), searching fewer leaves
-#: than it has (an index that needs every leaf is exhaustive search in ScaNN's
-#: clothes).
+#: Approximate search (claim 5): at least MIN_ANN_RECALL of the exact top 10, p95
+#: latency <= MAX_REALTIME_P95_MS, a median MIN_ANN_SPEEDUP times below brute
+#: force's (else the recall loss buys nothing), and fewer leaves searched than the
+#: index has (else it is exhaustive search).
 MIN_ANN_RECALL = 0.95
 MAX_REALTIME_P95_MS = 50.0
 MIN_ANN_SPEEDUP = 2.0
-#: Below MIN_ANN_ITEMS items an exact search is already fast, so the speed of an
-#: approximate index against brute force cannot be judged: on a 2-core CPU the
-#: ANN benchmark (ANN_BENCHMARK) found no ScaNN setting with recall@10 >= 0.95 on
-#: 10,000 candidates (about 10 rows per leaf) and a NumPy exact query of about
-#: 0.05 ms, while from 100,000 candidates on ScaNN answered tens of times more
-#: queries per second than brute force at that recall. Smaller catalogues are
-#: "not measurable here" and cite the benchmark as the evidence at scale.
+#: Below MIN_ANN_ITEMS items exact search is already fast: the ANN benchmark found
+#: no ScaNN setting with recall@10 >= 0.95 on 10,000 candidates, while from 100,000
+#: on ScaNN answered tens of times more queries per second than brute force.
 MIN_ANN_ITEMS = 100_000
 ANN_BENCHMARK = ("the nearest-neighbour benchmark in docs/performance.md (section "
                  "\"Nearest-neighbour search\", `python benchmarks/bench_ann.py`: brute force "

@@ -1,8 +1,6 @@
-"""The report's tables: each stage's numbers as a pandas DataFrame, one function a table.
+"""The report's tables, one DataFrame per stage, each from ``{notebook stem: summary}``.
 
-Every function takes ``{notebook stem: summary}`` and never raises on a
-missing metrics file or key: the table is then empty and ``attrs["note"]``
-says why.
+A missing metrics file or key gives an empty table whose ``attrs["note"]`` says why.
 """
 
 from __future__ import annotations
@@ -15,8 +13,8 @@ import pandas as pd
 
 from ..profiles import PROFILES
 from .reading import (DATA, FUSION, QUANTIZATION, RANKING, RETRIEVAL, RUN_FIELDS, SEARCH, STAGES,
-                      TEXT, Missing, lookup, num, ordered, profile_name, retrieval_rows,
-                      stage_summary, table_or_note)
+                      TEXT, Missing, dig, lookup, num, ordered, profile_name, retrieval_rows,
+                      stage_summary, tolerant)
 
 #: The TFRS basic-retrieval tutorial, whose protocol notebook 04 runs on MovieLens 100K.
 TFRS_TUTORIAL_URL = "https://www.tensorflow.org/recommenders/examples/basic_retrieval"
@@ -25,11 +23,8 @@ TFRS_TUTORIAL_URL = "https://www.tensorflow.org/recommenders/examples/basic_retr
 def tfrs_protocol_text(profile: str | None = None) -> str:
     """The TFRS tutorial protocol as notebook 04 runs it, in words.
 
-    The training settings (batch size, optimizer, learning rate, epochs, log-Q)
-    are read from the profile's ``retrieval["tfrs_protocol"]`` block
-    (:mod:`recsys_utils.profiles`), the one notebook 04 passes to
-    :func:`recsys_utils.retrieval.tfrs_protocol_metrics`; an unknown or missing
-    ``profile`` reads ``default``.
+    The training settings are the profile's ``retrieval["tfrs_protocol"]`` block,
+    the one notebook 04 uses; an unknown or missing ``profile`` reads ``default``.
     """
     settings = PROFILES[profile if profile in PROFILES else "default"].retrieval["tfrs_protocol"]
     optimizer = {"adagrad": "Adagrad", "adam": "Adam", "sgd": "SGD"}.get(
@@ -37,21 +32,26 @@ def tfrs_protocol_text(profile: str | None = None) -> str:
     epochs = int(settings["epochs"])
     return ("MovieLens 100K; the tutorial's rows: the 100,000 ratings in file order shuffled by "
             "tf.data with seed 42, the first 80,000 for training and the next 20,000 for "
-            f"testing; the tutorial's model: query = user id only; batch {int(settings['batch_size']):,}, {optimizer} at "
-            f"learning rate {float(settings['learning_rate']):g}, {epochs} epoch"
-            f"{'s' if epochs != 1 else ''}, embedding dimension {int(settings['embedding_dim'])}, "
+            "testing; the tutorial's model: query = user id only; batch "
+            f"{int(settings['batch_size']):,}, {optimizer} at learning rate "
+            f"{float(settings['learning_rate']):g}, {epochs} epoch{'s' if epochs != 1 else ''}, "
+            f"embedding dimension {int(settings['embedding_dim'])}, "
             f"{'with' if settings.get('log_q') else 'no'} log-Q correction; metric = top-K "
             "categorical accuracy over all films (the share of test ratings whose film is among "
             "the user's top K), seen films not removed. The project's model runs on the same rows "
             "with its own budget (notebook 04).")
 
+
 _VARIANTS = {
     "popularity": "no model: log(1 + training count)",
     "id": "item-id embedding",
-    "content": "projection of notebook 03's fused vector (text + image + attributes) + catalogue facts",
+    "content": ("projection of notebook 03's fused vector (text + image + attributes) + "
+                "catalogue facts"),
     "fused": "item-id embedding + content projection, with id dropout",
-    "content_words": "projection of the fused vector + facts + the words at least 20 items share (TF-IDF)",
-    "content_text": "projection of notebook 02's MiniLM text vector + catalogue facts (no image, no id)",
+    "content_words": ("projection of the fused vector + facts + the words at least 20 items "
+                      "share (TF-IDF)"),
+    "content_text": ("projection of notebook 02's MiniLM text vector + catalogue facts (no image, "
+                     "no id)"),
     "fused_text": "item-id embedding + projection of the MiniLM text vector + catalogue facts",
     "content_tfidf": "projection of a TF-IDF bag of words of the same texts (LSA, 384-d) + facts",
     "content_facts": "projection of the one-hot catalogue facts alone (category, attributes)",
@@ -70,311 +70,261 @@ _SEARCH_ORDER = ("bm25", "dense", "hybrid_rrf", "hybrid_interpolation", "two_tow
 
 
 def sources_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Which metrics files the report read: one row per stage, with the run that wrote it.
-
-    Columns: ``found``, ``dataset``, ``profile``, ``seed`` (what
-    :meth:`recsys_utils.runs.Run.write_metrics` stamps; ``None`` where a file
-    lacks it), indexed by ``notebook``. A report mixing runs shows it here;
-    :func:`mixed_runs` names the fields that differ.
-    """
-    rows = []
-    for stage in STAGES:
-        summary = metrics.get(stage)
-        found = isinstance(summary, Mapping)
-        rows.append({"notebook": stage, "found": "yes" if found else "no",
-                     **{field: summary.get(field) if found else None for field in RUN_FIELDS}})
+    """Which metrics files the report read, one row per stage: ``found`` and the run
+    fields (dataset, profile, seed; ``None`` where a file lacks one)."""
+    rows = [{"notebook": stage, "found": "yes" if isinstance(metrics.get(stage), Mapping) else "no",
+             **{field: dig(metrics, stage, field) for field in RUN_FIELDS}} for stage in STAGES]
     # object dtype: a seed stays 42, not 42.0, beside a file without one
     return pd.DataFrame(rows, dtype=object).set_index("notebook")
 
 
+#: Notebook 01's summary keys, in the table's order, and their words.
+_DATA_WORDS = {"dataset": "data set", "feedback": "feedback",
+               "simulated_interactions": "simulated interactions", "n_items": "items",
+               "n_users": "users", "n_interactions": "interactions", "density": "density",
+               "top_10pct_items_share": "share of interactions on the top 10% of items",
+               "items_with_images": "items with images", "n_queries": "search queries"}
+
+
+@tolerant
 def data_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """The data set's headline numbers from notebook 01, in words (one column, ``value``)."""
-    def build() -> pd.DataFrame:
-        m = stage_summary(metrics, DATA)
-        keys = ("dataset", "feedback", "simulated_interactions", "n_items", "n_users",
-                "n_interactions", "density", "top_10pct_items_share", "items_with_images",
-                "n_queries")
-        words = {"dataset": "data set", "feedback": "feedback",
-                 "simulated_interactions": "simulated interactions", "n_items": "items",
-                 "n_users": "users", "n_interactions": "interactions", "density": "density",
-                 "top_10pct_items_share": "share of interactions on the top 10% of items",
-                 "items_with_images": "items with images", "n_queries": "search queries"}
-        rows = {words[k]: m[k] for k in keys if k in m}
-        for split, n in (m.get("splits") or {}).items():
-            rows[f"split: {split}"] = n
-        return pd.DataFrame({"value": pd.Series(rows, dtype=object)}).rename_axis("measure")
-    return table_or_note(build)
+    m = stage_summary(metrics, DATA)
+    rows = {word: m[k] for k, word in _DATA_WORDS.items() if k in m}
+    rows.update({f"split: {split}": n for split, n in (m.get("splits") or {}).items()})
+    return pd.DataFrame({"value": pd.Series(rows, dtype=object)}).rename_axis("measure")
 
 
+@tolerant
 def retrieval_table(metrics: Mapping[str, Any],
                     columns: Sequence[str] = ("recall@10", "recall@50", "ndcg@10")) -> pd.DataFrame:
-    """Every retrieval model of notebook 04 on warm and cold-start items, one row each.
-
-    Rows: the variants notebook 04 trained (popularity included) and its
-    ablation models. Columns: ``candidate tower`` (what the model is),
-    ``<setting> <metric>`` for the settings warm, cold (all items) and cold
-    (new items only), and ``train seconds`` where known. Full-catalogue
-    evaluation, the user's training items removed.
-    """
-    def build() -> pd.DataFrame:
-        m = stage_summary(metrics, RETRIEVAL)
-        rows = retrieval_rows(metrics)
-        main = set((m.get("warm_recall@50") or {})) | set(m.get("variants") or [])
-        seconds = m.get("train_seconds") or {}
-        out = {}
-        for variant, settings in rows.items():
-            row: dict[str, Any] = {"candidate tower": _VARIANTS.get(
-                variant, "ablation of the fused model" if variant not in main else variant)}
-            for setting in ("warm", "cold (all items)", "cold (new items only)"):
-                for metric in columns:
-                    row[f"{setting} {metric}"] = settings.get(setting, {}).get(metric, np.nan)
-            row["train seconds"] = num(seconds.get(variant))
-            out[variant] = row
-        frame = pd.DataFrame.from_dict(out, orient="index").rename_axis("model")
-        return frame.dropna(axis=1, how="all")
-    return table_or_note(build)
+    """Notebook 04's models (ablations included), one row each: ``candidate tower`` (what
+    it is), ``<setting> <metric>`` for warm, cold (all items) and cold (new items only),
+    and ``train seconds``; columns without any value are dropped."""
+    m = stage_summary(metrics, RETRIEVAL)
+    rows = retrieval_rows(metrics)
+    main = set((m.get("warm_recall@50") or {})) | set(m.get("variants") or [])
+    seconds = m.get("train_seconds") or {}
+    out = {}
+    for variant, settings in rows.items():
+        row: dict[str, Any] = {"candidate tower": _VARIANTS.get(
+            variant, "ablation of the fused model" if variant not in main else variant)}
+        for setting in ("warm", "cold (all items)", "cold (new items only)"):
+            for metric in columns:
+                row[f"{setting} {metric}"] = settings.get(setting, {}).get(metric, np.nan)
+        row["train seconds"] = num(seconds.get(variant))
+        out[variant] = row
+    frame = pd.DataFrame.from_dict(out, orient="index").rename_axis("model")
+    return frame.dropna(axis=1, how="all")
 
 
+@tolerant
 def ranking_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Notebook 05's ranker against the constant predictor, on warm and cold test rows.
-
-    On rating data, the joint multitask model's rating head (RMSE on the same
-    warm test rows) is one more row.
-    """
-    def build() -> pd.DataFrame:
-        m = stage_summary(metrics, RANKING)
-        target = m.get("target", "?")
-        rows = {}
-        for split in ("test", "test_cold"):
-            values = m.get(split)
-            if not isinstance(values, Mapping):
-                continue
-            keep = {k: v for k, v in values.items() if k not in ("target", "split")}
-            rows[f"DCN ranker ({target}), {'warm' if split == 'test' else 'cold-start'} rows"] = keep
-        if not rows:
-            raise Missing(f"metrics/{RANKING}.json has no 'test' evaluation")
-        multitask = m.get("multitask")
-        if isinstance(multitask, Mapping) and multitask.get("rmse") is not None:
-            # The joint model's rating head, on the same warm test rows as the DCN ranker.
-            rows["joint multitask model (rating head), warm rows"] = {"rmse": num(multitask["rmse"])}
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
-    return table_or_note(build)
+    """Notebook 05's ranker on warm and cold test rows, and the multitask model's rating head."""
+    m = stage_summary(metrics, RANKING)
+    target = m.get("target", "?")
+    rows = {}
+    for split in ("test", "test_cold"):
+        values = m.get(split)
+        if not isinstance(values, Mapping):
+            continue
+        rows[f"DCN ranker ({target}), {'warm' if split == 'test' else 'cold-start'} rows"] = {
+            k: v for k, v in values.items() if k not in ("target", "split")}
+    if not rows:
+        raise Missing(f"metrics/{RANKING}.json has no 'test' evaluation")
+    multitask = m.get("multitask")
+    if isinstance(multitask, Mapping) and multitask.get("rmse") is not None:
+        # The joint model's rating head, on the same warm test rows as the DCN ranker.
+        rows["joint multitask model (rating head), warm rows"] = {
+            "rmse": num(multitask["rmse"])}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
+@tolerant
 def chain_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Retrieval alone versus retrieval followed by a ranker (notebook 05), NDCG@10.
+    """Retrieval alone versus retrieval followed by each ranker (notebook 05).
 
-    Rows: retrieval only; retrieval then the ranker trained on the data set's
-    target (rating or click); retrieval then the engagement re-ranker; the
-    blend of retrieval and re-ranker scores (when notebook 05 recorded it);
-    and, on rating data, the joint multitask model. Columns: ``NDCG@10``, ``change vs
-    retrieval only`` and ``retrieval Recall@100`` (the re-ranking ceiling).
+    Columns: ``NDCG@10``, ``change vs retrieval only`` and ``retrieval Recall@<k>``
+    (the re-ranking ceiling); pipelines without an NDCG@10 are left out.
     """
-    def build() -> pd.DataFrame:
-        m = stage_summary(metrics, RANKING)
-        chain = lookup(metrics, RANKING, "chain")
-        target = m.get("target", "rating")
-        base = num(chain.get("retrieval_ndcg@10"))
-        k = chain.get("k_retrieve", 100)
-        rows = {"retrieval only (fused two-tower)": base,
-                f"retrieval → DCN ranker ({target})": num(chain.get(f"chain_ndcg@10_{target}_ranker")),
-                "retrieval → engagement re-ranker (DCN, hard negatives)":
-                    num(chain.get("chain_ndcg@10"))}
-        if "chain_ndcg@10_blended" in chain:
-            weight = chain.get("ranker_weight")
-            rows[f"retrieval + engagement re-ranker, blended (w = {weight:g}, "
-                 "chosen on validation)"] = num(chain["chain_ndcg@10_blended"])
-        multitask = m.get("multitask")
-        if isinstance(multitask, Mapping):
-            rows["joint multitask model: retrieval only"] = num(multitask.get("retrieval_ndcg@10"))
-            rows["joint multitask model: retrieval → rating head"] = num(multitask.get("chain_ndcg@10"))
-        frame = pd.DataFrame({"NDCG@10": pd.Series(rows)}).rename_axis("pipeline")
-        frame = frame.dropna(subset=["NDCG@10"])
-        frame["change vs retrieval only"] = frame["NDCG@10"] - base
-        frame[f"retrieval Recall@{k}"] = num(chain.get(f"retrieval_recall@{k}",
-                                                       chain.get("retrieval_recall@100")))
-        frame.attrs["note"] = (f"{chain.get('n_queries', '?')} test users; each ranker re-orders "
-                               f"the top {k} retrieved items.")
-        return frame
-    return table_or_note(build)
+    m = stage_summary(metrics, RANKING)
+    chain = lookup(metrics, RANKING, "chain")
+    target = m.get("target", "rating")
+    base = num(chain.get("retrieval_ndcg@10"))
+    k = chain.get("k_retrieve", 100)
+    rows = {"retrieval only (fused two-tower)": base,
+            f"retrieval → DCN ranker ({target})":
+                num(chain.get(f"chain_ndcg@10_{target}_ranker")),
+            "retrieval → engagement re-ranker (DCN, hard negatives)":
+                num(chain.get("chain_ndcg@10"))}
+    if "chain_ndcg@10_blended" in chain:
+        weight = chain.get("ranker_weight")
+        rows[f"retrieval + engagement re-ranker, blended (w = {weight:g}, "
+             "chosen on validation)"] = num(chain["chain_ndcg@10_blended"])
+    multitask = m.get("multitask")
+    if isinstance(multitask, Mapping):
+        rows["joint multitask model: retrieval only"] = num(multitask.get("retrieval_ndcg@10"))
+        rows["joint multitask model: retrieval → rating head"] = num(
+            multitask.get("chain_ndcg@10"))
+    frame = pd.DataFrame({"NDCG@10": pd.Series(rows)}).rename_axis("pipeline")
+    frame = frame.dropna(subset=["NDCG@10"])
+    frame["change vs retrieval only"] = frame["NDCG@10"] - base
+    frame[f"retrieval Recall@{k}"] = num(chain.get(f"retrieval_recall@{k}",
+                                                   chain.get("retrieval_recall@100")))
+    frame.attrs["note"] = (f"{chain.get('n_queries', '?')} test users; each ranker re-orders "
+                           f"the top {k} retrieved items.")
+    return frame
 
 
+@tolerant
 def fusion_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Notebook 03: every single modality and every fusion on the held-out content task.
-
-    Rows: ``text``, ``image``, ``attributes``, ``concat``, ``gated``,
-    ``attention`` (those trained); columns: ``kind``, ``modalities`` and the
-    held-out retrieval metrics (NDCG@10 is the headline).
-    """
-    def build() -> pd.DataFrame:
-        models = lookup(metrics, FUSION, "models")
-        frame = pd.DataFrame.from_dict(models, orient="index").rename_axis("model")
-        frame = frame.loc[ordered(frame.index, _FUSION_ORDER)]
-        drop = [c for c in ("n_excluded",) if c in frame]
-        return frame.drop(columns=drop)
-    return table_or_note(build)
+    """Notebook 03: every single modality and fusion trained, on the held-out content task."""
+    models = lookup(metrics, FUSION, "models")
+    frame = pd.DataFrame.from_dict(models, orient="index").rename_axis("model")
+    return frame.loc[ordered(frame.index, _FUSION_ORDER)].drop(columns=["n_excluded"],
+                                                               errors="ignore")
 
 
+@tolerant
 def image_encoder_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 03's image encoders (supervised, contrastive, untrained floor): precision@10."""
-    def build() -> pd.DataFrame:
-        images = lookup(metrics, FUSION, "images")
-        scores = images.get("scores")
-        if not scores:
-            raise Missing(images.get("note") or "notebook 03 trained no image encoder")
-        frame = pd.DataFrame({"precision@10": pd.Series(scores, dtype=float)}).rename_axis(
-            "image encoder")
-        frame["kept"] = ["yes" if name == images.get("objective") else "no" for name in frame.index]
-        return frame
-    return table_or_note(build)
+    images = lookup(metrics, FUSION, "images")
+    scores = images.get("scores")
+    if not scores:
+        raise Missing(images.get("note") or "notebook 03 trained no image encoder")
+    frame = pd.DataFrame({"precision@10": pd.Series(scores, dtype=float)}).rename_axis(
+        "image encoder")
+    frame["kept"] = ["yes" if name == images.get("objective") else "no" for name in frame.index]
+    return frame
 
 
+@tolerant
 def text_probe_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 02: mean linear-probe accuracy of MiniLM vs TF-IDF vectors."""
-    def build() -> pd.DataFrame:
-        few = lookup(metrics, TEXT, "few_shot_probe_mean")
-        full = lookup(metrics, TEXT, "full_probe_mean")
-        return pd.DataFrame({"5 labels per class": pd.Series(few, dtype=float),
-                             "all labels": pd.Series(full, dtype=float)}).rename_axis("features")
-    return table_or_note(build)
+    few = lookup(metrics, TEXT, "few_shot_probe_mean")
+    full = lookup(metrics, TEXT, "full_probe_mean")
+    return pd.DataFrame({"5 labels per class": pd.Series(few, dtype=float),
+                         "all labels": pd.Series(full, dtype=float)}).rename_axis("features")
 
 
+@tolerant
 def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 06: every converted variant of every model, size, latency and quality.
 
-    The rows notebook 06 stored, as it stored them: ``x_smaller`` and
-    ``speedup`` (against the model's float32 row) were computed there by
-    :func:`recsys_utils.tflite_variants.size_quality_table` and are not recomputed
-    here (the report cannot import :mod:`recsys_utils.tflite_variants`, which loads
-    TensorFlow); a file without them shows them blank. Models in the order
-    text encoder, towers, ranker; variants float32, float16, dynamic_int8,
-    full_int8.
-
+    The rows as notebook 06 stored them, models in the order text encoder,
+    towers, ranker and variants float32, float16, dynamic_int8, full_int8.
+    ``x_smaller`` and ``speedup`` (against the model's float32 row) are not
+    recomputed (that code loads TensorFlow): blank where the file lacks them.
     Columns: ``model``, ``variant``, ``ok``, ``size_mb``, ``x_smaller``,
-    ``median_ms``, ``p95_ms``, ``speedup`` (single queries on ``num_threads``
-    interpreter threads), ``throughput`` (batches on ``batch_threads``),
-    ``quality``, ``quality_metric`` (those present).
+    ``median_ms``, ``p95_ms``, ``speedup``, ``num_threads``, ``throughput``,
+    ``batch_threads``, ``quality``, ``quality_metric`` (those present).
     """
-    def build() -> pd.DataFrame:
-        variants = lookup(metrics, QUANTIZATION, "variants")
-        rows = []
-        for key, values in variants.items():
-            model, _, variant = key.partition("|")
-            rows.append({"model": model, "variant": variant, **values})
-        frame = pd.DataFrame(rows)
-        if frame.empty:
-            raise Missing(f"metrics/{QUANTIZATION}.json has no converted variant")
-        # The JSON file comes back with sorted keys: put models and variants back in order.
-        model_rank = {m: i for i, m in enumerate(ordered(dict.fromkeys(frame["model"]), _QUANT_MODELS))}
-        mode_rank = {m: i for i, m in enumerate(_QUANT_MODES)}
-        frame = frame.assign(_m=frame["model"].map(model_rank),
-                             _v=frame["variant"].map(mode_rank).fillna(len(mode_rank)))
-        frame = frame.sort_values(["_m", "_v"], kind="stable").drop(columns=["_m", "_v"])
-        frame = frame.reset_index(drop=True)
-        for column in ("size_mb", "x_smaller", "median_ms", "p95_ms", "speedup", "throughput",
-                       "quality"):
-            frame[column] = (pd.to_numeric(frame[column], errors="coerce") if column in frame
-                             else np.nan)
-        keep = ["model", "variant", "ok", "size_mb", "x_smaller", "median_ms", "p95_ms",
-                "speedup", "num_threads", "throughput", "batch_threads", "quality",
-                "quality_metric"]
-        return frame[[c for c in keep if c in frame]]
-    return table_or_note(build)
+    variants = lookup(metrics, QUANTIZATION, "variants")
+    rows = []
+    for key, values in variants.items():
+        model, _, variant = key.partition("|")
+        rows.append({"model": model, "variant": variant, **values})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        raise Missing(f"metrics/{QUANTIZATION}.json has no converted variant")
+    # The JSON file comes back with sorted keys: put models and variants back in order.
+    models = ordered(dict.fromkeys(frame["model"]), _QUANT_MODELS)
+    model_rank = {m: i for i, m in enumerate(models)}
+    mode_rank = {m: i for i, m in enumerate(_QUANT_MODES)}
+    frame = frame.assign(_m=frame["model"].map(model_rank),
+                         _v=frame["variant"].map(mode_rank).fillna(len(mode_rank)))
+    frame = frame.sort_values(["_m", "_v"], kind="stable").drop(columns=["_m", "_v"])
+    frame = frame.reset_index(drop=True)
+    for column in ("size_mb", "x_smaller", "median_ms", "p95_ms", "speedup", "throughput",
+                   "quality"):
+        frame[column] = (pd.to_numeric(frame[column], errors="coerce") if column in frame
+                         else np.nan)
+    keep = ["model", "variant", "ok", "size_mb", "x_smaller", "median_ms", "p95_ms",
+            "speedup", "num_threads", "throughput", "batch_threads", "quality",
+            "quality_metric"]
+    return frame[[c for c in keep if c in frame]]
 
 
+@tolerant
 def index_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 06: the item index compressed (int8 table, ScaNN scoring) vs exact float search."""
-    def build() -> pd.DataFrame:
-        frame = pd.DataFrame(lookup(metrics, QUANTIZATION, "index"))
-        if "bytes" in frame and "index" in frame:
-            exact = frame.loc[frame["index"] == "float32 exact", "bytes"]
-            if len(exact):
-                frame["x_smaller"] = float(exact.iloc[0]) / frame["bytes"]
-        return frame.set_index("index") if "index" in frame else frame
-    return table_or_note(build)
+    frame = pd.DataFrame(lookup(metrics, QUANTIZATION, "index"))
+    if "bytes" in frame and "index" in frame:
+        exact = frame.loc[frame["index"] == "float32 exact", "bytes"]
+        if len(exact):
+            frame["x_smaller"] = float(exact.iloc[0]) / frame["bytes"]
+    return frame.set_index("index") if "index" in frame else frame
 
 
+@tolerant
 def search_table(metrics: Mapping[str, Any], metric: str = "ndcg@10") -> pd.DataFrame:
-    """Notebook 07: every search method on the test queries, ``metric`` per query kind.
-
-    Rows: methods (BM25, dense, the hybrids, the two-tower model); columns:
-    each query kind and ``all``, plus ``all recall@100`` and ``all mrr``.
-    """
-    def build() -> pd.DataFrame:
-        m = stage_summary(metrics, SEARCH)
-        if m.get("has_queries") is False:
-            raise Missing(m.get("note") or "this data set has no search queries")
-        test = lookup(metrics, SEARCH, "test")
-        rows = {}
-        for method in ordered(test, _SEARCH_ORDER):
-            kinds = test[method]
-            ordered_kinds = [k for k in kinds if k != "all"] + (["all"] if "all" in kinds else [])
-            row = {f"{kind} {metric}": num(kinds[kind].get(metric)) for kind in ordered_kinds}
-            overall = kinds.get("all", {})
-            for extra in ("recall@100", "mrr"):
-                if extra in overall:
-                    row[f"all {extra}"] = num(overall[extra])
-            rows[method] = row
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
-    return table_or_note(build)
+    """Notebook 07: each search method's ``metric`` per query kind and ``all``, plus ``all
+    recall@100`` and ``all mrr``, on the test queries."""
+    m = stage_summary(metrics, SEARCH)
+    if m.get("has_queries") is False:
+        raise Missing(m.get("note") or "this data set has no search queries")
+    test = lookup(metrics, SEARCH, "test")
+    rows = {}
+    for method in ordered(test, _SEARCH_ORDER):
+        kinds = test[method]
+        ordered_kinds = [k for k in kinds if k != "all"] + (["all"] if "all" in kinds else [])
+        row = {f"{kind} {metric}": num(kinds[kind].get(metric)) for kind in ordered_kinds}
+        overall = kinds.get("all", {})
+        for extra in ("recall@100", "mrr"):
+            if extra in overall:
+                row[f"all {extra}"] = num(overall[extra])
+        rows[method] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
 
+@tolerant
 def scann_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Notebook 04's ScaNN sweep: recall@10 against brute force and latency, per leaves searched.
-
-    One row per index the sweep built (brute force first), columns ``index``,
-    ``leaves searched``, ``leaves``, ``recall@10``, ``median_ms``, ``p95_ms``
-    and ``served`` ("yes" on the setting notebook 04 serves).
-    """
-    def build() -> pd.DataFrame:
-        scann = lookup(metrics, RETRIEVAL, "scann")
-        sweep = lookup(metrics, RETRIEVAL, "scann", "sweep")
-        frame = pd.DataFrame(list(sweep))
-        if frame.empty or "index" not in frame:
-            raise Missing(f"metrics/{RETRIEVAL}.json has an empty ScaNN sweep")
-        frame = frame.rename(columns={"num_leaves_to_search": "leaves searched",
-                                      "num_leaves": "leaves", "recall_at_k": "recall@10"})
-        served = num(scann.get("num_leaves_to_search"))
-        searched = frame["leaves searched"] if "leaves searched" in frame else [np.nan] * len(frame)
-        frame["served"] = ["yes" if i == "scann" and num(n) == served else "no"
-                           for i, n in zip(frame["index"], searched)]
-        for column in ("leaves searched", "leaves"):  # counts, not measurements: no decimals
-            if column in frame:
-                frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
-        keep = ["index", "leaves searched", "leaves", "recall@10", "median_ms", "p95_ms", "served"]
-        return frame[[c for c in keep if c in frame]]
-    return table_or_note(build)
+    """Notebook 04's ScaNN sweep, one row per index: recall@10 against brute force,
+    latency, and ``served`` ("yes" on the setting notebook 04 serves)."""
+    scann = lookup(metrics, RETRIEVAL, "scann")
+    sweep = lookup(metrics, RETRIEVAL, "scann", "sweep")
+    frame = pd.DataFrame(list(sweep))
+    if frame.empty or "index" not in frame:
+        raise Missing(f"metrics/{RETRIEVAL}.json has an empty ScaNN sweep")
+    frame = frame.rename(columns={"num_leaves_to_search": "leaves searched",
+                                  "num_leaves": "leaves", "recall_at_k": "recall@10"})
+    served = num(scann.get("num_leaves_to_search"))
+    searched = frame["leaves searched"] if "leaves searched" in frame else [np.nan] * len(frame)
+    frame["served"] = ["yes" if i == "scann" and num(n) == served else "no"
+                       for i, n in zip(frame["index"], searched)]
+    for column in ("leaves searched", "leaves"):  # counts, not measurements: no decimals
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column],
+                                          errors="coerce").round().astype("Int64")
+    keep = ["index", "leaves searched", "leaves", "recall@10", "median_ms", "p95_ms", "served"]
+    return frame[[c for c in keep if c in frame]]
 
 
 def tfrs_protocol_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """The TFRS tutorial's model and this project's model on the tutorial's rows (MovieLens).
+    """The TFRS tutorial's model and this project's on the tutorial's rows (MovieLens 100K).
 
-    Notebook 04 measures the protocol on ``movielens-100k`` only; the
-    tutorial's own printed numbers are not copied here (see
-    :data:`TFRS_TUTORIAL_URL`).
-
-    Returns:
-        One row per model: ``source`` and the ``top_K_accuracy`` columns;
-        ``attrs["protocol"]`` holds :func:`tfrs_protocol_text` for the run's profile.
+    One row per model: ``source`` and the ``top_K_accuracy`` columns; ``attrs["protocol"]``
+    is :func:`tfrs_protocol_text` for the run's profile. The tutorial's own printed
+    numbers are not copied (see :data:`TFRS_TUTORIAL_URL`).
     """
-    protocol_text = tfrs_protocol_text(profile_name(metrics))
-
-    def build() -> pd.DataFrame:
-        m = stage_summary(metrics, RETRIEVAL)
-        protocol = m.get("tfrs_protocol")
-        if not protocol:
-            raise Missing(f"the TFRS tutorial protocol is defined on MovieLens 100K; notebook 04 "
-                          f"did not measure it on {m.get('dataset', 'this data set')}")
-        rows = {}
-        for label, values in protocol.items():
-            source = ("the tutorial's code, re-run here (notebook 04)" if "tutorial" in label
-                      else "this project, measured here (notebook 04)")
-            rows[label] = {"source": source, **{k: num(v) for k, v in values.items()}}
-        frame = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
-        accuracy = sorted((c for c in frame if c.startswith("top_")),
-                          key=lambda c: int(re.sub(r"\D", "", c) or 0))
-        frame = frame[["source", *accuracy, *[c for c in frame if c not in accuracy and c != "source"]]]
-        return frame
-    frame = table_or_note(build)
-    frame.attrs["protocol"] = protocol_text
+    frame = _tfrs_rows(metrics)
+    frame.attrs["protocol"] = tfrs_protocol_text(profile_name(metrics))
     return frame
+
+
+@tolerant
+def _tfrs_rows(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    m = stage_summary(metrics, RETRIEVAL)
+    protocol = m.get("tfrs_protocol")
+    if not protocol:
+        raise Missing(f"the TFRS tutorial protocol is defined on MovieLens 100K; notebook 04 "
+                      f"did not measure it on {m.get('dataset', 'this data set')}")
+    rows = {}
+    for label, values in protocol.items():
+        source = ("the tutorial's code, re-run here (notebook 04)" if "tutorial" in label
+                  else "this project, measured here (notebook 04)")
+        rows[label] = {"source": source, **{k: num(v) for k, v in values.items()}}
+    frame = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
+    accuracy = sorted((c for c in frame if c.startswith("top_")),
+                      key=lambda c: int(re.sub(r"\D", "", c) or 0))
+    return frame[["source", *accuracy, *[c for c in frame if c not in ["source", *accuracy]]]]
