@@ -30,7 +30,6 @@ import pandas as pd
 from .schema import (
     ITEM_OPTIONAL,
     ITEM_REQUIRED,
-    INTERACTION_REQUIRED,
     CsvLines,
     DataError,
     Dataset,
@@ -107,8 +106,14 @@ def load_dataset(
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
 
     if name == "synthetic":
-        dataset = _load_synthetic(seed=seed, work_dir=work_dir, n_items=n_items,
-                                  n_users=n_users, image_size=image_size)
+        # Imported lazily: the generator pulls in image drawing that other loaders never need.
+        synthetic = importlib.import_module(f"{__package__}.synthetic")
+        image_dir = Path(work_dir).expanduser() / "images" if work_dir is not None else None
+        dataset = synthetic.generate(n_items or 2000, n_users or 2000, seed=seed,
+                                     image_dir=image_dir, image_size=image_size)
+        dataset.report = dataset.report or LoadReport(source=f"synthetic.generate(seed={seed})")
+        if image_dir is None:
+            dataset.report.notes.append("no work_dir given, so no synthetic images were drawn")
     elif name == "movielens-100k":
         dataset = load_movielens_100k(root, download=download)
     elif name == "fashion":
@@ -118,20 +123,6 @@ def load_dataset(
         dataset = load_csv_folder(Path(csv_dir).expanduser() if csv_dir is not None else root,
                                   feedback=feedback, rating_scale=rating_scale)
     return dataset.validate()
-
-
-def _load_synthetic(*, seed: int, work_dir: str | Path | None, n_items: int | None,
-                    n_users: int | None, image_size: int = 64) -> Dataset:
-    # Imported lazily: the generator pulls in image drawing that other loaders never need.
-    synthetic = importlib.import_module(f"{__package__}.synthetic")
-    image_dir = Path(work_dir).expanduser() / "images" if work_dir is not None else None
-    dataset = synthetic.generate(n_items or 2000, n_users or 2000, seed=seed, image_dir=image_dir,
-                                 image_size=image_size)
-    if dataset.report is None:
-        dataset.report = LoadReport(source=f"synthetic.generate(seed={seed})")
-    if image_dir is None:
-        dataset.report.notes.append("no work_dir given, so no synthetic images were drawn")
-    return dataset  # load_dataset validates
 
 
 def _movielens_missing_message(folder: Path, missing: list[Path], why: str | None = None) -> str:
@@ -171,20 +162,18 @@ def load_movielens_100k(data_dir: str | Path, *, download: bool = False) -> Data
     # Release dates look like "01-Jan-1995"; one movie (id 267) has none.
     dates = raw_items["release_date"].str.strip()
     year = dates.str[-4:].where(dates.str.len() >= 4, UNKNOWN)
+    titles = raw_items["title"].str.strip()
     items = pd.DataFrame({
         "item_id": raw_items["item_id"].str.strip(),
-        "title": raw_items["title"].str.strip(),
+        "title": titles.mask(titles == "", UNKNOWN),
         "description": [_movie_sentence(y, g) for y, g in zip(year, movie_genres)],
         "category": [g[0] if g else UNKNOWN for g in movie_genres],
         "genres": ["|".join(g) if g else UNKNOWN for g in movie_genres],
         "year": year.astype(str),
     })
-    items["title"] = items["title"].mask(items["title"] == "", UNKNOWN)
 
-    interactions = pd.read_csv(
-        folder / "u.data", sep="\t", header=None,
-        names=["user_id", "item_id", "rating", "timestamp"], dtype=str,
-    )
+    interactions = pd.read_csv(folder / "u.data", sep="\t", header=None, dtype=str,
+                               names=["user_id", "item_id", "rating", "timestamp"])
     interactions = interactions[["user_id", "item_id", "timestamp", "rating"]]
     validate_items(items, source=folder / "u.item", line_offset=1)
     validate_interactions(interactions, items, source=folder / "u.data", line_offset=1)
@@ -194,7 +183,7 @@ def load_movielens_100k(data_dir: str | Path, *, download: bool = False) -> Data
 
     report.notes.append("ratings 1-5 are explicit feedback; ratings >= 4 count as positive")
     return Dataset(name="movielens-100k", items=items, interactions=interactions,
-                   attribute_columns=["genres", "year"], users=users, report=report).validate()
+                   attribute_columns=["genres", "year"], users=users, report=report)
 
 
 def _movie_sentence(year: str, genres: list[str]) -> str:
@@ -371,16 +360,13 @@ def load_fashion(data_dir: str | Path, *, seed: int = 42, n_items: int | None = 
     report = LoadReport(source=str(styles_path))
     styles = _read_styles(styles_path, report)
 
-    items = pd.DataFrame({"item_id": styles["id"], "title": styles["productDisplayName"],
-                          "category": styles["articleType"]})
-    for raw, column in FASHION_ATTRIBUTES.items():
-        values = styles[raw]
-        unknown = values.isin(["", "NA"])
+    items = pd.DataFrame({"item_id": styles["id"], "title": styles["productDisplayName"]})
+    for raw, column in {"articleType": "category", **FASHION_ATTRIBUTES}.items():
+        unknown = styles[raw].isin(["", "NA"])
         if unknown.any() and raw in ("usage", "season", "year", "baseColour"):
             report.notes.append(f"{int(unknown.sum())} missing {raw} value(s) ('' or 'NA') -> "
                                 f"{UNKNOWN!r}")
-        items[column] = values.mask(unknown, UNKNOWN)
-    items["category"] = items["category"].mask(items["category"].isin(["", "NA"]), UNKNOWN)
+        items[column] = styles[raw].mask(unknown, UNKNOWN)
     # A product without a name ("" or "NA") still needs a title; its article type is the best
     # stand-in (a placeholder title would reach the text encoder as if it were words).
     nameless = is_placeholder(items["title"])
@@ -430,24 +416,20 @@ def load_fashion(data_dir: str | Path, *, seed: int = 42, n_items: int | None = 
     ))
     return Dataset(name="fashion", items=items, interactions=interactions,
                    attribute_columns=list(FASHION_ATTRIBUTES.values()), users=users,
-                   simulated_interactions=True, report=report).validate()
+                   simulated_interactions=True, report=report)
 
 
 def _fashion_sentence(article: str, gender: str, colour: str, master: str, sub: str,
                       usage: str, season: str, year: str) -> str:
     """"Shirts for men in navy blue; apparel, topwear; casual wear, fall 2011." (unknown
     values left out)."""
-    known = lambda v: v != UNKNOWN  # noqa: E731
-    text = article
-    if known(gender):
-        text += f" for {gender.lower()}"
-    if known(colour):
-        text += f" in {colour.lower()}"
-    kinds = ", ".join(v.lower() for v in (master, sub) if known(v))
-    if kinds:
-        text += f"; {kinds}"
-    when = " ".join(v.lower() for v in (season, year) if known(v))
-    tail = ", ".join(p for p in ([f"{usage.lower()} wear"] if known(usage) else []) + [when] if p)
+    def part(template: str, *values: str, sep: str = " ") -> str:
+        words = sep.join(v.lower() for v in values if v != UNKNOWN)
+        return template.format(words) if words else ""
+
+    text = (article + part(" for {}", gender) + part(" in {}", colour)
+            + part("; {}", master, sub, sep=", "))
+    tail = ", ".join(p for p in (part("{} wear", usage), part("{}", season, year)) if p)
     return f"{text}; {tail}." if tail else f"{text}."
 
 
@@ -538,12 +520,11 @@ def load_csv_folder(folder: str | Path, *, feedback: str | None = None,
 
     interactions_path = folder / "interactions.csv"
     interactions = _read_csv_file(interactions_path)
-    lines = CsvLines(interactions_path)
-    require_columns(interactions, INTERACTION_REQUIRED, source=interactions_path, line_offset=lines)
-    had = {c for c in ("rating", "event") if c in interactions}
-    validate_interactions(interactions, items, source=interactions_path, line_offset=lines,
-                          feedback=feedback, rating_scale=rating_scale)
-    if len(had) == 2:
+    both = "rating" in interactions and "event" in interactions
+    validate_interactions(interactions, items, source=interactions_path,
+                          line_offset=CsvLines(interactions_path), feedback=feedback,
+                          rating_scale=rating_scale)
+    if both:
         report.notes.append(f"interactions have 'rating' and 'event'; using {feedback!r} as "
                             f"stated, the other column is dropped")
 
@@ -565,4 +546,4 @@ def load_csv_folder(folder: str | Path, *, feedback: str | None = None,
     return Dataset(name="csv", items=items, interactions=interactions,
                    attribute_columns=attribute_columns, users=users, queries=queries,
                    judgements=judgements, report=report, rating_scale=rating_scale,
-                   data_root=Path(os.path.abspath(folder))).validate()
+                   data_root=Path(os.path.abspath(folder)))

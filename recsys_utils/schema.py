@@ -71,14 +71,13 @@ class CsvLines:
     re-read with :mod:`csv`, and only when an error needs a line number.
     """
 
-    def __init__(self, path: str | Path, encoding: str = "utf-8-sig") -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.encoding = encoding
 
     @functools.cached_property
     def _lines(self) -> list[int]:
         starts, end = [], 0
-        with open(self.path, newline="", encoding=self.encoding) as handle:
+        with open(self.path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             for row in reader:
                 start, end = end + 1, reader.line_num
@@ -159,28 +158,16 @@ class Dataset:
         return self
 
 
-def _example(df: pd.DataFrame, mask: Iterable[bool] | pd.Series, line_offset: LineOffset):
-    """First offending row as a dict, and where it is: ``{"line": .., "record": ..}``."""
-    position = int(np.flatnonzero(np.asarray(mask, dtype=bool))[0])
-    example = {k: (None if _isna(v) else v) for k, v in df.iloc[position].items()}
-    return example, locate(position, line_offset)
-
-
 def _fail(df: pd.DataFrame, mask: Iterable[bool] | pd.Series, message: str, *,
           source: str | Path, column: str, line_offset: LineOffset) -> NoReturn:
-    """Raise :class:`DataError` with the first row of ``df`` where ``mask`` holds."""
-    example, where = _example(df, mask, line_offset)
-    raise DataError(message, source=source, column=column, example=example, **where)
-
-
-def locate(position: int, line_offset: LineOffset) -> dict[str, int | None]:
-    """``{"line", "record"}`` of the row at ``position`` (keyword arguments for DataError)."""
-    if line_offset is None:
-        return {"line": None, "record": None}
-    if callable(line_offset):
-        record, line = line_offset(position)
-        return {"line": line, "record": record}
-    return {"line": position + line_offset, "record": position + 1}
+    """Raise :class:`DataError` with the first row of ``df`` where ``mask`` holds, and its
+    record and file line as ``line_offset`` maps them."""
+    position = int(np.flatnonzero(np.asarray(mask, dtype=bool))[0])
+    example = {k: (None if _isna(v) else v) for k, v in df.iloc[position].items()}
+    record, line = (None, None) if line_offset is None else line_offset(position) if callable(
+        line_offset) else (position + 1, position + line_offset)
+    raise DataError(message, source=source, column=column, example=example, line=line,
+                    record=record)
 
 
 def _isna(value: Any) -> bool:
@@ -200,12 +187,9 @@ def require_columns(df: pd.DataFrame, required: Iterable[str], *, source: str | 
         return
     others = [str(c) for c in df.columns if c not in required]
     squashed = {c.lower().replace("_", "").replace("-", "").replace(" ", ""): c for c in others}
-    hints = []
-    for column in missing:
-        close = ([squashed[column.replace("_", "")]] if column.replace("_", "") in squashed
-                 else difflib.get_close_matches(column, others, n=1, cutoff=0.6))
-        if close:
-            hints.append(f"found {close[0]!r}, did you mean {column!r}?")
+    hints = [f"found {close[0]!r}, did you mean {column!r}?" for column in missing
+             if (close := [squashed[column.replace("_", "")]] if column.replace("_", "") in squashed
+                 else difflib.get_close_matches(column, others, n=1, cutoff=0.6))]
     message = " ".join([f"missing column(s) {missing}; found {list(df.columns)}.", *hints])
     if len(df):
         _fail(df, np.arange(len(df)) == 0, message, source=source, column=missing[0],

@@ -171,8 +171,7 @@ def simulate_behaviour(
     for c0, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         if hi <= lo:
             continue
-        u0 = c0 * chunk
-        u1 = min(u0 + chunk, n_users)
+        u0, u1 = c0 * chunk, min(c0 * chunk + chunk, n_users)
         affinity = np.zeros((u1 - u0, n_items), dtype=np.float32)
         for j, (code, taste) in enumerate(zip(codes, tastes)):
             affinity += (importance[u0:u1, j:j + 1] * column_scale) * taste[u0:u1][:, code]

@@ -82,15 +82,11 @@ def split_interactions(interactions: pd.DataFrame, *, cold_item_fraction: float 
 
     tables = [df.drop(columns="_row").reset_index(drop=True)
               for df in (train, validation, test, test_cold)]
+    named = dict(zip(("train", "validation", "test", "test_cold"), tables))
     stats = {
-        "interactions": int(len(interactions)),
-        "train": int(len(train)),
-        "validation": int(len(validation)),
-        "test": int(len(test)),
-        "test_cold": int(len(test_cold)),
+        "interactions": int(len(interactions)), **{k: len(df) for k, df in named.items()},
         "cold_items": len(cold_items),
         "cold_rows_dropped_before_train_end": int((~keep_cold).sum()),
-        "users_in_test": int(test["user_id"].nunique()),
-        "users_in_test_cold": int(test_cold["user_id"].nunique()),
+        **{f"users_in_{k}": int(named[k]["user_id"].nunique()) for k in ("test", "test_cold")},
     }
     return Splits(*tables, cold_items=cold_items, stats=stats)

@@ -174,11 +174,9 @@ _VAGUE_PATTERN = {
 
 def _synonyms(column: str, value: str) -> list[str]:
     """Synonyms of a category, colour, material, style or pattern value."""
-    if column == "category":
-        return CATEGORIES[value]["syn"]
-    if column == "colour":
-        return COLOURS[value][1]
-    return {"material": MATERIALS, "style": STYLES, "pattern": PATTERNS}[column][value][0]
+    entry = {"category": CATEGORIES, "colour": COLOURS, "material": MATERIALS, "style": STYLES,
+             "pattern": PATTERNS}[column][value]
+    return entry["syn"] if column == "category" else entry[1] if column == "colour" else entry[0]
 
 
 def attribute_words(column: str, value: str) -> list[str]:
@@ -211,20 +209,17 @@ def _this(word: str) -> str:
 
 
 def _sample_attributes(n_items: int, rng: np.random.Generator) -> pd.DataFrame:
-    cats = list(CATEGORIES)
-    category = rng.choice(np.array(cats), size=n_items)
-    colour_names = np.array(list(COLOURS))
+    category = rng.choice(np.array(list(CATEGORIES)), size=n_items)
     colour_w = np.array([w for _, _, w in COLOURS.values()])
-    colour = rng.choice(colour_names, size=n_items, p=colour_w / colour_w.sum())
-    pattern_names = np.array(list(PATTERNS))
+    colour = rng.choice(np.array(list(COLOURS)), size=n_items, p=colour_w / colour_w.sum())
     pattern_w = np.array([w for _, w in PATTERNS.values()])
-    pattern = rng.choice(pattern_names, size=n_items, p=pattern_w / pattern_w.sum())
+    pattern = rng.choice(np.array(list(PATTERNS)), size=n_items, p=pattern_w / pattern_w.sum())
     style = rng.choice(np.array(list(STYLES)), size=n_items)
     material = np.empty(n_items, dtype=object)
     gender = np.empty(n_items, dtype=object)
     genders = np.array(list(GENDERS))
     u_mat, u_gen = rng.random(n_items), rng.random(n_items)
-    for name in cats:  # fixed dict order: deterministic
+    for name in CATEGORIES:  # fixed dict order: deterministic
         mask = category == name
         allowed = CATEGORIES[name]["materials"]
         material[mask] = np.array(allowed)[(u_mat[mask] * len(allowed)).astype(int)]
@@ -261,13 +256,8 @@ def _item_text(row: dict, mention_colour: bool, mention_pattern: bool,
     pattern_in_title = mention_pattern and rng.random() < 0.5
     n_mod = 1 + int(rng.random() < 0.5)
     chosen = set(rng.choice(np.array(["gender", "style", "material"]), size=n_mod, replace=False))
-    if colour_in_title:
-        chosen.add("colour")
-    if pattern_in_title:
-        chosen.add("pattern")
-    words = []
-    if rng.random() < 0.3:
-        words.append(row["brand"])
+    chosen |= {k for k, on in (("colour", colour_in_title), ("pattern", pattern_in_title)) if on}
+    words = [row["brand"]] if rng.random() < 0.3 else []
     for key in ("gender", "style", "colour", "pattern", "material"):
         if key in chosen:
             words.append(_word(rng, g_word, g_syn) if key == "gender"
@@ -416,18 +406,13 @@ def render_image(category: str, colour: str, pattern: str, *, size: int = 64,
         for kind, geom in spec["parts"]:
             if kind == "poly":
                 draw.polygon([pt(*p) for p in geom], **ink)
-                continue
-            box = [*pt(geom[0], geom[1]), *pt(geom[2], geom[3])]
-            if kind == "ellipse":
-                draw.ellipse(box, **ink)
-            elif kind == "rect":
-                draw.rectangle(box, **ink)
-            elif kind == "rrect":
-                draw.rounded_rectangle(box, radius=max(1, size // 8), **ink)
-            elif kind == "chord":
-                draw.chord(box, 180, 360, **ink)
-            elif kind == "arc" and arc_width:
-                draw.arc(box, 180, 360, width=arc_width, **ink)
+            elif kind != "arc" or arc_width:
+                box = [*pt(geom[0], geom[1]), *pt(geom[2], geom[3])]
+                half = {"start": 180, "end": 360}  # the upper half of the box's ellipse
+                extra = {"rrect": {"radius": max(1, size // 8)}, "chord": half,
+                         "arc": {**half, "width": arc_width}}.get(kind, {})
+                method = {"rect": "rectangle", "rrect": "rounded_rectangle"}.get(kind, kind)
+                getattr(draw, method)(box, **extra, **ink)
 
     width = max(1, size // 32)
     noise = rng.normal(0.0, 2.5, size=(size, size, 1))
@@ -458,14 +443,9 @@ def _typo(word: str, rng: np.random.Generator) -> str:
         op = int(rng.integers(4))
         if not word[i].isalpha() or (op == 0 and not word[i + 1].isalpha()):
             continue  # typos hit letters, not apostrophes or hyphens
-        if op == 0:
-            out = word[:i] + word[i + 1] + word[i] + word[i + 2:]
-        elif op == 1:
-            out = word[:i] + word[i + 1:]
-        elif op == 2:
-            out = word[:i] + word[i] + word[i:]
-        else:
-            out = word[:i] + _pick(rng, "aeioursnt") + word[i + 1:]
+        edits = (word[:i] + word[i + 1] + word[i] + word[i + 2:], word[:i] + word[i + 1:],
+                 word[:i] + word[i] + word[i:])
+        out = edits[op] if op < 3 else word[:i] + _pick(rng, "aeioursnt") + word[i + 1:]
         if out != word:
             return out
     return word + word[-1]
@@ -518,7 +498,6 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
 
     cols = ["category", "colour", "material", "style", "pattern", "gender"]
     values = {c: items[c].to_numpy() for c in cols}
-    cat_arr = values["category"]
     rows, judged = [], []
     width = max(4, len(str(n_queries)))
     for q, (kind, s) in enumerate(zip(kinds, seeds)):
@@ -556,8 +535,8 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
         n = len(stated)
         rel = np.zeros(n_items, dtype=np.int64)
         if "category" in target:
-            same = cat_arr == target["category"]
-            complement = np.isin(cat_arr, CATEGORIES[target["category"]]["complements"])
+            same = values["category"] == target["category"]
+            complement = np.isin(values["category"], CATEGORIES[target["category"]]["complements"])
             rel[complement & (matches >= 1)] = 1
             rel[same] = 1
             rel[same & (matches >= n - 1)] = 2
@@ -579,14 +558,12 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
         judged.append(pd.DataFrame({"query_id": qid, "item_id": items["item_id"].to_numpy()[idx],
                                     "relevance": rel[idx]}))
     queries = pd.DataFrame(rows)
-    judgements = pd.concat(judged, ignore_index=True)
-    judgements["relevance"] = judgements["relevance"].astype("int64")
-    return queries, judgements
+    return queries, pd.concat(judged, ignore_index=True)  # relevance stays int64
 
 
 def generate(
     n_items: int, n_users: int, *, seed: int = 42, image_dir: str | Path | None = None,
-    image_size: int = 64, n_queries: int | None = None, days: int = 120, progress: bool = False,
+    image_size: int = 64, n_queries: int | None = None, days: int = 120,
 ) -> Dataset:
     """Generate the ``synthetic`` data set (the module docstring says what is planted).
 
@@ -615,12 +592,8 @@ def generate(
     if image_dir is not None:
         out = Path(image_dir).resolve()
         out.mkdir(parents=True, exist_ok=True)
-        iterator = range(n_items)
-        if progress:
-            from .progress import track
-            iterator = track(iterator, desc="drawing images", unit="image")
         cat, col, pat = (frame[c].to_numpy() for c in ("category", "colour", "pattern"))
-        for i in iterator:
+        for i in range(n_items):
             # One generator per item: an image does not depend on the others.
             img = render_image(cat[i], col[i], pat[i], size=image_size,
                                rng=np.random.default_rng([int(seed), 77, i]))
@@ -629,15 +602,9 @@ def generate(
             image_paths[i] = str(path)
 
     items = pd.DataFrame({
-        "item_id": item_ids,
-        "title": list(titles),
-        "description": list(descriptions),
-        "category": frame["category"].to_numpy(),
-        **{c: frame[c].to_numpy() for c in TRUTH_COLUMNS + ATTRIBUTE_COLUMNS},
-        "price": frame["price"].to_numpy(dtype=float),
-        "brand": frame["brand"].to_numpy(),
-        "launch_time": launch,
-        "image_path": pd.Series(image_paths, dtype=object),
+        "item_id": item_ids, "title": list(titles), "description": list(descriptions),
+        **frame[["category", *TRUTH_COLUMNS, *ATTRIBUTE_COLUMNS, "price", "brand"]],
+        "launch_time": launch, "image_path": pd.Series(image_paths, dtype=object),
     })
     items = items.astype({c: str for c in ("item_id", "title", "description", "category",
                                            *TRUTH_COLUMNS, *ATTRIBUTE_COLUMNS, "brand")})
@@ -646,8 +613,7 @@ def generate(
         items, ["category", *TRUTH_COLUMNS, *ATTRIBUTE_COLUMNS], n_users, seed=seed,
         start_time=START_TIME, days=days,
     )
-    if n_queries is None:
-        n_queries = max(40, n_items // 4)
+    n_queries = max(40, n_items // 4) if n_queries is None else n_queries
     queries, judgements = _make_queries(items, int(n_queries), query_rng)
 
     notes = [
