@@ -114,13 +114,9 @@ def _missing(values: pd.Series) -> np.ndarray:
 
 
 def _label_codes(items: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
-    codes, _ = encode_attributes(items, columns)
-    for col in columns:                      # placeholders like "unknown" are unknown, not a class
-        codes[col] = np.where(_missing(items[col]), -1, codes[col]).astype(np.int32)
-        if (codes[col] >= 0).any():          # re-number the known classes densely
-            _, dense = np.unique(codes[col][codes[col] >= 0], return_inverse=True)
-            codes[col][codes[col] >= 0] = dense.astype(np.int32)
-    return codes
+    """Codes of the sorted known classes; placeholders like "unknown" are -1, not a class."""
+    return {col: np.asarray(pd.Categorical(items[col].astype("string").mask(_missing(items[col])))
+                            .codes, dtype=np.int32) for col in columns}
 
 
 def relevance_key(items: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:

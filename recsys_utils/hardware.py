@@ -167,12 +167,11 @@ def choose_strategy(*, apply_mixed_precision: bool = True, gpus: list | None = N
                     tf_config: str | None = None) -> tuple[tf.distribute.Strategy, HardwareChoice]:
     """``(strategy, choice)``: the strategy :func:`describe_hardware` picks, built.
 
-    ``apply_mixed_precision`` sets the ``tf_keras`` global policy to
-    ``choice.mixed_precision`` (``"float32"`` undoes an earlier mixed policy).
-    Build models under ``strategy.scope()``; under a mixed policy give the last
-    layer ``dtype="float32"`` so logits and losses stay float32. Multi-worker:
-    every worker must call this before other TensorFlow ops (the strategy
-    starts the collective-ops server).
+    ``apply_mixed_precision`` sets the ``tf_keras`` global policy to ``choice.mixed_precision``
+    (``"float32"`` undoes an earlier mixed policy). Build models under ``strategy.scope()``; under
+    a mixed policy give the last layer ``dtype="float32"`` so logits and losses stay float32.
+    Multi-worker: every worker must call this before other TensorFlow ops (the strategy starts the
+    collective-ops server).
     """
     if tf_config is None:
         tf_config = os.environ.get("TF_CONFIG")

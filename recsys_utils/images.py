@@ -76,12 +76,11 @@ def load_images(
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Load item images as RGB: ``images`` uint8 ``(n, size, size, 3)``, ``present`` ``(n,)``.
 
-    ``paths`` has one entry per item, None/NaN/"" for no image. Images keep
-    their aspect ratio, padded to a square with ``pad_value`` (white, like
-    product photos). Absent, missing or unreadable images give zeros and
-    ``present=False``; one warning counts missing and unreadable files.
-    ``workers``: decoding threads (default: 2 x CPU cores, at most 8);
-    ``return_counts`` also returns the counts of each outcome.
+    ``paths`` has one entry per item, None/NaN/"" for no image. Images keep their aspect ratio,
+    padded to a square with ``pad_value`` (white, like product photos). Absent, missing or
+    unreadable images give zeros and ``present=False``; one warning counts missing and unreadable
+    files. ``workers``: decoding threads (default: 2 x CPU cores, at most 8); ``return_counts``
+    also returns the counts of each outcome.
     """
     if size < 8:
         raise ValueError(f"size must be >= 8, got {size}")
@@ -124,12 +123,11 @@ def build_image_encoder(size: int = 64, dim: int = 64, *, backbone: Backbone = "
                         widths: Sequence[int] = (32, 64, 128)) -> tf.keras.Model:
     """An image encoder: raw pixels ``(B, size, size, 3)`` in 0-255 -> unit vectors ``(B, dim)``.
 
-    ``"small_cnn"`` (offline, ~0.1 M parameters, ~2.5 s per epoch of 1,700
-    64-px images on 2 CPU cores): a stride-2 Conv-BN-ReLU stem, a Conv-BN-ReLU
-    + MaxPool block per entry of ``widths``, average pooling, Dense, L2 norm.
-    ``"mobilenet_v3_small_imagenet"``: Keras' MobileNetV3-Small with downloaded
-    ImageNet weights (``size >= 32``); RuntimeError naming the offline default
-    if the download fails.
+    ``"small_cnn"`` (offline, ~0.1 M parameters, ~2.5 s per epoch of 1,700 64-px images on 2 CPU
+    cores): a stride-2 Conv-BN-ReLU stem, a Conv-BN-ReLU + MaxPool block per entry of ``widths``,
+    average pooling, Dense, L2 norm. ``"mobilenet_v3_small_imagenet"``: Keras' MobileNetV3-Small
+    with downloaded ImageNet weights (``size >= 32``); RuntimeError naming the offline default if
+    the download fails.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
@@ -179,17 +177,13 @@ def train_image_encoder(
 ) -> tuple[tf.keras.Model, dict[str, list[float]]]:
     """Train an image encoder on the catalogue's own images.
 
-    ``"supervised"``: a cosine-softmax head per attribute of ``labels`` (name ->
-    int codes ``(n,)``, -1 = unknown, ignored), logits ``cos(v, w_c) /
-    temperature``, losses summed. ``"contrastive"``: ``text_embeddings`` ``(n,
-    d)`` through a learned linear projection + L2 norm, symmetric in-batch
-    cross-entropy of ``v_i . t_j / temperature`` with the item's own text as target.
-    Trains on the ``train_idx`` rows (default all) that have an image.
-
-    Returns:
-        ``(encoder, history)``: per-epoch means of ``loss`` and ``accuracy/<attr>``
-        (contrastive: in-batch ``accuracy/image_to_text``).
-    """
+    ``"supervised"``: a cosine-softmax head per attribute of ``labels`` (name -> int codes
+    ``(n,)``, -1 = unknown, ignored), logits ``cos(v, w_c) / temperature``, losses summed.
+    ``"contrastive"``: ``text_embeddings`` ``(n, d)`` through a learned linear projection + L2
+    norm, symmetric in-batch cross-entropy of ``v_i . t_j / temperature`` with the item's own text
+    as target. Trains on the ``train_idx`` rows (default all) that have an image. Returns
+    ``(encoder, history)``: per-epoch means of ``loss`` and ``accuracy/<attr>`` (contrastive:
+    in-batch ``accuracy/image_to_text``)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; "
                          f"valid objectives: {', '.join(OBJECTIVES)}")
@@ -360,9 +354,8 @@ def choose_image_encoder(
     """Train the image encoder with each objective on ``train_idx``; keep the best.
 
     Each encoder, and an untrained ``"random"`` baseline, is scored by
-    :func:`image_retrieval_score` with ``eval_idx`` as queries and ``key`` as
-    relevance. Ties go to the first in ``objectives``. ``train_kwargs`` go to
-    :func:`train_image_encoder`.
+    :func:`image_retrieval_score` with ``eval_idx`` as queries and ``key`` as relevance. Ties go to
+    the first in ``objectives``. ``train_kwargs`` go to :func:`train_image_encoder`.
     """
     images, present = _check_images(images, present)
     unknown = sorted(set(objectives) - set(OBJECTIVES))

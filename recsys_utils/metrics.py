@@ -328,13 +328,12 @@ def graded_metrics(
         per_query: bool = False) -> dict[str, float] | pd.DataFrame:
     """Graded-relevance metrics for search: NDCG at ``ks``, Recall at ``recall_ks``, MRR.
 
-    ``ranked`` is ``(n_queries, L >= max(ks + recall_ks))``; ``gains`` per query a
-    mapping ``{item_index: relevance}`` over its judged items (ESCI: 0 irrelevant ..
-    3 exact; unjudged = 0). ``ndcg@K`` uses gain ``2**rel - 1`` and an IDCG over *all*
-    judged items, so items never retrieved still raise the bar. Recall and MRR count
-    items with ``rel >= relevant_threshold`` (``> 0``); queries without any are excluded.
-    Returns the averages with ``n_queries`` and ``n_excluded``, or as in
-    :func:`retrieval_metrics` with ``per_query``.
+    ``ranked`` is ``(n_queries, L >= max(ks + recall_ks))``; ``gains`` per query a mapping
+    ``{item_index: relevance}`` over its judged items (ESCI: 0 irrelevant .. 3 exact; unjudged =
+    0). ``ndcg@K`` uses gain ``2**rel - 1`` and an IDCG over *all* judged items, so items never
+    retrieved still raise the bar. Recall and MRR count items with ``rel >= relevant_threshold``
+    (``> 0``); queries without any are excluded. Returns the averages with ``n_queries`` and
+    ``n_excluded``, or as in :func:`retrieval_metrics` with ``per_query``.
     """
     ks = _check_ks(ks)
     recall_ks = _check_ks(recall_ks, "recall_ks")
@@ -357,16 +356,11 @@ def graded_metrics(
     if len(items) and items.min() < 0:
         raise DataError(f"gains hold item index {items.min()}; item indices are >= 0")
 
-    # Look up each ranked item's grade via sorted (query, item) pair codes.
-    grade = np.zeros(ranked.shape)  # (n, L)
-    if len(q):
-        width = int(max(ranked.max(initial=0), items.max())) + 1
-        order = np.argsort(q * width + items, kind="stable")
-        codes = q[order] * width + items[order]
-        wanted = np.arange(n_queries)[:, None] * width + ranked
-        pos = np.searchsorted(codes, wanted).clip(max=len(codes) - 1)
-        judged = (ranked >= 0) & (codes[pos] == wanted)
-        grade = np.where(judged, rel[order][pos], 0.0)
+    # Each ranked item's grade, from the sparse (query, item) grade matrix (unjudged: 0).
+    width = int(max(ranked.max(initial=0), items.max(initial=0))) + 1
+    grades = scipy.sparse.csr_matrix((rel, (q, items)), shape=(n_queries, width))
+    grade = np.where(ranked >= 0, grades[np.arange(n_queries)[:, None], ranked.clip(0)].toarray(),
+                     0.0)
     gain, is_rel = np.exp2(grade) - 1.0, grade >= relevant_threshold
 
     # Ideal DCG: each query's judged gains sorted descending, cut at K.

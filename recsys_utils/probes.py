@@ -45,10 +45,9 @@ def probe_split(labels: Sequence[str], *, shots: int | None, seed: int,
 
 def linear_probe(features: np.ndarray, labels: Sequence[str], *, shots: int | None = None,
                  seed: int = 0) -> dict[str, float]:
-    """Held-out accuracy of a logistic regression from ``(n, d)`` ``features`` (dense or
-    sparse) to ``n`` ``labels``, trained on ``shots`` per class (``None``: all but the
-    held-out 30%): ``{"accuracy", "majority_accuracy" (the floor to beat), "n_train",
-    "n_test", "n_classes"}``."""
+    """Held-out accuracy of a logistic regression from ``(n, d)`` ``features`` (dense or sparse) to
+    ``n`` ``labels``, trained on ``shots`` per class (``None``: all but the held-out 30%):
+    ``{"accuracy", "majority_accuracy" (the floor to beat), "n_train", "n_test", "n_classes"}``."""
     from sklearn.linear_model import LogisticRegression
 
     if not hasattr(features, "tocsr"):  # keep sparse TF-IDF sparse: dense would be slow
@@ -85,13 +84,11 @@ def nearest_items(query_vectors: np.ndarray, item_vectors: np.ndarray, items: pd
                                         np.asarray(item_vectors, dtype=np.float32), k,
                                         exclude=exclude)
     labels = list(map(str, range(len(query_vectors))) if query_labels is None else query_labels)
-    rows = []
-    for q, (row_idx, row_scores) in enumerate(zip(indices, scores)):
-        for rank, (i, score) in enumerate(zip(row_idx, row_scores), start=1):
-            item = items.iloc[int(i)]
-            rows.append({"query": labels[q], "rank": rank, "score": round(float(score), 3),
-                         "item_id": item["item_id"], **{c: item[c] for c in columns}})
-    return pd.DataFrame(rows)
+    picked = items.iloc[indices.ravel()]
+    return pd.DataFrame({"query": [labels[q] for q in range(len(indices)) for _ in range(k)],
+                         "rank": np.tile(np.arange(1, k + 1), len(indices)),
+                         "score": [round(float(s), 3) for s in scores.ravel()],
+                         **{c: picked[c].to_list() for c in ("item_id", *columns)}})
 
 
 def probe_columns(prepared_columns: Sequence[str], truth_columns: Sequence[str]) -> list[str]:

@@ -2,11 +2,10 @@
 
 :func:`track` replaces ``tqdm.auto`` in the package's loops (same arguments; ``update``,
 ``set_postfix``, ``write``, ``close``, ``with``) in the form :func:`progress_mode` picks.
-:func:`quiet_noise` (called by ``recsys_utils/__init__``) acts only inside a Jupyter kernel,
-where every stderr line becomes a red box: it drops the lines of :data:`NOISE` (each
-harmless, with the reason) and shows each distinct warning and ``tensorflow`` / ``absl``
-log message once, by one handler, without ``tensorflow`` INFO lines.
-``RECSYS_VERBOSE_LOGS=1`` turns that off.
+:func:`quiet_noise` (called by ``recsys_utils/__init__``) acts only inside a Jupyter kernel, where
+every stderr line becomes a red box: it drops the lines of :data:`NOISE` (each harmless, with the
+reason) and shows each distinct warning and ``tensorflow`` / ``absl`` log message once, by one
+handler, without ``tensorflow`` INFO lines. ``RECSYS_VERBOSE_LOGS=1`` turns that off.
 """
 
 from __future__ import annotations
@@ -86,11 +85,11 @@ def _duration(seconds: float) -> str:
 def _count(n: float, scale: bool) -> str:
     if not scale:
         return f"{n:,.0f}" if float(n).is_integer() else f"{n:,.1f}"
-    for prefix in ("", "k", "M", "G", "T"):
-        if abs(n) < 1000 or prefix == "T":
+    for prefix in ("", "k", "M", "G"):
+        if abs(n) < 1000:
             return f"{n:.1f}{prefix}" if prefix else f"{n:.0f}"
         n /= 1000.0
-    return str(n)  # pragma: no cover
+    return f"{n:.1f}T"
 
 
 def _plural(unit: str, n: float) -> str:
@@ -100,7 +99,10 @@ def _plural(unit: str, n: float) -> str:
 
 
 class Progress:
-    """One loop's progress in the form :func:`progress_mode` chose; see :func:`track`."""
+    """One loop's progress over ``iterable`` (or ``total`` units counted with ``update``) in
+    the form :func:`progress_mode` picks. ``disable=True`` shows nothing (``None`` means
+    ``False``); ``mode`` forces a form; ``interval``: seconds between heartbeat lines in
+    ``lines`` mode. Made by :func:`track`."""
 
     def __init__(self, iterable: Iterable | None = None, *, total: float | None = None,
                  desc: str = "", unit: str = "it", disable: bool | None = False,
@@ -191,10 +193,6 @@ class Progress:
         elif self.mode in ("lines", "widget"):
             self._print(self.summary())
 
-    @property
-    def elapsed(self) -> float:
-        return _clock() - self._start
-
     def _counted(self) -> str:
         n = _count(self.n, self.unit_scale)
         done = f"{n}/{_count(self.total, self.unit_scale)}" if self.total is not None else n
@@ -217,7 +215,7 @@ class Progress:
 
     def summary(self) -> str:
         """The line that ends the loop: count, wall time, rate, last postfix values."""
-        elapsed, speed = self.elapsed, ""
+        elapsed, speed = _clock() - self._start, ""
         if self.n and elapsed > 0:
             rate = self.n / elapsed
             if rate >= 1 or self.unit_scale:
@@ -232,18 +230,10 @@ class Progress:
         print(line, file=sys.stdout, flush=True)
         self._last_line = _clock()
 
-    def __repr__(self) -> str:
-        return f"Progress({self.desc!r}, {self.n}/{self.total}, mode={self.mode!r})"
 
-
-def track(iterable: Iterable | None = None, *, total: float | None = None, desc: str = "",
-          unit: str = "it", disable: bool | None = False, unit_scale: bool = False,
-          mode: str | None = None, interval: float | None = None) -> Progress:
-    """Progress over ``iterable`` (or ``total`` units counted with ``update``), see
-    :func:`progress_mode`. ``disable=True`` shows nothing (``None`` means ``False``); ``mode``
-    forces a form; ``interval``: seconds between heartbeat lines in ``lines`` mode."""
-    return Progress(iterable, total=total, desc=desc, unit=unit, disable=disable,
-                    unit_scale=unit_scale, mode=mode, interval=interval)
+#: ``track(iterable=None, *, total, desc, unit, disable, unit_scale, mode, interval)``:
+#: a :class:`Progress`, called like ``tqdm``.
+track = Progress
 
 
 _TF_CPP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+\] "  # TensorFlow's C++ log prefix
@@ -298,12 +288,10 @@ def drop_noise(text: str, gpu_present: bool | None = None) -> str:
     """``text`` without its lines that match :data:`NOISE` (and :data:`CUDA_PROBE` when
     the machine has no NVIDIA device; ``gpu_present`` overrides that check)."""
     global _noise_re
-    if gpu_present is None:
-        if _noise_re is None:
-            _noise_re = _noise_pattern()
-        pattern = _noise_re
-    else:
+    if gpu_present is not None:
         pattern = _noise_pattern(gpu_present)
+    else:
+        pattern = _noise_re = _noise_re or _noise_pattern()
     if not pattern.search(text):
         return text
     return "".join(line for line in text.splitlines(keepends=True) if not pattern.match(line))
@@ -396,13 +384,6 @@ def _once_warnings() -> None:
     warnings.showwarning = showwarning
 
 
-def _once_logs() -> None:
-    for name, level in (("tensorflow", logging.WARNING), ("absl", logging.NOTSET)):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _Once) for f in logger.filters):
-            logger.addFilter(_Once(level, logger))
-
-
 def quiet_noise(force: bool = False) -> bool:
     """Inside a Jupyter kernel (or with ``force``), unless ``RECSYS_VERBOSE_LOGS=1``: drop
     :data:`NOISE` from stderr, show each warning and TensorFlow / absl log message once.
@@ -412,5 +393,8 @@ def quiet_noise(force: bool = False) -> bool:
         return False
     _filter_stream(sys.stderr)
     _once_warnings()
-    _once_logs()
+    for name, level in (("tensorflow", logging.WARNING), ("absl", logging.NOTSET)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Once) for f in logger.filters):
+            logger.addFilter(_Once(level, logger))
     return True

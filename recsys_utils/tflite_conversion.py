@@ -50,12 +50,11 @@ PLUMBING_OPS = frozenset({"SHAPE", "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "STRIDED
 class ConversionResult:
     """One TFLite conversion attempt.
 
-    ``path`` and ``size_bytes`` are ``None`` on failure, when ``error`` holds
-    the converter's message shortened to the lines that say why. ``float_ops``
-    counts compute ops with float32 activations (for ``dynamic_int8`` the
-    "hybrid" matrix multiplies: int8 weights, float inputs and outputs);
-    ``kept_float`` the op types kept float on purpose; ``weight_bytes`` the
-    bytes of constant tensors by dtype name.
+    ``path`` and ``size_bytes`` are ``None`` on failure, when ``error`` holds the converter's
+    message shortened to the lines that say why. ``float_ops`` counts compute ops with float32
+    activations (for ``dynamic_int8`` the "hybrid" matrix multiplies: int8 weights, float inputs
+    and outputs); ``kept_float`` the op types kept float on purpose; ``weight_bytes`` the bytes of
+    constant tensors by dtype name.
     """
 
     mode: str
@@ -182,22 +181,15 @@ def convert_saved_model(
 ) -> ConversionResult:
     """Convert one SavedModel signature to TFLite; never raises on a converter failure.
 
-    Args:
-        out_path: where to write the flatbuffer, atomically (default
-            ``<saved_model_dir>.<mode>.tflite``).
-        representative_data: ``full_int8`` calibration inputs, real ones (the
-            activation ranges come from them): a callable returning an iterable
-            of ``{input name: (1, ...) array}``, such an iterable, or one
-            ``{input name: (n, ...) array}`` mapping.
-        allow_float_fallback: ``full_int8`` only: ``False`` demands int8 for
-            every compute op, else the result is a failure naming the float ops.
-        keep_float_ops: ``full_int8`` only: TFLite op types (e.g. ``"SOFTMAX"``)
-            kept float on purpose through the quantization debugger; see
-            :data:`recsys_utils.token_encoder.ENCODER_FLOAT_OPS`.
-
-    Raises:
-        DataError: unknown mode, no SavedModel / signature at the path, or
-            ``keep_float_ops`` without ``allow_float_fallback``.
+    ``out_path``: where to write the flatbuffer, atomically (default
+    ``<saved_model_dir>.<mode>.tflite``). ``representative_data``: ``full_int8`` calibration
+    inputs, real ones (the activation ranges come from them): a callable returning an iterable of
+    ``{input name: (1, ...) array}``, such an iterable, or one ``{input name: (n, ...) array}``
+    mapping. ``full_int8`` only: ``allow_float_fallback=False`` demands int8 for every compute
+    op, else the result is a failure naming the float ops; ``keep_float_ops``: TFLite op types
+    (e.g. ``"SOFTMAX"``) kept float on purpose through the quantization debugger, see
+    :data:`recsys_utils.token_encoder.ENCODER_FLOAT_OPS`. DataError: unknown mode, no
+    SavedModel / signature at the path, or ``keep_float_ops`` without ``allow_float_fallback``.
     """
     import tensorflow as tf
 
@@ -287,9 +279,8 @@ def _text(value: str | bytes) -> str:
 def _graph(model: str | Path | bytes) -> tuple[dict[int, dict], list[dict], set[int], set[int]]:
     """Tensor details by index, op details, activation and constant tensor indices.
 
-    Read from the flatbuffer's main subgraph with LiteRT's schema reader: the
-    interpreter's op-level view is private and ``tf.lite.experimental.Analyzer``
-    only prints text.
+    Read from the flatbuffer's main subgraph with LiteRT's schema reader: the interpreter's
+    op-level view is private and ``tf.lite.experimental.Analyzer`` only prints text.
     """
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -357,11 +348,10 @@ def constant_tensors(model: str | Path | bytes) -> pd.DataFrame:
 class TFLiteRunner:
     """Run a ``.tflite`` model on numpy batches with LiteRT's interpreter.
 
-    ``runner(inputs)`` takes ``{input name: (batch, ...) array}`` (a bare array
-    for a single-input model), cast to the model's dtypes, and returns the
-    output array of a single-output model, else ``{output name: array}``.
-    ``num_threads`` defaults to all cores. DataError when there is no model at
-    ``path`` (``None``: a conversion that failed).
+    ``runner(inputs)`` takes ``{input name: (batch, ...) array}`` (a bare array for a single-input
+    model), cast to the model's dtypes, and returns the output array of a single-output model, else
+    ``{output name: array}``. ``num_threads`` defaults to all cores. DataError when there is no
+    model at ``path`` (``None``: a conversion that failed).
     """
 
     def __init__(self, path: str | Path | None, num_threads: int | None = None,

@@ -137,12 +137,11 @@ class TFLiteTowers:
 class TowerMeasurement:
     """Every variant of the query + item tower pair, measured (:func:`measure_towers`).
 
-    ``table`` holds :func:`measure_variants` rows (``quality`` is Recall@k);
-    ``ranked`` mode -> ``(n_queries, k)`` top-k items; ``agreement`` mode -> mean
-    top-k overlap with the reference's lists; ``query_vectors`` / ``item_vectors``
-    come from the reference towers (``None`` if they did not run);
-    ``recall_interval`` mode -> paired 95% bootstrap interval of the mode's
-    Recall@k minus the reference's (one holding 0 is within noise).
+    ``table`` holds :func:`measure_variants` rows (``quality`` is Recall@k); ``ranked`` mode ->
+    ``(n_queries, k)`` top-k items; ``agreement`` mode -> mean top-k overlap with the reference's
+    lists; ``query_vectors`` / ``item_vectors`` come from the reference towers (``None`` if they
+    did not run); ``recall_interval`` mode -> paired 95% bootstrap interval of the mode's Recall@k
+    minus the reference's (one holding 0 is within noise).
     """
 
     table: pd.DataFrame
@@ -160,12 +159,11 @@ def measure_towers(
 ) -> TowerMeasurement:
     """Size, query-tower latency and Recall@k of each tower pair variant.
 
-    Each mode pairs the two towers converted in that mode (a failed row if the
-    item tower did not convert). Recall@k ranks the whole catalogue, item tower
-    inputs ``0 .. n_items - 1``, per query as
-    :func:`~recsys_utils.retrieval.evaluate_retrieval` does. The size is both
-    files; latency is the query tower's (item vectors are computed offline).
-    ``reference``: the mode compared with, whose vectors are returned.
+    Each mode pairs the two towers converted in that mode (a failed row if the item tower did not
+    convert). Recall@k ranks the whole catalogue, item tower inputs ``0 .. n_items - 1``, per query
+    as :func:`~recsys_utils.retrieval.evaluate_retrieval` does. The size is both files; latency is
+    the query tower's (item vectors are computed offline). ``reference``: the mode compared with,
+    whose vectors are returned.
     """
     query_by_mode, item_by_mode = _as_by_mode(query_results), _as_by_mode(item_results)
     pairs = {}
