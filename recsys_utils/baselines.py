@@ -1,10 +1,6 @@
-"""Notebook 04's reference recommenders: EASE, item-kNN, BPR and content profiles.
-
-Each is a :class:`Baseline`, a factorised scorer like
-:class:`~recsys_utils.retrieval.RetrievalResult`, so
-:func:`~recsys_utils.retrieval.evaluate_retrieval` ranks it exactly like a model.
-Hyper-parameters are chosen on validation users only (:func:`tune`).
-"""
+"""Notebook 04's reference recommenders: EASE, item-kNN, BPR and content profiles, each a
+:class:`Baseline`, a factorised scorer :func:`~recsys_utils.retrieval.evaluate_retrieval`
+ranks exactly like a model; hyper-parameters are chosen on validation users (:func:`tune`)."""
 
 from __future__ import annotations
 
@@ -110,7 +106,6 @@ def bpr(data: RecData, factors: int = 64, learning_rate: float = 0.05,
     items cornac never saw get zero factors, items the lowest bias (below every trained one).
     """
     import cornac  # only this baseline needs it
-
     start = time.perf_counter()
     x = _train_matrix(data).tocoo()
     triples = list(zip(x.row.tolist(), x.col.tolist(), [1.0] * x.nnz))
@@ -157,9 +152,7 @@ def oracle_content(prepared: Any, content: np.ndarray) -> np.ndarray:
         raise DataError(f"the oracle needs the synthetic world's planted truth columns "
                         f"{TRUTH_COLUMNS}; the items table lacks {missing} (only the synthetic "
                         "data set has them)", source="items")
-    content = np.asarray(content, dtype=np.float32)
-    if content.ndim != 2 or len(content) != len(prepared.items):
-        raise DataError(f"content must be (n_items={len(prepared.items)}, d), got {content.shape}")
+    content = check_item_content(content, len(prepared.items), "content")
     truth, _ = item_attribute_matrix(prepared.items, TRUTH_COLUMNS)
     return np.concatenate([content, truth], axis=1)
 
@@ -224,16 +217,10 @@ def fit_baselines(data: RecData, content: np.ndarray | None = None,
     if unknown:
         raise DataError(f"unknown baseline {unknown[0]!r} in grids; choose from {sorted(BUILDERS)}")
     _train_matrix(data)  # fail before any fitting
-    if content is not None:
-        content = check_item_content(content, data.n_items, "content")
-    if oracle is not None:
-        oracle = check_item_content(oracle, data.n_items, "oracle content")
-    out = {}
-    for name in BUILDERS:
-        fixed = {"seed": seed} if name == "bpr" else {}
-        out[name], _ = tune(name, data, grids.get(name), metric=metric, **fixed)
-    if content is not None:
-        out["content_profile"] = content_profile(data, content)
-    if oracle is not None:
-        out["oracle"] = content_profile(data, oracle, variant="oracle")
+    profiles = {name: check_item_content(c, data.n_items, what) for name, c, what in (
+        ("content_profile", content, "content"), ("oracle", oracle, "oracle content"))
+        if c is not None}
+    out = {name: tune(name, data, grids.get(name), metric=metric,
+                      **({"seed": seed} if name == "bpr" else {}))[0] for name in BUILDERS}
+    out.update({name: content_profile(data, c, variant=name) for name, c in profiles.items()})
     return out

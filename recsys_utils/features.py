@@ -11,7 +11,9 @@ of their first interaction in the split, and all their items in the split as rel
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -64,9 +66,9 @@ class Vocab:
         """``(n,)`` int32 item indices; an id not in the items table raises DataError."""
         ids = np.asarray(item_ids)
         out = _lookup(self._items, ids, -1)
-        if (out < 0).any():
-            bad = ids[np.flatnonzero(out < 0)[0]]
-            raise DataError(f"item id {bad!r} is not in the items table", column="item_id")
+        if (out < 0).any():  # argmin: the first unknown id
+            raise DataError(f"item id {ids[np.argmin(out)]!r} is not in the items table",
+                            column="item_id")
         return out
 
 
@@ -142,7 +144,27 @@ class RecData:
         """``(history, mask)`` ``(n, H)`` int32 (most recent first, -1-padded) and float32:
         the last ``H`` training items of each user (``user_idx`` ``(n,)``) strictly before
         ``timestamps`` (``(n,)`` int64 seconds; ``None``: after all training)."""
-        return _history(self._train_sorted, np.asarray(user_idx), timestamps, self.history_length)
+        user_idx, length, train = np.asarray(user_idx), self.history_length, self._train_sorted
+        if length <= 0:
+            return np.zeros((len(user_idx), 0), np.int32), np.zeros((len(user_idx), 0), np.float32)
+        begin, end = train["starts"][user_idx], train["starts"][user_idx + 1]
+        if timestamps is not None:
+            ts = train["ts"]
+            # Within each user's block (sorted by time), count rows with ts < t: one
+            # searchsorted over (user, time) pairs encoded as a single key.
+            lo, hi = ts.min(initial=0), ts.max(initial=0)
+            span = int(hi - lo) + 3
+            key = train["users"].astype(np.int64) * span + (ts - lo + 1)
+            q = np.clip(np.asarray(timestamps, dtype=np.int64), lo - 1, hi + 1)
+            stop = np.searchsorted(key, user_idx.astype(np.int64) * span + (q - lo + 1))
+            end = np.clip(stop, begin, end)
+        # Slot j holds the (j+1)-th most recent item: position end - 1 - j.
+        pos = end[:, None] - 1 - np.arange(length)[None, :]
+        valid = pos >= begin[:, None]
+        items = train["items"]
+        history = np.where(valid, items[np.clip(pos, 0, max(len(items) - 1, 0))] if len(items)
+                           else PAD, PAD).astype(np.int32)
+        return history, valid.astype(np.float32)
 
     def queries(self, split: str) -> QuerySet:
         """One query per user of ``split`` (see :class:`QuerySet`)."""
@@ -167,9 +189,8 @@ class RecData:
         """Query-tower inputs for any users (unknown ones: the OOV index, empty history),
         with all their training history."""
         user_ids = np.asarray(user_ids).astype(str)
-        ts = (np.zeros(len(user_ids), np.int64) if timestamps is None
-              else np.asarray(timestamps, dtype=np.int64))
-        return self._features(self.vocab.user_index(user_ids), ts, None)
+        ts = np.zeros(len(user_ids), np.int64) if timestamps is None else timestamps
+        return self._features(self.vocab.user_index(user_ids), np.asarray(ts, np.int64), None)
 
     def _features(self, user: np.ndarray, ts: np.ndarray, before: np.ndarray | None
                   ) -> dict[str, np.ndarray]:
@@ -192,38 +213,9 @@ def _sorted_train(train_users: np.ndarray, train_items: np.ndarray, train_ts: np
                   n_users: int) -> dict[str, np.ndarray]:
     """Training rows sorted by (user, time, row), with per-user start offsets."""
     order = np.lexsort((np.arange(len(train_users)), train_ts, train_users))
-    users, ts = train_users[order], train_ts[order]
-    starts = np.searchsorted(users, np.arange(n_users + 1), side="left")
-    return {"users": users, "items": train_items[order], "ts": ts, "starts": starts}
-
-
-def _history(sorted_train: Mapping[str, np.ndarray], user_idx: np.ndarray,
-             timestamps: np.ndarray | None, length: int) -> tuple[np.ndarray, np.ndarray]:
-    n = len(user_idx)
-    if length <= 0:
-        return np.zeros((n, 0), np.int32), np.zeros((n, 0), np.float32)
-    starts = sorted_train["starts"]
-    begin, stop = starts[user_idx], starts[user_idx + 1]
-    if timestamps is None:
-        end = stop
-    else:
-        timestamps = np.asarray(timestamps, dtype=np.int64)
-        ts = sorted_train["ts"]
-        # Within each user's block (sorted by time), count rows with ts < t.
-        # One searchsorted over (user, time) pairs encoded as a single key.
-        lo, hi = ts.min(initial=0), ts.max(initial=0)
-        span = int(hi - lo) + 3
-        key = sorted_train["users"].astype(np.int64) * span + (ts - lo + 1)
-        q = np.clip(timestamps, lo - 1, hi + 1)
-        end = np.searchsorted(key, user_idx.astype(np.int64) * span + (q - lo + 1), side="left")
-        end = np.clip(end, begin, stop)
-    # Slot j holds the (j+1)-th most recent item: position end - 1 - j.
-    pos = end[:, None] - 1 - np.arange(length)[None, :]
-    valid = pos >= begin[:, None]
-    items = sorted_train["items"]
-    history = np.where(valid, items[np.clip(pos, 0, max(len(items) - 1, 0))] if len(items)
-                       else PAD, PAD).astype(np.int32)
-    return history, valid.astype(np.float32)
+    users = train_users[order]
+    return {"users": users, "items": train_items[order], "ts": train_ts[order],
+            "starts": np.searchsorted(users, np.arange(n_users + 1), side="left")}
 
 
 def build_features(prepared: Any, *, history_length: int = 10, seed: int = 42) -> RecData:
@@ -246,8 +238,7 @@ def build_features(prepared: Any, *, history_length: int = 10, seed: int = 42) -
     """
     if history_length < 0:
         raise DataError(f"history_length must be >= 0, got {history_length}")
-    items = prepared.items.reset_index(drop=True)
-    feedback = prepared.feedback
+    items, feedback = prepared.items.reset_index(drop=True), prepared.feedback
     if feedback not in ("rating", "event"):
         raise DataError(f"feedback must be 'rating' or 'event', got {feedback!r}")
     splits = {name: frame.reset_index(drop=True) for name, frame in prepared.splits.items()}
@@ -267,11 +258,9 @@ def build_features(prepared: Any, *, history_length: int = 10, seed: int = 42) -
     sorted_train = _sorted_train(t_users, t_items, t_ts, vocab.n_users)
 
     counts = np.bincount(t_items, minlength=vocab.n_items).astype(np.int64)
-    train_matrix = scipy.sparse.csr_matrix(
+    train_matrix = scipy.sparse.csr_matrix(  # duplicates summed: still True
         (np.ones(len(t_items), dtype=bool), (t_users, t_items)),
         shape=(vocab.n_users, vocab.n_items))
-    train_matrix.sum_duplicates()
-    train_matrix.data[:] = True
 
     if getattr(prepared, "cold_items", None) is not None and len(prepared.cold_items):
         cold = vocab.item_index(np.asarray(prepared.cold_items, dtype=str))
@@ -299,23 +288,17 @@ def from_frames(items: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame | N
 
     Args:
         items: ``item_id`` and any other columns; every interaction's item must be here.
-        train, test, validation: ``user_id``, ``item_id``, optionally ``timestamp``
-            (seconds) and a ``rating`` or an ``event`` column (without either, every row
-            is a ``"purchase"``). Without ``validation``, train with
-            ``early_stopping=False``. Test rows whose item is not in ``train`` become
-            ``test_cold``.
+        train, test, validation: ``user_id``, ``item_id``, optionally ``timestamp`` (seconds)
+            and a ``rating`` or an ``event`` column (without either: ``"purchase"``). Without
+            ``validation``, train with ``early_stopping=False``. Test rows whose item is not
+            in ``train`` become ``test_cold``.
 
-    Without timestamps, or when all training timestamps are equal (a warning: every
-    history would be empty), the rows are taken to be in time order: train, then
-    validation, then test, each top to bottom.
+    Without timestamps, or when all training timestamps are equal (a warning), the rows are
+    taken to be in time order: train, then validation, then test, each top to bottom.
 
     Raises:
-        DataError: a missing ``user_id`` / ``item_id`` column, or an item id
-            that is not in ``items``.
+        DataError: a missing ``user_id`` / ``item_id`` column, or an item id not in ``items``.
     """
-    import warnings
-    from types import SimpleNamespace
-
     require_columns(items, ["item_id"], source="items")
     frames = {"train": train, "validation": validation, "test": test}
     frames = {name: frame.reset_index(drop=True).copy() for name, frame in frames.items()
@@ -335,9 +318,7 @@ def from_frames(items: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame | N
             offset += len(frame)
         if "rating" not in frame and "event" not in frame:
             frame["event"] = "purchase"
-    splits = {"train": frames["train"]}
-    if "validation" in frames:
-        splits["validation"] = frames["validation"]
+    splits = {k: v for k, v in frames.items() if k != "test"}
     if "test" in frames:
         seen = frames["test"]["item_id"].astype(str).isin(set(train["item_id"].astype(str)))
         splits["test"] = frames["test"][seen.to_numpy()]
@@ -372,12 +353,10 @@ def check_item_content(content: Any, n_items: int, what: str = "item_content") -
 
 def item_attribute_matrix(items: pd.DataFrame, columns: Sequence[str], *, max_values: int = 50,
                           separator: str = "|") -> tuple[np.ndarray, list[str]]:
-    """One-hot codes of categorical item ``columns``: the item tower's catalogue facts.
-
-    One indicator per value (multi-valued cells such as ``"Action|Comedy"`` split on
-    ``separator``); a column keeps its ``max_values`` most frequent values and folds the
-    rest into ``"<column>=other"``; missing values get none. Each column's block is scaled
-    to unit row norm, so a column with many values weighs as much as one with two.
+    """One-hot codes of categorical item ``columns``: one indicator per value (cells such as
+    ``"Action|Comedy"`` split on ``separator``), a column's ``max_values`` most frequent values
+    kept and the rest folded into ``"<column>=other"``, none for a missing value; each
+    column's block scaled to unit row norm (many values weigh as much as two).
 
     Returns:
         ``(matrix, names)``: float32 ``(n_items, n_indicators)`` and each indicator's
@@ -393,9 +372,7 @@ def item_attribute_matrix(items: pd.DataFrame, columns: Sequence[str], *, max_va
         raw = items[column]
         if pd.api.types.is_float_dtype(raw) and (raw.dropna() % 1 == 0).all():
             raw = raw.astype("Int64")  # years read with NaNs are floats: "1995", not "1995.0"
-        values = raw.astype("string").fillna("")
-        cells = values.str.split(separator, regex=False) if values.str.contains(
-            separator, regex=False).any() else values.map(lambda v: [v])
+        cells = raw.astype("string").fillna("").str.split(separator, regex=False)
         exploded = cells.explode().str.strip()  # "Action| Comedy": one value "Comedy"
         exploded = exploded[exploded.astype(bool)]
         top = exploded.value_counts().index[:max_values]
@@ -424,17 +401,11 @@ def fact_columns(prepared: Any) -> list[str]:
 def item_content(vectors: np.ndarray, prepared: Any,
                  columns: Sequence[str] | None = None) -> np.ndarray:
     """``(n_items, d + a)`` float32: content ``vectors`` ``(n_items, d)`` next to
-    :func:`item_attribute_matrix` of ``columns`` (default :func:`fact_columns`).
-
-    The fused vector says what an item *is*; exact facts a shopper filters on (category,
-    gender) need not survive in it.
-    """
-    items = prepared.items
-    vectors = np.asarray(vectors, np.float32)
-    if vectors.ndim != 2 or len(vectors) != len(items):
-        raise DataError(f"content vectors must be (n_items={len(items)}, d), got {vectors.shape}")
-    attributes, _ = item_attribute_matrix(items, fact_columns(prepared) if columns is None
-                                          else columns)
+    :func:`item_attribute_matrix` of ``columns`` (default :func:`fact_columns`): exact facts a
+    shopper filters on (category, gender) need not survive in the fused vector."""
+    vectors = check_item_content(vectors, len(prepared.items), "content vectors")
+    attributes, _ = item_attribute_matrix(prepared.items, fact_columns(prepared)
+                                          if columns is None else columns)
     if vectors.shape[1] + attributes.shape[1] == 0:
         raise DataError("item content is empty: no content vectors (width 0) and no catalogue "
                         "fact columns to encode; a content tower needs at least one of them")
@@ -458,7 +429,6 @@ def to_dataset(features: Mapping[str, np.ndarray], batch_size: int, *, shuffle: 
     (two runs with the same seed see the same batches)."""
     import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
     import tensorflow as tf
-
     n = len(next(iter(features.values())))
     ds = tf.data.Dataset.from_tensor_slices(dict(features))
     if shuffle:

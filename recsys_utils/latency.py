@@ -1,8 +1,6 @@
-"""The one timing harness: every timed call goes through the same loop and every result
-is a :class:`Timing` (no TensorFlow import). :func:`compare_latency` times variants in
-interleaved rounds, :func:`measure_latency` one function, :func:`time_requests` single
-requests to a served model (notebooks 04 and 07).
-"""
+"""The one timing harness (no TensorFlow import), every result a :class:`Timing`:
+:func:`compare_latency` times variants in interleaved rounds, :func:`measure_latency` one
+function, :func:`time_requests` single requests to a served model (notebooks 04 and 07)."""
 
 from __future__ import annotations
 
@@ -75,12 +73,10 @@ def compare_latency(fns: Mapping[str, Callable[[Any], Any]],
                     batch_fns: Mapping[str, Callable[[Any], Any]] | None = None,
                     rounds: int = 3, repeats: int = 20, warmup: int = 5, batch_size: int = 64,
                     batch_repeats: int = 3) -> dict[str, Timing]:
-    """Single-query latency and batch throughput of several functions, measured alike.
-
-    After warm-up, ``rounds`` times each function in turn (the order rotates) is timed
-    on the same ``repeats`` single rows and on ``batch_repeats`` batches: interleaving
-    makes warm-up, order and background load hit every function alike. Each timed block
-    starts with an untimed call (a shape change re-allocates a TFLite interpreter's tensors).
+    """Single-query latency and batch throughput of several functions, measured alike: after
+    warm-up, ``rounds`` times each function in turn (the order rotates) is timed on the same
+    ``repeats`` single rows and ``batch_repeats`` batches, each block after an untimed call
+    (a shape change re-allocates a TFLite interpreter's tensors).
 
     Args:
         fns: name -> single-query function, called with a one-row slice of ``inputs``
@@ -141,9 +137,8 @@ def compare_latency(fns: Mapping[str, Callable[[Any], Any]],
 def measure_latency(fn: Callable[[Any], Any], inputs: Mapping[str, np.ndarray] | np.ndarray,
                     *, repeats: int = 50, warmup: int = 3, batch_size: int = 64,
                     batch_repeats: int = 3, num_threads: int | None = None) -> Timing:
-    """:func:`compare_latency` of one function in one round (compare variants with
-    :func:`compare_latency` instead). ``num_threads`` is recorded in the result (default:
-    ``fn.num_threads``)."""
+    """:func:`compare_latency` of one function in one round; ``num_threads`` is recorded in
+    the result (default: ``fn.num_threads``)."""
     timing = compare_latency({"fn": fn}, inputs, rounds=1, repeats=repeats, warmup=warmup,
                              batch_size=batch_size, batch_repeats=batch_repeats)["fn"]
     if num_threads is not None:
@@ -155,11 +150,8 @@ def _wait(result: Any) -> None:
     """Read every tensor of a result (nested in dicts, tuples, lists), so its time counts."""
     if hasattr(result, "numpy"):
         result.numpy()
-    elif isinstance(result, Mapping):
-        for value in result.values():
-            _wait(value)
-    elif isinstance(result, (tuple, list)):
-        for value in result:
+    elif isinstance(result, (Mapping, tuple, list)):
+        for value in result.values() if isinstance(result, Mapping) else result:
             _wait(value)
 
 

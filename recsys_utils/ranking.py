@@ -1,9 +1,7 @@
-"""Ranking data, evaluation and the retrieve-then-rank chain (notebook 05; the ranker itself
-is :mod:`recsys_utils.dcn_ranker`): training rows (ratings, 0/1 clicks with sampled or hard
-negatives), evaluation against the constant predictor, the chain (retrieve ``k_retrieve``
-items, re-order them, compare NDCG@k with retrieval alone), the TFRS multitask model and the
-ranker's export for notebook 06.
-"""
+"""Ranking data, evaluation and the retrieve-then-rank chain (notebook 05; the ranker is
+:mod:`recsys_utils.dcn_ranker`): training rows with sampled or hard negatives, evaluation
+against the constant predictor, the chain against retrieval alone, the TFRS multitask model
+and the ranker's export for notebook 06."""
 
 from __future__ import annotations
 
@@ -51,8 +49,7 @@ class RankingResult:
 
     def predict(self, features: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
         """``(n,)`` predicted ratings, or click probabilities, for feature arrays ``(n, ...)``."""
-        out = [p.numpy() for p in in_batches(self._score, features, FEATURE_KEYS, batch_size)]
-        pred = np.concatenate(out) if out else np.zeros(0, np.float32)
+        pred = in_batches(self._score, features, FEATURE_KEYS, batch_size, np.zeros(0, np.float32))
         return 1.0 / (1.0 + np.exp(-pred)) if self.target == "click" else pred
 
     def _score(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -91,17 +88,11 @@ def _with_negatives(ex: Mapping[str, np.ndarray], source: np.ndarray, items: np.
 def hard_negative_examples(data: RecData, retrieval: Any, *, negatives: int = 4, k: int = 100,
                            max_positives: int | None = None, seed: int = 42
                            ) -> dict[str, np.ndarray]:
-    """Training rows for a re-ranker of retrieved candidates ("engagement" target).
-
-    Every training interaction (at most ``max_positives``, a seeded sample) is a
-    positive (target 1); for each, ``negatives`` items drawn from the user's top-``k``
-    retrieved items (``retrieval``: anything with ``query_embeddings`` /
-    ``item_embeddings``) never seen in training get target 0: the plausible-but-not-chosen
-    items a re-ranker has to push down, which random negatives do not teach.
-
-    Returns:
-        Example arrays ``(n_rows, ...)`` with ``target``, positives first.
-    """
+    """Training rows ``(n_rows, ...)`` with ``target``, positives first, for a re-ranker of
+    retrieved candidates: every training interaction (at most ``max_positives``, a seeded
+    sample) is a positive (1); for each, ``negatives`` items drawn from the user's top-``k``
+    retrieved items (``retrieval``: anything with ``query_embeddings`` / ``item_embeddings``)
+    never seen in training get 0: the plausible items a re-ranker has to push down."""
     ex = dict(data.examples["train"])
     rng = np.random.default_rng(seed)
     if max_positives is not None and len(ex["item"]) > max_positives:
@@ -126,21 +117,13 @@ def evaluate_ranking(result: RankingResult, data: RecData, split: str = "test") 
     if len(ex["target"]) == 0:
         raise DataError(f"split {split!r} is empty: nothing to evaluate")
     y, pred = ex["target"], result.predict(ex)
+    constant = np.full_like(y, result.baseline)
     out: dict[str, Any] = {"target": result.target, "split": split, "n": len(y)}
     if result.target == "rating":
-        out["rmse"] = metrics.rmse(y, pred)
-        out["rmse_constant"] = metrics.rmse(y, np.full_like(y, result.baseline))
-        return out
-    both = 0 < y.mean() < 1
-    out["auc"] = metrics.auc(y, pred) if both else float("nan")
-    out["auc_constant"] = 0.5
-    out["log_loss"] = metrics.log_loss(y, pred)
-    out["log_loss_constant"] = metrics.log_loss(y, np.full_like(y, result.baseline))
-    out["base_rate"] = float(y.mean())
-    return out
-
-
-# ------------------------------------------------------------------------------ the chain
+        return {**out, "rmse": metrics.rmse(y, pred), "rmse_constant": metrics.rmse(y, constant)}
+    return {**out, "auc": metrics.auc(y, pred) if 0 < y.mean() < 1 else float("nan"),
+            "auc_constant": 0.5, "log_loss": metrics.log_loss(y, pred),
+            "log_loss_constant": metrics.log_loss(y, constant), "base_rate": float(y.mean())}
 
 
 @dataclasses.dataclass
@@ -221,13 +204,12 @@ class ChainCandidates:
         """Retrieval order against the re-ranked order, as a :class:`ChainResult`."""
         base = metrics.retrieval_metrics(self.ranked, self.queries.relevant,
                                          ks=(k, self.k_retrieve))
-        reranked = self.order(ranker_weight)
-        chain = metrics.retrieval_metrics(reranked, self.queries.relevant, ks=(k,))
         return ChainResult(
-            retrieval_ndcg=float(base[f"ndcg@{k}"]), chain_ndcg=float(chain[f"ndcg@{k}"]),
+            retrieval_ndcg=float(base[f"ndcg@{k}"]), chain_ndcg=self.ndcg(ranker_weight, k),
             recall_at_retrieve=float(base[f"recall@{self.k_retrieve}"]), k=k,
             k_retrieve=self.k_retrieve, n_queries=int(base["n_queries"]),
-            ranker_weight=float(ranker_weight), ranked=self.ranked, reranked=reranked)
+            ranker_weight=float(ranker_weight), ranked=self.ranked,
+            reranked=self.order(ranker_weight))
 
 
 def chain_candidates(retrieval_result: RetrievalResult, ranking_model: RankingResult,
@@ -262,11 +244,8 @@ def tune_ranker_weight(retrieval_result: RetrievalResult, ranking_model: Ranking
                        weights: Sequence[float] = BLEND_WEIGHTS, split: str = "validation"
                        ) -> tuple[float, dict[float, float]]:
     """``(best weight, {weight: NDCG@k on split})`` of the blend ``(1 - w) * z(retrieval)
-    + w * z(ranker)`` (z: standardised over each user's candidates), chosen on ``split``.
-
-    ``w = 0`` keeps the retrieval order: a ranker that does not help is switched off
-    rather than allowed to hurt.
-    """
+    + w * z(ranker)`` (z: standardised over each user's candidates), chosen on ``split``;
+    ``w = 0`` keeps the retrieval order (a ranker that does not help is switched off)."""
     candidates = chain_candidates(retrieval_result, ranking_model, data, k_retrieve, split=split)
     curve = {float(w): candidates.ndcg(w, k) for w in weights}
     best = max(curve, key=lambda w: (curve[w], -w))  # ties: the smaller weight
@@ -281,9 +260,6 @@ def chain_ndcg(retrieval_result: RetrievalResult, ranking_model: RankingResult, 
     of the same candidates, use :func:`chain_candidates` once and evaluate each."""
     return chain_candidates(retrieval_result, ranking_model, data, k_retrieve, split=split,
                             exclude_seen=exclude_seen).evaluate(k, ranker_weight)
-
-
-# ------------------------------------------------------------------------------ multitask
 
 
 class MultitaskModel(tfrs.Model):
@@ -344,11 +320,8 @@ def train_multitask(data: RecData, item_content: np.ndarray | None = None, *,
                     seed: int = 42, log_q: bool = True,
                     strategy: tf.distribute.Strategy | None = None, progress: bool = True,
                     **model_kwargs: Any) -> MultitaskResult:
-    """Joint retrieval + rating model (rating data only), with loss weights.
-
-    The TFRS tutorial's finding: a model weighted towards one task does poorly on the
-    other, and a joint model can do well on both.
-    """
+    """Joint retrieval + rating model (rating data only), with loss weights (the TFRS
+    tutorial: a model weighted towards one task does poorly on the other)."""
     if data.feedback != "rating":
         raise DataError("train_multitask predicts ratings: it needs rating feedback")
     train = ranking_examples(data, "train")
@@ -376,9 +349,6 @@ def train_multitask(data: RecData, item_content: np.ndarray | None = None, *,
     ranking_view = _MultitaskRanker("rating", model, view.history, seconds,
                                     view.examples_per_second, baseline, config)
     return MultitaskResult(view, ranking_view, model)
-
-
-# ------------------------------------------------------------------------------ export
 
 
 def export_ranking_model(result: RankingResult, data: RecData, path: Any, *,

@@ -1,14 +1,12 @@
-"""Training plumbing and evaluation of retrieval models (notebook 04; the model itself is
-:mod:`recsys_utils.two_tower`): training examples, :class:`RetrievalResult`, early stopping,
-evaluation over the whole catalogue with seen items removed (warm ``test`` and cold-start
-``test_cold`` apart), paired bootstrap comparisons, new-item exposure and the TFRS
-tutorial's protocol.
-"""
+"""Training plumbing and evaluation of retrieval models (notebook 04; the model is
+:mod:`recsys_utils.two_tower`): evaluation over the whole catalogue, seen items removed,
+paired bootstrap comparisons, new-item exposure and the TFRS tutorial's protocol."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from types import SimpleNamespace
 from typing import Any, Literal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -35,13 +33,19 @@ QUERY_KEYS = ("user", "history", "history_mask", "hour", "dow")
 
 
 def in_batches(fn: Callable[[dict[str, tf.Tensor]], Any], features: Mapping[str, np.ndarray],
-               keys: Sequence[str], batch_size: int) -> list[Any]:
-    """``fn({key: tensor})`` on consecutive ``batch_size``-row slices of ``features[keys]``."""
-    return [fn({k: tf.convert_to_tensor(np.asarray(features[k])[s:s + batch_size]) for k in keys})
-            for s in range(0, len(features[keys[0]]), batch_size)]
+               keys: Sequence[str], batch_size: int, empty: np.ndarray | None = None
+               ) -> np.ndarray:
+    """``fn({key: tensor})`` on consecutive ``batch_size``-row slices of ``features[keys]``,
+    the outputs concatenated as numpy (``empty`` when there are no rows)."""
+    out = [np.asarray(fn({k: tf.convert_to_tensor(np.asarray(features[k])[s:s + batch_size])
+                          for k in keys})) for s in range(0, len(features[keys[0]]), batch_size)]
+    return np.concatenate(out) if out or empty is None else empty
 
 
-# ------------------------------------------------------------------------------ training
+def catalogue(fn: Callable[[tf.Tensor], Any], n_items: int, batch_size: int) -> np.ndarray:
+    """``(n_items, D)`` float32: ``fn`` of int32 item indices, ``batch_size`` at a time."""
+    return in_batches(lambda b: fn(b["item"]), {"item": np.arange(n_items, dtype=np.int32)},
+                      ("item",), batch_size).astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -89,31 +93,23 @@ class RetrievalResult:
 
     def item_embeddings(self, batch_size: int = 4096) -> np.ndarray:
         """``(n_items, dim)`` float32 candidate embeddings of the whole catalogue."""
-        n = len(self.item_counts)
         if self.model is None:
             return np.log1p(self.item_counts.astype(np.float32))[:, None]
-        out = [self.model.candidate_embedding(tf.range(s, min(s + batch_size, n))).numpy()
-               for s in range(0, n, batch_size)]
-        return np.concatenate(out).astype(np.float32)
+        return catalogue(self.model.candidate_embedding, len(self.item_counts), batch_size)
 
     def query_embeddings(self, features: Mapping[str, np.ndarray], batch_size: int = 4096
                          ) -> np.ndarray:
         """``(n, dim)`` float32 query embeddings of query features (each ``(n, ...)``)."""
-        n = len(features["user"])
         if self.model is None:
-            return np.ones((n, 1), np.float32)
-        out = [e.numpy() for e in in_batches(self.model.query_embedding, features, QUERY_KEYS,
-                                             batch_size)]
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
+            return np.ones((len(features["user"]), 1), np.float32)
+        return in_batches(self.model.query_embedding, features, QUERY_KEYS, batch_size,
+                          np.zeros((0, 1), np.float32)).astype(np.float32)
 
 
 def training_examples(data: RecData, train_history: str = "before") -> dict[str, np.ndarray]:
     """The training interactions as model inputs: the query features and ``item``, ``(N, ...)``.
-
-    ``train_history``: ``"before"``, the user's items strictly before each example
-    (next-item prediction); ``"leave_one_out"``, the user's last training items minus the
-    example's own item (what an evaluation query sees).
-    """
+    ``train_history``: ``"before"``, the user's items strictly before each example;
+    ``"leave_one_out"``, the user's last training items minus the example's own item."""
     train = {k: data.examples["train"][k] for k in (*QUERY_KEYS, "item")}
     if train_history == "leave_one_out":
         train["history"], train["history_mask"] = leave_one_out_history(data, train["user"],
@@ -130,8 +126,7 @@ def popularity(data: RecData, train: Mapping[str, np.ndarray], config: dict[str,
     """The ``popularity`` variant: no model, every user gets ``log(1 + training count)``."""
     started = time.perf_counter()
     result = RetrievalResult.of("popularity", None, data, train, config)
-    seconds = time.perf_counter() - started
-    result.train_seconds = seconds
+    result.train_seconds = seconds = time.perf_counter() - started
     result.examples_per_second = len(train["item"]) / max(seconds, 1e-9)
     return result
 
@@ -179,17 +174,11 @@ def leave_one_out_history(data: RecData, user: np.ndarray, item: np.ndarray
             np.where(own, 0.0, mask).astype(np.float32))
 
 
-# ------------------------------------------------------------------------------ evaluation
-
-
 def rank_items(query_embeddings: np.ndarray, item_embeddings: np.ndarray, k: int, *,
                exclude: Any = None, candidates: np.ndarray | None = None) -> np.ndarray:
-    """Top-``k`` item indices ``(n_q, k)`` by dot product, ``-1``-padded.
-
-    ``candidates`` (item indices) restricts the ranking to a subset of the
-    catalogue; returned indices are still catalogue indices. ``exclude`` is a
-    ``(n_q, n_items)`` mask over the whole catalogue.
-    """
+    """Top-``k`` item indices ``(n_q, k)`` by dot product, ``-1``-padded. ``candidates`` (item
+    indices) restricts the ranking to a subset, still returning catalogue indices;
+    ``exclude`` is a ``(n_q, n_items)`` mask over the whole catalogue."""
     if candidates is not None:
         candidates = np.asarray(candidates, dtype=np.int64)
         item_embeddings = item_embeddings[candidates]
@@ -207,10 +196,9 @@ def evaluate_retrieval(result: RetrievalResult, data: RecData, split: str = "tes
                        ks: Sequence[int] = (10, 50, 100), exclude_seen: bool = True, *,
                        candidates: Literal["all", "cold"] = "all", per_query: bool = False
                        ) -> dict[str, Any] | pd.DataFrame:
-    """Retrieval metrics of ``result`` on one split, ranking over the catalogue.
-
-    Each user of ``split`` queries with all their training history (training items
-    removed with ``exclude_seen``); relevant = the user's items in the split.
+    """Retrieval metrics of ``result`` on one split: each user of ``split`` queries with all
+    their training history (training items removed with ``exclude_seen``); relevant = the
+    user's items in the split.
 
     Args:
         split: ``"test"`` (warm items), ``"test_cold"``, or ``"validation"``.
@@ -223,16 +211,13 @@ def evaluate_retrieval(result: RetrievalResult, data: RecData, split: str = "tes
         "n_queries", "n_excluded"}``.
     """
     queries = data.queries(split)
-    q = result.query_embeddings(queries.features)
-    items = result.item_embeddings()
-    pool = None
-    if candidates == "cold":
-        pool = data.cold_items
-        if len(pool) == 0:
-            raise DataError("there are no cold items to rank")
-    elif candidates != "all":
+    if candidates not in ("all", "cold"):
         raise DataError(f"candidates must be 'all' or 'cold', got {candidates!r}")
-    ranked = rank_items(q, items, max(ks), exclude=queries.exclude if exclude_seen else None,
+    pool = data.cold_items if candidates == "cold" else None
+    if pool is not None and len(pool) == 0:
+        raise DataError("there are no cold items to rank")
+    ranked = rank_items(result.query_embeddings(queries.features), result.item_embeddings(),
+                        max(ks), exclude=queries.exclude if exclude_seen else None,
                         candidates=pool)
     out = metrics.retrieval_metrics(ranked, queries.relevant, ks=ks, per_query=per_query)
     if per_query:
@@ -257,11 +242,9 @@ def retrieval_table(results: Iterable[RetrievalResult], data: RecData,
 
 def recommend(result: Any, data: RecData, user_ids: Sequence[str], k: int = 10, *,
               exclude_seen: bool = True) -> np.ndarray:
-    """Top-``k`` item ids for each user id: ``(n_users, k)`` strings, ``""`` where no item is left.
-
-    ``result``: anything with ``query_embeddings`` / ``item_embeddings``. Unknown users get
-    the OOV user and an empty history.
-    """
+    """Top-``k`` item ids for each user id: ``(n_users, k)`` strings, ``""`` where no item is
+    left. ``result``: anything with ``query_embeddings`` / ``item_embeddings``; unknown users
+    get the OOV user and an empty history."""
     if k < 1:
         raise DataError(f"k must be >= 1, got {k}")
     features = data.user_features(np.asarray(user_ids).astype(str))
@@ -304,17 +287,10 @@ def paired_comparison(a: Any, b: Any, data: RecData, split: str = "test",
             "n_queries": int(len(difference))}
 
 
-# ------------------------------------------------------------------------------ new items
-
-
 class NewItemBoost:
     """``model`` (anything with ``query_embeddings`` / ``item_embeddings``) with the score of
-    every item unseen in training (``~data.warm_items``) raised by ``shift``.
-
-    Training cannot teach how far to promote new items: they all share the unknown-item
-    bias. The boosted score is still one dot product (queries get a trailing 1, items
-    ``shift`` if new else 0), so it serves from the same index.
-    """
+    every item unseen in training (``~data.warm_items``) raised by ``shift``: still one dot
+    product (queries get a trailing 1, items ``shift`` if new else 0), one index."""
 
     def __init__(self, model: Any, data: RecData, shift: float, *, variant: str | None = None
                  ) -> None:
@@ -339,25 +315,26 @@ def _with_shift(items: np.ndarray, new: np.ndarray, shift: float) -> np.ndarray:
     return np.concatenate([items, np.where(new, shift, 0.0).astype(np.float32)[:, None]], axis=1)
 
 
-def new_item_exposure(model: Any, data: RecData, split: str = "validation", k: int = 50) -> float:
-    """Mean share of new items (unseen in training) in the users' top ``k``, seen items removed.
-
-    Reads no labels of ``split``, only its users, so it can be matched on validation users.
-    """
+def _exposure(model: Any, data: RecData, split: str, k: int) -> Callable[[float], float]:
+    """``shift`` -> mean share of new items in each ``split`` user's top ``k`` (seen items
+    removed), ``shift`` added to the new items' scores."""
     queries = data.queries(split)
-    return _new_share(model.query_embeddings(queries.features), model.item_embeddings(),
-                      queries.exclude, ~data.warm_items, k)
+    query, items = model.query_embeddings(queries.features), model.item_embeddings()
+    new = ~data.warm_items
+
+    def share(shift: float = 0.0) -> float:
+        q, i = (_with_one(query), _with_shift(items, new, shift)) if shift else (query, items)
+        ranked = rank_items(q, i, k, exclude=queries.exclude)
+        valid = ranked >= 0
+        hits = new[np.maximum(ranked, 0)] & valid
+        return float(np.mean(hits.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)))
+    return share
 
 
-def _new_share(query: np.ndarray, items: np.ndarray, exclude: Any, new: np.ndarray, k: int,
-               shift: float = 0.0) -> float:
-    """Mean share of ``new`` items in each query's top ``k``, ``shift`` added to their scores."""
-    if shift:
-        query, items = _with_one(query), _with_shift(items, new, shift)
-    ranked = rank_items(query, items, k, exclude=exclude)
-    valid = ranked >= 0
-    hits = new[np.maximum(ranked, 0)] & valid
-    return float(np.mean(hits.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)))
+def new_item_exposure(model: Any, data: RecData, split: str = "validation", k: int = 50) -> float:
+    """Mean share of new items (unseen in training) in the users' top ``k``, seen items
+    removed; reads no labels of ``split``, only its users."""
+    return _exposure(model, data, split, k)()
 
 
 def match_new_item_exposure(model: Any, data: RecData, target: float, *,
@@ -367,13 +344,7 @@ def match_new_item_exposure(model: Any, data: RecData, target: float, *,
     ``split`` matches ``target``, by bisection on the shift; raises if out of reach."""
     if not 0.0 <= target <= 1.0:
         raise DataError(f"target exposure must be a share in [0, 1], got {target}")
-    queries = data.queries(split)
-    query, items = model.query_embeddings(queries.features), model.item_embeddings()
-    new = ~data.warm_items
-
-    def exposure(shift: float) -> float:
-        return _new_share(query, items, queries.exclude, new, k, shift)
-
+    exposure = _exposure(model, data, split, k)
     low, high = -max_shift, max_shift
     if not exposure(low) <= target <= exposure(high):
         raise DataError(f"no shift within +-{max_shift} gives {model.variant} a new-item "
@@ -387,27 +358,20 @@ def match_new_item_exposure(model: Any, data: RecData, target: float, *,
     return NewItemBoost(model, data, high)
 
 
-# ------------------------------------------------------------------------------ TFRS protocol
-
-
 def tfrs_protocol_metrics(train: pd.DataFrame, test: pd.DataFrame, items: pd.DataFrame,
                           budgets: Mapping[str, Mapping[str, Any]], *,
                           item_content: np.ndarray | None = None, history_length: int = 0,
                           seed: int = 42, ks: Sequence[int] = (1, 5, 10, 50, 100),
                           progress: bool = True) -> pd.DataFrame:
-    """Top-K accuracy under the TFRS basic-retrieval tutorial's protocol.
-
-    Each model of ``budgets`` (label -> :func:`~recsys_utils.two_tower.train_retrieval`
-    keywords, ``variant`` included; no ``early_stopping``: there is no validation split)
-    trains on ``train`` and is scored on every rating of ``test`` by a
-    ``tfrs.metrics.FactorizedTopK`` over *all* items (no seen-item removal). The queries'
-    history is the user's last ``history_length`` training ratings (a bag: no time order).
+    """Top-K accuracy under the TFRS basic-retrieval tutorial's protocol: each model of
+    ``budgets`` (label -> :func:`~recsys_utils.two_tower.train_retrieval` keywords, ``variant``
+    included; no ``early_stopping``: no validation split) trains on ``train`` and is scored on
+    every rating of ``test`` by a ``tfrs.metrics.FactorizedTopK`` over *all* items (no
+    seen-item removal), querying with the user's last ``history_length`` training ratings.
 
     Returns:
         DataFrame indexed by label: ``top_K_accuracy`` columns and ``train_seconds``.
     """
-    from types import SimpleNamespace
-
     from .two_tower import train_retrieval  # the model module imports this one
 
     feedback = "rating" if "rating" in train else "event"

@@ -1,13 +1,11 @@
 """Serving a trained retrieval model: exact and ScaNN indexes, SavedModels, latency.
 
-The served model takes a user id string and a request time and returns the
-top-K item id strings with their scores; the user vocabulary (unknown ids: the
-OOV index 0, empty history) and every user's last ``H`` training items are
-baked in. Seen items are *not* removed. A ScaNN export needs the ``scann`` op
-library to load; :func:`export_portable_serving_model` holds brute force with
-TensorFlow's own ops only (``docs/serving.md``). Every ScaNN index of the course
-is built here (:func:`scann_layer`, :func:`scann_search`).
-"""
+The served model maps a user id string and a request time to the top-K item id strings
+and scores, with the user vocabulary (unknown ids: OOV index 0, empty history) and every
+user's last ``H`` training items baked in; seen items are *not* removed. A ScaNN export
+needs the ``scann`` op library to load; :func:`export_portable_serving_model` uses
+TensorFlow's own ops only (``docs/serving.md``). Every ScaNN index of the course is built
+here (:func:`scann_layer`, :func:`scann_search`)."""
 
 from __future__ import annotations
 
@@ -26,7 +24,7 @@ from . import metrics
 from .artifacts import atomic_dir, save_module
 from .features import RecData
 from .latency import Timing, time_requests
-from .retrieval import QUERY_KEYS, RetrievalResult, in_batches
+from .retrieval import QUERY_KEYS, RetrievalResult, catalogue, in_batches
 from .schema import DataError
 
 __all__ = [
@@ -44,10 +42,8 @@ TopK = tfrs.layers.factorized_top_k.TopK
 
 
 class UserQueryModel(tf.keras.Model):
-    """``{"user_id": (B,) string, "timestamp": (B,) int64}`` -> ``(B, dim)`` query embeddings.
-
-    The user vocabulary and every user's training history are baked in as tables.
-    """
+    """``{"user_id": (B,) string, "timestamp": (B,) int64}`` -> ``(B, dim)`` query embeddings,
+    the user vocabulary and every user's training history baked in as tables."""
 
     def __init__(self, result: RetrievalResult, data: RecData, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -58,10 +54,8 @@ class UserQueryModel(tf.keras.Model):
         self.profile = result.model.profile  # the content-profile columns, when the model has them
         self._query_embedding = result.model.query_embedding
         known = data.vocab.user_ids[1:].astype(str)
-        self.user_table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(known, tf.string),
-                tf.range(1, len(known) + 1, dtype=tf.int32)),
+        self.user_table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(known, tf.string), tf.range(1, len(known) + 1, dtype=tf.int32)),
             default_value=0)  # unknown user -> OOV index 0 (empty history)
         history, mask = data.history_for(np.arange(data.n_users))
         self.histories = tf.Variable(history, trainable=False, name="histories")
@@ -82,10 +76,8 @@ class UserQueryModel(tf.keras.Model):
 def _as_queries(queries: Any, timestamps: Any | None = None) -> dict[str, tf.Tensor]:
     """User ids (a sequence) or a ``{"user_id", "timestamp"}`` mapping -> tensors."""
     if isinstance(queries, Mapping):
-        user_ids, timestamps = queries["user_id"], queries.get("timestamp", timestamps)
-    else:
-        user_ids = queries
-    user_ids = np.asarray(user_ids).astype(str).reshape(-1)
+        queries, timestamps = queries["user_id"], queries.get("timestamp", timestamps)
+    user_ids = np.asarray(queries).astype(str).reshape(-1)
     ts = (np.zeros(len(user_ids), np.int64) if timestamps is None
           else np.broadcast_to(np.asarray(timestamps, np.int64), user_ids.shape))
     return {"user_id": tf.constant(user_ids, tf.string), "timestamp": tf.constant(ts, tf.int64)}
@@ -111,13 +103,10 @@ def scann_layer(query_model: tf.keras.Model, item_vectors: np.ndarray, item_ids:
                 *, k: int, num_leaves: int, num_leaves_to_search: int,
                 num_reordering_candidates: int | None = None, dimensions_per_block: int = 2
                 ) -> tfrs.layers.factorized_top_k.ScaNN:
-    """A TFRS ScaNN index over ``item_vectors`` ``(n_items, d)`` answering ``query_model``.
-
-    ``num_leaves`` partitions (at most ``n_items``), ``num_leaves_to_search`` of
-    them scored by asymmetric hashing (``dimensions_per_block`` dimensions per
-    4-bit code), and the best ``num_reordering_candidates`` (default
-    ``max(4k, 200)``: quantised scores only shortlist) re-scored exactly.
-    """
+    """A TFRS ScaNN index over ``item_vectors`` ``(n_items, d)`` answering ``query_model``:
+    ``num_leaves`` partitions (at most ``n_items``), ``num_leaves_to_search`` of them scored
+    by asymmetric hashing (``dimensions_per_block`` dimensions per 4-bit code), the best
+    ``num_reordering_candidates`` (default ``max(4k, 200)``) re-scored exactly."""
     n = len(item_vectors)
     num_leaves = min(num_leaves, n)
     if num_reordering_candidates is None:
@@ -136,21 +125,18 @@ def scann_search(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
                  scoring: Literal["int8", "ah"] = "ah", dimensions_per_block: int = 2,
                  anisotropic_quantization_threshold: float = 0.2, reorder: int | None = None,
                  seed_threads: int = 1) -> tuple[np.ndarray, Any]:
-    """Top-k by a ScaNN searcher with quantized scoring over the whole table (no tree).
+    """Top-k of ``queries`` ``(n_queries, d)`` over ``table`` ``(n, d)`` by a ScaNN searcher
+    with quantized scoring (no tree): ``(indices (n_queries, k) int64, searcher)``.
 
     Args:
-        scoring: ``"int8"``: brute force over int8 scalar-quantized rows;
-            ``"ah"``: asymmetric hashing, each block of ``dimensions_per_block``
-            dimensions coded as one of 16 centres, the anisotropic loss weighting
-            the error parallel to the vector (what dot products see) by the threshold.
+        scoring: ``"int8"``: brute force over int8 scalar-quantized rows; ``"ah"``: asymmetric
+            hashing, each block of ``dimensions_per_block`` dimensions coded as one of 16
+            centres, the anisotropic loss weighting the error parallel to the vector by the
+            threshold.
         reorder: re-score this many AH candidates exactly (``None``: the quantized ranking).
-
-    Returns:
-        ``(indices (n_queries, k) int64, searcher)``.
     """
     from scann import scann_ops_pybind
     from scann.scann_ops.py.scann_builder import ReorderType
-
     db = np.ascontiguousarray(table, np.float32)
     builder = scann_ops_pybind.builder(db, k, "dot_product")
     builder.set_n_training_threads(seed_threads)
@@ -176,13 +162,11 @@ def build_scann(result: RetrievalResult, data: RecData, *, k: int = 100,
                 num_leaves: int | None = None, num_leaves_to_search: int | None = None,
                 num_reordering_candidates: int | None = None, dimensions_per_block: int = 2,
                 query_model: UserQueryModel | None = None) -> tfrs.layers.factorized_top_k.ScaNN:
-    """ScaNN index over all items, querying by user id.
+    """ScaNN index over all items, querying by user id (:func:`scann_layer`).
 
-    Defaults: :func:`scann_num_leaves` partitions, a third of them searched (at
-    least 10), ``max(4k, 200)`` candidates re-scored. Dot-product embeddings have
-    uneven norms, so recall depends mostly on the share of leaves searched (3,000
-    items, 55 leaves: recall@10 0.75 searching 10, 0.91 with 20, 1.0 with all).
-    Partitions train from a random start: measure the index you serve
+    Defaults: :func:`scann_num_leaves` partitions, a third of them searched (at least 10),
+    ``max(4k, 200)`` candidates re-scored. Recall depends mostly on the share of leaves
+    searched, and partitions train from a random start: measure the index you serve
     (:func:`scann_sweep`), a rebuild can lose several points of recall.
     """
     n = data.n_items
@@ -215,10 +199,8 @@ def scann_recall_at_k(scann_index: TopK, brute_index: TopK, queries: Any, k: int
 @dataclasses.dataclass
 class ScannSweep:
     """ScaNN indexes at several ``num_leaves_to_search``, each measured against brute force.
-
-    Two builds with the same settings differ (1,500 items, 13 of 39 leaves:
-    recall@10 0.99 and 0.90), so the sweep keeps every index it measured and
-    :meth:`choose` returns the measured index itself, never a rebuild.
+    Two builds with the same settings differ, so :meth:`choose` returns the measured index
+    itself, never a rebuild.
 
     Attributes:
         table: a ``brute force`` row, then one ``scann`` row per setting: ``index``,
@@ -252,42 +234,34 @@ def scann_sweep(result: RetrievalResult, data: RecData, user_ids: Sequence[str],
                 leaves_to_search: Sequence[int] | None = None, num_leaves: int | None = None,
                 k: int = 10, index_k: int = 100, n_latency: int = 100,
                 timestamps: Any | None = None) -> ScannSweep:
-    """Recall@k against brute force and single-query latency, per ``num_leaves_to_search``.
-
-    Every index serves ``index_k`` results (latency is for that request); recall
-    is measured on its first ``k``.
-    """
+    """Recall@k against brute force and single-query latency, per ``num_leaves_to_search``:
+    every index serves ``index_k`` results (the timed request), recall is on its first ``k``."""
     query_model = UserQueryModel(result, data)
     brute = build_brute_force(result, data, k=index_k, query_model=query_model)
-    if num_leaves is None:
-        num_leaves = scann_num_leaves(data.n_items)
+    num_leaves = scann_num_leaves(data.n_items) if num_leaves is None else num_leaves
     if leaves_to_search is None:
         leaves_to_search = sorted({max(1, round(num_leaves * f))
                                    for f in (0.05, 0.1, 0.2, 0.33, 0.5, 1.0)})
-
-    lat = request_latency(brute, user_ids, n=n_latency, timestamps=timestamps)
-    rows = [{"index": "brute force", "num_leaves": None, "num_leaves_to_search": None,
-             "recall_at_k": 1.0, "median_ms": lat.median_ms, "p95_ms": lat.p95_ms}]
-    indexes = {}
-    for search in leaves_to_search:
-        scann = build_scann(result, data, k=index_k, num_leaves=num_leaves,
-                            num_leaves_to_search=search, query_model=query_model)
-        indexes[int(search)] = scann
-        lat = request_latency(scann, user_ids, n=n_latency, timestamps=timestamps)
-        rows.append({"index": "scann", "num_leaves": num_leaves, "num_leaves_to_search": search,
-                     "recall_at_k": scann_recall_at_k(scann, brute, user_ids, k, timestamps),
+    built = [(search, build_scann(result, data, k=index_k, num_leaves=num_leaves,
+                                  num_leaves_to_search=search, query_model=query_model))
+             for search in leaves_to_search]
+    rows = []
+    for search, index in [(None, brute), *built]:
+        lat = request_latency(index, user_ids, n=n_latency, timestamps=timestamps)
+        scann = search is not None
+        rows.append({"index": "scann" if scann else "brute force",
+                     "num_leaves": num_leaves if scann else None, "num_leaves_to_search": search,
+                     "recall_at_k": (scann_recall_at_k(index, brute, user_ids, k, timestamps)
+                                     if scann else 1.0),
                      "median_ms": lat.median_ms, "p95_ms": lat.p95_ms})
-    return ScannSweep(pd.DataFrame(rows), indexes, brute)
+    return ScannSweep(pd.DataFrame(rows), {int(s): index for s, index in built}, brute)
 
 
 def request_latency(index: Any, user_ids: Sequence[str], *, n: int = 200, warmup: int = 10,
                     timestamps: Any | None = None, k: int | None = None) -> Timing:
     """Time ``n`` single-user requests (cycling through ``user_ids``) with
-    :func:`recsys_utils.latency.time_requests`.
-
-    ``index``: an in-memory TFRS index (called through the compiled serving
-    function, as it would be served) or a :class:`LoadedServingModel`.
-    """
+    :func:`recsys_utils.latency.time_requests`. ``index``: an in-memory TFRS index (called
+    through the compiled serving function) or a :class:`LoadedServingModel`."""
     queries = _as_queries(user_ids, timestamps)
     users, ts = queries["user_id"], queries["timestamp"]
     module = None if isinstance(index, LoadedServingModel) else _ServingModule(index, k)
@@ -315,16 +289,13 @@ class _ServingModule(tf.Module):
 
 
 def export_serving_model(index: TopK, path: str | Path, *, k: int | None = None) -> Path:
-    """Save ``index`` (with its user query model) as a SavedModel, atomically.
-
-    Signatures: ``serving_default(user_id: string[B], timestamp: int64[B])`` ->
-    ``{"item_ids": string[B, K], "scores": float32[B, K]}``, and
-    ``recommend_now(user_id: string[B])`` at the server's clock.
+    """Save ``index`` (with its user query model) as a SavedModel, atomically. Signatures:
+    ``serving_default(user_id: string[B], timestamp: int64[B])`` -> ``{"item_ids": string[B,
+    K], "scores": float32[B, K]}``, and ``recommend_now(user_id: string[B])`` at server time.
     """
-    path = Path(path)
-    module = _ServingModule(index, k)
-    is_scann = isinstance(index, tfrs.layers.factorized_top_k.ScaNN)
-    options = tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS) if is_scann else None
+    path, module = Path(path), _ServingModule(index, k)
+    options = (tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS)
+               if isinstance(index, tfrs.layers.factorized_top_k.ScaNN) else None)
     with atomic_dir(path) as tmp:
         save_module(module, tmp, options=options, signatures={
             "serving_default": module.recommend, "recommend_now": module.recommend_now})
@@ -334,12 +305,10 @@ def export_serving_model(index: TopK, path: str | Path, *, k: int | None = None)
 def export_portable_serving_model(
         index: tfrs.layers.factorized_top_k.BruteForce | RetrievalResult, path: str | Path, *,
         data: RecData | None = None, k: int | None = None) -> Path:
-    """Save brute force over the item embeddings as a SavedModel with TensorFlow's own ops only.
-
-    ``index``: a :func:`build_brute_force` index, or a :class:`RetrievalResult`
-    (then ``data`` is needed; ``k`` results, default 100). Same signatures as
-    :func:`export_serving_model`; a request scores every item (a matmul and
-    ``top_k``), and stock TensorFlow Serving loads it.
+    """Save brute force over the item embeddings as a SavedModel with TensorFlow's own ops
+    only (stock TensorFlow Serving loads it), signatures as :func:`export_serving_model`.
+    ``index``: a :func:`build_brute_force` index, or a :class:`RetrievalResult` (then
+    ``data`` is needed; ``k`` results, default 100).
 
     Raises:
         DataError: a ScaNN index, or the written graph uses an op TensorFlow does not define.
@@ -355,8 +324,7 @@ def export_portable_serving_model(
                         "pass serving.build_brute_force(result, data) (export_serving_model "
                         "saves ScaNN)")
     path = export_serving_model(index, path, k=k)
-    extra = custom_ops(path)
-    if extra:
+    if extra := custom_ops(path):
         raise DataError("the portable export uses ops TensorFlow does not define: "
                         f"{sorted(extra)}", source=path)
     return path
@@ -365,7 +333,6 @@ def export_portable_serving_model(
 def saved_model_ops(path: str | Path) -> set[str]:
     """Every op type in a SavedModel's graph and functions (calls of its own functions left out)."""
     from tensorflow.core.protobuf import saved_model_pb2
-
     pb = Path(path) / "saved_model.pb"
     if not pb.exists():
         raise DataError(f"no SavedModel at {path}", source=path)
@@ -373,11 +340,10 @@ def saved_model_ops(path: str | Path) -> set[str]:
     model.ParseFromString(pb.read_bytes())
     ops: set[str] = set()
     for graph in model.meta_graphs:
-        library = graph.graph_def.library
+        functions = graph.graph_def.library.function
         ops.update(node.op for node in graph.graph_def.node)
-        for function in library.function:
-            ops.update(node.op for node in function.node_def)
-        ops -= {function.signature.name for function in library.function}
+        ops.update(node.op for function in functions for node in function.node_def)
+        ops -= {function.signature.name for function in functions}
     return ops
 
 
@@ -412,11 +378,8 @@ class LoadedServingModel:
 
 def load_serving_model(path: str | Path) -> LoadedServingModel:
     """Load an :func:`export_serving_model` or :func:`export_portable_serving_model` model,
-    importing ``scann`` (its ops) only for a ScaNN export.
-
-    Raises:
-        DataError: no SavedModel at ``path``, or a ScaNN export without ``scann`` installed.
-    """
+    importing ``scann`` (its ops) only for a ScaNN export; DataError: no SavedModel at
+    ``path``, or a ScaNN export without ``scann`` installed."""
     path = Path(path)
     if not (path / "saved_model.pb").exists():
         raise DataError(f"no SavedModel at {path}: run export_serving_model first")
@@ -433,14 +396,10 @@ def load_serving_model(path: str | Path) -> LoadedServingModel:
 def same_top_k(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[str],
                timestamps: Any | None = None, k: int = 10, *, tie_tolerance: float = 1e-5
                ) -> bool:
-    """True when the reloaded model returns the same top-``k`` as ``index``, up to ties.
-
-    Scores must agree within ``tie_tolerance`` at every rank, and ids must match
-    except where two scores tie within it (eager vs graph rounding may order ties
-    either way).
-    """
-    ids_a, scores_a = recommend(index, user_ids, timestamps)
-    ids_b, scores_b = loaded.recommend(user_ids, timestamps)
+    """True when the reloaded model returns the same top-``k`` as ``index``: scores agree
+    within ``tie_tolerance`` at every rank, ids except where two scores tie within it (eager
+    vs graph rounding may order ties either way)."""
+    (ids_a, scores_a), (ids_b, scores_b) = _both(index, loaded, user_ids, timestamps)
     ids_a, ids_b = ids_a[:, :k], ids_b[:, :k]
     if not np.allclose(scores_a[:, :k], scores_b[:, :k], rtol=0.0, atol=tie_tolerance):
         return False
@@ -454,16 +413,17 @@ def same_top_k(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[str],
 def top_k_agreement(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[str],
                     timestamps: Any | None = None, k: int = 10) -> dict[str, float]:
     """``{"overlap": mean |A ∩ B| / k, "identical_rows": share of users whose top k is
-    identical in order}`` between a reloaded model and the in-memory index.
+    identical in order}`` between a reloaded model and the in-memory index (rounding swaps
+    near-ties: ``overlap`` is the robust check, ``identical_rows`` the strict one)."""
+    (ids_a, _), (ids_b, _) = _both(index, loaded, user_ids, timestamps)
+    return {"overlap": float(metrics.top_k_overlap(ids_b, ids_a, k).mean()),
+            "identical_rows": float(np.mean((ids_a[:, :k] == ids_b[:, :k]).all(axis=1)))}
 
-    Eager vs graph rounding swaps items whose scores tie to ~1e-6 (common with
-    ScaNN's quantised scores): ``overlap`` is the robust check, ``identical_rows`` the strict one.
-    """
-    ids_a, _ = recommend(index, user_ids, timestamps)
-    ids_b, _ = loaded.recommend(user_ids, timestamps)
-    overlap = float(metrics.top_k_overlap(ids_b, ids_a, k).mean())
-    a, b = ids_a[:, :k], ids_b[:, :k]
-    return {"overlap": overlap, "identical_rows": float(np.mean((a == b).all(axis=1)))}
+
+def _both(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[str], timestamps: Any
+          ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``(ids, scores)`` of the in-memory ``index`` and of the reloaded model."""
+    return recommend(index, user_ids, timestamps), loaded.recommend(user_ids, timestamps)
 
 
 # ------------------------------------------------------------------------------ numeric exports
@@ -494,11 +454,8 @@ def export_numeric_model(model: Any, fn: Callable[[dict[str, tf.Tensor]], tf.Ten
                          keys: Sequence[str], data: RecData, path: str | Path, *, output: str,
                          n_calibration: int = 256, seed: int = 0) -> Path:
     """Save ``fn`` over numeric inputs ``keys`` as a plain SavedModel (``serving_default``),
-    atomically, for ``tf.lite.TFLiteConverter.from_saved_model``.
-
-    Beside ``saved_model.pb``, ``calibration.npz`` holds ``n_calibration`` training rows
-    (a seeded sample, keyed by input name) for full-integer quantization.
-    """
+    atomically, for ``tf.lite.TFLiteConverter.from_saved_model``; ``calibration.npz`` beside it
+    holds ``n_calibration`` seeded training rows (keyed by input name) for int8 quantization."""
     module = _NumericModule(model, fn, keys, data.history_length, output)
     train = data.examples["train"]
     n = len(train["item"])
@@ -544,16 +501,13 @@ class LoadedTowers:
                          ) -> np.ndarray:
         """``(n, D)`` float32 from query features (each ``(n, ...)``)."""
         fn = self.query.signatures["serving_default"]
-        out = in_batches(lambda b: fn(**{k: tf.cast(v, _dtype(k)) for k, v in b.items()}),
-                         features, QUERY_INPUTS, batch_size)
-        return np.concatenate([o["embedding"].numpy() for o in out]).astype(np.float32)
+        return in_batches(lambda b: fn(**{k: tf.cast(v, _dtype(k)) for k, v in b.items()})[
+            "embedding"], features, QUERY_INPUTS, batch_size).astype(np.float32)
 
     def item_embeddings(self, batch_size: int = 4096) -> np.ndarray:
         """``(n_items, D)`` float32 embeddings of the whole catalogue."""
         fn = self.item.signatures["serving_default"]
-        return np.concatenate([
-            fn(item=tf.range(s, min(s + batch_size, self.n_items)))["embedding"].numpy()
-            for s in range(0, self.n_items, batch_size)]).astype(np.float32)
+        return catalogue(lambda i: fn(item=i)["embedding"], self.n_items, batch_size)
 
 
 def load_towers(query_path: str | Path, item_path: str | Path, n_items: int,
