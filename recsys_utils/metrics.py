@@ -286,16 +286,17 @@ def retrieval_metrics(
         relevant: Sequence[Collection[int]] | np.ndarray | scipy.sparse.spmatrix,
         ks: Sequence[int] = (10, 50, 100), *, per_query: bool = False,
 ) -> dict[str, float] | pd.DataFrame:
-    """Binary-relevance Recall, HitRate and NDCG at each of ``ks``, and MRR.
+    """Binary-relevance Recall, Precision, F1, HitRate and NDCG at each of ``ks``, and MRR.
 
     ``ranked`` is ``(n_queries, L >= max(ks))``. ``relevant`` gives each query's relevant
     items: a sequence of collections (``[{3, 7}, {1}, ...]``), a 1-D int array (one
     target per query), or a ``(n_queries, n_items)`` bool mask or sparse matrix. With
     relevant set ``R`` and top-K list ``T``: ``recall@K = |R ∩ T| / |R|``,
-    ``hit_rate@K = [R ∩ T ≠ ∅]``, ``ndcg@K`` with binary gains and IDCG over
-    ``min(|R|, K)`` ranks; ``mrr`` looks at the whole list, so it depends on ``L``.
-    Returns ``{"recall@10", "hit_rate@10", "ndcg@10", ..., "mrr", "n_queries",
-    "n_excluded"}``, or with ``per_query`` (for :func:`bootstrap_ci`, paired comparisons,
+    ``precision@K = |R ∩ T| / K``, ``f1@K`` their harmonic mean (0 without a hit, per
+    query, then averaged), ``hit_rate@K = [R ∩ T ≠ ∅]``, ``ndcg@K`` with binary gains and
+    IDCG over ``min(|R|, K)`` ranks; ``mrr`` looks at the whole list, so it depends on ``L``.
+    Returns ``{"recall@10", "precision@10", "f1@10", "hit_rate@10", "ndcg@10", ..., "mrr",
+    "n_queries", "n_excluded"}``, or with ``per_query`` (for :func:`bootstrap_ci`, paired comparisons,
     :func:`per_group`) those metrics and ``n_relevant`` per evaluated query position."""
     ks = _check_ks(ks)
     ranked = _check_ranked(ranked, max(ks), f"ks={list(ks)}")
@@ -314,7 +315,10 @@ def retrieval_metrics(
     columns: dict[str, np.ndarray] = {}
     for k in ks:
         found = hits[:, :k].sum(axis=1)
-        columns[f"recall@{k}"] = found / n_rel
+        recall, precision = found / n_rel, found / k
+        columns[f"recall@{k}"], columns[f"precision@{k}"] = recall, precision
+        columns[f"f1@{k}"] = np.divide(2 * precision * recall, precision + recall,
+                                       out=np.zeros_like(recall), where=found > 0)
         columns[f"hit_rate@{k}"] = (found > 0).astype(np.float64)
         columns[f"ndcg@{k}"] = (hits[:, :k] @ disc[:k]) / ideal_cum[np.minimum(n_rel, k) - 1]
     columns["mrr"] = _reciprocal_rank(hits)

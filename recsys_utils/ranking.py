@@ -135,6 +135,8 @@ class ChainResult:
         recall_at_retrieve: share of relevant items among the candidates (the ceiling
             for any re-ranker).
         ranker_weight: weight of the blend (1.0 = the ranker's order alone).
+        retrieval_at_k / chain_at_k: every metric of :func:`metrics.retrieval_metrics` at
+            ``k`` (recall, precision, F1, hit rate, NDCG, MRR) of the two orders.
         ranked / reranked: ``(n_queries, k_retrieve)`` item indices.
     """
 
@@ -145,6 +147,8 @@ class ChainResult:
     k_retrieve: int
     n_queries: int
     ranker_weight: float
+    retrieval_at_k: dict[str, float]
+    chain_at_k: dict[str, float]
     ranked: np.ndarray = dataclasses.field(repr=False)
     reranked: np.ndarray = dataclasses.field(repr=False)
 
@@ -204,12 +208,17 @@ class ChainCandidates:
         """Retrieval order against the re-ranked order, as a :class:`ChainResult`."""
         base = metrics.retrieval_metrics(self.ranked, self.queries.relevant,
                                          ks=(k, self.k_retrieve))
+        reranked = self.order(ranker_weight)
+        at_k = [{name: value for name, value in scores.items() if name.endswith(f"@{k}")
+                 or name == "mrr"}
+                for scores in (base, metrics.retrieval_metrics(reranked, self.queries.relevant,
+                                                               ks=(k,)))]
         return ChainResult(
-            retrieval_ndcg=float(base[f"ndcg@{k}"]), chain_ndcg=self.ndcg(ranker_weight, k),
+            retrieval_ndcg=at_k[0][f"ndcg@{k}"], chain_ndcg=at_k[1][f"ndcg@{k}"],
             recall_at_retrieve=float(base[f"recall@{self.k_retrieve}"]), k=k,
             k_retrieve=self.k_retrieve, n_queries=int(base["n_queries"]),
-            ranker_weight=float(ranker_weight), ranked=self.ranked,
-            reranked=self.order(ranker_weight))
+            ranker_weight=float(ranker_weight), retrieval_at_k=at_k[0], chain_at_k=at_k[1],
+            ranked=self.ranked, reranked=reranked)
 
 
 def chain_candidates(retrieval_result: RetrievalResult, ranking_model: RankingResult,

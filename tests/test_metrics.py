@@ -131,6 +131,30 @@ def test_retrieval_metrics_hand_case():
     assert out["ndcg@4"] == pytest.approx(((1 + 0.5) / ideal2 + (1 / LOG2_5) / ideal2) / 3)
     assert out["mrr"] == pytest.approx((1 + 0.25 + 0) / 3)
     assert out["n_queries"] == 3 and out["n_excluded"] == 0
+    # precision@K = hits / K; F1 per query (0 without a hit), then averaged:
+    # q0: P@2 = 1/2, F1@2 = 1/2; P@4 = 2/4, R@4 = 1, F1@4 = 2/3
+    # q1: P@4 = 1/4, R@4 = 1/2, F1@4 = 1/3
+    assert out["precision@2"] == pytest.approx(0.5 / 3)
+    assert out["precision@4"] == pytest.approx((0.5 + 0.25) / 3)
+    assert out["f1@2"] == pytest.approx(0.5 / 3)
+    assert out["f1@4"] == pytest.approx((2 / 3 + 1 / 3) / 3)
+
+
+def test_precision_recall_and_f1_match_ranx():
+    ranx = pytest.importorskip("ranx")
+    rng = np.random.default_rng(7)
+    n_queries, n_items, k = 40, 60, 10
+    ranked = np.stack([rng.permutation(n_items)[:20] for _ in range(n_queries)])
+    relevant = [set(rng.choice(n_items, rng.integers(1, 8), replace=False).tolist())
+                for _ in range(n_queries)]
+    ours = metrics.retrieval_metrics(ranked, relevant, ks=(k,))
+    qrels = ranx.Qrels({f"q{q:03d}": {f"d{i:03d}": 1 for i in rel}
+                        for q, rel in enumerate(relevant)})
+    run = ranx.Run({f"q{q:03d}": {f"d{int(i):03d}": float(20 - r) for r, i in enumerate(row)}
+                    for q, row in enumerate(ranked)})
+    theirs = ranx.evaluate(qrels, run, [f"precision@{k}", f"recall@{k}", f"f1@{k}"])
+    for name in ("precision", "recall", "f1"):
+        assert ours[f"{name}@{k}"] == pytest.approx(theirs[f"{name}@{k}"]), name
 
 
 def test_retrieval_metrics_one_relevant_ndcg():
@@ -154,8 +178,8 @@ def test_queries_without_relevant_items_are_excluded_and_counted():
     ranked = np.array([[0, 1], [1, 0], [2, 3]])
     out = metrics.retrieval_metrics(ranked, [{0}, set(), []], ks=(1,))
     # Only q0 counts: hit at rank 1 -> all metrics 1.
-    assert out == {"recall@1": 1.0, "hit_rate@1": 1.0, "ndcg@1": 1.0, "mrr": 1.0,
-                   "n_queries": 1, "n_excluded": 2}
+    assert out == {"recall@1": 1.0, "precision@1": 1.0, "f1@1": 1.0, "hit_rate@1": 1.0,
+                   "ndcg@1": 1.0, "mrr": 1.0, "n_queries": 1, "n_excluded": 2}
 
 
 def test_relevant_beyond_the_list_scores_zero():

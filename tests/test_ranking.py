@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recsys_utils import features as F
-from recsys_utils import dcn_ranker, two_tower
+from recsys_utils import dcn_ranker, metrics, two_tower
 from recsys_utils import ranking as K
 from recsys_utils import retrieval as R
 from toy_world import make_toy
@@ -85,6 +85,13 @@ def test_chain_ndcg_reports_both_numbers(rated, rated_retrieval):
     direct = R.evaluate_retrieval(retrieval, data, "test", ks=(10, 100))
     assert chain.retrieval_ndcg == pytest.approx(direct["ndcg@10"])
     assert chain.recall_at_retrieve == pytest.approx(direct["recall@100"])
+    # Precision and F1 at 10 beside recall, for both orders, from the same evaluator.
+    for name in ("recall@10", "precision@10", "f1@10", "ndcg@10"):
+        assert chain.retrieval_at_k[name] == pytest.approx(direct[name]), name
+    reranked = metrics.retrieval_metrics(chain.reranked, data.queries("test").relevant, ks=(10,))
+    assert chain.chain_at_k["precision@10"] == pytest.approx(reranked["precision@10"])
+    assert chain.chain_at_k["ndcg@10"] == pytest.approx(chain.chain_ndcg)
+    assert chain.chain_at_k["f1@10"] > 0 and "recall@100" not in chain.chain_at_k
 
 
 def test_multitask_trains_both_heads(rated):
