@@ -1,34 +1,7 @@
-"""The artifact directory: what each notebook writes, written atomically.
-
-Layout of one run's artifact directory::
-
-    data/items.parquet, interactions.parquet, users.parquet,
-         queries.parquet, judgements.parquet       the one schema
-    data/splits/{train,validation,test,test_cold}.parquet
-    data/splits/cold_items.json                     the held-out cold-start items
-    data/vocab/<column>.txt                         one value per line, sorted
-    data/dataset.json                               name, attribute columns, flags
-    metrics/<stage>.json                            each notebook's headline numbers
-    images/                                         generated product images (synthetic)
-
-Every file is written to a temporary name in the same directory and renamed
-into place, so an interrupted run never leaves a half-written table that a
-later notebook would trust. Files get the permissions the umask allows (not
-``mkstemp``'s 0600), so a team can share a run directory.
-
-**Provenance.** ``manifest.json`` records, for every artifact written while a
-run is active (:func:`recsys_utils.runs.start_run` sets it), the data set,
-profile and seed that produced it, which notebook wrote it and, for
-everything derived from the prepared data, the *data fingerprint*: a hash of
-the files notebook 01 wrote under ``data/``. :func:`load_prepared` and
-:func:`load_features` refuse an artifact from another data set, profile,
-seed or fingerprint, or one whose notebook stopped before writing its metrics
-file (each record has a write ``order``), naming the notebook to re-run; the
-series runner checks the whole directory before ``--start NN``
-(:func:`provenance_problems`).
-A corrupt file (bad Parquet, truncated ``.npy``) raises
-:class:`~recsys_utils.schema.DataError` naming the file and its notebook.
-"""
+"""The artifact directory: what each notebook writes, atomically and with the umask's
+permissions (a team can share it). Inside a run, ``manifest.json`` records who produced each
+artifact (data set, profile, seed, notebook, data fingerprint); reads refuse another run's,
+naming the notebook to re-run."""
 
 from __future__ import annotations
 
@@ -38,8 +11,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -51,6 +26,15 @@ from .schema import DataError
 SPLITS = ("train", "validation", "test", "test_cold")
 METRICS_DIR = "metrics"
 DATA_DIR = "data"
+FEATURES_DIR = "features"
+MODELS_DIR = "models"
+_PREPARER = "01 (data preparation)"
+#: Which notebook writes each named feature array (for the error message).
+FEATURE_WRITERS = {
+    **dict.fromkeys(("item_text", "query_text"), "02 (BERT text encoding)"),
+    **dict.fromkeys(("item_image", "item_image_present", "item_fused"), "03 (multimodal fusion)"),
+    "search_query_text": "07 (product search)",
+}
 
 
 def current_umask() -> int:
@@ -73,12 +57,8 @@ def _apply_umask(path: Path, directory: bool = False) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
-
-    On an exception the temporary file is removed and ``path`` is untouched.
-    The file gets the umask's permissions and, inside an active run's artifact
-    directory, a provenance record in ``manifest.json``.
-    """
+    """Yield a temporary path beside ``path``, renamed onto it on success (removed on an
+    exception); inside a run, record the artifact in ``manifest.json``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -91,40 +71,39 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             _apply_umask(tmp_path)
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        tmp_path.unlink(missing_ok=True)
     record_artifact(path)
 
 
-def save_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+def _save(path: str | Path, write: Callable[[Path], Any]) -> Path:
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        write(tmp)
     return Path(path)
+
+
+def save_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    return _save(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def save_json(obj: Any, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-    return Path(path)
+    return _save(path, lambda tmp: tmp.write_text(
+        json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"))
 
 
 def save_npy(array: np.ndarray, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # np.save would append ".npy" to a file name
             np.save(f, array)
-    return Path(path)
+    return _save(path, write)
 
 
 def save_lines(lines: list[str], path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    return Path(path)
+    return _save(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in lines),
+                                                  encoding="utf-8"))
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
@@ -148,18 +127,9 @@ def read_metrics(artifact_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 @dataclasses.dataclass
 class Prepared:
-    """What notebook 01 wrote, loaded back for every later notebook.
-
-    Attributes:
-        dataset: the data set's registry name.
-        items / interactions / users / queries / judgements: the schema tables.
-        attribute_columns: structured item columns models may use as features.
-        truth_columns: planted ground truth (synthetic only): labels, never features.
-        splits: ``train``, ``validation``, ``test`` (warm items, the user's
-            last interaction) and ``test_cold`` (held-out cold-start items).
-        cold_items: ids of the cold-start items, never seen in training.
-        simulated_interactions: True when interactions are simulated.
-    """
+    """What notebook 01 wrote. ``truth_columns`` (synthetic only) are planted labels, never
+    features; ``splits``: ``train``, ``validation``, ``test`` (each user's last interaction)
+    and ``test_cold`` (the ``cold_items``, never seen in training)."""
 
     dataset: str
     items: pd.DataFrame
@@ -179,13 +149,8 @@ class Prepared:
         return "image_path" in self.items and self.items["image_path"].notna().any()
 
 
-def _read_optional(path: Path) -> pd.DataFrame | None:
-    return read_parquet(path) if path.exists() else None
-
-
 def _read_artifact(path: Path, reader: Callable[[Path], Any], writer: str) -> Any:
-    """``reader(path)``, with a corrupt file reported as a :class:`DataError`
-    naming the file and the notebook that writes it (not a raw library error)."""
+    """``reader(path)``; a missing or corrupt file is a :class:`DataError` naming its writer."""
     try:
         return reader(path)
     except DataError:
@@ -205,51 +170,30 @@ def read_parquet(path: str | Path, writer: str | None = None) -> pd.DataFrame:
 
 
 def load_prepared(artifact_dir: str | Path) -> Prepared:
-    """Load the prepared data set from ``artifact_dir``.
-
-    Raises:
-        DataError: if notebook 01 has not run for this artifact directory, a
-            file is corrupt, or (inside a run) the data were prepared for
-            another data set, profile or seed.
-    """
+    """Load the prepared data set from ``artifact_dir``: a :class:`DataError` if notebook 01
+    has not run there, a file is corrupt or (inside a run) the data are another run's."""
     root = Path(artifact_dir) / DATA_DIR
-    manifest_path = root / "dataset.json"
-    if not manifest_path.exists():
-        raise DataError(
-            f"no prepared data at {root}: run notebook 01 (data preparation) with "
-            f"artifact_dir={str(artifact_dir)!r} first"
-        )
+    if not (root / "dataset.json").exists():
+        raise DataError(f"no prepared data at {root}: run notebook 01 (data preparation) with "
+                        f"artifact_dir={str(artifact_dir)!r} first")
     check_provenance(artifact_dir, f"{DATA_DIR}/dataset.json")
-    writer = "01 (data preparation)"
-    manifest = _read_artifact(manifest_path, read_json, writer)
-    splits = {name: read_parquet(root / "splits" / f"{name}.parquet", writer) for name in SPLITS}
+    manifest = _read_artifact(root / "dataset.json", read_json, _PREPARER)
+
+    def table(name: str) -> pd.DataFrame:
+        return read_parquet(root / f"{name}.parquet", _PREPARER)
+
+    def optional(name: str) -> pd.DataFrame | None:
+        return table(name) if (root / f"{name}.parquet").exists() else None
+
     return Prepared(
-        dataset=manifest["dataset"],
-        items=read_parquet(root / "items.parquet", writer),
-        interactions=read_parquet(root / "interactions.parquet", writer),
+        dataset=manifest["dataset"], items=table("items"), interactions=table("interactions"),
         attribute_columns=list(manifest["attribute_columns"]),
-        splits=splits,
-        cold_items=_read_artifact(root / "splits" / "cold_items.json", read_json, writer),
+        splits={name: table(f"splits/{name}") for name in SPLITS},
+        cold_items=_read_artifact(root / "splits" / "cold_items.json", read_json, _PREPARER),
         feedback=manifest["feedback"],
         simulated_interactions=bool(manifest["simulated_interactions"]),
         truth_columns=list(manifest.get("truth_columns", [])),
-        users=_read_optional(root / "users.parquet"),
-        queries=_read_optional(root / "queries.parquet"),
-        judgements=_read_optional(root / "judgements.parquet"),
-    )
-
-
-#: Which notebook writes each named feature array (for the error message).
-FEATURE_WRITERS = {
-    "item_text": "02 (BERT text encoding)",
-    "query_text": "02 (BERT text encoding)",
-    "item_image": "03 (multimodal fusion)",
-    "item_image_present": "03 (multimodal fusion)",
-    "item_fused": "03 (multimodal fusion)",
-    "search_query_text": "07 (product search)",
-}
-FEATURES_DIR = "features"
-MODELS_DIR = "models"
+        **{name: optional(name) for name in ("users", "queries", "judgements")})
 
 
 def features_path(artifact_dir: str | Path, name: str) -> Path:
@@ -262,13 +206,8 @@ def save_features(artifact_dir: str | Path, name: str, array: np.ndarray) -> Pat
 
 
 def load_features(artifact_dir: str | Path, name: str) -> np.ndarray:
-    """Load a feature array written by an earlier notebook.
-
-    Raises:
-        DataError: naming the notebook to run when the array is not there, is
-            corrupt (e.g. a truncated ``.npy``) or, inside a run, was computed
-            from other prepared data or another seed.
-    """
+    """Load a feature array written by an earlier notebook: a :class:`DataError` naming the
+    notebook to run when it is missing, corrupt or (inside a run) another run's."""
     path = features_path(artifact_dir, name)
     writer = FEATURE_WRITERS.get(name, "an earlier notebook")
     if not path.exists():
@@ -283,24 +222,15 @@ def model_dir(artifact_dir: str | Path, name: str) -> Path:
     return Path(artifact_dir) / MODELS_DIR / name
 
 
-class _KerasConfigNotice(logging.Filter):
-    """Drops tf-keras' "Model's `__init__()` arguments contain non-serializable objects" notice."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "contain non-serializable objects" not in record.getMessage()
-
-
 def save_module(module: Any, directory: str | Path, signatures: Any, options: Any = None) -> None:
-    """``tf.saved_model.save`` for the course's serving modules, without tf-keras' config notice.
-
-    The modules hold Keras models built from trained objects (TFRS indexes, towers), which
-    have no ``get_config``; tf-keras then warns on every save. These SavedModels are served
-    through their ``signatures`` and never rebuilt as Keras models, so the notice says nothing
-    here. Any other message passes.
-    """
+    """``tf.saved_model.save`` without tf-keras' "contain non-serializable objects" notice, moot
+    for modules served through their ``signatures``, never rebuilt from a Keras config."""
     import tensorflow as tf
 
-    logger, notice = logging.getLogger("tensorflow"), _KerasConfigNotice()
+    def notice(record: logging.LogRecord) -> bool:
+        return "contain non-serializable objects" not in record.getMessage()
+
+    logger = logging.getLogger("tensorflow")
     logger.addFilter(notice)
     try:
         tf.saved_model.save(module, str(directory), signatures=signatures, options=options)
@@ -310,36 +240,26 @@ def save_module(module: Any, directory: str | Path, signatures: Any, options: An
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; swap it into place on success.
-
-    For SavedModels and other directory artifacts: a reader sees the old
-    directory or the new one, never a half-written one.
-    """
-    import shutil
-
+    """Yield a temporary directory beside ``path``, swapped into place on success: a reader
+    sees the old directory or the new one, never a half-written one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
         _apply_umask(tmp, directory=True)
+        old = path.with_name(f".{path.name}.old")
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     record_artifact(path)
 
 
-# --------------------------------------------------------------------------
-# Provenance: which run produced each artifact
-# --------------------------------------------------------------------------
+# -- Provenance: which run produced each artifact ---------------------------------------
 
 MANIFEST = "manifest.json"
 #: Set by the series runner for each notebook's kernel (e.g. ``02_text_encoding``).
@@ -369,9 +289,8 @@ _fingerprint_cache: dict[tuple, str] = {}
 def set_run_context(artifact_dir: str | Path, dataset: str, profile: str, seed: int) -> RunContext:
     """Make later writes under ``artifact_dir`` record this run, and reads check against it."""
     global _context
+    clear_run_context()
     _context = RunContext(Path(artifact_dir).resolve(), dataset, profile, int(seed))
-    _unclaimed.clear()
-    _written_here.clear()
     return _context
 
 
@@ -382,22 +301,9 @@ def clear_run_context() -> None:
     _written_here.clear()
 
 
-def _relative(context: RunContext | None, path: Path) -> str | None:
-    """``path`` relative to the context's artifact dir (POSIX), or None if outside it."""
-    if context is None:
-        return None
-    try:
-        return Path(path).resolve().relative_to(context.artifact_dir).as_posix()
-    except ValueError:
-        return None
-
-
 def data_fingerprint(artifact_dir: str | Path) -> str | None:
-    """A hash of every file notebook 01 wrote under ``data/`` (None if there are none).
-
-    Names and contents, in a fixed order; cached on the files' sizes and
-    modification times, so checking it before each read costs a directory walk.
-    """
+    """A hash of the names and contents of the files under ``data/`` (None if none), cached
+    on their sizes and modification times: checking it before each read costs a walk."""
     root = Path(artifact_dir) / DATA_DIR
     if not root.is_dir():
         return None
@@ -422,24 +328,21 @@ def read_manifest(artifact_dir: str | Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     try:
-        manifest = read_json(path)
-        return dict(manifest["artifacts"])
+        return dict(read_json(path)["artifacts"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"corrupt provenance manifest ({type(exc).__name__}): delete it and "
                         "re-run the series from notebook 01", source=path) from None
 
 
 def record_artifact(path: str | Path) -> None:
-    """Record the active run as the producer of ``path`` in the run's ``manifest.json``.
-
-    A no-op outside a run or outside its artifact directory. Files under
-    ``data/`` are the data; everything else also records the data fingerprint.
-    """
+    """Record the active run as the producer of ``path`` in ``manifest.json`` (no-op outside
+    a run or its artifact directory); outside ``data/`` with the data fingerprint."""
     context = _context
-    rel = _relative(context, Path(path))
-    if rel is None or rel.startswith(_UNRECORDED) or rel == ".":
+    if context is None or not Path(path).resolve().is_relative_to(context.artifact_dir):
         return
-    assert context is not None
+    rel = Path(path).resolve().relative_to(context.artifact_dir).as_posix()
+    if rel.startswith(_UNRECORDED) or rel == ".":
+        return
     stage = os.environ.get(NOTEBOOK_ENV) or None
     entry = {"dataset": context.dataset, "profile": context.profile, "seed": context.seed,
              "written_by": stage, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -452,11 +355,8 @@ def record_artifact(path: str | Path) -> None:
 
 
 def claim_artifacts(stage: str) -> None:
-    """Mark the artifacts this process wrote (notebook unknown) as written by ``stage``.
-
-    Called by :meth:`recsys_utils.runs.Run.write_metrics`: a notebook run alone
-    (not through the series runner) says who it is only when it writes metrics.
-    """
+    """Mark the artifacts this process wrote (notebook unknown) as written by ``stage``: a
+    notebook run alone, not by the series runner, names itself when it writes metrics."""
     context = _context
     if context is None or not _unclaimed:
         return
@@ -474,8 +374,6 @@ def _update_manifest(artifact_dir: Path, updates: dict[str, dict[str, Any]]) -> 
     try:
         manifest = read_manifest(artifact_dir)
     except DataError as error:  # start over: what it recorded is lost, later reads refuse
-        import warnings
-
         warnings.warn(f"{error}; starting a new manifest", stacklevel=3)
         manifest = {}
     order = max((int(r.get("order", 0)) for r in manifest.values()), default=0)
@@ -484,29 +382,21 @@ def _update_manifest(artifact_dir: Path, updates: dict[str, dict[str, Any]]) -> 
             order += 1
             record = {**record, "order": order}
         manifest[rel] = record
-    path = artifact_dir / MANIFEST
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=artifact_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"format": 1, "artifacts": manifest}, f, indent=1, sort_keys=True)
-        _apply_umask(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(artifact_dir / MANIFEST) as tmp:  # not recorded itself (_UNRECORDED)
+        tmp.write_text(json.dumps({"format": 1, "artifacts": manifest}, indent=1, sort_keys=True))
 
 
 def writer_of_path(path: str | Path, record: dict[str, Any] | None = None) -> str:
     """The notebook that writes an artifact, for messages: recorded, else known by its place."""
     if record and record.get("written_by"):
         return str(record["written_by"])
-    parts = Path(path).parts
+    parts, stem = Path(path).parts, Path(path).stem
     if DATA_DIR in parts:
-        return "01 (data preparation)"
+        return _PREPARER
     if METRICS_DIR in parts:
-        return Path(path).stem
+        return stem
     if FEATURES_DIR in parts:
-        return FEATURE_WRITERS.get(Path(path).stem, "the notebook that writes it")
+        return FEATURE_WRITERS.get(stem, "the notebook that writes it")
     return "the notebook that writes it"
 
 
@@ -562,12 +452,8 @@ def _record_problem(rel: str, record: dict[str, Any] | None, context: RunContext
 
 
 def check_provenance(artifact_dir: str | Path, rel: str) -> None:
-    """Refuse to read ``rel`` if the active run did not produce it (no-op outside a run).
-
-    Raises:
-        DataError: naming the artifact, the run that produced it and the
-            notebook to re-run.
-    """
+    """Refuse to read ``rel`` if the active run did not produce it (no-op outside a run):
+    a :class:`DataError` naming the artifact, its run and the notebook to re-run."""
     context = _context
     if context is None or Path(artifact_dir).resolve() != context.artifact_dir:
         return
@@ -583,13 +469,7 @@ def check_provenance(artifact_dir: str | Path, rel: str) -> None:
 
 def provenance_problems(artifact_dir: str | Path, dataset: str, profile: str, seed: int,
                         ) -> list[ProvenanceProblem]:
-    """Every recorded artifact of ``artifact_dir`` that another run produced.
-
-    Compared with the given run's data set, profile and seed and with the
-    current data fingerprint. Empty when the directory keeps no manifest.
-    Artifacts on disk that the manifest does not know (next to a recorded
-    ``data/``) are reported too: they cannot be told apart from stale ones.
-    """
+    """Every artifact another run produced, or the manifest does not know ([] without one)."""
     root = Path(artifact_dir).resolve()
     manifest = read_manifest(root)
     if f"{DATA_DIR}/dataset.json" not in manifest:
@@ -598,7 +478,7 @@ def provenance_problems(artifact_dir: str | Path, dataset: str, profile: str, se
     fingerprint = data_fingerprint(root)
     checked = {rel: _record_problem(rel, record, context, fingerprint, manifest)
                for rel, record in sorted(manifest.items()) if (root / rel).exists()}
-    # When a notebook last finished soundly, what it wrote before and did not write again
+    # What a notebook that last finished soundly wrote before and did not write again
     # (e.g. query vectors of a data set without queries) is a leftover nobody reads: not
     # a reason to refuse --start, and still refused by a read.
     finished = {rel[len(METRICS_DIR) + 1:-len(".json")]: int(manifest[rel].get("order", 0))

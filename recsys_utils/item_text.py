@@ -1,9 +1,5 @@
-"""The one text per item that the text encoder embeds, built from the catalogue schema.
-
-Notebook 02 embeds these strings (``recsys_utils.text``), notebook 06
-quantizes the encoder on them and notebook 07 searches them with BM25 and
-dense retrieval, so every stage reads an item the same way.
-"""
+"""The one text per item, built from the catalogue schema, that notebooks 02 (embedding), 06
+(quantization) and 07 (BM25 and dense search) read, so every stage reads an item the same way."""
 
 from __future__ import annotations
 
@@ -15,58 +11,27 @@ from .schema import UNKNOWN_VALUES, require_columns
 
 
 def item_text(items: pd.DataFrame, attribute_columns: list[str]) -> list[str]:
-    """The one text per item that the encoder embeds.
+    """One string per row of ``items``, in row order.
 
     Layout: ``"<title>. Category: <category>. <Attribute>: <value>. <description>"``,
-    e.g. ``"Trail runner 2. Category: shoes. Color: red. Light mesh shoe."``.
-    Title first (the strongest signal; survives truncation), then the
-    structured fields as short "name: value" sentences, then the free-text
-    description, which is the first thing truncation cuts. Empty, missing and
-    placeholder values (:data:`recsys_utils.schema.UNKNOWN_VALUES`, any case) are
-    skipped, together with their label. Whitespace is collapsed.
-
-    Args:
-        items: the items table (``item_id``, ``title``, ``description``,
-            ``category`` and the attribute columns), ``n`` rows.
-        attribute_columns: attribute columns to include, in this order; column
-            names become labels (``"sleeve_length"`` -> ``"Sleeve length"``).
-
-    Returns:
-        ``n`` strings, one per row of ``items``, in row order.
-    """
+    e.g. ``"Trail runner 2. Category: shoes. Color: red. Light mesh shoe."``: the title
+    first (the strongest signal), the description last (truncation cuts it first).
+    Missing and placeholder values (:data:`recsys_utils.schema.UNKNOWN_VALUES`, any case)
+    are skipped with their label; whitespace is collapsed. ``attribute_columns`` are
+    included in order, labelled by name (``"sleeve_length"`` -> ``"Sleeve length"``)."""
     require_columns(items, ["title", "description", "category", *attribute_columns], source="items")
-    labels = {c: c.replace("_", " ").strip().capitalize() for c in attribute_columns}
-    # Plain lists: row-wise pandas access would dominate on large catalogues.
-    titles = items["title"].tolist()
-    categories = items["category"].tolist()
-    descriptions = items["description"].tolist()
-    attributes = {c: items[c].tolist() for c in attribute_columns}
-    out: list[str] = []
-    for row in range(len(items)):
-        parts = []
-        title = _clean(titles[row])
-        if title:
-            parts.append(_sentence(title))
-        category = _clean(categories[row])
-        if category:
-            parts.append(f"Category: {_sentence(category)}")
-        for column in attribute_columns:
-            value = _clean(attributes[column][row])
-            if value:
-                parts.append(f"{labels[column]}: {_sentence(value)}")
-        description = _clean(descriptions[row])
-        if description:
-            parts.append(_sentence(description))
-        out.append(" ".join(parts))
-    return out
+    labels = ["", "Category: ",
+              *(f"{c.replace('_', ' ').strip().capitalize()}: " for c in attribute_columns), ""]
+    # Plain lists, not row-wise pandas access, which would dominate on large catalogues.
+    columns = [items[c].tolist() for c in ["title", "category", *attribute_columns, "description"]]
+    rows = ([(label, _clean(v)) for label, v in zip(labels, values)] for values in zip(*columns))
+    return [" ".join(f"{label}{_sentence(text)}" for label, text in row if text) for row in rows]
 
 
 def _clean(value: Any) -> str:
     """``value`` as one line of text, or ``""`` when it is missing or a placeholder."""
-    if value is None:
-        return ""
     try:
-        if pd.isna(value):
+        if pd.isna(value):  # None too
             return ""
     except (TypeError, ValueError):  # pd.isna of a list-like is an array, not a bool
         pass

@@ -1,13 +1,8 @@
 """Package modules written from notebook cells, so a model is taught once, in view.
 
-A notebook defines its model classes in code cells whose first line is
-``# @save`` (the convention of *Dive into Deep Learning*); this module copies
-those cells, in order, into a module of the package, so that other notebooks,
-the tests and the benchmarks import the very code the notebook shows. A
-notebook that feeds several modules names the module on the marker line:
-``# @save recsys_utils/contrastive.py``.
-``python -m recsys_utils.notebook_code`` writes the modules; ``--check`` (and
-``tests/test_notebook_code.py``) fails when a module and its notebook differ.
+Code cells starting ``# @save`` (as in *Dive into Deep Learning*; ``# @save <module path>``
+in a notebook feeding several modules) are copied in order into the module. ``--check``
+fails when a module and its notebook differ.
 """
 
 from __future__ import annotations
@@ -53,22 +48,16 @@ SAVED = {
 
 
 def saved_cells(notebook: Path, module: str | None = None) -> list[str]:
-    """Sources of the code cells of ``notebook`` that start with :data:`MARKER`.
-
-    With ``module``, only the cells whose marker names it, or names no module
-    when the notebook feeds ``module`` alone.
-    """
+    """Sources of ``notebook``'s code cells that start with :data:`MARKER`; with ``module``,
+    those naming it, or naming no module when the notebook feeds ``module`` alone."""
     cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
-    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     only = module is None or [m for m, (n, _) in SAVED.items()
                               if (ROOT / n).resolve() == Path(notebook).resolve()] == [module]
     saved = []
-    for source in sources:
-        first, _, body = source.partition("\n")
-        if not first.startswith(MARKER):
-            continue
+    for first, _, body in ("".join(c["source"]).partition("\n") for c in cells
+                           if c["cell_type"] == "code"):
         target = first[len(MARKER):].strip()
-        if module is None or target == module or (not target and only):
+        if first.startswith(MARKER) and (module in (None, target) or (not target and only)):
             saved.append(body.strip("\n"))
     return saved
 

@@ -1,15 +1,7 @@
-"""Run profiles: how big each stage runs, chosen by a notebook parameter.
-
-* ``smoke``: the whole series in minutes on a 2-core CPU, for tests. Small but
-  real: the models still learn.
-* ``default``: meaningful results on a laptop-class CPU in about a quarter of
-  an hour on the embedded data set (what ``make run-all`` uses).
-* ``full``: sized for one modern GPU.
-
-Each stage reads its own section (``profile.data``, ``profile.text``, ...), so
-adding a stage never changes another stage's knobs. Notebooks choose a
-profile by name; they never edit these numbers.
-"""
+"""Run profiles, chosen by name by a notebook parameter: ``smoke`` runs the series in minutes
+on a 2-core CPU for tests (the models still learn), ``default`` (``make run-all``) gives
+meaningful results on a laptop CPU in about a quarter of an hour, ``full`` is sized for one
+modern GPU. Each stage reads its own section (``profile.data``, ``profile.text``, ...)."""
 
 from __future__ import annotations
 
@@ -21,15 +13,8 @@ from .schema import DataError
 
 @dataclasses.dataclass(frozen=True)
 class DataScale:
-    """Data-preparation sizes.
-
-    Attributes:
-        synthetic_items / synthetic_users: size of the generated world.
-        fashion_items: catalogue items kept from the fashion data set
-            (``None`` keeps all 44,446); fashion_users: simulated shoppers.
-        image_size: side of the generated synthetic product images, pixels.
-        cold_item_fraction: share of interacted items held out as cold-start.
-    """
+    """Data-preparation sizes: ``fashion_items`` None keeps all 44,446 items; ``image_size``:
+    synthetic images' side (pixels); ``cold_item_fraction``: interacted items held out cold."""
 
     synthetic_items: int
     synthetic_users: int
@@ -41,12 +26,7 @@ class DataScale:
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """All knobs of one profile, one section per stage.
-
-    ``data`` is typed; the later stages' sections are keyword dictionaries that
-    the stage passes on to its ``recsys_utils`` function (e.g.
-    ``text.load_text_encoder(**profile.text)``).
-    """
+    """All knobs of one profile; later stages' sections are keyword dicts for their functions."""
 
     name: str
     data: DataScale
@@ -57,17 +37,11 @@ class Profile:
     quantization: dict[str, Any] = dataclasses.field(default_factory=dict)
     search: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 PROFILE_NAMES = ("smoke", "default", "full")
 
-# One block per stage, one entry per profile.
-
-# Smoke users: with 500 simulated shoppers (~10 interactions per item) no
-# two-tower model could beat popularity; 2,000 (~37 per item) is the smallest
-# world where they do, and costs seconds, not minutes.
+# Smoke users: with 500 shoppers (~10 interactions per item) no two-tower model beat
+# popularity; 2,000 (~37 per item) is the smallest world where they do (seconds).
 _DATA = {
     "smoke": DataScale(synthetic_items=600, synthetic_users=2000,
                        fashion_items=1500, fashion_users=2000, image_size=48),
@@ -77,20 +51,17 @@ _DATA = {
                       fashion_items=None, fashion_users=50000),
 }
 
-# Text encoder (recsys_utils.text.load_text_encoder(**profile.text)): short
-# item texts fit in 64 tokens; "auto" = bfloat16 where the hardware has it.
+# Text encoder: short item texts fit in 64 tokens; "auto" = bfloat16 where the hardware has it.
 _TEXT = {
     "smoke": dict(max_length=64, batch_size=64, pooling="mean", precision="auto"),
     "default": dict(max_length=128, batch_size=64, pooling="mean", precision="auto"),
     "full": dict(max_length=128, batch_size=256, pooling="mean", precision="auto"),
 }
 
-# Image encoder and fusion (notebook 03).
+# Image encoder and fusion (notebook 03): image_* go to images.choose_image_encoder
+# ("mobilenet_v3_small_imagenet" needs a network), epochs, batch_size, ... to
+# content_model.fit_content_model; eval_share: held-out share (cold items + a seeded draw).
 _FUSION: dict[str, dict[str, Any]] = {
-    # image_*: recsys_utils.images.choose_image_encoder; image_backbone
-    # "mobilenet_v3_small_imagenet" needs a network (ImageNet weights).
-    # epochs/batch_size/...: recsys_utils.content_model.fit_content_model of every model.
-    # eval_share: held-out share of the catalogue (cold items + a seeded draw).
     "smoke": dict(image_backbone="small_cnn", image_size=48, image_dim=64, image_epochs=6,
                   image_batch_size=64, epochs=15, batch_size=64, output_dim=64, attribute_dim=16,
                   learning_rate=2e-3, eval_share=0.2, metric="ndcg@10"),
@@ -102,48 +73,39 @@ _FUSION: dict[str, dict[str, Any]] = {
                  learning_rate=2e-3, eval_share=0.2, metric="ndcg@10"),
 }
 
-# Two-tower retrieval and serving (notebook 04). "budget" is shared by every
-# variant (recsys_utils.two_tower.train_retrieval); epochs is the maximum,
-# early stopping on validation Recall@50 keeps the best epoch (NDCG@10 stopped
-# the smoke world's content tower at its 4th epoch, far below its best).
-# Chosen on the validation users of the default synthetic world, where this
-# budget lifted the fused tower's test Recall@10 from 0.091 (in-batch softmax,
-# log-Q, user id, MLP content tower, next-item histories) to 0.113: a full
-# softmax over the training catalogue with a learned item bias (hiding half of
-# the biases each step teaches the "unknown item" bias that cold items get),
-# the history as the query (leave-one-out in training, half of it dropped
-# each step) and a linear content projection (a 128-unit MLP ranked cold
-# items far worse: cold Recall@50 0.035 vs 0.13). Set back one at a time on
-# the fused model, each lever is within the validation noise (notebook 04's
-# ablation), so the gain is not any single lever's. Levers measured on the id
-# tower of that world and left out (validation NDCG@10, base 0.067): 256
-# dimensions 0.071, history items through their own tower 0.074 (0.068 on the
-# fused tower: the ablation row), with it cosine logits at temperature 0.1 /
-# 0.05 0.068 / 0.060, a user id 0.057, stopping on NDCG@10 0.067. A content
-# tower over the fused vector + facts + the words >= 20 items share (TF-IDF)
-# reached 0.076 and tied EASE on test NDCG@10 (0.0615 vs 0.0628, interval
-# [-0.0069, +0.0046]): it is the content_words variant. Its id + words twin
-# (fused_words) was below it here (warm NDCG@10 0.0580, cold Recall@50 0.056 vs
-# 0.119), the validation choice on no data set, and about 30 s of notebook 04.
-# profile_weight: the content variants also score by the training-free content profile
-# (two_tower.ContentProfile), its weight learned from 4, the weight that the validation
-# users chose for a fixed blend of the trained fashion tower with the profile (NDCG@10
-# 0.1087 at 0 -> 0.1128 at 4). Trained with it, on test: fashion smoke fused_text warm
-# Recall@10 0.176 -> 0.190 and new items' Recall@50 at the profile's exposure 0.147 ->
-# 0.201; default synthetic content_words 0.117 -> 0.118 and 0.151 -> 0.167 (validation
-# NDCG@10 0.0748 -> 0.0730, a tie). The "no content profile" ablation row sets it back:
-# on the default synthetic world the fused tower's validation / test NDCG@10 and cold
-# Recall@50 were 0.0684 / 0.0585 / 0.124 with it and 0.0692 / 0.0572 / 0.069 without.
-# profile_rank: wide content keeps its 64 strongest SVD directions in the profile columns
-# (the fused vectors have 84, text 404, fused + words 340). On the default synthetic world
-# content_words trained in 53 s instead of 85 s with validation NDCG@10 0.0749 (full width
-# 0.0730; 32 columns 0.0750, 128 0.0751) and test cold Recall@50 0.172 (0.165).
+# Two-tower retrieval (notebook 04). "budget" goes to every variant
+# (two_tower.train_retrieval); epochs is a maximum: early stopping on validation Recall@50
+# (NDCG@10 stopped the smoke content tower at its 4th epoch, far below its best).
+# Chosen on the default synthetic world's validation users; fused tower test Recall@10
+# 0.091 (in-batch softmax, log-Q, user id, MLP content tower, next-item histories) ->
+# 0.113 with a full softmax + learned item bias (half the biases hidden each step trains
+# the "unknown item" bias cold items get), the history as query (leave-one-out, half
+# dropped each step) and a linear content projection (a 128-unit MLP: cold Recall@50
+# 0.035 vs 0.13). Each lever set back alone is within validation noise (notebook 04's
+# ablation). Left out, id tower, validation NDCG@10 (base 0.067): 256 dimensions 0.071,
+# history items through their own tower 0.074 (fused tower 0.068: the ablation row), with
+# it cosine logits at temperature 0.1 / 0.05 0.068 / 0.060, user id 0.057, stopping on
+# NDCG@10 0.067. A content tower over fused vector + facts + words >= 20 items share
+# (TF-IDF): 0.076, tied EASE on test NDCG@10 (0.0615 vs 0.0628, interval [-0.0069,
+# +0.0046]): the content_words variant. Its id + words twin fused_words was below it (warm
+# NDCG@10 0.0580, cold Recall@50 0.056 vs 0.119), chosen on no data set, ~30 s of notebook 04.
+# profile_weight: content variants also score by the training-free two_tower.ContentProfile,
+# weight learned from 4 (validation choice for a fixed fashion tower + profile blend:
+# NDCG@10 0.1087 at 0 -> 0.1128 at 4). Test with it: fashion smoke fused_text warm
+# Recall@10 0.176 -> 0.190, new items' Recall@50 at the profile's exposure 0.147 -> 0.201;
+# default synthetic content_words 0.117 -> 0.118 and 0.151 -> 0.167 (validation NDCG@10
+# 0.0748 -> 0.0730, a tie). Ablation "no content profile", default synthetic fused tower,
+# validation / test NDCG@10 / cold Recall@50: 0.0684 / 0.0585 / 0.124 with it,
+# 0.0692 / 0.0572 / 0.069 without.
+# profile_rank: wide content keeps its 64 strongest SVD directions (fused vectors have 84,
+# text 404, fused + words 340): default synthetic content_words trained in 53 s, not 85 s,
+# validation NDCG@10 0.0749 (full width 0.0730; 32 columns 0.0750, 128 0.0751), test cold
+# Recall@50 0.172 (0.165).
 _RETRIEVAL_BUDGET = dict(embedding_dim=64, learning_rate=0.002, optimizer="adam",
                          loss="full_softmax", item_bias=True, bias_dropout=0.5, log_q=False,
                          use_user_id=False, use_context=False, train_history="leave_one_out",
                          history_dropout=0.5, hidden_units=(), early_stopping=True, patience=3,
-                         stopping_metric="recall@50", profile_weight=4.0,
-                         profile_rank=64)
+                         stopping_metric="recall@50", profile_weight=4.0, profile_rank=64)
 # Ablation of notebook 04: the fused model with one lever changed at a time.
 _RETRIEVAL_ABLATION = {
     "in-batch softmax, log-Q (no item bias)": dict(loss="in_batch", log_q=True, item_bias=False),
@@ -153,12 +115,12 @@ _RETRIEVAL_ABLATION = {
     "history items through a tower of their own": dict(shared_history=False),
     "no content profile": dict(profile_weight=0.0),
 }
-# The default profile's rows (make run-all's time budget): the two losses, the bias, the
-# profile and the user id, which moved cold-start Recall@50 most. The full profile runs all.
+# The default profile's rows (time budget): the losses, bias, profile and the user id,
+# which moved cold-start Recall@50 most. The full profile runs all.
 _DEFAULT_ABLATION = ("in-batch softmax, log-Q (no item bias)", "no item bias",
                      "with a user id embedding", "no content profile")
-# The TFRS basic-retrieval tutorial's own settings (notebook 04 writes them in its cells; the
-# report states them). tfrs_protocol_epochs: the project's model on the tutorial's rows.
+# The TFRS basic-retrieval tutorial's settings (as notebook 04's cells and the report state).
+# tfrs_protocol_epochs: the project's model on the tutorial's rows.
 _TFRS_PROTOCOL = dict(epochs=3, batch_size=8192, embedding_dim=32, learning_rate=0.1,
                       optimizer="adagrad", log_q=False)
 # Classic references (recsys_utils.baselines): grids searched on validation users.
@@ -174,12 +136,11 @@ _BASELINE_GRIDS = {
 _RETRIEVAL: dict[str, dict[str, Any]] = {
     "smoke": dict(max_steps_per_epoch=100, history_length=10, text_variants=True,
                   ablation=dict(list(_RETRIEVAL_ABLATION.items())[:1]),
-                  # Patience in steps about as long as the default's (5 x 100 vs 3 x 200): the id
-                  # tower sits at the popularity level for its first ~400 steps (the item bias
-                  # learns first), and patience 2 stopped it there (best epoch 1, below popularity).
-                  # At most 9 epochs instead of 12 saved little time on MovieLens (299 s vs 314 s
-                  # for notebook 04) and lost quality: the validation choice became `id`, which
-                  # lost to EASE on NDCG@10 (-0.0129 [-0.0248, -0.0009]; `fused` had tied).
+                  # Patience in steps about the default's (5 x 100 vs 3 x 200): the id tower sits
+                  # at popularity for its first ~400 steps (item bias first); patience 2 stopped
+                  # it there (best epoch 1). 9 epochs, not 12, saved little on MovieLens (299 s
+                  # vs 314 s for notebook 04) and chose `id`, which lost to EASE on NDCG@10
+                  # (-0.0129 [-0.0248, -0.0009]; `fused` had tied).
                   budget=dict(_RETRIEVAL_BUDGET, epochs=12, patience=5, batch_size=256,
                               learning_rate=0.003),
                   # 5 epochs reach top-100 0.370 on the tutorial's rows (10: 0.372; 3: 0.358).
@@ -190,20 +151,18 @@ _RETRIEVAL: dict[str, dict[str, Any]] = {
                     ablation={row: _RETRIEVAL_ABLATION[row] for row in _DEFAULT_ABLATION},
                     budget=dict(_RETRIEVAL_BUDGET, epochs=30, batch_size=256),
                     baselines=_BASELINE_GRIDS, tfrs_protocol=_TFRS_PROTOCOL,
-                  tfrs_protocol_epochs=10,
+                    tfrs_protocol_epochs=10,
                     scann=dict(n_users=500, n_latency=200, target_recall=0.98)),
     "full": dict(history_length=50, text_variants=True, ablation=_RETRIEVAL_ABLATION,
                  budget=dict(_RETRIEVAL_BUDGET, epochs=50, batch_size=1024, learning_rate=0.004),
-                 baselines=_BASELINE_GRIDS, tfrs_protocol=_TFRS_PROTOCOL,
-                  tfrs_protocol_epochs=10,
+                 baselines=_BASELINE_GRIDS, tfrs_protocol=_TFRS_PROTOCOL, tfrs_protocol_epochs=10,
                  scann=dict(n_users=2000, n_latency=500, target_recall=0.98)),
 }
 
-# Ranking and the chain (notebook 05).
-# "budget" goes to recsys_utils.dcn_ranker.train_ranking (epochs is the maximum:
-# early stopping on the validation loss); sampled_negatives only affects event data.
-# projection_dim: low-rank cross layer; x0 holds the raw content vectors, so a
-# full-rank W would be (d0 x d0) with d0 ~ 2 x content dim.
+# Ranking and the chain (notebook 05). "budget": dcn_ranker.train_ranking (epochs a maximum,
+# early stopping on validation loss); sampled_negatives only affects event data.
+# projection_dim: low-rank cross layer (x0 holds the raw content vectors: a full-rank W
+# would be d0 x d0, d0 ~ 2 x content dim).
 _RANKING_BUDGET = dict(embedding_dim=32, learning_rate=0.003, cross_layers=1, projection_dim=64,
                        deep_units=(64, 32), sampled_negatives=0, early_stopping=True, patience=2)
 _RANKING: dict[str, dict[str, Any]] = {
@@ -220,14 +179,11 @@ _RANKING: dict[str, dict[str, Any]] = {
                  multitask=dict(epochs=15, batch_size=4096, learning_rate=0.003)),
 }
 
-# Quantization (notebook 06, recsys_utils.tflite_conversion): calibration samples for
-# full-int8, held-out rows for quality, single queries timed per round and
-# interleaved rounds (latency.compare_latency), the batch size for throughput,
-# interpreter threads for single queries (1: a sub-millisecond model spends more
-# time waking threads than computing) and for batches (None = all cores), which
-# modes the text encoder is converted to (`python benchmarks/bench_quantization.py`
-# on 2 cores: 3-6 s per MiniLM conversion, 10-18 s for full-int8), and K for
-# the index recall.
+# Quantization (notebook 06): full-int8 calibration samples, held-out quality rows, single
+# queries timed per round and interleaved rounds (latency.compare_latency), interpreter
+# threads for single queries (1: a sub-millisecond model spends more time waking threads)
+# and batches (None = all cores), the text encoder's modes (benchmarks/bench_quantization.py
+# on 2 cores: 3-6 s per MiniLM conversion, 10-18 s for full-int8), K for index recall.
 _QUANTIZATION: dict[str, dict[str, Any]] = {
     "smoke": dict(calibration_samples=32, quality_rows=256, latency_repeats=20, latency_rounds=3,
                   batch_size=32, latency_threads=1, batch_threads=None,
@@ -242,11 +198,11 @@ _QUANTIZATION: dict[str, dict[str, Any]] = {
 
 # Product search (notebook 07).
 _SEARCH: dict[str, dict[str, Any]] = {
-    # fashion_queries: queries generated for the fashion catalogue (search_queries.fashion_queries);
-    # depth: items each method hands to the hybrid; serve_k: top-K of the exported model;
-    # target_recall: the served ScaNN index searches the fewest leaves whose top serve_k keeps
-    # this share of the exact top serve_k on the validation queries (as notebook 04's does);
-    # two_tower: search_models.train_search_model keywords (epochs = rounds over the training queries).
+    # fashion_queries: generated for the fashion catalogue; depth: items each method hands
+    # the hybrid; serve_k: the exported model's top-K; target_recall: the served ScaNN index
+    # keeps this share of the exact top serve_k on validation queries with the fewest leaves
+    # (as notebook 04's does);
+    # two_tower: search_models.train_search_model keywords (epochs: rounds over the queries).
     "smoke": dict(fashion_queries=240, depth=200, serve_k=10, target_recall=0.98,
                   two_tower=dict(epochs=30, batch_size=32, item_hidden=(256,),
                                  learning_rate=1e-3, temperature=0.05)),
@@ -268,9 +224,6 @@ PROFILES: dict[str, Profile] = {
 
 def get_profile(name: str) -> Profile:
     """Return the profile called ``name``; the error lists the valid names."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise DataError(
-            f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}"
-        ) from None
+    if name not in PROFILES:
+        raise DataError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    return PROFILES[name]

@@ -1,9 +1,5 @@
-"""The shared start and end of every notebook: parameters in, a run context out,
-headline results recorded (:meth:`Run.record`) and written to the run's metrics.
-
-Also the run directory's lock (:class:`RunLock`): one series run at a time
-writes into a run directory.
-"""
+"""The shared start and end of every notebook (parameters in, a :class:`Run` out, headline
+results written to the run's metrics) and the run directory's lock (:class:`RunLock`)."""
 
 from __future__ import annotations
 
@@ -29,15 +25,7 @@ from .schema import DataError
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One notebook's view of a run of the series.
-
-    Attributes:
-        dataset: registry name of the data set.
-        data_dir: where raw data is read from (``None``: the default).
-        artifact_dir: where every notebook of the run reads and writes.
-        profile: the sizes of every stage.
-        seed: the seed every random choice derives from.
-    """
+    """One notebook's view of a run of the series (``data_dir`` None: the default)."""
 
     dataset: str
     data_dir: Path | None
@@ -53,15 +41,12 @@ class Run:
                 f"artifacts={self.artifact_dir}")
 
     def record(self, **results: Any) -> None:
-        """Keep headline results for :meth:`write_metrics` (as Microsoft Recommenders'
-        ``store_metadata``): a DataFrame is kept as its rows (:func:`by_key` keys them),
-        a dataclass as its fields, in mappings and lists too; NumPy values as numbers."""
+        """Keep results for :meth:`write_metrics`: DataFrames as rows, dataclasses as fields."""
         self.results.update({name: _plain(value) for name, value in results.items()})
 
     def write_metrics(self, stage: str) -> Path:
-        """Write the recorded results to ``metrics/<stage>.json``, stamped with this
-        run's data set, profile and seed (so a report can tell which run each file came
-        from) and the seconds since :func:`start_run`."""
+        """Write the recorded results to ``metrics/<stage>.json``, stamped with the run's
+        data set, profile, seed and the seconds since :func:`start_run`."""
         from .artifacts import claim_artifacts, write_metrics
 
         stamp = {"dataset": self.dataset, "profile": self.profile.name, "seed": self.seed,
@@ -72,10 +57,8 @@ class Run:
 
 
 def by_key(frame: Any, *columns: str) -> dict[str, dict[str, Any]]:
-    """A table's rows keyed by the values of ``columns`` joined with ``|``
-    (``"id|test|all"``), each row holding the other columns."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing or not columns:
+    """A table's rows (the other columns) keyed by ``columns``' values joined: ``"id|test|all"``."""
+    if not columns or any(c not in frame.columns for c in columns):
         raise DataError(f"by_key needs key columns of the table {list(frame.columns)}; "
                          f"got {list(columns)}")
     rest = [c for c in frame.columns if c not in columns]
@@ -85,8 +68,7 @@ def by_key(frame: Any, *columns: str) -> dict[str, dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` with DataFrames as their rows, Series and mappings as dicts and
-    dataclasses as their fields, recursively (what JSON can hold, NumPy aside)."""
+    """``value`` with DataFrames as rows, Series as dicts, dataclasses as fields, recursively."""
     import pandas as pd
 
     if isinstance(value, pd.DataFrame):
@@ -112,36 +94,17 @@ def set_seeds(seed: int) -> None:
         tf.keras.utils.set_random_seed(seed)
 
 
-def start_run(
-    dataset: str,
-    data_dir: str | Path | None,
-    artifact_dir: str | Path,
-    profile: str,
-    seed: int,
-) -> Run:
-    """Validate a notebook's parameters, seed everything and create the artifact dir.
-
-    ``data_dir`` may be ``None`` or empty for the default (``$RECSYS_DATA_DIR``,
-    else ``data/raw``). Raises :class:`~recsys_utils.schema.DataError` for an
-    unknown profile or data set, listing the valid ones, and when another live
-    run holds the run directory (a notebook opened in JupyterLab while
-    ``make run-all`` writes the same artifacts). From here on, every
-    artifact written into ``artifact_dir`` records this run (data set,
-    profile, seed, data fingerprint) in its ``manifest.json``, and
-    :func:`~recsys_utils.artifacts.load_prepared` / ``load_features`` refuse
-    artifacts another run produced.
-    """
+def start_run(dataset: str, data_dir: str | Path | None, artifact_dir: str | Path,
+              profile: str, seed: int) -> Run:
+    """Validate a notebook's parameters (a :class:`DataError` for an unknown profile or data
+    set, or a run directory another live run holds), seed everything, create the artifact
+    dir and make artifacts written there record this run (``data_dir`` empty: the default)."""
     from .artifacts import set_run_context
     from .data import check_dataset_name
 
     check_dataset_name(dataset)
-    run = Run(
-        dataset=dataset,
-        data_dir=Path(data_dir).expanduser().resolve() if data_dir else None,
-        artifact_dir=Path(artifact_dir).expanduser().resolve(),
-        profile=get_profile(profile),
-        seed=int(seed),
-    )
+    run = Run(dataset, Path(data_dir).expanduser().resolve() if data_dir else None,
+              Path(artifact_dir).expanduser().resolve(), get_profile(profile), int(seed))
     check_not_held_elsewhere(run.artifact_dir.parent)
     run.artifact_dir.mkdir(parents=True, exist_ok=True)
     set_run_context(run.artifact_dir, run.dataset, run.profile.name, run.seed)
@@ -149,9 +112,7 @@ def start_run(
     return run
 
 
-# --------------------------------------------------------------------------
-# The run directory's lock
-# --------------------------------------------------------------------------
+# -- The run directory's lock ----------------------------------------------------------
 
 LOCK_NAME = ".recsys-run.lock"
 
@@ -160,28 +121,10 @@ class RunLockedError(RuntimeError):
     """Another live run holds the run directory."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
-
-
 class RunLock:
-    """An exclusive lock on a run directory: ``<run_dir>/.recsys-run.lock``, a JSON record
-    of the holder (pid, host, start time, command).
-
-    ``with RunLock(run_dir):`` takes it or raises :class:`RunLockedError`
-    naming the holder; a lock left by a dead process on this host is taken
-    over with a warning. The lock is released on exit, exceptions and
-    ``KeyboardInterrupt`` included. The file is created with ``os.link`` from a
-    complete temporary file, so a reader never sees a half-written holder.
-    """
+    """``with RunLock(run_dir):`` an exclusive lock, ``<run_dir>/.recsys-run.lock`` holding the
+    holder's pid, host, start time and command, or :class:`RunLockedError` naming the holder.
+    A dead process's lock on this host is taken over with a warning."""
 
     def __init__(self, run_dir: str | Path, command: Sequence[str] | None = None) -> None:
         self.path = Path(run_dir) / LOCK_NAME
@@ -211,7 +154,7 @@ class RunLock:
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(record, f)
-            for _ in range(3):
+            for _ in range(3):  # os.link of a complete file: no reader sees half a holder
                 try:
                     os.link(tmp, self.path)
                     self.held = True
@@ -241,14 +184,16 @@ class RunLock:
         if holder.get("host") != socket.gethostname():
             return False
         try:
-            return not _pid_alive(int(holder["pid"]))
-        except (KeyError, TypeError, ValueError):
+            os.kill(int(holder["pid"]), 0)
+        except (KeyError, TypeError, ValueError, PermissionError):  # PermissionError: alive
             return False
+        except OSError:
+            return True
+        return False
 
     def release(self) -> None:
         if self.held:
-            holder = self.holder()
-            if holder is not None and holder.get("pid") == os.getpid():
+            if (self.holder() or {}).get("pid") == os.getpid():
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
             self.held = False
@@ -265,9 +210,8 @@ def _ancestors() -> set[int]:
     """This process and its parents (the series runner is a kernel's parent)."""
     pids, pid = {os.getpid(), os.getppid()}, os.getppid()
     for _ in range(64):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            pid = int(fields[1])
+        try:  # the parent's pid: the 2nd field after the command's closing parenthesis
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             break
         if pid <= 1:
@@ -277,21 +221,12 @@ def _ancestors() -> set[int]:
 
 
 def check_not_held_elsewhere(run_dir: str | Path) -> None:
-    """Refuse to work in ``run_dir`` while another live run holds its lock.
-
-    A notebook executed by the series runner is a child of the holder and
-    passes; a notebook started by hand beside a running series does not.
-
-    Raises:
-        DataError: naming the holder.
-    """
-    from .schema import DataError
-
+    """Refuse (a :class:`DataError` naming the holder) to work in ``run_dir`` while another
+    live run holds its lock; a notebook the series runner executes is its child and passes."""
     lock = RunLock(run_dir)
     holder = lock.holder()
-    if not holder or RunLock._stale(holder):
-        return
-    if holder.get("host") == socket.gethostname() and holder.get("pid") in _ancestors():
+    if not holder or RunLock._stale(holder) or (
+            holder.get("host") == socket.gethostname() and holder.get("pid") in _ancestors()):
         return
     raise DataError(f"run directory {Path(run_dir)} is in use by another run "
                     f"({RunLock.describe(holder)}): wait for it to finish or use another "

@@ -1,14 +1,5 @@
-"""The query sets of product search (notebook 07): which queries, their graded items, their splits.
-
-* :func:`search_queries`: the queries and judgements a data set is searched
-  with (its own, or :func:`fashion_queries` for the fashion catalogue, which
-  ships none);
-* :func:`split_queries`: train / validation / test, stratified by query kind;
-* :func:`query_gains`: per query ``{item row: relevance}``, what the metrics
-  of :mod:`recsys_utils.search_eval` read;
-* :func:`training_pairs`: the (query, relevant item) pairs a search model
-  trains on.
-"""
+"""The query sets of product search (notebook 07): the queries, their graded items (generated
+for the fashion catalogue, which ships none), their splits and training pairs."""
 
 from __future__ import annotations
 
@@ -27,12 +18,8 @@ __all__ = ["fashion_queries", "query_gains", "search_queries", "split_queries", 
 
 def split_queries(queries: pd.DataFrame, seed: int,
                   fractions: Sequence[float] = (0.5, 0.25, 0.25)) -> np.ndarray:
-    """Assign each query to ``train`` / ``validation`` / ``test``, stratified by ``kind``.
-
-    Deterministic in ``seed``. Within each kind the queries are permuted and
-    cut by ``fractions``, so every split holds every kind in about the same
-    share. Returns ``(n_queries,)`` split names aligned with ``queries``.
-    """
+    """Split names (``train`` / ``validation`` / ``test``) aligned with ``queries``: each
+    ``kind``'s queries permuted (deterministic in ``seed``) and cut by ``fractions``."""
     if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0):
         raise DataError(f"fractions must be three shares summing to 1, got {fractions}")
     kinds = queries["kind"].astype(str).to_numpy() if "kind" in queries else np.full(len(queries), "all")
@@ -40,20 +27,15 @@ def split_queries(queries: pd.DataFrame, seed: int,
     out = np.empty(len(queries), dtype=object)
     for kind in sorted(set(kinds)):
         rows = rng.permutation(np.flatnonzero(kinds == kind))
-        n_train = round(fractions[0] * len(rows))
-        n_val = round(fractions[1] * len(rows))
-        out[rows[:n_train]] = "train"
-        out[rows[n_train:n_train + n_val]] = "validation"
-        out[rows[n_train + n_val:]] = "test"
+        cuts = np.cumsum([round(fractions[0] * len(rows)), round(fractions[1] * len(rows))])
+        for name, part in zip(("train", "validation", "test"), np.split(rows, cuts)):
+            out[part] = name
     return out.astype(str)
 
 
 def query_gains(queries: pd.DataFrame, judgements: pd.DataFrame, items: pd.DataFrame
                 ) -> list[dict[int, float]]:
-    """Per query (in ``queries`` order) ``{item row: relevance}`` over its judged items.
-
-    Item rows are positions in ``items``; a query with no judgement gets ``{}``.
-    """
+    """Per query (in ``queries`` order) ``{item row in items: relevance}``; ``{}`` if unjudged."""
     require_columns(judgements, ["query_id", "item_id", "relevance"], source="judgements")
     row = pd.Series(np.arange(len(items)), index=items["item_id"].astype(str))
     known = judgements["item_id"].astype(str).isin(row.index)
@@ -68,11 +50,8 @@ def query_gains(queries: pd.DataFrame, judgements: pd.DataFrame, items: pd.DataF
 
 def training_pairs(gains: Sequence[Mapping[int, float]], min_relevance: float = RELEVANT_AT
                    ) -> pd.DataFrame:
-    """The (query, engaged item) pairs a search model trains on: items judged >= ``min_relevance``.
-
-    Returns a DataFrame, one row per pair: ``query`` (position in ``gains``),
-    ``item`` (row of the items table) and ``relevance``.
-    """
+    """The (query, item) pairs a search model trains on, items judged >= ``min_relevance``:
+    a DataFrame of ``query`` (position in ``gains``), ``item`` (items row), ``relevance``."""
     rows = [(q, item, rel) for q, g in enumerate(gains) for item, rel in g.items()
             if rel >= min_relevance]
     return pd.DataFrame(rows, columns=["query", "item", "relevance"]).astype(
@@ -83,18 +62,17 @@ def training_pairs(gains: Sequence[Mapping[int, float]], min_relevance: float = 
 _FASHION_USAGE = {
     "casual": ["for everyday wear", "for relaxed weekends"],
     "formal": ["for the office", "for a business meeting"],
-    "sports": ["for the gym", "for a morning run"],
+    "sports": ["for the gym", "for a morning run"], "party": ["for a night out", "for a party"],
     "ethnic": ["in a traditional style", "for a festival"],
-    "party": ["for a night out", "for a party"],
     "smart casual": ["smart but relaxed", "for a dinner date"],
-    "travel": ["for a trip", "for travelling"],
-    "home": ["to wear at home", "for lounging"],
+    "travel": ["for a trip", "for travelling"], "home": ["to wear at home", "for lounging"],
 }
 _FASHION_GENDER = {
     "men": ["for him", "for a man"], "women": ["for her", "for a woman"],
     "boys": ["for a boy", "for my son"], "girls": ["for a girl", "for my daughter"],
     "unisex": ["for anyone", "for everybody"],
 }
+_FASHION_INDIRECT = {"usage": _FASHION_USAGE, "gender": _FASHION_GENDER}
 _FASHION_KIND_SHARES = {"exact": 0.4, "partial": 0.35, "vague": 0.25}
 
 
@@ -106,40 +84,18 @@ def _known(value: Any) -> bool:
 def fashion_queries(items: pd.DataFrame, seed: int, n_queries: int, *,
                     max_judged: int = 1000, n_negatives: int = 20
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Graded search queries for the fashion catalogue, from its own attributes.
+    """``(queries, judgements)`` graded from the fashion catalogue's attributes (``items``:
+    ``item_id``, ``category``, ``sub_category``, ``gender``, ``colour``, ``usage``).
 
-    Each query copies the attributes of a seed item drawn from the catalogue
-    (so every query has at least one relevance-3 item), in one of three kinds:
-
-    * ``exact``: article type with every known attribute among gender, colour
-      and usage, in catalogue words: "men navy blue casual shirts";
-    * ``partial``: article type with one or two of them: "navy blue shirts";
-    * ``vague``: the broader sub-category with usage and / or gender said
-      indirectly, plus the colour when known: "topwear for the office for him".
-
-    Relevance (ESCI grades) from attribute agreement, with the head being the
-    article type (exact, partial) or the sub-category (vague): 3 = head and
-    every stated attribute agree, 2 = head and all but one, 1 = same head
-    otherwise, or (exact, partial) a sibling article type of the same
-    sub-category with every stated attribute agreeing (a white top for "girls
-    white tshirts"), 0 = otherwise. A unisex item agrees with a men's or
-    women's query. Per query the judgements keep the items graded >= 1 (at most
-    ``max_judged - n_negatives``, higher grades first; unjudged items count as
-    irrelevant, so the cap is generous) plus ``n_negatives`` sampled items
-    graded 0.
-
-    Args:
-        items: the fashion items table (``item_id``, ``category``,
-            ``sub_category``, ``gender``, ``colour``, ``usage``).
-        seed: fixes everything.
-        n_queries: number of queries (>= 1).
-
-    Returns:
-        ``(queries, judgements)``: queries with ``query_id``, ``text``,
-        ``kind``, ``target_category``, ``target_sub_category``,
-        ``target_gender``, ``target_colour``, ``target_usage`` (missing when not
-        stated); judgements with ``query_id``, ``item_id``, ``relevance``.
-    """
+    Each query states a seed item's attributes: ``exact``, the article type with every known
+    gender, colour and usage ("men navy blue casual shirts"); ``partial``, with one or two
+    ("navy blue shirts"); ``vague``, the sub-category with usage / gender said indirectly
+    and any colour ("topwear for the office for him"). Relevance (ESCI grades) on the head
+    (article type; vague: sub-category): 3 = head and every stated attribute agree, 2 = all
+    but one, 1 = same head, or (not vague) a sibling article type with every attribute
+    agreeing; else 0. Unisex agrees with men's and women's queries. Per query, up to
+    ``max_judged - n_negatives`` items graded >= 1 (best first) and ``n_negatives`` 0s.
+    Queries hold ``query_id``, ``text``, ``kind``, ``target_<column>`` (missing if unstated)."""
     cols = ["category", "sub_category", "gender", "colour", "usage"]
     require_columns(items, ["item_id", *cols], source="items")
     if n_queries < 1:
@@ -164,26 +120,22 @@ def fashion_queries(items: pd.DataFrame, seed: int, n_queries: int, *,
         stated = [c for c in ("gender", "colour", "usage") if _known(item[c])
                   and not (c == "usage" and item[c] in item["category"])]  # "sports sports shoes"
         if kind == "partial" and stated:
-            stated = list(rng.choice(np.array(stated), size=min(len(stated), 1 + int(rng.random() < 0.4)),
-                                     replace=False))
-            stated = [c for c in ("gender", "colour", "usage") if c in stated]
+            size = min(len(stated), 1 + int(rng.random() < 0.4))
+            chosen = set(rng.choice(np.array(stated), size=size, replace=False))
+            stated = [c for c in ("gender", "colour", "usage") if c in chosen]
         if kind == "vague":
             head = "sub_category"
-            parts = [item["sub_category"]]
-            if "colour" in stated:
-                parts.insert(0, item["colour"])
-            indirect = [c for c in stated if c in ("usage", "gender")
-                        and item[c] in (_FASHION_USAGE if c == "usage" else _FASHION_GENDER)]
+            parts = [item["colour"]] if "colour" in stated else []
+            parts.append(item["sub_category"])
+            indirect = [c for c in stated if item[c] in _FASHION_INDIRECT.get(c, {})]
             stated = [c for c in stated if c == "colour" or c in indirect]
             for c in indirect:
-                table = _FASHION_USAGE if c == "usage" else _FASHION_GENDER
-                options = table[item[c]]
+                options = _FASHION_INDIRECT[c][item[c]]
                 parts.append(options[int(rng.integers(len(options)))])
             text = " ".join(parts)
         else:
             head = "category"
-            words = [item[c] for c in ("gender", "colour", "usage") if c in stated]
-            text = " ".join([*words, item["category"]])
+            text = " ".join([*(item[c] for c in stated), item["category"]])  # in canonical order
         target = {head: item[head], **{c: item[c] for c in stated}}
 
         same = values[head] == target[head]
@@ -214,22 +166,13 @@ def fashion_queries(items: pd.DataFrame, seed: int, n_queries: int, *,
         rows.append({"query_id": qid, "text": text, "kind": str(kind),
                      **{f"target_{c}": target.get(c) for c in cols}})
         judged.append(pd.DataFrame({"query_id": qid, "item_id": item_ids[idx], "relevance": rel[idx]}))
-    judgements = pd.concat(judged, ignore_index=True)
-    judgements["relevance"] = judgements["relevance"].astype("int64")
-    return pd.DataFrame(rows), judgements
+    return pd.DataFrame(rows), pd.concat(judged, ignore_index=True).astype({"relevance": "int64"})
 
 
 def search_queries(prepared: Any, seed: int, n_fashion_queries: int
                    ) -> tuple[pd.DataFrame, pd.DataFrame, str] | None:
-    """The queries and judgements a data set is searched with, and where they come from.
-
-    The data set's own queries when it has them (``synthetic``: generated with
-    the catalogue), :func:`fashion_queries` for ``fashion``, else ``None``
-    (MovieLens has no queries).
-
-    Returns:
-        ``(queries, judgements, origin)`` or ``None``.
-    """
+    """``(queries, judgements, origin)``: the data set's own queries, :func:`fashion_queries`
+    for ``fashion``, else ``None`` (MovieLens has no queries)."""
     if prepared.queries is not None and prepared.judgements is not None and len(prepared.queries):
         return prepared.queries, prepared.judgements, "the data set's own queries"
     if prepared.dataset == "fashion":

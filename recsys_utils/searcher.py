@@ -1,21 +1,9 @@
-"""What every product-search method of notebook 07 offers: the :class:`Searcher` interface.
+"""The :class:`Searcher` interface every product-search method of notebook 07 offers
+(:mod:`recsys_utils.bm25`, :mod:`~recsys_utils.dense_search`, :mod:`~recsys_utils.search_models`).
 
-A searcher answers a batch of query strings with two arrays::
-
-    indices, scores = searcher.search(["women's red cotton t-shirt", ...], k=100)
-
-``indices`` is ``(n_queries, k)`` int64 item rows (positions in the items
-table), best first, padded with ``-1`` where a method has nothing more to
-return (BM25 returns only items sharing a word with the query); ``scores`` is
-``(n_queries, k)`` float32 with ``-inf`` on the padding. The arrays feed
-:func:`recsys_utils.metrics.graded_metrics` directly.
-
-The methods live beside this module: :mod:`recsys_utils.bm25` (lexical),
-:mod:`recsys_utils.dense_search` (zero-shot dense), :mod:`recsys_utils.search_models`
-(the hybrids and the TFRS two-tower model, shown in notebook 07). The query
-sets are in :mod:`recsys_utils.search_queries`, the metrics in
-:mod:`recsys_utils.search_eval` and the served model in
-:mod:`recsys_utils.search_serving`.
+``indices, scores = searcher.search(["women's red cotton t-shirt", ...], k=100)``: ``(n, k)``
+int64 item rows, best first, and float32 scores, padded with ``-1`` / ``-inf`` where a method
+has nothing more (BM25 returns only items sharing a word with the query).
 """
 
 from __future__ import annotations
@@ -54,11 +42,8 @@ def check_k(k: Any) -> int:
 
 
 def pad_results(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(n, m)`` results cut or padded to ``(n, k)``: int64 indices (-1 pad), float32 scores (-inf pad).
-
-    A catalogue smaller than ``k`` gives fewer than ``k`` results; padding keeps
-    every method's arrays the same shape.
-    """
+    """``(n, m)`` results cut or padded to ``(n, k)``: int64 indices (-1 pad), float32 scores
+    (-inf pad), so a catalogue smaller than ``k`` keeps every method's arrays one shape."""
     n, m = indices.shape
     if m >= k:
         return indices[:, :k].astype(np.int64), scores[:, :k].astype(np.float32)

@@ -1,34 +1,16 @@
 """Run the notebook series in order with papermill.
 
-``make run-all`` and the notebook tests both call :func:`run_series`, so what
-the tests execute is exactly what a user runs::
-
-    python -m recsys_utils.series --dataset synthetic --profile default --run-dir runs/synthetic-default
-
-Each notebook is executed with the same parameters into ``<run_dir>/notebooks``
-(beside it ``NN_name.kernel.log``, what the kernel process itself wrote); all
-of them read and write ``<run_dir>/artifacts``. While a notebook runs, the
-lines its cells print stream to the terminal, prefixed with its number, and a
-cell that prints nothing for a minute gets a heartbeat line naming it.
-
-The notebooks are found by ``--notebooks-dir``, else ``$RECSYS_NOTEBOOKS_DIR``,
-else the ``notebooks/`` folder of the checkout the package sits in, else
-``./notebooks``; a ``pip install .`` installs the package only, so outside a
-checkout point at the course's ``notebooks/`` folder. ``--start 03`` resumes a
-series at notebook 03 once the earlier artifacts exist, and refuses when they
-came from another data set, profile, seed or prepared data (the artifacts'
-``manifest.json``), naming the notebook to re-run.
-
-Before any kernel starts, the arguments are checked (data set name, profile,
-seed, data directory, a writable run directory) and the run directory is
-locked (:class:`recsys_utils.runs.RunLock`): a second run into it stops at
-once, naming the holder. An exception inside a notebook becomes one
-``error:`` line with the executed notebook's path, exit code 2.
+``make run-all`` and the notebook tests both call :func:`run_series`
+(``python -m recsys_utils.series --dataset synthetic --profile default``). Executed
+notebooks go to ``<run_dir>/notebooks``, artifacts to ``<run_dir>/artifacts``; the cells'
+lines stream to the terminal. Arguments are checked and the run directory locked before
+any kernel starts; a notebook's exception becomes one ``error:`` line (exit code 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -42,13 +24,12 @@ from typing import Any, Callable, Sequence, TextIO
 import numpy as np
 
 from .artifacts import NOTEBOOK_ENV, provenance_problems, save_json
-from .profiles import PROFILES
+from .profiles import PROFILES, get_profile
 from .report import REPORT_DIR
 from .runs import RunLock, RunLockedError
 from .schema import DataError
 
-#: The series' notebooks in a checkout of the course, beside the package (an
-#: editable install). A ``pip install .`` copies the package only.
+#: The series' notebooks in a checkout, beside the package.
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 #: Where the notebooks are when neither ``--notebooks-dir`` nor a checkout says.
 NOTEBOOKS_ENV = "RECSYS_NOTEBOOKS_DIR"
@@ -65,28 +46,17 @@ EVALUATION = "08"
 
 
 def series_notebooks(notebook_dir: Path | None = None) -> list[Path]:
-    """The notebooks of the series in execution order: ``NN_name.ipynb`` by number.
-
-    ``notebook_dir`` defaults to :func:`find_notebook_dir`'s answer."""
-    if notebook_dir is None:
-        notebook_dir = find_notebook_dir()
-    return sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+    """The series' ``NN_name.ipynb`` in order (default folder: :func:`find_notebook_dir`)."""
+    return sorted(Path(notebook_dir or find_notebook_dir()).glob("[0-9][0-9]_*.ipynb"))
 
 
 def find_notebook_dir(given: str | Path | None = None) -> Path:
-    """The folder holding the series' notebooks (``NN_name.ipynb``).
-
-    ``given`` (``--notebooks-dir``), else ``$RECSYS_NOTEBOOKS_DIR``, else the
-    checkout's ``notebooks/`` beside the package, else ``./notebooks``.
-
-    Raises:
-        DataError: naming where it looked and how to point at the notebooks.
-    """
-    env = os.environ.get(NOTEBOOKS_ENV)
-    if given or env:
-        folder, source = ((Path(given), "--notebooks-dir") if given
-                          else (Path(env), f"${NOTEBOOKS_ENV}"))
-        folder = folder.expanduser()
+    """The folder of the series' notebooks: ``given`` (``--notebooks-dir``), else
+    ``$RECSYS_NOTEBOOKS_DIR``, else the checkout's ``notebooks/``, else ``./notebooks``;
+    else a :class:`DataError` naming where it looked and how to point at them."""
+    if given or os.environ.get(NOTEBOOKS_ENV):
+        source = "--notebooks-dir" if given else f"${NOTEBOOKS_ENV}"
+        folder = Path(given or os.environ[NOTEBOOKS_ENV]).expanduser()
         if not folder.is_dir():
             raise DataError(f"notebooks directory {folder} ({source}) does not exist or is not a "
                             "folder; give the course's notebooks/ folder")
@@ -107,8 +77,7 @@ def find_notebook_dir(given: str | Path | None = None) -> Path:
 
 def select_notebooks(notebooks: Sequence[Path], start: str | None = None,
                      stop: str | None = None) -> list[Path]:
-    """The run from the notebook numbered ``start`` to the one numbered ``stop``
-    (inclusive)."""
+    """The notebooks numbered ``start`` to ``stop`` (inclusive)."""
     prefixes = [p.name[:2] for p in notebooks]
     for bound in (start, stop):
         if bound is not None and bound not in prefixes:
@@ -123,8 +92,7 @@ MAX_SEED = 2**32 - 1
 
 
 class NotebookError(DataError):
-    """A notebook raised an exception; the message is the notebook's own error
-    and the path of the executed copy that shows the whole traceback."""
+    """A notebook raised an exception: its error and the executed copy with the traceback."""
 
     def __init__(self, notebook: Path, executed: Path, ename: str, evalue: str) -> None:
         self.notebook, self.executed, self.ename, self.evalue = notebook, executed, ename, evalue
@@ -133,9 +101,7 @@ class NotebookError(DataError):
 
 
 def default_data_dir(notebook_dir: Path | None = None) -> Path:
-    """The raw-data directory when none is given: ``$RECSYS_DATA_DIR``, else
-    ``data/raw`` beside the notebooks folder (in a checkout, the same folder as
-    :func:`recsys_utils.data.default_data_dir`)."""
+    """The default raw data: ``$RECSYS_DATA_DIR``, else ``data/raw`` beside the notebooks."""
     from . import data
 
     if os.environ.get("RECSYS_DATA_DIR") or notebook_dir is None:
@@ -145,32 +111,20 @@ def default_data_dir(notebook_dir: Path | None = None) -> Path:
 
 def check_arguments(dataset: str, profile: str, seed: Any, data_dir: str | Path | None,
                     run_dir: str | Path, *, notebook_dir: Path | None = None) -> None:
-    """Refuse, before any kernel starts, arguments the series cannot run with.
-
-    Checks the data set name, the profile, the seed (an integer numpy accepts),
-    the data directory (it must exist when given, and for every data set but
-    ``synthetic``: then :func:`default_data_dir`) and that the run directory
-    can be created and written.
-
-    Raises:
-        DataError: saying what is wrong and how to fix it.
-    """
+    """Refuse (a :class:`DataError` saying how to fix it), before any kernel starts, a bad
+    data set, profile, seed (an integer numpy accepts), data directory (must exist when
+    given, or for any data set but ``synthetic``) or a run directory that cannot be written."""
     from .data import check_dataset_name
 
     check_dataset_name(dataset)
-    if profile not in PROFILES:
-        raise DataError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    get_profile(profile)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
         raise DataError(f"seed {seed!r} is not usable: give an integer from 0 to {MAX_SEED} "
                         "(numpy's seed range), e.g. --seed 42")
-    if data_dir:
-        where, source = Path(data_dir).expanduser(), "--data-dir, else $RECSYS_DATA_DIR"
-    elif dataset != "synthetic":
-        where = default_data_dir(notebook_dir)
-        source = ("the default data directory ($RECSYS_DATA_DIR, else data/raw beside the "
-                  "notebooks folder)")
-    else:
-        where = None
+    where = Path(data_dir).expanduser() if data_dir else (
+        default_data_dir(notebook_dir) if dataset != "synthetic" else None)
+    source = ("--data-dir, else $RECSYS_DATA_DIR" if data_dir else "the default data directory "
+              "($RECSYS_DATA_DIR, else data/raw beside the notebooks folder)")
     if where is not None and not where.is_dir():
         need = ("items.csv and interactions.csv" if dataset == "csv"
                 else "the data set's folder (see data/README.md)")
@@ -191,26 +145,18 @@ def check_arguments(dataset: str, profile: str, seed: Any, data_dir: str | Path 
 
 def check_resume(notebooks: Sequence[Path], selected: Sequence[Path], artifact_dir: Path,
                  dataset: str, profile: str, seed: int) -> None:
-    """Refuse to start in the middle of the series on another run's artifacts.
-
-    The artifacts written by the notebooks before the first selected one
-    (execution order) must come from this data set, profile and seed and from
-    the prepared data now in ``artifact_dir/data`` (``manifest.json``).
-
-    Raises:
-        DataError: listing the stale artifacts and the notebook to re-run from.
-    """
+    """Refuse (a :class:`DataError` listing them and the notebook to re-run from) to start
+    mid-series on earlier notebooks' artifacts that another run produced (``manifest.json``)."""
     order = [p.name[:2] for p in notebooks]
-    first = order.index(selected[0].name[:2])
-    before = set(order[:first])
+    before = set(order[:order.index(selected[0].name[:2])])
     if not before:
         return
     problems = [p for p in provenance_problems(artifact_dir, dataset, profile, seed)
                 if p.prefix is None or p.prefix in before]
     if not problems:
         return
-    known = [p.prefix for p in problems if p.prefix in before]
-    rerun = min(known, key=order.index) if known else order[0]
+    rerun = min((p.prefix for p in problems if p.prefix in before), key=order.index,
+                default=order[0])
     groups: dict[tuple[str, str], list[str]] = {}
     for problem in problems:  # one line per notebook and reason, not per file
         groups.setdefault((problem.writer, problem.reason), []).append(problem.path)
@@ -225,30 +171,15 @@ def check_resume(notebooks: Sequence[Path], selected: Sequence[Path], artifact_d
         "parameters the artifacts were made with")
 
 
-def run_series(
-    dataset: str,
-    profile: str,
-    run_dir: str | Path,
-    *,
-    data_dir: str | Path | None = None,
-    seed: int = 42,
-    start: str | None = None,
-    stop: str | None = None,
-    notebook_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Execute the series; return the wall time of each notebook in seconds.
+def run_series(dataset: str, profile: str, run_dir: str | Path, *,
+               data_dir: str | Path | None = None, seed: int = 42, start: str | None = None,
+               stop: str | None = None, notebook_dir: str | Path | None = None,
+               progress: bool = True) -> dict[str, float]:
+    """Execute the series; return each notebook's wall time in seconds.
 
-    Args:
-        dataset, profile, seed, data_dir: the shared notebook parameters.
-        run_dir: receives ``notebooks/`` (executed copies), ``artifacts/`` and
-            ``timings.json``.
-        start / stop: two-digit prefixes bounding the notebooks to run
-            (inclusive), e.g. ``start="02", stop="03"``.
-        notebook_dir: the series' notebooks; default :func:`find_notebook_dir`.
-        progress: stream the lines the cells print to stdout, with a heartbeat
-            for a cell silent for :data:`HEARTBEAT_SECONDS`.
-    """
+    ``run_dir`` receives ``notebooks/``, ``artifacts/`` and ``timings.json``; ``start`` /
+    ``stop``: two-digit prefixes bounding the notebooks run (inclusive); ``progress``: stream
+    the cells' lines with a heartbeat; ``notebook_dir``: default :func:`find_notebook_dir`."""
     notebook_dir = find_notebook_dir(notebook_dir)
     check_arguments(dataset, profile, seed, data_dir, run_dir, notebook_dir=notebook_dir)
     from .data import default_data_dir as package_default
@@ -267,18 +198,10 @@ def run_series(
 
 
 def notebook_kernel() -> str:
-    """The Jupyter kernel the series runs notebooks in: :data:`KERNEL_NAME` (what
-    the notebooks' metadata names) when it is registered for this Python, else
-    ipykernel's ``python3`` kernel when that runs this Python.
-
-    A kernel runs "this Python" when its command is ``python`` (Jupyter starts
-    the asking interpreter then) or an interpreter in the same ``bin/`` folder
-    as ``sys.executable``: the same environment, where recsys_utils is installed.
-    A course kernel registered by another checkout is never used.
-
-    Raises:
-        DataError: no kernel runs this Python, with the command that registers one.
-    """
+    """The Jupyter kernel for the notebooks: :data:`KERNEL_NAME`, else ``python3``, the
+    first that runs this Python: its command is ``python`` (Jupyter then starts the asking
+    interpreter) or an interpreter in ``sys.executable``'s ``bin/`` folder (a course kernel
+    of another checkout is never used); else a :class:`DataError` saying how to register one."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     manager = KernelSpecManager()
@@ -292,11 +215,9 @@ def notebook_kernel() -> str:
         if launcher in {"python", f"python{sys.version_info[0]}",
                         "python{}.{}".format(*sys.version_info[:2])}:
             return name
-        try:
+        with contextlib.suppress(OSError):  # its interpreter may be gone
             if os.path.isabs(launcher) and os.path.samefile(Path(launcher).parent, here):
                 return name
-        except OSError:  # its interpreter is gone
-            continue
     raise DataError(f"no Jupyter kernel runs this Python ({sys.executable}): neither "
                     f"{KERNEL_NAME!r} nor {FALLBACK_KERNEL!r}. Register the course kernel with "
                     f"`make setup`, or `{sys.executable} -m ipykernel install --sys-prefix "
@@ -307,26 +228,18 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _last_state(line: str) -> str:
-    """What a terminal would show of ``line``: the text after its last carriage
-    return or run of backspaces (progress bars redraw themselves with those),
-    without colour codes."""
+    """What a terminal shows of ``line``: the text after its last carriage return or run of
+    backspaces (progress bars redraw with those), without colour codes."""
     segments = [s for s in re.split(r"\r|\x08+", _ANSI.sub("", line)) if s.strip()]
     return segments[-1].rstrip() if segments else ""
 
 
 class CellEcho:
-    """Shows a running notebook in the terminal.
+    """Shows a running notebook in the terminal: each line a cell prints, behind the notebook's
+    number (``  04 | `` stdout, ``  04 ! `` stderr), progress-bar redraws collapsed to their last
+    state; :meth:`beat` (a thread calls it) names a cell silent for ``heartbeat`` seconds."""
 
-    Each complete line a cell prints is written to ``out`` behind the notebook's
-    number (``  04 | `` for stdout, ``  04 ! `` for stderr); a progress bar's
-    redraws collapse to their last state. :meth:`beat`, called by a thread
-    every few seconds, writes a heartbeat when nothing was written for
-    ``heartbeat`` seconds: the cell (number and first line), how long it has
-    run and what it last printed without a newline (a progress bar's state).
-    """
-
-    def __init__(self, label: str, out: TextIO | None = None,
-                 heartbeat: float = HEARTBEAT_SECONDS,
+    def __init__(self, label: str, out: TextIO | None = None, heartbeat: float = HEARTBEAT_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.label, self.heartbeat, self.clock = label, heartbeat, clock
         self.out = out if out is not None else sys.stdout
@@ -336,8 +249,7 @@ class CellEcho:
         self._cell_started = self._last_line = clock()
 
     def cell_started(self, number: int, total: int, source: str) -> None:
-        """A code cell starts: ``number`` of ``total`` code cells. What the
-        previous cell left without a newline is written first (its final state)."""
+        """Code cell ``number`` of ``total`` starts (the previous one's last line goes first)."""
         first = next((s.strip() for s in source.splitlines() if s.strip()), "")
         with self._lock:
             self._flush_pending()
@@ -397,8 +309,7 @@ class _EchoStream:
         pass
 
 
-#: The papermill engine :func:`_execute` registers: papermill's own, telling a
-#: :class:`CellEcho` which cell starts.
+#: The papermill engine :func:`_execute` registers: papermill's, telling a CellEcho each cell.
 ENGINE = "recsys-series"
 
 
@@ -425,14 +336,8 @@ def _register_engine() -> None:
 
 
 def _kernel_manager_class() -> type:
-    """jupyter_client's kernel manager, writing the kernel process's own stdout
-    and stderr to a file (``output_log``) instead of the terminal.
-
-    ipykernel copies what native code writes to the process's file descriptors
-    (TensorFlow's C++ log lines) to the notebook and to the process's own
-    streams: the notebook's copy is what :class:`CellEcho` shows, so the
-    terminal gets each line once, and the file keeps what a kernel says before
-    it dies."""
+    """A kernel manager writing the kernel process's own output to ``output_log``, not the
+    terminal: ipykernel copies native output to the notebook, which CellEcho shows."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import Unicode
 
@@ -444,18 +349,14 @@ def _kernel_manager_class() -> type:
             if not self.output_log:
                 return await super().start_kernel(**kw)
             with open(self.output_log, "ab") as log:  # the kernel process holds its own copy
-                kw.setdefault("stdout", log)
-                kw.setdefault("stderr", log)
-                return await super().start_kernel(**kw)
+                return await super().start_kernel(**{"stdout": log, "stderr": log, **kw})
 
     return KernelWithLog
 
 
 def _kernel_config(output_log: Path) -> Any:
-    """The kernel manager's configuration: the kernel's own output to
-    ``output_log``, and CurveZMQ-encrypted sockets when this pyzmq has CurveZMQ
-    and the kernel spec declares it (ipykernel 7 does), so the kernel starts
-    without its "running over TCP without encryption" warning."""
+    """The kernel's own output to ``output_log``; CurveZMQ-encrypted sockets when pyzmq has
+    them (no "running over TCP without encryption" warning from ipykernel 7)."""
     import zmq
     from traitlets.config import Config
 
@@ -482,13 +383,8 @@ def _execute(notebooks: Sequence[Path], dataset: str, profile: str, run_dir: Pat
     manager_class = _kernel_manager_class()
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {
-        "dataset": dataset,
-        "data_dir": str(Path(data_dir).resolve()) if data_dir else "",
-        "artifact_dir": str(run_dir / "artifacts"),
-        "profile": profile,
-        "seed": seed,
-    }
+    parameters = dict(dataset=dataset, data_dir=str(Path(data_dir).resolve()) if data_dir else "",
+                      artifact_dir=str(run_dir / "artifacts"), profile=profile, seed=seed)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     timings_path = run_dir / "timings.json"
     timings: dict[str, float] = (json.loads(timings_path.read_text())
@@ -499,13 +395,13 @@ def _execute(notebooks: Sequence[Path], dataset: str, profile: str, run_dir: Pat
               f"kernel {kernel})", flush=True)
         previous = os.environ.get(NOTEBOOK_ENV)
         os.environ[NOTEBOOK_ENV] = notebook.stem  # the kernel records it as the artifacts' writer
-        echo = CellEcho(notebook.name[:2], heartbeat=HEARTBEAT_SECONDS) if progress else None
-        done = threading.Event()
-        if echo is not None:
+        done, streams = threading.Event(), {}
+        if progress:
+            echo = CellEcho(notebook.name[:2], heartbeat=HEARTBEAT_SECONDS)
             threading.Thread(target=_beat_until, args=(echo, done, min(5.0, HEARTBEAT_SECONDS)),
                              daemon=True).start()
-        streams = ({"stdout_file": echo.stream("|"), "stderr_file": echo.stream("!"),
-                    "echo": echo} if echo is not None else {})
+            streams = {"stdout_file": echo.stream("|"), "stderr_file": echo.stream("!"),
+                       "echo": echo}
         kernel_log = out_dir / f"{notebook.stem}.kernel.log"
         kernel_log.unlink(missing_ok=True)
         try:
@@ -513,8 +409,7 @@ def _execute(notebooks: Sequence[Path], dataset: str, profile: str, run_dir: Pat
                 str(notebook), str(out_dir / notebook.name), parameters=parameters,
                 engine_name=ENGINE, kernel_name=kernel, cwd=str(notebook.parent),
                 progress_bar=False, kernel_manager_class=manager_class,
-                config=_kernel_config(kernel_log), **streams,
-            )
+                config=_kernel_config(kernel_log), **streams)
         except PapermillExecutionError as error:
             raise NotebookError(notebook, out_dir / notebook.name, error.ename,
                                 error.evalue) from error
@@ -525,7 +420,7 @@ def _execute(notebooks: Sequence[Path], dataset: str, profile: str, run_dir: Pat
                                 f"{error} (the kernel's own output: {kernel_log})") from error
         finally:
             done.set()
-            if echo is not None:
+            if progress:
                 echo.close()
             if previous is None:
                 os.environ.pop(NOTEBOOK_ENV, None)
@@ -549,8 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--notebooks-dir", default=None,
                         help=f"the course's notebooks/ folder; default ${NOTEBOOKS_ENV}, else "
                              "the checkout the package sits in, else ./notebooks")
-    parser.add_argument("--seed", type=int, default=42,
-                        help=f"an integer from 0 to {MAX_SEED}")
+    parser.add_argument("--seed", type=int, default=42, help=f"an integer from 0 to {MAX_SEED}")
     parser.add_argument("--start", default=None, help="first notebook prefix, e.g. 03")
     parser.add_argument("--stop", default=None, help="last notebook prefix, e.g. 05")
     parser.add_argument("--quiet", action="store_true",
