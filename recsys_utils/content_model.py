@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import tensorflow as tf
 
+from . import training_logs
 from .callbacks import EpochBar
 from .fusion_layers import (AttentionFusion, AttributeEmbedding, ConcatFusion, FusionLayer,
                             ModalityDropout)
@@ -242,6 +243,7 @@ def fit_content_model(
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     callbacks = [EpochBar(epochs, f"content model ({method or names[0]})")] if progress else []
+    callbacks += training_logs.callbacks(f"fusion/{method or names[0]}")
     val = (dataset(np.asarray(val_idx, dtype=np.int64), False)
            if val_idx is not None and len(val_idx) else None)
     history = classifier.fit(dataset(train_idx, True), validation_data=val, epochs=epochs,

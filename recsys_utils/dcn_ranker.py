@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_utils import ranking
+from recsys_utils import ranking, training_logs
 from recsys_utils.callbacks import EpochBar
 from recsys_utils.features import RecData, check_item_content, to_dataset
 from recsys_utils.schema import DataError
@@ -166,6 +166,7 @@ def train_ranking(data: RecData, item_content: np.ndarray | None = None, *, epoc
         validation = to_dataset({k: val[k] for k in keys}, 4096, shuffle=False)
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True))
+    callbacks += training_logs.callbacks(f"ranking/{target}")  # epoch losses for TensorBoard
     started = time.perf_counter()
     fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks,
                     validation_data=validation)

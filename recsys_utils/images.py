@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from . import training_logs
 from .content_metrics import combine_keys, item_retrieval_metrics
 from .content_model import check_labels
 from .contrastive import contrastive_loss
@@ -271,6 +272,7 @@ def train_image_encoder(
 
     history: dict[str, list[float]] = {"loss": []}
     desc = f"image encoder ({objective})"
+    log = training_logs.scalar_writer(f"image_encoder/{objective}")
     with track(total=epochs, desc=desc, unit="epoch", disable=not progress) as bar:
         for epoch in range(epochs):
             started = time.perf_counter()
@@ -283,6 +285,7 @@ def train_image_encoder(
                 sums.update({k: float(v) * b for k, v in {"loss": loss, **stats}.items()})
             for k, total in sums.items():
                 history.setdefault(k, []).append(total / count)
+            log(epoch, {k: v[-1] for k, v in history.items()})
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
             bar.write(f"{desc} epoch {epoch + 1}/{epochs}: "
                       + ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items())

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from . import metrics
+from . import metrics, training_logs
 from .callbacks import EpochBar
 from .features import QuerySet, RecData, to_dataset
 from .retrieval import QUERY_KEYS, RetrievalResult, in_batches, rank_items
@@ -347,6 +347,7 @@ def train_multitask(data: RecData, item_content: np.ndarray | None = None, *,
     dataset = to_dataset({k: train[k] for k in (*FEATURE_KEYS, "target")}, batch_size,
                          seed=seed, drop_remainder=replicas > 1)
     callbacks = [EpochBar(epochs, f"multitask/{variant}")] if progress else []
+    callbacks += training_logs.callbacks(f"multitask/{variant}")
     start = time.perf_counter()
     fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
     seconds = time.perf_counter() - start

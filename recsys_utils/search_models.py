@@ -16,7 +16,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_utils import metrics
+from recsys_utils import metrics, training_logs
 from recsys_utils.callbacks import EpochBar
 from recsys_utils.schema import DataError
 from recsys_utils.search_eval import NDCG_K, RELEVANT_AT
@@ -377,6 +377,7 @@ def train_search_model(query_vectors: np.ndarray, pairs: pd.DataFrame, item_text
     dataset = tf.data.Dataset.from_tensor_slices(
         {"query_vector": query_vectors[q], "item": items.astype(np.int32)}).batch(batch)
     callbacks = [EpochBar(epochs, "search two-tower")] if progress else []
+    callbacks += training_logs.callbacks("search/two_tower")  # epoch losses for TensorBoard
     start = time.perf_counter()
     # One Keras epoch = one round (``steps`` batches), so the bar and the losses are per round.
     fit = model.fit(dataset.repeat(), epochs=epochs, steps_per_epoch=steps, verbose=0,

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_utils import retrieval
+from recsys_utils import retrieval, training_logs
 from recsys_utils.callbacks import EpochBar, EpochClock
 from recsys_utils.features import RecData, check_item_content, to_dataset
 from recsys_utils.metrics import unit_rows
@@ -354,6 +354,7 @@ def train_retrieval(variant: str, data: RecData, item_content: np.ndarray | None
                                                     metric=stopping_metric))
     if progress:  # after the stopper, so the bar shows the validation metric
         callbacks.append(EpochBar(epochs, f"retrieval/{variant}"))
+    callbacks += training_logs.callbacks(f"retrieval/{variant}")  # TensorBoard, after the stopper
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     dataset = to_dataset(train, batch_size, seed=seed, drop_remainder=replicas > 1)
     started = time.perf_counter()
