@@ -18,7 +18,7 @@ import scipy.sparse
 
 from . import metrics
 from .schema import DataError
-from .searcher import check_k, check_queries, pad_results
+from .searcher import check_k, check_queries, empty_results, pad_results
 
 __all__ = ["BM25", "BACKENDS", "tokenize"]
 
@@ -191,8 +191,7 @@ class BM25:
         k = check_k(k)
         ids = self._ids(check_queries(queries))
         kk = min(k, self.n_items)
-        out_i = np.full((len(ids), kk), -1, np.int64)
-        out_s = np.full((len(ids), kk), -np.inf, np.float32)
+        out_i, out_s = empty_results(len(ids), kk)
         rows = [r for r, q in enumerate(ids) if q]  # a query with no known word matches nothing
         if rows:
             top = self._numba_top if self._use_numba(len(rows)) else self._exact_top

@@ -20,7 +20,7 @@ from recsys_utils import metrics, training_logs
 from recsys_utils.callbacks import EpochBar
 from recsys_utils.schema import DataError
 from recsys_utils.search_eval import NDCG_K, RELEVANT_AT
-from recsys_utils.searcher import Searcher, check_k, check_queries, pad_results
+from recsys_utils.searcher import Searcher, check_k, check_queries, empty_results, pad_results
 
 
 def _flatten(indices: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -39,8 +39,7 @@ def _top_per_query(q: np.ndarray, items: np.ndarray, values: np.ndarray, n_queri
 
     Returns ``(indices (n_queries, k) int64, scores (n_queries, k) float32)``, -1 / -inf padded.
     """
-    out_i = np.full((n_queries, k), -1, np.int64)
-    out_s = np.full((n_queries, k), -np.inf, np.float32)
+    out_i, out_s = empty_results(n_queries, k)
     if not len(q):
         return out_i, out_s
     # One code per (query, item) pair, so a single bincount sums what every list gave it.

@@ -15,7 +15,7 @@ import numpy as np
 
 from .schema import DataError, as_string_list
 
-__all__ = ["Searcher", "check_k", "check_queries", "pad_results"]
+__all__ = ["Searcher", "check_k", "check_queries", "empty_results", "pad_results"]
 
 
 class Searcher(Protocol):
@@ -41,13 +41,17 @@ def check_k(k: Any) -> int:
     return int(k)
 
 
+def empty_results(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, k)`` results holding nothing yet: int64 indices ``-1``, float32 scores ``-inf``."""
+    return np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
+
+
 def pad_results(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``(n, m)`` results cut or padded to ``(n, k)``: int64 indices (-1 pad), float32 scores
     (-inf pad), so a catalogue smaller than ``k`` keeps every method's arrays one shape."""
     n, m = indices.shape
     if m >= k:
         return indices[:, :k].astype(np.int64), scores[:, :k].astype(np.float32)
-    out_i = np.full((n, k), -1, np.int64)
-    out_s = np.full((n, k), -np.inf, np.float32)
+    out_i, out_s = empty_results(n, k)
     out_i[:, :m], out_s[:, :m] = indices, scores
     return out_i, out_s
