@@ -60,7 +60,7 @@ def by_key(frame: Any, *columns: str) -> dict[str, dict[str, Any]]:
     """A table's rows (the other columns) keyed by ``columns``' values joined: ``"id|test|all"``."""
     if not columns or any(c not in frame.columns for c in columns):
         raise DataError(f"by_key needs key columns of the table {list(frame.columns)}; "
-                         f"got {list(columns)}")
+                        f"got {list(columns)}")
     rest = [c for c in frame.columns if c not in columns]
     return {"|".join(str(v) for v in key): _plain(row)
             for key, row in zip(frame[list(columns)].itertuples(index=False),

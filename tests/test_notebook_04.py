@@ -148,17 +148,18 @@ def test_04_cold_start_is_compared_at_the_content_profiles_exposure(series_runs,
                                            "content_profile")
 
 
-def test_04_writes_tensorboard_logs_and_the_projector(series_runs):
+@pytest.mark.parametrize("dataset", ["synthetic"])
+def test_04_writes_tensorboard_logs_and_the_projector(series_runs, dataset):
     import pandas as pd
 
-    artifact_dir = series_runs.upto("synthetic", "04")
+    artifact_dir = series_runs.upto(dataset, "04")
     logs = artifact_dir.parent / "tensorboard"
     # Every trained variant's epochs, with the validation metric early stopping watched.
     trained = {p.relative_to(logs / "retrieval").parts[0]
                for p in (logs / "retrieval").glob("*/*/validation/events.out.tfevents.*")}
     assert {"id", "content", "fused"} <= trained, trained
     # The carried model's item vectors for the projector, one title per item.
-    carried = _metrics(series_runs, "synthetic")["carried"]
+    carried = _metrics(series_runs, dataset)["carried"]
     (metadata,) = (logs / "projector" / carried).glob("*/metadata.tsv")
     n_items = len(pd.read_parquet(artifact_dir / "data" / "items.parquet"))
     assert len(metadata.read_text(encoding="utf-8").splitlines()) == n_items
