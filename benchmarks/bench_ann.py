@@ -67,6 +67,7 @@ from pathlib import Path
 import numpy as np
 
 import recsys_utils  # noqa: F401 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
+from recsys_utils.artifacts import dir_bytes
 from recsys_utils.schema import DataError
 
 from _common import gemm_flops, hardware_line, loadavg
@@ -257,10 +258,6 @@ def _median_ms(search_one: Callable[[np.ndarray], object], queries: np.ndarray) 
     return statistics.median(times) * 1e3
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def _fmt_mb(n_bytes: float | None) -> str:
     return "-" if n_bytes is None else f"{n_bytes / 1e6:.1f}"
 
@@ -301,7 +298,7 @@ def _scann_methods(items: np.ndarray, args: argparse.Namespace) -> list[Method]:
         build_s = time.perf_counter() - start
         with tempfile.TemporaryDirectory(prefix="bench_ann_") as tmp:
             searcher.serialize(tmp)
-            real = _dir_bytes(Path(tmp))
+            real = dir_bytes(tmp)
         print(f"  ScaNN {num_leaves} leaves (training sample {sample:,}) built in {build_s:.1f} s",
               flush=True)
         for leaves, reorder in settings:

@@ -294,6 +294,11 @@ def set_run_context(artifact_dir: str | Path, dataset: str, profile: str, seed: 
     return _context
 
 
+def dir_bytes(path: str | Path) -> int:
+    """Bytes of every file under ``path`` (a SavedModel, a serialized index)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
 def run_context() -> RunContext | None:
     """The active run (:func:`recsys_utils.runs.start_run`), or ``None`` outside one."""
     return _context

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from . import metrics
+from .artifacts import dir_bytes
 from .latency import compare_latency
 from .schema import DataError
 from .serving import scann_search
@@ -81,10 +81,6 @@ def dequantize(q: QuantizedTable) -> np.ndarray:
     return q.codes.astype(np.float32) * q.scale + q.offset
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def _search_all(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
                 block: int = 1024) -> np.ndarray:
     """Run a ``(b, d) -> (b, k)`` search over the queries in blocks (bounded memory)."""
@@ -122,7 +118,7 @@ def index_variants(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
         lists[name], searcher = scann_search(queries, table, k, **kwargs)
         with tempfile.TemporaryDirectory() as tmp:
             searcher.serialize(tmp)
-            sizes[name] = _dir_bytes(Path(tmp))
+            sizes[name] = dir_bytes(tmp)
         searches[name] = lambda q, s=searcher: s.search_batched(q, final_num_neighbors=k)
     timings = compare_latency(searches, queries, batch_fns={}, rounds=rounds, repeats=repeats)
     exact = lists["float32 exact"]
