@@ -131,7 +131,8 @@ class ChainResult:
     """Retrieve-then-rank against retrieval alone.
 
     Attributes:
-        retrieval_ndcg / chain_ndcg: NDCG@k of the retrieval order / after re-ranking.
+        retrieval_ndcg / chain_ndcg: NDCG@k of the retrieval order / after re-ranking
+            (read from ``retrieval_at_k`` / ``chain_at_k``).
         recall_at_retrieve: share of relevant items among the candidates (the ceiling
             for any re-ranker).
         ranker_weight: weight of the blend (1.0 = the ranker's order alone).
@@ -140,8 +141,6 @@ class ChainResult:
         ranked / reranked: ``(n_queries, k_retrieve)`` item indices.
     """
 
-    retrieval_ndcg: float
-    chain_ndcg: float
     recall_at_retrieve: float
     k: int
     k_retrieve: int
@@ -151,6 +150,14 @@ class ChainResult:
     chain_at_k: dict[str, float]
     ranked: np.ndarray = dataclasses.field(repr=False)
     reranked: np.ndarray = dataclasses.field(repr=False)
+
+    @property
+    def retrieval_ndcg(self) -> float:
+        return self.retrieval_at_k[f"ndcg@{self.k}"]
+
+    @property
+    def chain_ndcg(self) -> float:
+        return self.chain_at_k[f"ndcg@{self.k}"]
 
 
 #: Blend weights :func:`tune_ranker_weight` tries (0 = retrieval order, 1 = ranker order).
@@ -214,7 +221,6 @@ class ChainCandidates:
                 for scores in (base, metrics.retrieval_metrics(reranked, self.queries.relevant,
                                                                ks=(k,)))]
         return ChainResult(
-            retrieval_ndcg=at_k[0][f"ndcg@{k}"], chain_ndcg=at_k[1][f"ndcg@{k}"],
             recall_at_retrieve=float(base[f"recall@{self.k_retrieve}"]), k=k,
             k_retrieve=self.k_retrieve, n_queries=int(base["n_queries"]),
             ranker_weight=float(ranker_weight), retrieval_at_k=at_k[0], chain_at_k=at_k[1],
