@@ -103,10 +103,18 @@ def save_lines(lines: list[str], path: str | Path) -> Path:
 
 
 def _json_default(value: Any) -> Any:
+    """NumPy values as numbers and lists, a DataFrame as its rows, a Series as a dict, a
+    dataclass as its fields (what notebooks record with :meth:`~recsys_utils.runs.Run.record`)."""
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, pd.DataFrame):
+        return value.to_dict(orient="records")
+    if isinstance(value, pd.Series):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 

@@ -31,8 +31,8 @@ def item_retrieval_metrics(embeddings: np.ndarray, query_idx: np.ndarray,
                            k: int = 10) -> dict[str, float]:
     """Item-to-item retrieval: each query item's k nearest candidates (default all items)
     by cosine, self excluded, ties to the lower index; relevant = same ``relevance_key``
-    ``(n,)``. Returns :func:`~recsys_utils.metrics.retrieval_metrics` at ``k`` and
-    ``precision@k``; queries with no relevant candidate are excluded."""
+    ``(n,)``. Returns :func:`~recsys_utils.metrics.retrieval_metrics` at ``k`` (precision
+    among them); queries with no relevant candidate are excluded."""
     emb = np.asarray(embeddings, dtype=np.float32)
     n = len(emb)
     key = np.asarray(relevance_key)
@@ -65,12 +65,7 @@ def item_retrieval_metrics(embeddings: np.ndarray, query_idx: np.ndarray,
 
     relevant = (one_hot(query_codes) @ one_hot(candidate_codes).T - exclude).tocsr()
     relevant.eliminate_zeros()
-    result = retrieval_metrics(ranked, relevant, ks=(k,))
-    # The query itself is never ranked, so a hit is a candidate with the query's key.
-    hits = (candidate_codes[ranked] == query_codes[:, None]) & (ranked >= 0)
-    has_relevant = relevant.getnnz(axis=1) > 0
-    precision = hits[has_relevant].sum(axis=1) / k if has_relevant.any() else np.array([np.nan])
-    return {f"precision@{k}": float(np.mean(precision)), **result}
+    return retrieval_metrics(ranked, relevant, ks=(k,))
 
 
 def content_retrieval_metrics(embeddings: np.ndarray, eval_idx: np.ndarray,

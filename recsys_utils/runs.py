@@ -41,8 +41,9 @@ class Run:
                 f"artifacts={self.artifact_dir}")
 
     def record(self, **results: Any) -> None:
-        """Keep results for :meth:`write_metrics`: DataFrames as rows, dataclasses as fields."""
-        self.results.update({name: _plain(value) for name, value in results.items()})
+        """Keep results for :meth:`write_metrics`, which writes DataFrames as rows and
+        dataclasses as fields."""
+        self.results.update(results)
 
     def write_metrics(self, stage: str) -> Path:
         """Write the recorded results to ``metrics/<stage>.json``, stamped with the run's
@@ -62,26 +63,9 @@ def by_key(frame: Any, *columns: str) -> dict[str, dict[str, Any]]:
         raise DataError(f"by_key needs key columns of the table {list(frame.columns)}; "
                         f"got {list(columns)}")
     rest = [c for c in frame.columns if c not in columns]
-    return {"|".join(str(v) for v in key): _plain(row)
+    return {"|".join(str(v) for v in key): row
             for key, row in zip(frame[list(columns)].itertuples(index=False),
                                 frame[rest].to_dict(orient="records"))}
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with DataFrames as rows, Series as dicts, dataclasses as fields, recursively."""
-    import pandas as pd
-
-    if isinstance(value, pd.DataFrame):
-        value = value.to_dict(orient="records")
-    elif isinstance(value, pd.Series):
-        value = value.to_dict()
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def set_seeds(seed: int) -> None:
