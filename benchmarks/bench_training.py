@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Mapping
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 
@@ -74,22 +72,14 @@ def make_world(n_users: int, n_items: int, *, seed: int = 42, history_length: in
     return data, content
 
 
-def profile_budget(budget: Mapping[str, Any], batch_size: int | None = None,
-                   learning_rate: float | None = None) -> tuple[dict[str, Any], int]:
-    """``(train_retrieval keyword arguments, batch size)`` from a profile's retrieval budget.
-
-    Epochs and early stopping are the benchmark's own; ``batch_size`` and
-    ``learning_rate`` replace the profile's when given.
-    """
-    kwargs = {k: v for k, v in budget.items()
-              if k not in ("epochs", "batch_size", "early_stopping", "patience")}
-    if learning_rate is not None:
-        kwargs["learning_rate"] = learning_rate
-    size = int(budget["batch_size"] if batch_size is None else batch_size)
-    if size < 1 or kwargs.get("learning_rate", 1.0) <= 0:
-        raise DataError(f"batch size must be >= 1 and the learning rate > 0, got {size}, "
-                        f"{kwargs.get('learning_rate')}")
-    return kwargs, size
+def profile_budget(budget: profiles.RetrievalBudget, epochs: int, batch_size: int | None = None,
+                   learning_rate: float | None = None) -> profiles.RetrievalBudget:
+    """A profile's retrieval budget with the benchmark's epochs and no early stopping;
+    ``batch_size`` and ``learning_rate`` replace the profile's when given (DataError if
+    they are not positive)."""
+    changes = {"batch_size": batch_size, "learning_rate": learning_rate}
+    return budget.replace(epochs=epochs, early_stopping=False,
+                          **{k: v for k, v in changes.items() if v is not None})
 
 
 def pipeline_seconds(data: features.RecData, batch_size: int, *, seed: int = 42,
@@ -142,18 +132,18 @@ def main() -> None:
 
     print(hardware_line())
     settings = profiles.get_profile("default").retrieval
-    budget, batch_size = profile_budget(settings["budget"], args.batch_size, args.learning_rate)
-    args.batch_size = batch_size
+    budget = profile_budget(settings.budget, args.epochs, args.batch_size, args.learning_rate)
+    args.batch_size = budget.batch_size
     print(f"budget (default profile unless overridden, no early stopping): {budget}, "
-          f"epochs {args.epochs}, batch size {batch_size} (profile: "
-          f"{settings['budget']['batch_size']}), history {settings['history_length']}; fused "
+          f"batch size {budget.batch_size} (profile: "
+          f"{settings.budget.batch_size}), history {settings.history_length}; fused "
           f"content: random {CONTENT_DIM}-d vectors; no tf.distribute strategy (one CPU device)")
     rows = []
     load_before = loadavg()
     for n_users, n_items in args.worlds:
         start = time.perf_counter()
         data, content = make_world(n_users, n_items, seed=args.seed,
-                                   history_length=settings["history_length"])
+                                   history_length=settings.history_length)
         n_train = len(data.examples["train"]["item"])
         print(f"world {n_users:,} users x {n_items:,} items: {n_train:,} training interactions "
               f"(built in {time.perf_counter() - start:.1f} s)", flush=True)
@@ -163,9 +153,8 @@ def main() -> None:
               flush=True)
         for variant in variants:
             result = two_tower.train_retrieval(
-                variant, data, content if variant in ("content", "fused") else None,
-                epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                progress=False, early_stopping=False, **budget)
+                variant, data, content if variant in ("content", "fused") else None, budget,
+                seed=args.seed, progress=False)
             seconds = result.history["epoch_seconds"]
             median, low, high = throughput(n_train, seconds)
             rows.append(dict(users=n_users, items=n_items, n_train=n_train, variant=variant,

@@ -5,6 +5,7 @@ Generated from ``notebooks/05_tfrs_ranking.ipynb`` (its cells marked ``# @save``
 edit the notebook, then run ``python -m recsys_utils.notebook_code``.
 """
 import contextlib
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
@@ -15,6 +16,7 @@ import tensorflow_recommenders as tfrs
 from recsys_utils import ranking, training_logs
 from recsys_utils.callbacks import EpochBar
 from recsys_utils.features import RecData, check_item_content, to_dataset
+from recsys_utils.profiles import RankingBudget
 from recsys_utils.schema import DataError
 from recsys_utils.two_tower import id_tokens
 
@@ -119,56 +121,57 @@ class RankingModel(tfrs.Model):
         return self.task(labels=tf.cast(features["target"], tf.float32), predictions=predictions)
 
 
-def train_ranking(data: RecData, item_content: np.ndarray | None = None, *, epochs: int = 5,
-                  batch_size: int = 256, learning_rate: float = 0.005, seed: int = 42,
-                  sampled_negatives: int = 0, early_stopping: bool = True, patience: int = 2,
+def train_ranking(data: RecData, item_content: np.ndarray | None = None,
+                  budget: RankingBudget = RankingBudget(), *, seed: int = 42,
                   strategy: tf.distribute.Strategy | None = None, progress: bool = True,
-                  examples: Mapping[str, np.ndarray] | None = None,
-                  **architecture) -> ranking.RankingResult:
-    """Build, compile and fit the ranker; ``architecture`` goes to :class:`RankingModel`.
+                  examples: Mapping[str, np.ndarray] | None = None) -> ranking.RankingResult:
+    """Build, compile and fit the ranker: a :class:`RankingModel` shaped by the budget.
 
     The target follows ``data.feedback`` (rating regression, or click classification with
-    ``sampled_negatives`` random unseen items per positive). ``examples`` (e.g.
+    ``budget.sampled_negatives`` random unseen items per positive). ``examples`` (e.g.
     ``ranking.hard_negative_examples``) replaces the training rows with a 0/1 target;
     early stopping is then off (the validation split has no such negatives). Otherwise
     training stops when the validation loss stops falling and keeps the best epoch.
     """
+    b = budget
     target = "rating" if data.feedback == "rating" and examples is None else "click"
     content = None if item_content is None else check_item_content(item_content, data.n_items)
+    early_stopping = b.early_stopping and examples is None
     if examples is not None:
-        train, early_stopping = dict(examples), False
+        train = dict(examples)
     else:
-        train = ranking.ranking_examples(data, "train", sampled_negatives=sampled_negatives,
+        train = ranking.ranking_examples(data, "train", sampled_negatives=b.sampled_negatives,
                                          seed=seed)
     if len(train["target"]) == 0:
         raise DataError("no training examples")
     baseline = float(train["target"].mean())  # the constant predictor
     if target == "click" and not 0 < baseline < 1:
         raise DataError("click training needs positives and negatives (views or sampled_negatives)")
-    config = dict(target=target, epochs=epochs, batch_size=batch_size,
-                  learning_rate=learning_rate, seed=seed, sampled_negatives=sampled_negatives,
-                  early_stopping=early_stopping, patience=patience,
-                  content=content is not None, **architecture)
+    config = {"target": target, "seed": seed, "content": content is not None,
+              **dataclasses.asdict(b), "early_stopping": early_stopping}
     tf.keras.utils.set_random_seed(seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = RankingModel(target, data.n_users, id_tokens(data), content,
-                             rating_offset=baseline if target == "rating" else 0.0,
-                             **architecture)
-        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
+                             embedding_dim=b.embedding_dim, cross_layers=b.cross_layers,
+                             deep_units=b.deep_units, projection_dim=b.projection_dim,
+                             id_dropout=b.id_dropout, use_history=b.use_history,
+                             use_context=b.use_context, use_user_id=b.use_user_id, l2=b.l2,
+                             rating_offset=baseline if target == "rating" else 0.0)
+        model.compile(optimizer=tf.keras.optimizers.Adam(b.learning_rate))
     keys = (*ranking.FEATURE_KEYS, "target")
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    dataset = to_dataset({k: train[k] for k in keys}, batch_size, seed=seed,
+    dataset = to_dataset({k: train[k] for k in keys}, b.batch_size, seed=seed,
                          drop_remainder=replicas > 1)
-    callbacks = [EpochBar(epochs, f"ranking/{target}")] if progress else []
+    callbacks = [EpochBar(b.epochs, f"ranking/{target}")] if progress else []
     validation = None
     if early_stopping and len(data.examples.get("validation", {}).get("item", ())):
         val = ranking.ranking_examples(data, "validation")
         validation = to_dataset({k: val[k] for k in keys}, 4096, shuffle=False)
         callbacks.append(tf.keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=patience, restore_best_weights=True))
+            monitor="val_loss", patience=b.patience, restore_best_weights=True))
     callbacks += training_logs.callbacks(f"ranking/{target}")  # epoch losses for TensorBoard
     started = time.perf_counter()
-    fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks,
+    fit = model.fit(dataset, epochs=b.epochs, verbose=0, callbacks=callbacks,
                     validation_data=validation)
     seconds = time.perf_counter() - started
     history = {k: [float(x) for x in v] for k, v in fit.history.items()}

@@ -27,8 +27,7 @@ if TYPE_CHECKING:  # TensorFlow is imported lazily: building features needs no T
 
 __all__ = [
     "OOV_USER", "QuerySet", "RecData", "Vocab", "build_features", "check_item_content",
-    "fact_columns", "from_frames", "item_attribute_matrix", "item_content", "scaled_budget",
-    "to_dataset",
+    "fact_columns", "from_frames", "item_attribute_matrix", "item_content", "to_dataset",
 ]
 
 #: Index every unknown user maps to.
@@ -410,17 +409,6 @@ def item_content(vectors: np.ndarray, prepared: Any,
         raise DataError("item content is empty: no content vectors (width 0) and no catalogue "
                         "fact columns to encode; a content tower needs at least one of them")
     return np.concatenate([vectors, attributes], axis=1)
-
-
-def scaled_budget(n_rows: int, batch_size: int, learning_rate: float,
-                  max_steps_per_epoch: int | None) -> tuple[int, float]:
-    """Batch size and learning rate that keep an epoch under ``max_steps_per_epoch`` steps
-    (``None``: no limit): the smallest multiple of ``batch_size`` that fits, the learning
-    rate scaled by the square root of the multiple (a common rule for Adam)."""
-    if not max_steps_per_epoch or n_rows <= batch_size * max_steps_per_epoch:
-        return batch_size, learning_rate
-    factor = -(-n_rows // (batch_size * max_steps_per_epoch))  # ceil
-    return batch_size * factor, learning_rate * float(np.sqrt(factor))
 
 
 def to_dataset(features: Mapping[str, np.ndarray], batch_size: int, *, shuffle: bool = True,

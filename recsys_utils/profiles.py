@@ -6,7 +6,11 @@ modern GPU. Each stage reads its own section (``profile.data``, ``profile.text``
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from typing import Any
+
+import pandas as pd
 
 from .schema import DataError
 
@@ -24,18 +28,268 @@ class DataScale:
     cold_item_fraction: float = 0.1
 
 
+class Settings:
+    """Base of the typed settings: frozen dataclasses, shown as a table in a notebook."""
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with ``changes``; a name that is no field is a DataError listing the fields."""
+        fields = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise DataError(f"{type(self).__name__} has no setting {', '.join(unknown)}; "
+                            f"its settings: {', '.join(fields)}")
+        return dataclasses.replace(self, **changes)
+
+    def _repr_html_(self) -> str:
+        values = {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return pd.Series(values, name=type(self).__name__).to_frame().to_html()
+
+
+def _check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise DataError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_positive(owner: Settings, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and not value > 0:
+            raise DataError(f"{type(owner).__name__}.{name} must be > 0, got {value!r}")
+
+
+class _Budget(Settings):
+    """Training sizes shared by the budgets: ``scaled`` keeps an epoch under a step limit."""
+
+    batch_size: int
+    learning_rate: float
+
+    def scaled(self, n_rows: int, max_steps_per_epoch: int | None) -> Any:
+        """The budget with the smallest multiple of ``batch_size`` that keeps an epoch of
+        ``n_rows`` under ``max_steps_per_epoch`` steps (``None``: unchanged), the learning
+        rate scaled by the square root of the multiple (a common rule for Adam)."""
+        if not max_steps_per_epoch or n_rows <= self.batch_size * max_steps_per_epoch:
+            return self
+        factor = -(-n_rows // (self.batch_size * max_steps_per_epoch))  # ceil
+        return self.replace(batch_size=self.batch_size * factor,
+                            learning_rate=self.learning_rate * math.sqrt(factor))
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSettings(Settings):
+    """The text encoder's options (``text.load_text_encoder``): tokens kept per text, texts
+    per batch, pooling of the token vectors, precision (``"auto"``: bfloat16 where the
+    hardware has it)."""
+
+    max_length: int = 128
+    batch_size: int = 64
+    pooling: str = "mean"
+    precision: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionSettings(Settings):
+    """Notebook 03: the image encoder (``image_*``, ``images.choose_image_encoder``), the
+    content models (``content_model.fit_content_model``), the held-out share of items
+    (cold items + a seeded draw) and the metric that ranks the fusions."""
+
+    image_backbone: str = "small_cnn"  # "mobilenet_v3_small_imagenet" needs a network
+    image_size: int = 64
+    image_dim: int = 64
+    image_epochs: int = 10
+    image_batch_size: int = 64
+    epochs: int = 15
+    batch_size: int = 64
+    output_dim: int = 64
+    attribute_dim: int = 16
+    learning_rate: float = 2e-3
+    eval_share: float = 0.2
+    metric: str = "ndcg@10"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalBudget(_Budget):
+    """Everything ``two_tower.train_retrieval`` needs besides the data: how it trains, then
+    the towers ``two_tower.build_retrieval_model`` builds. The defaults are a plain two-tower
+    model (in-batch softmax with log-Q, user id, a 128-unit content MLP); the profiles hold
+    the tuned values and why."""
+
+    # Training.
+    epochs: int = 5                      # a maximum when early_stopping
+    batch_size: int = 256
+    learning_rate: float = 0.01
+    optimizer: str = "adam"              # or "adagrad"
+    train_history: str = "before"        # query: items strictly before, or "leave_one_out"
+    early_stopping: bool = False         # on validation users' stopping_metric, best epoch kept
+    patience: int = 2
+    stopping_metric: str = "recall@50"
+    # Towers.
+    embedding_dim: int = 32
+    hidden_units: tuple[int, ...] = (128,)  # content projection; () = linear
+    id_dropout: float | None = None      # None: 0.25 for `fused`, else 0
+    use_user_id: bool = True
+    user_dropout: float = 0.05
+    use_history: bool = True
+    history_dropout: float = 0.0
+    use_context: bool = True
+    shared_history: bool = True          # history items through the item tower itself
+    # Loss.
+    loss: str = "in_batch"               # or "full_softmax" over the warm catalogue
+    log_q: bool = True                   # in-batch only: subtract log P(item)
+    item_bias: bool = False
+    bias_dropout: float = 0.0            # share of biases hidden per step (trains the OOV bias)
+    profile_weight: float = 0.0          # > 0: content variants add a ContentProfile score
+    profile_rank: int | None = None      # its columns (None: the content's full width)
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        _check_choice(owner, "optimizer", self.optimizer, ("adam", "adagrad"))
+        _check_choice(owner, "train_history", self.train_history, ("before", "leave_one_out"))
+        _check_choice(owner, "loss", self.loss, ("in_batch", "full_softmax"))
+        _check_positive(self, "epochs", "batch_size", "learning_rate", "embedding_dim",
+                        "patience", "profile_rank")
+        object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScannSettings(Settings):
+    """Notebook 04's served index: users that choose / time it, and the recall it keeps."""
+
+    n_users: int = 500
+    n_latency: int = 200
+    target_recall: float = 0.98
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalSettings(Settings):
+    """Notebook 04: the budget every variant trains with (its batch scaled to keep an epoch
+    under ``max_steps_per_epoch`` steps), the history a query keeps, the ablation rows
+    (changes to the budget), the classic references' grids (chosen on validation), the TFRS
+    tutorial protocol and the served index."""
+
+    budget: RetrievalBudget
+    history_length: int
+    max_steps_per_epoch: int | None
+    ablation: Mapping[str, Mapping[str, Any]]
+    baselines: Mapping[str, list[dict[str, Any]]]
+    tfrs_protocol: RetrievalBudget
+    tfrs_protocol_epochs: int
+    scann: ScannSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class RankingBudget(_Budget):
+    """Everything ``dcn_ranker.train_ranking`` needs besides the data: how it trains, then
+    the deep & cross network (``dcn_ranker.RankingModel``)."""
+
+    # Training.
+    epochs: int = 5                      # a maximum when early_stopping
+    batch_size: int = 256
+    learning_rate: float = 0.005
+    sampled_negatives: int = 0           # random unseen items per positive (event data)
+    early_stopping: bool = True          # on the validation loss, best epoch kept
+    patience: int = 2
+    # Network.
+    embedding_dim: int = 32
+    cross_layers: int = 1
+    projection_dim: int | None = None    # low-rank cross layer
+    deep_units: tuple[int, ...] = (64, 32)
+    id_dropout: float = 0.1
+    use_history: bool = True
+    use_context: bool = True
+    use_user_id: bool = True
+    l2: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "epochs", "batch_size", "learning_rate", "embedding_dim",
+                        "patience", "projection_dim")
+        object.__setattr__(self, "deep_units", tuple(int(u) for u in self.deep_units))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSettings(Settings):
+    """The engagement re-ranker of the chain: hard negatives per positive (from retrieval),
+    its epochs, and the positives it trains on at most (None: all)."""
+
+    negatives: int = 4
+    epochs: int = 3
+    max_positives: int | None = 50_000
+
+
+@dataclasses.dataclass(frozen=True)
+class MultitaskSettings(Settings):
+    """The joint retrieval + rating model (``ranking.train_multitask``)."""
+
+    epochs: int = 6
+    batch_size: int = 512
+    learning_rate: float = 0.003
+
+
+@dataclasses.dataclass(frozen=True)
+class RankingSettings(Settings):
+    """Notebook 05: candidates retrieved per user, the ranker's budget, the chain's
+    re-ranker and the joint model."""
+
+    k_retrieve: int
+    max_steps_per_epoch: int | None
+    budget: RankingBudget
+    chain: ChainSettings
+    multitask: MultitaskSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationSettings(Settings):
+    """Notebook 06: full-int8 calibration samples, held-out quality rows, single queries
+    timed per round and interleaved rounds (``latency.compare_latency``), interpreter
+    threads for single queries (1: a sub-millisecond model spends more time waking
+    threads) and batches (None = all cores), the text encoder's modes, K for index recall."""
+
+    calibration_samples: int = 200
+    quality_rows: int = 2000
+    latency_repeats: int = 30
+    latency_rounds: int = 3
+    batch_size: int = 64
+    latency_threads: int = 1
+    batch_threads: int | None = None
+    encoder_modes: tuple[str, ...] = ("float32", "float16", "dynamic_int8", "full_int8")
+    index_k: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchTowerSettings(Settings):
+    """``search_models.train_search_model``'s budget (epochs: rounds over the queries)."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    item_hidden: tuple[int, ...] = (256,)
+    learning_rate: float = 1e-3
+    temperature: float = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings(Settings):
+    """Notebook 07: queries generated for the fashion catalogue, items each method hands
+    the hybrid (``depth``), the served model's top K, the recall its ScaNN index keeps on
+    validation queries (with the fewest leaves, as notebook 04's), the two-tower budget."""
+
+    fashion_queries: int = 800
+    depth: int = 300
+    serve_k: int = 10
+    target_recall: float = 0.98
+    two_tower: SearchTowerSettings = SearchTowerSettings()
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """All knobs of one profile; later stages' sections are keyword dicts for their functions."""
+    """All knobs of one profile, one typed section per stage."""
 
     name: str
     data: DataScale
-    text: dict[str, Any] = dataclasses.field(default_factory=dict)
-    fusion: dict[str, Any] = dataclasses.field(default_factory=dict)
-    retrieval: dict[str, Any] = dataclasses.field(default_factory=dict)
-    ranking: dict[str, Any] = dataclasses.field(default_factory=dict)
-    quantization: dict[str, Any] = dataclasses.field(default_factory=dict)
-    search: dict[str, Any] = dataclasses.field(default_factory=dict)
+    text: TextSettings
+    fusion: FusionSettings
+    retrieval: RetrievalSettings
+    ranking: RankingSettings
+    quantization: QuantizationSettings
+    search: SearchSettings
 
 
 PROFILE_NAMES = ("smoke", "default", "full")
@@ -51,26 +305,18 @@ _DATA = {
                       fashion_items=None, fashion_users=50000),
 }
 
-# Text encoder: short item texts fit in 64 tokens; "auto" = bfloat16 where the hardware has it.
+# Text encoder: short item texts fit in 64 tokens.
 _TEXT = {
-    "smoke": dict(max_length=64, batch_size=64, pooling="mean", precision="auto"),
-    "default": dict(max_length=128, batch_size=64, pooling="mean", precision="auto"),
-    "full": dict(max_length=128, batch_size=256, pooling="mean", precision="auto"),
+    "smoke": TextSettings(max_length=64),
+    "default": TextSettings(),
+    "full": TextSettings(batch_size=256),
 }
 
-# Image encoder and fusion (notebook 03): image_* go to images.choose_image_encoder
-# ("mobilenet_v3_small_imagenet" needs a network), epochs, batch_size, ... to
-# content_model.fit_content_model; eval_share: held-out share (cold items + a seeded draw).
-_FUSION: dict[str, dict[str, Any]] = {
-    "smoke": dict(image_backbone="small_cnn", image_size=48, image_dim=64, image_epochs=6,
-                  image_batch_size=64, epochs=15, batch_size=64, output_dim=64, attribute_dim=16,
-                  learning_rate=2e-3, eval_share=0.2, metric="ndcg@10"),
-    "default": dict(image_backbone="small_cnn", image_size=64, image_dim=64, image_epochs=10,
-                    image_batch_size=64, epochs=15, batch_size=64, output_dim=64, attribute_dim=16,
-                    learning_rate=2e-3, eval_share=0.2, metric="ndcg@10"),
-    "full": dict(image_backbone="small_cnn", image_size=96, image_dim=128, image_epochs=30,
-                 image_batch_size=256, epochs=30, batch_size=256, output_dim=128, attribute_dim=32,
-                 learning_rate=2e-3, eval_share=0.2, metric="ndcg@10"),
+_FUSION = {
+    "smoke": FusionSettings(image_size=48, image_epochs=6),
+    "default": FusionSettings(),
+    "full": FusionSettings(image_size=96, image_dim=128, image_epochs=30, image_batch_size=256,
+                           epochs=30, batch_size=256, output_dim=128, attribute_dim=32),
 }
 
 # Two-tower retrieval (notebook 04). "budget" goes to every variant
@@ -101,11 +347,11 @@ _FUSION: dict[str, dict[str, Any]] = {
 # text 404, fused + words 340): default synthetic content_words trained in 53 s, not 85 s,
 # validation NDCG@10 0.0749 (full width 0.0730; 32 columns 0.0750, 128 0.0751), test cold
 # Recall@50 0.172 (0.165).
-_RETRIEVAL_BUDGET = dict(embedding_dim=64, learning_rate=0.002, optimizer="adam",
-                         loss="full_softmax", item_bias=True, bias_dropout=0.5, log_q=False,
-                         use_user_id=False, use_context=False, train_history="leave_one_out",
-                         history_dropout=0.5, hidden_units=(), early_stopping=True, patience=3,
-                         stopping_metric="recall@50", profile_weight=4.0, profile_rank=64)
+_RETRIEVAL_BUDGET = RetrievalBudget(
+    embedding_dim=64, learning_rate=0.002, optimizer="adam", loss="full_softmax", item_bias=True,
+    bias_dropout=0.5, log_q=False, use_user_id=False, use_context=False,
+    train_history="leave_one_out", history_dropout=0.5, hidden_units=(), early_stopping=True,
+    patience=3, stopping_metric="recall@50", profile_weight=4.0, profile_rank=64)
 # Ablation of notebook 04: the fused model with one lever changed at a time.
 _RETRIEVAL_ABLATION = {
     "in-batch softmax, log-Q (no item bias)": dict(loss="in_batch", log_q=True, item_bias=False),
@@ -121,8 +367,8 @@ _DEFAULT_ABLATION = ("in-batch softmax, log-Q (no item bias)", "no item bias",
                      "with a user id embedding", "no content profile")
 # The TFRS basic-retrieval tutorial's settings (as notebook 04's cells and the report state).
 # tfrs_protocol_epochs: the project's model on the tutorial's rows.
-_TFRS_PROTOCOL = dict(epochs=3, batch_size=8192, embedding_dim=32, learning_rate=0.1,
-                      optimizer="adagrad", log_q=False)
+_TFRS_PROTOCOL = RetrievalBudget(epochs=3, batch_size=8192, embedding_dim=32, learning_rate=0.1,
+                                 optimizer="adagrad", log_q=False)
 # Classic references (recsys_utils.baselines): grids searched on validation users.
 _BASELINE_GRIDS_SMALL = {
     "ease": [dict(l2=v) for v in (50.0, 200.0, 500.0)],
@@ -133,85 +379,71 @@ _BASELINE_GRIDS = {
     "item_knn": [dict(k=k, shrink=10.0) for k in (50, 200, 500)],
     "bpr": [dict(factors=f, learning_rate=0.05, lambda_reg=0.01, max_iter=i)
             for f, i in ((64, 200), (256, 400))]}
-_RETRIEVAL: dict[str, dict[str, Any]] = {
-    "smoke": dict(max_steps_per_epoch=100, history_length=10, text_variants=True,
-                  ablation=dict(list(_RETRIEVAL_ABLATION.items())[:1]),
-                  # Patience in steps about the default's (5 x 100 vs 3 x 200): the id tower sits
-                  # at popularity for its first ~400 steps (item bias first); patience 2 stopped
-                  # it there (best epoch 1). 9 epochs, not 12, saved little on MovieLens (299 s
-                  # vs 314 s for notebook 04) and chose `id`, which lost to EASE on NDCG@10
-                  # (-0.0129 [-0.0248, -0.0009]; `fused` had tied).
-                  budget=dict(_RETRIEVAL_BUDGET, epochs=12, patience=5, batch_size=256,
-                              learning_rate=0.003),
-                  # 5 epochs reach top-100 0.370 on the tutorial's rows (10: 0.372; 3: 0.358).
-                  baselines=_BASELINE_GRIDS_SMALL, tfrs_protocol=_TFRS_PROTOCOL,
-                  tfrs_protocol_epochs=5,
-                  scann=dict(n_users=200, n_latency=50, target_recall=0.98)),
-    "default": dict(max_steps_per_epoch=200, history_length=20, text_variants=True,
-                    ablation={row: _RETRIEVAL_ABLATION[row] for row in _DEFAULT_ABLATION},
-                    budget=dict(_RETRIEVAL_BUDGET, epochs=30, batch_size=256),
-                    baselines=_BASELINE_GRIDS, tfrs_protocol=_TFRS_PROTOCOL,
-                    tfrs_protocol_epochs=10,
-                    scann=dict(n_users=500, n_latency=200, target_recall=0.98)),
-    "full": dict(history_length=50, text_variants=True, ablation=_RETRIEVAL_ABLATION,
-                 budget=dict(_RETRIEVAL_BUDGET, epochs=50, batch_size=1024, learning_rate=0.004),
-                 baselines=_BASELINE_GRIDS, tfrs_protocol=_TFRS_PROTOCOL, tfrs_protocol_epochs=10,
-                 scann=dict(n_users=2000, n_latency=500, target_recall=0.98)),
+_RETRIEVAL = {
+    "smoke": RetrievalSettings(
+        max_steps_per_epoch=100, history_length=10,
+        ablation=dict(list(_RETRIEVAL_ABLATION.items())[:1]),
+        # Patience in steps about the default's (5 x 100 vs 3 x 200): the id tower sits at
+        # popularity for its first ~400 steps (item bias first); patience 2 stopped it there
+        # (best epoch 1). 9 epochs, not 12, saved little on MovieLens (299 s vs 314 s for
+        # notebook 04) and chose `id`, which lost to EASE on NDCG@10 (-0.0129 [-0.0248,
+        # -0.0009]; `fused` had tied).
+        budget=_RETRIEVAL_BUDGET.replace(epochs=12, patience=5, learning_rate=0.003),
+        # 5 epochs reach top-100 0.370 on the tutorial's rows (10: 0.372; 3: 0.358).
+        baselines=_BASELINE_GRIDS_SMALL, tfrs_protocol=_TFRS_PROTOCOL, tfrs_protocol_epochs=5,
+        scann=ScannSettings(n_users=200, n_latency=50)),
+    "default": RetrievalSettings(
+        max_steps_per_epoch=200, history_length=20,
+        ablation={row: _RETRIEVAL_ABLATION[row] for row in _DEFAULT_ABLATION},
+        budget=_RETRIEVAL_BUDGET.replace(epochs=30), baselines=_BASELINE_GRIDS,
+        tfrs_protocol=_TFRS_PROTOCOL, tfrs_protocol_epochs=10, scann=ScannSettings()),
+    "full": RetrievalSettings(
+        max_steps_per_epoch=None, history_length=50,
+        ablation=_RETRIEVAL_ABLATION,
+        budget=_RETRIEVAL_BUDGET.replace(epochs=50, batch_size=1024, learning_rate=0.004),
+        baselines=_BASELINE_GRIDS, tfrs_protocol=_TFRS_PROTOCOL, tfrs_protocol_epochs=10,
+        scann=ScannSettings(n_users=2000, n_latency=500)),
 }
 
 # Ranking and the chain (notebook 05). "budget": dcn_ranker.train_ranking (epochs a maximum,
 # early stopping on validation loss); sampled_negatives only affects event data.
 # projection_dim: low-rank cross layer (x0 holds the raw content vectors: a full-rank W
 # would be d0 x d0, d0 ~ 2 x content dim).
-_RANKING_BUDGET = dict(embedding_dim=32, learning_rate=0.003, cross_layers=1, projection_dim=64,
-                       deep_units=(64, 32), sampled_negatives=0, early_stopping=True, patience=2)
-_RANKING: dict[str, dict[str, Any]] = {
-    "smoke": dict(k_retrieve=100, max_steps_per_epoch=40,
-                  chain=dict(negatives=4, epochs=3, max_positives=10_000),
-                  budget=dict(_RANKING_BUDGET, epochs=6, batch_size=512),
-                  multitask=dict(epochs=3, batch_size=1024, learning_rate=0.003)),
-    "default": dict(k_retrieve=100, max_steps_per_epoch=200,
-                    chain=dict(negatives=4, epochs=3, max_positives=50_000),
-                    budget=dict(_RANKING_BUDGET, epochs=12, batch_size=512),
-                    multitask=dict(epochs=6, batch_size=512, learning_rate=0.003)),
-    "full": dict(k_retrieve=100, chain=dict(negatives=4, epochs=5, max_positives=None),
-                 budget=dict(_RANKING_BUDGET, epochs=30, batch_size=4096),
-                 multitask=dict(epochs=15, batch_size=4096, learning_rate=0.003)),
+_RANKING_BUDGET = RankingBudget(embedding_dim=32, learning_rate=0.003, cross_layers=1,
+                                projection_dim=64, deep_units=(64, 32), sampled_negatives=0,
+                                early_stopping=True, patience=2)
+_RANKING = {
+    "smoke": RankingSettings(
+        k_retrieve=100, max_steps_per_epoch=40, chain=ChainSettings(max_positives=10_000),
+        budget=_RANKING_BUDGET.replace(epochs=6, batch_size=512),
+        multitask=MultitaskSettings(epochs=3, batch_size=1024)),
+    "default": RankingSettings(
+        k_retrieve=100, max_steps_per_epoch=200, chain=ChainSettings(),
+        budget=_RANKING_BUDGET.replace(epochs=12, batch_size=512), multitask=MultitaskSettings()),
+    "full": RankingSettings(
+        k_retrieve=100, max_steps_per_epoch=None,
+        chain=ChainSettings(epochs=5, max_positives=None),
+        budget=_RANKING_BUDGET.replace(epochs=30, batch_size=4096),
+        multitask=MultitaskSettings(epochs=15, batch_size=4096)),
 }
 
-# Quantization (notebook 06): full-int8 calibration samples, held-out quality rows, single
-# queries timed per round and interleaved rounds (latency.compare_latency), interpreter
-# threads for single queries (1: a sub-millisecond model spends more time waking threads)
-# and batches (None = all cores), the text encoder's modes (benchmarks/bench_quantization.py
-# on 2 cores: 3-6 s per MiniLM conversion, 10-18 s for full-int8), K for index recall.
-_QUANTIZATION: dict[str, dict[str, Any]] = {
-    "smoke": dict(calibration_samples=32, quality_rows=256, latency_repeats=20, latency_rounds=3,
-                  batch_size=32, latency_threads=1, batch_threads=None,
-                  encoder_modes=("float32", "dynamic_int8"), index_k=10),
-    "default": dict(calibration_samples=200, quality_rows=2000, latency_repeats=30,
-                    latency_rounds=3, batch_size=64, latency_threads=1, batch_threads=None,
-                    encoder_modes=("float32", "float16", "dynamic_int8", "full_int8"), index_k=10),
-    "full": dict(calibration_samples=500, quality_rows=10000, latency_repeats=60,
-                 latency_rounds=3, batch_size=64, latency_threads=1, batch_threads=None,
-                 encoder_modes=("float32", "float16", "dynamic_int8", "full_int8"), index_k=10),
+# Quantization (notebook 06). The text encoder's modes: benchmarks/bench_quantization.py on
+# 2 cores takes 3-6 s per MiniLM conversion, 10-18 s for full-int8.
+_QUANTIZATION = {
+    "smoke": QuantizationSettings(calibration_samples=32, quality_rows=256, latency_repeats=20,
+                                  batch_size=32, encoder_modes=("float32", "dynamic_int8")),
+    "default": QuantizationSettings(),
+    "full": QuantizationSettings(calibration_samples=500, quality_rows=10000, latency_repeats=60),
 }
 
 # Product search (notebook 07).
-_SEARCH: dict[str, dict[str, Any]] = {
-    # fashion_queries: generated for the fashion catalogue; depth: items each method hands
-    # the hybrid; serve_k: the exported model's top-K; target_recall: the served ScaNN index
-    # keeps this share of the exact top serve_k on validation queries with the fewest leaves
-    # (as notebook 04's does);
-    # two_tower: search_models.train_search_model keywords (epochs: rounds over the queries).
-    "smoke": dict(fashion_queries=240, depth=200, serve_k=10, target_recall=0.98,
-                  two_tower=dict(epochs=30, batch_size=32, item_hidden=(256,),
-                                 learning_rate=1e-3, temperature=0.05)),
-    "default": dict(fashion_queries=800, depth=300, serve_k=10, target_recall=0.98,
-                    two_tower=dict(epochs=40, batch_size=64, item_hidden=(256,),
-                                   learning_rate=1e-3, temperature=0.05)),
-    "full": dict(fashion_queries=5000, depth=500, serve_k=10, target_recall=0.98,
-                 two_tower=dict(epochs=60, batch_size=256, item_hidden=(512,),
-                                learning_rate=1e-3, temperature=0.05)),
+_SEARCH = {
+    "smoke": SearchSettings(fashion_queries=240, depth=200,
+                            two_tower=SearchTowerSettings(epochs=30, batch_size=32)),
+    "default": SearchSettings(),
+    "full": SearchSettings(fashion_queries=5000, depth=500,
+                           two_tower=SearchTowerSettings(epochs=60, batch_size=256,
+                                                         item_hidden=(512,))),
 }
 
 PROFILES: dict[str, Profile] = {

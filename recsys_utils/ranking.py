@@ -19,6 +19,7 @@ import tensorflow_recommenders as tfrs
 from . import metrics, training_logs
 from .callbacks import EpochBar
 from .features import QuerySet, RecData, to_dataset
+from .profiles import RetrievalBudget
 from .retrieval import QUERY_KEYS, RetrievalResult, in_batches, rank_items
 from .serving import export_numeric_model
 from .two_tower import RetrievalModel, build_retrieval_model
@@ -333,19 +334,19 @@ def train_multitask(data: RecData, item_content: np.ndarray | None = None, *,
                     retrieval_weight: float = 1.0, rating_weight: float = 1.0, epochs: int = 5,
                     batch_size: int = 256, embedding_dim: int = 32, learning_rate: float = 0.01,
                     seed: int = 42, log_q: bool = True,
-                    strategy: tf.distribute.Strategy | None = None, progress: bool = True,
-                    **model_kwargs: Any) -> MultitaskResult:
+                    strategy: tf.distribute.Strategy | None = None,
+                    progress: bool = True) -> MultitaskResult:
     """Joint retrieval + rating model (rating data only), with loss weights (the TFRS
-    tutorial: a model weighted towards one task does poorly on the other)."""
+    tutorial: a model weighted towards one task does poorly on the other); the retrieval
+    part is ``build_retrieval_model``'s, otherwise with the budget's defaults."""
     if data.feedback != "rating":
         raise DataError("train_multitask predicts ratings: it needs rating feedback")
     train = ranking_examples(data, "train")
     baseline = float(train["target"].mean())
     tf.keras.utils.set_random_seed(seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        retrieval = build_retrieval_model(variant, data, item_content,
-                                          embedding_dim=embedding_dim, log_q=log_q,
-                                          **model_kwargs)
+        retrieval = build_retrieval_model(variant, data, item_content, RetrievalBudget(
+            embedding_dim=embedding_dim, log_q=log_q))
         model = MultitaskModel(retrieval, retrieval_weight=retrieval_weight,
                                rating_weight=rating_weight, rating_offset=baseline)
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
@@ -359,7 +360,7 @@ def train_multitask(data: RecData, item_content: np.ndarray | None = None, *,
     seconds = time.perf_counter() - start
     config = dict(variant=variant, retrieval_weight=retrieval_weight, rating_weight=rating_weight,
                   epochs=epochs, batch_size=batch_size, embedding_dim=embedding_dim,
-                  learning_rate=learning_rate, seed=seed, log_q=log_q, **model_kwargs)
+                  learning_rate=learning_rate, seed=seed, log_q=log_q)
     view = RetrievalResult.of(f"multitask/{variant}", retrieval, data, train, config).record(
         fit.history, seconds, [])
     ranking_view = _MultitaskRanker("rating", model, view.history, seconds,

@@ -19,6 +19,7 @@ import tensorflow_recommenders as tfrs
 from . import metrics
 from .callbacks import EpochClock
 from .features import RecData, build_features
+from .profiles import RetrievalBudget
 from .schema import DataError
 
 __all__ = [
@@ -359,13 +360,13 @@ def match_new_item_exposure(model: Any, data: RecData, target: float, *,
 
 
 def tfrs_protocol_metrics(train: pd.DataFrame, test: pd.DataFrame, items: pd.DataFrame,
-                          budgets: Mapping[str, Mapping[str, Any]], *,
+                          budgets: Mapping[str, tuple[str, RetrievalBudget]], *,
                           item_content: np.ndarray | None = None, history_length: int = 0,
                           seed: int = 42, ks: Sequence[int] = (1, 5, 10, 50, 100),
                           progress: bool = True) -> pd.DataFrame:
     """Top-K accuracy under the TFRS basic-retrieval tutorial's protocol: each model of
-    ``budgets`` (label -> :func:`~recsys_utils.two_tower.train_retrieval` keywords, ``variant``
-    included; no ``early_stopping``: no validation split) trains on ``train`` and is scored on
+    ``budgets`` (label -> (variant, budget) for :func:`~recsys_utils.two_tower.train_retrieval`;
+    no ``early_stopping``: no validation split) trains on ``train`` and is scored on
     every rating of ``test`` by a ``tfrs.metrics.FactorizedTopK`` over *all* items (no
     seen-item removal), querying with the user's last ``history_length`` training ratings.
 
@@ -379,13 +380,11 @@ def tfrs_protocol_metrics(train: pd.DataFrame, test: pd.DataFrame, items: pd.Dat
                                splits={"train": train, "test": test})
     data = build_features(prepared, history_length=history_length, seed=seed)
     rows = {}
-    for label, budget in budgets.items():
-        budget = dict(budget)
-        if budget.get("early_stopping"):
+    for label, (variant, budget) in budgets.items():
+        if budget.early_stopping:
             raise DataError("the TFRS protocol has no validation split: set early_stopping=False")
-        variant = budget.pop("variant")
-        result = train_retrieval(variant, data, item_content, seed=seed, progress=progress,
-                                 **budget)
+        result = train_retrieval(variant, data, item_content, budget, seed=seed,
+                                 progress=progress)
         candidates = result.item_embeddings()
         index = tfrs.layers.factorized_top_k.BruteForce(k=max(ks))
         index.index(tf.constant(candidates), tf.range(data.n_items, dtype=tf.int32))

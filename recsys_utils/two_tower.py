@@ -5,6 +5,7 @@ Generated from ``notebooks/04_tfrs_retrieval.ipynb`` (its cells marked ``# @save
 edit the notebook, then run ``python -m recsys_utils.notebook_code``.
 """
 import contextlib
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
@@ -16,6 +17,7 @@ from recsys_utils import retrieval, training_logs
 from recsys_utils.callbacks import EpochBar, EpochClock
 from recsys_utils.features import RecData, check_item_content, to_dataset
 from recsys_utils.metrics import unit_rows
+from recsys_utils.profiles import RetrievalBudget
 from recsys_utils.schema import DataError
 
 
@@ -276,21 +278,15 @@ def id_tokens(data: RecData) -> np.ndarray:
     return tokens
 
 
-def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray | None = None, *,
-                          embedding_dim: int = 32, hidden_units: Sequence[int] = (128,),
-                          id_dropout: float | None = None, use_user_id: bool = True,
-                          user_dropout: float = 0.05, use_history: bool = True,
-                          history_dropout: float = 0.0, use_context: bool = True,
-                          loss: str = "in_batch", log_q: bool = True, item_bias: bool = False,
-                          bias_dropout: float = 0.0, shared_history: bool = True,
-                          profile_weight: float = 0.0,
-                          profile_rank: int | None = None) -> RetrievalModel:
-    """One variant's towers and model (untrained). ``id_dropout``: 0.25 for ``fused``, else 0.
+def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray | None = None,
+                          budget: RetrievalBudget = RetrievalBudget()) -> RetrievalModel:
+    """One variant's towers and model (untrained), shaped by the budget's tower and loss fields.
 
-    ``shared_history=False`` gives the query tower its own copy of the item tower for the
-    history items (separate weights): "bought before" and "buys next" may then differ.
-    ``profile_weight`` > 0 adds a :class:`ContentProfile` of the variant's content with that
-    initial weight (content variants only), cut to ``profile_rank`` columns.
+    ``id_dropout`` None: 0.25 for ``fused``, else 0. ``shared_history=False`` gives the query
+    tower its own copy of the item tower for the history items (separate weights): "bought
+    before" and "buys next" may then differ. ``profile_weight`` > 0 adds a
+    :class:`ContentProfile` of the variant's content with that initial weight (content
+    variants only), cut to ``profile_rank`` columns.
     """
     if variant not in VARIANTS[1:]:
         raise DataError(f"unknown model variant {variant!r}; choose from {list(VARIANTS[1:])}")
@@ -298,65 +294,57 @@ def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray 
         if item_content is None:
             raise DataError(f"variant {variant!r} needs item_content (n_items, d)")
         item_content = check_item_content(item_content, data.n_items)
-    if id_dropout is None:
-        id_dropout = 0.25 if variant == "fused" else 0.0
-    item_tower = ItemTower(variant, id_tokens(data), item_content, embedding_dim,
-                           hidden_units=hidden_units, id_dropout=id_dropout, name="item_tower")
-    history_tower = item_tower if shared_history else ItemTower(
-        variant, id_tokens(data), item_content, embedding_dim, hidden_units=hidden_units,
+    b = budget
+    id_dropout = b.id_dropout if b.id_dropout is not None else 0.25 if variant == "fused" else 0.0
+    item_tower = ItemTower(variant, id_tokens(data), item_content, b.embedding_dim,
+                           hidden_units=b.hidden_units, id_dropout=id_dropout, name="item_tower")
+    history_tower = item_tower if b.shared_history else ItemTower(
+        variant, id_tokens(data), item_content, b.embedding_dim, hidden_units=b.hidden_units,
         id_dropout=id_dropout, name="history_tower")
-    query_tower = QueryTower(data.n_users, history_tower, embedding_dim, use_history=use_history,
-                             use_context=use_context, use_user_id=use_user_id,
-                             user_dropout=user_dropout, history_dropout=history_dropout,
-                             name="query_tower")
-    profile = (ContentProfile(item_content, profile_weight, profile_rank, name="profile")
-               if profile_weight > 0 and variant in ("content", "fused") else None)
-    return RetrievalModel(query_tower, item_tower, data.item_probability, loss=loss,
-                          log_q=log_q and loss == "in_batch",
+    query_tower = QueryTower(data.n_users, history_tower, b.embedding_dim,
+                             use_history=b.use_history, use_context=b.use_context,
+                             use_user_id=b.use_user_id, user_dropout=b.user_dropout,
+                             history_dropout=b.history_dropout, name="query_tower")
+    profile = (ContentProfile(item_content, b.profile_weight, b.profile_rank, name="profile")
+               if b.profile_weight > 0 and variant in ("content", "fused") else None)
+    return RetrievalModel(query_tower, item_tower, data.item_probability, loss=b.loss,
+                          log_q=b.log_q and b.loss == "in_batch",
                           softmax_items=np.flatnonzero(data.warm_items),
-                          item_bias=item_bias, bias_dropout=bias_dropout, profile=profile)
+                          item_bias=b.item_bias, bias_dropout=b.bias_dropout, profile=profile)
 
 
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad}
 
 
-def train_retrieval(variant: str, data: RecData, item_content: np.ndarray | None = None, *,
-                    epochs: int = 5, batch_size: int = 256, learning_rate: float = 0.01,
-                    optimizer: str = "adam", train_history: str = "before",
-                    early_stopping: bool = False, patience: int = 2,
-                    stopping_metric: str = "recall@50", seed: int = 42,
-                    strategy: tf.distribute.Strategy | None = None, progress: bool = True,
-                    **architecture) -> retrieval.RetrievalResult:
+def train_retrieval(variant: str, data: RecData, item_content: np.ndarray | None = None,
+                    budget: RetrievalBudget = RetrievalBudget(), *, seed: int = 42,
+                    strategy: tf.distribute.Strategy | None = None,
+                    progress: bool = True) -> retrieval.RetrievalResult:
     """Build, compile and fit one variant on the training interactions.
 
-    ``train_history``: ``"before"`` (each example's query is the user's items strictly
+    ``budget.train_history``: ``"before"`` (each example's query is the user's items strictly
     before it) or ``"leave_one_out"`` (the user's training items minus the example's own,
-    what an evaluation query sees). ``early_stopping`` ranks the validation users after
-    each epoch and keeps the best epoch's weights. ``architecture`` goes to
-    :func:`build_retrieval_model`.
+    what an evaluation query sees). ``budget.early_stopping`` ranks the validation users
+    after each epoch and keeps the best epoch's weights.
     """
-    if optimizer not in OPTIMIZERS:
-        raise DataError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    config = dict(variant=variant, epochs=epochs, batch_size=batch_size,
-                  learning_rate=learning_rate, optimizer=optimizer, train_history=train_history,
-                  early_stopping=early_stopping, patience=patience, seed=seed, **architecture)
-    train = retrieval.training_examples(data, train_history)  # {feature: (N, ...)}
+    config = dict(variant=variant, seed=seed, **dataclasses.asdict(budget))
+    train = retrieval.training_examples(data, budget.train_history)  # {feature: (N, ...)}
     if variant == "popularity":
         return retrieval.popularity(data, train, config)
     tf.keras.utils.set_random_seed(seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = build_retrieval_model(variant, data, item_content, **architecture)
-        model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate))
+        model = build_retrieval_model(variant, data, item_content, budget)
+        model.compile(optimizer=OPTIMIZERS[budget.optimizer](budget.learning_rate))
     result = retrieval.RetrievalResult.of(variant, model, data, train, config)
     callbacks = [EpochClock()]  # first, so validation time is not counted as training time
-    if early_stopping:
-        callbacks.append(retrieval.ValidationRecall(result, data, patience=patience,
-                                                    metric=stopping_metric))
+    if budget.early_stopping:
+        callbacks.append(retrieval.ValidationRecall(result, data, patience=budget.patience,
+                                                    metric=budget.stopping_metric))
     if progress:  # after the stopper, so the bar shows the validation metric
-        callbacks.append(EpochBar(epochs, f"retrieval/{variant}"))
+        callbacks.append(EpochBar(budget.epochs, f"retrieval/{variant}"))
     callbacks += training_logs.callbacks(f"retrieval/{variant}")  # TensorBoard, after the stopper
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    dataset = to_dataset(train, batch_size, seed=seed, drop_remainder=replicas > 1)
+    dataset = to_dataset(train, budget.batch_size, seed=seed, drop_remainder=replicas > 1)
     started = time.perf_counter()
-    fit = model.fit(dataset, epochs=epochs, verbose=0, callbacks=callbacks)
+    fit = model.fit(dataset, epochs=budget.epochs, verbose=0, callbacks=callbacks)
     return result.record(fit.history, time.perf_counter() - started, callbacks)

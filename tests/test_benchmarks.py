@@ -12,6 +12,7 @@ import pytest
 
 from recsys_utils import metrics
 from recsys_utils import two_tower
+from recsys_utils.profiles import RetrievalBudget
 from recsys_utils.schema import DataError
 from toy_world import make_toy
 
@@ -287,27 +288,28 @@ def test_profile_budget_defaults_to_the_default_profile_and_takes_overrides():
     import bench_training
     from recsys_utils import profiles
 
-    budget = profiles.get_profile("default").retrieval["budget"]
-    kwargs, size = bench_training.profile_budget(budget)
-    assert size == budget["batch_size"] and kwargs["learning_rate"] == budget["learning_rate"]
-    # The benchmark sets epochs and early stopping itself; the rest goes to train_retrieval.
-    assert not {"epochs", "batch_size", "early_stopping", "patience"} & set(kwargs)
-    assert kwargs["embedding_dim"] == budget["embedding_dim"]
-    kwargs, size = bench_training.profile_budget(budget, batch_size=budget["batch_size"] * 4,
-                                                 learning_rate=0.5)
-    assert size == budget["batch_size"] * 4 and kwargs["learning_rate"] == 0.5
-    assert budget["learning_rate"] != 0.5  # the profile itself is not changed
+    budget = profiles.get_profile("default").retrieval.budget
+    assert budget.early_stopping and budget.epochs != 3
+    # The benchmark sets epochs and early stopping itself; the rest is the profile's.
+    same = bench_training.profile_budget(budget, 3)
+    assert same == budget.replace(epochs=3, early_stopping=False)
+    changed = bench_training.profile_budget(budget, 3, batch_size=budget.batch_size * 4,
+                                            learning_rate=0.5)
+    assert changed.batch_size == budget.batch_size * 4 and changed.learning_rate == 0.5
+    assert changed.embedding_dim == budget.embedding_dim
+    assert budget.learning_rate != 0.5  # the profile itself is not changed
     for bad in ({"batch_size": 0}, {"learning_rate": -1.0}):
         with pytest.raises(DataError):
-            bench_training.profile_budget(budget, **bad)
+            bench_training.profile_budget(budget, 3, **bad)
 
 
 def test_train_retrieval_records_every_epoch_wall_time():
-    from recsys_utils import features, retrieval
+    from recsys_utils import features
 
     toy = make_toy(seed=0)
     data = features.build_features(toy.prepared, history_length=3)
-    result = two_tower.train_retrieval("id", data, epochs=3, batch_size=256, progress=False)
+    result = two_tower.train_retrieval("id", data, None, RetrievalBudget(epochs=3),
+                                       progress=False)
     seconds = result.history["epoch_seconds"]
     assert len(seconds) == len(result.history["loss"]) == 3 and all(s > 0 for s in seconds)
 

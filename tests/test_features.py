@@ -161,14 +161,6 @@ def test_dataset_shuffle_is_deterministic():
     np.testing.assert_array_equal(unshuffled, ex["item"][:16])
 
 
-def test_scaled_budget_bounds_the_steps_per_epoch():
-    assert F.scaled_budget(1000, 256, 0.01, 40) == (256, 0.01)
-    assert F.scaled_budget(10**6, 256, 0.01, None) == (256, 0.01)
-    batch, lr = F.scaled_budget(100_000, 256, 0.01, 40)
-    assert batch % 256 == 0 and 100_000 / batch <= 40 and 100_000 / (batch - 256) > 40
-    assert lr == pytest.approx(0.01 * (batch / 256) ** 0.5)
-
-
 def test_item_attribute_matrix_one_hot_multi_valued_and_capped():
     items = pd.DataFrame({
         "genres": ["Action|Comedy", "Comedy", None, "Drama"],

@@ -10,24 +10,24 @@ from recsys_utils import features as F
 from recsys_utils import dcn_ranker, metrics, two_tower
 from recsys_utils import ranking as K
 from recsys_utils import retrieval as R
+from recsys_utils.profiles import RankingBudget, RetrievalBudget
 from toy_world import make_toy
 
-BUDGET = dict(epochs=12, batch_size=128, embedding_dim=32, learning_rate=0.005, seed=0,
-              progress=False)
+BUDGET = RankingBudget(epochs=12, batch_size=128, embedding_dim=32, learning_rate=0.005)
 
 
 @pytest.fixture(scope="module")
 def rated():
     toy = make_toy(feedback="rating", seed=0)
     data = F.build_features(toy.prepared, history_length=5)
-    return toy, data, dcn_ranker.train_ranking(data, toy.content, **BUDGET)
+    return toy, data, dcn_ranker.train_ranking(data, toy.content, BUDGET, seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")
 def clicked():
     toy = make_toy(feedback="event", n_users=400, seed=0)  # clicks need more data than ratings
     data = F.build_features(toy.prepared, history_length=5)
-    return toy, data, dcn_ranker.train_ranking(data, toy.content, **BUDGET)
+    return toy, data, dcn_ranker.train_ranking(data, toy.content, BUDGET, seed=0, progress=False)
 
 
 def test_dcn_beats_the_constant_rating_predictor(rated):
@@ -67,8 +67,9 @@ def test_sampled_negatives_are_unseen_items_labelled_zero(clicked):
 @pytest.fixture(scope="module")
 def rated_retrieval(rated):
     toy, data, _ = rated
-    return two_tower.train_retrieval("fused", data, toy.content, epochs=5, batch_size=128, seed=0,
-                             progress=False)
+    return two_tower.train_retrieval("fused", data, toy.content,
+                                     RetrievalBudget(epochs=5, batch_size=128), seed=0,
+                                     progress=False)
 
 
 def test_chain_ndcg_reports_both_numbers(rated, rated_retrieval):

@@ -620,14 +620,16 @@ def test_tfrs_protocol_table_only_measured_rows():
 
 
 def test_tfrs_protocol_text_is_read_from_the_profile(monkeypatch):
+    import dataclasses
+
     from recsys_utils.profiles import PROFILES
 
-    settings = PROFILES["smoke"].retrieval["tfrs_protocol"]
-    assert f"batch {settings['batch_size']:,}" in report.tfrs_protocol_text("smoke")
-    monkeypatch.setitem(settings, "batch_size", 1234)
-    monkeypatch.setitem(settings, "learning_rate", 0.25)
-    monkeypatch.setitem(settings, "epochs", 7)
-    monkeypatch.setitem(settings, "optimizer", "adam")
+    smoke = PROFILES["smoke"]
+    settings = smoke.retrieval.tfrs_protocol
+    assert f"batch {settings.batch_size:,}" in report.tfrs_protocol_text("smoke")
+    changed = settings.replace(batch_size=1234, learning_rate=0.25, epochs=7, optimizer="adam")
+    monkeypatch.setitem(PROFILES, "smoke", dataclasses.replace(
+        smoke, retrieval=smoke.retrieval.replace(tfrs_protocol=changed)))
     text = report.tfrs_protocol_text("smoke")
     assert "batch 1,234, Adam at learning rate 0.25, 7 epochs" in text
     assert report.tfrs_protocol_table(make_metrics()).attrs["protocol"] == text  # the run's profile

@@ -3,6 +3,8 @@ its ScaNN index searches the fewest leaves that keep the target recall."""
 
 import recsys_utils  # noqa: F401, I001 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ from recsys_utils.search_serving import (LEAF_SHARES, build_query_tower, export_
 def exported_encoder(tmp_path_factory):
     from recsys_utils.profiles import get_profile
 
-    encoder = text.load_text_encoder(**get_profile("smoke").text)
+    encoder = text.load_text_encoder(**dataclasses.asdict(get_profile("smoke").text))
     path = encoder_export.export_encoder(encoder, tmp_path_factory.mktemp("enc") / "text_encoder")
     return encoder, path
 

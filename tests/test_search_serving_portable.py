@@ -4,6 +4,7 @@ Serving links) loads it and ranks like numpy brute force over the same vectors."
 
 import recsys_utils  # noqa: F401, I001 - first: sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -43,7 +44,7 @@ SCRIPT = textwrap.dedent("""
 def exported(tmp_path_factory):
     from recsys_utils.profiles import get_profile
 
-    encoder = text.load_text_encoder(**get_profile("smoke").text)
+    encoder = text.load_text_encoder(**dataclasses.asdict(get_profile("smoke").text))
     tmp = tmp_path_factory.mktemp("search")
     encoder_path = encoder_export.export_encoder(encoder, tmp / "text_encoder")
     titles = [f"{c} {m} {k}" for c in ("red", "blue", "black", "white")

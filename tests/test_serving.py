@@ -9,7 +9,7 @@ import pytest
 
 from recsys_utils import features as F
 from recsys_utils import two_tower
-from recsys_utils import retrieval as R
+from recsys_utils.profiles import RetrievalBudget
 from recsys_utils import serving as S
 from toy_world import make_toy
 
@@ -20,8 +20,8 @@ NOW = 1_600_000_000 + 90 * 86400
 def setup():
     toy = make_toy(seed=1)
     data = F.build_features(toy.prepared, history_length=5)
-    result = two_tower.train_retrieval("fused", data, toy.content, epochs=5, batch_size=128,
-                               embedding_dim=32, learning_rate=0.01, seed=0, progress=False)
+    budget = RetrievalBudget(epochs=5, batch_size=128, embedding_dim=32, learning_rate=0.01)
+    result = two_tower.train_retrieval("fused", data, toy.content, budget, seed=0, progress=False)
     brute = S.build_brute_force(result, data, k=50)
     scann = S.build_scann(result, data, k=50)
     users = data.vocab.user_ids[1:].tolist()

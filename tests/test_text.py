@@ -153,14 +153,15 @@ def test_bfloat16_and_cls_pooling(encoder, reference):
 
 
 def test_profiles_text_sections_are_valid_encoder_options():
+    import dataclasses
     import inspect
 
     from recsys_utils.profiles import PROFILES
 
-    for profile in PROFILES.values():
-        inspect.signature(text.TextEncoder).bind(**profile.text)  # TypeError on an unknown key
-        assert profile.text["pooling"] in sentence_pooling.POOLINGS
-        assert profile.text["precision"] in text.PRECISIONS
+    for profile in PROFILES.values():  # TypeError on a setting TextEncoder does not take
+        inspect.signature(text.TextEncoder).bind(**dataclasses.asdict(profile.text))
+        assert profile.text.pooling in sentence_pooling.POOLINGS
+        assert profile.text.precision in text.PRECISIONS
 
 
 def test_bad_options_are_rejected():

@@ -16,6 +16,7 @@ import pytest
 from recsys_utils import features as F
 from recsys_utils import serving as S
 from recsys_utils import two_tower
+from recsys_utils.profiles import RetrievalBudget
 from recsys_utils.tflite_conversion import TFLiteRunner, convert_saved_model, load_calibration
 from toy_world import make_toy
 
@@ -32,10 +33,11 @@ def _full_int8(saved_model_dir) -> TFLiteRunner:
 def towers(tmp_path_factory):
     toy = make_toy(seed=3)
     data = F.build_features(toy.prepared, history_length=5)
-    result = two_tower.train_retrieval(
-        "content", data, toy.content, epochs=3, batch_size=128, embedding_dim=16,
-        learning_rate=0.01, loss="full_softmax", item_bias=True, hidden_units=(),
-        use_user_id=False, use_context=False, seed=0, progress=False)
+    budget = RetrievalBudget(epochs=3, batch_size=128, embedding_dim=16, learning_rate=0.01,
+                             loss="full_softmax", item_bias=True, hidden_units=(),
+                             use_user_id=False, use_context=False)
+    result = two_tower.train_retrieval("content", data, toy.content, budget, seed=0,
+                                       progress=False)
     root = tmp_path_factory.mktemp("towers")
     S.export_towers(result, data, root / "query", root / "item", n_calibration=64)
     return data, result, root

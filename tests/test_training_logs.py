@@ -10,6 +10,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from recsys_utils import artifacts, features, training_logs, two_tower
+from recsys_utils.profiles import RetrievalBudget
 from recsys_utils.runs import start_run
 from recsys_utils.schema import DataError
 from toy_world import make_toy
@@ -44,8 +45,8 @@ def test_nothing_is_written_outside_a_run(tmp_path):
 def test_a_training_run_logs_its_loss_and_validation_recall_per_epoch(run_dir):
     toy = make_toy(n_users=80, n_items=60, per_user=10, seed=0)
     data = features.build_features(toy.prepared, history_length=3)
-    result = two_tower.train_retrieval("id", data, epochs=3, batch_size=128, early_stopping=True,
-                                       patience=5, progress=False)
+    budget = RetrievalBudget(epochs=3, batch_size=128, early_stopping=True, patience=5)
+    result = two_tower.train_retrieval("id", data, None, budget, progress=False)
     (log,) = (run_dir / "tensorboard" / "retrieval" / "id").iterdir()
     losses = scalars(log / "train", "epoch_loss")
     assert sorted(losses) == [0, 1, 2]
@@ -53,7 +54,7 @@ def test_a_training_run_logs_its_loss_and_validation_recall_per_epoch(run_dir):
     recall = scalars(log / "validation", "epoch_recall@50")
     assert sorted(recall) == [0, 1, 2] and all(0 <= v <= 1 for v in recall.values())
     # A second training of the same name is a second TensorBoard run beside the first.
-    two_tower.train_retrieval("id", data, epochs=1, batch_size=128, progress=False)
+    two_tower.train_retrieval("id", data, None, budget.replace(epochs=1), progress=False)
     assert len(list((run_dir / "tensorboard" / "retrieval" / "id").iterdir())) == 2
 
 

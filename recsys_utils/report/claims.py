@@ -166,9 +166,9 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> Verdict:
     try:
         rows = retrieval_rows(metrics)
         absent = [v for v in ("content_text", "content_facts") if v not in rows]
-        if absent:  # every profile trains both (text_variants=True): an incomplete run
-            raise Missing(f"notebook 04 trained no {' or '.join(absent)} model (its profile "
-                          "has no text variants)")
+        if absent:  # every profile trains both: an incomplete run
+            raise Missing(f"notebook 04 trained no {' or '.join(absent)} model (an incomplete "
+                          "run: run notebook 04 again)")
         # The clean test: the same content tower with and without the MiniLM vectors; then
         # pretrained against counting words: the same tower over a TF-IDF (LSA) of the texts.
         pairs = [("notebook 04", "text + facts tower", "content_facts", "facts-only tower")]

@@ -23,20 +23,19 @@ TFRS_TUTORIAL_URL = "https://www.tensorflow.org/recommenders/examples/basic_retr
 def tfrs_protocol_text(profile: str | None = None) -> str:
     """The TFRS tutorial protocol as notebook 04 runs it, in words.
 
-    The training settings are the profile's ``retrieval["tfrs_protocol"]`` block,
+    The training settings are the profile's ``retrieval.tfrs_protocol`` budget,
     the one notebook 04 uses; an unknown or missing ``profile`` reads ``default``.
     """
-    settings = PROFILES[profile if profile in PROFILES else "default"].retrieval["tfrs_protocol"]
-    optimizer = {"adagrad": "Adagrad", "adam": "Adam", "sgd": "SGD"}.get(
-        str(settings["optimizer"]).lower(), str(settings["optimizer"]))
-    epochs = int(settings["epochs"])
+    settings = PROFILES[profile if profile in PROFILES else "default"].retrieval.tfrs_protocol
+    optimizer = {"adagrad": "Adagrad", "adam": "Adam"}[settings.optimizer]
+    epochs = settings.epochs
     return ("MovieLens 100K; the tutorial's rows: the 100,000 ratings in file order shuffled by "
             "tf.data with seed 42, the first 80,000 for training and the next 20,000 for "
             "testing; the tutorial's model: query = user id only; batch "
-            f"{int(settings['batch_size']):,}, {optimizer} at learning rate "
-            f"{float(settings['learning_rate']):g}, {epochs} epoch{'s' if epochs != 1 else ''}, "
-            f"embedding dimension {int(settings['embedding_dim'])}, "
-            f"{'with' if settings.get('log_q') else 'no'} log-Q correction; metric = top-K "
+            f"{settings.batch_size:,}, {optimizer} at learning rate "
+            f"{settings.learning_rate:g}, {epochs} epoch{'s' if epochs != 1 else ''}, "
+            f"embedding dimension {settings.embedding_dim}, "
+            f"{'with' if settings.log_q else 'no'} log-Q correction; metric = top-K "
             "categorical accuracy over all films (the share of test ratings whose film is among "
             "the user's top K), seen films not removed. The project's model runs on the same rows "
             "with its own budget (notebook 04).")

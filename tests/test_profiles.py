@@ -1,0 +1,54 @@
+"""The profiles' typed settings: every section is a frozen dataclass that rejects bad values."""
+
+import dataclasses
+
+import pytest
+
+from recsys_utils import profiles as P
+from recsys_utils.schema import DataError
+
+
+@pytest.mark.parametrize("name", P.PROFILE_NAMES)
+def test_every_profile_section_is_typed_and_frozen(name):
+    profile = P.get_profile(name)
+    for section in ("text", "fusion", "retrieval", "ranking", "quantization", "search"):
+        settings = getattr(profile, section)
+        assert isinstance(settings, P.Settings), section
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(settings, dataclasses.fields(settings)[0].name, None)
+    for label, changes in profile.retrieval.ablation.items():  # each row is a valid budget
+        assert profile.retrieval.budget.replace(**changes) != profile.retrieval.budget, label
+
+
+def test_replace_names_the_fields_when_a_setting_does_not_exist():
+    budget = P.RetrievalBudget()
+    assert budget.replace(epochs=3).epochs == 3 and budget.epochs == 5
+    with pytest.raises(DataError, match="no setting epoch;.*epochs"):
+        budget.replace(epoch=3)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(optimizer="sgd"), "optimizer must be one of"),
+    (dict(loss="bpr"), "loss must be one of"),
+    (dict(train_history="future"), "train_history must be one of"),
+    (dict(epochs=0), "epochs must be > 0"),
+    (dict(profile_rank=-1), "profile_rank must be > 0"),
+])
+def test_a_retrieval_budget_rejects_bad_values(bad, match):
+    with pytest.raises(DataError, match=match):
+        P.RetrievalBudget(**bad)
+
+
+def test_scaled_keeps_an_epoch_under_the_step_limit():
+    budget = P.RankingBudget(batch_size=256, learning_rate=0.01)
+    assert budget.scaled(1000, 40) is budget and budget.scaled(10**6, None) is budget
+    scaled = budget.scaled(100_000, 40)
+    assert scaled.batch_size % 256 == 0 and 100_000 / scaled.batch_size <= 40
+    assert 100_000 / (scaled.batch_size - 256) > 40
+    assert scaled.learning_rate == pytest.approx(0.01 * (scaled.batch_size / 256) ** 0.5)
+    assert dataclasses.replace(scaled, batch_size=256, learning_rate=0.01) == budget
+
+
+def test_settings_show_as_a_table_in_a_notebook():
+    html = P.get_profile("default").retrieval.budget._repr_html_()
+    assert "<table" in html and "profile_weight" in html and "full_softmax" in html
