@@ -1,9 +1,7 @@
 """Data preparation (notebook 01): load, check, summarise, split and write the schema.
 
-The data gate lives here, so notebook 01 and API users run the same checks:
-:func:`verify_images` drops images that do not decode, :func:`check_usable` refuses data the
-series cannot use (and returns warnings), :func:`write_prepared` stores image paths relative
-to the data or artifact directory (:func:`resolve_image_paths` turns them back).
+The data gate (:func:`verify_images`, :func:`check_usable`) lives here, so notebook 01 and API
+users run the same checks.
 """
 
 from __future__ import annotations
@@ -39,14 +37,11 @@ def load_for_run(run: Run) -> Dataset:
     """Load ``run.dataset`` at the scale of ``run.profile``; synthetic images go under
     ``run.artifact_dir``."""
     scale = run.profile.data
-    options: dict[str, Any] = {}
-    if run.dataset == "synthetic":
-        options = dict(n_items=scale.synthetic_items, n_users=scale.synthetic_users,
-                       image_size=scale.image_size)
-    elif run.dataset == "fashion":
-        options = dict(n_items=scale.fashion_items, n_users=scale.fashion_users)
-    return load_dataset(run.dataset, run.data_dir, seed=run.seed,
-                        work_dir=run.artifact_dir, **options)
+    options = {"synthetic": dict(n_items=scale.synthetic_items, n_users=scale.synthetic_users,
+                                 image_size=scale.image_size),
+               "fashion": dict(n_items=scale.fashion_items, n_users=scale.fashion_users)}
+    return load_dataset(run.dataset, run.data_dir, seed=run.seed, work_dir=run.artifact_dir,
+                        **options.get(run.dataset, {}))
 
 
 def split_for_run(run: Run, dataset: Dataset) -> Splits:
@@ -261,13 +256,12 @@ def data_findings(dataset: Dataset, splits: Splits, profile: str = "smoke") -> l
             "those items are used without an image", items_src, "image_path",
             report.bad_images[0])
     if len(splits.test_cold) == 0:
-        cold_rows = inter["item_id"].isin(cold)
         add("error", "empty cold-start test",
             f"no interaction with one of the {len(cold)} cold-start items (the newest "
             "10% by first interaction, never trained on) comes after its user's training "
             "interactions, so the cold-start test is empty and notebooks 04-05 cannot measure "
             "it; add interactions in which users who already have a history meet the newest "
-            "items", inter_src, "item_id", _first(inter, cold_rows))
+            "items", inter_src, "item_id", _first(inter, inter["item_id"].isin(cold)))
     if "rating" in inter and dataset.rating_scale is not None:
         add("warning", "rating scale",
             f"ratings are on {dataset.rating_scale[0]:g}..{dataset.rating_scale[1]:g}; ratings "
@@ -282,23 +276,16 @@ def check_usable(dataset: Dataset, splits: Splits, profile: str = "smoke") -> pd
     errors = [f for f in findings if f.level == "error"]
     if errors:
         raise errors[0].error()
-    return findings_table(findings)
-
-
-def findings_table(findings: list[Finding]) -> pd.DataFrame:
-    columns = ["level", "check", "message", "source", "column", "example"]
-    return pd.DataFrame([dataclasses.asdict(f) for f in findings], columns=columns)
+    return pd.DataFrame([dataclasses.asdict(f) for f in findings],
+                        columns=["level", "check", "message", "source", "column", "example"])
 
 
 def vocabularies(dataset: Dataset) -> dict[str, list[str]]:
     """Sorted distinct values of the ids, the category, the attributes and the truth columns."""
-    vocab = {
-        "user_id": sorted(dataset.interactions["user_id"].unique().tolist()),
-        "item_id": sorted(dataset.items["item_id"].tolist()),
-    }
-    for column in ["category", *dataset.attribute_columns, *dataset.truth_columns]:
-        vocab[column] = sorted(dataset.items[column].astype(str).unique().tolist())
-    return vocab
+    columns = ["category", *dataset.attribute_columns, *dataset.truth_columns]
+    return {"user_id": sorted(dataset.interactions["user_id"].unique().tolist()),
+            "item_id": sorted(dataset.items["item_id"].tolist()),
+            **{c: sorted(dataset.items[c].astype(str).unique().tolist()) for c in columns}}
 
 
 def gini(counts: np.ndarray) -> float:
@@ -357,7 +344,7 @@ def _report_with_relative_paths(dataset: Dataset, artifact_dir: Path,
     """The load report for ``dataset.json``, its bad image paths relative like items.parquet's."""
     if dataset.report is None:
         return None
-    report = dataset.report.as_dict()
+    report = dataclasses.asdict(dataset.report)
     root = {"artifact_dir": artifact_dir, "data_dir": dataset.data_root}.get(image_root or "")
     if root is not None:
         root = Path(os.path.abspath(root))

@@ -112,9 +112,6 @@ class LoadReport:
     bad_images: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclasses.dataclass
 class Dataset:
@@ -325,16 +322,14 @@ def validate_items(items: pd.DataFrame, *, source: str | Path = "items",
         # An object column holding None: pandas 3 would turn None into NaN in a str column.
         items["image_path"] = pd.Series(
             [None if _isna(p) or str(p) == "" else str(p) for p in items["image_path"]],
-            index=items.index, dtype=object,
-        )
+            index=items.index, dtype=object)
     return items
 
 
-def validate_interactions(
-    interactions: pd.DataFrame, items: pd.DataFrame, *, source: str | Path = "interactions",
-    line_offset: LineOffset = None, feedback: str | None = None,
-    rating_scale: tuple[float, float] | None = None,
-) -> pd.DataFrame:
+def validate_interactions(interactions: pd.DataFrame, items: pd.DataFrame, *,
+                          source: str | Path = "interactions", line_offset: LineOffset = None,
+                          feedback: str | None = None,
+                          rating_scale: tuple[float, float] | None = None) -> pd.DataFrame:
     """Validate and normalise an interactions table in place; return it.
 
     ``feedback`` (``"rating"`` or ``"event"``) is required when the table has both columns;
@@ -355,8 +350,7 @@ def validate_interactions(
                   "feedback; drop one column, or state the choice (feedback='rating' or 'event', "
                   "or {\"feedback\": \"rating\"} in dataset.json beside the csv files)",
                   column="event", **where)
-        interactions.drop(columns=["event" if feedback == "rating" else "rating"],
-                          inplace=True)
+        interactions.drop(columns=["event" if feedback == "rating" else "rating"], inplace=True)
     if "rating" not in interactions and "event" not in interactions:
         others = [str(c) for c in interactions.columns if c not in INTERACTION_REQUIRED]
         close = [f"found {hit[0]!r}, did you mean {wanted!r}?" for wanted in ("rating", "event")
@@ -388,11 +382,9 @@ def validate_interactions(
     return interactions
 
 
-def validate_queries(
-    queries: pd.DataFrame, judgements: pd.DataFrame | None, items: pd.DataFrame, *,
-    source: str | Path = "queries", judgements_source: str | Path | None = None,
-    line_offset: LineOffset = None,
-) -> None:
+def validate_queries(queries: pd.DataFrame, judgements: pd.DataFrame | None, items: pd.DataFrame,
+                     *, source: str | Path = "queries", judgements_source: str | Path | None = None,
+                     line_offset: LineOffset = None) -> None:
     """Validate queries and their graded judgements in place."""
     judgements_source = judgements_source or f"{source} (judgements)"
     require_columns(queries, QUERY_REQUIRED, source=source, line_offset=line_offset)
@@ -410,8 +402,7 @@ def validate_queries(
         _fail(judgements, bad, f"relevance must be one of {list(RELEVANCE_LABELS)}",
               column="relevance", **where)
     judgements["relevance"] = relevance.astype("int64")
-    judgements["query_id"] = judgements["query_id"].astype(str)
-    judgements["item_id"] = judgements["item_id"].astype(str)
+    judgements[["query_id", "item_id"]] = judgements[["query_id", "item_id"]].astype(str)
     for column, known in (("query_id", set(queries["query_id"])),
                           ("item_id", set(items["item_id"]))):
         unknown = ~judgements[column].isin(known)

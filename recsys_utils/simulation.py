@@ -43,10 +43,6 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), 7919, stream])
 
 
-def _id_width(n: int, minimum: int) -> int:
-    return max(minimum, len(str(max(n - 1, 0))))
-
-
 def assign_launch_times(n_items: int, *, seed: int = 42, start_time: int = 1_700_000_000,
                         days: int = 120, new_item_fraction: float = 0.2) -> np.ndarray:
     """Launch time (int64 unix seconds) per item: ``new_item_fraction`` of them launch
@@ -224,7 +220,7 @@ def simulate_behaviour(
     offset = cum - gaps - session_base
     timestamp = sess_start[row_session] + offset
 
-    uw, sw = _id_width(n_users, 5), _id_width(n_total, 7)
+    uw, sw = max(5, len(str(n_users - 1))), max(7, len(str(n_total - 1)))
     user_ids = np.array([f"u{u:0{uw}d}" for u in range(n_users)])
     interactions = pd.DataFrame({
         "user_id": user_ids[row_user],

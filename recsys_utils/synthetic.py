@@ -25,9 +25,9 @@ from .schema import Dataset, LoadReport
 from .simulation import assign_launch_times, simulate_behaviour
 
 __all__ = [
-    "ATTRIBUTE_COLUMNS", "CATEGORIES", "COLOURS", "GENDERS", "IMAGE_COLUMNS", "MATERIALS",
-    "PATTERNS", "QUERY_KINDS", "STYLES", "TEXT_COLUMNS", "TRUTH_COLUMNS", "attribute_words",
-    "generate", "render_image", "tokens",
+    "ATTRIBUTE_COLUMNS", "CATEGORIES", "COLOURS", "GENDERS", "MATERIALS", "PATTERNS",
+    "QUERY_KINDS", "STYLES", "TRUTH_COLUMNS", "attribute_words", "generate", "render_image",
+    "tokens",
 ]
 
 #: Structured attributes a seller fills in (the Dataset's ``attribute_columns``):
@@ -37,11 +37,6 @@ ATTRIBUTE_COLUMNS: list[str] = ["gender", "price_band"]
 #: that models must see only through the text and the image.
 TRUTH_COLUMNS: list[str] = ["colour", "material", "style", "pattern"]
 QUERY_KINDS = ("exact", "paraphrase", "misspelling", "vague")
-#: Attributes the item text states for every item (besides category). Put only these into
-#: a text encoder's input: structured "Colour: red" fields would erase the complementarity.
-TEXT_COLUMNS: list[str] = ["material", "style", "gender"]
-#: Attributes the image shows (besides category, the silhouette).
-IMAGE_COLUMNS: list[str] = ["colour", "pattern"]
 
 CANONICAL_P = 0.7         # chance a mention uses the canonical word, not a synonym
 COLOUR_MENTION_P = 0.5     # share of items whose text states the colour
@@ -147,8 +142,8 @@ BRANDS = ("Nordvik", "Alba & Finch", "Kestrel", "Maison Lyra", "Tallow Row", "Or
           "Bramble", "Vantage", "Ostra", "Juniper Lane", "Corvo", "Halden", "Mira Vale",
           "Solen", "Tidewater", "Ember & Oak")
 
-# Indirect phrases for vague queries: material / style -> ways of saying it.
-_VAGUE_MATERIAL = {
+# Indirect phrases for vague queries: material or style -> ways of saying it.
+_VAGUE_CONTEXT = {
     "wool": ["warm for winter", "cosy for cold days"],
     "linen": ["breezy for hot days", "light for summer heat"],
     "leather": ["tough that ages well", "hard-wearing and rugged"],
@@ -157,8 +152,6 @@ _VAGUE_MATERIAL = {
     "denim": ["in tough workwear twill", "rugged for weekends outdoors"],
     "polyester": ["quick-drying and easy-care", "that is easy to wash"],
     "canvas": ["sturdy and outdoorsy", "heavy-duty for outdoors"],
-}
-_VAGUE_STYLE = {
     "casual": ["for lazy weekends", "to lounge around in"],
     "formal": ["for the office", "for a wedding"],
     "sporty": ["for the gym", "for a morning run"],
@@ -204,10 +197,6 @@ def _article(word: str) -> str:
     return "a pair of" if word in _PLURAL else "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def _this(word: str) -> str:
-    return "these" if word in _PLURAL else "this"
-
-
 def _sample_attributes(n_items: int, rng: np.random.Generator) -> pd.DataFrame:
     category = rng.choice(np.array(list(CATEGORIES)), size=n_items)
     colour_w = np.array([w for _, _, w in COLOURS.values()])
@@ -244,10 +233,10 @@ def _sample_attributes(n_items: int, rng: np.random.Generator) -> pd.DataFrame:
 def _item_text(row: dict, mention_colour: bool, mention_pattern: bool,
                rng: np.random.Generator) -> tuple[str, str]:
     """Title and 1-3 sentence description for one item (see the module docstring)."""
-    cat, colour, material = row["category"], row["colour"], row["material"]
-    style, pattern = row["style"], row["pattern"]
-    cat_syn = CATEGORIES[cat]["syn"]
     g_word, g_syn, g_phr = GENDERS[row["gender"]]
+
+    def say(key: str) -> str:
+        return _word(rng, row[key], _synonyms(key, row[key]))
 
     # Title: [brand] [gender] [style] [colour] [pattern] [material] <category>:
     # colour / pattern when the coin says so, plus one or two of gender, style,
@@ -260,29 +249,24 @@ def _item_text(row: dict, mention_colour: bool, mention_pattern: bool,
     words = [row["brand"]] if rng.random() < 0.3 else []
     for key in ("gender", "style", "colour", "pattern", "material"):
         if key in chosen:
-            words.append(_word(rng, g_word, g_syn) if key == "gender"
-                         else _word(rng, row[key], _synonyms(key, row[key])))
-    words.append(_word(rng, cat, cat_syn))
+            words.append(_word(rng, g_word, g_syn) if key == "gender" else say(key))
+    words.append(say("category"))
     title = " ".join(words)
     title = title[0].upper() + title[1:]
 
     # Description sentence A: category + material + style, always.
-    c = _word(rng, cat, cat_syn)
-    m = _word(rng, material, MATERIALS[material][0])
-    s = _word(rng, style, STYLES[style][0])
-    be, have = ("are", "have") if c in _PLURAL else ("is", "has")
+    c, m, s = say("category"), say("material"), say("style")
+    this, be, have = ("these", "are", "have") if c in _PLURAL else ("this", "is", "has")
     sentences = [[
         f"{_article(s).capitalize()} {s} {c} made from {m}.",
-        f"{_this(c).capitalize()} {c} {be} cut from {m} for {_article(s)} {s} look.",
+        f"{this.capitalize()} {c} {be} cut from {m} for {_article(s)} {s} look.",
         f"{s.capitalize()} {c} crafted in {m}.",
-        f"Made of {m}, {_this(c)} {c} {have} {_article(s)} {s} feel.",
+        f"Made of {m}, {this} {c} {have} {_article(s)} {s} feel.",
         f"An easy {s} piece: {_article(c)} {c} in {m}.",
     ][int(rng.integers(5))]]
     # Sentence B: colour and / or pattern when stated but not in the title.
-    col = (_word(rng, colour, COLOURS[colour][1]) if mention_colour and not colour_in_title
-           else None)
-    pat = (_word(rng, pattern, PATTERNS[pattern][0]) if mention_pattern and not pattern_in_title
-           else None)
+    col = say("colour") if mention_colour and not colour_in_title else None
+    pat = say("pattern") if mention_pattern and not pattern_in_title else None
     if col and pat:
         sentences.append(f"{col.capitalize()} with {_article(pat)} {pat} pattern.")
     elif col:
@@ -473,8 +457,8 @@ def _paraphrase_text(target: dict, rng: np.random.Generator) -> str:
 
 
 def _vague_text(target: dict, rng: np.random.Generator) -> str:
-    ctx = (_pick(rng, _VAGUE_MATERIAL[target["material"]]) if "material" in target
-           else _pick(rng, _VAGUE_STYLE[target["style"]]))
+    ctx = _pick(rng, _VAGUE_CONTEXT[target["material"] if "material" in target
+                                    else target["style"]])
     if "colour" in target:
         vis = "in " + _word(rng, target["colour"], COLOURS[target["colour"]][1])
     elif "pattern" in target:
@@ -510,8 +494,7 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
             n_attr = int(rng.choice([1, 2, 3], p=[0.45, 0.40, 0.15]))
             keys = rng.choice(np.array(_QUERY_ATTRS), size=n_attr, replace=False,
                               p=_QUERY_ATTR_W / _QUERY_ATTR_W.sum())
-            target = {"category": item["category"]}
-            target.update({str(k): item[str(k)] for k in keys})
+            target = {"category": item["category"], **{str(k): item[str(k)] for k in keys}}
             if kind == "paraphrase":
                 text = _paraphrase_text(target, rng)
             else:
@@ -557,14 +540,11 @@ def _make_queries(items: pd.DataFrame, n_queries: int, rng: np.random.Generator
         idx = np.concatenate(keep)
         judged.append(pd.DataFrame({"query_id": qid, "item_id": items["item_id"].to_numpy()[idx],
                                     "relevance": rel[idx]}))
-    queries = pd.DataFrame(rows)
-    return queries, pd.concat(judged, ignore_index=True)  # relevance stays int64
+    return pd.DataFrame(rows), pd.concat(judged, ignore_index=True)  # relevance stays int64
 
 
-def generate(
-    n_items: int, n_users: int, *, seed: int = 42, image_dir: str | Path | None = None,
-    image_size: int = 64, n_queries: int | None = None, days: int = 120,
-) -> Dataset:
+def generate(n_items: int, n_users: int, *, seed: int = 42, image_dir: str | Path | None = None,
+             image_size: int = 64, n_queries: int | None = None, days: int = 120) -> Dataset:
     """Generate the ``synthetic`` data set (the module docstring says what is planted).
 
     ``image_dir``: where to draw ``<item_id>.png`` (``None``: no images, ``image_path`` None).
@@ -592,14 +572,13 @@ def generate(
     if image_dir is not None:
         out = Path(image_dir).resolve()
         out.mkdir(parents=True, exist_ok=True)
-        cat, col, pat = (frame[c].to_numpy() for c in ("category", "colour", "pattern"))
-        for i in range(n_items):
+        looks = zip(frame["category"], frame["colour"], frame["pattern"])
+        for i, (item_id, look) in enumerate(zip(item_ids, looks)):
             # One generator per item: an image does not depend on the others.
-            img = render_image(cat[i], col[i], pat[i], size=image_size,
-                               rng=np.random.default_rng([int(seed), 77, i]))
-            path = out / f"{item_ids[i]}.png"
-            img.save(path, format="PNG")
-            image_paths[i] = str(path)
+            image = render_image(*look, size=image_size,
+                                 rng=np.random.default_rng([int(seed), 77, i]))
+            image_paths[i] = str(out / f"{item_id}.png")
+            image.save(image_paths[i], format="PNG")
 
     items = pd.DataFrame({
         "item_id": item_ids, "title": list(titles), "description": list(descriptions),
@@ -611,8 +590,7 @@ def generate(
 
     users, interactions = simulate_behaviour(
         items, ["category", *TRUTH_COLUMNS, *ATTRIBUTE_COLUMNS], n_users, seed=seed,
-        start_time=START_TIME, days=days,
-    )
+        start_time=START_TIME, days=days)
     n_queries = max(40, n_items // 4) if n_queries is None else n_queries
     queries, judgements = _make_queries(items, int(n_queries), query_rng)
 
