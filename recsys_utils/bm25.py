@@ -1,11 +1,6 @@
-"""BM25, the lexical baseline of product search (notebook 07), and the tokenizer it reads with.
-
-Okapi BM25 by `bm25s <https://github.com/xhluca/bm25s>`_ over the item text the encoder
-reads, tokenised by :func:`tokenize`, as a :class:`recsys_utils.searcher.Searcher`::
-
-    bm25 = BM25().fit(item_texts)                   # one text per item, items-table order
-    indices, scores = bm25.search(queries, k=100)   # (n_queries, 100) each
-"""
+"""BM25, the lexical baseline of product search (notebook 07), and the tokenizer it reads with:
+Okapi BM25 by `bm25s <https://github.com/xhluca/bm25s>`_ over the item text the encoder reads,
+tokenised by :func:`tokenize`, as a :class:`recsys_utils.searcher.Searcher`."""
 
 from __future__ import annotations
 
@@ -66,19 +61,17 @@ def tokenize(text: str, *, stem: bool = True) -> list[str]:
 
 
 class BM25:
-    """Okapi BM25 over a fixed catalogue, indexed and searched by ``bm25s``.
-
+    """Okapi BM25 over a fixed catalogue, indexed and searched by ``bm25s``:
     ``score(q, d) = Σ_{t in q} idf(t) · tf(t, d) · (k1 + 1) / (tf(t, d) + k1 · (1 - b + b ·
-    |d| / avgdl))``, ``idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))`` (Lucene's,
-    always positive): bm25s's ``"lucene"`` scores times ``k1 + 1`` (Robertson's form; no
-    ranking changes). A term repeated in the query counts once per repetition. Only
-    items sharing a term with the query are returned (the rest of a row is ``-1``
-    padding); ties go to the lower item index, as in :func:`recsys_utils.metrics.top_k`.
+    |d| / avgdl))``, ``idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))`` (Lucene's, always
+    positive): bm25s's ``"lucene"`` scores times ``k1 + 1`` (Robertson's form; no ranking
+    changes). A term repeated in the query counts once per repetition. Only items sharing a term
+    with the query are returned (the rest of a row is ``-1`` padding); ties go to the lower item
+    index, as in :func:`recsys_utils.metrics.top_k`.
 
     ``k1``: term-frequency saturation (1.2-2.0 usual); ``b``: length normalisation (0 none,
     1 full); ``stem``: as in :func:`tokenize`; ``backend``: how :meth:`search` ranks, one of
-    :data:`BACKENDS` (all return the same lists).
-    """
+    :data:`BACKENDS` (all return the same lists)."""
 
     name = "bm25"
 
@@ -163,11 +156,10 @@ class BM25:
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` by bm25s's compiled retrieval, ties broken by the lower index.
 
-        bm25s's heap keeps an arbitrary member of a tie, and with duplicate titles ties are
-        the rule (~90% of queries on 44k titles tie at rank 100). So it ranks scores times
-        ``1 - 1e-9 · i / n_items`` (its ``weight_mask``): ties favour the lower index ``i``,
-        other orders are kept, and the unscaled scores are returned.
-        """
+        bm25s's heap keeps an arbitrary member of a tie, and with duplicate titles ties are the
+        rule (~90% of queries on 44k titles tie at rank 100). So it ranks scores times
+        ``1 - 1e-9 · i / n_items`` (its ``weight_mask``): ties favour the lower index ``i``, other
+        orders are kept, and the unscaled scores are returned."""
         global _NUMBA_READY
         found = self._index.retrieve(ids, k=k, show_progress=False, n_threads=0,
                                      weight_mask=self._tie_mask)

@@ -1,8 +1,6 @@
 """Notebook 03's experiment: which item representation finds similar items best?
-
-:func:`compare_content_models` trains every single modality and every fusion alike
-(the :func:`content_task` of the data set) and scores them on :func:`holdout_items`.
-"""
+:func:`compare_content_models` trains every single modality and every fusion alike (the
+:func:`content_task` of the data set) and scores them on :func:`holdout_items`."""
 
 from __future__ import annotations
 
@@ -38,16 +36,12 @@ def encode_attributes(items: pd.DataFrame, columns: Sequence[str]
                       ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """``(codes, vocabularies)`` of categorical item columns: ``codes[col]`` int32 ``(n,)``
     (-1 = missing), ``vocabularies[col]`` the sorted category strings."""
-    missing = [c for c in columns if c not in items.columns]
-    if missing:
+    if missing := [c for c in columns if c not in items.columns]:
         raise DataError(f"attribute columns {missing} not in the item table "
                         f"(columns: {list(items.columns)})", source="items")
-    codes, vocabularies = {}, {}
-    for col in columns:
-        cat = pd.Categorical(items[col].astype("string"))
-        codes[col] = np.asarray(cat.codes, dtype=np.int32)
-        vocabularies[col] = [str(c) for c in cat.categories]
-    return codes, vocabularies
+    cats = {col: pd.Categorical(items[col].astype("string")) for col in columns}
+    return ({col: np.asarray(cat.codes, dtype=np.int32) for col, cat in cats.items()},
+            {col: [str(c) for c in cat.categories] for col, cat in cats.items()})
 
 
 #: Per data set: the attributes predicted (``labels``), shared by relevant items
@@ -153,8 +147,7 @@ def content_task(dataset: str, items: pd.DataFrame, attribute_columns: Sequence[
     label_columns, relevance_columns = list(spec["labels"]), list(spec["relevance"])
     image_columns = list(spec["image"]) if has_images else []
     needed = set(label_columns) | set(relevance_columns) | set(image_columns)
-    absent = sorted(c for c in needed if c not in items.columns)
-    if absent:
+    if absent := sorted(c for c in needed if c not in items.columns):
         raise DataError(f"content task of {dataset!r} needs item columns {absent} "
                         f"(columns: {list(items.columns)})", source="items")
     labels = _label_codes(items, label_columns)
@@ -325,10 +318,9 @@ def neighbour_changes(before: np.ndarray, after: np.ndarray, query_idx: np.ndarr
                       relevance: np.ndarray, *, k: int = 5) -> pd.DataFrame:
     """How each query item's k nearest neighbours change from ``before`` to ``after`` vectors.
 
-    A row per query (index = item row): ``overlap`` of the two lists, neighbours sharing
-    its ``relevance`` key ``relevant_before`` / ``relevant_after``, and ``gain``; largest
-    gain first, then smallest overlap: the neighbourhoods that changed most for the better.
-    """
+    A row per query (index = item row): ``overlap`` of the two lists, neighbours sharing its
+    ``relevance`` key ``relevant_before`` / ``relevant_after``, and ``gain``; largest gain first,
+    then smallest overlap: the neighbourhoods that changed most for the better."""
     from .metrics import brute_force_top_k, top_k_overlap
 
     query_idx = np.asarray(query_idx, dtype=np.int64)

@@ -1,11 +1,9 @@
 """On-disk cache of text embeddings, so no text is encoded twice.
-
-:meth:`recsys_utils.text.TextEncoder.encode` looks texts up by the SHA-1 of their UTF-8
-bytes and stores the misses chunk by chunk, so re-runs and interrupted runs encode nothing
-twice. A shard failing its SHA-256 checksum (or holding non-finite or zero vectors) is
-removed with a warning and re-encoded, never served. Changing how the directory name or the
-text hash is computed would re-embed every catalogue.
-"""
+:meth:`recsys_utils.text.TextEncoder.encode` looks texts up by the SHA-1 of their UTF-8 bytes and
+stores the misses chunk by chunk, so re-runs and interrupted runs encode nothing twice. A shard
+failing its SHA-256 checksum (or holding non-finite or zero vectors) is removed with a warning and
+re-encoded, never served. Changing how the directory name or the text hash is computed would
+re-embed every catalogue."""
 
 from __future__ import annotations
 
@@ -39,8 +37,7 @@ class EmbeddingCache:
 
     ``key`` is everything that changes a vector for a given text (JSON-able; saved as
     ``key.json``). Each chunk is one ``shard-<digest>.npz`` (``keys`` (n,) S40 text hashes,
-    ``vectors`` (n, dim) float32, ``checksum``), written atomically: whole or absent.
-    """
+    ``vectors`` (n, dim) float32, ``checksum``), written atomically: whole or absent."""
 
     def __init__(self, cache_dir: str | Path, key: dict[str, Any]) -> None:
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

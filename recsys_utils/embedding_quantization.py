@@ -1,8 +1,6 @@
-"""int8 item-embedding tables, and item index variants against exact search (notebook 06).
-
-:func:`index_variants` compares exact float search, the int8 table and ScaNN's
-quantized scoring by recall@k, size and single-query latency.
-"""
+"""int8 item-embedding tables, and item index variants against exact search (notebook 06):
+:func:`index_variants` compares exact float search, the int8 table and ScaNN's quantized scoring
+by recall@k, size and single-query latency."""
 
 from __future__ import annotations
 
@@ -41,10 +39,8 @@ class QuantizedTable:
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """``(n_queries, n)`` dot products with the dequantized table, without building it.
 
-        numpy has no int8 matrix multiply, so the codes are still cast to
-        float32: this measures int8 storage's accuracy, not int8 speed (ScaNN's
-        int8 scoring has real int8 kernels).
-        """
+        numpy has no int8 matrix multiply, so the codes are still cast to float32: this measures
+        int8 storage's accuracy, not int8 speed (ScaNN's int8 scoring has real int8 kernels)."""
         q = np.asarray(queries, np.float32)
         codes = self.codes.T.astype(np.float32)
         if self.per == "dimension":
@@ -58,9 +54,8 @@ def quantize_embeddings_int8(table: np.ndarray, per: Literal["dimension", "row"]
     """Scalar-quantize a finite ``(n, d)`` float table to int8 (about 4x smaller).
 
     Each dimension (or row) maps linearly from ``[min, max]`` onto ``[-127, 127]``:
-    ``offset = (max + min) / 2``, ``scale = (max - min) / 254``; the worst
-    rounding error is ``scale / 2``.
-    """
+    ``offset = (max + min) / 2``, ``scale = (max - min) / 254``; the worst rounding error is
+    ``scale / 2``."""
     x = np.asarray(table, np.float32)
     if x.ndim != 2 or x.size == 0:
         raise DataError(f"table must be a non-empty (n, d) array, got shape {x.shape}")
@@ -92,14 +87,12 @@ def index_variants(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
                    rounds: int = 3, repeats: int = 50) -> pd.DataFrame:
     """Item-index variants against exact float search: size, recall@k, single-query time.
 
-    Rows: ``float32 exact`` and ``int8 scalar`` (numpy, both ``metrics.top_k``
-    over all scores, so their times compare the scoring alone), ``scann int8
-    brute force``, ``scann AH`` (asymmetric hashing, no re-scoring) and, with
-    ``reorder``, ``scann AH + reorder``. Recall@k is the overlap with the
-    float32 lists. ScaNN sizes are the serialized index, which keeps the float
-    rows it reorders with (so AH + reorder is not smaller than float). Columns:
-    ``index, bytes, recall_at_k, median_ms, p95_ms, k, x_smaller``.
-    """
+    Rows: ``float32 exact`` and ``int8 scalar`` (numpy, both ``metrics.top_k`` over all scores, so
+    their times compare the scoring alone), ``scann int8 brute force``, ``scann AH`` (asymmetric
+    hashing, no re-scoring) and, with ``reorder``, ``scann AH + reorder``. Recall@k is the overlap
+    with the float32 lists. ScaNN sizes are the serialized index, which keeps the float rows it
+    reorders with (so AH + reorder is not smaller than float). Columns:
+    ``index, bytes, recall_at_k, median_ms, p95_ms, k, x_smaller``."""
     queries = np.ascontiguousarray(queries, np.float32)
     table = np.ascontiguousarray(table, np.float32)
     qt = quantize_embeddings_int8(table)

@@ -1,19 +1,5 @@
-"""Run-time choice of the ``tf.distribute`` strategy and the Keras precision policy.
-
-Strategy: ``MultiWorkerMirroredStrategy`` when TF_CONFIG names > 1 worker,
-``MirroredStrategy`` over > 1 local GPU, ``OneDeviceStrategy`` on one GPU, else
-the default (CPU) strategy. Precision, decided by the weakest local GPU's
-compute capability (cc):
-
-* cc >= 8.0: ``mixed_bfloat16``: float16's tensor-core speed with float32's
-  exponent range, so no loss scaling. That matters: ``tfrs.Model.train_step``
-  never scales the loss, so under ``mixed_float16`` small gradients underflow.
-* 7.0 <= cc < 8.0: ``mixed_float16`` (custom train steps must scale the loss).
-* older or unknown cc, and CPU: ``float32`` (bfloat16 on CPU is a per-model call:
-  it only pays with AMX/AVX512-BF16 and slows several Keras 2 layers).
-
-The policy is set on ``tf_keras`` (Keras 2, which TensorFlow Recommenders uses).
-"""
+"""Run-time choice of the ``tf.distribute`` strategy (:func:`describe_hardware`) and of the
+precision policy, set on ``tf_keras`` (Keras 2, which TensorFlow Recommenders uses)."""
 
 from __future__ import annotations
 
@@ -94,6 +80,8 @@ def _compute_capability(gpu: Any) -> tuple[int, int] | None:
 
 def _precision(gpus: Sequence[Any]) -> tuple[str, str]:
     """(policy, explanation) for the local devices; the weakest GPU decides."""
+    # bfloat16 on CPU is a per-model call: it only pays with AMX/AVX512-BF16 and slows
+    # several Keras 2 layers.
     if not gpus:
         return "float32", "float32 on CPU"
     capabilities = [_compute_capability(gpu) for gpu in gpus]
@@ -101,6 +89,8 @@ def _precision(gpus: Sequence[Any]) -> tuple[str, str]:
         return "float32", "float32 (GPU compute capability unknown)"
     weakest = min(capabilities)
     cc_text = f"compute capability {weakest[0]}.{weakest[1]}"
+    # bfloat16 keeps float32's exponent range, so no loss scaling: tfrs.Model.train_step
+    # never scales the loss, so under mixed_float16 small gradients underflow.
     if weakest >= BF16_MIN_CC:
         return "mixed_bfloat16", (f"mixed_bfloat16 ({cc_text}: bf16 tensor cores, "
                                   "no loss scaling needed)")
@@ -111,7 +101,10 @@ def _precision(gpus: Sequence[Any]) -> tuple[str, str]:
 
 
 def describe_hardware(gpus: list | None = None, tf_config: str | None = None) -> HardwareChoice:
-    """Decide strategy and precision from the local GPUs and TF_CONFIG.
+    """Decide strategy and precision from the local GPUs and TF_CONFIG: MultiWorkerMirrored
+    when TF_CONFIG names > 1 worker, Mirrored over > 1 GPU, OneDevice on one, else the default;
+    by the weakest GPU's compute capability, mixed_bfloat16 from 8.0, mixed_float16 from 7.0,
+    else (and on CPU) float32.
 
     ``gpus``: physical GPU devices (default: those TensorFlow lists; ``[]``:
     none); ``tf_config``: the TF_CONFIG JSON (default: the environment's; ``""``:
@@ -173,8 +166,7 @@ def choose_strategy(*, apply_mixed_precision: bool = True, gpus: list | None = N
     Multi-worker: every worker must call this before other TensorFlow ops (the strategy starts the
     collective-ops server).
     """
-    if tf_config is None:
-        tf_config = os.environ.get("TF_CONFIG")
+    tf_config = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
     choice = describe_hardware(gpus=gpus, tf_config=tf_config)
     strategy = _build(choice, tf_config)
     if apply_mixed_precision:

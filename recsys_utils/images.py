@@ -1,15 +1,6 @@
-"""A compact image encoder trained on the catalogue's own images (no download).
-
-::
-
-    pixels, present = images.load_images(items["image_path"], size=64)
-    encoder, history = images.train_image_encoder(
-        pixels, present, objective="supervised", labels={"category": cat, "colour": col})
-    vectors = images.embed_images(encoder, pixels, present)      # (n, 64), zeros where absent
-
-:func:`choose_image_encoder` picks the objective by :func:`image_retrieval_score`.
-Import ``recsys_utils`` before TensorFlow (it sets ``TF_USE_LEGACY_KERAS=1``).
-"""
+"""A compact image encoder trained on the catalogue's own images (no download): load, train,
+embed, and pick the training objective (:func:`choose_image_encoder`). Import ``recsys_utils``
+before TensorFlow (it sets ``TF_USE_LEGACY_KERAS=1``)."""
 
 from __future__ import annotations
 
@@ -81,8 +72,7 @@ def load_images(
     padded to a square with ``pad_value`` (white, like product photos). Absent, missing or
     unreadable images give zeros and ``present=False``; one warning counts missing and unreadable
     files. ``workers``: decoding threads (default: 2 x CPU cores, at most 8); ``return_counts``
-    also returns the counts of each outcome.
-    """
+    also returns the counts of each outcome."""
     if size < 8:
         raise ValueError(f"size must be >= 8, got {size}")
     paths = list(paths)
@@ -128,8 +118,7 @@ def build_image_encoder(size: int = 64, dim: int = 64, *, backbone: Backbone = "
     cores): a stride-2 Conv-BN-ReLU stem, a Conv-BN-ReLU + MaxPool block per entry of ``widths``,
     average pooling, Dense, L2 norm. ``"mobilenet_v3_small_imagenet"``: Keras' MobileNetV3-Small
     with downloaded ImageNet weights (``size >= 32``); RuntimeError naming the offline default if
-    the download fails.
-    """
+    the download fails."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
     inputs = tf.keras.Input((size, size, 3), name="pixels")
@@ -309,12 +298,9 @@ def image_retrieval_score(
     embeddings: np.ndarray, present: np.ndarray, labels: np.ndarray | Mapping[str, np.ndarray], *,
     query_idx: np.ndarray | None = None, k: int = 10,
 ) -> float:
-    """Mean precision@k of image nearest neighbours sharing an attribute combination.
-
-    Queries are the ``query_idx`` items with an image (default: all; pass
-    held-out rows); a neighbour is relevant when its ``labels`` key (one per
-    item, or a dict of attribute arrays combined) matches the query's.
-    """
+    """Mean precision@k of image nearest neighbours sharing an attribute combination: queries
+    are the ``query_idx`` items with an image (default: all; pass held-out rows), a neighbour is
+    relevant when its ``labels`` key (one per item, or a dict of attribute arrays) matches."""
     present = np.asarray(present, dtype=bool)
     key = (combine_keys(*[labels[name] for name in sorted(labels)])
            if isinstance(labels, Mapping) else np.asarray(labels))
@@ -326,13 +312,10 @@ def image_retrieval_score(
 
 @dataclasses.dataclass
 class ImageEncoderChoice:
-    """What :func:`choose_image_encoder` trained and measured.
-
-    ``objective`` is the one kept, with its ``encoder`` and ``embeddings``
-    ``(n, dim)``; ``scores`` maps ``"random"`` (the untrained encoder) and each
-    objective to its held-out :func:`image_retrieval_score`; ``histories`` and
-    ``seconds`` give each objective's training history and wall time.
-    """
+    """What :func:`choose_image_encoder` trained and measured: the ``objective`` kept, its
+    ``encoder`` and ``embeddings`` ``(n, dim)``; ``scores``: ``"random"`` (the untrained encoder)
+    and each objective -> held-out :func:`image_retrieval_score`; each objective's training
+    ``histories`` and wall-time ``seconds``."""
 
     objective: str
     encoder: tf.keras.Model
@@ -354,12 +337,9 @@ def choose_image_encoder(
     eval_idx: np.ndarray, objectives: Sequence[str] = OBJECTIVES, backbone: Backbone = "small_cnn",
     dim: int = 64, k: int = 10, seed: int = 42, progress: bool = True, **train_kwargs: Any,
 ) -> ImageEncoderChoice:
-    """Train the image encoder with each objective on ``train_idx``; keep the best.
-
-    Each encoder, and an untrained ``"random"`` baseline, is scored by
-    :func:`image_retrieval_score` with ``eval_idx`` as queries and ``key`` as relevance. Ties go to
-    the first in ``objectives``. ``train_kwargs`` go to :func:`train_image_encoder`.
-    """
+    """Train the image encoder with each objective on ``train_idx`` (plus ``train_kwargs``) and
+    keep the best by :func:`image_retrieval_score`, ``eval_idx`` as queries and ``key`` as
+    relevance, beside an untrained ``"random"`` baseline. Ties go to the first objective."""
     images, present = _check_images(images, present)
     unknown = sorted(set(objectives) - set(OBJECTIVES))
     if unknown or not objectives:

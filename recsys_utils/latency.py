@@ -61,12 +61,6 @@ class Timing:
     rounds: int = 1
     round_medians_ms: tuple[float, ...] = ()
 
-    @property
-    def spread_ms(self) -> tuple[float, float]:
-        """``(fastest, slowest)`` round median."""
-        values = self.round_medians_ms or (self.median_ms,)
-        return min(values), max(values)
-
 
 def compare_latency(fns: Mapping[str, Callable[[Any], Any]],
                     inputs: Mapping[str, np.ndarray] | np.ndarray, *,
@@ -97,8 +91,7 @@ def compare_latency(fns: Mapping[str, Callable[[Any], Any]],
     if rounds < 1 or repeats < 1:
         raise DataError(f"rounds and repeats must be >= 1, got {rounds}, {repeats}")
     batch_fns = dict(fns) if batch_fns is None else dict(batch_fns)
-    unknown = set(batch_fns) - set(fns)
-    if unknown:
+    if unknown := set(batch_fns) - set(fns):
         raise DataError(f"batch_fns has names without a single-query function: {sorted(unknown)}")
     b = min(batch_size, n) if batch_fns and batch_size > 0 else 0
     batch = slice_rows(inputs, 0, b)

@@ -1,12 +1,10 @@
-"""Plots the notebooks share. Each returns a matplotlib Figure and shows nothing itself.
-
-Image plots draw only files that decode (notebook 01 sets unreadable ``image_path``s to
-``None``); a file that still fails to open is drawn as an empty cell marked "unreadable".
-"""
+"""Plots the notebooks share. Each returns a matplotlib Figure and shows nothing itself. Image
+plots draw only files that decode (notebook 01 sets unreadable ``image_path``s to ``None``); a
+file that still fails to open is drawn as an empty cell marked "unreadable"."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -64,8 +62,11 @@ def category_mix(items: pd.DataFrame, interactions: pd.DataFrame, top: int = 20)
     return _finish(fig, ax, f"Category mix (top {len(order)} categories)", xlabel="share")
 
 
-def _show_image(ax: plt.Axes, path: str | None) -> None:
-    """Draw the image at ``path`` (if any) on ``ax``, or a grey "unreadable"."""
+def _show_image(ax: plt.Axes, path: str | None, caption: str, **caption_style: Any) -> None:
+    """Draw the image at ``path`` (if any) on ``ax`` without axes, or a grey "unreadable";
+    ``caption`` above it."""
+    ax.axis("off")
+    ax.set_title(caption, **caption_style)
     if not isinstance(path, str) or not path:
         return
     try:
@@ -86,11 +87,10 @@ def sample_image_grid(items: pd.DataFrame, n: int = 24, seed: int = 0, *, column
     rows = max(1, int(np.ceil(len(sample) / columns)))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.3)),
                              squeeze=False)
-    for ax in axes.flat:
+    for ax in axes.flat[len(sample):]:
         ax.axis("off")
     for ax, path, title in zip(axes.flat, sample["image_path"], sample["title"]):
-        _show_image(ax, path)
-        ax.set_title(title[:22], fontsize=7)
+        _show_image(ax, path, title[:22], fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -150,11 +150,10 @@ def neighbour_grid(neighbours: pd.DataFrame, items: pd.DataFrame,
         row = neighbours[neighbours["query"] == query].sort_values("rank")
         ids = ([query_items[r]] if query_items is not None else []) + row["item_id"].tolist()
         for c, item_id in enumerate(ids):
-            ax = axes[r, c]
-            ax.axis("off")
-            _show_image(ax, paths.get(item_id))
-            caption = ("query: " if c == 0 and lead else "") + str(titles.get(item_id, ""))
-            ax.set_title(caption[:20], fontsize=6, color="tab:red" if c == 0 and lead else "black")
+            is_query = c == 0 and lead
+            caption = ("query: " if is_query else "") + str(titles.get(item_id, ""))
+            _show_image(axes[r, c], paths.get(item_id), caption[:20], fontsize=6,
+                        color="tab:red" if is_query else "black")
     fig.tight_layout()
     return fig
 

@@ -1,8 +1,6 @@
-"""What do embeddings know? Linear probes and nearest-neighbour tables.
-
-A linear probe's held-out accuracy from few labelled examples per class shows what
-pretraining brings: a sentence encoder places "crimson" near "red"; TF-IDF must see both.
-"""
+"""What do embeddings know? Linear probes and nearest-neighbour tables. A linear probe's held-out
+accuracy from few labelled examples per class shows what pretraining brings: a sentence encoder
+places "crimson" near "red"; TF-IDF must see both."""
 
 from __future__ import annotations
 
@@ -10,12 +8,13 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 
 from .metrics import brute_force_top_k
 from .schema import DataError
 
 
-def tfidf_features(texts: Sequence[str]) -> "scipy.sparse.csr_matrix":
+def tfidf_features(texts: Sequence[str]) -> scipy.sparse.csr_matrix:
     """TF-IDF of words and bigrams (at most 20,000 terms), L2-normalised rows, the lexical
     baseline: ``(len(texts), n_terms)`` float32 CSR, which :func:`linear_probe` takes."""
     from sklearn.feature_extraction.text import TfidfVectorizer

@@ -1,11 +1,8 @@
 """Progress that reads well everywhere, and the known noise of the stack dropped at the source.
 
-:func:`track` replaces ``tqdm.auto`` in the package's loops (same arguments; ``update``,
-``set_postfix``, ``write``, ``close``, ``with``) in the form :func:`progress_mode` picks.
-:func:`quiet_noise` (called by ``recsys_utils/__init__``) acts only inside a Jupyter kernel, where
-every stderr line becomes a red box: it drops the lines of :data:`NOISE` (each harmless, with the
-reason) and shows each distinct warning and ``tensorflow`` / ``absl`` log message once, by one
-handler, without ``tensorflow`` INFO lines. ``RECSYS_VERBOSE_LOGS=1`` turns that off.
+:func:`track` replaces ``tqdm.auto`` in the package's loops (same arguments) in the form
+:func:`progress_mode` picks. :func:`quiet_noise` (called by ``recsys_utils/__init__``) acts only
+inside a Jupyter kernel, where every stderr line becomes a red box.
 """
 
 from __future__ import annotations
@@ -49,8 +46,7 @@ def progress_mode() -> str:
       ``RECSYS_PROGRESS_INTERVAL`` seconds (default 30) and a summary line, e.g.
       ``encoding (float32): 600/600 texts in 12.3 s (48.8 texts/s)``;
     * ``"off"``: nothing."""
-    forced = os.environ.get(PROGRESS_ENV, "").strip().lower()
-    if forced:
+    if forced := os.environ.get(PROGRESS_ENV, "").strip().lower():
         if forced not in MODES:
             raise ValueError(f"{PROGRESS_ENV}={forced!r}: expected one of {', '.join(MODES)}")
         return forced
@@ -121,18 +117,17 @@ class Progress:
         self._start = self._last_line = _clock()
         self._bar: Any = None
         self._handle: Any = None  # the widget's display, replaced by the summary at the end
+        bar_args = dict(total=total, desc=desc, unit=unit, unit_scale=unit_scale)
         if self.mode == "bar":
             from tqdm.std import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale,
-                             file=sys.stderr, dynamic_ncols=True)
+            self._bar = tqdm(**bar_args, file=sys.stderr, dynamic_ncols=True)
         elif self.mode == "widget":
             try:
                 from IPython.display import display
                 from tqdm.notebook import tqdm as notebook_tqdm
 
-                self._bar = notebook_tqdm(total=total, desc=desc, unit=unit,
-                                          unit_scale=unit_scale, display=False)
+                self._bar = notebook_tqdm(**bar_args, display=False)
                 self._handle = display(self._bar.container, display_id=True)
             except Exception:  # noqa: BLE001 - no ipywidgets or display: lines work anywhere
                 self._bar, self._handle = None, None
@@ -173,9 +168,7 @@ class Progress:
 
     def write(self, line: str) -> None:
         if self.mode == "bar":
-            from tqdm.std import tqdm
-
-            tqdm.write(line, file=sys.stdout)
+            self._bar.write(line, file=sys.stdout)
             sys.stdout.flush()
         elif self.mode != "off":
             self._print(line)
@@ -386,8 +379,8 @@ def _once_warnings() -> None:
 
 def quiet_noise(force: bool = False) -> bool:
     """Inside a Jupyter kernel (or with ``force``), unless ``RECSYS_VERBOSE_LOGS=1``: drop
-    :data:`NOISE` from stderr, show each warning and TensorFlow / absl log message once.
-    Returns whether it acted."""
+    :data:`NOISE` from stderr, show each warning and TensorFlow (no INFO) / absl log message
+    once, by one handler. Returns whether it acted."""
     verbose = os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
     if verbose or not (force or in_kernel()):
         return False

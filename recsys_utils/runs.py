@@ -3,7 +3,6 @@ results written to the run's metrics) and the run directory's lock (:class:`RunL
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -155,8 +154,7 @@ class RunLock:
                     warnings.warn(f"taking over the stale lock {self.path} of a run that is no "
                                   f"longer alive ({self.describe(holder)})", stacklevel=3)
                     if self.holder() == holder:  # not already taken over by another run
-                        with contextlib.suppress(FileNotFoundError):
-                            self.path.unlink()
+                        self.path.unlink(missing_ok=True)
             raise RunLockedError(f"could not take the lock {self.path}: it keeps changing; "
                                  "is another run starting in the same directory?")
         finally:
@@ -178,8 +176,7 @@ class RunLock:
     def release(self) -> None:
         if self.held:
             if (self.holder() or {}).get("pid") == os.getpid():
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
+                self.path.unlink(missing_ok=True)
             self.held = False
 
     def __enter__(self) -> RunLock:

@@ -86,7 +86,6 @@ def fashion_queries(items: pd.DataFrame, seed: int, n_queries: int, *,
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(queries, judgements)`` graded from the fashion catalogue's attributes (``items``:
     ``item_id``, ``category``, ``sub_category``, ``gender``, ``colour``, ``usage``).
-
     Each query states a seed item's attributes: ``exact``, the article type with every known
     gender, colour and usage ("men navy blue casual shirts"); ``partial``, with one or two
     ("navy blue shirts"); ``vague``, the sub-category with usage / gender said indirectly

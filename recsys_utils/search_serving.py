@@ -1,14 +1,7 @@
 """Serving product search (notebook 07): one SavedModel from raw query strings to product ids,
-chaining the exported text encoder, an optional trained query projection and a ScaNN index::
-
-    tower = build_query_tower(encoder_path, model.query_tower)   # (B,) string -> (B, d)
-    path = export_search_model(tower, item_vectors, item_ids, "artifacts/models/search",
-                               k=10, validation_queries=val_texts, target_recall=0.98)
-    ids, scores = load_search_model(path).search(["red dress for her"])   # (1, 10) each
-
-:func:`export_portable_search_model` uses brute force instead of ScaNN, so it loads
-without the ``scann`` package (``docs/serving.md`` says which to use).
-"""
+chaining the exported text encoder, an optional trained query projection
+(:func:`build_query_tower`) and a ScaNN index (:func:`export_search_model`), or brute force
+(:func:`export_portable_search_model`, which loads without the ``scann`` package)."""
 
 from __future__ import annotations
 
@@ -20,7 +13,6 @@ from typing import Any
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -31,7 +23,7 @@ from .encoder_export import load_exported
 from .schema import DataError
 from .searcher import check_k, check_queries
 from .latency import time_requests
-from .serving import SCANN_SAVE_OPTIONS, ScannSweep, scann_layer, scann_num_leaves, scann_ops
+from .serving import SCANN_SAVE_OPTIONS, scann_layer, scann_num_leaves, scann_ops
 
 __all__ = ["LEAF_SHARES", "LoadedSearchModel", "build_query_tower", "export_portable_search_model",
            "export_search_model", "hub_encoder", "load_search_model", "served_latency",
@@ -81,20 +73,17 @@ def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_id
     vectors = query_tower(tf.constant(queries, tf.string)).numpy()  # (n_queries, d)
     exact, _ = metrics.brute_force_top_k(vectors, item_vectors, min(k, len(item_vectors)))
     exact_ids = np.asarray(item_ids).astype(str)[exact]  # (n_queries, k)
-    rows, indexes = [], {}
+    sweep = []
+    # Fewest leaves first: the first to reach the target is kept (else the last, every leaf).
     for searched in sorted({max(1, round(num_leaves * f)) for f in LEAF_SHARES}):
         index = scann_layer(query_tower, item_vectors, item_ids, k=k, num_leaves=num_leaves,
                             num_leaves_to_search=searched)
         _, found = index(tf.constant(queries, tf.string))  # (scores, ids), each (n_queries, k)
         recall = float(metrics.top_k_overlap(found.numpy().astype(str), exact_ids,
                                              exact.shape[1]).mean())
-        indexes[searched] = index
-        rows.append({"index": "scann", "num_leaves": num_leaves, "num_leaves_to_search": searched,
-                     "recall_at_k": recall})
+        sweep.append({"num_leaves_to_search": searched, "recall_at_k": recall})
         if recall >= target_recall:
-            break  # the fewest leaves that reach the target: more only cost time
-    searched, index = ScannSweep(pd.DataFrame(rows), indexes).choose(target_recall)
-    sweep = [{c: r[c] for c in ("num_leaves_to_search", "recall_at_k")} for r in rows]
+            break
     return index, {"num_leaves": num_leaves, "num_leaves_to_search": searched,
                    "target_recall": target_recall, "n_queries": len(queries), "sweep": sweep}
 
@@ -108,11 +97,10 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
 
     Signature ``serving_default(query: string[B]) -> {"item_ids": string[B, k], "scores":
     float32[B, k]}``; any string works. ``item_vectors`` ``(n_items, d)``: row ``i`` is
-    ``item_ids[i]``. ScaNN: ``num_leaves ≈ sqrt(n_items)``, ``max(4k, 200)`` candidates
-    re-scored exactly. Leaves searched: ``num_leaves_to_search``; else, with
-    ``validation_queries``, the fewest of :data:`LEAF_SHARES` whose top ``k`` keeps
-    ``target_recall`` of the exact top ``k``; else two thirds. Saved in ``index.json``.
-    """
+    ``item_ids[i]``. ScaNN: ``num_leaves ≈ sqrt(n_items)``, ``max(4k, 200)`` candidates re-scored
+    exactly. Leaves searched: ``num_leaves_to_search``; else, with ``validation_queries``, the
+    fewest of :data:`LEAF_SHARES` whose top ``k`` keeps ``target_recall`` of the exact top ``k``;
+    else two thirds. Saved in ``index.json``."""
     item_vectors = _check_vectors(item_vectors, item_ids)
     k = check_k(k)
     n = len(item_vectors)
@@ -161,8 +149,7 @@ def export_portable_search_model(query_tower: tf.keras.Model, item_vectors: np.n
     """:func:`export_search_model` with exact brute force (``O(n_items)`` a request) instead of
     ScaNN: its only non-TensorFlow ops are the tokeniser's (``tensorflow_text``), which stock
     TensorFlow Serving links in. ``index.json``: ``{"index": "brute_force", "n_items": n}``.
-    DataError if vectors and ids do not match or the written graph has a ScaNN op.
-    """
+    DataError if vectors and ids do not match or the written graph has a ScaNN op."""
     item_vectors = _check_vectors(item_vectors, item_ids)
     k = check_k(k)
     index = tfrs.layers.factorized_top_k.BruteForce(query_tower, k=min(k, len(item_vectors)))
@@ -196,8 +183,7 @@ class LoadedSearchModel:
 def load_search_model(path: str | Path) -> LoadedSearchModel:
     """Load an exported search model, importing its custom ops' packages first (a bare
     ``tf.saved_model.load`` fails with ``Op type not registered`` without
-    ``tensorflow_text`` and, for a ScaNN export, ``scann``). DataError if it does not load.
-    """
+    ``tensorflow_text`` and, for a ScaNN export, ``scann``). DataError if it does not load."""
     path = Path(path)
     if not (path / "saved_model.pb").exists():
         raise DataError(f"no SavedModel at {path}: run export_search_model (notebook 07) first")

@@ -1,10 +1,7 @@
 """Run the notebook series in order with papermill.
 
-``make run-all`` and the notebook tests both call :func:`run_series`
-(``python -m recsys_utils.series --dataset synthetic --profile default``). Executed
-notebooks go to ``<run_dir>/notebooks``, artifacts to ``<run_dir>/artifacts``; the cells'
-lines stream to the terminal. Arguments are checked and the run directory locked before
-any kernel starts; a notebook's exception becomes one ``error:`` line (exit code 2).
+``make run-all`` (``python -m recsys_utils.series --dataset synthetic --profile default``) and
+the notebook tests call :func:`run_series`; a notebook's exception becomes one ``error:`` line.
 """
 
 from __future__ import annotations

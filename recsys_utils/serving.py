@@ -1,11 +1,8 @@
-"""Serving a trained retrieval model: exact and ScaNN indexes, SavedModels, latency.
-
-The served model maps a user id string and a request time to the top-K item id strings
-and scores, with the user vocabulary (unknown ids: OOV index 0, empty history) and every
-user's last ``H`` training items baked in; seen items are *not* removed. A ScaNN export
-needs the ``scann`` op library to load; :func:`export_portable_serving_model` uses
-TensorFlow's own ops only (``docs/serving.md``). Every ScaNN index of the course is built
-here (:func:`scann_layer`, :func:`scann_search`)."""
+"""Serving a trained retrieval model: exact and ScaNN indexes (every ScaNN index of the course is
+built here), SavedModel exports, request latency. The served model maps a user id and a request
+time to the top-K item ids and scores; seen items are *not* removed. A ScaNN export needs the
+``scann`` op library to load; :func:`export_portable_serving_model` uses TensorFlow's own ops
+only (``docs/serving.md``)."""
 
 from __future__ import annotations
 
@@ -100,22 +97,18 @@ def scann_num_leaves(n_items: int) -> int:
 
 
 def scann_layer(query_model: tf.keras.Model, item_vectors: np.ndarray, item_ids: Sequence[str],
-                *, k: int, num_leaves: int, num_leaves_to_search: int,
-                num_reordering_candidates: int | None = None, dimensions_per_block: int = 2
+                *, k: int, num_leaves: int, num_leaves_to_search: int
                 ) -> tfrs.layers.factorized_top_k.ScaNN:
     """A TFRS ScaNN index over ``item_vectors`` ``(n_items, d)`` answering ``query_model``:
     ``num_leaves`` partitions (at most ``n_items``), ``num_leaves_to_search`` of them scored
-    by asymmetric hashing (``dimensions_per_block`` dimensions per 4-bit code), the best
-    ``num_reordering_candidates`` (default ``max(4k, 200)``) re-scored exactly."""
+    by asymmetric hashing (2 dimensions per 4-bit code), the best ``max(4k, 200)`` re-scored
+    exactly."""
     n = len(item_vectors)
     num_leaves = min(num_leaves, n)
-    if num_reordering_candidates is None:
-        num_reordering_candidates = min(n, max(4 * k, 200))
     index = tfrs.layers.factorized_top_k.ScaNN(
         query_model, k=min(k, n), num_leaves=num_leaves,
         num_leaves_to_search=min(num_leaves_to_search, num_leaves),
-        num_reordering_candidates=num_reordering_candidates,
-        dimensions_per_block=dimensions_per_block)
+        num_reordering_candidates=min(n, max(4 * k, 200)), dimensions_per_block=2)
     index.index(tf.constant(np.asarray(item_vectors, np.float32)),
                 tf.constant(np.asarray(item_ids).astype(str), tf.string))
     return index
@@ -123,31 +116,29 @@ def scann_layer(query_model: tf.keras.Model, item_vectors: np.ndarray, item_ids:
 
 def scann_search(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
                  scoring: Literal["int8", "ah"] = "ah", dimensions_per_block: int = 2,
-                 anisotropic_quantization_threshold: float = 0.2, reorder: int | None = None,
-                 seed_threads: int = 1) -> tuple[np.ndarray, Any]:
+                 reorder: int | None = None) -> tuple[np.ndarray, Any]:
     """Top-k of ``queries`` ``(n_queries, d)`` over ``table`` ``(n, d)`` by a ScaNN searcher
     with quantized scoring (no tree): ``(indices (n_queries, k) int64, searcher)``.
 
     Args:
         scoring: ``"int8"``: brute force over int8 scalar-quantized rows; ``"ah"``: asymmetric
             hashing, each block of ``dimensions_per_block`` dimensions coded as one of 16
-            centres, the anisotropic loss weighting the error parallel to the vector by the
-            threshold.
+            centres, the anisotropic loss weighting the error parallel to the vector (threshold
+            0.2).
         reorder: re-score this many AH candidates exactly (``None``: the quantized ranking).
     """
     from scann import scann_ops_pybind
     from scann.scann_ops.py.scann_builder import ReorderType
     db = np.ascontiguousarray(table, np.float32)
     builder = scann_ops_pybind.builder(db, k, "dot_product")
-    builder.set_n_training_threads(seed_threads)
+    builder.set_n_training_threads(1)
     if scoring == "int8":
         builder = builder.score_brute_force(quantize=ReorderType.INT8)
     elif scoring == "ah":
         if len(db) < 16:
             raise DataError(f"asymmetric hashing needs >= 16 rows to train, got {len(db)}")
-        builder = builder.score_ah(
-            dimensions_per_block, training_sample_size=len(db),
-            anisotropic_quantization_threshold=anisotropic_quantization_threshold)
+        builder = builder.score_ah(dimensions_per_block, training_sample_size=len(db),
+                                   anisotropic_quantization_threshold=0.2)
         if reorder:
             builder = builder.reorder(int(reorder))
     else:
@@ -160,7 +151,6 @@ def scann_search(queries: np.ndarray, table: np.ndarray, k: int = 10, *,
 
 def build_scann(result: RetrievalResult, data: RecData, *, k: int = 100,
                 num_leaves: int | None = None, num_leaves_to_search: int | None = None,
-                num_reordering_candidates: int | None = None, dimensions_per_block: int = 2,
                 query_model: UserQueryModel | None = None) -> tfrs.layers.factorized_top_k.ScaNN:
     """ScaNN index over all items, querying by user id (:func:`scann_layer`).
 
@@ -175,9 +165,7 @@ def build_scann(result: RetrievalResult, data: RecData, *, k: int = 100,
         num_leaves_to_search = max(min(10, num_leaves), num_leaves // 3)
     query_model = query_model or UserQueryModel(result, data)
     return scann_layer(query_model, result.item_embeddings(), data.vocab.item_ids, k=k,
-                       num_leaves=num_leaves, num_leaves_to_search=num_leaves_to_search,
-                       num_reordering_candidates=num_reordering_candidates,
-                       dimensions_per_block=dimensions_per_block)
+                       num_leaves=num_leaves, num_leaves_to_search=num_leaves_to_search)
 
 
 def recommend(index: TopK, user_ids: Any, timestamps: Any | None = None, k: int | None = None
@@ -399,7 +387,8 @@ def same_top_k(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[str],
     """True when the reloaded model returns the same top-``k`` as ``index``: scores agree
     within ``tie_tolerance`` at every rank, ids except where two scores tie within it (eager
     vs graph rounding may order ties either way)."""
-    (ids_a, scores_a), (ids_b, scores_b) = _both(index, loaded, user_ids, timestamps)
+    ids_a, scores_a = recommend(index, user_ids, timestamps)
+    ids_b, scores_b = loaded.recommend(user_ids, timestamps)
     ids_a, ids_b = ids_a[:, :k], ids_b[:, :k]
     if not np.allclose(scores_a[:, :k], scores_b[:, :k], rtol=0.0, atol=tie_tolerance):
         return False
@@ -415,15 +404,10 @@ def top_k_agreement(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[
     """``{"overlap": mean |A ∩ B| / k, "identical_rows": share of users whose top k is
     identical in order}`` between a reloaded model and the in-memory index (rounding swaps
     near-ties: ``overlap`` is the robust check, ``identical_rows`` the strict one)."""
-    (ids_a, _), (ids_b, _) = _both(index, loaded, user_ids, timestamps)
+    ids_a, _ = recommend(index, user_ids, timestamps)
+    ids_b, _ = loaded.recommend(user_ids, timestamps)
     return {"overlap": float(metrics.top_k_overlap(ids_b, ids_a, k).mean()),
             "identical_rows": float(np.mean((ids_a[:, :k] == ids_b[:, :k]).all(axis=1)))}
-
-
-def _both(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[str], timestamps: Any
-          ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``(ids, scores)`` of the in-memory ``index`` and of the reloaded model."""
-    return recommend(index, user_ids, timestamps), loaded.recommend(user_ids, timestamps)
 
 
 # ------------------------------------------------------------------------------ numeric exports

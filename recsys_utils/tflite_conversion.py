@@ -1,8 +1,6 @@
-"""TFLite conversion of exported SavedModels (notebook 06): convert, inspect, run.
-
-A failed conversion is a recorded :class:`ConversionResult`, never an exception.
-Import ``recsys_utils`` before TensorFlow.
-"""
+"""TFLite conversion of exported SavedModels (notebook 06): convert, inspect, run. A failed
+conversion is a recorded :class:`ConversionResult`, never an exception. Import ``recsys_utils``
+before TensorFlow."""
 
 from __future__ import annotations
 
@@ -54,8 +52,7 @@ class ConversionResult:
     message shortened to the lines that say why. ``float_ops`` counts compute ops with float32
     activations (for ``dynamic_int8`` the "hybrid" matrix multiplies: int8 weights, float inputs
     and outputs); ``kept_float`` the op types kept float on purpose; ``weight_bytes`` the bytes of
-    constant tensors by dtype name.
-    """
+    constant tensors by dtype name."""
 
     mode: str
     ok: bool
@@ -90,10 +87,9 @@ class ConversionResult:
 def _native_output_to_file() -> Iterator[None]:
     """Send C++-level stdout/stderr to a temporary file while the converter runs.
 
-    The MLIR converter writes pages of diagnostics to fd 2 while holding the
-    GIL; in Jupyter that fd is a pipe drained by a Python thread, so a long
-    message fills it and the kernel deadlocks (seen with the string-input encoder).
-    """
+    The MLIR converter writes pages of diagnostics to fd 2 while holding the GIL; in Jupyter that
+    fd is a pipe drained by a Python thread, so a long message fills it and the kernel deadlocks
+    (seen with the string-input encoder)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             stream.flush()
@@ -154,10 +150,8 @@ def _samples(data: Any, limit: int | None, specs: Mapping[str, Any]
     if data is None:
         raise DataError("full_int8 needs representative_data: real model inputs to calibrate "
                         "activation ranges", source="representative_data")
-    if isinstance(data, Mapping):
-        arrays = {k: np.asarray(v) for k, v in data.items()}
-        data = [{k: v[i:i + 1] for k, v in arrays.items()}
-                for i in range(len(next(iter(arrays.values()))))]
+    if isinstance(data, Mapping):  # one (1, ...) sample per row
+        data = [slice_rows(data, i, i + 1) for i in range(count_rows(data))]
     source = data if callable(data) else functools.partial(iter, list(data))
 
     def gen():
@@ -165,8 +159,7 @@ def _samples(data: Any, limit: int | None, specs: Mapping[str, Any]
             if not isinstance(sample, Mapping):
                 raise DataError("each representative sample must be a {input name: array} dict, "
                                 f"got {type(sample).__name__}", source="representative_data")
-            missing = set(specs) - set(sample)
-            if missing:
+            if missing := set(specs) - set(sample):
                 raise DataError(f"representative sample lacks inputs {sorted(missing)}; the "
                                 f"signature takes {sorted(specs)}", source="representative_data")
             yield {k: np.asarray(sample[k]).astype(specs[k].dtype.as_numpy_dtype) for k in specs}
@@ -185,12 +178,11 @@ def convert_saved_model(
     ``<saved_model_dir>.<mode>.tflite``). ``representative_data``: ``full_int8`` calibration
     inputs, real ones (the activation ranges come from them): a callable returning an iterable of
     ``{input name: (1, ...) array}``, such an iterable, or one ``{input name: (n, ...) array}``
-    mapping. ``full_int8`` only: ``allow_float_fallback=False`` demands int8 for every compute
-    op, else the result is a failure naming the float ops; ``keep_float_ops``: TFLite op types
-    (e.g. ``"SOFTMAX"``) kept float on purpose through the quantization debugger, see
-    :data:`recsys_utils.token_encoder.ENCODER_FLOAT_OPS`. DataError: unknown mode, no
-    SavedModel / signature at the path, or ``keep_float_ops`` without ``allow_float_fallback``.
-    """
+    mapping. ``full_int8`` only: ``allow_float_fallback=False`` demands int8 for every compute op,
+    else the result is a failure naming the float ops; ``keep_float_ops``: TFLite op types (e.g.
+    ``"SOFTMAX"``) kept float on purpose through the quantization debugger, see
+    :data:`recsys_utils.token_encoder.ENCODER_FLOAT_OPS`. DataError: unknown mode, no SavedModel /
+    signature at the path, or ``keep_float_ops`` without ``allow_float_fallback``."""
     import tensorflow as tf
 
     if mode not in MODES:
@@ -252,10 +244,8 @@ def convert_all(
     modes: Sequence[str] = MODES, keep_float_ops: Sequence[str] = (),
     signature_key: str = "serving_default", progress: bool = True,
 ) -> list[ConversionResult]:
-    """Convert one SavedModel in every mode to ``out_dir/<name>.<mode>.tflite``.
-
-    Failures are recorded in their result; the sweep always completes.
-    """
+    """Convert one SavedModel in every mode to ``out_dir/<name>.<mode>.tflite``; failures are
+    recorded in their result, so the sweep always completes."""
     return [convert_saved_model(saved_model_dir, mode,
                                 out_path=Path(out_dir) / f"{name}.{mode}.tflite",
                                 representative_data=representative_data,
@@ -280,8 +270,7 @@ def _graph(model: str | Path | bytes) -> tuple[dict[int, dict], list[dict], set[
     """Tensor details by index, op details, activation and constant tensor indices.
 
     Read from the flatbuffer's main subgraph with LiteRT's schema reader: the interpreter's
-    op-level view is private and ``tf.lite.experimental.Analyzer`` only prints text.
-    """
+    op-level view is private and ``tf.lite.experimental.Analyzer`` only prints text."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     if isinstance(model, bytes):
@@ -312,11 +301,8 @@ def _nbytes(detail: Mapping[str, Any]) -> int:
 
 
 def analyze_tflite(model: str | Path | bytes) -> dict[str, Any]:
-    """Op inventory: ``{"op_counts": {op: n}, "float_ops": {op: n}, "weight_bytes": {dtype: n}}``.
-
-    ``float_ops`` counts compute ops with a float32 activation (non-constant)
-    input or output, ``weight_bytes`` sums constant tensors by dtype.
-    """
+    """Op inventory: ``{"op_counts": {op: n}, "float_ops": {op: n}, "weight_bytes": {dtype: n}}``;
+    ``float_ops`` counts compute ops with a float32 activation (non-constant) input or output."""
     details, ops, activations, constants = _graph(model)
     op_counts = collections.Counter(op["op_name"] for op in ops)
     float_ops = collections.Counter(
@@ -333,10 +319,9 @@ def analyze_tflite(model: str | Path | bytes) -> dict[str, Any]:
 def constant_tensors(model: str | Path | bytes) -> pd.DataFrame:
     """The constant tensors of a TFLite model, largest first: ``name, shape, dtype, bytes``.
 
-    A full-integer file can be larger than the dynamic-range one: a table read
-    by two GATHER ops (the ranker's candidate and history lookups) is stored
-    once per lookup, since each output has its own calibrated scale.
-    """
+    A full-integer file can be larger than the dynamic-range one: a table read by two GATHER ops
+    (the ranker's candidate and history lookups) is stored once per lookup, since each output has
+    its own calibrated scale."""
     details, _, _, constants = _graph(model)
     rows = [{"name": details[i]["name"], "shape": tuple(int(v) for v in details[i]["shape"]),
              "dtype": details[i]["dtype"].name, "bytes": _nbytes(details[i])}
@@ -351,8 +336,7 @@ class TFLiteRunner:
     ``runner(inputs)`` takes ``{input name: (batch, ...) array}`` (a bare array for a single-input
     model), cast to the model's dtypes, and returns the output array of a single-output model, else
     ``{output name: array}``. ``num_threads`` defaults to all cores. DataError when there is no
-    model at ``path`` (``None``: a conversion that failed).
-    """
+    model at ``path`` (``None``: a conversion that failed)."""
 
     def __init__(self, path: str | Path | None, num_threads: int | None = None,
                  signature_key: str = "serving_default") -> None:
@@ -376,8 +360,7 @@ class TFLiteRunner:
                 raise DataError(f"model takes inputs {sorted(self.input_details)}; pass a dict",
                                 source="tflite")
             inputs = {next(iter(self.input_details)): inputs}
-        missing = set(self.input_details) - set(inputs)
-        if missing:
+        if missing := set(self.input_details) - set(inputs):
             raise DataError(f"missing model inputs {sorted(missing)}; the model takes "
                             f"{sorted(self.input_details)}", source="tflite")
         out = self._runner(**{k: np.asarray(inputs[k]).astype(d["dtype"], copy=False)

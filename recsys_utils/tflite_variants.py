@@ -1,8 +1,6 @@
-"""Size, CPU latency and quality of each TFLite variant of a model (notebook 06).
-
-One model (:func:`measure_variants`), the query + item tower pair
-(:func:`measure_towers`), and every model's rows in one table (:func:`size_quality_table`).
-"""
+"""Size, CPU latency and quality of each TFLite variant of a model (notebook 06): one model
+(:func:`measure_variants`), the query + item tower pair (:func:`measure_towers`), and every
+model's rows in one table (:func:`size_quality_table`)."""
 
 from __future__ import annotations
 
@@ -24,8 +22,7 @@ from .tflite_conversion import MODES, ConversionResult, TFLiteRunner
 if TYPE_CHECKING:
     from .features import QuerySet
 
-__all__ = ["TFLiteTowers", "TowerMeasurement", "measure_towers", "measure_variants",
-           "size_quality_table"]
+__all__ = ["TowerMeasurement", "measure_towers", "measure_variants", "size_quality_table"]
 
 #: Conversions, by mode or as a list (e.g. from ``tflite_conversion.convert_all``).
 Results = Mapping[str, ConversionResult] | Sequence[ConversionResult]
@@ -54,19 +51,16 @@ def measure_variants(
 ) -> pd.DataFrame:
     """One row per conversion: size, CPU latency and throughput, and quality.
 
-    ``quality(mode, runner) -> float`` runs first, variant by variant, on a
-    ``batch_threads`` runner (``None``: all cores); a ``RuntimeError`` or
-    ``ValueError`` there (an int8 kernel can fail at run time) is recorded in
-    ``error``, a :class:`DataError` raised. The variants that ran are then timed
-    together on ``timing_inputs`` by :func:`recsys_utils.latency.compare_latency`:
-    single queries on ``latency_threads`` (default 1: a sub-millisecond model
-    spends more time waking threads than computing), batches of ``batch_size``
-    on ``batch_threads``. ``extra_bytes``: mode -> bytes added to the size (e.g.
-    a second tower). Failed conversions get a row with their error only.
-    Columns: ``model, variant, ok, size_mb, median_ms, p95_ms, round_min_ms,
-    round_max_ms, throughput, num_threads, batch_threads, quality,
-    quality_metric, float_ops, kept_float, error``.
-    """
+    ``quality(mode, runner) -> float`` runs first, variant by variant, on a ``batch_threads``
+    runner (``None``: all cores); a ``RuntimeError`` or ``ValueError`` there (an int8 kernel can
+    fail at run time) is recorded in ``error``, a :class:`DataError` raised. The variants that ran
+    are then timed together on ``timing_inputs`` by :func:`recsys_utils.latency.compare_latency`:
+    single queries on ``latency_threads`` (default 1: a sub-millisecond model spends more time
+    waking threads than computing), batches of ``batch_size`` on ``batch_threads``.
+    ``extra_bytes``: mode -> bytes added to the size (e.g. a second tower). Failed conversions get
+    a row with their error only. Columns: ``model, variant, ok, size_mb, median_ms, p95_ms,
+    round_min_ms, round_max_ms, throughput, num_threads, batch_threads, quality, quality_metric,
+    float_ops, kept_float, error``."""
     batch_threads = int(batch_threads or os.cpu_count() or 1)
     rows, runners = {}, {}
     for r in track(list(_as_by_mode(results).values()), desc=f"quality of {model}", unit="variant",
@@ -100,37 +94,12 @@ def measure_variants(
                                   batch_fns={m: batch for m, (_, batch) in runners.items()},
                                   rounds=rounds, repeats=repeats, batch_size=batch_size)
         for mode, timing in timings.items():
-            fastest, slowest = timing.spread_ms
+            per_round = timing.round_medians_ms or (timing.median_ms,)
             rows[mode].update(median_ms=timing.median_ms, p95_ms=timing.p95_ms,
-                              round_min_ms=fastest, round_max_ms=slowest,
+                              round_min_ms=min(per_round), round_max_ms=max(per_round),
                               throughput=timing.throughput, num_threads=timing.num_threads,
                               batch_threads=timing.batch_threads)
     return pd.DataFrame(list(rows.values()))
-
-
-class TFLiteTowers:
-    """Query and item towers exported by ``serving.export_towers``, run by TFLite.
-
-    Quacks like a :class:`~recsys_utils.retrieval.RetrievalResult`, so
-    :func:`recsys_utils.retrieval.evaluate_retrieval` scores a quantized pair.
-    """
-
-    def __init__(self, query: TFLiteRunner, item: TFLiteRunner, n_items: int,
-                 variant: str = "tflite", batch_size: int = 256) -> None:
-        self.query, self.item, self.n_items = query, item, int(n_items)
-        self.variant, self.batch_size = variant, batch_size
-
-    def query_embeddings(self, features: Mapping[str, np.ndarray], batch_size: int | None = None
-                         ) -> np.ndarray:
-        """``(n, D)`` float32 from query feature arrays (each ``(n, ...)``)."""
-        inputs = {k: np.asarray(features[k]) for k in QUERY_INPUTS}
-        return np.asarray(self.query.predict(inputs, batch_size or self.batch_size), np.float32)
-
-    def item_embeddings(self, batch_size: int | None = None) -> np.ndarray:
-        """``(n_items, D)`` float32 embeddings of the whole catalogue."""
-        items = np.arange(self.n_items, dtype=np.int32)
-        return np.asarray(self.item.predict({"item": items}, batch_size or self.batch_size),
-                          np.float32)
 
 
 @dataclasses.dataclass
@@ -141,8 +110,7 @@ class TowerMeasurement:
     ``(n_queries, k)`` top-k items; ``agreement`` mode -> mean top-k overlap with the reference's
     lists; ``query_vectors`` / ``item_vectors`` come from the reference towers (``None`` if they
     did not run); ``recall_interval`` mode -> paired 95% bootstrap interval of the mode's Recall@k
-    minus the reference's (one holding 0 is within noise).
-    """
+    minus the reference's (one holding 0 is within noise)."""
 
     table: pd.DataFrame
     ranked: dict[str, np.ndarray]
@@ -163,8 +131,7 @@ def measure_towers(
     convert). Recall@k ranks the whole catalogue, item tower inputs ``0 .. n_items - 1``, per query
     as :func:`~recsys_utils.retrieval.evaluate_retrieval` does. The size is both files; latency is
     the query tower's (item vectors are computed offline). ``reference``: the mode compared with,
-    whose vectors are returned.
-    """
+    whose vectors are returned."""
     query_by_mode, item_by_mode = _as_by_mode(query_results), _as_by_mode(item_results)
     pairs = {}
     for mode, q in query_by_mode.items():
@@ -174,14 +141,15 @@ def measure_towers(
             q = dataclasses.replace(q, ok=False, path=None, size_bytes=None,
                                     error=f"item tower {mode} {why}")
         pairs[mode] = q
+    features = {name: np.asarray(queries.features[name]) for name in QUERY_INPUTS}
     ranked: dict[str, np.ndarray] = {}
     vectors: dict[str, np.ndarray] = {}
 
     def recall(mode: str, query_runner: TFLiteRunner) -> float:
         item_runner = TFLiteRunner(item_by_mode[mode].path, num_threads=query_runner.num_threads)
-        towers = TFLiteTowers(query_runner, item_runner, n_items, variant=mode)
-        query_vectors = towers.query_embeddings(queries.features)
-        item_vectors = towers.item_embeddings()
+        query_vectors = np.asarray(query_runner.predict(features), np.float32)
+        item_vectors = np.asarray(item_runner.predict({"item": np.arange(n_items, dtype=np.int32)}),
+                                  np.float32)
         ranked[mode] = retrieval.rank_items(query_vectors, item_vectors, k, exclude=queries.exclude)
         if mode == reference:
             vectors.update(query=query_vectors, item=item_vectors)
@@ -189,7 +157,7 @@ def measure_towers(
 
     table = measure_variants(
         pairs, model="towers", quality=recall, quality_metric=f"Recall@{k}",
-        timing_inputs={name: queries.features[name] for name in QUERY_INPUTS},
+        timing_inputs=features,
         extra_bytes={m: r.size_bytes for m, r in item_by_mode.items() if r.ok},
         batch_threads=batch_threads, latency_threads=latency_threads, repeats=repeats,
         rounds=rounds, batch_size=batch_size, progress=progress)
@@ -210,11 +178,10 @@ def size_quality_table(rows: Sequence[Mapping[str, Any]], *, reference: str = "f
                        ) -> pd.DataFrame:
     """One row per (model, variant), sizes and latencies relative to ``reference``.
 
-    ``rows`` are dicts with at least ``model``, ``variant`` and ``size_mb``,
-    plus any measurements. Adds ``x_smaller`` (reference size / size) and, with
-    ``median_ms``, ``speedup`` (reference median / median). Models keep their
-    order of appearance, variants follow :data:`MODES` (others after).
-    """
+    ``rows`` are dicts with at least ``model``, ``variant`` and ``size_mb``, plus any measurements.
+    Adds ``x_smaller`` (reference size / size) and, with ``median_ms``, ``speedup`` (reference
+    median / median). Models keep their order of appearance, variants follow :data:`MODES` (others
+    after)."""
     df = pd.DataFrame(list(rows))
     if df.empty:
         return df

@@ -1,8 +1,6 @@
-"""The text encoder without its tokenizer, for TFLite (notebook 06).
-
-TFLite has no builtins for the tensorflow-text tokenizer ops, so the transformer
-is exported alone, taking token ids, and the helpers here tokenize in Python for it.
-"""
+"""The text encoder without its tokenizer, for TFLite (notebook 06): TFLite has no builtins for
+the tensorflow-text tokenizer ops, so the transformer is exported alone, taking token ids, and
+the helpers here tokenize in Python for it."""
 
 from __future__ import annotations
 
@@ -36,16 +34,12 @@ ENCODER_FLOAT_OPS: tuple[str, ...] = (
 
 
 def export_token_encoder(encoder: Any, path: str | Path) -> Path:
-    """Export a :class:`recsys_utils.text.TextEncoder`'s transformer for TFLite, atomically.
-
-    Signature ``serving_default(token_ids, padding_mask)``, both ``(batch,
-    length)`` int32, output ``embedding`` ``(batch, dim)`` float32 unit vectors.
-    The graph is the encoder's own ``embed_tokens`` (backbone, pooling, L2
-    norm), so the float model computes the same vectors as ``encoder.encode``.
-
-    Raises:
-        DataError: the encoder is not float32 (a bfloat16 graph is no float reference).
-    """
+    """Export a :class:`recsys_utils.text.TextEncoder`'s transformer for TFLite, atomically:
+    signature ``serving_default(token_ids, padding_mask)``, both ``(batch, length)`` int32, output
+    ``embedding`` ``(batch, dim)`` float32 unit vectors. The graph is the encoder's own
+    ``embed_tokens`` (backbone, pooling, L2 norm), so the float model computes the same vectors
+    as ``encoder.encode``. DataError if the encoder is not float32 (a bfloat16 graph is no float
+    reference)."""
     import tensorflow as tf
 
     if getattr(encoder, "precision", "float32") != "float32":
@@ -87,10 +81,8 @@ def encode_bucketed(runner: TFLiteRunner, encoder: Any, texts: Sequence[str], *,
                     batch_size: int | None = None) -> np.ndarray:
     """``(len(texts), d)`` float32 from a TFLite token-id encoder, in input order.
 
-    Unique texts go through ``encoder.batches`` (sorted by length, each batch
-    padded to its longest text), so the TFLite model sees exactly the batches
-    ``TextEncoder.encode`` computes.
-    """
+    Unique texts go through ``encoder.batches`` (sorted by length, each batch padded to its longest
+    text), so the TFLite model sees exactly the batches ``TextEncoder.encode`` computes."""
     unique = list(dict.fromkeys(texts))
     position = {t: i for i, t in enumerate(unique)}
     vectors: np.ndarray | None = None
