@@ -597,7 +597,7 @@ def test_ranking_table_has_the_joint_model_and_scann_table_the_sweep():
     assert list(sweep.loc[sweep["served"] == "yes", "leaves searched"]) == [5]
     assert sweep["recall@10"].tolist() == pytest.approx([1.0, 0.90, 0.99, 1.0])
     assert str(sweep["leaves searched"].dtype) == "Int64"  # counts print as 5, not 5.000
-    shown = report.render._markdown_table(report.render._display(sweep))
+    shown = report.render._markdown_table(sweep)
     assert "| scann | 5 | 20 |" in shown and "| brute force | – | – |" in shown
     del m["04_tfrs_retrieval"]["scann"]["sweep"]
     assert "sweep" in report.scann_table(m).attrs["note"]

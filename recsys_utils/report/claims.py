@@ -191,9 +191,8 @@ def _claim_pretrained_text(metrics: Mapping[str, Any]) -> Verdict:
     if not rec:
         return (NOT_MEASURABLE, evidence or "no measurement",
                 "notebook 04's text vs facts-only towers not measured")
-    favour = sum(c.outcome == "favours" for c in measured)
-    against = sum(c.outcome == "against" for c in measured)
-    ties = len(measured) - favour - against
+    favour, ties, against = (sum(c.outcome == o for c in measured)
+                             for o in ("favours", "tie", "against"))
     # Ties count as not favouring: "improves" needs more than half of what was measured.
     majority = 2 * favour > len(measured)
     verdict = (SUPPORTED if majority and "favours" in rec and "against" not in rec
@@ -507,13 +506,25 @@ def _claim_quantization(metrics: Mapping[str, Any]) -> dict[str, Verdict]:
     return out
 
 
-def _check(value: float, passes: Callable[[float], bool], describe: Callable[[float], str],
-           missing: str) -> tuple[bool | None, str]:
-    """One check of claim 5: ``None`` (not measurable) when ``value`` is missing or NaN."""
+def _check(value: float, ok: bool, text: str, missing: str,
+           why: str = "") -> tuple[bool | None, str]:
+    """One check of claim 5: ``None`` (not measurable) when ``value`` is missing or NaN.
+
+    ``text`` states the measurement, ``missing`` what was not measured; ``why``
+    follows the check's "passes" or "fails".
+    """
     if not math.isfinite(value):
         return None, f"{missing} not measured"
-    ok = bool(passes(value))
-    return ok, f"{describe(value)} ({'passes' if ok else 'fails'})"
+    return ok, f"{text} ({'passes' if ok else 'fails'}{why})"
+
+
+def _serving_checks(name: str, index: str, recall: float, p95: float,
+                    beside: str = "") -> list[tuple[bool | None, str]]:
+    """A served index's recall of the exact top 10 and its p95 latency, ``name``'s checks."""
+    return [_check(recall, recall >= MIN_ANN_RECALL,
+                   f"{index}: {recall:.3f} of the exact top 10 returned", f"{name} recall"),
+            _check(p95, p95 <= MAX_REALTIME_P95_MS, f"p95 latency {p95:.2f} ms{beside}",
+                   f"{name} p95 latency")]
 
 
 def _served_leaves(scann: Mapping[str, Any]) -> tuple[float, float]:
@@ -529,22 +540,11 @@ def _served_leaves(scann: Mapping[str, Any]) -> tuple[float, float]:
 
 def _leaves_check(searched: float, total: float) -> tuple[bool | None, str]:
     """Does a served ScaNN index search fewer leaves than it has (i.e. is it approximate)?"""
-    if not (math.isfinite(searched) and math.isfinite(total)):
-        return None, "leaves searched / leaves in the index not measured"
-    approximate = searched < total
-    return approximate, (f"searches {searched:.0f} of {total:.0f} leaves"
-                         + (" (passes)" if approximate else
-                            " (fails: needed every leaf at this catalogue size, so the served "
-                            "index is exhaustive search, not approximate)"))
-
-
-def _speed_check(scann_ms: float, brute_ms: float) -> tuple[bool | None, str]:
-    if not (math.isfinite(scann_ms) and math.isfinite(brute_ms)) or scann_ms <= 0:
-        return None, "ScaNN or brute-force median latency not measured"
-    speedup = brute_ms / scann_ms
-    ok = speedup >= MIN_ANN_SPEEDUP
-    return ok, (f"median {scann_ms:.2f} ms vs brute force {brute_ms:.2f} ms: {speedup:.2f}x "
-                f"brute force's speed ({'passes' if ok else 'fails'}: needs {MIN_ANN_SPEEDUP:g}x)")
+    unsearched = total - searched  # NaN unless both are measured
+    return _check(unsearched, unsearched > 0, f"searches {searched:.0f} of {total:.0f} leaves",
+                  "leaves searched / leaves in the index",
+                  "" if unsearched > 0 else (": needed every leaf at this catalogue size, so the "
+                                             "served index is exhaustive search, not approximate"))
 
 
 def _claim_search(metrics: Mapping[str, Any]) -> Verdict:
@@ -554,35 +554,32 @@ def _claim_search(metrics: Mapping[str, Any]) -> Verdict:
     brute_p95 = num(brute.get("p95_ms"))
     beside = (f" vs brute force {brute_p95:.2f} ms on the same requests"
               if math.isfinite(brute_p95) else ", brute force's not measured")
-    # Each check: (part of notebook 04?, passed: True / False / None = not measurable, words).
-    checks: list[tuple[bool, bool | None, str]] = [
-        (True, *_check(num(scann.get("recall@10_vs_brute_force")), lambda r: r >= MIN_ANN_RECALL,
-                       lambda r: f"notebook 04 ScaNN index: {r:.3f} of the exact top 10 returned",
-                       "notebook 04 ScaNN recall")),
-        (True, *_check(num(served.get("p95_ms")), lambda p: p <= MAX_REALTIME_P95_MS,
-                       lambda p: f"p95 latency {p:.2f} ms{beside}",
-                       "notebook 04 ScaNN p95 latency")),
-        (True, *_speed_check(num(served.get("median_ms")), num(brute.get("median_ms")))),
-        (True, *_leaves_check(*_served_leaves(scann)))]
+    recall, p95 = num(scann.get("recall@10_vs_brute_force")), num(served.get("p95_ms"))
+    scann_ms, brute_ms = num(served.get("median_ms")), num(brute.get("median_ms"))
+    # NaN (not measured) unless both medians are, ScaNN's above zero.
+    speedup = brute_ms / scann_ms if math.isfinite(scann_ms) and scann_ms > 0 else math.nan
+    # Each check: (passed: True / False / None = not measurable, words); notebook 04's first.
+    core = [*_serving_checks("notebook 04 ScaNN", "notebook 04 ScaNN index", recall, p95, beside),
+            _check(speedup, speedup >= MIN_ANN_SPEEDUP,
+                   f"median {scann_ms:.2f} ms vs brute force {brute_ms:.2f} ms: {speedup:.2f}x "
+                   "brute force's speed", "ScaNN or brute-force median latency",
+                   f": needs {MIN_ANN_SPEEDUP:g}x"),
+            _leaves_check(*_served_leaves(scann))]
+    checks = list(core)
     notes = []
     try:
         m = stage_summary(metrics, SEARCH)
         if m.get("has_queries") is not False and m.get("served_overlap_at_k") is not None:
             label = "notebook 07 served ScaNN search model (query encoding included)"
-            checks += [
-                (False, *_check(num(m["served_overlap_at_k"]), lambda r: r >= MIN_ANN_RECALL,
-                                lambda r: f"{label}: {r:.3f} of the exact top 10 returned",
-                                f"{label} recall")),
-                (False, *_check(num(dig(m, "served_latency_ms", "p95_ms")),
-                                lambda p: p <= MAX_REALTIME_P95_MS,
-                                lambda p: f"p95 latency {p:.2f} ms", f"{label} p95 latency"))]
+            checks += _serving_checks(label, label, num(m["served_overlap_at_k"]),
+                                      num(dig(m, "served_latency_ms", "p95_ms")))
             index = m.get("served_index") or {}
             if index:
-                checks.append((False, *_leaves_check(num(index.get("num_leaves_to_search")),
-                                                     num(index.get("num_leaves")))))
+                checks.append(_leaves_check(num(index.get("num_leaves_to_search")),
+                                            num(index.get("num_leaves"))))
     except Missing as missing:
         notes.append(f"search not measured: {missing}")
-    words = [w for _, _, w in checks] + notes
+    words = [w for _, w in checks] + notes
     # Items in the catalogue: notebook 01's count, else notebook 07's.
     n_items = next((n for n in (num(dig(metrics, s, "n_items")) for s in (DATA, SEARCH))
                     if math.isfinite(n)), float("nan"))
@@ -598,14 +595,12 @@ def _claim_search(metrics: Mapping[str, Any]) -> Verdict:
                 f"{size} < {MIN_ANN_ITEMS:,}: too small to judge; see docs/performance.md's ANN "
                 "benchmark")
     evidence = f"a catalogue of {n_items:,.0f} items; " + "; ".join(words)
-    failed = [w for _, ok, w in checks if ok is False]
+    failed = [w for ok, w in checks if ok is False]
     if failed:
         return NOT_SUPPORTED, evidence, "fails: " + "; ".join(failed)
-    if any(ok is None for core, ok, _ in checks if core):
+    if any(ok is None for ok, _ in core):
         return NOT_MEASURABLE, evidence, "a notebook 04 measurement is missing"
-    speedup = num(brute.get("median_ms")) / num(served.get("median_ms"))
-    return SUPPORTED, evidence, (f"{num(scann.get('recall@10_vs_brute_force')):.3f} of the exact "
-                                 f"top 10, p95 {num(served.get('p95_ms')):.2f} ms, "
+    return SUPPORTED, evidence, (f"{recall:.3f} of the exact top 10, p95 {p95:.2f} ms, "
                                  f"{speedup:.1f}x brute force's speed")
 
 

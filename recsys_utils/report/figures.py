@@ -33,6 +33,15 @@ def figure_png(fig: Any, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
+def _finish(fig: Any, ax: Any, xlabel: str, title: str, grid: str = "x"):
+    """``fig`` with its x label, title and a light grid along ``grid``, laid out."""
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis=grid, alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def plot_retrieval(metrics: Mapping[str, Any], metric: str = "recall@50"):
     """Horizontal grouped bars: ``metric`` of every retrieval model, warm and cold-start.
 
@@ -56,12 +65,10 @@ def plot_retrieval(metrics: Mapping[str, Any], metric: str = "recall@50"):
                 height=height, label=column)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()  # notebook 04's order, top to bottom
-    ax.set_xlabel(metric.replace("recall", "Recall").replace("ndcg", "NDCG") + " (test users)")
-    ax.set_title(f"Retrieval over the full catalogue ({dataset_name(metrics)})")
-    ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, frameon=True)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax,
+                   metric.replace("recall", "Recall").replace("ndcg", "NDCG") + " (test users)",
+                   f"Retrieval over the full catalogue ({dataset_name(metrics)})")
 
 
 def plot_chain(metrics: Mapping[str, Any]):
@@ -76,11 +83,7 @@ def plot_chain(metrics: Mapping[str, Any]):
     fig, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 0.3 * lines + 0.2 * len(table) + 1.2))
     colors = ["tab:grey" if i == 0 else "tab:blue" for i in range(len(table))]
     ax.barh(labels[::-1], table["NDCG@10"].to_numpy()[::-1], color=colors[::-1])
-    ax.set_xlabel("NDCG@10 (test users)")
-    ax.set_title("Retrieval alone vs retrieve-then-rank")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "NDCG@10 (test users)", "Retrieval alone vs retrieve-then-rank")
 
 
 def plot_fusion(metrics: Mapping[str, Any]):
@@ -96,11 +99,7 @@ def plot_fusion(metrics: Mapping[str, Any]):
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(values) + 1.2))
     ax.barh([_wrap(i) for i in values.index[::-1]], values.to_numpy()[::-1],
             color=["tab:blue" if k == "fusion" else "tab:grey" for k in kinds[::-1]])
-    ax.set_xlabel(f"held-out {metric}")
-    ax.set_title("Single modalities (grey) and fusions (blue)")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, f"held-out {metric}", "Single modalities (grey) and fusions (blue)")
 
 
 def plot_quantization(metrics: Mapping[str, Any], x: str = "size_mb"):
@@ -136,15 +135,11 @@ def plot_search(metrics: Mapping[str, Any]):
     fig, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 3.8))
     frame.plot.bar(ax=ax, rot=0)
     ax.set_xticklabels([_wrap(k, 14) for k in frame.index])
-    ax.set_xlabel("")
     ax.set_ylabel("NDCG@10 (test queries)")
-    ax.set_title("Product search by query kind")
     # Below the axes, one row: a legend inside would cover the bars.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(5, len(frame.columns)),
               fontsize=8, frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "", "Product search by query kind", grid="y")
 
 
 #: Figure name -> (plot function, report section it belongs to, caption).

@@ -1,18 +1,17 @@
 """The report as a document: Markdown (PNG figures beside it) and one self-contained HTML page.
 
-:func:`_document` lays out the sections once as blocks; the Markdown and HTML
-renderers format the same blocks, so both files carry the same numbers.
+:func:`_document` lays out the sections once; each element is written in both
+formats at once, so both files carry the same numbers.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import math
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -50,222 +49,51 @@ def _format(value: Any) -> str:
             return "–"
         if v != 0 and abs(v) < 0.001:
             return f"{v:.2e}"
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        if abs(v) >= 100:
-            return f"{v:.1f}"
-        return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+        # The larger the number, the fewer decimals: 0.123, 12.34, 123.4, 1,234.
+        return f"{v:,.{3 - sum(abs(v) >= bound for bound in (10, 100, 1000))}f}"
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) or "–"
-    text = str(value)
-    return text if text else "–"
+    return str(value) or "–"
 
 
-#: Column labels in words; anything else goes through :func:`_label`'s general rules.
-_LABELS = {
-    "size_mb": "size (MB)", "x_smaller": "x smaller", "median_ms": "median (ms)",
-    "p95_ms": "p95 (ms)", "mean_ms": "mean (ms)", "speedup": "speed-up",
-    "num_threads": "threads", "batch_threads": "batch threads",
-    "throughput": "throughput (queries/s)", "quality_metric": "quality metric",
-    "recall_at_k": "Recall@10", "n_queries": "queries", "n_excluded": "excluded",
-    "ok": "converted", "bytes": "bytes", "k": "k", "kind": "kind",
-}
-_METRIC_WORDS = {"recall": "Recall", "ndcg": "NDCG", "mrr": "MRR", "hit_rate": "HitRate",
-                 "precision": "Precision", "auc": "AUC", "rmse": "RMSE", "mae": "MAE"}
+#: Column labels in words that the general rules of :data:`_RENAMES` would not give.
+_LABELS = {"speedup": "speed-up", "num_threads": "threads", "throughput": "throughput (queries/s)",
+           "recall_at_k": "Recall@10", "ok": "converted"}
+#: (pattern, replacement), in order: units in words, no snake_case, metrics capitalised.
+_RENAMES = [(r"\btop_(\d+)_accuracy\b", r"top-\1 accuracy"), (r"_ms\b", " (ms)"),
+            (r"_mb\b", " (MB)"), (r"\bn_(\w+)", r"\1"), ("hit_rate", "hit rate"), ("_", " "),
+            *((rf"\b{word}(?=@|\b)", shown) for word, shown in (
+                ("recall", "Recall"), ("ndcg", "NDCG"), ("mrr", "MRR"), ("hit rate", "HitRate"),
+                ("precision", "Precision"), ("auc", "AUC"), ("rmse", "RMSE"), ("mae", "MAE")))]
 
 
 def _label(name: Any) -> str:
-    """A column or index name as a reader would write it: no snake_case, metrics capitalised."""
+    """A column or index name as a reader would write it (:data:`_LABELS`, :data:`_RENAMES`)."""
     text = str(name)
     if text in _LABELS:
         return _LABELS[text]
-    text = re.sub(r"\btop_(\d+)_accuracy\b", r"top-\1 accuracy", text)
-    text = re.sub(r"_ms\b", " (ms)", text)
-    text = re.sub(r"_mb\b", " (MB)", text)
-    text = re.sub(r"\bn_(\w+)", r"\1", text)
-    text = text.replace("hit_rate", "hit rate").replace("_", " ")
-    for word, shown in _METRIC_WORDS.items():
-        text = re.sub(rf"\b{word.replace('_', ' ')}(?=@|\b)", shown, text)
+    for pattern, replacement in _RENAMES:
+        text = re.sub(pattern, replacement, text)
     return text
-
-
-def _has_index(frame: pd.DataFrame) -> bool:
-    """False for a plain 0..n-1 index, which the report does not show."""
-    return not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None)
-
-
-def _display(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table with every cell formatted as text, labels in words (:func:`_label`)."""
-    name = _label(frame.index.name) if frame.index.name else None
-    index = frame.index if not _has_index(frame) else pd.Index(
-        [_format(i) for i in frame.index], name=name)
-    return pd.DataFrame({_label(c): [_format(v) for v in frame[c].tolist()]
-                         for c in frame.columns}, index=index)
-
-
-@dataclasses.dataclass
-class _Block:
-    kind: str           # heading | paragraph | table | figure | list
-    content: Any
-    level: int = 2
-    caption: str = ""
-
-
-def _document(metrics: Mapping[str, Any], figures: Mapping[str, Any]) -> list[_Block]:
-    blocks: list[_Block] = []
-
-    def heading(text: str, level: int = 2) -> None:
-        blocks.append(_Block("heading", text, level))
-
-    def para(text: str) -> None:
-        blocks.append(_Block("paragraph", text))
-
-    def table(frame: pd.DataFrame, missing: str = "") -> None:
-        if frame.empty:
-            para(f"*Not measurable here:* {frame.attrs.get('note', missing or 'no data')}.")
-        else:
-            blocks.append(_Block("table", frame))
-            if frame.attrs.get("note"):
-                para(str(frame.attrs["note"]))
-
-    def figures_of(section: str) -> None:
-        for name in figures:
-            if FIGURES.get(name, (None, "other"))[1] == section:
-                blocks.append(_Block("figure", name, caption=FIGURES[name][2]))
-
-    dataset, profile = dataset_name(metrics), profile_name(metrics)
-    heading(f"Evaluation report: {dataset} ({profile} profile)", 1)
-    claims = claims_table(metrics)
-    mixed = mixed_runs(metrics)
-    if mixed:
-        para("**Warning:** the metrics files come from different runs ("
-             + "; ".join(f"{field}: {', '.join(values)}" for field, values in mixed.items())
-             + "); re-run the series into one run directory.")
-
-    heading("The answer")
-    para("Does fusing large pretrained models (MiniLM text, an image encoder) with behaviour make "
-         "recommendation and product search better on this data set, by how much, and at what "
-         "cost? Every number below is read from the metrics files the notebooks of this run "
-         "wrote (`artifacts/metrics/*.json`); none is typed by hand. Percentages are Recall@50: "
-         "the share of test users whose next item is in the model's top 50. Intervals are "
-         "notebook 04's paired 95% bootstrap intervals over test users.")
-    blocks.append(_Block("list", summary_sentences(metrics, claims["verdict"].to_dict()),
-                         caption="bullets"))
-
-    heading("The verdicts")
-    para("Five claims from the articles this course reproduces, each judged by a rule written "
-         "down in advance (listed under the table, with its evidence): *supported*, *not "
-         "supported* (measured, and the numbers do not back it), or *not measurable here* (a "
-         "measurement is missing, or this data set cannot test it). Quantization is judged "
-         "model by model.")
-    table(claims[["claim", "verdict", "because"]].reset_index(drop=True))
-    blocks.append(_Block("list", [
-        f"**{row['claim']}** *{row['verdict']}.* Evidence: {row['evidence'].rstrip('.')}."
-        for _, row in claims.iterrows()]))
-    heading("The rules", 3)
-    blocks.append(_Block("list", [f"**{CLAIMS[k]}** {CLAIM_RULES[k]}" for k in CLAIMS]))
-    heading("Quantization, model by model", 3)
-    table(quantization_checks(metrics))
-    heading("The text probe (notebook 02)", 3)
-    table(text_probe_table(metrics))
-
-    heading("The data (notebook 01)")
-    table(data_table(metrics))
-
-    heading("All retrieval models, warm and cold-start (notebook 04)")
-    para("Every model ranks the whole catalogue for each test user, the user's training items "
-         "removed. *Warm*: the user's last interaction, with an item seen in training. *Cold "
-         "(all items)*: interactions with items no model saw in training, ranked against the "
-         "whole catalogue; *cold (new items only)*: the same, ranked among the new items.")
-    table(retrieval_table(metrics))
-    figures_of("retrieval")
-    heading("Serving: brute force and ScaNN (notebook 04)", 3)
-    para("Each ScaNN index searches some of its leaves (partitions of the item vectors); "
-         "Recall@10 is the share of brute force's top 10 it returns. Notebook 04 serves the "
-         "fewest leaves that reached its target recall (*served*), measured again on other users "
-         "for the approximate-search claim.")
-    table(scann_table(metrics))
-
-    heading("Retrieval alone versus the chain (notebook 05)")
-    para("The ranker scores (user, item) pairs with a deep & cross network; chained, it "
-         "re-orders the top retrieved items. Retrieval Recall is the ceiling of any re-ranker.")
-    table(ranking_table(metrics))
-    table(chain_table(metrics))
-    figures_of("chain")
-
-    heading("The fusion comparison (notebook 03)")
-    para("Each model is trained on the same items and scored on held-out items by item-to-item "
-         "retrieval (do an item's nearest items share its relevance attributes?)."
-         + (" On the synthetic data set those attributes are planted by the generator and split "
-            "between image and text: this comparison is a sanity check of the code, not "
-            "evidence about real catalogues." if dataset == "synthetic" else ""))
-    table(fusion_table(metrics))
-    table(image_encoder_table(metrics))
-    figures_of("fusion")
-
-    heading("The quantization trade-off (notebook 06)")
-    para("*x smaller* and *speed-up* are relative to the same model's float32 TFLite file; "
-         "quality is measured on held-out data against the float model.")
-    table(quantization_table(metrics))
-    table(index_table(metrics))
-    figures_of("quantization")
-
-    heading("Product search (notebook 07)")
-    table(search_table(metrics))
-    figures_of("search")
-
-    heading("Published numbers under their own protocol (MovieLens 100K)")
-    protocol = tfrs_protocol_table(metrics)
-    para(f"Protocol: {protocol.attrs['protocol']}")
-    para(f"The tutorial: [{TFRS_TUTORIAL_URL}]({TFRS_TUTORIAL_URL}). Its own printed accuracy is "
-         "not copied here as a measurement; read it there, next to the rows measured here.")
-    table(protocol)
-
-    heading("Where the numbers come from")
-    para("The metrics file of each notebook, and the run (data set, profile, seed) that wrote it.")
-    table(sources_table(metrics))
-
-    leftover = [n for n in figures if n not in FIGURES]
-    if leftover:
-        heading("Other figures")
-        for name in leftover:
-            blocks.append(_Block("figure", name, caption=name))
-    return blocks
 
 
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _cells(frame: pd.DataFrame) -> tuple[list[Any], list[list[Any]]]:
-    """The header and the rows of ``frame`` as shown, the index as the first column if shown."""
-    shown, indexed = _display(frame), _has_index(frame)
-    header = ([shown.index.name or ""] if indexed else []) + list(shown.columns)
-    rows = [([i] if indexed else []) + r for i, r in zip(shown.index, shown.values.tolist())]
-    return header, rows
+def _cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of ``frame`` as shown: labels in words (:func:`_label`), every
+    cell as text (:func:`_format`), the index as the first column unless it is a plain 0..n-1."""
+    indexed = not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None)
+    header = ([_label(frame.index.name) if frame.index.name else ""] if indexed else []) + [
+        _label(c) for c in frame.columns]
+    return header, [[_format(v) for v in row] for row in frame.itertuples(indexed, name=None)]
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
     header, rows = _cells(frame)
     lines = [header, ["---"] * len(header), *rows]
     return "\n".join("| " + " | ".join(_md_escape(c) for c in line) + " |" for line in lines)
-
-
-def _render_markdown(blocks: Iterable[_Block], figure_files: Mapping[str, str]) -> str:
-    out = []
-    for block in blocks:
-        if block.kind == "heading":
-            out.append("#" * block.level + " " + block.content)
-        elif block.kind == "paragraph":
-            out.append(block.content)
-        elif block.kind == "table":
-            out.append(_markdown_table(block.content))
-        elif block.kind == "list":
-            out.append("\n".join((f"* {item}" if block.caption == "bullets" else f"{i}. {item}")
-                                 for i, item in enumerate(block.content, 1)))
-        elif block.kind == "figure" and block.content in figure_files:
-            out.append(f"![{block.caption}]({figure_files[block.content]})")
-    return "\n\n".join(out) + "\n"
 
 
 _INLINE = [
@@ -326,29 +154,144 @@ def _html_table(frame: pd.DataFrame) -> str:
             "</tbody></table></div>")
 
 
-def _render_html(blocks: Iterable[_Block], figure_png_bytes: Mapping[str, bytes],
-                 title: str) -> str:
-    body = []
-    for block in blocks:
-        if block.kind == "heading":
-            body.append(f"<h{block.level}>{_inline_html(block.content)}</h{block.level}>")
-        elif block.kind == "paragraph":
-            body.append(f"<p>{_inline_html(block.content)}</p>")
-        elif block.kind == "table":
-            body.append(_html_table(block.content))
-        elif block.kind == "list":
-            tag = "ul" if block.caption == "bullets" else "ol"
-            css = ' class="answer"' if tag == "ul" else ""
-            body.append(f"<{tag}{css}>" + "".join(f"<li>{_inline_html(i)}</li>"
-                                               for i in block.content) + f"</{tag}>")
-        elif block.kind == "figure" and block.content in figure_png_bytes:
-            data = base64.b64encode(figure_png_bytes[block.content]).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(block.caption)}" '
-                        f'src="data:image/png;base64,{data}"/><figcaption>'
-                        f"{html.escape(block.caption)}</figcaption></figure>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
-            f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+class _Document:
+    """The report written once in both formats, element by element: the same text in each."""
+
+    def __init__(self, title: str, figure_files: Mapping[str, str],
+                 pngs: Mapping[str, bytes]) -> None:
+        self.title, self.figure_files, self.pngs = title, figure_files, pngs
+        self.markdown: list[str] = []
+        self.html: list[str] = []
+        self.heading(title, 1)
+
+    def add(self, markdown: str, html_text: str) -> None:
+        self.markdown.append(markdown)
+        self.html.append(html_text)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.add("#" * level + " " + text, f"<h{level}>{_inline_html(text)}</h{level}>")
+
+    def para(self, text: str) -> None:
+        self.add(text, f"<p>{_inline_html(text)}</p>")
+
+    def items(self, items: list[str], bullets: bool = False) -> None:
+        """A numbered list, or the answer's bulleted one."""
+        opening, closing = ('<ul class="answer">', "</ul>") if bullets else ("<ol>", "</ol>")
+        self.add("\n".join(f"* {item}" if bullets else f"{i}. {item}"
+                           for i, item in enumerate(items, 1)),
+                 opening + "".join(f"<li>{_inline_html(i)}</li>" for i in items) + closing)
+
+    def table(self, frame: pd.DataFrame) -> None:
+        """``frame`` and its note, or why it is empty."""
+        if frame.empty:
+            self.para(f"*Not measurable here:* {frame.attrs.get('note', 'no data')}.")
+            return
+        self.add(_markdown_table(frame), _html_table(frame))
+        if frame.attrs.get("note"):
+            self.para(str(frame.attrs["note"]))
+
+    def section(self, title: str, intro: str, *frames: pd.DataFrame, figures: str = "",
+                level: int = 2) -> None:
+        """A heading, its introduction, ``frames`` and the figures of section ``figures``."""
+        self.heading(title, level)
+        if intro:
+            self.para(intro)
+        for frame in frames:
+            self.table(frame)
+        for name in self.pngs:
+            if FIGURES.get(name, (None, "other"))[1] == figures:
+                self.figure(name, FIGURES[name][2])
+
+    def figure(self, name: str, caption: str) -> None:
+        data = base64.b64encode(self.pngs[name]).decode("ascii")
+        self.add(f"![{caption}]({self.figure_files[name]})",
+                 f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"/>'
+                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def html_page(self) -> str:
+        return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
+                f"<title>{html.escape(self.title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+                "<body>\n" + "\n".join(self.html) + "\n</body>\n</html>\n")
+
+
+def _document(metrics: Mapping[str, Any], figure_files: Mapping[str, str],
+              pngs: Mapping[str, bytes]) -> _Document:
+    dataset, profile = dataset_name(metrics), profile_name(metrics)
+    doc = _Document(f"Evaluation report: {dataset} ({profile} profile)", figure_files, pngs)
+    section, para = doc.section, doc.para
+    claims = claims_table(metrics)
+    mixed = mixed_runs(metrics)
+    if mixed:
+        para("**Warning:** the metrics files come from different runs ("
+             + "; ".join(f"{field}: {', '.join(values)}" for field, values in mixed.items())
+             + "); re-run the series into one run directory.")
+
+    section("The answer",
+            "Does fusing large pretrained models (MiniLM text, an image encoder) with behaviour "
+            "make recommendation and product search better on this data set, by how much, and at "
+            "what cost? Every number below is read from the metrics files the notebooks of this "
+            "run wrote (`artifacts/metrics/*.json`); none is typed by hand. Percentages are "
+            "Recall@50: the share of test users whose next item is in the model's top 50. "
+            "Intervals are notebook 04's paired 95% bootstrap intervals over test users.")
+    doc.items(summary_sentences(metrics, claims["verdict"].to_dict()), bullets=True)
+
+    section("The verdicts",
+            "Five claims from the articles this course reproduces, each judged by a rule written "
+            "down in advance (listed under the table, with its evidence): *supported*, *not "
+            "supported* (measured, and the numbers do not back it), or *not measurable here* (a "
+            "measurement is missing, or this data set cannot test it). Quantization is judged "
+            "model by model.", claims[["claim", "verdict", "because"]].reset_index(drop=True))
+    doc.items([f"**{row['claim']}** *{row['verdict']}.* Evidence: {row['evidence'].rstrip('.')}."
+               for _, row in claims.iterrows()])
+    section("The rules", "", level=3)
+    doc.items([f"**{CLAIMS[k]}** {CLAIM_RULES[k]}" for k in CLAIMS])
+    section("Quantization, model by model", "", quantization_checks(metrics), level=3)
+    section("The text probe (notebook 02)", "", text_probe_table(metrics), level=3)
+
+    section("The data (notebook 01)", "", data_table(metrics))
+    section("All retrieval models, warm and cold-start (notebook 04)",
+            "Every model ranks the whole catalogue for each test user, the user's training items "
+            "removed. *Warm*: the user's last interaction, with an item seen in training. *Cold "
+            "(all items)*: interactions with items no model saw in training, ranked against the "
+            "whole catalogue; *cold (new items only)*: the same, ranked among the new items.",
+            retrieval_table(metrics), figures="retrieval")
+    section("Serving: brute force and ScaNN (notebook 04)",
+            "Each ScaNN index searches some of its leaves (partitions of the item vectors); "
+            "Recall@10 is the share of brute force's top 10 it returns. Notebook 04 serves the "
+            "fewest leaves that reached its target recall (*served*), measured again on other "
+            "users for the approximate-search claim.", scann_table(metrics), level=3)
+    section("Retrieval alone versus the chain (notebook 05)",
+            "The ranker scores (user, item) pairs with a deep & cross network; chained, it "
+            "re-orders the top retrieved items. Retrieval Recall is the ceiling of any re-ranker.",
+            ranking_table(metrics), chain_table(metrics), figures="chain")
+    section("The fusion comparison (notebook 03)",
+            "Each model is trained on the same items and scored on held-out items by item-to-item "
+            "retrieval (do an item's nearest items share its relevance attributes?)."
+            + (" On the synthetic data set those attributes are planted by the generator and "
+               "split between image and text: this comparison is a sanity check of the code, not "
+               "evidence about real catalogues." if dataset == "synthetic" else ""),
+            fusion_table(metrics), image_encoder_table(metrics), figures="fusion")
+    section("The quantization trade-off (notebook 06)",
+            "*x smaller* and *speed-up* are relative to the same model's float32 TFLite file; "
+            "quality is measured on held-out data against the float model.",
+            quantization_table(metrics), index_table(metrics), figures="quantization")
+    section("Product search (notebook 07)", "", search_table(metrics), figures="search")
+
+    protocol = tfrs_protocol_table(metrics)
+    section("Published numbers under their own protocol (MovieLens 100K)",
+            f"Protocol: {protocol.attrs['protocol']}")
+    para(f"The tutorial: [{TFRS_TUTORIAL_URL}]({TFRS_TUTORIAL_URL}). Its own printed accuracy is "
+         "not copied here as a measurement; read it there, next to the rows measured here.")
+    doc.table(protocol)
+    section("Where the numbers come from",
+            "The metrics file of each notebook, and the run (data set, profile, seed) that "
+            "wrote it.", sources_table(metrics))
+    leftover = [n for n in pngs if n not in FIGURES]
+    if leftover:
+        section("Other figures", "")
+        for name in leftover:
+            doc.figure(name, name)
+    return doc
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -382,9 +325,8 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | Path,
              for name in pngs}
     for name, path in files.items():
         _write(path, pngs[name])
-    blocks = _document(metrics, pngs)
+    doc = _document(metrics, {name: path.name for name, path in files.items()}, pngs)
     paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
-    markdown = _render_markdown(blocks, {name: path.name for name, path in files.items()})
-    _write(paths["markdown"], markdown.encode("utf-8"))
-    _write(paths["html"], _render_html(blocks, pngs, blocks[0].content).encode("utf-8"))
+    _write(paths["markdown"], ("\n\n".join(doc.markdown) + "\n").encode("utf-8"))
+    _write(paths["html"], doc.html_page().encode("utf-8"))
     return {**paths, **{f"figure:{name}": path for name, path in files.items()}}

@@ -7,6 +7,7 @@ sentence whose numbers are missing is left out.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Mapping
 
@@ -20,12 +21,11 @@ _PARTS = {"warm": "warm recommendation", "cold": "cold-start recommendation",
           "search": "product search", "content task": "the content task of notebook 03"}
 _GAIN = {"favours": "a gain", "against": "a loss", "tie": "a tie"}
 
-#: Notebook 04's model names in words.
-_MODEL_NAMES = {"popularity": "popularity", "id": "the ID-only tower", "item_knn": "item-kNN",
-                "ease": "EASE", "bpr": "BPR", "content_text": "the text tower",
-                "content_facts": "the facts-only tower", "content_profile": "the content profile",
-                "content": "the content tower", "fused": "the fused tower",
-                "fused_text": "the fused text tower",
+#: Notebook 04's model names in words (popularity is already a word).
+_MODEL_NAMES = {"id": "the ID-only tower", "item_knn": "item-kNN", "ease": "EASE", "bpr": "BPR",
+                "content_text": "the text tower", "content_facts": "the facts-only tower",
+                "content_profile": "the content profile", "content": "the content tower",
+                "fused": "the fused tower", "fused_text": "the fused text tower",
                 "content_words": "the content tower with words", "oracle": "the oracle"}
 
 
@@ -117,13 +117,10 @@ def _warm_sentence(metrics: Mapping[str, Any], c: Comparison) -> str:
 
 def _cold_sentence(metrics: Mapping[str, Any], c: Comparison) -> str:
     rows = retrieval_rows(metrics)
-    zero = ""
-    behaviour = [v for v in ("id", "popularity") if v in rows]
-    if behaviour:
-        value = setting_value(rows, behaviour[0], "cold (all items)", "recall@50")
-        if math.isfinite(value):
-            zero = (f" behaviour alone cannot place new items ({_words(behaviour[0])} finds "
-                    f"{_pct(value)}).")
+    behaviour = next((v for v in ("id", "popularity") if v in rows), "")
+    value = setting_value(rows, behaviour, "cold (all items)", "recall@50")  # NaN without one
+    zero = (f" behaviour alone cannot place new items ({_words(behaviour)} finds {_pct(value)})."
+            if math.isfinite(value) else "")
     how = (f", both with new items given {_words(_unfused(c))}'s share of the top 50"
            if "share of new items" in c.label else "")
     who = _n_users(metrics, "fused", _unfused(c), "test_cold")
@@ -258,10 +255,8 @@ def summary_sentences(metrics: Mapping[str, Any],
         if key in measured:
             out.append(build(metrics, measured[key]))
     for build in (_classic_sentence, _new_items_sentence, _text_sentence):
-        try:
+        with contextlib.suppress(Missing):
             out.append(build(metrics))
-        except Missing:
-            pass
     if "search" in measured:
         out.append(_search_sentence(metrics, measured["search"]))
     elif isinstance(parts["search"], str) and isinstance(metrics.get(SEARCH), Mapping):

@@ -122,13 +122,10 @@ def ranking_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 05's ranker on warm and cold test rows, and the multitask model's rating head."""
     m = stage_summary(metrics, RANKING)
     target = m.get("target", "?")
-    rows = {}
-    for split in ("test", "test_cold"):
-        values = m.get(split)
-        if not isinstance(values, Mapping):
-            continue
-        rows[f"DCN ranker ({target}), {'warm' if split == 'test' else 'cold-start'} rows"] = {
-            k: v for k, v in values.items() if k not in ("target", "split")}
+    rows = {f"DCN ranker ({target}), {word} rows": {
+                k: v for k, v in m[split].items() if k not in ("target", "split")}
+            for split, word in (("test", "warm"), ("test_cold", "cold-start"))
+            if isinstance(m.get(split), Mapping)}
     if not rows:
         raise Missing(f"metrics/{RANKING}.json has no 'test' evaluation")
     multitask = m.get("multitask")
@@ -226,14 +223,13 @@ def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         raise Missing(f"metrics/{QUANTIZATION}.json has no converted variant")
-    # The JSON file comes back with sorted keys: put models and variants back in order.
-    models = ordered(dict.fromkeys(frame["model"]), _QUANT_MODELS)
-    model_rank = {m: i for i, m in enumerate(models)}
-    mode_rank = {m: i for i, m in enumerate(_QUANT_MODES)}
-    frame = frame.assign(_m=frame["model"].map(model_rank),
-                         _v=frame["variant"].map(mode_rank).fillna(len(mode_rank)))
-    frame = frame.sort_values(["_m", "_v"], kind="stable").drop(columns=["_m", "_v"])
-    frame = frame.reset_index(drop=True)
+    # The JSON file comes back with sorted keys: put models and variants back in order (an
+    # unknown variant last).
+    order = {"model": ordered(dict.fromkeys(frame["model"]), _QUANT_MODELS),
+             "variant": list(_QUANT_MODES)}
+    frame = frame.sort_values(["model", "variant"], ignore_index=True, key=lambda column: (
+        column.map({v: i for i, v in enumerate(order[column.name])})
+        .fillna(len(order[column.name]))))
     for column in ("size_mb", "x_smaller", "median_ms", "p95_ms", "speedup", "throughput",
                    "quality"):
         frame[column] = (pd.to_numeric(frame[column], errors="coerce") if column in frame
@@ -266,12 +262,11 @@ def search_table(metrics: Mapping[str, Any], metric: str = "ndcg@10") -> pd.Data
     rows = {}
     for method in ordered(test, _SEARCH_ORDER):
         kinds = test[method]
-        ordered_kinds = [k for k in kinds if k != "all"] + (["all"] if "all" in kinds else [])
-        row = {f"{kind} {metric}": num(kinds[kind].get(metric)) for kind in ordered_kinds}
+        row = {f"{kind} {metric}": num(kinds[kind].get(metric))
+               for kind in sorted(kinds, key=lambda kind: kind == "all")}  # "all" last
         overall = kinds.get("all", {})
-        for extra in ("recall@100", "mrr"):
-            if extra in overall:
-                row[f"all {extra}"] = num(overall[extra])
+        row.update({f"all {extra}": num(overall[extra]) for extra in ("recall@100", "mrr")
+                    if extra in overall})
         rows[method] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
@@ -293,8 +288,7 @@ def scann_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
                        for i, n in zip(frame["index"], searched)]
     for column in ("leaves searched", "leaves"):  # counts, not measurements: no decimals
         if column in frame:
-            frame[column] = pd.to_numeric(frame[column],
-                                          errors="coerce").round().astype("Int64")
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
     keep = ["index", "leaves searched", "leaves", "recall@10", "median_ms", "p95_ms", "served"]
     return frame[[c for c in keep if c in frame]]
 
