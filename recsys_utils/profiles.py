@@ -57,11 +57,18 @@ def _check_positive(owner: Settings, *names: str) -> None:
             raise DataError(f"{type(owner).__name__}.{name} must be > 0, got {value!r}")
 
 
-class _Budget(Settings):
-    """Training sizes shared by the budgets: ``scaled`` keeps an epoch under a step limit."""
+@dataclasses.dataclass(frozen=True)
+class TrainingBudget(Settings):
+    """How a model trains, shared by the budgets: ``scaled`` keeps an epoch under a step limit."""
 
-    batch_size: int
-    learning_rate: float
+    epochs: int = 5                      # a maximum when early_stopping
+    batch_size: int = 256
+    learning_rate: float = 0.01
+    early_stopping: bool = False         # on validation, the best epoch kept
+    patience: int = 2
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "epochs", "batch_size", "learning_rate", "patience")
 
     def scaled(self, n_rows: int, max_steps_per_epoch: int | None) -> Any:
         """The budget with the smallest multiple of ``batch_size`` that keeps an epoch of
@@ -107,21 +114,16 @@ class FusionSettings(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
-class RetrievalBudget(_Budget):
+class RetrievalBudget(TrainingBudget):
     """Everything ``two_tower.train_retrieval`` needs besides the data: how it trains, then
     the towers ``two_tower.build_retrieval_model`` builds. The defaults are a plain two-tower
     model (in-batch softmax with log-Q, user id, a 128-unit content MLP); the profiles hold
     the tuned values and why."""
 
-    # Training.
-    epochs: int = 5                      # a maximum when early_stopping
-    batch_size: int = 256
-    learning_rate: float = 0.01
+    # Training (and the fields of TrainingBudget).
     optimizer: str = "adam"              # or "adagrad"
     train_history: str = "before"        # query: items strictly before, or "leave_one_out"
-    early_stopping: bool = False         # on validation users' stopping_metric, best epoch kept
-    patience: int = 2
-    stopping_metric: str = "recall@50"
+    stopping_metric: str = "recall@50"   # what early stopping watches on validation users
     # Towers.
     embedding_dim: int = 32
     hidden_units: tuple[int, ...] = (128,)  # content projection; () = linear
@@ -141,12 +143,12 @@ class RetrievalBudget(_Budget):
     profile_rank: int | None = None      # its columns (None: the content's full width)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         owner = type(self).__name__
         _check_choice(owner, "optimizer", self.optimizer, ("adam", "adagrad"))
         _check_choice(owner, "train_history", self.train_history, ("before", "leave_one_out"))
         _check_choice(owner, "loss", self.loss, ("in_batch", "full_softmax"))
-        _check_positive(self, "epochs", "batch_size", "learning_rate", "embedding_dim",
-                        "patience", "profile_rank")
+        _check_positive(self, "embedding_dim", "profile_rank")
         object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
 
 
@@ -177,17 +179,14 @@ class RetrievalSettings(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
-class RankingBudget(_Budget):
+class RankingBudget(TrainingBudget):
     """Everything ``dcn_ranker.train_ranking`` needs besides the data: how it trains, then
     the deep & cross network (``dcn_ranker.RankingModel``)."""
 
-    # Training.
-    epochs: int = 5                      # a maximum when early_stopping
-    batch_size: int = 256
+    # Training (and the fields of TrainingBudget).
     learning_rate: float = 0.005
+    early_stopping: bool = True          # on the validation loss
     sampled_negatives: int = 0           # random unseen items per positive (event data)
-    early_stopping: bool = True          # on the validation loss, best epoch kept
-    patience: int = 2
     # Network.
     embedding_dim: int = 32
     cross_layers: int = 1
@@ -200,8 +199,8 @@ class RankingBudget(_Budget):
     l2: float = 1e-4
 
     def __post_init__(self) -> None:
-        _check_positive(self, "epochs", "batch_size", "learning_rate", "embedding_dim",
-                        "patience", "projection_dim")
+        super().__post_init__()
+        _check_positive(self, "embedding_dim", "projection_dim")
         object.__setattr__(self, "deep_units", tuple(int(u) for u in self.deep_units))
 
 
