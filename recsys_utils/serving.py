@@ -1,6 +1,7 @@
 """Serving a trained retrieval model: exact and ScaNN indexes (every ScaNN index of the course is
-built here), SavedModel exports, request latency. The served model maps a user id and a request
-time to the top-K item ids and scores; seen items are *not* removed. A ScaNN export needs the
+built here), SavedModel exports, request latency. The served model maps a user id, a request
+time and, optionally, the items the user touched since training to the top-K item ids and
+scores; seen items are *not* removed. A ScaNN export needs the
 ``scann`` op library to load; :func:`export_portable_serving_model` uses TensorFlow's own ops
 only (``docs/serving.md``)."""
 
@@ -19,7 +20,7 @@ import tensorflow_recommenders as tfrs
 
 from . import metrics
 from .artifacts import atomic_dir, save_module
-from .features import RecData
+from .features import QuerySet, RecData
 from .latency import Timing, time_requests
 from .retrieval import QUERY_KEYS, RetrievalResult, catalogue, in_batches
 from .schema import DataError
@@ -29,7 +30,7 @@ __all__ = [
     "custom_ops", "export_numeric_model", "export_portable_serving_model", "export_serving_model",
     "export_towers", "load_serving_model", "load_towers", "recommend", "request_latency",
     "same_top_k", "saved_model_ops", "scann_layer", "scann_num_leaves", "scann_ops",
-    "scann_recall_at_k", "scann_search", "scann_sweep", "top_k_agreement",
+    "scann_recall_at_k", "scann_search", "scann_sweep", "served_recall", "top_k_agreement",
 ]
 
 # The ScaNN ops live in the "Scann" namespace, which SaveOptions must allow.
@@ -40,7 +41,13 @@ TopK = tfrs.layers.factorized_top_k.TopK
 
 class UserQueryModel(tf.keras.Model):
     """``{"user_id": (B,) string, "timestamp": (B,) int64}`` -> ``(B, dim)`` query embeddings,
-    the user vocabulary and every user's training history baked in as tables."""
+    the user vocabulary and every user's training history baked in as tables.
+
+    With ``"recent_item_ids"`` ``(B, R)`` string (most recent first, ``""`` padded), a
+    request's history is those items, then the stored one, cut to the stored length ``H``:
+    a click made a second ago changes the next list without retraining. Ids the catalogue
+    does not know are skipped.
+    """
 
     def __init__(self, result: RetrievalResult, data: RecData, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -54,30 +61,53 @@ class UserQueryModel(tf.keras.Model):
         self.user_table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             tf.constant(known, tf.string), tf.range(1, len(known) + 1, dtype=tf.int32)),
             default_value=0)  # unknown user -> OOV index 0 (empty history)
-        history, mask = data.history_for(np.arange(data.n_users))
+        items = data.vocab.item_ids.astype(str)
+        self.item_table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(items, tf.string), tf.range(len(items), dtype=tf.int32)),
+            default_value=-1)  # unknown item -> -1, an empty history slot
+        history, _ = data.history_for(np.arange(data.n_users))  # the mask is history >= 0
         self.histories = tf.Variable(history, trainable=False, name="histories")
-        self.history_masks = tf.Variable(mask, trainable=False, name="history_masks")
 
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         user = self.user_table.lookup(tf.cast(inputs["user_id"], tf.string))
         ts = tf.cast(inputs["timestamp"], tf.int64)
+        history = tf.gather(self.histories, user)  # (B, H), -1 = empty
+        if "recent_item_ids" in inputs:
+            recent = self.item_table.lookup(tf.cast(inputs["recent_item_ids"], tf.string))
+            merged = tf.concat([recent, history], axis=1)  # most recent first, gaps anywhere
+            # A stable sort on "is empty" moves the gaps last and keeps the order of the rest.
+            order = tf.argsort(tf.cast(merged < 0, tf.int32), axis=1, stable=True)
+            length = self.histories.shape[1]  # static: the towers need it
+            history = tf.ensure_shape(tf.gather(merged, order, batch_dims=1)[:, :length],
+                                      [None, length])
         return self._query_embedding({
             "user": user,
-            "history": tf.gather(self.histories, user),
-            "history_mask": tf.gather(self.history_masks, user),
+            "history": history,
+            "history_mask": tf.cast(history >= 0, tf.float32),
             "hour": tf.cast((ts // 3600) % 24, tf.int32),
             "dow": tf.cast((ts // 86400 + 3) % 7, tf.int32),  # 1970-01-01: Thursday
         })
 
 
-def _as_queries(queries: Any, timestamps: Any | None = None) -> dict[str, tf.Tensor]:
-    """User ids (a sequence) or a ``{"user_id", "timestamp"}`` mapping -> tensors."""
+def _as_queries(queries: Any, timestamps: Any | None = None,
+                recent: Sequence[Sequence[str]] | None = None) -> dict[str, tf.Tensor]:
+    """User ids (a sequence) or a ``{"user_id", "timestamp"}`` mapping -> tensors; ``recent``:
+    one list of item ids per user, most recent first (``"recent_item_ids"``, ``""`` padded)."""
     if isinstance(queries, Mapping):
         queries, timestamps = queries["user_id"], queries.get("timestamp", timestamps)
     user_ids = np.asarray(queries).astype(str).reshape(-1)
     ts = (np.zeros(len(user_ids), np.int64) if timestamps is None
           else np.broadcast_to(np.asarray(timestamps, np.int64), user_ids.shape))
-    return {"user_id": tf.constant(user_ids, tf.string), "timestamp": tf.constant(ts, tf.int64)}
+    out = {"user_id": tf.constant(user_ids, tf.string), "timestamp": tf.constant(ts, tf.int64)}
+    if recent is not None:
+        if len(recent) != len(user_ids):
+            raise DataError(f"recent items: one list per user, got {len(recent)} lists for "
+                            f"{len(user_ids)} users")
+        grid = np.full((len(user_ids), max([1, *map(len, recent)])), "", dtype=object)
+        for row, items in enumerate(recent):
+            grid[row, :len(items)] = [str(item) for item in items]
+        out["recent_item_ids"] = tf.constant(grid.astype(str), tf.string)
+    return out
 
 
 def build_brute_force(result: RetrievalResult, data: RecData, *, k: int = 100,
@@ -168,11 +198,28 @@ def build_scann(result: RetrievalResult, data: RecData, *, k: int = 100,
                        num_leaves=num_leaves, num_leaves_to_search=num_leaves_to_search)
 
 
-def recommend(index: TopK, user_ids: Any, timestamps: Any | None = None, k: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Query an in-memory index: ``(item ids (B, k) str, scores (B, k) float32)``."""
-    scores, ids = index(_as_queries(user_ids, timestamps), k=k)
+def recommend(index: TopK, user_ids: Any, timestamps: Any | None = None, k: int | None = None,
+              *, recent: Sequence[Sequence[str]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Query an in-memory index: ``(item ids (B, k) str, scores (B, k) float32)``; ``recent``:
+    each user's items since training, most recent first (see :class:`UserQueryModel`)."""
+    scores, ids = index(_as_queries(user_ids, timestamps, recent), k=k)
     return ids.numpy().astype(str), scores.numpy()
+
+
+def served_recall(item_ids: np.ndarray, data: RecData, queries: QuerySet, k: int = 10
+                  ) -> np.ndarray:
+    """Per-user Recall@k ``(n_queries,)`` of served lists ``item_ids`` ``(n_queries, K)`` (id
+    strings, one row per user of ``queries``), each user's training items removed first as
+    the evaluator removes them (the served model keeps them)."""
+    if len(item_ids) != len(queries):
+        raise DataError(f"{len(item_ids)} served lists for {len(queries)} users")
+    ranked = data.vocab.item_index(np.ravel(item_ids)).reshape(np.shape(item_ids))
+    kept = np.full((len(ranked), k), -1, np.int64)
+    for row, items in enumerate(ranked):
+        fresh = items[~np.isin(items, queries.exclude[row].indices)][:k]
+        kept[row, :len(fresh)] = fresh
+    return metrics.retrieval_metrics(kept, queries.relevant, ks=(k,),
+                                     per_query=True)[f"recall@{k}"].to_numpy()
 
 
 def scann_recall_at_k(scann_index: TopK, brute_index: TopK, queries: Any, k: int = 10,
@@ -246,15 +293,20 @@ def scann_sweep(result: RetrievalResult, data: RecData, user_ids: Sequence[str],
 
 
 def request_latency(index: Any, user_ids: Sequence[str], *, n: int = 200, warmup: int = 10,
-                    timestamps: Any | None = None, k: int | None = None) -> Timing:
+                    timestamps: Any | None = None, k: int | None = None,
+                    recent: Sequence[Sequence[str]] | None = None) -> Timing:
     """Time ``n`` single-user requests (cycling through ``user_ids``) with
     :func:`recsys_utils.latency.time_requests`. ``index``: an in-memory TFRS index (called
-    through the compiled serving function) or a :class:`LoadedServingModel`."""
-    queries = _as_queries(user_ids, timestamps)
-    users, ts = queries["user_id"], queries["timestamp"]
-    module = None if isinstance(index, LoadedServingModel) else _ServingModule(index, k)
-    fn = index.signature if module is None else module.recommend  # binds ``module`` weakly
-    return time_requests(lambda i: fn(user_id=users[i:i + 1], timestamp=ts[i:i + 1]),
+    through the compiled serving function) or a :class:`LoadedServingModel`; ``recent``:
+    each user's recent items, sent with every request."""
+    queries = _as_queries(user_ids, timestamps, recent)
+    if isinstance(index, LoadedServingModel):
+        fn = index.module.signatures["recommend_recent" if recent is not None else
+                                     "serving_default"]
+    else:
+        module = _ServingModule(index, k)
+        fn = module.recommend_recent if recent is not None else module.recommend
+    return time_requests(lambda i: fn(**{key: value[i:i + 1] for key, value in queries.items()}),
                          len(user_ids), n=n, warmup=warmup)
 
 
@@ -275,18 +327,30 @@ class _ServingModule(tf.Module):
         now = tf.cast(tf.timestamp(), tf.int64) * tf.ones_like(user_id, dtype=tf.int64)
         return self.recommend(user_id, now)
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
+                                  tf.TensorSpec([None], tf.int64, name="timestamp"),
+                                  tf.TensorSpec([None, None], tf.string, name="recent_item_ids")])
+    def recommend_recent(self, user_id: tf.Tensor, timestamp: tf.Tensor,
+                         recent_item_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        scores, ids = self.index({"user_id": user_id, "timestamp": timestamp,
+                                  "recent_item_ids": recent_item_ids}, k=self.k)
+        return {"item_ids": ids, "scores": scores}
+
 
 def export_serving_model(index: TopK, path: str | Path, *, k: int | None = None) -> Path:
     """Save ``index`` (with its user query model) as a SavedModel, atomically. Signatures:
     ``serving_default(user_id: string[B], timestamp: int64[B])`` -> ``{"item_ids": string[B,
-    K], "scores": float32[B, K]}``, and ``recommend_now(user_id: string[B])`` at server time.
+    K], "scores": float32[B, K]}``, ``recommend_now(user_id: string[B])`` at server time, and
+    ``recommend_recent(user_id, timestamp, recent_item_ids: string[B, R])`` with the items the
+    user touched since training (most recent first, ``""`` padded).
     """
     path, module = Path(path), _ServingModule(index, k)
     options = (tf.saved_model.SaveOptions(**SCANN_SAVE_OPTIONS)
                if isinstance(index, tfrs.layers.factorized_top_k.ScaNN) else None)
     with atomic_dir(path) as tmp:
         save_module(module, tmp, options=options, signatures={
-            "serving_default": module.recommend, "recommend_now": module.recommend_now})
+            "serving_default": module.recommend, "recommend_now": module.recommend_now,
+            "recommend_recent": module.recommend_recent})
     return path
 
 
@@ -357,10 +421,18 @@ class LoadedServingModel:
     def signature(self) -> Any:
         return self.module.signatures["serving_default"]
 
-    def recommend(self, user_ids: Any, timestamps: Any | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """``(item ids (B, K) str, scores (B, K) float32)`` for ``user_ids``."""
-        out = self.signature(**_as_queries(user_ids, timestamps))
+    def recommend(self, user_ids: Any, timestamps: Any | None = None,
+                  recent: Sequence[Sequence[str]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(item ids (B, K) str, scores (B, K) float32)`` for ``user_ids``, with each user's
+        ``recent`` items (most recent first) when given."""
+        if recent is None:
+            out = self.signature(**_as_queries(user_ids, timestamps))
+        elif "recommend_recent" not in self.module.signatures:
+            raise DataError(f"{self.path} takes no recent items (exported before "
+                            "recommend_recent existed): export it again", source=self.path)
+        else:
+            out = self.module.signatures["recommend_recent"](
+                **_as_queries(user_ids, timestamps, recent))
         return out["item_ids"].numpy().astype(str), out["scores"].numpy()
 
 

@@ -19,7 +19,9 @@ Margins (also stated in the notebook's prose):
   top-100 accuracy (>= 0.233) and the project's model reaches >= 0.29 there;
 * ScaNN keeps at least 90% of brute force's top 10;
 * the reloaded serving SavedModel returns the in-memory top 10 (>= 99% overlap;
-  eager vs graph rounding may swap items whose scores tie to ~1e-6).
+  eager vs graph rounding may swap items whose scores tie to ~1e-6), and answers
+  every test user with and without the events since training (the next-event
+  difference inside its interval, the requests' latency recorded).
 """
 
 from __future__ import annotations
@@ -84,6 +86,23 @@ def test_04_scann_and_serving_round_trip(series_runs, dataset):
         assert (artifacts.model_dir(artifact_dir, name) / "saved_model.pb").exists(), name
     for name in ("query_tower", "item_tower"):
         assert (artifacts.model_dir(artifact_dir, name) / "calibration.npz").exists(), name
+
+
+@pytest.mark.parametrize("dataset", ALL_DATASETS)
+def test_04_served_model_answers_with_the_history_as_of_the_request(series_runs, dataset):
+    """Every test user is asked twice through the served model; the gain (or its absence) is
+    the mean per-user difference, inside its bootstrap interval, with the requests' latency."""
+    m = _metrics(series_runs, dataset)
+    real_time, n_test = m["real_time"], m["table"][f"{m['carried']}|test|all"]["n_queries"]
+    assert real_time["n_users"] == n_test
+    assert 0 < real_time["users_with_recent"] <= n_test
+    assert real_time["difference"] == pytest.approx(
+        real_time["recall@10_live"] - real_time["recall@10_frozen"], abs=1e-9)
+    assert real_time["low"] <= real_time["difference"] <= real_time["high"]
+    for recall in (real_time["recall@10_frozen"], real_time["recall@10_live"]):
+        assert 0 < recall < 1
+    latency = real_time["latency_ms"]
+    assert 0 < latency["median_ms"] <= latency["p95_ms"] < 1000
 
 
 @pytest.mark.parametrize("dataset", ALL_DATASETS)

@@ -85,6 +85,36 @@ def test_export_reload_gives_the_same_top_10(setup, tmp_path, kind):
     assert 0 < latency.median_ms <= latency.p95_ms
 
 
+def test_recent_items_change_the_query_as_a_longer_history_would(setup, tmp_path):
+    """A request's recent items go before the stored history (cut to its length); unknown
+    ids are skipped; no recent items is the stored history; the export answers both ways."""
+    data, result, brute, _, users = setup
+    user, new = users[3], data.vocab.item_ids[:2].tolist()
+    stored = data.user_features([user], [NOW])
+    history = stored["history"][0][stored["history_mask"][0] > 0].tolist()
+    expected = (data.vocab.item_index(new).tolist() + history)[:data.history_length]
+    features = {**stored, "history": np.full((1, data.history_length), -1, np.int32)}
+    features["history"][0, :len(expected)] = expected
+    features["history_mask"] = (features["history"] >= 0).astype(np.float32)
+    q = result.query_embeddings(features)
+    exact = np.argsort(-(q @ result.item_embeddings().T), axis=1, kind="stable")[0, :10]
+
+    ids, _ = S.recommend(brute, [user], NOW, k=10, recent=[[new[0], "no-such-item", new[1]]])
+    assert ids[0].tolist() == data.vocab.item_ids[exact].tolist()
+    plain, _ = S.recommend(brute, [user], NOW, k=10)
+    assert S.recommend(brute, [user], NOW, k=10, recent=[[]])[0].tolist() == plain.tolist()
+    assert ids[0].tolist() != plain[0].tolist()
+
+    loaded = S.load_serving_model(S.export_serving_model(brute, tmp_path / "retrieval"))
+    served, _ = loaded.recommend([user, "never-seen"], NOW, recent=[new, []])
+    assert served[0, :10].tolist() == data.vocab.item_ids[exact].tolist()
+    assert served[1].tolist() == loaded.recommend(["never-seen"], NOW)[0][0].tolist()
+    assert S.request_latency(loaded, [user], n=5, warmup=1, timestamps=NOW,
+                             recent=[new]).median_ms > 0
+    with pytest.raises(S.DataError, match="one list per user"):
+        loaded.recommend([user], NOW, recent=[new, new])
+
+
 def test_latency_of_in_memory_indexes(setup):
     _, _, brute, scann, users = setup
     for index in (brute, scann):
