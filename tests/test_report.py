@@ -102,7 +102,11 @@ def make_metrics() -> dict:
                               "scann": {"recall@10_vs_brute_force": 0.99, "num_leaves_to_search": 5,
                                         "sweep": sweep,
                                         "latency_ms": {"brute force": {"median_ms": 10.0, "p95_ms": 15.0},
-                                                       "ScaNN": {"median_ms": 0.8, "p95_ms": 1.2}}}},
+                                                       "ScaNN": {"median_ms": 0.8, "p95_ms": 1.2}}},
+                              "real_time": {"recall@10_frozen": 0.10, "recall@10_live": 0.16,
+                                            "difference": 0.06, "low": 0.04, "high": 0.08,
+                                            "n_users": 500, "users_with_recent": 480,
+                                            "latency_ms": {"median_ms": 2.0, "p95_ms": 3.5}}},
         "05_tfrs_ranking": {"dataset": "synthetic", "profile": "smoke", "target": "click",
                             "test": {"target": "click", "split": "test", "n": 500, "auc": 0.7,
                                      "auc_constant": 0.5},
@@ -138,7 +142,7 @@ def test_every_claim_has_a_valid_verdict_and_all_are_supported_here():
     # Quantization is judged per model: one row each.
     assert list(table.index) == ["pretrained_text", "fusion_beats_single", "attention_fusion",
                                  "quantization: text encoder", "quantization: towers",
-                                 "quantization: ranker", "approximate_search"]
+                                 "quantization: ranker", "approximate_search", "real_time"]
     assert set(table["verdict"]) <= set(report.VERDICTS)
     assert table["verdict"].eq(SUPPORTED).all(), table[["verdict", "evidence"]].to_dict()
     # The evidence carries the measured numbers.
@@ -450,6 +454,26 @@ def test_quantization_missing_file_is_not_measurable():
     assert claims.loc["quantization", "verdict"] == NOT_MEASURABLE
     assert "06_quantization" in claims.loc["quantization", "evidence"]
     assert report.quantization_table(m).empty
+
+
+@pytest.mark.parametrize("change, verdict, because", [
+    ({}, SUPPORTED, "a gain: history as of the request 0.160 vs"),
+    ({"low": -0.01}, NOT_SUPPORTED, "a tie"),
+    ({"recall@10_live": 0.05, "low": -0.07, "high": -0.03}, NOT_SUPPORTED, "a loss"),
+    ({"latency_ms": {"median_ms": 40.0, "p95_ms": 80.0}}, NOT_SUPPORTED, "too slow"),
+    ({"latency_ms": None}, NOT_MEASURABLE, "latency not measured"),
+    ({"recall@10_live": None}, NOT_MEASURABLE, "recall is missing"),
+])
+def test_real_time_claim_needs_a_gain_whose_interval_is_above_zero_and_a_fast_request(
+        change, verdict, because):
+    m = make_metrics()
+    m["04_tfrs_retrieval"]["real_time"].update(change)
+    row = report.claims_table(m).loc["real_time"]
+    assert row["verdict"] == verdict and because in row["because"], row.to_dict()
+    if verdict != NOT_MEASURABLE or "latency" in because:
+        assert "480 of 500 test users" in row["evidence"]
+    del m["04_tfrs_retrieval"]["real_time"]
+    assert verdicts(m)["real_time"] == NOT_MEASURABLE
 
 
 def test_approximate_search_verdict_flips():
@@ -943,7 +967,7 @@ def test_summary_goes_the_other_way_with_the_numbers():
                          "recommendation and product search.")
     assert any("31.0% of 400 test users" in s and "-2.0 points (95% interval -5.0 to -1.0), a real "
                "loss: the interval lies below zero" in s for s in answer), answer
-    assert answer[-1].startswith("Verdicts on the course's claims (7 rows below): ")
+    assert answer[-1].startswith("Verdicts on the course's claims (8 rows below): ")
     # On real data notebook 03 is evidence, stated as such.
     for stage in m.values():
         if "dataset" in stage:

@@ -604,12 +604,38 @@ def _claim_search(metrics: Mapping[str, Any]) -> Verdict:
                                  f"{speedup:.1f}x brute force's speed")
 
 
+def _claim_real_time(metrics: Mapping[str, Any]) -> Verdict:
+    m = lookup(metrics, RETRIEVAL, "real_time")
+    low, high = num(m.get("low")), num(m.get("high"))
+    c = Comparison("notebook 04, served model, each test user's next event",
+                   "history as of the request", num(m.get("recall@10_live")),
+                   "history frozen at the end of training", num(m.get("recall@10_frozen")),
+                   "Recall@10", (low, high) if math.isfinite(low + high) else None)
+    if c.outcome == "not measured":
+        return NOT_MEASURABLE, c.describe(), "a next-event recall is missing"
+    p95 = num(dig(m, "latency_ms", "p95_ms"))
+    fast, latency = _check(p95, p95 <= MAX_REALTIME_P95_MS,
+                           f"requests with recent items: p95 latency {p95:.2f} ms",
+                           "the latency of requests with recent items")
+    sent = (f"{num(m.get('users_with_recent')):,.0f} of {num(m.get('n_users')):,.0f} test users "
+            "sent events since training")
+    evidence = f"{c.describe()}; {sent}; {latency}"
+    outcome = {"favours": "a gain", "tie": "a tie", "against": "a loss"}[c.outcome]
+    if c.outcome != "favours" or fast is False:
+        because = outcome if c.outcome != "favours" else "too slow"
+        return NOT_SUPPORTED, evidence, f"{because}: {c.short()}"
+    if fast is None:
+        return NOT_MEASURABLE, evidence, "a gain, latency not measured"
+    return SUPPORTED, evidence, f"a gain: {c.short()}, p95 {p95:.2f} ms"
+
+
 _CLAIM_TESTS: dict[str, Callable[[Mapping[str, Any]], Verdict | dict[str, Verdict]]] = {
     "pretrained_text": _claim_pretrained_text,
     "fusion_beats_single": _claim_fusion,
     "attention_fusion": _claim_attention,
     "quantization": _claim_quantization,
     "approximate_search": _claim_search,
+    "real_time": _claim_real_time,
 }
 
 
