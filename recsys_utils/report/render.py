@@ -236,11 +236,12 @@ def _document(metrics: Mapping[str, Any], figure_files: Mapping[str, str],
     doc.items(summary_sentences(metrics, claims["verdict"].to_dict()), bullets=True)
 
     section("The verdicts",
-            "Five claims from the articles this course reproduces, each judged by a rule written "
-            "down in advance (listed under the table, with its evidence): *supported*, *not "
-            "supported* (measured, and the numbers do not back it), or *not measurable here* (a "
-            "measurement is missing, or this data set cannot test it). Quantization is judged "
-            "model by model.", claims[["claim", "verdict", "because"]].reset_index(drop=True))
+            f"The articles this course reproduces make {len(CLAIMS)} claims, each judged here by "
+            "a rule written down in advance (listed under the table, with its evidence): "
+            "*supported*, *not supported* (measured, and the numbers do not back it), or *not "
+            "measurable here* (a measurement is missing, or this data set cannot test it). "
+            "Quantization is judged model by model.",
+            claims[["claim", "verdict", "because"]].reset_index(drop=True))
     doc.items([f"**{row['claim']}** *{row['verdict']}.* Evidence: {row['evidence'].rstrip('.')}."
                for _, row in claims.iterrows()])
     section("The rules", "", level=3)
