@@ -115,6 +115,21 @@ def test_recent_items_change_the_query_as_a_longer_history_would(setup, tmp_path
         loaded.recommend([user], NOW, recent=[new, new])
 
 
+def test_served_recall_removes_training_items_as_the_evaluator_does(setup):
+    """Brute-force served lists, training items dropped, give the evaluator's Recall@10."""
+    from recsys_utils import retrieval as R
+
+    data, result, brute, _, _ = setup
+    queries = data.queries("test")
+    assert queries.exclude.sum(axis=1).max() <= 50 - 10  # the served top 50 keeps 10 unseen
+    ids, _ = S.recommend(brute, queries.user_ids, queries.features["timestamp"])
+    served = S.served_recall(ids, data, queries)
+    expected = R.evaluate_retrieval(result, data, "test", ks=(10,), per_query=True)["recall@10"]
+    np.testing.assert_allclose(served, expected.to_numpy())
+    with pytest.raises(S.DataError, match="served lists"):
+        S.served_recall(ids[:-1], data, queries)
+
+
 def test_latency_of_in_memory_indexes(setup):
     _, _, brute, scann, users = setup
     for index in (brute, scann):
