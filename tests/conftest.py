@@ -6,7 +6,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import recsys_utils  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any TensorFlow import)
+# pytest-xdist workers share the cores: TensorFlow's default pools (one thread per core in
+# every worker and every notebook kernel they start) oversubscribe them. With two workers
+# on two cores, one thread each trained the two-tower model ~25-35% faster than the default.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    _threads = str(max(1, (os.cpu_count() or 1) // _workers))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", _threads)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", _threads)
+
+import recsys_utils  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any TensorFlow import)
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
