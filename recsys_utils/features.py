@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # TensorFlow is imported lazily: building features needs no T
 __all__ = [
     "OOV_USER", "QuerySet", "RecData", "Vocab", "build_features", "check_item_content",
     "fact_columns", "from_frames", "item_attribute_matrix", "item_content", "to_dataset",
+    "update_rounds",
 ]
 
 #: Index every unknown user maps to.
@@ -409,6 +410,39 @@ def item_content(vectors: np.ndarray, prepared: Any,
         raise DataError("item content is empty: no content vectors (width 0) and no catalogue "
                         "fact columns to encode; a content tower needs at least one of them")
     return np.concatenate([vectors, attributes], axis=1)
+
+
+def update_rounds(prepared: Any, periods: int, period_share: float, *, history_length: int = 10,
+                  seed: int = 42) -> list[RecData]:
+    """The training interactions replayed as a base period and ``periods`` later ones.
+
+    The last ``periods`` x ``period_share`` of the training interactions (by timestamp) are cut
+    into ``periods`` equal periods. Round ``r`` trains on everything up to the end of period
+    ``r`` (round 0: the base period alone) and is tested on what came next: period ``r + 1``,
+    or for the last round the test split (the validation split, which chooses epochs, is
+    left out).
+
+    Returns:
+        ``periods + 1`` :class:`RecData`, each with ``train`` and ``test`` splits.
+
+    Raises:
+        DataError: a period without interactions (timestamps that do not spread over time).
+    """
+    train = prepared.splits["train"]
+    stamps = train["timestamp"].to_numpy(np.int64)
+    cuts = np.quantile(stamps, 1 - period_share * np.arange(periods, 0, -1), method="lower")
+    upto = [train[stamps <= cut] for cut in cuts] + [train]
+    nexts = [*(train[(stamps > a) & (stamps <= b)] for a, b in zip(cuts, [*cuts[1:], np.inf])),
+             prepared.splits.get("test", train.iloc[:0])]
+    for r, frame in enumerate([upto[0], *nexts]):
+        if len(frame) == 0:
+            what = ("the base period" if r == 0 else "the test split" if r > periods
+                    else f"update period {r} of {periods}")
+            raise DataError(f"no interactions in {what}: incremental updates need training "
+                            "timestamps that spread over time", source="splits")
+    return [build_features(dataclasses.replace(prepared, splits={"train": a, "test": b}),
+                           history_length=history_length, seed=seed)
+            for a, b in zip(upto, nexts)]
 
 
 def to_dataset(features: Mapping[str, np.ndarray], batch_size: int, *, shuffle: bool = True,

@@ -162,11 +162,30 @@ class ScannSettings(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class UpdateSettings(Settings):
+    """Notebook 04's incremental updates: the variant updated, how many later periods of the
+    training interactions it is updated on (each holding ``period_share`` of them), and the
+    epochs a warm start trains on each new period."""
+
+    variant: str = "id"
+    periods: int = 2
+    period_share: float = 0.1
+    warm_epochs: int = 2
+
+    def __post_init__(self) -> None:
+        _check_choice("UpdateSettings", "variant", self.variant, ("id", "content", "fused"))
+        _check_positive(self, "periods", "period_share", "warm_epochs")
+        if self.periods * self.period_share >= 1:
+            raise DataError(f"UpdateSettings: {self.periods} periods of {self.period_share} "
+                            "leave no base period")
+
+
+@dataclasses.dataclass(frozen=True)
 class RetrievalSettings(Settings):
     """Notebook 04: the budget every variant trains with (its batch scaled to keep an epoch
     under ``max_steps_per_epoch`` steps), the history a query keeps, the ablation rows
     (changes to the budget), the classic references' grids (chosen on validation), the TFRS
-    tutorial protocol and the served index."""
+    tutorial protocol, the served index and the incremental updates."""
 
     budget: RetrievalBudget
     history_length: int
@@ -176,6 +195,7 @@ class RetrievalSettings(Settings):
     tfrs_protocol: RetrievalBudget
     tfrs_protocol_epochs: int
     scann: ScannSettings
+    updates: UpdateSettings = UpdateSettings()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,6 +59,8 @@ class RetrievalResult:
             the first includes tracing).
         item_probability: ``(n_items,)`` the log-Q sampling probabilities (training frequency).
         item_counts: ``(n_items,)`` training counts (popularity scores).
+        user_ids: ``(n_users,)`` the user vocabulary it was trained with (row 0: OOV).
+        trained_until: the last training timestamp it saw (a warm start trains on later ones).
     """
 
     variant: str
@@ -69,13 +71,16 @@ class RetrievalResult:
     config: dict[str, Any]
     item_probability: np.ndarray
     item_counts: np.ndarray
+    user_ids: np.ndarray | None = None
+    trained_until: int | None = None
 
     @classmethod
     def of(cls, variant: str, model: Any, data: RecData, train: Mapping[str, np.ndarray],
            config: dict[str, Any]) -> RetrievalResult:
         """An untrained result around ``model``; :meth:`record` fills in its training."""
         counts = np.bincount(train["item"], minlength=data.n_items).astype(np.int64)
-        return cls(variant, model, {}, 0.0, 0.0, config, data.item_probability, counts)
+        return cls(variant, model, {}, 0.0, 0.0, config, data.item_probability, counts,
+                   data.vocab.user_ids, int(data.examples["train"]["timestamp"].max()))
 
     def record(self, history: Mapping[str, list[float]], seconds: float,
                callbacks: Sequence[tf.keras.callbacks.Callback]) -> RetrievalResult:

@@ -317,7 +317,8 @@ OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.A
 
 
 def train_retrieval(variant: str, data: RecData, item_content: np.ndarray | None = None,
-                    budget: RetrievalBudget = RetrievalBudget(), *, seed: int = 42,
+                    budget: RetrievalBudget = RetrievalBudget(), *,
+                    warm_start: retrieval.RetrievalResult | None = None, seed: int = 42,
                     strategy: tf.distribute.Strategy | None = None,
                     progress: bool = True) -> retrieval.RetrievalResult:
     """Build, compile and fit one variant on the training interactions.
@@ -325,15 +326,26 @@ def train_retrieval(variant: str, data: RecData, item_content: np.ndarray | None
     ``budget.train_history``: ``"before"`` (each example's query is the user's items strictly
     before it) or ``"leave_one_out"`` (the user's training items minus the example's own,
     what an evaluation query sees). ``budget.early_stopping`` ranks the validation users
-    after each epoch and keeps the best epoch's weights.
+    after each epoch and keeps the best epoch's weights. ``warm_start``: a model trained on
+    the interactions up to its ``trained_until``; the new model starts from its weights
+    (:func:`carry_weights`) and fits only the later interactions.
     """
     config = dict(variant=variant, seed=seed, **dataclasses.asdict(budget))
     train = retrieval.training_examples(data, budget.train_history)  # {feature: (N, ...)}
+    if warm_start is not None:  # only what the previous model has not seen
+        newer = data.examples["train"]["timestamp"] > warm_start.trained_until
+        if variant == "popularity" or not newer.any():
+            raise DataError("a warm start needs a trained variant and training interactions "
+                            f"after {warm_start.trained_until}")
+        train = {name: values[newer] for name, values in train.items()}
+        config["warm_start_after"] = warm_start.trained_until
     if variant == "popularity":
         return retrieval.popularity(data, train, config)
     tf.keras.utils.set_random_seed(seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_retrieval_model(variant, data, item_content, budget)
+        if warm_start is not None:
+            carry_weights(warm_start, model, data)
         model.compile(optimizer=OPTIMIZERS[budget.optimizer](budget.learning_rate))
     result = retrieval.RetrievalResult.of(variant, model, data, train, config)
     callbacks = [EpochClock()]  # first, so validation time is not counted as training time
@@ -348,3 +360,39 @@ def train_retrieval(variant: str, data: RecData, item_content: np.ndarray | None
     started = time.perf_counter()
     fit = model.fit(dataset, epochs=budget.epochs, verbose=0, callbacks=callbacks)
     return result.record(fit.history, time.perf_counter() - started, callbacks)
+
+
+def carry_weights(previous: retrieval.RetrievalResult, model: RetrievalModel,
+                  data: RecData) -> None:
+    """Start ``model``, built for a later period's ``data``, from ``previous``'s weights.
+
+    A later period knows more items and users, so their id rows move to their new places;
+    items and users new in the period start from the out-of-vocabulary row (what the old
+    model learned for "something never seen") and new items from the old "unknown item"
+    bias. Every other weight has the same shape in both models and is copied as it is.
+    """
+    model.compute_loss({k: v[:2] for k, v in retrieval.training_examples(data).items()})  # build
+    old, moves = previous.model, {}  # new table -> the old row each of its rows starts from
+    towers = {id(t): (t, o) for t, o in ((model.item_tower, old.item_tower),
+                                         (model.query_tower.item_tower, old.query_tower.item_tower))}
+    for tower, old_tower in towers.values():
+        if tower.use_id:
+            rows = np.zeros(tower.id_embedding.input_dim, np.int64)
+            rows[tower._tokens.numpy()] = old_tower._tokens.numpy()  # by item: new row <- old row
+            moves[tower.id_embedding.embeddings.ref()] = rows
+    if model.query_tower.user_embedding is not None:
+        old_row = {user: row for row, user in enumerate(previous.user_ids)}
+        moves[model.query_tower.user_embedding.embeddings.ref()] = np.array(
+            [old_row.get(user, 0) for user in data.vocab.user_ids])
+    if len(old.weights) != len(model.weights):
+        raise DataError("a warm start needs a previous model of the same variant and budget")
+    for source, target in zip(old.weights, model.weights):
+        value = source.numpy()
+        if target.ref() in moves:
+            value = value[moves[target.ref()]]
+        elif target is model.item_bias:
+            value = np.where(old._bias_trained.numpy(), value, old.unknown_bias.numpy())
+        if value.shape != tuple(target.shape):
+            raise DataError(f"a warm start cannot fill {target.name} {tuple(target.shape)} "
+                            f"from {value.shape}: another variant or budget?")
+        target.assign(value)

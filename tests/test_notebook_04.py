@@ -21,7 +21,10 @@ Margins (also stated in the notebook's prose):
 * the reloaded serving SavedModel returns the in-memory top 10 (>= 99% overlap;
   eager vs graph rounding may swap items whose scores tie to ~1e-6), and answers
   every test user with and without the events since training (the next-event
-  difference inside its interval, the requests' latency recorded).
+  difference inside its interval, the requests' latency recorded);
+* the replay of the last training periods updates the model on each of two
+  periods by a warm start and by a retrain, a warm start in less training time,
+  each way tested on the next period's users with a paired interval.
 """
 
 from __future__ import annotations
@@ -103,6 +106,27 @@ def test_04_served_model_answers_with_the_history_as_of_the_request(series_runs,
         assert 0 < recall < 1
     latency = real_time["latency_ms"]
     assert 0 < latency["median_ms"] <= latency["p95_ms"] < 1000
+
+
+@pytest.mark.parametrize("dataset", ALL_DATASETS)
+def test_04_warm_start_and_retrain_on_two_later_periods(series_runs, dataset):
+    updates = _metrics(series_runs, dataset)["updates"]
+    table = {(row["period"], row["way"]): row for row in updates["table"]}
+    assert set(table) == {(p, w) for p in (1, 2) for w in ("no update", "warm start", "retrain")}
+    for period in (1, 2):
+        warm, retrain = table[(period, "warm start")], table[(period, "retrain")]
+        assert 0 < warm["recall@10"] < 1 and 0 < retrain["recall@10"] < 1
+        assert warm["test_users"] == retrain["test_users"] > 0
+        assert 0 < warm["interactions_fitted"] < retrain["interactions_fitted"]
+        assert 0 < warm["train_seconds"] < retrain["train_seconds"]
+        assert table[(period, "no update")]["train_seconds"] == 0
+    if dataset == "movielens-100k":  # films first rated during the replay: the catalogue grows
+        assert table[(1, "retrain")]["new_items"] > 0
+    assert [c["period"] for c in updates["comparisons"]] == [1, 2]
+    for c in updates["comparisons"]:
+        assert (c["a"], c["b"], c["metric"]) == ("warm start", "retrain", "recall@10")
+        assert c["value_a"] == pytest.approx(table[(c["period"], "warm start")]["recall@10"])
+        assert c["low"] <= c["difference"] <= c["high"]
 
 
 @pytest.mark.parametrize("dataset", ALL_DATASETS)

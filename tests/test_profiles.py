@@ -39,6 +39,16 @@ def test_a_retrieval_budget_rejects_bad_values(bad, match):
         P.RetrievalBudget(**bad)
 
 
+@pytest.mark.parametrize("bad, match", [
+    (dict(variant="content_words"), "variant must be one of"),
+    (dict(periods=0), "periods must be > 0"),
+    (dict(periods=5, period_share=0.2), "leave no base period"),
+])
+def test_update_settings_reject_bad_values(bad, match):
+    with pytest.raises(DataError, match=match):
+        P.UpdateSettings(**bad)
+
+
 def test_scaled_keeps_an_epoch_under_the_step_limit():
     budget = P.RankingBudget(batch_size=256, learning_rate=0.01)
     assert budget.scaled(1000, 40) is budget and budget.scaled(10**6, None) is budget

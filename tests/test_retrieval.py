@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
@@ -445,3 +446,65 @@ def test_content_profile_rank_keeps_the_best_low_rank_cosines():
     for rank in (None, 12, 50):
         np.testing.assert_allclose(T.ContentProfile(content, 1.0, rank=rank).unit_content.numpy(),
                                    unit, atol=1e-6)
+
+
+def test_update_rounds_replay_the_training_periods(world):
+    toy, data = world
+    rounds = F.update_rounds(toy.prepared, 2, 0.15, history_length=5)
+    train = toy.prepared.splits["train"]
+    assert len(rounds) == 3
+    sizes = [len(r.splits["train"]) for r in rounds]
+    assert sizes[0] < sizes[1] < sizes[2] == len(train)
+    for r in (0, 1):  # round r is tested on the period that round r + 1 adds
+        assert len(rounds[r].splits["test"]) == sizes[r + 1] - sizes[r]
+        assert rounds[r].splits["test"]["timestamp"].min() > rounds[r].splits["train"]["timestamp"].max()
+    assert rounds[2].splits["test"].equals(toy.prepared.splits["test"].reset_index(drop=True))
+    assert len(rounds[1].splits["test"]) == pytest.approx(0.15 * len(train), rel=0.1)
+    frozen = toy.prepared.splits | {"train": train.assign(timestamp=1_700_000_000)}
+    with pytest.raises(F.DataError, match="update period 1 of 2"):
+        F.update_rounds(dataclasses.replace(toy.prepared, splits=frozen), 2, 0.15)
+
+
+@pytest.mark.parametrize("budget", [BUDGET.replace(loss="full_softmax", item_bias=True),
+                                    BUDGET.replace(loss="in_batch", use_user_id=True)],
+                         ids=["item bias", "user ids"])
+def test_a_warm_start_begins_where_the_previous_model_ended(world, budget):
+    toy, _ = world
+    train = toy.prepared.splits["train"]
+    # Some users arrive late: the later period's user rows move (the vocabulary is sorted).
+    late = train["user_id"].isin(train["user_id"].drop_duplicates().iloc[::10])
+    train = train[~late | (train["timestamp"] > train["timestamp"].quantile(0.8))]
+    prepared = dataclasses.replace(toy.prepared, splits=toy.prepared.splits | {"train": train})
+    base_data, later = F.update_rounds(prepared, 1, 0.3, history_length=5)
+    budget = budget.replace(epochs=2)
+    base = T.train_retrieval("fused", base_data, toy.content, budget, **QUIET)
+
+    model = T.build_retrieval_model("fused", later, toy.content, budget)
+    T.carry_weights(base, model, later)
+    # Every item scores as before: known items keep their rows, new items take the row (and
+    # the bias) the old model gave every item it had not seen; users follow their ids.
+    np.testing.assert_allclose(R.catalogue(model.candidate_embedding, later.n_items, 256),
+                               R.catalogue(base.model.candidate_embedding, later.n_items, 256),
+                               atol=1e-6)
+    assert (later.warm_items & ~base_data.warm_items).any()  # the later period has new items
+    queries = {k: later.queries("test").features[k] for k in R.QUERY_KEYS}
+    old_index = {user: row for row, user in enumerate(base.user_ids)}
+    old_users = np.array([old_index.get(user, 0) for user in later.vocab.user_ids[queries["user"]]])
+    assert 0 < (old_users > 0).sum() < len(old_users)  # users seen before, and new ones
+    np.testing.assert_allclose(
+        R.in_batches(model.query_embedding, queries, R.QUERY_KEYS, 256, None),
+        R.in_batches(base.model.query_embedding, queries | {"user": old_users}, R.QUERY_KEYS,
+                     256, None), atol=1e-5)
+    if budget.item_bias:
+        new = later.warm_items & ~base_data.warm_items
+        assert np.allclose(model.item_bias.numpy()[new], base.model.unknown_bias.numpy())
+
+    # Training on from there fits the later interactions only.
+    warm = T.train_retrieval("fused", later, toy.content, budget, warm_start=base, **QUIET)
+    newer = later.examples["train"]["timestamp"] > base.trained_until
+    assert warm.item_counts.sum() == newer.sum() < len(newer)
+    assert warm.trained_until == later.examples["train"]["timestamp"].max()
+    with pytest.raises(F.DataError, match="same variant"):
+        T.carry_weights(base, T.build_retrieval_model("id", later, None, budget), later)
+    with pytest.raises(F.DataError, match="after"):
+        T.train_retrieval("fused", later, toy.content, budget, warm_start=warm, **QUIET)
