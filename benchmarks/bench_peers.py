@@ -19,7 +19,9 @@ repeat of each, not every repeat of one); medians with the min-max spread, the
 project / peer ratio per precision, and the worst cosine of every row to the
 project's float32 vectors. Then the limit: float operations per text from the
 model's size and the padded token counts, against this machine's best float32
-matrix multiply (measured: vendor peaks depend on FMA units and SMT a VM hides).
+matrix multiply (measured: vendor peaks depend on FMA units and SMT a VM hides),
+and the rate each framework's matmul kernels reach at the encoder's layer shape in
+each precision (how much of the gap is the kernels, how much the rest of the path).
 """
 
 from __future__ import annotations
@@ -44,6 +46,24 @@ from _peers import Peer
 from bench_text import product_texts
 
 PRECISIONS = ("float32", "bfloat16")
+
+
+def tf_matmul_flops(precision: str, shape: tuple[int, int, int], repeats: int = 20) -> float:
+    """TensorFlow's best flop/s for one ``(m, k) @ (k, n)`` matmul in ``precision``: the rate
+    its kernel (oneDNN on a CPU) reaches at the encoder's layer shape. One eager op, result
+    left in place (a ``tf.function`` call or a copy to NumPy would add ~1 ms to a 3 ms op)."""
+    import tensorflow as tf
+
+    m, k, n = shape
+    dtype = tf.as_dtype(precision)
+    a, b = (tf.cast(tf.random.normal(s, seed=0), dtype) for s in ((m, k), (k, n)))
+    tf.matmul(a, b)  # threads up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.matmul(a, b)  # synchronous on a CPU
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * m * k * n / best
 
 
 def flops_per_text(encoder: text.TextEncoder, texts: list[str], batch_size: int) -> float:
@@ -114,6 +134,13 @@ def main() -> None:
             rates[(name, precision)].append(len(texts) / seconds)
         print(f"  repeat {repeat + 1}/{args.repeats}: " + ", ".join(
             f"{n.split(' ')[0]} {p} {rates[(n, p)][-1]:.1f}/s" for n, p, _ in rows), flush=True)
+    # The kernels underneath: one feed-forward matmul of a typical batch (64 texts x 24
+    # tokens, hidden 384 -> intermediate 1536) in each framework and precision.
+    config = encoders["float32"].backbone.get_config()
+    shape = (args.batch_size * 24, config["hidden_dim"], config["intermediate_dim"])
+    kernels = {p: (tf_matmul_flops(p, shape), peer.ask(op="matmul", precision=p,
+                                                        shape=list(shape))["flops"])
+               for p in PRECISIONS}
     peer.close()
     shutil.rmtree(work)
     print(f"1-min load average before/after timing: {load_before} / {loadavg()} "
@@ -139,6 +166,17 @@ def main() -> None:
           f"{peak / flops:,.0f} texts/s in float32; "
           "the project's float32 median reaches "
           f"{median[(project_name, 'float32')] * flops / peak:.0%} of it")
+    print(f"\nthe matmul kernels underneath, {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]} "
+          "(one feed-forward layer of a batch), best of 20:")
+    print("| precision | TensorFlow GFLOP/s | PyTorch GFLOP/s | TensorFlow / PyTorch | "
+          "project: share of TensorFlow's rate | peer: share of PyTorch's rate |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for precision, (tf_rate, torch_rate) in kernels.items():
+        used = {name: median[(name, precision)] * flops for name in (project_name,
+                                                                     "sentence-transformers")}
+        print(f"| {precision} | {tf_rate / 1e9:.0f} | {torch_rate / 1e9:.0f} | "
+              f"{tf_rate / torch_rate:.2f}x | {used[project_name] / tf_rate:.0%} | "
+              f"{used['sentence-transformers'] / torch_rate:.0%} |")
     checks = []
     for precision in PRECISIONS:
         ratio = median[(project_name, precision)] / median[("sentence-transformers", precision)]

@@ -6,6 +6,8 @@ benchmark can interleave the project's timings with the peers' in one run:
 * ``{"op": "encode", "texts": <.json list>, "out": <.npy>, "precision": "float32"|"bfloat16",
   "batch_size": 64}``: sentence-transformers on PyTorch CPU, the same checkpoint directory,
   mean pooling, L2-normalised (bfloat16 through ``torch.autocast``); answers ``{"seconds"}``.
+* ``{"op": "matmul", "precision": ..., "shape": [m, k, n]}``: PyTorch's best flop/s for one
+  ``(m, k) @ (k, n)`` matmul in that precision -> ``{"flops": ...}``;
 * ``{"op": "faiss_index", "items": <.npy>}``: builds ``faiss.IndexFlatIP`` (exact inner
   product) over the rows; answers ``{"build_seconds"}``.
 * ``{"op": "faiss_search", "queries": <.npy>, "k": 10, "out": <.npy>, "min_seconds": 0.5}``:
@@ -52,6 +54,18 @@ def main(model_dir: str, max_length: int) -> None:
             seconds = time.perf_counter() - start
             np.save(request["out"], vectors.astype(np.float32))
             print(json.dumps({"seconds": seconds}), flush=True)
+        elif request["op"] == "matmul":
+            dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[request["precision"]]
+            m, k, n = request["shape"]
+            a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+            best = float("inf")
+            with torch.inference_mode():
+                a @ b  # threads up
+                for _ in range(request.get("repeats", 20)):
+                    start = time.perf_counter()
+                    a @ b
+                    best = min(best, time.perf_counter() - start)
+            print(json.dumps({"flops": 2.0 * m * k * n / best}), flush=True)
         elif request["op"].startswith("faiss") and faiss is None:
             print(json.dumps({"error": "faiss is not installed"}), flush=True)
         elif request["op"] == "faiss_index":
