@@ -369,7 +369,8 @@ def carry_weights(previous: retrieval.RetrievalResult, model: RetrievalModel,
     A later period knows more items and users, so their id rows move to their new places;
     items and users new in the period start from the out-of-vocabulary row (what the old
     model learned for "something never seen") and new items from the old "unknown item"
-    bias. Every other weight has the same shape in both models and is copied as it is.
+    bias. Every other weight has the same shape in both models and is copied as it is; the
+    optimizer starts afresh.
     """
     model.compute_loss({k: v[:2] for k, v in retrieval.training_examples(data).items()})  # build
     old, moves = previous.model, {}  # new table -> the old row each of its rows starts from
