@@ -24,7 +24,7 @@ from .schema import DataError
 
 __all__ = [
     "NewItemBoost", "RetrievalResult", "ValidationRecall", "best_by_validation",
-    "evaluate_retrieval", "leave_one_out_history", "match_new_item_exposure",
+    "describe_comparison", "evaluate_retrieval", "leave_one_out_history", "match_new_item_exposure",
     "new_item_exposure", "paired_comparison", "popularity", "rank_items", "recommend",
     "retrieval_table", "tfrs_protocol_metrics", "training_examples",
 ]
@@ -291,6 +291,16 @@ def paired_comparison(a: Any, b: Any, data: RecData, split: str = "test",
             "value_a": float(per_user[0].mean()), "value_b": float(per_user[1].mean()),
             "difference": float(difference.mean()), "low": low, "high": high,
             "n_queries": int(len(difference))}
+
+
+def describe_comparison(row: Mapping[str, Any]) -> str:
+    """One :func:`paired_comparison` as a sentence: ``a`` beats, ties with (the interval holds
+    0) or loses to ``b`` on the split's metric, both values, the difference and its interval."""
+    verdict = ("ties with" if row["low"] <= 0 <= row["high"]
+               else "beats" if row["difference"] > 0 else "loses to")
+    return (f"{row['a']} {verdict} {row['b']} on {row['split']} {row['metric']}: "
+            f"{row['value_a']:.4f} vs {row['value_b']:.4f} (difference {row['difference']:+.4f}, "
+            f"95% interval [{row['low']:+.4f}, {row['high']:+.4f}])")
 
 
 class NewItemBoost:

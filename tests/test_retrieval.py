@@ -508,3 +508,15 @@ def test_a_warm_start_begins_where_the_previous_model_ended(world, budget):
         T.carry_weights(base, T.build_retrieval_model("id", later, None, budget), later)
     with pytest.raises(F.DataError, match="after"):
         T.train_retrieval("fused", later, toy.content, budget, warm_start=warm, **QUIET)
+
+
+@pytest.mark.parametrize("low, high, difference, verdict", [
+    (-0.01, 0.02, 0.005, "ties with"), (0.001, 0.02, 0.01, "beats"),
+    (-0.03, -0.002, -0.01, "loses to"), (0.0, 0.02, 0.01, "ties with")])
+def test_describe_comparison_reads_the_interval(low, high, difference, verdict):
+    row = {"a": "warm start", "b": "retrain", "split": "test", "metric": "recall@10",
+           "value_a": 0.2 + difference, "value_b": 0.2, "difference": difference,
+           "low": low, "high": high}
+    assert R.describe_comparison(row) == (
+        f"warm start {verdict} retrain on test recall@10: {0.2 + difference:.4f} vs 0.2000 "
+        f"(difference {difference:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}])")
