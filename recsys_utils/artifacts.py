@@ -223,12 +223,15 @@ def model_dir(artifact_dir: str | Path, name: str) -> Path:
 
 
 def save_module(module: Any, directory: str | Path, signatures: Any, options: Any = None) -> None:
-    """``tf.saved_model.save`` without tf-keras' "contain non-serializable objects" notice, moot
-    for modules served through their ``signatures``, never rebuilt from a Keras config."""
+    """``tf.saved_model.save`` without tf-keras' "contain non-serializable objects" and "not
+    built" notices, moot for modules served through their ``signatures``, never rebuilt from a
+    Keras config (a model rebuilt from its weights is called through methods, never built)."""
     import tensorflow as tf
 
     def notice(record: logging.LogRecord) -> bool:
-        return "contain non-serializable objects" not in record.getMessage()
+        message = record.getMessage()
+        return not ("contain non-serializable objects" in message
+                    or "Skipping full serialization" in message)
 
     logger = logging.getLogger("tensorflow")
     logger.addFilter(notice)
@@ -236,6 +239,54 @@ def save_module(module: Any, directory: str | Path, signatures: Any, options: An
         tf.saved_model.save(module, str(directory), signatures=signatures, options=options)
     finally:
         logger.removeFilter(notice)
+
+
+#: Where a model export keeps the Keras model's weights (:func:`save_weights`).
+WEIGHTS = "checkpoint/model"
+
+
+def save_weights(model: Any, export_dir: str | Path) -> Path:
+    """Write ``model``'s variables as a TensorFlow checkpoint under ``export_dir``: a SavedModel
+    of a subclassed model serves, but cannot be rebuilt as Keras layers (pruning needs them)."""
+    import tensorflow as tf
+
+    return Path(tf.train.Checkpoint(model=model).write(str(Path(export_dir) / WEIGHTS)))
+
+
+def _weights(export_dir: str | Path) -> Path:
+    path = Path(export_dir) / WEIGHTS
+    if not Path(f"{path}.index").exists():
+        raise DataError(f"no model weights at {path}: re-run the notebook that exported "
+                        f"{Path(export_dir).name}")
+    return path
+
+
+def restore_weights(model: Any, export_dir: str | Path) -> Any:
+    """Load the weights :func:`save_weights` wrote into ``model``, built beforehand with the
+    same architecture (called once); every variable of ``model`` must be found."""
+    import tensorflow as tf
+
+    path = _weights(export_dir)
+    try:
+        status = tf.train.Checkpoint(model=model).read(str(path)).expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as exc:  # a variable missing, or of another shape
+        raise DataError(f"the weights at {path} do not fit this model (another variant or "
+                        f"budget?): {str(exc)[:300]}") from None
+    return model
+
+
+def saved_array(export_dir: str | Path, attribute: str) -> np.ndarray:
+    """One variable of the weights :func:`save_weights` wrote, by its attribute path from the
+    model (``"item_tower/content"``): the data a model was built around, e.g. its content table."""
+    import tensorflow as tf
+
+    path = _weights(export_dir)
+    key = f"model/{attribute}/.ATTRIBUTES/VARIABLE_VALUE"
+    try:
+        return tf.train.load_checkpoint(str(path)).get_tensor(key)
+    except (tf.errors.NotFoundError, ValueError):
+        raise DataError(f"no variable {attribute!r} in the model weights at {path}") from None
 
 
 @contextlib.contextmanager

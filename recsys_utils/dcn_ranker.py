@@ -121,6 +121,18 @@ class RankingModel(tfrs.Model):
         return self.task(labels=tf.cast(features["target"], tf.float32), predictions=predictions)
 
 
+def build_ranking_model(target: str, data: RecData, item_content: np.ndarray | None,
+                        budget: RankingBudget, rating_offset: float = 0.0) -> RankingModel:
+    """The ranker (untrained), shaped by the budget's architecture fields."""
+    b = budget
+    return RankingModel(target, data.n_users, id_tokens(data), item_content,
+                        embedding_dim=b.embedding_dim, cross_layers=b.cross_layers,
+                        deep_units=b.deep_units, projection_dim=b.projection_dim,
+                        id_dropout=b.id_dropout, use_history=b.use_history,
+                        use_context=b.use_context, use_user_id=b.use_user_id, l2=b.l2,
+                        rating_offset=rating_offset)
+
+
 def train_ranking(data: RecData, item_content: np.ndarray | None = None,
                   budget: RankingBudget = RankingBudget(), *, seed: int = 42,
                   strategy: tf.distribute.Strategy | None = None, progress: bool = True,
@@ -151,12 +163,8 @@ def train_ranking(data: RecData, item_content: np.ndarray | None = None,
               **dataclasses.asdict(b), "early_stopping": early_stopping}
     tf.keras.utils.set_random_seed(seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = RankingModel(target, data.n_users, id_tokens(data), content,
-                             embedding_dim=b.embedding_dim, cross_layers=b.cross_layers,
-                             deep_units=b.deep_units, projection_dim=b.projection_dim,
-                             id_dropout=b.id_dropout, use_history=b.use_history,
-                             use_context=b.use_context, use_user_id=b.use_user_id, l2=b.l2,
-                             rating_offset=baseline if target == "rating" else 0.0)
+        model = build_ranking_model(target, data, content, b,
+                                    rating_offset=baseline if target == "rating" else 0.0)
         model.compile(optimizer=tf.keras.optimizers.Adam(b.learning_rate))
     keys = (*ranking.FEATURE_KEYS, "target")
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1

@@ -40,6 +40,16 @@ class Settings:
                             f"its settings: {', '.join(fields)}")
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_record(cls, values: Mapping[str, Any]) -> Any:
+        """The settings a metrics file recorded (JSON: tuples came back as lists)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DataError(f"{cls.__name__} has no setting {', '.join(unknown)}: recorded by "
+                            "another version of the course? Re-run the notebook that wrote it")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
     def _repr_html_(self) -> str:
         values = {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
         return pd.Series(values, name=type(self).__name__).to_frame().to_html()
@@ -260,7 +270,8 @@ class QuantizationSettings(Settings):
     """Notebook 06: full-int8 calibration samples, held-out quality rows, single queries
     timed per round and interleaved rounds (``latency.compare_latency``), interpreter
     threads for single queries (1: a sub-millisecond model spends more time waking
-    threads) and batches (None = all cores), the text encoder's modes, K for index recall."""
+    threads) and batches (None = all cores), the text encoder's modes, K for index recall,
+    and pruning: the sparsities tried and the fine-tuning batches each gets."""
 
     calibration_samples: int = 200
     quality_rows: int = 2000
@@ -271,6 +282,14 @@ class QuantizationSettings(Settings):
     batch_threads: int | None = None
     encoder_modes: tuple[str, ...] = ("float32", "float16", "dynamic_int8", "full_int8")
     index_k: int = 10
+    pruning_sparsities: tuple[float, ...] = (0.5, 0.75, 0.9)
+    pruning_steps: int = 200
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "pruning_steps")
+        if not all(0 < s < 1 for s in self.pruning_sparsities):
+            raise DataError("pruning_sparsities are shares of zeros, each in (0, 1); got "
+                            f"{self.pruning_sparsities}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -450,7 +469,8 @@ _RANKING = {
 # 2 cores takes 3-6 s per MiniLM conversion, 10-18 s for full-int8.
 _QUANTIZATION = {
     "smoke": QuantizationSettings(calibration_samples=32, quality_rows=256, latency_repeats=20,
-                                  batch_size=32, encoder_modes=("float32", "dynamic_int8")),
+                                  batch_size=32, encoder_modes=("float32", "dynamic_int8"),
+                                  pruning_sparsities=(0.5, 0.9), pruning_steps=60),
     "default": QuantizationSettings(),
     "full": QuantizationSettings(calibration_samples=500, quality_rows=10000, latency_repeats=60),
 }

@@ -19,7 +19,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from . import metrics
-from .artifacts import atomic_dir, save_module
+from .artifacts import atomic_dir, save_module, save_weights
 from .features import QuerySet, RecData
 from .latency import Timing, time_requests
 from .retrieval import QUERY_KEYS, RetrievalResult, catalogue, in_batches
@@ -511,13 +511,15 @@ def export_numeric_model(model: Any, fn: Callable[[dict[str, tf.Tensor]], tf.Ten
                          n_calibration: int = 256, seed: int = 0) -> Path:
     """Save ``fn`` over numeric inputs ``keys`` as a plain SavedModel (``serving_default``),
     atomically, for ``tf.lite.TFLiteConverter.from_saved_model``; ``calibration.npz`` beside it
-    holds ``n_calibration`` seeded training rows (keyed by input name) for int8 quantization."""
+    holds ``n_calibration`` seeded training rows (keyed by input name) for int8 quantization, and
+    ``checkpoint/`` the Keras model's weights (``artifacts.restore_weights``)."""
     module = _NumericModule(model, fn, keys, data.history_length, output)
     train = data.examples["train"]
     n = len(train["item"])
     rows = np.random.default_rng(seed).choice(n, min(n_calibration, n), replace=False)
     with atomic_dir(path) as tmp:
         save_module(module, tmp, signatures={"serving_default": module.serve})
+        save_weights(model, tmp)
         np.savez(Path(tmp) / "calibration.npz", **{
             k: np.asarray(train[k][rows], _dtype(k).as_numpy_dtype) for k in keys})
     return Path(path)

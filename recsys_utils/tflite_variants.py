@@ -5,8 +5,10 @@ model's rows in one table (:func:`size_quality_table`)."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,10 +24,17 @@ from .tflite_conversion import MODES, ConversionResult, TFLiteRunner
 if TYPE_CHECKING:
     from .features import QuerySet
 
-__all__ = ["TowerMeasurement", "measure_towers", "measure_variants", "size_quality_table"]
+__all__ = ["TowerMeasurement", "gzip_mb", "measure_towers", "measure_variants",
+           "size_quality_table"]
 
 #: Conversions, by mode or as a list (e.g. from ``tflite_conversion.convert_all``).
 Results = Mapping[str, ConversionResult] | Sequence[ConversionResult]
+
+
+def gzip_mb(*paths: str | Path) -> float:
+    """The files' size once gzip-compressed, MB: what a download or a registry ships. Zeros (a
+    pruned matrix) compress, though a TFLite file stores every tensor dense."""
+    return sum(len(gzip.compress(Path(p).read_bytes(), compresslevel=6)) for p in paths) / 1e6
 
 
 def _as_by_mode(results: Results) -> dict[str, ConversionResult]:
@@ -47,7 +56,7 @@ def measure_variants(
     results: Results, *, model: str, quality: Callable[[str, TFLiteRunner], float],
     quality_metric: str, timing_inputs: Mapping[str, np.ndarray] | np.ndarray,
     batch_threads: int | None = None, latency_threads: int = 1, repeats: int = 20, rounds: int = 3,
-    batch_size: int = 32, extra_bytes: Mapping[str, int] | None = None, progress: bool = True,
+    batch_size: int = 32, extra_files: Mapping[str, Path] | None = None, progress: bool = True,
 ) -> pd.DataFrame:
     """One row per conversion: size, CPU latency and throughput, and quality.
 
@@ -57,8 +66,8 @@ def measure_variants(
     are then timed together on ``timing_inputs`` by :func:`recsys_utils.latency.compare_latency`:
     single queries on ``latency_threads`` (default 1: a sub-millisecond model spends more time
     waking threads than computing), batches of ``batch_size`` on ``batch_threads``.
-    ``extra_bytes``: mode -> bytes added to the size (e.g. a second tower). Failed conversions get
-    a row with their error only. Columns: ``model, variant, ok, size_mb, median_ms, p95_ms,
+    ``extra_files``: mode -> a file counted in the sizes (e.g. a second tower). Failed conversions
+    get a row with their error only. Columns: ``model, variant, ok, size_mb, gzip_mb, median_ms, p95_ms,
     round_min_ms, round_max_ms, throughput, num_threads, batch_threads, quality, quality_metric,
     float_ops, kept_float, error``."""
     batch_threads = int(batch_threads or os.cpu_count() or 1)
@@ -66,7 +75,7 @@ def measure_variants(
     for r in track(list(_as_by_mode(results).values()), desc=f"quality of {model}", unit="variant",
                   disable=not progress):
         row = {"model": model, "variant": r.mode, "ok": r.ok, "size_mb": r.size_mb,
-               "median_ms": np.nan, "p95_ms": np.nan, "round_min_ms": np.nan,
+               "gzip_mb": np.nan, "median_ms": np.nan, "p95_ms": np.nan, "round_min_ms": np.nan,
                "round_max_ms": np.nan, "throughput": np.nan, "num_threads": latency_threads,
                "batch_threads": batch_threads, "quality": np.nan, "quality_metric": quality_metric,
                "float_ops": ", ".join(f"{k} x{v}" for k, v in sorted(r.float_ops.items())),
@@ -74,8 +83,9 @@ def measure_variants(
         rows[r.mode] = row
         if not r.ok:
             continue
-        if extra_bytes and r.mode in extra_bytes:
-            row["size_mb"] = (r.size_bytes + extra_bytes[r.mode]) / 1e6
+        files = [r.path, *([extra_files[r.mode]] if extra_files and r.mode in extra_files else [])]
+        row["size_mb"] = sum(Path(f).stat().st_size for f in files) / 1e6
+        row["gzip_mb"] = gzip_mb(*files)
         runner = TFLiteRunner(r.path, num_threads=batch_threads)
         score = _run(row, lambda: float(quality(r.mode, runner)))
         if score is None:
@@ -122,8 +132,9 @@ class TowerMeasurement:
 
 def measure_towers(
     query_results: Results, item_results: Results, queries: QuerySet, n_items: int, *, k: int = 10,
-    reference: str = "float32", batch_threads: int | None = None, latency_threads: int = 1,
-    repeats: int = 20, rounds: int = 3, batch_size: int = 32, progress: bool = True,
+    reference: str = "float32", reference_lists: np.ndarray | None = None,
+    batch_threads: int | None = None, latency_threads: int = 1, repeats: int = 20, rounds: int = 3,
+    batch_size: int = 32, progress: bool = True,
 ) -> TowerMeasurement:
     """Size, query-tower latency and Recall@k of each tower pair variant.
 
@@ -131,7 +142,8 @@ def measure_towers(
     convert). Recall@k ranks the whole catalogue, item tower inputs ``0 .. n_items - 1``, per query
     as :func:`~recsys_utils.retrieval.evaluate_retrieval` does. The size is both files; latency is
     the query tower's (item vectors are computed offline). ``reference``: the mode compared with,
-    whose vectors are returned."""
+    whose vectors are returned; ``reference_lists`` ``(n_queries, k)``: another model's top-k
+    lists to compare with instead (e.g. the unpruned towers')."""
     query_by_mode, item_by_mode = _as_by_mode(query_results), _as_by_mode(item_results)
     pairs = {}
     for mode, q in query_by_mode.items():
@@ -158,18 +170,19 @@ def measure_towers(
     table = measure_variants(
         pairs, model="towers", quality=recall, quality_metric=f"Recall@{k}",
         timing_inputs=features,
-        extra_bytes={m: r.size_bytes for m, r in item_by_mode.items() if r.ok},
+        extra_files={m: r.path for m, r in item_by_mode.items() if r.ok},
         batch_threads=batch_threads, latency_threads=latency_threads, repeats=repeats,
         rounds=rounds, batch_size=batch_size, progress=progress)
     agreement, interval = {}, {}
-    if reference in ranked:
-        per_query = {mode: metrics.retrieval_metrics(lists, queries.relevant, ks=(k,),
-                                                     per_query=True)[f"recall@{k}"]
-                     for mode, lists in ranked.items()}
+    compared = ranked.get(reference) if reference_lists is None else reference_lists
+    if compared is not None:
+        def per_query(lists: np.ndarray) -> np.ndarray:
+            return metrics.retrieval_metrics(lists, queries.relevant, ks=(k,),
+                                             per_query=True)[f"recall@{k}"].to_numpy()
+
         for mode, lists in ranked.items():
-            agreement[mode] = float(metrics.top_k_overlap(lists, ranked[reference], k).mean())
-            gap = per_query[mode] - per_query[reference]
-            interval[mode] = metrics.bootstrap_ci(gap.to_numpy())
+            agreement[mode] = float(metrics.top_k_overlap(lists, compared, k).mean())
+            interval[mode] = metrics.bootstrap_ci(per_query(lists) - per_query(compared))
     return TowerMeasurement(table, ranked, agreement, vectors.get("query"), vectors.get("item"),
                             interval)
 

@@ -94,3 +94,30 @@ def test_06_converter_calls_in_the_notebook_match_the_package(series_runs, datas
     # The four converter calls written out in the notebook give the files convert_all wrote.
     assert set(same) == {"float32", "float16", "dynamic_int8", "full_int8"}, same
     assert all(same.values()), same
+
+
+@pytest.mark.parametrize("dataset", ALL_DATASETS)
+def test_06_pruned_towers_and_ranker_hold_their_zeros(series_runs, dataset):
+    m = artifacts.read_metrics(series_runs.upto(dataset, "06"))["06_quantization"]
+    v, pruning = m["variants"], m["pruning"]
+    assert len(pruning["sparsities"]) >= 2 and pruning["steps"] > 0
+    for sparsity in pruning["sparsities"]:
+        tag = f"pruned{round(sparsity * 100)}"
+        # Fine-tuning reached the share of zeros asked for, in both models.
+        for model in ("towers", "ranker"):
+            assert pruning["measured_sparsity"][tag][model] == pytest.approx(sparsity, abs=0.01)
+            pruned, unpruned = v[f"{model}|{tag} float32"], v[f"{model}|float32"]
+            int8 = v[f"{model}|{tag} dynamic_int8"]
+            assert pruned["ok"] and int8["ok"] and math.isfinite(int8["quality"]), (tag, model)
+            assert pruned["sparsity"] == pruning["measured_sparsity"][tag][model]
+            # TFLite stores the zeros dense: the raw file keeps its size, the gzipped one shrinks.
+            assert pruned["size_mb"] == pytest.approx(unpruned["size_mb"], rel=0.05), (tag, model)
+            assert pruned["gzip_mb"] < unpruned["gzip_mb"], (tag, model)
+            assert int8["gzip_mb"] < v[f"{model}|dynamic_int8"]["gzip_mb"], (tag, model)
+        low, high = pruning["recall_difference_interval"][tag]["dynamic_int8"]
+        assert low <= high
+    # More zeros compress further.
+    tags = [f"pruned{round(s * 100)}" for s in sorted(pruning["sparsities"])]
+    for model in ("towers", "ranker"):
+        sizes = [v[f"{model}|{tag} float32"]["gzip_mb"] for tag in tags]
+        assert sizes == sorted(sizes, reverse=True), (model, sizes)

@@ -1,6 +1,7 @@
 """The profiles' typed settings: every section is a frozen dataclass that rejects bad values."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -47,6 +48,24 @@ def test_a_retrieval_budget_rejects_bad_values(bad, match):
 def test_update_settings_reject_bad_values(bad, match):
     with pytest.raises(DataError, match=match):
         P.UpdateSettings(**bad)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(pruning_sparsities=(0.5, 1.0)), "each in \\(0, 1\\)"),
+    (dict(pruning_sparsities=(0.0,)), "each in \\(0, 1\\)"),
+    (dict(pruning_steps=0), "pruning_steps must be > 0"),
+])
+def test_quantization_settings_reject_bad_pruning(bad, match):
+    with pytest.raises(DataError, match=match):
+        P.QuantizationSettings(**bad)
+
+
+def test_settings_come_back_from_a_metrics_record():
+    budget = P.get_profile("smoke").retrieval.budget
+    recorded = json.loads(json.dumps(dataclasses.asdict(budget)))  # tuples become lists
+    assert P.RetrievalBudget.from_record(recorded) == budget
+    with pytest.raises(DataError, match="has no setting nonsense"):
+        P.RetrievalBudget.from_record({**recorded, "nonsense": 1})
 
 
 def test_scaled_keeps_an_epoch_under_the_step_limit():

@@ -74,6 +74,18 @@ def make_metrics() -> dict:
         "ranker|dynamic_int8": variant(0.27, 1.2, 0.955, rmse),
         "ranker|full_int8": variant(0.40, 1.8, 0.960, rmse),
     }
+    # Sizes gzipped, and the pruned towers and ranker (notebook 06's pruning section).
+    for key, gzipped in (("towers|float32", 0.74), ("towers|dynamic_int8", 0.19),
+                         ("ranker|float32", 0.93), ("ranker|dynamic_int8", 0.25)):
+        variants[key]["gzip_mb"] = gzipped
+    for sparsity, gzipped, recall, rmse_value in ((50, 0.12, 0.297, 0.956), (90, 0.04, 0.280, 0.99)):
+        for mode, scale in (("float32", 4.0), ("dynamic_int8", 1.0)):
+            variants[f"towers|pruned{sparsity} {mode}"] = {
+                **variant(0.8 / (4 / scale), 2.0, recall, rec), "sparsity": sparsity / 100,
+                "gzip_mb": gzipped * scale}
+            variants[f"ranker|pruned{sparsity} {mode}"] = {
+                **variant(1.0 / (4 / scale), 1.5, rmse_value, rmse), "sparsity": sparsity / 100,
+                "gzip_mb": gzipped * scale * 1.2}
     # Notebook 06 stores x_smaller and speedup against the model's float32 row.
     for key, values in variants.items():
         reference = variants[key.split("|")[0] + "|float32"]
@@ -117,6 +129,10 @@ def make_metrics() -> dict:
                                       "retrieval_recall@100": 0.5},
                             "multitask": None},
         "06_quantization": {"dataset": "synthetic", "profile": "smoke", "variants": variants,
+                            "pruning": {"sparsities": [0.5, 0.9], "steps": 60,
+                                        "recall_difference_interval": {
+                                            "pruned50": {"dynamic_int8": [-0.01, 0.005]},
+                                            "pruned90": {"dynamic_int8": [-0.03, -0.01]}}},
                             "index": [{"index": "float32 exact", "bytes": 76800, "recall_at_k": 1.0,
                                        "median_ms": 0.05, "k": 10},
                                       {"index": "int8 scalar", "bytes": 19456, "recall_at_k": 0.98,
@@ -142,7 +158,8 @@ def test_every_claim_has_a_valid_verdict_and_all_are_supported_here():
     # Quantization is judged per model: one row each.
     assert list(table.index) == ["pretrained_text", "fusion_beats_single", "attention_fusion",
                                  "quantization: text encoder", "quantization: towers",
-                                 "quantization: ranker", "approximate_search", "real_time"]
+                                 "quantization: ranker", "approximate_search", "real_time",
+                                 "pruning: towers", "pruning: ranker"]
     assert set(table["verdict"]) <= set(report.VERDICTS)
     assert table["verdict"].eq(SUPPORTED).all(), table[["verdict", "evidence"]].to_dict()
     # The evidence carries the measured numbers.
@@ -967,7 +984,7 @@ def test_summary_goes_the_other_way_with_the_numbers():
                          "recommendation and product search.")
     assert any("31.0% of 400 test users" in s and "-2.0 points (95% interval -5.0 to -1.0), a real "
                "loss: the interval lies below zero" in s for s in answer), answer
-    assert answer[-1].startswith("Verdicts on the course's claims (8 rows below): ")
+    assert answer[-1].startswith("Verdicts on the course's claims (10 rows below): ")
     # On real data notebook 03 is evidence, stated as such.
     for stage in m.values():
         if "dataset" in stage:
@@ -1003,7 +1020,8 @@ def test_report_puts_the_answer_first_and_reads_well(tmp_path):
     headers = [line for line in md.split("\n") if line.startswith("| ") and
                md.split("\n")[md.split("\n").index(line) + 1].startswith("| ---")]
     assert headers and not any(re.search(r"\b[a-z]+_[a-z0-9_]+\b", h) for h in headers), headers
-    assert "| model | variant | converted | size (MB) | x smaller | median (ms) |" in md
+    assert ("| model | variant | converted | sparsity | size (MB) | gzipped (MB) | x smaller | "
+            "median (ms) |") in md
     for head in re.findall(r"<thead>(.*?)</thead>", page, re.S):
         assert head.count("<tr>") == 1  # one header row: no empty row for an index name
         assert not re.search(r"<th[^>]*>[a-z]+_[a-z0-9_]+</th>", head), head
@@ -1044,3 +1062,50 @@ def test_pretrained_text_claim_counts_the_bag_of_words_tower_where_notebook_04_t
     t["content_tfidf|test|all"]["recall@50"] = 0.36
     row = report.claims_table(m).loc["pretrained_text"]
     assert row["verdict"] == NOT_SUPPORTED and "goes against the claim" in row["evidence"]
+
+
+def test_pruning_is_judged_on_the_sparsest_variant_that_keeps_the_quality():
+    claims = report.claims_table(make_metrics())
+    towers, ranker = claims.loc["pruning: towers"], claims.loc["pruning: ranker"]
+    # 90% loses 6.7% Recall@10 with an interval below 0: the 50% variant is judged, 6.2x smaller.
+    assert towers["verdict"] == SUPPORTED, towers["evidence"]
+    assert "pruned50 dynamic_int8: 0.120 MB gzipped, 6.2x smaller" in towers["because"]
+    # The ranker's 90% variant is 4.2% worse in RMSE; its 50% variant 0.6% worse, 6.5x smaller.
+    assert ranker["verdict"] == SUPPORTED and "pruned50 dynamic_int8" in ranker["because"]
+    assert "4.2% worse" in ranker["evidence"] and "0.6% worse" in ranker["evidence"]
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"towers|pruned50 dynamic_int8": {"quality": 0.25}}, "no pruned variant keeps the quality"),
+    ({"towers|pruned50 dynamic_int8": {"gzip_mb": 0.25}}, "no smaller than int8 alone"),
+    ({"towers|float32": {"gzip_mb": 0.4}}, "less than 4x smaller"),
+])
+def test_pruning_verdict_fails_on_quality_and_on_each_size_check(change, reason):
+    m = make_metrics()
+    for key, values in change.items():
+        m["06_quantization"]["variants"][key].update(values)
+    # A loss whose interval lies below zero: no longer within the test users' noise.
+    m["06_quantization"]["pruning"]["recall_difference_interval"]["pruned50"]["dynamic_int8"] = (
+        [-0.06, -0.04] if "quality" in change.get("towers|pruned50 dynamic_int8", {})
+        else [-0.01, 0.005])
+    claims = report.claims_table(m)
+    assert claims.loc["pruning: towers", "verdict"] == NOT_SUPPORTED
+    assert reason in claims.loc["pruning: towers", "because"]
+    assert claims.loc["pruning: ranker", "verdict"] == SUPPORTED  # judged per model
+
+
+def test_pruning_loss_within_the_interval_of_the_test_users_keeps_the_quality():
+    m = make_metrics()
+    # 3% worse than float32 (above the 2% tolerance), but the paired interval holds 0.
+    m["06_quantization"]["variants"]["towers|pruned50 dynamic_int8"]["quality"] = 0.291
+    assert verdicts(m)["pruning: towers"] == SUPPORTED
+    m["06_quantization"]["pruning"]["recall_difference_interval"]["pruned50"]["dynamic_int8"] = [
+        -0.02, -0.001]
+    assert verdicts(m)["pruning: towers"] == NOT_SUPPORTED
+
+
+def test_pruning_without_pruned_variants_is_not_measurable():
+    m = make_metrics()
+    m["06_quantization"]["variants"] = {k: v for k, v in m["06_quantization"]["variants"].items()
+                                        if "pruned" not in k}
+    assert verdicts(m)["pruning"] == NOT_MEASURABLE

@@ -174,3 +174,19 @@ def test_measure_towers_scores_each_pair_once_and_reports_failed_item_towers(toy
     # A mode whose item tower failed is a failed row that says why (no TypeError).
     assert not table.loc["float16", "ok"] and "item tower float16" in table.loc["float16", "error"]
     assert "no float16 today" in table.loc["float16", "error"] and "float16" not in measured.ranked
+    # Gzipped sizes count both files too, each compressed on its own.
+    import gzip
+    assert table.loc["dynamic_int8", "gzip_mb"] * 1e6 == sum(
+        len(gzip.compress(r.path.read_bytes(), compresslevel=6))
+        for r in (query_results["dynamic_int8"], item_results["dynamic_int8"]))
+    # Against other lists (e.g. unpruned towers'): float32 now differs from its reference.
+    other = measured.ranked["float32"][:, ::-1].copy()
+    other[: len(other) // 2] = n_items - 1 - other[: len(other) // 2]
+    again = tflite_variants.measure_towers(query_results, item_results, queries, n_items, k=5,
+                                           reference_lists=other, repeats=3, rounds=1,
+                                           progress=False)
+    assert again.agreement["float32"] < 1.0
+    per_query = metrics.retrieval_metrics(other, queries.relevant, ks=(5,), per_query=True)
+    gap = table.loc["float32", "quality"] - per_query["recall@5"].mean()
+    low, high = again.recall_interval["float32"]
+    assert (low, high) != (0.0, 0.0) and low - 1e-12 <= gap <= high + 1e-12

@@ -18,7 +18,8 @@ from .reading import (DATA, FUSION, QUANTIZATION, RETRIEVAL, SEARCH, TEXT, Missi
                       tolerant)
 from .rules import (ABS_TOLERANCE, ANN_BENCHMARK, CLAIMS, MAX_REALTIME_P95_MS,
                     MAX_RELATIVE_QUALITY_LOSS, MIN_ANN_ITEMS, MIN_ANN_RECALL, MIN_ANN_SPEEDUP,
-                    MIN_COSINE, MIN_MEASURABLE_MS, MIN_SPEEDUP, MIN_X_SMALLER, NOT_MEASURABLE,
+                    MIN_COSINE, MIN_MEASURABLE_MS, MIN_SPEEDUP, MIN_X_SMALLER, MIN_X_SMALLER_GZIP,
+                    NOT_MEASURABLE,
                     NOT_SUPPORTED, REL_TOLERANCE, SUPPORTED, UNFUSED)
 from .tables import quantization_table
 
@@ -629,6 +630,53 @@ def _claim_real_time(metrics: Mapping[str, Any]) -> Verdict:
     return SUPPORTED, evidence, f"a gain: {c.short()}, p95 {p95:.2f} ms"
 
 
+def _claim_pruning(metrics: Mapping[str, Any]) -> dict[str, Verdict]:
+    """Claim 7 per model (towers, ranker): ``{model: (verdict, evidence, because)}``."""
+    table = quantization_table(metrics)
+    if table.empty:
+        raise Missing(table.attrs.get("note", "no quantization table"))
+    pruned = table[table["variant"].str.fullmatch(r"pruned\d+ dynamic_int8")]
+    if pruned.empty:
+        raise Missing(f"metrics/{QUANTIZATION}.json has no pruned variant")
+    intervals = dig(lookup(metrics, QUANTIZATION, "pruning"), "recall_difference_interval") or {}
+    out = {}
+    for model in dict.fromkeys(pruned["model"]):
+        part = table[table["model"] == model].set_index("variant")
+        if "float32" not in part.index:
+            out[model] = (NOT_MEASURABLE, f"notebook 06, {model}: no float32 variant",
+                          "no float32 variant to compare with")
+            continue
+        ref = part.loc["float32"]
+        kept, tried = None, []
+        for variant, row in part.loc[pruned[pruned["model"] == model]["variant"]].iterrows():
+            interval = dig(intervals, variant.split()[0], "dynamic_int8") if model == "towers" \
+                else None
+            ok, text = _quality_check(str(ref["quality_metric"]), num(ref["quality"]),
+                                      num(row["quality"]), tuple(interval) if interval else None)
+            tried.append(f"{variant} ({num(row.get('sparsity')):.0%} zeros): {text}")
+            if ok and (kept is None or num(row.get("sparsity")) > num(kept[1].get("sparsity"))):
+                kept = (variant, row)
+        evidence = f"notebook 06, {model}: " + "; ".join(tried)
+        if kept is None:
+            out[model] = (NOT_SUPPORTED, evidence, "no pruned variant keeps the quality")
+            continue
+        variant, row = kept
+        gzip = num(row.get("gzip_mb"))
+        x_smaller = num(ref.get("gzip_mb")) / gzip
+        int8 = num(part["gzip_mb"].get("dynamic_int8"))
+        if not math.isfinite(x_smaller + int8):
+            out[model] = (NOT_MEASURABLE, evidence, "gzipped sizes not recorded")
+            continue
+        sizes = (f"{variant}: {gzip:.3f} MB gzipped, {x_smaller:.1f}x smaller than float32, "
+                 f"int8 alone {int8:.3f} MB")
+        failed = [why for why, bad in (
+            (f"less than {MIN_X_SMALLER_GZIP:g}x smaller", x_smaller < MIN_X_SMALLER_GZIP),
+            ("no smaller than int8 alone", gzip >= int8)) if bad]
+        out[model] = ((NOT_SUPPORTED, f"{evidence}; {sizes}", f"{', '.join(failed)} ({sizes})")
+                      if failed else (SUPPORTED, f"{evidence}; {sizes}", sizes))
+    return out
+
+
 _CLAIM_TESTS: dict[str, Callable[[Mapping[str, Any]], Verdict | dict[str, Verdict]]] = {
     "pretrained_text": _claim_pretrained_text,
     "fusion_beats_single": _claim_fusion,
@@ -636,6 +684,7 @@ _CLAIM_TESTS: dict[str, Callable[[Mapping[str, Any]], Verdict | dict[str, Verdic
     "quantization": _claim_quantization,
     "approximate_search": _claim_search,
     "real_time": _claim_real_time,
+    "pruning": _claim_pruning,
 }
 
 
@@ -643,8 +692,8 @@ def claims_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """The seeds' claims, each with its measurement on this data set and a verdict.
 
     Each claim is judged by its rule in :data:`CLAIM_RULES` (thresholds in
-    :mod:`.rules`); quantization is judged per model, one row ``quantization:
-    <model>`` each (one row ``quantization`` without notebook 06).
+    :mod:`.rules`); quantization and pruning are judged per model, one row
+    ``quantization: <model>`` each (one row ``quantization`` without notebook 06).
 
     Returns:
         DataFrame indexed by claim id, columns ``claim``, ``verdict`` (one of

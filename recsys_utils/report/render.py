@@ -58,7 +58,7 @@ def _format(value: Any) -> str:
 
 #: Column labels in words that the general rules of :data:`_RENAMES` would not give.
 _LABELS = {"speedup": "speed-up", "num_threads": "threads", "throughput": "throughput (queries/s)",
-           "recall_at_k": "Recall@10", "ok": "converted"}
+           "recall_at_k": "Recall@10", "ok": "converted", "gzip_mb": "gzipped (MB)"}
 #: (pattern, replacement), in order: units in words, no snake_case, metrics capitalised.
 _RENAMES = [(r"\btop_(\d+)_accuracy\b", r"top-\1 accuracy"), (r"_ms\b", " (ms)"),
             (r"_mb\b", " (MB)"), (r"\bn_(\w+)", r"\1"), ("hit_rate", "hit rate"), ("_", " "),

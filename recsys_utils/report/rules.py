@@ -22,6 +22,9 @@ MIN_X_SMALLER = 3.5
 MIN_SPEEDUP = 1.05
 MIN_COSINE = 0.99
 MAX_RELATIVE_QUALITY_LOSS = 0.02
+#: Pruning (claim 7): pruned + int8, gzipped, at least MIN_X_SMALLER_GZIP times smaller than
+#: float32 gzipped and smaller than int8 alone gzipped (else quantization did all the work).
+MIN_X_SMALLER_GZIP = 4.0
 #: Below this float32 median a call is mostly timer noise: on a 2-core CPU four runs
 #: gave the towers (~0.07 ms) int8 "speed-ups" of 0.96 to 2.1 and the ranker 0.43
 #: to 7.4. Such models are judged on size and quality only.
@@ -54,6 +57,7 @@ CLAIMS: dict[str, str] = {
     "quantization": "Quantization cuts size and latency with little quality loss.",
     "approximate_search": "Approximate search serves in real time with little recall loss.",
     "real_time": "Using the user's real-time behaviour improves recommendations.",
+    "pruning": "Pruning plus quantization cuts model size with little quality loss.",
 }
 
 _TOL = ("a notebook 04 difference counts when its 95% bootstrap interval over test users "
@@ -133,4 +137,17 @@ CLAIM_RULES: dict[str, str] = {
         f"items answers within {MAX_REALTIME_P95_MS:g} ms at the 95th percentile; not supported "
         "when the interval holds 0 or lies below it (the claim is that it improves) or the "
         "latency check fails; not measurable here when notebook 04 did not measure it."),
+    "pruning": (
+        "Judged per model (towers, ranker; notebook 02's text encoder is a Keras 3 model, which "
+        "tfmot cannot prune). Evidence: notebook 06's magnitude-pruned models (tfmot, fine-tuned "
+        "at each sparsity), converted to dynamic-range int8; sizes are the files gzipped, as "
+        "shipped, since TFLite stores zeros dense. The variant judged is the sparsest one whose "
+        "quality passes claim 4's quality check (at most "
+        f"{MAX_RELATIVE_QUALITY_LOSS:.0%} worse than unpruned float32, relative, or, for the "
+        "towers, a paired 95% interval over test users that holds zero). Supported when that "
+        f"variant is (i) at least {MIN_X_SMALLER_GZIP:g}x smaller than float32 and (ii) smaller "
+        "than the unpruned int8 variant (else quantization alone did the work); not supported "
+        "when no pruned variant keeps the quality or a size check fails; not measurable here "
+        "when notebook 06 did not prune the model. Latency is shown, not judged: TFLite's "
+        "kernels are dense, so zeros cost as much time as any weight."),
 }

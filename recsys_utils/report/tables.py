@@ -211,7 +211,8 @@ def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     towers, ranker and variants float32, float16, dynamic_int8, full_int8.
     ``x_smaller`` and ``speedup`` (against the model's float32 row) are not
     recomputed (that code loads TensorFlow): blank where the file lacks them.
-    Columns: ``model``, ``variant``, ``ok``, ``size_mb``, ``x_smaller``,
+    Columns: ``model``, ``variant``, ``ok``, ``sparsity`` (pruned variants), ``size_mb``,
+    ``gzip_mb`` (the file gzipped), ``x_smaller``,
     ``median_ms``, ``p95_ms``, ``speedup``, ``num_threads``, ``throughput``,
     ``batch_threads``, ``quality``, ``quality_metric`` (those present).
     """
@@ -230,12 +231,12 @@ def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     frame = frame.sort_values(["model", "variant"], ignore_index=True, key=lambda column: (
         column.map({v: i for i, v in enumerate(order[column.name])})
         .fillna(len(order[column.name]))))
-    for column in ("size_mb", "x_smaller", "median_ms", "p95_ms", "speedup", "throughput",
-                   "quality"):
+    for column in ("sparsity", "size_mb", "gzip_mb", "x_smaller", "median_ms", "p95_ms",
+                   "speedup", "throughput", "quality"):
         frame[column] = (pd.to_numeric(frame[column], errors="coerce") if column in frame
                          else np.nan)
-    keep = ["model", "variant", "ok", "size_mb", "x_smaller", "median_ms", "p95_ms",
-            "speedup", "num_threads", "throughput", "batch_threads", "quality",
+    keep = ["model", "variant", "ok", "sparsity", "size_mb", "gzip_mb", "x_smaller", "median_ms",
+            "p95_ms", "speedup", "num_threads", "throughput", "batch_threads", "quality",
             "quality_metric"]
     return frame[[c for c in keep if c in frame]]
 
