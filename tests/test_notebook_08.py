@@ -81,9 +81,14 @@ def test_08_report_has_every_model_and_a_verdict_for_every_claim(series_runs, da
     # The files come from this one run: no mixed-runs warning.
     assert report.mixed_runs(metrics) == {} and "**Warning:**" not in markdown
 
-    # One verdict per claim, quantization one per model notebook 06 converted.
-    quantized = sorted({key.split("|")[0] for key in metrics["06_quantization"]["variants"]})
-    expected = {*report.CLAIMS, *(f"quantization: {m}" for m in quantized)} - {"quantization"}
+    # One verdict per claim, quantization one per model notebook 06 converted, pruning one per
+    # model it pruned.
+    keys = [key.split("|") for key in metrics["06_quantization"]["variants"]]
+    quantized = {model for model, _ in keys}
+    pruned = {model for model, variant in keys if variant.startswith("pruned")}
+    assert pruned == {"towers", "ranker"}, keys
+    expected = ({*report.CLAIMS, *(f"quantization: {m}" for m in quantized),
+                 *(f"pruning: {m}" for m in pruned)} - {"quantization", "pruning"})
     assert set(evaluation["verdicts"]) == expected, evaluation["verdicts"]
     for claim_id, verdict in evaluation["verdicts"].items():
         claim = evaluation["claims"][claim_id]["claim"]
