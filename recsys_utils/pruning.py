@@ -14,7 +14,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
@@ -122,17 +121,11 @@ def wrap_layers(model: tf.keras.layers.Layer,
     return result
 
 
-def _pruned_weights(model: tf.keras.layers.Layer) -> dict[str, np.ndarray]:
-    """The pruned weight matrix of every :data:`PRUNABLE` layer, by variable name."""
-    return {w.name: w.numpy() for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, PRUNABLE)
-            for w in (layer.trainable_weights[:1] if layer.trainable_weights else ())}
-
-
 def sparsity(model: tf.keras.layers.Layer) -> float:
     """The share of zeros in the weight matrices (Dense kernels, embedding tables) of ``model``."""
-    weights = _pruned_weights(model)
+    weights = [layer.trainable_weights[0].numpy()
+               for layer in model._flatten_layers(include_self=False)  # each layer once
+               if isinstance(layer, PRUNABLE) and layer.trainable_weights]
     if not weights:
         raise DataError(f"{type(model).__name__} has no Dense or Embedding weights")
-    return float(sum((w == 0).sum() for w in weights.values())
-                 / sum(w.size for w in weights.values()))
+    return float(sum((w == 0).sum() for w in weights) / sum(w.size for w in weights))
