@@ -139,16 +139,26 @@ class ContentProfile(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         # The rows of the training-free baseline (baselines.content_profile), as columns;
         # with a rank, their best low-rank stand-in (the same products up to the cut).
-        unit = unit_rows(content)
-        if rank is not None and rank < unit.shape[1]:
-            unit = unit @ np.linalg.svd(unit, full_matrices=False)[2][:rank].T  # (n_items, rank)
+        # The map from content to columns is kept (`project`), so that a new item's content
+        # takes the same path without retraining: none at full width, else cut then rotation.
+        self.cut = self.rotation = None
+        if rank is not None and rank < content.shape[1]:
+            unit = unit_rows(content)
+            self.cut = np.linalg.svd(unit, full_matrices=False)[2][:rank].T  # (d, rank)
             # A fixed random rotation keeps every product and spreads the leading direction
             # over all columns: int8 (notebook 06) has one scale per tensor.
-            unit = unit @ np.linalg.qr(np.random.default_rng(0).normal(size=(rank, rank)))[0]
-        self.unit_content = tf.Variable(unit.astype(np.float32), trainable=False,
+            self.rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(rank, rank)))[0]
+        self.unit_content = tf.Variable(self.project(content), trainable=False,
                                         name="unit_content")
         self.weight = self.add_weight(name="profile_weight", shape=(), trainable=True,
                                       initializer=tf.keras.initializers.Constant(initial_weight))
+
+    def project(self, content: np.ndarray) -> np.ndarray:
+        """Content rows ``(n, d)`` -> their columns ``(n, rank or d)`` float32, new items' too."""
+        unit = unit_rows(content)
+        if self.cut is not None:
+            unit = unit @ self.cut @ self.rotation  # (n, rank)
+        return unit.astype(np.float32)
 
     def centre(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """``(B, d)``: the mean row of the ``history`` ``(B, H)`` items (``history_mask``)."""

@@ -87,3 +87,16 @@ def test_03_multimodal_fusion(series_runs, dataset):
     else:
         # Fashion names state type and colour: text is strong; fusion must not be worse.
         assert metrics["best_fusion_score"] >= metrics["best_single_score"] - 0.02
+
+
+@pytest.mark.parametrize("dataset", ALL_DATASETS)
+def test_03_exports_the_encoders_a_new_item_needs(series_runs, dataset):
+    artifact_dir = series_runs.upto(dataset, "03")
+    exported = artifacts.read_metrics(artifact_dir)["03_multimodal_fusion"]["item_encoder"]
+    root = artifact_dir / exported["path"]
+    assert (root / "spec.json").exists() and (root / "fusion" / "saved_model.pb").exists()
+    # Images only where the data set has them (MovieLens: text and attributes).
+    assert ("image" in exported["modalities"]) == (root / "image").exists()
+    assert ("image" in exported["modalities"]) == (dataset != "movielens-100k")
+    # Raw fields through the exported encoders give back the written fused vectors.
+    assert exported["rebuilt_min_cosine"] > 0.99, exported
