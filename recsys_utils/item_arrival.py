@@ -6,7 +6,8 @@ attribute vocabularies as JSON); :func:`load_item_encoder` reads them back besid
 text encoder. :func:`candidate_vectors` passes content rows through a trained two-tower model's
 item tower as an item it never saw (the out-of-vocabulary id row, the unknown-item bias), and
 :func:`add_items` appends the vectors to a brute-force top-k index. :func:`add_new_items` chains
-them and times each step. Import ``recsys_utils`` before TensorFlow.
+them and times each step; :func:`catalogue_index` and :func:`item_ranks` replay an arrival
+(notebook 04). Import ``recsys_utils`` before TensorFlow.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from .item_text import item_text
 from .schema import DataError
 
 __all__ = ["AddedItems", "ItemEncoder", "add_items", "add_new_items", "attribute_spec",
-           "candidate_vectors", "export_item_encoder", "item_content_rows", "load_item_encoder",
-           "CONTENT_SOURCES", "ENCODER_NAME"]
+           "candidate_vectors", "catalogue_index", "export_item_encoder", "item_content_rows",
+           "item_ranks", "load_item_encoder", "CONTENT_SOURCES", "ENCODER_NAME"]
 
 #: Where notebook 03 writes the item encoder (under the artifact directory's ``models/``).
 ENCODER_NAME = "item_encoder"
