@@ -1069,7 +1069,8 @@ def test_pruning_is_judged_on_the_sparsest_variant_that_keeps_the_quality():
     towers, ranker = claims.loc["pruning: towers"], claims.loc["pruning: ranker"]
     # 90% loses 6.7% Recall@10 with an interval below 0: the 50% variant is judged, 6.2x smaller.
     assert towers["verdict"] == SUPPORTED, towers["evidence"]
-    assert "pruned50 dynamic_int8: 0.120 MB gzipped, 6.2x smaller" in towers["because"]
+    assert ("pruned50 dynamic_int8: 0.120 MB gzipped, 6.2x smaller than float32, 37% smaller "
+            "than int8 alone") in towers["because"]
     # The ranker's 90% variant is 4.2% worse in RMSE; its 50% variant 0.6% worse, 6.5x smaller.
     assert ranker["verdict"] == SUPPORTED and "pruned50 dynamic_int8" in ranker["because"]
     assert "4.2% worse" in ranker["evidence"] and "0.6% worse" in ranker["evidence"]
@@ -1077,7 +1078,7 @@ def test_pruning_is_judged_on_the_sparsest_variant_that_keeps_the_quality():
 
 @pytest.mark.parametrize("change, reason", [
     ({"towers|pruned50 dynamic_int8": {"quality": 0.25}}, "no pruned variant keeps the quality"),
-    ({"towers|pruned50 dynamic_int8": {"gzip_mb": 0.25}}, "no smaller than int8 alone"),
+    ({"towers|pruned50 dynamic_int8": {"gzip_mb": 0.18}}, "less than 10% smaller than int8 alone"),
     ({"towers|float32": {"gzip_mb": 0.4}}, "less than 4x smaller"),
 ])
 def test_pruning_verdict_fails_on_quality_and_on_each_size_check(change, reason):

@@ -18,8 +18,8 @@ from .reading import (DATA, FUSION, QUANTIZATION, RETRIEVAL, SEARCH, TEXT, Missi
                       tolerant)
 from .rules import (ABS_TOLERANCE, ANN_BENCHMARK, CLAIMS, MAX_REALTIME_P95_MS,
                     MAX_RELATIVE_QUALITY_LOSS, MIN_ANN_ITEMS, MIN_ANN_RECALL, MIN_ANN_SPEEDUP,
-                    MIN_COSINE, MIN_MEASURABLE_MS, MIN_SPEEDUP, MIN_X_SMALLER, MIN_X_SMALLER_GZIP,
-                    NOT_MEASURABLE,
+                    MIN_COSINE, MIN_MEASURABLE_MS, MIN_PRUNING_GAIN, MIN_SPEEDUP, MIN_X_SMALLER,
+                    MIN_X_SMALLER_GZIP, NOT_MEASURABLE,
                     NOT_SUPPORTED, REL_TOLERANCE, SUPPORTED, UNFUSED)
 from .tables import quantization_table
 
@@ -667,11 +667,13 @@ def _claim_pruning(metrics: Mapping[str, Any]) -> dict[str, Verdict]:
         if not math.isfinite(x_smaller + int8):
             out[model] = (NOT_MEASURABLE, evidence, "gzipped sizes not recorded")
             continue
+        gain = 1 - gzip / int8
         sizes = (f"{variant}: {gzip:.3f} MB gzipped, {x_smaller:.1f}x smaller than float32, "
-                 f"int8 alone {int8:.3f} MB")
+                 f"{gain:.0%} smaller than int8 alone ({int8:.3f} MB)")
         failed = [why for why, bad in (
             (f"less than {MIN_X_SMALLER_GZIP:g}x smaller", x_smaller < MIN_X_SMALLER_GZIP),
-            ("no smaller than int8 alone", gzip >= int8)) if bad]
+            (f"less than {MIN_PRUNING_GAIN:.0%} smaller than int8 alone",
+             gain < MIN_PRUNING_GAIN)) if bad]
         out[model] = ((NOT_SUPPORTED, f"{evidence}; {sizes}", f"{', '.join(failed)} ({sizes})")
                       if failed else (SUPPORTED, f"{evidence}; {sizes}", sizes))
     return out
