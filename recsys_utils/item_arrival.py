@@ -6,8 +6,8 @@ attribute vocabularies as JSON); :func:`load_item_encoder` reads them back besid
 text encoder. :func:`candidate_vectors` passes content rows through a trained two-tower model's
 item tower as an item it never saw (the out-of-vocabulary id row, the unknown-item bias), and
 :func:`add_items` appends the vectors to a brute-force top-k index. :func:`add_new_items` chains
-them and times each step; :func:`catalogue_index` and :func:`item_ranks` replay an arrival
-(notebook 04). Import ``recsys_utils`` before TensorFlow.
+them and times each step; :func:`item_ranks` reads where they rank (notebook 04's replay, on
+``serving.build_brute_force(..., without=...)``). Import ``recsys_utils`` before TensorFlow.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .item_text import item_text
 from .schema import DataError
 
 __all__ = ["AddedItems", "ItemEncoder", "add_items", "add_new_items", "attribute_spec",
-           "candidate_vectors", "catalogue_index", "export_item_encoder", "item_content_rows",
+           "candidate_vectors", "export_item_encoder", "item_content_rows",
            "item_ranks", "load_item_encoder", "CONTENT_SOURCES", "ENCODER_NAME"]
 
 #: Where notebook 03 writes the item encoder (under the artifact directory's ``models/``).
@@ -331,24 +331,6 @@ def add_new_items(index: tfrs.layers.factorized_top_k.BruteForce, model: Any,
                "index": done - tower_at, "total": done - started}
     return AddedItems(items["item_id"].astype(str).tolist(), encoded, content, vectors,
                       {k: round(v, 4) for k, v in seconds.items()})
-
-
-def catalogue_index(result: Any, data: Any, *, without: Sequence[str] = (), k: int = 100
-                    ) -> tfrs.layers.factorized_top_k.BruteForce:
-    """A brute-force index of ``result``'s catalogue vectors, querying by user id
-    (``serving.UserQueryModel``), minus the items ``without``: the catalogue before they
-    arrived. DataError for an id the catalogue does not have."""
-    from .serving import UserQueryModel
-
-    ids = data.vocab.item_ids.astype(str)
-    without = np.asarray(without).astype(str).reshape(-1)
-    if unknown := sorted(set(without) - set(ids)):
-        raise DataError(f"items {unknown[:5]} are not in the catalogue", source="new items")
-    keep = ~np.isin(ids, without)
-    index = tfrs.layers.factorized_top_k.BruteForce(UserQueryModel(result, data),
-                                                    k=min(k, int(keep.sum())))
-    index.index(tf.constant(result.item_embeddings()[keep]), tf.constant(ids[keep], tf.string))
-    return index
 
 
 def item_ranks(index: tfrs.layers.factorized_top_k.BruteForce, user_ids: Sequence[str],

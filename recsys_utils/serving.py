@@ -111,13 +111,19 @@ def _as_queries(queries: Any, timestamps: Any | None = None,
 
 
 def build_brute_force(result: RetrievalResult, data: RecData, *, k: int = 100,
-                      query_model: UserQueryModel | None = None
+                      query_model: UserQueryModel | None = None, without: Sequence[str] = ()
                       ) -> tfrs.layers.factorized_top_k.BruteForce:
-    """Exact index over all items (identifiers: item id strings), querying by user id."""
+    """Exact index over all items (identifiers: item id strings), querying by user id.
+    ``without``: item ids left out (the catalogue before they arrived); DataError for an id
+    the catalogue does not have."""
+    ids = data.vocab.item_ids.astype(str)
+    without = np.asarray(without).astype(str).reshape(-1)
+    if unknown := sorted(set(without) - set(ids)):
+        raise DataError(f"items {unknown[:5]} are not in the catalogue", source="new items")
+    keep = ~np.isin(ids, without)
     query_model = query_model or UserQueryModel(result, data)
-    index = tfrs.layers.factorized_top_k.BruteForce(query_model, k=min(k, data.n_items))
-    index.index(tf.constant(result.item_embeddings()),
-                tf.constant(data.vocab.item_ids.astype(str), tf.string))
+    index = tfrs.layers.factorized_top_k.BruteForce(query_model, k=min(k, int(keep.sum())))
+    index.index(tf.constant(result.item_embeddings()[keep]), tf.constant(ids[keep], tf.string))
     return index
 
 

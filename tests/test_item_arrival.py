@@ -47,7 +47,7 @@ def test_an_added_item_is_returned_at_the_rank_its_vector_says(world):
     toy, data, result = world
     row = int(data.cold_items[0])
     item_id = str(data.vocab.item_ids[row])
-    index = A.catalogue_index(result, data, without=[item_id], k=20)
+    index = S.build_brute_force(result, data, without=[item_id], k=20)
     users = data.vocab.user_ids[1:9].astype(str)
     assert (A.item_ranks(index, users, NOW, [item_id]) == 0).all()   # not there yet
 
@@ -65,7 +65,7 @@ def test_an_added_item_is_returned_at_the_rank_its_vector_says(world):
 def test_bad_new_items_give_readable_errors(world):
     toy, data, result = world
     item_id = str(data.vocab.item_ids[data.cold_items[0]])
-    index = A.catalogue_index(result, data, without=[item_id])
+    index = S.build_brute_force(result, data, without=[item_id])
     width = int(result.item_embeddings().shape[1])
     with pytest.raises(DataError, match="vectors must be"):
         A.add_items(index, np.zeros((1, width + 1)), [item_id])
@@ -74,7 +74,7 @@ def test_bad_new_items_give_readable_errors(world):
     with pytest.raises(DataError, match="content rows must be"):
         A.candidate_vectors(result.model, np.zeros((1, 3)))
     with pytest.raises(DataError, match="not in the catalogue"):
-        A.catalogue_index(result, data, without=["no-such-item"])
+        S.build_brute_force(result, data, without=["no-such-item"])
     with pytest.raises(DataError, match="cannot be rebuilt"):
         A.item_content_rows({}, "tfidf", toy.prepared.items, toy.prepared.items[:1], ["colour"])
     id_only = two_tower.build_retrieval_model("id", data)
