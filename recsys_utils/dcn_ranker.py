@@ -18,7 +18,7 @@ from recsys_utils.callbacks import EpochBar
 from recsys_utils.features import RecData, check_item_content, to_dataset
 from recsys_utils.profiles import RankingBudget
 from recsys_utils.schema import DataError
-from recsys_utils.two_tower import id_tokens
+from recsys_utils.two_tower import STEPS_PER_CALL, id_tokens
 
 
 class RankingModel(tfrs.Model):
@@ -165,7 +165,8 @@ def train_ranking(data: RecData, item_content: np.ndarray | None = None,
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_ranking_model(target, data, content, b,
                                     rating_offset=baseline if target == "rating" else 0.0)
-        model.compile(optimizer=tf.keras.optimizers.Adam(b.learning_rate))
+        model.compile(optimizer=tf.keras.optimizers.Adam(b.learning_rate),
+                      steps_per_execution=STEPS_PER_CALL)
     keys = (*ranking.FEATURE_KEYS, "target")
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     dataset = to_dataset({k: train[k] for k in keys}, b.batch_size, seed=seed,

@@ -324,6 +324,9 @@ def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray 
 
 
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad}
+# Batches per call into the compiled training step: the same updates in the same order,
+# without a Python round trip per batch (a fifth of an epoch for towers this small).
+STEPS_PER_CALL = 32
 
 
 def train_retrieval(variant: str, data: RecData, item_content: np.ndarray | None = None,
@@ -356,7 +359,8 @@ def train_retrieval(variant: str, data: RecData, item_content: np.ndarray | None
         model = build_retrieval_model(variant, data, item_content, budget)
         if warm_start is not None:
             carry_weights(warm_start, model, data)
-        model.compile(optimizer=OPTIMIZERS[budget.optimizer](budget.learning_rate))
+        model.compile(optimizer=OPTIMIZERS[budget.optimizer](budget.learning_rate),
+                      steps_per_execution=STEPS_PER_CALL)
     result = retrieval.RetrievalResult.of(variant, model, data, train, config)
     callbacks = [EpochClock()]  # first, so validation time is not counted as training time
     if budget.early_stopping:

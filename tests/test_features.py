@@ -161,6 +161,25 @@ def test_dataset_shuffle_is_deterministic():
     np.testing.assert_array_equal(unshuffled, ex["item"][:16])
 
 
+def test_dataset_batches_are_those_of_shuffling_the_rows():
+    import tensorflow as tf
+    world = make_toy(n_users=30, n_items=60, per_user=8, seed=1)
+    ex = F.build_features(world.prepared, history_length=3).examples["train"]
+    n = len(ex["item"])
+    row_wise = tf.data.Dataset.from_tensor_slices(dict(ex)).shuffle(
+        n, seed=3, reshuffle_each_iteration=True).batch(16)
+    gathered = F.to_dataset(ex, 16, seed=3)
+    for _ in range(2):  # two epochs: reshuffled alike
+        pairs = list(zip(row_wise, gathered, strict=True))
+        assert len(pairs) == -(-n // 16)
+        for expected, batch in pairs:
+            assert set(batch) == set(ex)
+            for name in ex:  # every column of a row stays with its row
+                np.testing.assert_array_equal(batch[name].numpy(), expected[name].numpy())
+    dropped = list(F.to_dataset(ex, 16, seed=3, drop_remainder=True))
+    assert len(dropped) == n // 16 and all(len(b["item"]) == 16 for b in dropped)
+
+
 def test_item_attribute_matrix_one_hot_multi_valued_and_capped():
     items = pd.DataFrame({
         "genres": ["Action|Comedy", "Comedy", None, "Drama"],
