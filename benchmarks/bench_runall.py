@@ -127,16 +127,22 @@ def main() -> int:
     if not run_dir.is_absolute():
         run_dir = REPO / run_dir
 
-    from _common import hardware_line, loadavg  # imports recsys_utils first (TF_USE_LEGACY_KERAS)
+    # imports recsys_utils first (TF_USE_LEGACY_KERAS)
+    from _common import gemm_flops, hardware_line, loadavg
 
     print(hardware_line())
     if args.execute:
         from recsys_utils import series
 
+        # A shared VM's speed drifts by tens of percent within a day: the matmul rate before
+        # and after says how fast this machine was while the series ran.
+        speed_before = gemm_flops() / 1e9
         print(f"running the series (synthetic, default) into {run_dir} ...", flush=True)
         load_before = loadavg()
         series.run_series(dataset="synthetic", profile="default", run_dir=run_dir)
-        print(f"1-min load average before/after the run: {load_before} / {loadavg()}")
+        print(f"1-min load average before/after the run: {load_before} / {loadavg()}; "
+              f"float32 matmul GFLOP/s before/after: {speed_before:.0f} / "
+              f"{gemm_flops() / 1e9:.0f}")
 
     timings = read_timings(run_dir)
     if not timings:
