@@ -246,10 +246,9 @@ def item_content_rows(encoded: Mapping[str, np.ndarray], source: str, catalogue:
 
 
 def candidate_vectors(model: Any, content: np.ndarray) -> np.ndarray:
-    """Candidate embeddings ``(n, dim)`` of new items from their content rows ``(n, d)``, as
-    ``model.candidate_embedding`` gives an item the model never trained on: the item tower's
-    content path, plus the out-of-vocabulary id row (``fused``), the content profile's columns
-    and the unknown-item bias when the model has them. No weight changes."""
+    """Candidate embeddings ``(n, dim)`` of new items from their content rows ``(n, d)``:
+    ``model.new_item_embedding`` (notebook 04), after checking the model reads content and
+    the rows fit it. No weight changes."""
     tower = model.item_tower
     if not tower.use_content:
         raise DataError("this model's item tower reads no content: a new item would only get "
@@ -260,16 +259,7 @@ def candidate_vectors(model: Any, content: np.ndarray) -> np.ndarray:
     if content.ndim != 2 or content.shape[1] != width or not np.isfinite(content).all():
         raise DataError(f"content rows must be finite (n, {width}) like the model's item "
                         f"content, got shape {content.shape}", source="new items")
-    parts = [tower.mlp(tf.constant(content))]
-    if tower.use_id:  # row 0: what the model learned for "an item we know nothing about"
-        parts.append(tf.cast(tower.id_embedding(tf.zeros(len(content), tf.int32)), tf.float32))
-    vectors = tf.add_n(parts)
-    if model.profile is not None:
-        vectors = tf.concat([vectors, model.profile.project(content)], axis=-1)
-    if model.item_bias is not None:
-        bias = tf.fill([len(content), 1], tf.cast(model.unknown_bias, tf.float32))
-        vectors = tf.concat([vectors, bias], axis=-1)
-    return vectors.numpy()
+    return model.new_item_embedding(content).numpy()
 
 
 def add_items(index: tfrs.layers.factorized_top_k.BruteForce, vectors: np.ndarray,
