@@ -278,7 +278,7 @@ class QuantizationSettings(Settings):
     and pruning: the sparsities tried and the fine-tuning batches each gets."""
 
     calibration_samples: int = 200
-    quality_rows: int = 2000
+    quality_rows: int = 1000
     latency_repeats: int = 30
     latency_rounds: int = 3
     batch_size: int = 64
@@ -437,7 +437,12 @@ _RETRIEVAL = {
     "default": RetrievalSettings(
         max_steps_per_epoch=200, history_length=20,
         ablation={row: _RETRIEVAL_ABLATION[row] for row in _DEFAULT_ABLATION},
-        budget=_RETRIEVAL_BUDGET.replace(epochs=30), baselines=_BASELINE_GRIDS,
+        # Learning rate chosen on validation: 0.004 against 0.002, the eight towers' best
+        # validation Recall@50 (early stopping's metric) 0.3091 vs 0.3079 on average (higher
+        # for five); early stopping kept 9 epochs on average instead of 15 (training 264 s vs
+        # 374 s).
+        budget=_RETRIEVAL_BUDGET.replace(epochs=30, learning_rate=0.004),
+        baselines=_BASELINE_GRIDS,
         tfrs_protocol=_TFRS_PROTOCOL, tfrs_protocol_epochs=10, scann=ScannSettings()),
     "full": RetrievalSettings(
         max_steps_per_epoch=None, history_length=50,
