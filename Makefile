@@ -3,7 +3,7 @@
 #   make lock                        re-resolve requirements.txt in the venv, rewrite requirements-lock.txt
 #   make run-all                     execute the series (DATASET=synthetic PROFILE=default)
 #   make test                        the test suite (unit tests + notebooks on the smoke profile)
-#   make test-default                notebooks 01-04 on the default profile, retrieval margins (~13 min)
+#   make test-default                notebooks 01-04 on the default profile, retrieval margins (~10 min)
 #   make test-all                    both in one two-worker run (what .ci/run runs)
 #   make lab                         JupyterLab on the notebooks
 #   make notebook-code               rewrite the package modules written from `# @save` cells
@@ -82,7 +82,7 @@ PYTEST      := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --
 test:
 	$(PYTEST) -m "not default_profile" --durations=15
 
-# Notebooks 01-04 of the synthetic world on the default profile (about 13
+# Notebooks 01-04 of the synthetic world on the default profile (about 10
 # minutes on two cores): the margins of the numbers make run-all shows.
 test-default:
 	$(BIN)/python -m pytest -q -m default_profile --durations=5
