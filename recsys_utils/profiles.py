@@ -179,8 +179,8 @@ class UpdateSettings(Settings):
 
     # The course's fused tower: an item new in a period enters a warm start with its content
     # vector, where the id tower can only give it the out-of-vocabulary row. (Default
-    # synthetic: early stopping kept 7 epochs for fused, 23 for id, so the replay's two full
-    # trainings cost about a third.)
+    # synthetic at 401c070: early stopping kept 7 epochs for fused, 23 for id; the replay
+    # took 43 s instead of 96-99 s.)
     variant: str = "fused"
     periods: int = 2
     period_share: float = 0.1
