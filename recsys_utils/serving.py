@@ -119,7 +119,7 @@ def build_brute_force(result: RetrievalResult, data: RecData, *, k: int = 100,
     ids = data.vocab.item_ids.astype(str)
     without = np.asarray(without).astype(str).reshape(-1)
     if unknown := sorted(set(without) - set(ids)):
-        raise DataError(f"items {unknown[:5]} are not in the catalogue", source="new items")
+        raise DataError(f"items {unknown[:5]} are not in the catalogue")
     keep = ~np.isin(ids, without)
     query_model = query_model or UserQueryModel(result, data)
     index = tfrs.layers.factorized_top_k.BruteForce(query_model, k=min(k, int(keep.sum())))

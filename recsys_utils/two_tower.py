@@ -49,7 +49,7 @@ class ItemTower(tf.keras.layers.Layer):
 
     def call(self, item_idx: tf.Tensor, training=None) -> tf.Tensor:
         item_idx = tf.cast(item_idx, tf.int32)
-        tokens = tf.gather(self._tokens, item_idx)
+        tokens = tf.gather(self._tokens, item_idx) if self.use_id else None
         if training and self.use_id and self.id_dropout > 0:
             # Hide some ids behind the OOV row: it learns what an unknown item is.
             hidden = tf.random.uniform(tf.shape(tokens)) < self.id_dropout
@@ -57,9 +57,9 @@ class ItemTower(tf.keras.layers.Layer):
         content = tf.gather(self.content, item_idx) if self.use_content else None
         return self.embed(tokens, content)
 
-    def embed(self, tokens: tf.Tensor, content: tf.Tensor | None) -> tf.Tensor:
-        """Id-table rows ``(n,)`` and content rows ``(n, d)`` -> ``(n, dim)``; a new item
-        comes in as row 0 with its own content."""
+    def embed(self, tokens: tf.Tensor | None, content: tf.Tensor | None) -> tf.Tensor:
+        """Id-table rows ``(n,)`` and content rows ``(n, d)`` -> ``(n, dim)``, each read only
+        when the tower uses it; a new item comes in as row 0 with its own content."""
         parts = []
         if self.use_id:
             parts.append(tf.cast(self.id_embedding(tokens), tf.float32))
@@ -286,10 +286,10 @@ class RetrievalModel(tfrs.Model):
         """``(n, dim)`` like :meth:`candidate_embedding`, for items the model has never seen,
         from their content rows ``(n, d)``: the out-of-vocabulary id row, the content path,
         the profile's columns and the unknown-item bias. No weight changes."""
-        content = tf.constant(np.asarray(content, np.float32))
-        items = self.item_tower.embed(tf.zeros(tf.shape(content)[:1], tf.int32), content)
+        content = np.asarray(content, np.float32)
+        items = self.item_tower.embed(tf.zeros(len(content), tf.int32), tf.constant(content))
         if self.profile is not None:
-            items = tf.concat([items, self.profile.project(content.numpy())], -1)
+            items = tf.concat([items, self.profile.project(content)], -1)
         if self.item_bias is None:
             return items
         return tf.concat([items, tf.fill([tf.shape(items)[0], 1], self.unknown_bias)], -1)
