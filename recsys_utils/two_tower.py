@@ -26,15 +26,17 @@ class ItemTower(tf.keras.layers.Layer):
 
     ``id_tokens`` ``(n_items,)``: each item's row of the id table, 0 (out of vocabulary)
     for items unseen in training. ``content`` ``(n_items, d)``: the items' content vectors.
+    ``id_dropout`` / ``content_dropout``: the share of ids hidden / content inputs zeroed
+    in training.
     """
 
     def __init__(self, variant: str, id_tokens: np.ndarray, content: np.ndarray | None,
                  embedding_dim: int, hidden_units: Sequence[int] = (), id_dropout: float = 0.0,
-                 **kwargs):
+                 content_dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.use_id = variant in ("id", "fused")
         self.use_content = variant in ("content", "fused")
-        self.id_dropout = float(id_dropout)
+        self.id_dropout, self.content_dropout = float(id_dropout), float(content_dropout)
         self._tokens = tf.constant(np.asarray(id_tokens, np.int32))
         if self.use_id:
             self.id_embedding = tf.keras.layers.Embedding(int(np.max(id_tokens)) + 1,
@@ -55,6 +57,10 @@ class ItemTower(tf.keras.layers.Layer):
             hidden = tf.random.uniform(tf.shape(tokens)) < self.id_dropout
             tokens = tf.where(hidden, tf.zeros_like(tokens), tokens)
         content = tf.gather(self.content, item_idx) if self.use_content else None
+        if training and self.use_content and self.content_dropout > 0:
+            # Zero content inputs at random (scaled up by 1 / keep): DropoutNet's idea on
+            # features, so that the projection generalises from known items to new ones.
+            content = tf.nn.dropout(content, self.content_dropout)
         return self.embed(tokens, content)
 
     def embed(self, tokens: tf.Tensor | None, content: tf.Tensor | None) -> tf.Tensor:
@@ -324,11 +330,12 @@ def build_retrieval_model(variant: str, data: RecData, item_content: np.ndarray 
         item_content = check_item_content(item_content, data.n_items)
     b = budget
     id_dropout = b.id_dropout if b.id_dropout is not None else 0.25 if variant == "fused" else 0.0
-    item_tower = ItemTower(variant, id_tokens(data), item_content, b.embedding_dim,
-                           hidden_units=b.hidden_units, id_dropout=id_dropout, name="item_tower")
+    towers = dict(hidden_units=b.hidden_units, id_dropout=id_dropout,
+                  content_dropout=b.content_dropout)
+    item_tower = ItemTower(variant, id_tokens(data), item_content, b.embedding_dim, **towers,
+                           name="item_tower")
     history_tower = item_tower if b.shared_history else ItemTower(
-        variant, id_tokens(data), item_content, b.embedding_dim, hidden_units=b.hidden_units,
-        id_dropout=id_dropout, name="history_tower")
+        variant, id_tokens(data), item_content, b.embedding_dim, **towers, name="history_tower")
     query_tower = QueryTower(data.n_users, history_tower, b.embedding_dim,
                              use_history=b.use_history, use_context=b.use_context,
                              use_user_id=b.use_user_id, user_dropout=b.user_dropout,

@@ -19,6 +19,10 @@ def test_every_profile_section_is_typed_and_frozen(name):
             setattr(settings, dataclasses.fields(settings)[0].name, None)
     for label, changes in profile.retrieval.ablation.items():  # each row is a valid budget
         assert profile.retrieval.budget.replace(**changes) != profile.retrieval.budget, label
+    rates = profile.retrieval.content_dropouts  # notebook 04 chooses among them on validation
+    assert len(set(rates)) == len(rates) >= 1
+    assert [profile.retrieval.budget.replace(content_dropout=r).content_dropout for r in rates] \
+        == list(rates)
 
 
 def test_replace_names_the_fields_when_a_setting_does_not_exist():

@@ -520,3 +520,31 @@ def test_describe_comparison_reads_the_interval(low, high, difference, verdict):
     assert R.describe_comparison(row) == (
         f"warm start {verdict} retrain on test recall@10: {0.2 + difference:.4f} vs 0.2000 "
         f"(difference {difference:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}])")
+
+
+def test_content_dropout_zeroes_content_inputs_in_training_only():
+    """Training: each content input kept with probability 1 - rate and scaled by 1 / (1 - rate)
+    (the expected vector is unchanged); inference: the content as it is."""
+    n_items, d, rate = 400, 16, 0.5
+    content = np.ones((n_items, d), np.float32)
+    tower = T.ItemTower("content", np.zeros(n_items, np.int32), content, embedding_dim=d,
+                        content_dropout=rate)
+    items = tf.range(n_items)
+    tower(items)  # build, then make the projection the identity: the output is its input
+    tower.mlp.layers[-1].set_weights([np.eye(d, dtype=np.float32), np.zeros(d, np.float32)])
+    np.testing.assert_array_equal(tower(items, training=False).numpy(), content)
+    tf.random.set_seed(0)
+    dropped = tower(items, training=True).numpy()
+    assert set(np.unique(dropped)) == {0.0, 1.0 / (1.0 - rate)}
+    assert abs(np.mean(dropped == 0.0) - rate) < 0.03          # 6,400 inputs
+    assert not (dropped == tower(items, training=True).numpy()).all()  # a new mask each call
+    # A new item's embedding (serving) is never dropped.
+    np.testing.assert_array_equal(tower.embed(None, tf.constant(content[:3])).numpy(), content[:3])
+
+
+@pytest.mark.parametrize("name", ["content_dropout", "id_dropout", "history_dropout"])
+def test_dropout_rates_outside_zero_one_are_clear_errors(name):
+    with pytest.raises(R.DataError, match=f"{name} is a share of inputs dropped"):
+        RetrievalBudget(**{name: 1.0})
+    with pytest.raises(R.DataError, match=f"{name} is a share"):
+        RetrievalBudget(**{name: -0.1})
