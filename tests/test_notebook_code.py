@@ -117,3 +117,15 @@ def test_every_notebook_opens_in_the_course_kernel():
     for path in sorted((notebook_code.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         spec = json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
         assert spec["name"] == "recsys-course", (path.name, spec)
+
+
+@pytest.mark.parametrize("path", sorted((notebook_code.ROOT / "notebooks").glob("*.ipynb")),
+                         ids=lambda path: path.name)
+def test_committed_notebooks_are_nbformat_4_5_with_cell_ids_and_no_outputs(path):
+    # Read as raw JSON: nbformat's reader quietly adds a missing cell id (and warns at run time).
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    assert (notebook["nbformat"], notebook["nbformat_minor"]) == (4, 5)
+    ids = [cell.get("id") for cell in notebook["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids)
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert not any(cell["outputs"] or cell["execution_count"] for cell in code)
