@@ -396,9 +396,13 @@ _FUSION = {
 # validation / test NDCG@10 / cold Recall@50: 0.0684 / 0.0585 / 0.124 with it,
 # 0.0692 / 0.0572 / 0.069 without.
 # content_dropouts (RetrievalSettings): chosen per data set on validation, because the lever
-# splits them. At 0 / 0.5, validation NDCG@10 of the fused tower: default synthetic 0.0721 /
-# 0.0723 (mean of six content towers 0.0698 / 0.0706), fashion smoke 0.1035 / 0.1157 (all six
-# towers higher), MovieLens smoke 0.0785 / 0.0730 (sparse genres and year: dropout hurts).
+# splits them. At 0 / 0.5 (a mask per item and input), validation NDCG@10 of the fused tower:
+# default synthetic 0.0721 / 0.0723 (mean of six content towers 0.0698 / 0.0706), fashion
+# smoke 0.1035 / 0.1157 (all six towers higher), MovieLens smoke 0.0785 / 0.0730 (sparse
+# genres and year: dropout hurts). One mask for all items (two_tower.ItemTower) instead:
+# default synthetic, four towers' mean validation NDCG@10 0.0722 against 0.0710 (fused
+# 0.0765), without drawing (n_items, d) random numbers per step (1 s an epoch for the wide
+# content towers, 3 s under CI's two workers: notebook 04 took 950 s of a 40-min CI run).
 # profile_rank: wide content keeps its 64 strongest SVD directions (fused vectors have 84,
 # text 404, fused + words 340): default synthetic content_words trained in 53 s, not 85 s,
 # validation NDCG@10 0.0749 (full width 0.0730; 32 columns 0.0750, 128 0.0751), test cold
