@@ -67,6 +67,15 @@ def _check_positive(owner: Settings, *names: str) -> None:
             raise DataError(f"{type(owner).__name__}.{name} must be > 0, got {value!r}")
 
 
+def _check_share(owner: Settings, *names: str) -> None:
+    """Dropout rates: a share of inputs dropped, in [0, 1) (None: the builder's default)."""
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise DataError(f"{type(owner).__name__}.{name} is a share of inputs dropped, "
+                            f"in [0, 1); got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingBudget(Settings):
     """How a model trains, shared by the budgets: ``scaled`` keeps an epoch under a step limit."""
@@ -160,12 +169,8 @@ class RetrievalBudget(TrainingBudget):
         _check_choice(owner, "train_history", self.train_history, ("before", "leave_one_out"))
         _check_choice(owner, "loss", self.loss, ("in_batch", "full_softmax"))
         _check_positive(self, "embedding_dim", "profile_rank")
-        for name in ("id_dropout", "content_dropout", "user_dropout", "history_dropout",
-                     "bias_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise DataError(f"{owner}.{name} is a share of inputs dropped, in [0, 1); "
-                                f"got {value!r}")
+        _check_share(self, "id_dropout", "content_dropout", "user_dropout", "history_dropout",
+                     "bias_dropout")
         object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
 
 
@@ -245,6 +250,7 @@ class RankingBudget(TrainingBudget):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive(self, "embedding_dim", "projection_dim")
+        _check_share(self, "id_dropout")
         object.__setattr__(self, "deep_units", tuple(int(u) for u in self.deep_units))
 
 

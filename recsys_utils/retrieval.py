@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
@@ -31,6 +31,8 @@ __all__ = [
 
 #: Features the query tower reads.
 QUERY_KEYS = ("user", "history", "history_mask", "hour", "dow")
+#: What :func:`best_by_validation` chooses among: a variant's name, a rate, ...
+Key = TypeVar("Key")
 
 
 def in_batches(fn: Callable[[dict[str, tf.Tensor]], Any], features: Mapping[str, np.ndarray],
@@ -261,9 +263,9 @@ def recommend(result: Any, data: RecData, user_ids: Sequence[str], k: int = 10, 
     return np.where(ranked >= 0, ids, "")
 
 
-def best_by_validation(models: Mapping[str, Any], data: RecData, metric: str = "ndcg@10") -> str:
-    """The name of the model (anything :func:`evaluate_retrieval` scores) with the best
-    ``metric`` on the validation users; the first wins a tie."""
+def best_by_validation(models: Mapping[Key, Any], data: RecData, metric: str = "ndcg@10") -> Key:
+    """The key (a name, a rate, ...) of the model (anything :func:`evaluate_retrieval` scores)
+    with the best ``metric`` on the validation users; the first wins a tie."""
     if not models:
         raise DataError("best_by_validation needs at least one model")
     k = int(metric.partition("@")[2] or 10)

@@ -16,7 +16,7 @@ from recsys_utils import metrics
 from recsys_utils import retrieval as R
 from recsys_utils import two_tower as T
 from recsys_utils.data import tfrs_protocol_split
-from recsys_utils.profiles import RetrievalBudget
+from recsys_utils.profiles import RankingBudget, RetrievalBudget
 from toy_world import make_toy
 
 BUDGET = RetrievalBudget(epochs=8, batch_size=128, embedding_dim=32, learning_rate=0.01)
@@ -543,9 +543,12 @@ def test_content_dropout_zeroes_the_same_inputs_of_every_item_in_training_only()
     np.testing.assert_array_equal(tower.embed(None, tf.constant(content[:3])).numpy(), content[:3])
 
 
-@pytest.mark.parametrize("name", ["content_dropout", "id_dropout", "history_dropout"])
-def test_dropout_rates_outside_zero_one_are_clear_errors(name):
-    with pytest.raises(R.DataError, match=f"{name} is a share of inputs dropped"):
-        RetrievalBudget(**{name: 1.0})
+@pytest.mark.parametrize("budget, name", [(RetrievalBudget, "content_dropout"),
+                                          (RetrievalBudget, "id_dropout"),
+                                          (RetrievalBudget, "history_dropout"),
+                                          (RankingBudget, "id_dropout")])
+def test_dropout_rates_outside_zero_one_are_clear_errors(budget, name):
+    with pytest.raises(R.DataError, match=f"{budget.__name__}.{name} is a share of inputs dropped"):
+        budget(**{name: 1.0})
     with pytest.raises(R.DataError, match=f"{name} is a share"):
-        RetrievalBudget(**{name: -0.1})
+        budget(**{name: -0.1})
