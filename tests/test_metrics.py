@@ -39,6 +39,25 @@ def test_top_k_is_deterministic_with_many_ties_across_blocks():
     np.testing.assert_array_equal(metrics.top_k(scores, 7, batch_size=5), expected)
 
 
+@pytest.mark.parametrize("levels", [3, 50, 10_000])
+def test_top_k_matches_a_stable_sort_with_ties_exclusions_and_short_rows(levels):
+    # The fast path (argpartition) must pick exactly what a stable sort picks: ties at the
+    # k-th score to the lower index, excluded items last and reported as -1.
+    rng = np.random.default_rng(levels)
+    scores = rng.integers(0, levels, size=(300, 120)).astype(np.float32)
+    exclude = rng.random(scores.shape) < 0.3
+    exclude[:20, 5:] = True  # 5 allowed items in the first rows: fewer than k
+    ranked, values = metrics.brute_force_top_k(scores, np.eye(120, dtype=np.float32), 10,
+                                               exclude=scipy.sparse.csr_matrix(exclude),
+                                               batch_size=64)
+    key = np.where(exclude, np.inf, -scores)
+    expected = np.argsort(key, axis=1, kind="stable")[:, :10]
+    expected = np.where(np.take_along_axis(exclude, expected, axis=1), -1, expected)
+    np.testing.assert_array_equal(ranked, expected)
+    np.testing.assert_array_equal(values, np.where(
+        expected >= 0, np.take_along_axis(scores, np.maximum(expected, 0), axis=1), -np.inf))
+
+
 @pytest.mark.parametrize("as_sparse", [False, True])
 def test_top_k_exclusion(as_sparse):
     scores = np.array([[0.9, 0.8, 0.7, 0.6], [0.1, 0.2, 0.3, 0.4]])
