@@ -391,14 +391,15 @@ _FUSION = {
 # it cosine logits at temperature 0.1 / 0.05 0.068 / 0.060, user id 0.057, stopping on
 # NDCG@10 0.067. A content tower over fused vector + facts + words >= 20 items share
 # (TF-IDF): 0.076, tied EASE on test NDCG@10 (0.0615 vs 0.0628, interval [-0.0069,
-# +0.0046]): the content_words variant. Its id + words twin fused_words was below it (warm
-# NDCG@10 0.0580, cold Recall@50 0.056 vs 0.119), chosen on no data set, ~30 s of notebook 04.
+# +0.0046]): the content_words variant, dropped after a16ec2b once content dropout made the
+# fused tower the validation choice (default synthetic test NDCG@10 fused 0.0649,
+# content_words 0.0617); it was carried on no data set and cost ~27 s of notebook 04.
 # profile_weight: content variants also score by the training-free two_tower.ContentProfile,
 # weight learned from 4 (validation choice for a fixed fashion tower + profile blend:
 # NDCG@10 0.1087 at 0 -> 0.1128 at 4). Test with it: fashion smoke fused_text warm
 # Recall@10 0.176 -> 0.190, new items' Recall@50 at the profile's exposure 0.147 -> 0.201;
-# default synthetic content_words 0.117 -> 0.118 and 0.151 -> 0.167 (validation NDCG@10
-# 0.0748 -> 0.0730, a tie). Ablation "no content profile", default synthetic fused tower,
+# default synthetic content_words (above) 0.117 -> 0.118 and 0.151 -> 0.167 (validation
+# NDCG@10 0.0748 -> 0.0730, a tie). Ablation "no content profile", default synthetic fused tower,
 # validation / test NDCG@10 / cold Recall@50: 0.0684 / 0.0585 / 0.124 with it,
 # 0.0692 / 0.0572 / 0.069 without.
 # content_dropouts (RetrievalSettings): chosen per data set on validation, because the lever
@@ -410,7 +411,7 @@ _FUSION = {
 # 0.0765), without drawing (n_items, d) random numbers per step (1 s an epoch for the wide
 # content towers, 3 s under CI's two workers: notebook 04 took 950 s of a 40-min CI run).
 # profile_rank: wide content keeps its 64 strongest SVD directions (fused vectors have 84,
-# text 404, fused + words 340): default synthetic content_words trained in 53 s, not 85 s,
+# text 404, fused + words 340): default synthetic content_words (above) trained in 53 s, not 85 s,
 # validation NDCG@10 0.0749 (full width 0.0730; 32 columns 0.0750, 128 0.0751), test cold
 # Recall@50 0.172 (0.165).
 _RETRIEVAL_BUDGET = RetrievalBudget(

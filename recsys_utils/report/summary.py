@@ -26,7 +26,7 @@ _MODEL_NAMES = {"id": "the ID-only tower", "item_knn": "item-kNN", "ease": "EASE
                 "content_text": "the text tower", "content_facts": "the facts-only tower",
                 "content_profile": "the content profile", "content": "the content tower",
                 "fused": "the fused tower", "fused_text": "the fused text tower",
-                "content_words": "the content tower with words", "oracle": "the oracle"}
+                "oracle": "the oracle"}
 
 
 def _pct(value: float) -> str:

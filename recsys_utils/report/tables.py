@@ -47,8 +47,6 @@ _VARIANTS = {
     "content": ("projection of notebook 03's fused vector (text + image + attributes) + "
                 "catalogue facts"),
     "fused": "item-id embedding + content projection, with id dropout",
-    "content_words": ("projection of the fused vector + facts + the words at least 20 items "
-                      "share (TF-IDF)"),
     "content_text": ("projection of notebook 02's MiniLM text vector + catalogue facts (no image, "
                      "no id)"),
     "fused_text": "item-id embedding + projection of the MiniLM text vector + catalogue facts",
