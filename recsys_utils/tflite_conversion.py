@@ -42,6 +42,10 @@ MODES: tuple[str, ...] = get_args(Mode)
 PLUMBING_OPS = frozenset({"SHAPE", "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "STRIDED_SLICE", "SLICE",
                           "PACK", "UNPACK", "CONCATENATION", "BROADCAST_TO", "GATHER", "QUANTIZE",
                           "DEQUANTIZE", "CAST", "ZEROS_LIKE", "TRANSPOSE"})
+#: The one signature converted and run.
+SIGNATURE = "serving_default"
+#: ``full_int8`` calibrates on at most this many representative samples.
+CALIBRATION_LIMIT = 200
 
 
 @dataclasses.dataclass
@@ -118,44 +122,42 @@ def _error_text(exc: BaseException, limit: int = 700) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _signature_inputs(saved_model_dir: Path, signature_key: str) -> dict[str, Any]:
-    """Input name -> TensorSpec of one signature; DataError if absent."""
+def _signature_inputs(saved_model_dir: Path) -> dict[str, Any]:
+    """Input name -> TensorSpec of ``serving_default``; DataError if absent."""
     pb = saved_model_dir / "saved_model.pb"
     if not pb.exists():
         raise DataError(f"no SavedModel at {str(saved_model_dir)!r} (no saved_model.pb)",
                         source="saved_model")
-    return dict(_cached_signature_inputs(str(saved_model_dir.resolve()), signature_key,
-                                         pb.stat().st_mtime_ns))
+    return dict(_cached_signature_inputs(str(saved_model_dir.resolve()), pb.stat().st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_signature_inputs(saved_model_dir: str, signature_key: str, stamp: int
-                             ) -> tuple[tuple[str, Any], ...]:
-    """Loading a 90 MB encoder takes seconds: once per (path, signature, file version)."""
+def _cached_signature_inputs(saved_model_dir: str, stamp: int) -> tuple[tuple[str, Any], ...]:
+    """Loading a 90 MB encoder takes seconds: once per (path, file version)."""
     import tensorflow as tf
 
     with contextlib.suppress(ImportError):
         import tensorflow_text  # noqa: F401 - registers text ops some exports use
     loaded = tf.saved_model.load(saved_model_dir)
-    if signature_key not in loaded.signatures:
-        raise DataError(f"SavedModel {saved_model_dir!r} has no signature {signature_key!r}; "
+    if SIGNATURE not in loaded.signatures:
+        raise DataError(f"SavedModel {saved_model_dir!r} has no signature {SIGNATURE!r}; "
                         f"it has {sorted(loaded.signatures)}", source="saved_model")
-    _, kwargs = loaded.signatures[signature_key].structured_input_signature
+    _, kwargs = loaded.signatures[SIGNATURE].structured_input_signature
     return tuple(sorted(kwargs.items()))
 
 
-def _samples(data: Any, limit: int | None, specs: Mapping[str, Any]
-             ) -> Callable[[], Iterable[dict]]:
-    """``representative_data`` as a callable yielding input dicts cast to ``specs``."""
+def _samples(data: Any, specs: Mapping[str, Any]) -> Callable[[], Iterable[dict]]:
+    """``representative_data`` as a callable yielding the first :data:`CALIBRATION_LIMIT`
+    input dicts cast to ``specs``."""
     if data is None:
         raise DataError("full_int8 needs representative_data: real model inputs to calibrate "
                         "activation ranges", source="representative_data")
     if isinstance(data, Mapping):  # one (1, ...) sample per row
         data = [slice_rows(data, i, i + 1) for i in range(count_rows(data))]
-    source = data if callable(data) else functools.partial(iter, list(data))
+    samples = list(itertools.islice(data, CALIBRATION_LIMIT))
 
     def gen():
-        for sample in itertools.islice(source(), limit):
+        for sample in samples:
             if not isinstance(sample, Mapping):
                 raise DataError("each representative sample must be a {input name: array} dict, "
                                 f"got {type(sample).__name__}", source="representative_data")
@@ -168,31 +170,23 @@ def _samples(data: Any, limit: int | None, specs: Mapping[str, Any]
 
 def convert_saved_model(
     saved_model_dir: str | Path, mode: Mode, *, out_path: str | Path | None = None,
-    representative_data: Any = None, signature_key: str = "serving_default",
-    allow_float_fallback: bool = True, keep_float_ops: Sequence[str] = (),
-    calibration_limit: int | None = 200,
+    representative_data: Any = None, keep_float_ops: Sequence[str] = (),
 ) -> ConversionResult:
-    """Convert one SavedModel signature to TFLite; never raises on a converter failure.
+    """Convert a SavedModel's ``serving_default`` to TFLite; never raises on a converter failure.
 
     ``out_path``: where to write the flatbuffer, atomically (default
     ``<saved_model_dir>.<mode>.tflite``). ``representative_data``: ``full_int8`` calibration
-    inputs, real ones (the activation ranges come from them): a callable returning an iterable of
-    ``{input name: (1, ...) array}``, such an iterable, or one ``{input name: (n, ...) array}``
-    mapping. ``full_int8`` only: ``allow_float_fallback=False`` demands int8 for every compute op,
-    else the result is a failure naming the float ops; ``keep_float_ops``: TFLite op types (e.g.
-    ``"SOFTMAX"``) kept float on purpose through the quantization debugger, see
-    :data:`recsys_utils.token_encoder.ENCODER_FLOAT_OPS`. DataError: unknown mode, no SavedModel /
-    signature at the path, or ``keep_float_ops`` without ``allow_float_fallback``."""
+    inputs, real ones (the activation ranges come from them): an iterable of ``{input name:
+    (1, ...) array}`` or one ``{input name: (n, ...) array}`` mapping. ``keep_float_ops``
+    (``full_int8``): TFLite op types (e.g. ``"SOFTMAX"``) kept float on purpose through the
+    quantization debugger, see :data:`recsys_utils.token_encoder.ENCODER_FLOAT_OPS`.
+    DataError: unknown mode, or no SavedModel / signature at the path."""
     import tensorflow as tf
 
     if mode not in MODES:
         raise DataError(f"mode must be one of {MODES}, got {mode!r}", source="mode")
-    if mode == "full_int8" and keep_float_ops and not allow_float_fallback:
-        raise DataError(f"keep_float_ops={tuple(keep_float_ops)} keeps ops float, which "
-                        "allow_float_fallback=False forbids: the conversion could only fail",
-                        source="keep_float_ops")
     saved_model_dir = Path(saved_model_dir)
-    specs = _signature_inputs(saved_model_dir, signature_key)
+    specs = _signature_inputs(saved_model_dir)
     out_path = Path(out_path) if out_path else saved_model_dir.with_name(
         f"{saved_model_dir.name}.{mode}.tflite")
     kept = tuple(keep_float_ops) if mode == "full_int8" else ()
@@ -204,16 +198,14 @@ def convert_saved_model(
             warnings.filterwarnings("ignore", r"\s*Warning: tf\.lite\.Interpreter is deprecated",
                                     UserWarning)
             converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir),
-                                                                 signature_keys=[signature_key])
+                                                                 signature_keys=[SIGNATURE])
             if mode != "float32":
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
             if mode == "float16":
                 converter.target_spec.supported_types = [tf.float16]
             elif mode == "full_int8":
-                rep = _samples(representative_data, calibration_limit, specs)
+                rep = _samples(representative_data, specs)
                 converter.representative_dataset = rep
-                if not allow_float_fallback:
-                    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if kept:  # the debugger re-runs calibration and leaves denylisted op types float
                 options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(kept))
                 model = tf.lite.experimental.QuantizationDebugger(
@@ -227,29 +219,22 @@ def convert_saved_model(
         return ConversionResult(mode, ok=False, seconds=time.perf_counter() - start,
                                 error=_error_text(exc), kept_float=kept)
     seconds = time.perf_counter() - start
-    report = analyze_tflite(model)
-    if mode == "full_int8" and not allow_float_fallback and report["float_ops"]:
-        # TFLITE_BUILTINS_INT8 alone does not stop the converter leaving an op float.
-        ops = ", ".join(f"{k} x{v}" for k, v in sorted(report["float_ops"].items()))
-        return ConversionResult(mode, ok=False, seconds=seconds, kept_float=kept,
-                                error=f"ops without an int8 kernel stayed float: {ops}")
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(model)
     return ConversionResult(mode, ok=True, path=out_path, size_bytes=out_path.stat().st_size,
-                            seconds=seconds, kept_float=kept, **report)
+                            seconds=seconds, kept_float=kept, **analyze_tflite(model))
 
 
 def convert_all(
     saved_model_dir: str | Path, out_dir: str | Path, name: str, *, representative_data: Any = None,
-    modes: Sequence[str] = MODES, keep_float_ops: Sequence[str] = (),
-    signature_key: str = "serving_default", progress: bool = True,
+    modes: Sequence[str] = MODES, keep_float_ops: Sequence[str] = (), progress: bool = True,
 ) -> list[ConversionResult]:
     """Convert one SavedModel in every mode to ``out_dir/<name>.<mode>.tflite``; failures are
     recorded in their result, so the sweep always completes."""
     return [convert_saved_model(saved_model_dir, mode,
                                 out_path=Path(out_dir) / f"{name}.{mode}.tflite",
                                 representative_data=representative_data,
-                                signature_key=signature_key, keep_float_ops=keep_float_ops)
+                                keep_float_ops=keep_float_ops)
             for mode in track(list(modes), desc=f"converting {name}", unit="mode",
                               disable=not progress)]
 
@@ -338,8 +323,7 @@ class TFLiteRunner:
     ``{output name: array}``. ``num_threads`` defaults to all cores. DataError when there is no
     model at ``path`` (``None``: a conversion that failed)."""
 
-    def __init__(self, path: str | Path | None, num_threads: int | None = None,
-                 signature_key: str = "serving_default") -> None:
+    def __init__(self, path: str | Path | None, num_threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         if path is None:
@@ -350,7 +334,7 @@ class TFLiteRunner:
             raise DataError(f"no TFLite model at {str(self.path)!r}", source="tflite")
         self.num_threads = int(num_threads or os.cpu_count() or 1)
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
-        self._runner = self.interpreter.get_signature_runner(signature_key)
+        self._runner = self.interpreter.get_signature_runner(SIGNATURE)
         self.input_details = self._runner.get_input_details()
         self.output_names = sorted(self._runner.get_output_details())
 

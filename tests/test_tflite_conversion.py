@@ -53,32 +53,9 @@ def test_failure_is_recorded_not_raised(tmp_path):
         tflite_conversion.convert_saved_model(tmp_path / "m", "int4")
     with pytest.raises(DataError, match="no SavedModel"):
         tflite_conversion.convert_saved_model(tmp_path / "missing", "float32")
-    # Keeping ops float is a fallback: with the fallback forbidden it could only fail.
-    with pytest.raises(DataError, match="keep_float_ops"):
-        tflite_conversion.convert_saved_model(tmp_path / "m", "full_int8", representative_data=[{}],
-                                              keep_float_ops=("SOFTMAX",),
-                                              allow_float_fallback=False)
     # A failed conversion has no file: running it says so instead of a TypeError.
     with pytest.raises(DataError, match="did not convert"):
         tflite_conversion.TFLiteRunner(result.path)
-
-
-def test_strict_int8_without_fallback_fails_cleanly(dense_model, tmp_path):
-    calibration = dense_model[2]
-    module = tf.Module()
-    # SIN has a float kernel only: with fallback it stays float, without it fails.
-    module.f = tf.function(lambda x: {"y": tf.math.sin(tf.matmul(x, tf.ones([64, 8])))},
-                           input_signature=[tf.TensorSpec([None, 64], tf.float32, name="x")])
-    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.f})
-    data = {"x": calibration}
-    loose = tflite_conversion.convert_saved_model(tmp_path / "m", "full_int8",
-                                                  representative_data=data)
-    strict = tflite_conversion.convert_saved_model(tmp_path / "m", "full_int8",
-                                                   representative_data=data,
-                                                   allow_float_fallback=False)
-    assert loose.ok and loose.float_ops == {"SIN": 1}
-    assert "FULLY_CONNECTED" not in loose.float_ops
-    assert not strict.ok and strict.path is None and "SIN" in strict.error
 
 
 def test_full_int8_stores_a_table_once_per_lookup(tmp_path):
