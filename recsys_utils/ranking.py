@@ -229,9 +229,10 @@ class ChainCandidates:
 
 
 def chain_candidates(retrieval_result: RetrievalResult, ranking_model: RankingResult,
-                     data: RecData, k_retrieve: int = 100, *, split: str = "test",
-                     exclude_seen: bool = True) -> ChainCandidates:
-    """Retrieve ``k_retrieve`` items per user of ``split`` and score each with the ranker,
+                     data: RecData, k_retrieve: int = 100, *, split: str = "test"
+                     ) -> ChainCandidates:
+    """Retrieve ``k_retrieve`` items per user of ``split`` (training items removed) and score
+    each with the ranker,
     with the retrieval query's features (all training history, the time of the user's
     first interaction in the split)."""
     if len(data.splits.get(split, ())) == 0:
@@ -240,7 +241,7 @@ def chain_candidates(retrieval_result: RetrievalResult, ranking_model: RankingRe
     queries = data.queries(split)
     q = retrieval_result.query_embeddings(queries.features)
     items = retrieval_result.item_embeddings()
-    ranked = rank_items(q, items, k_retrieve, exclude=queries.exclude if exclude_seen else None)
+    ranked = rank_items(q, items, k_retrieve, exclude=queries.exclude)
     retrieval_scores = np.einsum("qd,qkd->qk", q, items[np.maximum(ranked, 0)]).astype(np.float64)
     return ChainCandidates(queries, ranked, retrieval_scores,
                            _ranker_scores(ranking_model, queries, ranked))
@@ -270,12 +271,12 @@ def tune_ranker_weight(retrieval_result: RetrievalResult, ranking_model: Ranking
 
 def chain_ndcg(retrieval_result: RetrievalResult, ranking_model: RankingResult, data: RecData,
                k_retrieve: int = 100, k: int = 10, *, split: str = "test",
-               exclude_seen: bool = True, ranker_weight: float = 1.0) -> ChainResult:
+               ranker_weight: float = 1.0) -> ChainResult:
     """Retrieve ``k_retrieve`` items per user of ``split``, re-rank by the blend of
     :func:`tune_ranker_weight` (1: the ranker alone), compare NDCG@k. For several orders
     of the same candidates, use :func:`chain_candidates` once and evaluate each."""
-    return chain_candidates(retrieval_result, ranking_model, data, k_retrieve, split=split,
-                            exclude_seen=exclude_seen).evaluate(k, ranker_weight)
+    return chain_candidates(retrieval_result, ranking_model, data, k_retrieve,
+                            split=split).evaluate(k, ranker_weight)
 
 
 class MultitaskModel(tfrs.Model):

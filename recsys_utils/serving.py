@@ -360,23 +360,14 @@ def export_serving_model(index: TopK, path: str | Path, *, k: int | None = None)
     return path
 
 
-def export_portable_serving_model(
-        index: tfrs.layers.factorized_top_k.BruteForce | RetrievalResult, path: str | Path, *,
-        data: RecData | None = None, k: int | None = None) -> Path:
-    """Save brute force over the item embeddings as a SavedModel with TensorFlow's own ops
-    only (stock TensorFlow Serving loads it), signatures as :func:`export_serving_model`.
-    ``index``: a :func:`build_brute_force` index, or a :class:`RetrievalResult` (then
-    ``data`` is needed; ``k`` results, default 100).
+def export_portable_serving_model(index: tfrs.layers.factorized_top_k.BruteForce,
+                                  path: str | Path, *, k: int | None = None) -> Path:
+    """Save a :func:`build_brute_force` index as a SavedModel with TensorFlow's own ops only
+    (stock TensorFlow Serving loads it), signatures as :func:`export_serving_model`.
 
     Raises:
         DataError: a ScaNN index, or the written graph uses an op TensorFlow does not define.
     """
-    if isinstance(index, RetrievalResult):
-        if data is None:
-            raise DataError("export_portable_serving_model(result, ...) needs data= to build "
-                            "the brute-force index")
-        index = build_brute_force(index, data, k=k or 100)
-        k = None
     if not isinstance(index, tfrs.layers.factorized_top_k.BruteForce):
         raise DataError(f"a portable export holds brute force, got {type(index).__name__}: "
                         "pass serving.build_brute_force(result, data) (export_serving_model "

@@ -121,13 +121,8 @@ def test_load_serving_model_reads_the_portable_export(exported):
     assert now_ids.shape == (2, 50)
 
 
-def test_the_portable_export_from_a_result_and_its_errors(exported, tmp_path):
+def test_the_portable_export_refuses_scann(exported, tmp_path):
     data, result, brute, *_ = exported
-    path = S.export_portable_serving_model(result, tmp_path / "from_result", data=data, k=20)
-    ids, _ = S.load_serving_model(path).recommend(["never-seen"], NOW)
-    assert ids.shape == (1, 20)
-    with pytest.raises(S.DataError, match="needs data="):
-        S.export_portable_serving_model(result, tmp_path / "no_data")
     with pytest.raises(S.DataError, match="portable export holds brute force, got ScaNN"):
         S.export_portable_serving_model(S.build_scann(result, data, k=10), tmp_path / "scann")
     with pytest.raises(S.DataError, match="no SavedModel"):
