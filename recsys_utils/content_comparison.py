@@ -21,15 +21,22 @@ from .progress import track
 from .schema import UNKNOWN_VALUES, DataError, is_placeholder
 
 
-def price_bands(prices: Sequence[float] | np.ndarray, n_bands: int = 5) -> np.ndarray:
-    """Quantile bands of price as int32 codes ``0..n_bands-1`` ``(n,)``; missing -> -1."""
+def price_edges(prices: Sequence[float] | np.ndarray, n_bands: int = 5) -> np.ndarray:
+    """The ``n_bands - 1`` inner quantile edges of the finite ``prices`` (none if no price)."""
     prices = np.asarray(prices, dtype=np.float64)
-    codes = np.full(prices.shape, -1, dtype=np.int32)
     ok = np.isfinite(prices)
-    if ok.any():
-        edges = np.quantile(prices[ok], np.linspace(0, 1, n_bands + 1)[1:-1])
-        codes[ok] = np.searchsorted(edges, prices[ok], side="right")
-    return codes
+    return (np.quantile(prices[ok], np.linspace(0, 1, n_bands + 1)[1:-1]) if ok.any()
+            else np.zeros(0))
+
+
+def price_bands(prices: Sequence[float] | np.ndarray, n_bands: int = 5,
+                edges: Sequence[float] | None = None) -> np.ndarray:
+    """Price bands as int32 codes ``0..n_bands-1`` ``(n,)``, missing -> -1: quantile bands of
+    ``prices`` themselves, or of the given ``edges`` (:func:`price_edges` of a catalogue)."""
+    prices = np.asarray(prices, dtype=np.float64)
+    edges = price_edges(prices, n_bands) if edges is None else np.asarray(edges)
+    codes = np.searchsorted(edges, prices, side="right")
+    return np.where(np.isfinite(prices), codes, -1).astype(np.int32)
 
 
 def encode_attributes(items: pd.DataFrame, columns: Sequence[str]

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from . import artifacts
+from .content_comparison import encode_attributes, price_bands, price_edges
 from .features import fact_columns, item_attribute_matrix
 from .images import load_images
 from .item_text import item_text
@@ -50,8 +51,6 @@ def attribute_spec(items: pd.DataFrame, codes: Mapping[str, np.ndarray]) -> dict
     is a quantile band of ``price`` (``price_bands``). Returns key -> ``{"column", "values"}``
     or ``{"column": "price", "edges"}``; DataError if neither reproduces the catalogue codes.
     """
-    from .content_comparison import encode_attributes, price_bands
-
     spec: dict[str, dict] = {}
     for key, expected in codes.items():
         expected = np.asarray(expected)
@@ -66,7 +65,7 @@ def attribute_spec(items: pd.DataFrame, codes: Mapping[str, np.ndarray]) -> dict
             # content_task's default of 5 bands first; tied prices may leave fewer codes.
             for n_bands in dict.fromkeys((5, int(expected.max()) + 1)):
                 if ok.any() and np.array_equal(price_bands(prices, n_bands), expected):
-                    edges = np.quantile(prices[ok], np.linspace(0, 1, n_bands + 1)[1:-1])
+                    edges = price_edges(prices, n_bands)
                     spec[key] = {"column": "price", "edges": [float(e) for e in edges]}
                     break
             if key in spec:
@@ -83,9 +82,7 @@ def _encode_attribute(rows: pd.DataFrame, entry: Mapping[str, Any]) -> np.ndarra
     if column not in rows.columns:
         return np.full(len(rows), -1, np.int32)
     if "edges" in entry:
-        prices = pd.to_numeric(rows[column], errors="coerce").to_numpy(np.float64)
-        codes = np.searchsorted(np.asarray(entry["edges"]), prices, side="right")
-        return np.where(np.isfinite(prices), codes, -1).astype(np.int32)
+        return price_bands(pd.to_numeric(rows[column], errors="coerce"), edges=entry["edges"])
     position = {value: i for i, value in enumerate(entry["values"])}
     values = rows[column].astype("string")
     return np.array([-1 if pd.isna(v) else position.get(str(v), -1) for v in values], np.int32)
