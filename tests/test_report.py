@@ -676,9 +676,22 @@ def test_tfrs_protocol_text_is_read_from_the_profile(monkeypatch):
     assert report.tfrs_protocol_table(make_metrics()).attrs["protocol"] == text  # the run's profile
 
 
+def notebook_figures(m) -> dict[str, bytes]:
+    """The figures notebook 08 keeps for the report (its ``keep`` calls), as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    figs = {"retrieval": report.plot_retrieval(m), "chain": report.plot_chain(m),
+            "fusion": report.plot_fusion(m), "search": report.plot_search(m),
+            "quantization_size": report.plot_quantization(m, "size_mb"),
+            "quantization_latency": report.plot_quantization(m, "median_ms")}
+    pngs = {name: report.figure_png(fig) for name, fig in figs.items() if fig is not None}
+    plt.close("all")
+    return pngs
+
+
 def test_write_report_md_and_self_contained_html(tmp_path):
     m = make_metrics()
-    paths = report.write_report(m, tmp_path / "report")
+    paths = report.write_report(m, tmp_path / "report", notebook_figures(m))
     md = paths["markdown"].read_text()
     page = paths["html"].read_text()
     # Every model each notebook trained is a row of its own section's table.
@@ -780,7 +793,7 @@ def test_report_reads_the_metrics_files_notebooks_write_and_leaves_them_alone(tm
                   report.quantization_checks, report.index_table, report.scann_table,
                   report.search_table, report.tfrs_protocol_table):
         table(read)
-    report.write_report(read, tmp_path / "report")
+    report.write_report(read, tmp_path / "report", notebook_figures(read))
     assert read == before  # no report function changes its input
 
 
@@ -1009,7 +1022,7 @@ def test_summary_goes_the_other_way_with_the_numbers():
 
 def test_report_puts_the_answer_first_and_reads_well(tmp_path):
     m = _with_intervals(make_metrics())
-    paths = report.write_report(m, tmp_path)
+    paths = report.write_report(m, tmp_path, notebook_figures(m))
     md, page = paths["markdown"].read_text(), paths["html"].read_text()
     order = [md.index(h) for h in ("## The answer", "## The verdicts", "## The data",
                                    "## All retrieval models", "## Where the numbers come from")]

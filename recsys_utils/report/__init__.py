@@ -11,8 +11,8 @@ Modules: :mod:`.reading` (lookups), :mod:`.tables`, :mod:`.rules` (claims, thres
 from __future__ import annotations
 
 from .claims import claims_table, quantization_checks
-from .figures import (default_figures, figure_png, plot_chain, plot_fusion, plot_quantization,
-                      plot_retrieval, plot_search)
+from .figures import (figure_png, plot_chain, plot_fusion, plot_quantization, plot_retrieval,
+                      plot_search)
 from .reading import (DATA, EVALUATION, FUSION, QUANTIZATION, RANKING, RETRIEVAL, RUN_FIELDS,
                       SEARCH, STAGES, TEXT, mixed_runs)
 from .render import REPORT_DIR, report_dir, write_report
@@ -46,7 +46,7 @@ __all__ = [
     "quantization_checks", "claims_table", "summary_sentences",
     # figures
     "figure_png", "plot_retrieval", "plot_chain", "plot_fusion", "plot_quantization",
-    "plot_search", "default_figures",
+    "plot_search",
     # the document
     "report_dir", "write_report",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import textwrap
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -42,19 +42,19 @@ def _finish(fig: Any, ax: Any, xlabel: str, title: str, grid: str = "x"):
     return fig
 
 
-def plot_retrieval(metrics: Mapping[str, Any], metric: str = "recall@50"):
-    """Horizontal grouped bars: ``metric`` of every retrieval model, warm and cold-start.
+def plot_retrieval(metrics: Mapping[str, Any]):
+    """Horizontal grouped bars: Recall@50 of every retrieval model, warm and cold-start.
 
     One row per model, so the figure keeps its width however many models there are.
     """
     import matplotlib.pyplot as plt
     import numpy as np
 
-    table = retrieval_table(metrics, columns=(metric,))
-    columns = [c for c in (f"warm {metric}", f"cold (all items) {metric}") if c in table]
+    table = retrieval_table(metrics)
+    columns = [c for c in ("warm recall@50", "cold (all items) recall@50") if c in table]
     if table.empty or not columns:
         return None
-    frame = table[columns].rename(columns=lambda c: c.replace(f" {metric}", ""))
+    frame = table[columns].rename(columns=lambda c: c.replace(" recall@50", ""))
     labels = [_wrap(i, 30) for i in frame.index]
     lines = sum(label.count("\n") + 1 for label in labels)
     fig, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 0.2 * lines + 0.12 * len(frame) + 1.2))
@@ -66,8 +66,7 @@ def plot_retrieval(metrics: Mapping[str, Any], metric: str = "recall@50"):
     ax.set_yticks(y, labels)
     ax.invert_yaxis()  # notebook 04's order, top to bottom
     ax.legend(loc="lower right", fontsize=8, frameon=True)
-    return _finish(fig, ax,
-                   metric.replace("recall", "Recall").replace("ndcg", "NDCG") + " (test users)",
+    return _finish(fig, ax, "Recall@50 (test users)",
                    f"Retrieval over the full catalogue ({dataset_name(metrics)})")
 
 
@@ -142,28 +141,13 @@ def plot_search(metrics: Mapping[str, Any]):
     return _finish(fig, ax, "", "Product search by query kind", grid="y")
 
 
-#: Figure name -> (plot function, report section it belongs to, caption).
-FIGURES: dict[str, tuple[Callable[[Mapping[str, Any]], Any], str, str]] = {
-    "retrieval": (plot_retrieval, "retrieval",
-                  "Recall@50 of every retrieval model, warm and cold-start"),
-    "chain": (plot_chain, "chain", "NDCG@10 of retrieval alone and of each chain"),
-    "fusion": (plot_fusion, "fusion", "Held-out NDCG@10 of each modality and fusion"),
-    "quantization_size": (lambda m: plot_quantization(m, "size_mb"), "quantization",
-                          "Quantized variants: file size against quality"),
-    "quantization_latency": (lambda m: plot_quantization(m, "median_ms"), "quantization",
+#: Figure name (as notebook 08 keeps it) -> (report section it belongs to, caption).
+FIGURES: dict[str, tuple[str, str]] = {
+    "retrieval": ("retrieval", "Recall@50 of every retrieval model, warm and cold-start"),
+    "chain": ("chain", "NDCG@10 of retrieval alone and of each chain"),
+    "fusion": ("fusion", "Held-out NDCG@10 of each modality and fusion"),
+    "quantization_size": ("quantization", "Quantized variants: file size against quality"),
+    "quantization_latency": ("quantization",
                              "Quantized variants: single-query latency against quality"),
-    "search": (plot_search, "search", "NDCG@10 of each search method per query kind"),
+    "search": ("search", "NDCG@10 of each search method per query kind"),
 }
-
-
-def default_figures(metrics: Mapping[str, Any]) -> dict[str, bytes]:
-    """Every report figure the metrics allow, as PNG bytes (figures are closed after rendering)."""
-    import matplotlib.pyplot as plt
-
-    out = {}
-    for name, (plot, _, _) in FIGURES.items():
-        fig = plot(metrics)
-        if fig is not None:
-            out[name] = figure_png(fig)
-            plt.close(fig)
-    return out

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..artifacts import atomic_path
 from .claims import claims_table, quantization_checks
-from .figures import FIGURES, default_figures, figure_png
+from .figures import FIGURES
 from .reading import dataset_name, mixed_runs, profile_name
 from .rules import CLAIM_RULES, CLAIMS
 from .summary import summary_sentences
@@ -199,8 +199,8 @@ class _Document:
         for frame in frames:
             self.table(frame)
         for name in self.pngs:
-            if FIGURES.get(name, (None, "other"))[1] == figures:
-                self.figure(name, FIGURES[name][2])
+            if FIGURES.get(name, ("other",))[0] == figures:
+                self.figure(name, FIGURES[name][1])
 
     def figure(self, name: str, caption: str) -> None:
         data = base64.b64encode(self.pngs[name]).decode("ascii")
@@ -301,32 +301,22 @@ def _write(path: Path, data: bytes) -> None:
         tmp.chmod(0o644)  # a report is for reading (mkstemp creates 0600)
 
 
-def _as_png(figure: Any) -> bytes:
-    if isinstance(figure, (bytes, bytearray)):
-        return bytes(figure)
-    if isinstance(figure, (str, Path)):
-        return Path(figure).read_bytes()
-    return figure_png(figure)
-
-
 def write_report(metrics: Mapping[str, Any], out_dir: str | Path,
-                 figures: Mapping[str, Any] | None = None) -> dict[str, Path]:
+                 figures: Mapping[str, bytes]) -> dict[str, Path]:
     """Write ``report.md`` (PNG figures beside it) and a self-contained ``report.html``.
 
-    ``figures``: name -> matplotlib Figure, PNG bytes or PNG path (default:
-    :func:`default_figures`); a name of :data:`.figures.FIGURES` goes into its
-    section, others at the end. Every file is written atomically into ``out_dir``
-    (created if needed). Returns ``{"markdown": path, "html": path, "figure:<name>": path}``.
+    ``figures``: name -> PNG bytes (:func:`.figures.figure_png`); a name of
+    :data:`.figures.FIGURES` goes into its section, others at the end. Every file is
+    written atomically into ``out_dir`` (created if needed). Returns
+    ``{"markdown": path, "html": path, "figure:<name>": path}``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pngs = {name: _as_png(fig) for name, fig in (default_figures(metrics) if figures is None
-                                                 else figures).items()}
     files = {name: out_dir / f"figure_{re.sub(r'[^A-Za-z0-9_-]+', '_', name)}.png"
-             for name in pngs}
+             for name in figures}
     for name, path in files.items():
-        _write(path, pngs[name])
-    doc = _document(metrics, {name: path.name for name, path in files.items()}, pngs)
+        _write(path, figures[name])
+    doc = _document(metrics, {name: path.name for name, path in files.items()}, figures)
     paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
     _write(paths["markdown"], ("\n\n".join(doc.markdown) + "\n").encode("utf-8"))
     _write(paths["html"], doc.html_page().encode("utf-8"))

@@ -6,7 +6,7 @@ A missing metrics file or key gives an empty table whose ``attrs["note"]`` says 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -93,8 +93,7 @@ def data_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 
 @tolerant
-def retrieval_table(metrics: Mapping[str, Any],
-                    columns: Sequence[str] = ("recall@10", "recall@50", "ndcg@10")) -> pd.DataFrame:
+def retrieval_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 04's models (ablations included), one row each: ``candidate tower`` (what
     it is), ``<setting> <metric>`` for warm, cold (all items) and cold (new items only),
     and ``train seconds``; columns without any value are dropped."""
@@ -107,7 +106,7 @@ def retrieval_table(metrics: Mapping[str, Any],
         row: dict[str, Any] = {"candidate tower": _VARIANTS.get(
             variant, "ablation of the fused model" if variant not in main else variant)}
         for setting in ("warm", "cold (all items)", "cold (new items only)"):
-            for metric in columns:
+            for metric in ("recall@10", "recall@50", "ndcg@10"):
                 row[f"{setting} {metric}"] = settings.get(setting, {}).get(metric, np.nan)
         row["train seconds"] = num(seconds.get(variant))
         out[variant] = row
@@ -251,8 +250,8 @@ def index_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 
 @tolerant
-def search_table(metrics: Mapping[str, Any], metric: str = "ndcg@10") -> pd.DataFrame:
-    """Notebook 07: each search method's ``metric`` per query kind and ``all``, plus ``all
+def search_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Notebook 07: each search method's NDCG@10 per query kind and ``all``, plus ``all
     recall@100`` and ``all mrr``, on the test queries."""
     m = stage_summary(metrics, SEARCH)
     if m.get("has_queries") is False:
@@ -261,7 +260,7 @@ def search_table(metrics: Mapping[str, Any], metric: str = "ndcg@10") -> pd.Data
     rows = {}
     for method in ordered(test, _SEARCH_ORDER):
         kinds = test[method]
-        row = {f"{kind} {metric}": num(kinds[kind].get(metric))
+        row = {f"{kind} ndcg@10": num(kinds[kind].get("ndcg@10"))
                for kind in sorted(kinds, key=lambda kind: kind == "all")}  # "all" last
         overall = kinds.get("all", {})
         row.update({f"all {extra}": num(overall[extra]) for extra in ("recall@100", "mrr")
