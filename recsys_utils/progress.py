@@ -270,21 +270,18 @@ def _gpu_device_present() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
-def _noise_pattern(gpu_present: bool | None = None) -> re.Pattern:
+def _noise_pattern() -> re.Pattern:
     patterns = [p for p, _ in NOISE.values()]
-    if not (_gpu_device_present() if gpu_present is None else gpu_present):
+    if not _gpu_device_present():
         patterns.append(CUDA_PROBE[0])
     return re.compile("|".join(f"(?:{p})" for p in patterns), re.MULTILINE)
 
 
-def drop_noise(text: str, gpu_present: bool | None = None) -> str:
+def drop_noise(text: str) -> str:
     """``text`` without its lines that match :data:`NOISE` (and :data:`CUDA_PROBE` when
-    the machine has no NVIDIA device; ``gpu_present`` overrides that check)."""
+    the machine has no NVIDIA device)."""
     global _noise_re
-    if gpu_present is not None:
-        pattern = _noise_pattern(gpu_present)
-    else:
-        pattern = _noise_re = _noise_re or _noise_pattern()
+    pattern = _noise_re = _noise_re or _noise_pattern()
     if not pattern.search(text):
         return text
     return "".join(line for line in text.splitlines(keepends=True) if not pattern.match(line))

@@ -148,17 +148,25 @@ REAL = [
 ]
 
 
-def test_known_noise_is_dropped_and_everything_else_kept():
+def _machine(monkeypatch, gpu_present: bool) -> None:
+    """drop_noise as on a machine with or without an NVIDIA device."""
+    monkeypatch.setattr(P, "_gpu_device_present", lambda: gpu_present)
+    monkeypatch.setattr(P, "_noise_re", None)
+
+
+def test_known_noise_is_dropped_and_everything_else_kept(monkeypatch):
+    _machine(monkeypatch, gpu_present=False)
     text = "".join(NOISY[:3] + REAL[:2] + NOISY[3:] + REAL[2:])
-    assert P.drop_noise(text, gpu_present=False) == "".join(REAL)
-    assert P.drop_noise("".join(REAL), gpu_present=False) == "".join(REAL)
-    assert P.drop_noise("partial line without newline", gpu_present=False) == (
-        "partial line without newline")
+    assert P.drop_noise(text) == "".join(REAL)
+    assert P.drop_noise("".join(REAL)) == "".join(REAL)
+    assert P.drop_noise("partial line without newline") == "partial line without newline"
 
 
-def test_the_cuda_probe_is_noise_only_without_an_nvidia_device():
-    assert P.drop_noise(CUINIT, gpu_present=False) == ""
-    assert P.drop_noise(CUINIT, gpu_present=True) == CUINIT  # a real driver problem then
+def test_the_cuda_probe_is_noise_only_without_an_nvidia_device(monkeypatch):
+    _machine(monkeypatch, gpu_present=False)
+    assert P.drop_noise(CUINIT) == ""
+    _machine(monkeypatch, gpu_present=True)
+    assert P.drop_noise(CUINIT) == CUINIT  # a real driver problem then
 
 
 class FakeStream:
