@@ -88,13 +88,10 @@ def select_notebooks(notebooks: Sequence[Path], start: str | None = None,
 MAX_SEED = 2**32 - 1
 
 
-class NotebookError(DataError):
-    """A notebook raised an exception: its error and the executed copy with the traceback."""
-
-    def __init__(self, notebook: Path, executed: Path, ename: str, evalue: str) -> None:
-        self.notebook, self.executed, self.ename, self.evalue = notebook, executed, ename, evalue
-        super().__init__(f"notebook {notebook.name} failed: {ename}: {evalue.strip()} "
-                         f"(full traceback in the executed notebook {executed})")
+def _failed(notebook: Path, executed: Path, ename: str, evalue: str) -> DataError:
+    """A notebook's exception, pointing at the executed copy that holds the traceback."""
+    return DataError(f"notebook {notebook.name} failed: {ename}: {evalue.strip()} "
+                     f"(full traceback in the executed notebook {executed})")
 
 
 def default_data_dir(notebook_dir: Path | None = None) -> Path:
@@ -408,13 +405,13 @@ def _execute(notebooks: Sequence[Path], dataset: str, profile: str, run_dir: Pat
                 progress_bar=False, kernel_manager_class=manager_class,
                 config=_kernel_config(kernel_log), **streams)
         except PapermillExecutionError as error:
-            raise NotebookError(notebook, out_dir / notebook.name, error.ename,
-                                error.evalue) from error
+            raise _failed(notebook, out_dir / notebook.name, error.ename,
+                          error.evalue) from error
         except RuntimeError as error:  # nbclient: the kernel died, or never answered
             if "kernel" not in str(error).lower():
                 raise
-            raise NotebookError(notebook, out_dir / notebook.name, type(error).__name__,
-                                f"{error} (the kernel's own output: {kernel_log})") from error
+            raise _failed(notebook, out_dir / notebook.name, type(error).__name__,
+                          f"{error} (the kernel's own output: {kernel_log})") from error
         finally:
             done.set()
             if progress:
