@@ -129,14 +129,10 @@ def compare_latency(fns: Mapping[str, Callable[[Any], Any]],
 
 def measure_latency(fn: Callable[[Any], Any], inputs: Mapping[str, np.ndarray] | np.ndarray,
                     *, repeats: int = 50, warmup: int = 3, batch_size: int = 64,
-                    batch_repeats: int = 3, num_threads: int | None = None) -> Timing:
-    """:func:`compare_latency` of one function in one round; ``num_threads`` is recorded in
-    the result (default: ``fn.num_threads``)."""
-    timing = compare_latency({"fn": fn}, inputs, rounds=1, repeats=repeats, warmup=warmup,
-                             batch_size=batch_size, batch_repeats=batch_repeats)["fn"]
-    if num_threads is not None:
-        timing.num_threads = timing.batch_threads = num_threads
-    return timing
+                    batch_repeats: int = 3) -> Timing:
+    """:func:`compare_latency` of one function in one round."""
+    return compare_latency({"fn": fn}, inputs, rounds=1, repeats=repeats, warmup=warmup,
+                           batch_size=batch_size, batch_repeats=batch_repeats)["fn"]
 
 
 def _wait(result: Any) -> None:
