@@ -174,17 +174,16 @@ def _labels_above(ys: np.ndarray) -> list[bool]:
 
 
 def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
-                  group: str = "model", logx: bool = True, title: str | None = None,
-                  ncols: int | None = None, width: float | None = None,
-                  stagger: bool = False) -> plt.Figure:
+                  title: str | None = None, ncols: int | None = None,
+                  width: float | None = None, stagger: bool = False) -> plt.Figure:
     """Scatter ``y`` (quality) against ``x`` (size or latency), points annotated with
-    their ``label``, a panel per ``group`` since quality metrics differ (its y label:
-    the rows' ``quality_metric``). ``logx`` applies to panels whose x spans over 10x.
+    their ``label``, a panel per ``model`` since quality metrics differ (its y label:
+    the rows' ``quality_metric``); x is logarithmic on panels whose x spans over 10x.
     Panels sit in one row, 4.4 inches each, unless ``ncols`` wraps them; ``width`` in
     inches; ``stagger`` alternates neighbours' labels above and below their points.
     """
     data = df.dropna(subset=[x, y])
-    groups = list(dict.fromkeys(data[group])) if group in data else [None]
+    groups = list(dict.fromkeys(data["model"])) if "model" in data else [None]
     n = max(len(groups), 1)
     ncols = min(ncols or n, n)
     nrows = -(-n // ncols)
@@ -193,7 +192,7 @@ def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, groups):
-        part = data if name is None else data[data[group] == name]
+        part = data if name is None else data[data["model"] == name]
         ax.scatter(part[x], part[y], s=36)
         points = part.sort_values(x, kind="stable") if stagger else part
         above = _labels_above(points[y].to_numpy(float)) if stagger else []
@@ -203,7 +202,7 @@ def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
                         ha="center" if stagger else "left", fontsize=8)
         values = part[x].to_numpy(float)
         # Log only when the points span a decade; otherwise no tick would be labelled.
-        if logx and len(values) and values.min() > 0 and values.max() / values.min() > 10:
+        if len(values) and values.min() > 0 and values.max() / values.min() > 10:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
