@@ -296,9 +296,8 @@ def _document(metrics: Mapping[str, Any], figure_files: Mapping[str, str],
 
 
 def _write(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # mode from the umask, as every artifact's
         tmp.write_bytes(data)
-        tmp.chmod(0o644)  # a report is for reading (mkstemp creates 0600)
 
 
 def write_report(metrics: Mapping[str, Any], out_dir: str | Path,
