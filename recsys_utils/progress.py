@@ -374,12 +374,12 @@ def _once_warnings() -> None:
     warnings.showwarning = showwarning
 
 
-def quiet_noise(force: bool = False) -> bool:
-    """Inside a Jupyter kernel (or with ``force``), unless ``RECSYS_VERBOSE_LOGS=1``: drop
-    :data:`NOISE` from stderr, show each warning and TensorFlow (no INFO) / absl log message
-    once, by one handler. Returns whether it acted."""
+def quiet_noise() -> bool:
+    """Inside a Jupyter kernel, unless ``RECSYS_VERBOSE_LOGS=1``: drop :data:`NOISE` from
+    stderr, show each warning and TensorFlow (no INFO) / absl log message once, by one
+    handler. Returns whether it acted."""
     verbose = os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
-    if verbose or not (force or in_kernel()):
+    if verbose or not in_kernel():
         return False
     _filter_stream(sys.stderr)
     _once_warnings()
