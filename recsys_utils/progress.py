@@ -97,23 +97,19 @@ def _plural(unit: str, n: float) -> str:
 class Progress:
     """One loop's progress over ``iterable`` (or ``total`` units counted with ``update``) in
     the form :func:`progress_mode` picks. ``disable=True`` shows nothing (``None`` means
-    ``False``); ``mode`` forces a form; ``interval``: seconds between heartbeat lines in
-    ``lines`` mode. Made by :func:`track`."""
+    ``False``). Made by :func:`track`."""
 
     def __init__(self, iterable: Iterable | None = None, *, total: float | None = None,
                  desc: str = "", unit: str = "it", disable: bool | None = False,
-                 unit_scale: bool = False, mode: str | None = None,
-                 interval: float | None = None) -> None:
+                 unit_scale: bool = False) -> None:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.iterable, self.total, self.n = iterable, total, 0
         self.desc, self.unit, self.unit_scale = desc, unit, unit_scale
         self.postfix: dict[str, str] = {}
         self.closed = False
-        self.mode = "off" if disable else (mode or progress_mode())
-        if self.mode not in MODES:
-            raise ValueError(f"progress mode must be one of {MODES}, got {self.mode!r}")
-        self.interval = _interval() if interval is None else float(interval)
+        self.mode = "off" if disable else progress_mode()
+        self.interval = _interval()  # seconds between heartbeat lines in "lines" mode
         self._start = self._last_line = _clock()
         self._bar: Any = None
         self._handle: Any = None  # the widget's display, replaced by the summary at the end
@@ -224,7 +220,7 @@ class Progress:
         self._last_line = _clock()
 
 
-#: ``track(iterable=None, *, total, desc, unit, disable, unit_scale, mode, interval)``:
+#: ``track(iterable=None, *, total, desc, unit, disable, unit_scale)``:
 #: a :class:`Progress`, called like ``tqdm``.
 track = Progress
 

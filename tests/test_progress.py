@@ -56,7 +56,8 @@ def test_lines_mode_ends_with_one_summary_line(plain, capsys):
 
 
 def test_summary_counts_what_was_done_and_the_last_postfix(plain, capsys):
-    with P.track(total=30, desc="retrieval/fused", unit="epoch", mode="lines") as bar:
+    plain.setenv(P.PROGRESS_ENV, "lines")
+    with P.track(total=30, desc="retrieval/fused", unit="epoch") as bar:
         for _ in range(12):  # early stopping: fewer than planned
             bar.update(1)
         bar.set_postfix({"loss": 812.4321, "val_recall": "0.2134"})
@@ -68,19 +69,22 @@ def test_summary_counts_what_was_done_and_the_last_postfix(plain, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_bytes_are_scaled_and_unknown_totals_counted(capsys):
-    with P.track(total=4_924_029, desc="ml-100k.zip", unit="B", unit_scale=True, mode="lines") as bar:
+def test_bytes_are_scaled_and_unknown_totals_counted(plain, capsys):
+    plain.setenv(P.PROGRESS_ENV, "lines")
+    with P.track(total=4_924_029, desc="ml-100k.zip", unit="B", unit_scale=True) as bar:
         bar.update(4_924_029)
     assert capsys.readouterr().out.startswith("ml-100k.zip: 4.9M/4.9M B in ")
-    with P.track(desc="chunks", mode="lines") as bar:
+    with P.track(desc="chunks") as bar:
         bar.update(3)
     assert capsys.readouterr().out.startswith("chunks: 3 it in ")
 
 
-def test_a_long_loop_prints_a_heartbeat(capsys, monkeypatch):
+def test_a_long_loop_prints_a_heartbeat(plain, capsys):
     clock = [100.0]
-    monkeypatch.setattr(P, "_clock", lambda: clock[0])
-    bar = P.track(total=100, desc="encoding (float32)", unit="text", mode="lines", interval=30)
+    plain.setattr(P, "_clock", lambda: clock[0])
+    plain.setenv(P.PROGRESS_ENV, "lines")
+    plain.setenv(P.INTERVAL_ENV, "30")
+    bar = P.track(total=100, desc="encoding (float32)", unit="text")
     clock[0] += 10
     bar.update(20)
     assert capsys.readouterr().out == ""  # quicker than the interval: silent
@@ -100,7 +104,9 @@ def test_a_long_loop_prints_a_heartbeat(capsys, monkeypatch):
 
 
 def test_disabled_and_off_print_nothing(plain, capsys):
-    for bar in (P.track(range(3), desc="x", disable=True), P.track(range(3), desc="x", mode="off")):
+    bars = [P.track(range(3), desc="x", disable=True)]
+    plain.setenv(P.PROGRESS_ENV, "off")
+    for bar in [*bars, P.track(range(3), desc="x")]:
         assert list(bar) == [0, 1, 2]
         bar.write("not shown")
     assert capsys.readouterr() == ("", "")
