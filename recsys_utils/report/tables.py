@@ -204,14 +204,10 @@ def text_probe_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 def quantization_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Notebook 06: every converted variant of every model, size, latency and quality.
 
-    The rows as notebook 06 stored them, models in the order text encoder,
-    towers, ranker and variants float32, float16, dynamic_int8, full_int8.
-    ``x_smaller`` and ``speedup`` (against the model's float32 row) are not
+    The rows as notebook 06 stored them, models in the order text encoder, towers, ranker
+    and variants float32, float16, dynamic_int8, full_int8; columns (those present) as in
+    ``keep`` below. ``x_smaller`` and ``speedup`` (against the model's float32 row) are not
     recomputed (that code loads TensorFlow): blank where the file lacks them.
-    Columns: ``model``, ``variant``, ``ok``, ``sparsity`` (pruned variants), ``size_mb``,
-    ``gzip_mb`` (the file gzipped), ``x_smaller``,
-    ``median_ms``, ``p95_ms``, ``speedup``, ``num_threads``, ``throughput``,
-    ``batch_threads``, ``quality``, ``quality_metric`` (those present).
     """
     variants = lookup(metrics, QUANTIZATION, "variants")
     rows = []
