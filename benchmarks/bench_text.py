@@ -7,7 +7,8 @@ description) with the bundled MiniLM at max_length=128 and prints items/s for
 
 * fixed  float32: every text padded to 128 tokens (the naive baseline),
 * bucketed float32: sorted by length, each batch padded to its own longest text,
-* fixed / bucketed bfloat16: the same under Keras' ``mixed_bfloat16`` policy,
+* fixed / bucketed bfloat16: the same with the encoder's bfloat16 path (bfloat16 weights,
+  fused feed-forward blocks: ``text.flatten_feedforward``),
 * bucketed TFLite float32 / dynamic-range int8: the transformer exported with
   token-id inputs (``token_encoder.export_token_encoder``; tokenization stays in
   Python) and run by the TFLite interpreter on all cores, bucketed the same way

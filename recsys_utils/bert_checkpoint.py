@@ -56,7 +56,7 @@ def default_checkpoint_dir() -> Path:
 def load_bert(checkpoint: str | Path | None = None, *, dtype: str = "float32") -> LoadedBert:
     """Load the tokenizer and backbone of ``checkpoint`` (see the module) with keras-hub.
 
-    ``dtype`` is the backbone's Keras dtype policy (``"float32"`` or ``"mixed_bfloat16"``). Raises
+    ``dtype`` is the backbone's Keras dtype policy (``"float32"``, ``"bfloat16"``, ...). Raises
     :class:`CheckpointError` listing what was tried, without keras-hub's traceback."""
     import keras_hub
 

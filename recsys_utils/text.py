@@ -11,6 +11,7 @@ Import ``recsys_utils`` before TensorFlow (it sets ``TF_USE_LEGACY_KERAS=1``).
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -26,6 +27,8 @@ from .schema import DataError, as_string_list
 from .sentence_pooling import POOLINGS, sentence_vectors
 
 PRECISIONS = ("float32", "bfloat16", "auto")
+#: Version of the forward pass, part of the cache key (2: bfloat16 weights, fused feed-forward).
+FORWARD_VERSION = 2
 
 
 class TextEncoder:
@@ -36,10 +39,11 @@ class TextEncoder:
         max_length: tokens per text including ``[CLS]``/``[SEP]``; longer texts are
             truncated (the checkpoint was trained at 128).
         pooling: ``"mean"`` (masked mean, the checkpoint's convention) or ``"cls"``.
-        precision: ``"float32"`` (XLA-compiled), ``"bfloat16"`` (Keras ``mixed_bfloat16``,
-            float32 pooling) or ``"auto"``: bfloat16 where the hardware has native bf16
-            (AVX512-BF16/AMX CPUs, Ampere+ GPUs). bfloat16 vectors agree with float32 to
-            cosine >= 0.9999 and ran 1.3-2x faster on the project's 2-core CPUs.
+        precision: ``"float32"`` (XLA-compiled), ``"bfloat16"`` (weights and compute in
+            bfloat16, layer norms and pooling in float32, each feed-forward block one fused
+            oneDNN kernel: :func:`flatten_feedforward`) or ``"auto"``: bfloat16 where the
+            hardware has native bf16 (AVX512-BF16/AMX CPUs, Ampere+ GPUs). bfloat16 vectors
+            agree with float32 to cosine >= 0.999 (0.99992 on ``bench_text.py``'s texts).
         batch_size: default texts per forward pass for :meth:`encode`.
         pad_multiple: dynamic padding rounds each batch up to a multiple of this.
 
@@ -62,9 +66,10 @@ class TextEncoder:
         self.precision = _resolve_precision(precision)
         self.batch_size = int(batch_size)
         self.pad_multiple = int(pad_multiple)
-        bert = load_bert(checkpoint,
-                         dtype="mixed_bfloat16" if self.precision == "bfloat16" else "float32")
+        bert = load_bert(checkpoint, dtype=self.precision)
         self.tokenizer, self.backbone = bert.tokenizer, bert.backbone
+        if self.precision == "bfloat16":
+            flatten_feedforward(self.backbone)
         self.model_id, self.source = bert.model_id, bert.source
         self.max_length = int(min(max_length, self.backbone.max_sequence_length))
         self.dim = int(self.backbone.hidden_dim)
@@ -199,13 +204,37 @@ class TextEncoder:
     @property
     def cache_key(self) -> dict[str, Any]:
         """Everything that changes a vector for a given text."""
-        return {"format": CACHE_FORMAT, "model_id": self.model_id, "max_length": self.max_length,
-                "pooling": self.pooling, "precision": self.precision}
+        return {"format": CACHE_FORMAT, "forward": FORWARD_VERSION, "model_id": self.model_id,
+                "max_length": self.max_length, "pooling": self.pooling,
+                "precision": self.precision}
 
     def __repr__(self) -> str:
         return (f"TextEncoder(model_id={self.model_id!r}, dim={self.dim}, "
                 f"max_length={self.max_length}, pooling={self.pooling!r}, "
                 f"precision={self.precision!r})")
+
+
+def flatten_feedforward(backbone: Any) -> None:
+    """Call each transformer layer's feed-forward ``Dense`` layers on 2-D rows, in place.
+
+    Keras runs a ``Dense`` on ``(batch, tokens, d)`` as a tensordot (reshape, matmul,
+    reshape) and then adds the bias and applies GELU, which hides the matmul + bias + GELU
+    pattern from grappler's oneDNN remapper: in bfloat16 the GELU's seven element-wise ops
+    took more time than the matmuls. On ``(batch * tokens, d)`` rows the same weights and
+    formula become one fused kernel (``bench_text.py``'s texts: 512 vs 405 items/s with
+    Keras' ``mixed_bfloat16`` policy, cosine 0.99992 to float32). XLA, which fuses too,
+    made bfloat16 slower.
+    """
+    def flat_call(self: Any, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        rows = tf.matmul(tf.reshape(inputs, [-1, inputs.shape[-1]]), self.kernel)
+        if self.bias is not None:
+            rows = tf.nn.bias_add(rows, self.bias)
+        rows = self.activation(rows)  # keras' "linear" when there is none
+        return tf.reshape(rows, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
+
+    for layer in backbone.transformer_layers:
+        for dense in (layer._feedforward_intermediate_dense, layer._feedforward_output_dense):
+            dense.call = types.MethodType(flat_call, dense)
 
 
 def load_text_encoder(checkpoint: str | Path | None = None, **kwargs: Any) -> TextEncoder:
@@ -245,4 +274,4 @@ def _resolve_precision(precision: str) -> str:
 
 # CheckpointError and DEFAULT_CHECKPOINT are part of the encoder's interface.
 __all__ = ["DEFAULT_CHECKPOINT", "POOLINGS", "PRECISIONS", "CheckpointError", "TextEncoder",
-           "load_text_encoder"]
+           "flatten_feedforward", "load_text_encoder"]

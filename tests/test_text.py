@@ -152,6 +152,31 @@ def test_bfloat16_and_cls_pooling(encoder, reference):
     assert cosine(full, cls_vectors).max() < 0.99  # really a different pooling
 
 
+def test_flattened_feedforward_gives_the_dense_layers_own_outputs():
+    """The 2-D call computes what keras' Dense computes on (batch, tokens, d), weights and
+    activation included, for the layer with GELU and the one without."""
+    import keras
+    import tensorflow as tf
+
+    layers = [keras.layers.Dense(12, activation="gelu"), keras.layers.Dense(6)]
+    inputs = tf.random.stateless_normal((3, 5, 6), seed=(1, 2))
+    for layer, width in zip(layers, (6, 12)):
+        layer.build((None, None, width))
+        layer.bias.assign(tf.random.stateless_normal(layer.bias.shape, seed=(3, 4)))
+    before = [layers[0](inputs), layers[1](layers[0](inputs))]
+    text.flatten_feedforward(type("Backbone", (), {"transformer_layers": [type("Layer", (), {
+        "_feedforward_intermediate_dense": layers[0],
+        "_feedforward_output_dense": layers[1]})()]})())
+    after = [layers[0](inputs), layers[1](layers[0](inputs))]
+    for old, new in zip(before, after):
+        assert new.shape == old.shape
+        np.testing.assert_allclose(new.numpy(), old.numpy(), rtol=1e-5, atol=1e-6)
+    # A graph with unknown batch and length, as TextEncoder's forward pass is traced.
+    spec = tf.TensorSpec([None, None, 6], tf.float32)
+    graph = tf.function(lambda x: layers[1](layers[0](x)), input_signature=[spec])
+    np.testing.assert_allclose(graph(inputs).numpy(), before[1].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_profiles_text_sections_are_valid_encoder_options():
     import dataclasses
     import inspect
