@@ -64,8 +64,8 @@ def attribute_spec(items: pd.DataFrame, codes: Mapping[str, np.ndarray]) -> dict
             ok = np.isfinite(prices)
             # content_task's default of 5 bands first; tied prices may leave fewer codes.
             for n_bands in dict.fromkeys((5, int(expected.max()) + 1)):
-                if ok.any() and np.array_equal(price_bands(prices, n_bands), expected):
-                    edges = price_edges(prices, n_bands)
+                edges = price_edges(prices, n_bands)
+                if ok.any() and np.array_equal(price_bands(prices, edges=edges), expected):
                     spec[key] = {"column": "price", "edges": [float(e) for e in edges]}
                     break
             if key in spec:

@@ -232,9 +232,8 @@ def chain_candidates(retrieval_result: RetrievalResult, ranking_model: RankingRe
                      data: RecData, k_retrieve: int = 100, *, split: str = "test"
                      ) -> ChainCandidates:
     """Retrieve ``k_retrieve`` items per user of ``split`` (training items removed) and score
-    each with the ranker,
-    with the retrieval query's features (all training history, the time of the user's
-    first interaction in the split)."""
+    each with the ranker, with the retrieval query's features (all training history, the
+    time of the user's first interaction in the split)."""
     if len(data.splits.get(split, ())) == 0:
         raise DataError(f"the chain needs a non-empty {split!r} split; have "
                         f"{sorted(k for k, v in data.splits.items() if len(v))}")

@@ -4,6 +4,7 @@ import recsys_utils  # noqa: F401, I001 - first: sets TF_USE_LEGACY_KERAS=1 befo
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -164,9 +165,9 @@ def test_flattened_feedforward_gives_the_dense_layers_own_outputs():
         layer.build((None, None, width))
         layer.bias.assign(tf.random.stateless_normal(layer.bias.shape, seed=(3, 4)))
     before = [layers[0](inputs), layers[1](layers[0](inputs))]
-    text.flatten_feedforward(type("Backbone", (), {"transformer_layers": [type("Layer", (), {
-        "_feedforward_intermediate_dense": layers[0],
-        "_feedforward_output_dense": layers[1]})()]})())
+    block = SimpleNamespace(_feedforward_intermediate_dense=layers[0],
+                            _feedforward_output_dense=layers[1])
+    text.flatten_feedforward(SimpleNamespace(transformer_layers=[block]))
     after = [layers[0](inputs), layers[1](layers[0](inputs))]
     for old, new in zip(before, after):
         assert new.shape == old.shape
