@@ -27,8 +27,9 @@ from .schema import DataError, as_string_list
 from .sentence_pooling import POOLINGS, sentence_vectors
 
 PRECISIONS = ("float32", "bfloat16", "auto")
-#: Version of the forward pass, part of the cache key (2: bfloat16 weights, fused feed-forward).
-FORWARD_VERSION = 2
+#: Version of the forward pass, part of the cache key (2: bfloat16 weights, fused feed-forward;
+#: 3: float32 fused feed-forward instead of XLA).
+FORWARD_VERSION = 3
 
 
 class TextEncoder:
@@ -39,13 +40,15 @@ class TextEncoder:
         max_length: tokens per text including ``[CLS]``/``[SEP]``; longer texts are
             truncated (the checkpoint was trained at 128).
         pooling: ``"mean"`` (masked mean, the checkpoint's convention) or ``"cls"``.
-        precision: ``"float32"`` (XLA-compiled), ``"bfloat16"`` (weights and compute in
-            bfloat16, layer norms and pooling in float32, each feed-forward block one fused
-            oneDNN kernel: :func:`flatten_feedforward`) or ``"auto"``: bfloat16 where the
+        precision: ``"float32"``, ``"bfloat16"`` (weights and compute in bfloat16, layer
+            norms and pooling in float32) or ``"auto"``: bfloat16 where the
             hardware has native bf16 (AVX512-BF16/AMX CPUs, Ampere+ GPUs). bfloat16 vectors
             agree with float32 to cosine >= 0.999 (0.99992 on ``bench_text.py``'s texts).
         batch_size: default texts per forward pass for :meth:`encode`.
         pad_multiple: dynamic padding rounds each batch up to a multiple of this.
+
+    In both precisions each feed-forward block runs as one fused oneDNN kernel
+    (:func:`flatten_feedforward`).
 
     Has ``model_id`` (part of the cache key), ``dim``, the resolved ``precision``, keras-hub
     ``tokenizer`` and ``backbone``; raises :class:`CheckpointError` if the checkpoint does not
@@ -68,8 +71,7 @@ class TextEncoder:
         self.pad_multiple = int(pad_multiple)
         bert = load_bert(checkpoint, dtype=self.precision)
         self.tokenizer, self.backbone = bert.tokenizer, bert.backbone
-        if self.precision == "bfloat16":
-            flatten_feedforward(self.backbone)
+        flatten_feedforward(self.backbone)
         self.model_id, self.source = bert.model_id, bert.source
         self.max_length = int(min(max_length, self.backbone.max_sequence_length))
         self.dim = int(self.backbone.hidden_dim)
@@ -79,10 +81,10 @@ class TextEncoder:
         self._fast_tokenizer = _fast_tokenizer(bert.source, self.max_length)
         ids_spec = tf.TensorSpec([None, None], tf.int32)
         # Unknown dims: one trace serves every (batch, length) that dynamic padding makes.
-        # XLA (one program per padded shape) gave float32 ~1.2x the forward throughput;
-        # bfloat16 stays on oneDNN, which XLA slowed.
-        self._forward = tf.function(self.embed_tokens, input_signature=[ids_spec, ids_spec],
-                                    jit_compile=self.precision == "float32")
+        # No XLA: on the fused feed-forward it ran float32 at the same rate (343 vs 337
+        # items/s on bench_text.py's texts) but compiled one program per padded shape, 13 s
+        # before the first 1,000 texts came out; it slowed bfloat16.
+        self._forward = tf.function(self.embed_tokens, input_signature=[ids_spec, ids_spec])
         self._tokenize_fn = tf.function(self._tokenize_graph,
                                         input_signature=[tf.TensorSpec([None], tf.string)])
 
