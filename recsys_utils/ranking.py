@@ -212,6 +212,22 @@ class ChainCandidates:
         return dataclasses.replace(
             self, ranker_scores=_ranker_scores(ranking_model, self.queries, self.ranked))
 
+    def compare(self, ranker_weight: float, k: int = 10, *, n_boot: int = 2000,
+                seed: int = 0) -> dict[str, Any]:
+        """The blend at ``ranker_weight`` against retrieval alone on the same users, with a 95%
+        bootstrap interval of the per-user difference of NDCG@k: the keys of
+        :func:`retrieval.paired_comparison` (an interval containing 0 is a tie)."""
+        per_user = [metrics.retrieval_metrics(order, self.queries.relevant, ks=(k,),
+                                              per_query=True)[f"ndcg@{k}"].to_numpy()
+                    for order in (self.order(ranker_weight), self.ranked)]
+        difference = per_user[0] - per_user[1]
+        low, high = metrics.bootstrap_ci(difference, n_boot=n_boot, seed=seed)
+        return {"a": f"retrieval + re-ranker (w = {ranker_weight:g})", "b": "retrieval alone",
+                "split": self.queries.split, "metric": f"ndcg@{k}",
+                "value_a": float(per_user[0].mean()), "value_b": float(per_user[1].mean()),
+                "difference": float(difference.mean()), "low": low, "high": high,
+                "n_queries": int(len(difference))}
+
     def evaluate(self, k: int = 10, ranker_weight: float = 1.0) -> ChainResult:
         """Retrieval order against the re-ranked order, as a :class:`ChainResult`."""
         base = metrics.retrieval_metrics(self.ranked, self.queries.relevant,

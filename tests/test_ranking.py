@@ -95,6 +95,23 @@ def test_chain_ndcg_reports_both_numbers(rated, rated_retrieval):
     assert chain.chain_at_k["f1@10"] > 0 and "recall@100" not in chain.chain_at_k
 
 
+def test_the_blend_is_compared_with_retrieval_alone_user_by_user(rated, rated_retrieval):
+    toy, data, ranker = rated
+    candidates = K.chain_candidates(rated_retrieval, ranker, data, k_retrieve=100)
+    # The ranker's order alone: the same means as the chain's table, the interval around them.
+    row = candidates.compare(1.0, k=10, n_boot=500)
+    chain = candidates.evaluate(k=10, ranker_weight=1.0)
+    assert (row["split"], row["metric"], row["b"]) == ("test", "ndcg@10", "retrieval alone")
+    assert row["value_a"] == pytest.approx(chain.chain_ndcg)
+    assert row["value_b"] == pytest.approx(chain.retrieval_ndcg)
+    assert row["difference"] == pytest.approx(chain.chain_ndcg - chain.retrieval_ndcg)
+    assert row["low"] < row["difference"] < row["high"]  # users disagree: a real interval
+    assert row["n_queries"] == chain.n_queries
+    # w = 0 keeps the retrieval order: no difference for any user, an interval of one point.
+    same = candidates.compare(0.0, k=10, n_boot=500)
+    assert same["difference"] == same["low"] == same["high"] == 0.0
+
+
 def test_multitask_trains_both_heads(rated):
     toy, data, _ = rated
     joint = K.train_multitask(data, toy.content, epochs=5, batch_size=128, seed=0,
