@@ -126,7 +126,10 @@ def make_metrics() -> dict:
                             "chain": {"k_retrieve": 100, "k": 10, "n_queries": 480,
                                       "retrieval_ndcg@10": 0.10, "chain_ndcg@10": 0.12,
                                       "chain_ndcg@10_click_ranker": 0.08,
-                                      "retrieval_recall@100": 0.5},
+                                      "retrieval_recall@100": 0.5, "ranker_weight": 0.2,
+                                      "chain_ndcg@10_blended": 0.11,
+                                      "blend_vs_retrieval": {"difference": 0.01, "low": -0.002,
+                                                             "high": 0.022}},
                             "multitask": None},
         "06_quantization": {"dataset": "synthetic", "profile": "smoke", "variants": variants,
                             "pruning": {"sparsities": [0.5, 0.9], "steps": 60,
@@ -585,6 +588,12 @@ def test_chain_and_quantization_tables_are_computed_from_the_metrics():
     assert chain["change vs retrieval only"].iloc[0] == 0
     assert chain.loc["retrieval → engagement re-ranker (DCN, hard negatives)",
                      "change vs retrieval only"] == pytest.approx(0.02)
+    # The blend's change carries notebook 05's interval; one holding zero is a tie.
+    assert chain.filter(like="blended", axis=0)["change vs retrieval only"].iloc[0] \
+        == pytest.approx(0.01)
+    assert chain.attrs["note"].endswith(
+        "The blend's change per test user: +0.0100, 95% bootstrap interval [-0.0020, +0.0220] "
+        "(a tie).")
     q = report.quantization_table(m).set_index(["model", "variant"])
     assert q.loc[("text encoder", "dynamic_int8"), "x_smaller"] == pytest.approx(90 / 23)
     assert q.loc[("text encoder", "dynamic_int8"), "speedup"] == pytest.approx(2.0)

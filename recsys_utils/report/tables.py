@@ -166,6 +166,13 @@ def chain_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
                                                    chain.get("retrieval_recall@100")))
     frame.attrs["note"] = (f"{chain.get('n_queries', '?')} test users; each ranker re-orders "
                            f"the top {k} retrieved items.")
+    blend = chain.get("blend_vs_retrieval")
+    if isinstance(blend, Mapping):
+        change, low, high = (num(blend.get(key)) for key in ("difference", "low", "high"))
+        if np.isfinite([change, low, high]).all():
+            outcome = "a tie" if low <= 0 <= high else "better" if low > 0 else "worse"
+            frame.attrs["note"] += (f" The blend's change per test user: {change:+.4f}, 95% "
+                                    f"bootstrap interval [{low:+.4f}, {high:+.4f}] ({outcome}).")
     return frame
 
 
