@@ -25,7 +25,8 @@ from .schema import DataError
 __all__ = [
     "NewItemBoost", "RetrievalResult", "ValidationRecall", "best_by_validation",
     "describe_comparison", "evaluate_retrieval", "leave_one_out_history", "match_new_item_exposure",
-    "new_item_exposure", "paired_comparison", "popularity", "rank_items", "recommend",
+    "new_item_exposure", "paired_comparison", "paired_difference", "popularity", "rank_items",
+    "recommend",
     "retrieval_table", "tfrs_protocol_metrics", "training_examples",
 ]
 
@@ -287,10 +288,20 @@ def paired_comparison(a: Any, b: Any, data: RecData, split: str = "test",
     k = int(metric.partition("@")[2] or 10)
     per_user = [evaluate_retrieval(model, data, split, ks=(k,), candidates=candidates,
                                    per_query=True)[metric] for model in (a, b)]
-    difference = (per_user[0] - per_user[1]).to_numpy()
+    return paired_difference(a.variant, b.variant, split, metric, *per_user,
+                             n_boot=n_boot, seed=seed)
+
+
+def paired_difference(a: str, b: str, split: str, metric: str, per_user_a: Any,
+                      per_user_b: Any, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The row of :func:`paired_comparison` from two systems' ``(n_users,)`` values of
+    ``metric`` on the same users, in the same order (for orders that are not models, e.g. the
+    chain's blend in :mod:`recsys_utils.ranking`)."""
+    per_user_a, per_user_b = (np.asarray(v, dtype=np.float64) for v in (per_user_a, per_user_b))
+    difference = per_user_a - per_user_b
     low, high = metrics.bootstrap_ci(difference, n_boot=n_boot, seed=seed)
-    return {"a": a.variant, "b": b.variant, "split": split, "metric": metric,
-            "value_a": float(per_user[0].mean()), "value_b": float(per_user[1].mean()),
+    return {"a": a, "b": b, "split": split, "metric": metric,
+            "value_a": float(per_user_a.mean()), "value_b": float(per_user_b.mean()),
             "difference": float(difference.mean()), "low": low, "high": high,
             "n_queries": int(len(difference))}
 

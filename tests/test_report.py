@@ -593,7 +593,7 @@ def test_chain_and_quantization_tables_are_computed_from_the_metrics():
         == pytest.approx(0.01)
     assert chain.attrs["note"].endswith(
         "The blend's change per test user: +0.0100, 95% bootstrap interval [-0.0020, +0.0220] "
-        "(a tie).")
+        "(an interval holding 0 is a tie).")
     q = report.quantization_table(m).set_index(["model", "variant"])
     assert q.loc[("text encoder", "dynamic_int8"), "x_smaller"] == pytest.approx(90 / 23)
     assert q.loc[("text encoder", "dynamic_int8"), "speedup"] == pytest.approx(2.0)
