@@ -27,7 +27,7 @@ from .schema import DataError
 
 __all__ = [
     "LoadedServingModel", "ScannSweep", "UserQueryModel", "build_brute_force", "build_scann",
-    "custom_ops", "export_numeric_model", "export_portable_serving_model", "export_serving_model",
+    "QUERY_TOWER_FLOAT_OPS", "custom_ops", "export_numeric_model", "export_portable_serving_model", "export_serving_model",
     "export_towers", "load_serving_model", "load_towers", "recommend", "request_latency",
     "same_top_k", "saved_model_ops", "scann_layer", "scann_num_leaves", "scann_ops",
     "scann_recall_at_k", "scann_search", "scann_sweep", "served_recall", "top_k_agreement",
@@ -36,6 +36,10 @@ __all__ = [
 # The ScaNN ops live in the "Scann" namespace, which SaveOptions must allow.
 SCANN_SAVE_OPTIONS = {"namespace_whitelist": ["Scann"]}
 QUERY_INPUTS = QUERY_KEYS
+#: Op types the exported query tower keeps float under full-integer quantization
+#: (``tflite_conversion.convert_saved_model(keep_float_ops=...)``): the division of its
+#: history mean. Measured on fashion smoke: int8 DIV lost 3.4% of Recall@10, float 0.3%.
+QUERY_TOWER_FLOAT_OPS: tuple[str, ...] = ("DIV",)
 TopK = tfrs.layers.factorized_top_k.TopK
 
 
