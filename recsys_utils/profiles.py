@@ -378,42 +378,12 @@ _FUSION = {
 }
 
 # Two-tower retrieval (notebook 04). "budget" goes to every variant
-# (two_tower.train_retrieval); epochs is a maximum: early stopping on validation Recall@50
-# (NDCG@10 stopped the smoke content tower at its 4th epoch, far below its best).
-# Chosen on the default synthetic world's validation users; fused tower test Recall@10
-# 0.091 (in-batch softmax, log-Q, user id, MLP content tower, next-item histories) ->
-# 0.113 with a full softmax + learned item bias (half the biases hidden each step trains
-# the "unknown item" bias cold items get), the history as query (leave-one-out, half
-# dropped each step) and a linear content projection (a 128-unit MLP: cold Recall@50
-# 0.035 vs 0.13). Each lever set back alone is within validation noise (notebook 04's
-# ablation). Left out, id tower, validation NDCG@10 (base 0.067): 256 dimensions 0.071,
-# history items through their own tower 0.074 (fused tower 0.068: the ablation row), with
-# it cosine logits at temperature 0.1 / 0.05 0.068 / 0.060, user id 0.057, stopping on
-# NDCG@10 0.067. A content tower over fused vector + facts + words >= 20 items share
-# (TF-IDF): 0.076, tied EASE on test NDCG@10 (0.0615 vs 0.0628, interval [-0.0069,
-# +0.0046]): the content_words variant, dropped after a16ec2b once content dropout made the
-# fused tower the validation choice (default synthetic test NDCG@10 fused 0.0649,
-# content_words 0.0617); it was carried on no data set and cost ~27 s of notebook 04.
-# profile_weight: content variants also score by the training-free two_tower.ContentProfile,
-# weight learned from 4 (validation choice for a fixed fashion tower + profile blend:
-# NDCG@10 0.1087 at 0 -> 0.1128 at 4). Test with it: fashion smoke fused_text warm
-# Recall@10 0.176 -> 0.190, new items' Recall@50 at the profile's exposure 0.147 -> 0.201;
-# default synthetic content_words (above) 0.117 -> 0.118 and 0.151 -> 0.167 (validation
-# NDCG@10 0.0748 -> 0.0730, a tie). Ablation "no content profile", default synthetic fused tower,
-# validation / test NDCG@10 / cold Recall@50: 0.0684 / 0.0585 / 0.124 with it,
-# 0.0692 / 0.0572 / 0.069 without.
-# content_dropouts (RetrievalSettings): chosen per data set on validation, because the lever
-# splits them. At 0 / 0.5 (a mask per item and input), validation NDCG@10 of the fused tower:
-# default synthetic 0.0721 / 0.0723 (mean of six content towers 0.0698 / 0.0706), fashion
-# smoke 0.1035 / 0.1157 (all six towers higher), MovieLens smoke 0.0785 / 0.0730 (sparse
-# genres and year: dropout hurts). One mask for all items (two_tower.ItemTower) instead:
-# default synthetic, four towers' mean validation NDCG@10 0.0722 against 0.0710 (fused
-# 0.0765), without drawing (n_items, d) random numbers per step (1 s an epoch for the wide
-# content towers, 3 s under CI's two workers: notebook 04 took 950 s of a 40-min CI run).
-# profile_rank: wide content keeps its 64 strongest SVD directions (fused vectors have 84,
-# text 404, fused + words 340): default synthetic content_words (above) trained in 53 s, not 85 s,
-# validation NDCG@10 0.0749 (full width 0.0730; 32 columns 0.0750, 128 0.0751), test cold
-# Recall@50 0.172 (0.165).
+# (two_tower.train_retrieval); epochs is a maximum, early stopping on validation Recall@50.
+# Each value was chosen on validation users; docs/tuning.md has the measurements: a full
+# softmax with a learned item bias (half hidden each step: that trains the bias cold items
+# get), leave-one-out histories half dropped, a linear content projection, the training-free
+# content profile as extra columns (one weight, learned from 4) kept to its 64 strongest
+# directions, and content dropout chosen per data set.
 _RETRIEVAL_BUDGET = RetrievalBudget(
     embedding_dim=64, learning_rate=0.002, optimizer="adam", loss="full_softmax", item_bias=True,
     bias_dropout=0.5, log_q=False, use_user_id=False, use_context=False,
@@ -469,9 +439,8 @@ _RETRIEVAL = {
         # for five); early stopping kept 9 epochs on average instead of 15 (training 264 s vs
         # 374 s).
         budget=_RETRIEVAL_BUDGET.replace(epochs=30, learning_rate=0.004),
-        # The rate this world's validation users chose when the default tried both (fused
-        # tower NDCG@10 0.0765 at 0.5 vs 0.0721 at 0, a16ec2b); trying 0 again costs a
-        # training of the fused tower, 40-75 s of `make run-all`. Smoke and full try both.
+        # The rate this world's validation users chose when the default tried both
+        # (docs/tuning.md); smoke and full try both.
         content_dropouts=(0.5,),
         baselines=_BASELINE_GRIDS,
         tfrs_protocol=_TFRS_PROTOCOL, tfrs_protocol_epochs=10, scann=ScannSettings()),
