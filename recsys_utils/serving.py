@@ -26,11 +26,12 @@ from .retrieval import QUERY_KEYS, RetrievalResult, catalogue, in_batches
 from .schema import DataError
 
 __all__ = [
-    "LoadedServingModel", "ScannSweep", "UserQueryModel", "build_brute_force", "build_scann",
-    "QUERY_TOWER_FLOAT_OPS", "custom_ops", "export_numeric_model", "export_portable_serving_model", "export_serving_model",
-    "export_towers", "load_serving_model", "load_towers", "recommend", "request_latency",
-    "same_top_k", "saved_model_ops", "scann_layer", "scann_num_leaves", "scann_ops",
-    "scann_recall_at_k", "scann_search", "scann_sweep", "served_recall", "top_k_agreement",
+    "QUERY_TOWER_FLOAT_OPS", "LoadedServingModel", "ScannSweep", "UserQueryModel",
+    "build_brute_force", "build_scann", "custom_ops", "export_numeric_model",
+    "export_portable_serving_model", "export_serving_model", "export_towers",
+    "load_serving_model", "load_towers", "recommend", "request_latency", "same_top_k",
+    "saved_model_ops", "scann_layer", "scann_num_leaves", "scann_ops", "scann_recall_at_k",
+    "scann_search", "scann_sweep", "served_recall", "top_k_agreement",
 ]
 
 # The ScaNN ops live in the "Scann" namespace, which SaveOptions must allow.

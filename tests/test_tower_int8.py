@@ -25,8 +25,9 @@ from toy_world import make_toy
 
 def _full_int8(saved_model_dir, keep_float_ops=()) -> TFLiteRunner:
     """The exported tower in full int8, calibrated on its calibration.npz, as notebook 06 does."""
-    result = convert_saved_model(saved_model_dir, "full_int8", out_path=saved_model_dir.with_name(
-                                     f"{saved_model_dir.name}.{'-'.join(keep_float_ops)}.tflite"),
+    kept = "-".join(keep_float_ops) or "all-int8"
+    out_path = saved_model_dir.with_name(f"{saved_model_dir.name}.{kept}.tflite")
+    result = convert_saved_model(saved_model_dir, "full_int8", out_path=out_path,
                                  representative_data=load_calibration(saved_model_dir),
                                  keep_float_ops=keep_float_ops)
     assert result.ok, result.error
@@ -72,7 +73,6 @@ def test_full_int8_towers_keep_the_scores(towers):
     # Quantization noise, not a rescaled bias: 2.3% of the scores' spread here, 4.6% with
     # the ones_like column.
     assert error.std() < 0.035 * exact.std(), (error.std(), exact.std())
-
 
 
 @pytest.fixture(scope="module")
