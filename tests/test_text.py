@@ -121,9 +121,21 @@ def test_encode_runs_the_batches_of_its_distinct_texts(encoder, monkeypatch):
         return real(ids, mask)
 
     monkeypatch.setattr(encoder, "_encode_batch", recording)
-    encoder.encode(texts, batch_size=2, progress=False)
+    encoder.encode(texts, batch_size=2, progress=False, in_flight=1)  # one pass at a time: in order
     assert shapes == [ids.shape for _, ids, _ in encoder.batches(list(dict.fromkeys(texts)),
                                                                  batch_size=2)]
+
+
+def test_forward_passes_in_flight_give_the_same_vectors_in_order(encoder):
+    texts = [f"{colour} {thing}, item {i}" for i, (colour, thing) in enumerate(
+        (c, t) for c in ("red", "navy blue", "green") for t in ("shirt", "cap",
+                                                                "sock with a long woollen cuff"))]
+    one_at_a_time = encoder.encode(texts, batch_size=2, in_flight=1, progress=False)
+    for in_flight in (2, 3):
+        np.testing.assert_array_equal(
+            encoder.encode(texts, batch_size=2, in_flight=in_flight, progress=False), one_at_a_time)
+    with pytest.raises(DataError, match="in_flight"):
+        encoder.encode(texts, in_flight=0)
 
 
 def test_long_texts_are_truncated_to_max_length(encoder):
