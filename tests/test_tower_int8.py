@@ -35,18 +35,22 @@ def _full_int8(saved_model_dir, keep_float_ops=()) -> TFLiteRunner:
     return TFLiteRunner(result.path)
 
 
-@pytest.fixture(scope="module")
-def towers(tmp_path_factory):
+def _exported_towers(root, history_length: int, **budget_changes):
+    """A content tower pair trained on the toy world and exported as notebook 04 does."""
     toy = make_toy(seed=3)
-    data = F.build_features(toy.prepared, history_length=5)
+    data = F.build_features(toy.prepared, history_length=history_length)
     budget = RetrievalBudget(epochs=3, batch_size=128, embedding_dim=16, learning_rate=0.01,
                              loss="full_softmax", item_bias=True, hidden_units=(),
-                             use_user_id=False, use_context=False)
+                             use_user_id=False, use_context=False, **budget_changes)
     result = two_tower.train_retrieval("content", data, toy.content, budget, seed=0,
                                        progress=False)
-    root = tmp_path_factory.mktemp("towers")
     S.export_towers(result, data, root / "query", root / "item", n_calibration=64)
     return data, result, root
+
+
+@pytest.fixture(scope="module")
+def towers(tmp_path_factory):
+    return _exported_towers(tmp_path_factory.mktemp("towers"), history_length=5)
 
 
 def test_full_int8_query_tower_keeps_the_bias_column_at_one(towers):
@@ -78,17 +82,8 @@ def test_full_int8_towers_keep_the_scores(towers):
 @pytest.fixture(scope="module")
 def profile_towers(tmp_path_factory):
     """Towers with a content profile, whose query columns are a history mean themselves."""
-    toy = make_toy(seed=3)
-    data = F.build_features(toy.prepared, history_length=10)
-    budget = RetrievalBudget(epochs=3, batch_size=128, embedding_dim=16, learning_rate=0.01,
-                             loss="full_softmax", item_bias=True, hidden_units=(),
-                             use_user_id=False, use_context=False, profile_weight=4.0,
-                             profile_rank=8)
-    result = two_tower.train_retrieval("content", data, toy.content, budget, seed=0,
-                                       progress=False)
-    root = tmp_path_factory.mktemp("profile_towers")
-    S.export_towers(result, data, root / "query", root / "item", n_calibration=64)
-    return data, result, root
+    return _exported_towers(tmp_path_factory.mktemp("profile_towers"), history_length=10,
+                            profile_weight=4.0, profile_rank=8)
 
 
 def test_the_query_towers_history_mean_divides_in_float(profile_towers):
