@@ -26,8 +26,7 @@ __all__ = [
     "NewItemBoost", "RetrievalResult", "ValidationRecall", "best_by_validation",
     "describe_comparison", "evaluate_retrieval", "leave_one_out_history", "match_new_item_exposure",
     "new_item_exposure", "paired_comparison", "paired_difference", "popularity", "rank_items",
-    "recommend",
-    "retrieval_table", "tfrs_protocol_metrics", "training_examples",
+    "recommend", "retrieval_table", "tfrs_protocol_metrics", "training_examples",
 ]
 
 #: Features the query tower reads.

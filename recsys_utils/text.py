@@ -221,12 +221,11 @@ class TextEncoder:
             running: collections.deque = collections.deque()
             for rows, ids, mask in batches:
                 running.append((rows, pool.submit(self._encode_batch, ids, mask)))
-                if len(running) >= in_flight:
-                    rows, future = running.popleft()
-                    yield rows, future.result()
-            while running:
-                rows, future = running.popleft()
-                yield rows, future.result()
+                if len(running) >= in_flight:  # wait for the oldest pass, the others run on
+                    oldest_rows, future = running.popleft()
+                    yield oldest_rows, future.result()
+            for oldest_rows, future in running:
+                yield oldest_rows, future.result()
 
     @property
     def cache_key(self) -> dict[str, Any]:

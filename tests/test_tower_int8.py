@@ -24,7 +24,8 @@ from toy_world import make_toy
 
 
 def _full_int8(saved_model_dir, keep_float_ops=()) -> TFLiteRunner:
-    """The exported tower in full int8, calibrated on its calibration.npz, as notebook 06 does."""
+    """The exported tower in full int8, calibrated on its calibration.npz; notebook 06 keeps
+    the query tower's :data:`~recsys_utils.serving.QUERY_TOWER_FLOAT_OPS` float."""
     kept = "-".join(keep_float_ops) or "all-int8"
     out_path = saved_model_dir.with_name(f"{saved_model_dir.name}.{kept}.tflite")
     result = convert_saved_model(saved_model_dir, "full_int8", out_path=out_path,
@@ -59,7 +60,7 @@ def test_full_int8_query_tower_keeps_the_bias_column_at_one(towers):
     inputs = {k: np.asarray(queries.features[k])[:40] for k in S.QUERY_INPUTS}
     exact = result.query_embeddings(inputs)
     assert np.allclose(exact[:, -1], 1.0)
-    quantized = _full_int8(root / "query").predict(inputs)
+    quantized = _full_int8(root / "query", S.QUERY_TOWER_FLOAT_OPS).predict(inputs)
     # One int8 step of the output's range is about max|q| / 127; the 1 must not move by more.
     step = np.abs(exact).max() / 127
     assert np.abs(quantized[:, -1] - 1.0).max() <= 2 * step, quantized[:, -1]
@@ -71,7 +72,7 @@ def test_full_int8_towers_keep_the_scores(towers):
     inputs = {k: np.asarray(queries.features[k])[:40] for k in S.QUERY_INPUTS}
     items = {"item": np.arange(data.n_items, dtype=np.int32)}
     exact = result.query_embeddings(inputs) @ result.item_embeddings().T
-    query = _full_int8(root / "query").predict(inputs)
+    query = _full_int8(root / "query", S.QUERY_TOWER_FLOAT_OPS).predict(inputs)
     item = _full_int8(root / "item").predict(items)
     error = query @ item.T - exact
     # Quantization noise, not a rescaled bias: 2.3% of the scores' spread here, 4.6% with
