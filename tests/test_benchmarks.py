@@ -106,6 +106,20 @@ def test_exact_top_k_matches_the_package_brute_force_in_blocks():
         bench_ann.exact_top_k(queries[:, :5], items, 3)
 
 
+@pytest.mark.parametrize("n, chunk", [(1037, 100), (1000, 100), (25, 100)])
+def test_chunk_max_search_equals_the_exact_top_k(n, chunk):
+    rng = np.random.default_rng(n)
+    items = np.abs(rng.standard_normal((n, 8))).astype(np.float32)
+    queries = rng.standard_normal((70, 8)).astype(np.float32)
+    queries[:5] = -np.abs(queries[:5])  # every score < 0: a padded column must not win
+    search = bench_ann.chunk_max_search(items, k=10, chunk=chunk, rows=16)
+    found = search(queries)
+    assert found.shape == (70, 10) and found.dtype == np.int64
+    np.testing.assert_array_equal(found, bench_ann.exact_top_k(queries, items, k=10))
+    with pytest.raises(DataError):
+        bench_ann.chunk_max_search(items, k=n + 1)
+
+
 def test_recall_at_k_counts_the_exact_items_found():
     exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     assert bench_ann.recall_at_k(exact, exact, 4) == 1.0
