@@ -424,8 +424,9 @@ def bench_size(n: int, args: argparse.Namespace, peer: Any = None) -> list[Metho
                       lambda q: exact_top_k(q, items, items_t=items_t),
                       lambda q: exact_top_k(q[None, :], items, items_t=items_t),
                       est_bytes=items.nbytes)]
-    search = chunk_max_search(items)
-    methods.append(Method("TF chunk-max exact search", "matmul, max per 100 items, top chunks",
+    chunk = 100
+    search = chunk_max_search(items, chunk=chunk)
+    methods.append(Method("TF chunk-max exact search", f"matmul, max per {chunk} items, top chunks",
                           search, lambda q: search(q[None, :]), est_bytes=items.nbytes))
     if not args.no_tfrs:
         methods.append(_tfrs_method(items))
