@@ -23,14 +23,12 @@ from .encoder_export import load_exported
 from .schema import DataError
 from .searcher import check_k, check_queries
 from .latency import time_requests
-from .serving import SCANN_SAVE_OPTIONS, scann_layer, scann_num_leaves, scann_ops
+from .serving import (SCANN_SAVE_OPTIONS, fewest_leaves, leaves_to_sweep, scann_layer,
+                      scann_num_leaves, scann_ops)
 
-__all__ = ["LEAF_SHARES", "LoadedSearchModel", "build_query_tower", "export_portable_search_model",
+__all__ = ["LoadedSearchModel", "build_query_tower", "export_portable_search_model",
            "export_search_model", "hub_encoder", "load_search_model", "served_latency",
            "served_overlap"]
-
-#: Shares of the leaves :func:`export_search_model` tries on validation queries, fewest first.
-LEAF_SHARES = (0.1, 0.2, 0.33, 0.5, 0.67, 1.0)
 
 
 def build_query_tower(encoder_path: str | Path,
@@ -73,18 +71,20 @@ def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_id
     vectors = query_tower(tf.constant(queries, tf.string)).numpy()  # (n_queries, d)
     exact, _ = metrics.brute_force_top_k(vectors, item_vectors, min(k, len(item_vectors)))
     exact_ids = np.asarray(item_ids).astype(str)[exact]  # (n_queries, k)
-    sweep = []
-    # Fewest leaves first: the first to reach the target is kept (else the last, every leaf).
-    for searched in sorted({max(1, round(num_leaves * f)) for f in LEAF_SHARES}):
-        index = scann_layer(query_tower, item_vectors, item_ids, k=k, num_leaves=num_leaves,
-                            num_leaves_to_search=searched)
-        _, found = index(tf.constant(queries, tf.string))  # (scores, ids), each (n_queries, k)
+    sweep, indexes = [], {}
+    # Fewest leaves first, up to the first that reaches the target: more would not be chosen.
+    for searched in leaves_to_sweep(num_leaves):
+        indexes[searched] = scann_layer(query_tower, item_vectors, item_ids, k=k,
+                                        num_leaves=num_leaves, num_leaves_to_search=searched)
+        _, found = indexes[searched](tf.constant(queries, tf.string))  # ids (n_queries, k)
         recall = float(metrics.top_k_overlap(found.numpy().astype(str), exact_ids,
                                              exact.shape[1]).mean())
         sweep.append({"num_leaves_to_search": searched, "recall_at_k": recall})
         if recall >= target_recall:
             break
-    return index, {"num_leaves": num_leaves, "num_leaves_to_search": searched,
+    searched = fewest_leaves({p["num_leaves_to_search"]: p["recall_at_k"] for p in sweep},
+                             target_recall)
+    return indexes[searched], {"num_leaves": num_leaves, "num_leaves_to_search": searched,
                    "target_recall": target_recall, "n_queries": len(queries), "sweep": sweep}
 
 
@@ -99,7 +99,7 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
     float32[B, k]}``; any string works. ``item_vectors`` ``(n_items, d)``: row ``i`` is
     ``item_ids[i]``. ScaNN: ``num_leaves ≈ sqrt(n_items)``, ``max(4k, 200)`` candidates re-scored
     exactly. Leaves searched: ``num_leaves_to_search``; else, with ``validation_queries``, the
-    fewest of :data:`LEAF_SHARES` whose top ``k`` keeps ``target_recall`` of the exact top ``k``;
+    fewest of :data:`~recsys_utils.serving.LEAF_SHARES` whose top ``k`` keeps ``target_recall`` of the exact top ``k``;
     else two thirds. Saved in ``index.json``."""
     item_vectors = _check_vectors(item_vectors, item_ids)
     k = check_k(k)

@@ -26,10 +26,10 @@ from .retrieval import QUERY_KEYS, RetrievalResult, catalogue, in_batches
 from .schema import DataError
 
 __all__ = [
-    "QUERY_TOWER_FLOAT_OPS", "LoadedServingModel", "ScannSweep", "UserQueryModel",
+    "LEAF_SHARES", "QUERY_TOWER_FLOAT_OPS", "LoadedServingModel", "ScannSweep", "UserQueryModel",
     "build_brute_force", "build_scann", "custom_ops", "export_numeric_model",
     "export_portable_serving_model", "export_serving_model", "export_towers",
-    "load_serving_model", "load_towers", "recommend", "request_latency", "same_top_k",
+    "fewest_leaves", "leaves_to_sweep", "load_serving_model", "load_towers", "recommend", "request_latency", "same_top_k",
     "saved_model_ops", "scann_layer", "scann_num_leaves", "scann_ops", "scann_recall_at_k",
     "scann_search", "scann_sweep", "served_recall", "top_k_agreement",
 ]
@@ -130,6 +130,25 @@ def build_brute_force(result: RetrievalResult, data: RecData, *, k: int = 100,
     index = tfrs.layers.factorized_top_k.BruteForce(query_model, k=min(k, int(keep.sum())))
     index.index(tf.constant(result.item_embeddings()[keep]), tf.constant(ids[keep], tf.string))
     return index
+
+
+#: Shares of the partitions a ScaNN sweep searches (:func:`leaves_to_sweep`).
+LEAF_SHARES = (0.05, 0.1, 0.2, 0.33, 0.5, 0.67, 1.0)
+
+
+def leaves_to_sweep(num_leaves: int) -> list[int]:
+    """The distinct ``num_leaves_to_search`` of :data:`LEAF_SHARES` for ``num_leaves``, fewest
+    first."""
+    return sorted({max(1, round(num_leaves * share)) for share in LEAF_SHARES})
+
+
+def fewest_leaves(recall_by_leaves: Mapping[int, float], target_recall: float) -> int:
+    """The fewest leaves searched whose measured recall reaches ``target_recall``, else the
+    most searched: the one rule that picks every served ScaNN setting."""
+    if not recall_by_leaves:
+        raise DataError("no ScaNN setting was measured: pass the leaves to search")
+    good = [leaves for leaves, recall in recall_by_leaves.items() if recall >= target_recall]
+    return int(min(good) if good else max(recall_by_leaves))
 
 
 def scann_num_leaves(n_items: int) -> int:
@@ -268,11 +287,8 @@ class ScannSweep:
         """``(num_leaves_to_search, index)``: the fewest leaves reaching ``target_recall``,
         else the most searched."""
         points = self.table[self.table["index"] == "scann"]
-        if points.empty:
-            raise DataError("the sweep measured no ScaNN setting: pass leaves_to_search")
-        good = points[points["recall_at_k"] >= target_recall]
-        leaves = int(good["num_leaves_to_search"].min() if len(good)
-                     else points["num_leaves_to_search"].max())
+        leaves = fewest_leaves(dict(zip(points["num_leaves_to_search"].astype(int),
+                                        points["recall_at_k"])), target_recall)
         return leaves, self.indexes[leaves]
 
 
@@ -286,8 +302,7 @@ def scann_sweep(result: RetrievalResult, data: RecData, user_ids: Sequence[str],
     brute = build_brute_force(result, data, k=index_k, query_model=query_model)
     num_leaves = scann_num_leaves(data.n_items) if num_leaves is None else num_leaves
     if leaves_to_search is None:
-        leaves_to_search = sorted({max(1, round(num_leaves * f))
-                                   for f in (0.05, 0.1, 0.2, 0.33, 0.5, 1.0)})
+        leaves_to_search = leaves_to_sweep(num_leaves)
     built = [(search, build_scann(result, data, k=index_k, num_leaves=num_leaves,
                                   num_leaves_to_search=search, query_model=query_model))
              for search in leaves_to_search]

@@ -12,8 +12,9 @@ from recsys_utils import encoder_export, text
 from recsys_utils.dense_search import DenseSearcher
 from recsys_utils.schema import DataError
 from recsys_utils.search_models import SearchModel
-from recsys_utils.search_serving import (LEAF_SHARES, build_query_tower, export_search_model,
+from recsys_utils.search_serving import (build_query_tower, export_search_model,
                                          load_search_model, served_overlap)
+from recsys_utils.serving import leaves_to_sweep
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,8 @@ def test_exported_search_index_searches_the_fewest_leaves_that_keep_the_target(
     info = load_search_model(out).index_info
     assert info["num_leaves"] == round(len(titles) ** 0.5) and info["n_queries"] == len(queries)
     sweep = info["sweep"]
-    assert [row["num_leaves_to_search"] for row in sweep] == sorted(
-        {max(1, round(info["num_leaves"] * f)) for f in LEAF_SHARES})[: len(sweep)]
+    assert [row["num_leaves_to_search"] for row in sweep] == leaves_to_sweep(
+        info["num_leaves"])[: len(sweep)]
     assert info["num_leaves_to_search"] == sweep[-1]["num_leaves_to_search"]
     # It stopped at the first setting that reached the target (searching every leaf, with
     # every item re-scored exactly, reaches it for sure).

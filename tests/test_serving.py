@@ -154,6 +154,19 @@ def test_scann_sweep_trades_recall_for_leaves(setup):
     assert sweep.num_leaves == 17 and sorted(sweep.indexes) == [1, 17]
 
 
+def test_one_rule_picks_the_leaves_every_scann_index_searches():
+    """Retrieval (``ScannSweep.choose``) and search (``export_search_model``) both take the
+    fewest leaves reaching the target, else the most, from the same list of shares."""
+    assert S.leaves_to_sweep(55) == [3, 6, 11, 18, 28, 37, 55]
+    assert S.leaves_to_sweep(4) == [1, 2, 3, 4]  # shares that round alike count once
+    measured = {18: 0.97, 6: 0.91, 11: 0.95, 55: 1.0}
+    assert S.fewest_leaves(measured, 0.95) == 11
+    assert S.fewest_leaves(measured, 0.99) == 55
+    assert S.fewest_leaves({6: 0.5, 11: 0.7}, 0.9) == 11  # unreachable: the most searched
+    with pytest.raises(S.DataError, match="no ScaNN setting"):
+        S.fewest_leaves({}, 0.9)
+
+
 def test_sweep_serves_the_index_it_measured(setup):
     data, result, _, _, users = setup
     sweep = S.scann_sweep(result, data, users[:60], leaves_to_search=(1, 4, 17), num_leaves=17,
