@@ -200,6 +200,11 @@ def rank_items(query_embeddings: np.ndarray, item_embeddings: np.ndarray, k: int
     return np.pad(ranked, ((0, 0), (0, max(k - ranked.shape[1], 0))), constant_values=-1)
 
 
+#: Seed of the item order that breaks ties in :func:`evaluate_retrieval` (one order for every
+#: model, so paired comparisons break ties alike).
+TIE_ORDER_SEED = 0
+
+
 def evaluate_retrieval(result: RetrievalResult, data: RecData, split: str = "test",
                        ks: Sequence[int] = (10, 50, 100), exclude_seen: bool = True, *,
                        candidates: Literal["all", "cold"] = "all", per_query: bool = False
@@ -212,6 +217,8 @@ def evaluate_retrieval(result: RetrievalResult, data: RecData, split: str = "tes
         split: ``"test"`` (warm items), ``"test_cold"``, or ``"validation"``.
         candidates: ``"all"`` ranks the whole catalogue (warm and cold items compete);
             ``"cold"`` only the cold items (lists shorter than ``max(ks)`` are padded).
+            Equal scores are ordered by a fixed random order of the items
+            (:data:`TIE_ORDER_SEED`), the same for every model.
         per_query: return the per-query DataFrame (for :func:`~recsys_utils.metrics.bootstrap_ci`).
 
     Returns:
@@ -221,9 +228,13 @@ def evaluate_retrieval(result: RetrievalResult, data: RecData, split: str = "tes
     queries = data.queries(split)
     if candidates not in ("all", "cold"):
         raise DataError(f"candidates must be 'all' or 'cold', got {candidates!r}")
-    pool = data.cold_items if candidates == "cold" else None
-    if pool is not None and len(pool) == 0:
+    pool = data.cold_items if candidates == "cold" else np.arange(data.n_items)
+    if len(pool) == 0:
         raise DataError("there are no cold items to rank")
+    # Ties go to one fixed random order of the items, not to the lower index: a model that
+    # gives many items one score (popularity; an id model on new items) is not credited
+    # with the order the catalogue happens to be numbered in.
+    pool = np.random.default_rng(TIE_ORDER_SEED).permutation(pool)
     ranked = rank_items(result.query_embeddings(queries.features), result.item_embeddings(),
                         max(ks), exclude=queries.exclude if exclude_seen else None,
                         candidates=pool)

@@ -552,3 +552,29 @@ def test_dropout_rates_outside_zero_one_are_clear_errors(budget, name):
         budget(**{name: 1.0})
     with pytest.raises(R.DataError, match=f"{name} is a share"):
         budget(**{name: -0.1})
+
+
+def test_evaluation_breaks_ties_by_a_fixed_random_order_not_the_item_index():
+    """A model that gives every item one score must score about chance, whatever the
+    numbering: here the held-out item is the second of the catalogue, which ties to the lower
+    index would put in every top 2."""
+    rng = np.random.default_rng(0)
+    items = pd.DataFrame({"item_id": [f"i{i:02d}" for i in range(100)]})
+    users = [f"u{u}" for u in range(30)]
+    train = pd.DataFrame([(u, f"i{i:02d}") for u in users for i in rng.choice(50, 5) + 50]
+                         + [("other", "i01")], columns=["user_id", "item_id"])
+    test = pd.DataFrame({"user_id": users, "item_id": "i01"})
+    data = F.from_frames(items, train, test)
+
+    class Constant:
+        variant = "constant"
+
+        def query_embeddings(self, features):
+            return np.ones((len(features["user"]), 1), np.float32)
+
+        def item_embeddings(self):
+            return np.ones((data.n_items, 1), np.float32)
+
+    first = R.evaluate_retrieval(Constant(), data, "test", ks=(2,))
+    assert first["recall@2"] <= 0.2  # chance is 2 of ~95 items; the index order gave 1.0
+    assert R.evaluate_retrieval(Constant(), data, "test", ks=(2,)) == first  # reproducible
