@@ -232,15 +232,8 @@ def _fused_vs_unfused(metrics: Mapping[str, Any], rows: Mapping[str, Any],
     """Notebook 04's fused tower vs the best model without that fusion, in ``setting``."""
     name, _ = _best_of({v: setting_value(rows, v, setting, "recall@50")
                         for v in UNFUSED if v in rows})
-    c = _recall_comparison(metrics, rows, f"notebook 04, {setting}", "fused", "fused tower",
-                           name, f"best unfused model ({name})", setting)
-    row = _interval_row(metrics, "fused", name, setting)
-    if row is not None and row.get("new_item_shift") is not None:
-        # A profile gives new items many slots; notebook 04 compared the tower at its share.
-        c = dataclasses.replace(
-            c, better=num(row["value_a"]), other=num(row["value_b"]),
-            label=f"{c.label}, the fused tower at {name}'s share of new items in the top 50")
-    return c
+    return _recall_comparison(metrics, rows, f"notebook 04, {setting}", "fused", "fused tower",
+                              name, f"best unfused model ({name})", setting)
 
 
 _SEARCH_NAMES = {"bm25": "BM25 (words alone)", "dense": "zero-shot dense (MiniLM text alone)"}

@@ -121,12 +121,10 @@ def _cold_sentence(metrics: Mapping[str, Any], c: Comparison) -> str:
     value = setting_value(rows, behaviour, "cold (all items)", "recall@50")  # NaN without one
     zero = (f" behaviour alone cannot place new items ({_words(behaviour)} finds {_pct(value)})."
             if math.isfinite(value) else "")
-    how = (f", both with new items given {_words(_unfused(c))}'s share of the top 50"
-           if "share of new items" in c.label else "")
     who = _n_users(metrics, "fused", _unfused(c), "test_cold")
     return (f"Cold-start recommendation (the next item is new, ranked against the whole "
             f"catalogue):{zero} The fused tower finds it for {_pct(c.better)}{who}; the best model "
-            f"without fusion, {_words(_unfused(c))}, for {_pct(c.other)}{how}: {_gain_words(c)}.")
+            f"without fusion, {_words(_unfused(c))}, for {_pct(c.other)}: {_gain_words(c)}.")
 
 
 def _row_comparison(row: Mapping[str, Any]) -> Comparison:
@@ -160,9 +158,14 @@ def _new_items_sentence(metrics: Mapping[str, Any]) -> str | None:
     if not all(map(math.isfinite, (before, after, profile))):
         return None
     model = new.get("model", "the carried model")
-    text = (f"New items get few slots from a trained tower: {_pct(before)} of `{model}`'s top 50 "
-            f"are new items, against {_pct(profile)} for the content profile; shifting their "
-            f"scores up gives them {_pct(after)}")
+    # "Fewer" / "more" only beyond a quarter of the profile's share either way.
+    fewer = before < 0.75 * profile
+    how_many = ("fewer slots from a trained tower than" if fewer else
+                "more slots from a trained tower than" if before > 1.25 * profile else
+                "about as many slots from a trained tower as")
+    text = (f"New items get {how_many} from the content profile: {_pct(before)} of `{model}`'s "
+            f"top 50 are new items, against {_pct(profile)} for the content profile"
+            + (f"; shifting their scores up gives them {_pct(after)}" if fewer else ""))
     boosted = [r for r in m.get("comparisons") or () if r.get("split") == "test_cold"
                and "exposure" in str(r.get("a"))]
     if boosted:
