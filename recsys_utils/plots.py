@@ -4,6 +4,7 @@ file that still fails to open is drawn as an empty cell marked "unreadable"."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
@@ -77,6 +78,11 @@ def _show_image(ax: plt.Axes, path: str | None, caption: str, **caption_style: A
                 transform=ax.transAxes)
 
 
+def _caption(text: str, width: int) -> str:
+    """``text`` on at most two lines of ``width`` characters, shortened with "…" past that."""
+    return textwrap.fill(str(text), width, max_lines=2, placeholder=" …")
+
+
 def sample_image_grid(items: pd.DataFrame, n: int = 24, seed: int = 0, *, columns: int = 8,
                       size: float = 1.4) -> plt.Figure | None:
     """A seeded sample of items with images in a grid, titles as captions; None if none has."""
@@ -85,12 +91,12 @@ def sample_image_grid(items: pd.DataFrame, n: int = 24, seed: int = 0, *, column
         return None
     sample = with_images.sample(min(n, len(with_images)), random_state=seed)
     rows = max(1, int(np.ceil(len(sample) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.3)),
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.5)),
                              squeeze=False)
     for ax in axes.flat[len(sample):]:
         ax.axis("off")
     for ax, path, title in zip(axes.flat, sample["image_path"], sample["title"]):
-        _show_image(ax, path, title[:22], fontsize=7)
+        _show_image(ax, path, _caption(title, 22), fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -144,7 +150,7 @@ def neighbour_grid(neighbours: pd.DataFrame, items: pd.DataFrame,
     k = int(neighbours["rank"].max())
     lead = 1 if query_items is not None else 0
     fig, axes = plt.subplots(len(queries), k + lead,
-                             figsize=((k + lead) * size, len(queries) * (size + 0.35)),
+                             figsize=((k + lead) * size, len(queries) * (size + 0.55)),
                              squeeze=False)
     for r, query in enumerate(queries):
         row = neighbours[neighbours["query"] == query].sort_values("rank")
@@ -152,7 +158,7 @@ def neighbour_grid(neighbours: pd.DataFrame, items: pd.DataFrame,
         for c, item_id in enumerate(ids):
             is_query = c == 0 and lead
             caption = ("query: " if is_query else "") + str(titles.get(item_id, ""))
-            _show_image(axes[r, c], paths.get(item_id), caption[:20], fontsize=6,
+            _show_image(axes[r, c], paths.get(item_id), _caption(caption, 22), fontsize=6,
                         color="tab:red" if is_query else "black")
     fig.tight_layout()
     return fig

@@ -82,6 +82,10 @@ def test_image_plots_never_raise_on_an_unreadable_file(tmp_path):
     neighbours = pd.DataFrame({"query": ["q", "q"], "rank": [1, 2], "item_id": ["b", "c"]})
     grid = plots.neighbour_grid(neighbours, items, query_items=["a"])
     assert sum(bool(ax.images) for ax in grid.axes) == 1
+    # Long titles wrap onto two lines and end in "…", never cut mid-word.
+    items["title"] = ["Men's vintage washed denim jacket in indigo blue", "B", "C"]
+    grid = plots.neighbour_grid(neighbours, items, query_items=["a"])
+    assert grid.axes[0].get_title() == "query: Men's vintage\nwashed denim jacket …"
 
 
 def test_load_images_keeps_aspect_ratio_with_padding(tmp_path):
