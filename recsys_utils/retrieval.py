@@ -18,7 +18,7 @@ import tensorflow_recommenders as tfrs
 
 from . import metrics
 from .callbacks import EpochClock
-from .features import RecData, build_features
+from .features import OOV_USER, QuerySet, RecData, build_features
 from .profiles import RetrievalBudget
 from .schema import DataError
 
@@ -200,6 +200,19 @@ def rank_items(query_embeddings: np.ndarray, item_embeddings: np.ndarray, k: int
     return np.pad(ranked, ((0, 0), (0, max(k - ranked.shape[1], 0))), constant_values=-1)
 
 
+def _in_model_vocabulary(result: Any, data: RecData, queries: QuerySet) -> dict[str, np.ndarray]:
+    """``queries``' features with each user's row in ``result``'s own user vocabulary (its
+    ``user_ids``): a model trained on an earlier period knows fewer users, and those it has
+    never seen get the out-of-vocabulary row."""
+    known = getattr(result, "user_ids", None)
+    if known is None or np.array_equal(known, data.vocab.user_ids):
+        return queries.features
+    row = {user: i for i, user in enumerate(np.asarray(known).astype(str)) if i != OOV_USER}
+    users = np.array([row.get(user, OOV_USER) for user in queries.user_ids],
+                     queries.features["user"].dtype)
+    return {**queries.features, "user": users}
+
+
 #: Seed of the item order that breaks ties in :func:`evaluate_retrieval` (one order for every
 #: model, so paired comparisons break ties alike).
 TIE_ORDER_SEED = 0
@@ -235,9 +248,9 @@ def evaluate_retrieval(result: RetrievalResult, data: RecData, split: str = "tes
     # gives many items one score (popularity; an id model on new items) is not credited
     # with the order the catalogue happens to be numbered in.
     pool = np.random.default_rng(TIE_ORDER_SEED).permutation(pool)
-    ranked = rank_items(result.query_embeddings(queries.features), result.item_embeddings(),
-                        max(ks), exclude=queries.exclude if exclude_seen else None,
-                        candidates=pool)
+    ranked = rank_items(result.query_embeddings(_in_model_vocabulary(result, data, queries)),
+                        result.item_embeddings(), max(ks),
+                        exclude=queries.exclude if exclude_seen else None, candidates=pool)
     out = metrics.retrieval_metrics(ranked, queries.relevant, ks=ks, per_query=per_query)
     if per_query:
         return out

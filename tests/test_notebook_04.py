@@ -38,6 +38,7 @@ import math
 import pytest
 
 from recsys_utils import artifacts
+from recsys_utils.profiles import get_profile
 
 pytestmark = pytest.mark.notebook
 
@@ -180,6 +181,22 @@ def test_04_comparisons_carry_intervals_and_the_carried_model_is_chosen(series_r
         assert c["b"] in ("ease", "item_knn", "bpr", "content_profile")
     assert m["carried"] in set(m["variants"]) - REFERENCES
     assert m["exports"]["variant"] == m["carried"]
+
+
+@pytest.mark.parametrize("dataset", ALL_DATASETS)
+def test_04_the_query_is_the_one_validation_chose_and_every_variant_trains_with_it(
+        series_runs, dataset):
+    m = _metrics(series_runs, dataset)
+    query, trials = m["query"], m["query"]["trials"]
+    validation = {key.split("|")[0]: row["ndcg@10"] for key, row in trials.items()
+                  if key.split("|")[1] == "validation"}
+    assert len(validation) == len(get_profile("smoke").retrieval.queries) >= 2, validation
+    # The best validation NDCG@10 chose; the test rows are beside it, not used.
+    best = max(validation, key=validation.get)
+    assert best.endswith(query["chosen"]) or (best.startswith("fused, content_dropout")
+                                              and query["changes"] == {}), (best, query)
+    for name, value in query["changes"].items():
+        assert m["budget"][name] == value, (name, m["budget"])
 
 
 @pytest.mark.parametrize("dataset", ALL_DATASETS)

@@ -578,3 +578,28 @@ def test_evaluation_breaks_ties_by_a_fixed_random_order_not_the_item_index():
     first = R.evaluate_retrieval(Constant(), data, "test", ks=(2,))
     assert first["recall@2"] <= 0.2  # chance is 2 of ~95 items; the index order gave 1.0
     assert R.evaluate_retrieval(Constant(), data, "test", ks=(2,)) == first  # reproducible
+
+
+def test_a_model_of_an_earlier_period_reads_users_in_its_own_vocabulary():
+    """Evaluated on later data (more users, other indices), a model looks each user up in the
+    vocabulary it was trained with; users it never saw get the out-of-vocabulary row 0."""
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(6)]})
+    train = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "item_id": ["i0", "i1", "i2", "i3"]})
+    test = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "item_id": ["i1", "i2", "i3", "i0"]})
+    data = F.from_frames(items, train, test)
+    seen = []
+
+    class EarlierModel:  # trained when only users "b" and "d" existed
+        variant, user_ids = "earlier", np.array(["[OOV]", "b", "d"])
+
+        def query_embeddings(self, features):
+            seen.append(features["user"].tolist())
+            return np.ones((len(features["user"]), 1), np.float32)
+
+        def item_embeddings(self):
+            return np.ones((data.n_items, 1), np.float32)
+
+    R.evaluate_retrieval(EarlierModel(), data, "test", ks=(2,))
+    queries = data.queries("test")
+    expected = {"a": 0, "b": 1, "c": 0, "d": 2}
+    assert seen == [[expected[u] for u in queries.user_ids]]
