@@ -85,7 +85,8 @@ def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_id
     searched = fewest_leaves({p["num_leaves_to_search"]: p["recall_at_k"] for p in sweep},
                              target_recall)
     return indexes[searched], {"num_leaves": num_leaves, "num_leaves_to_search": searched,
-                   "target_recall": target_recall, "n_queries": len(queries), "sweep": sweep}
+                               "target_recall": target_recall, "n_queries": len(queries),
+                               "sweep": sweep}
 
 
 def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
@@ -99,8 +100,8 @@ def export_search_model(query_tower: tf.keras.Model, item_vectors: np.ndarray,
     float32[B, k]}``; any string works. ``item_vectors`` ``(n_items, d)``: row ``i`` is
     ``item_ids[i]``. ScaNN: ``num_leaves ≈ sqrt(n_items)``, ``max(4k, 200)`` candidates re-scored
     exactly. Leaves searched: ``num_leaves_to_search``; else, with ``validation_queries``, the
-    fewest of :data:`~recsys_utils.serving.LEAF_SHARES` whose top ``k`` keeps ``target_recall`` of the exact top ``k``;
-    else two thirds. Saved in ``index.json``."""
+    fewest of :data:`~recsys_utils.serving.LEAF_SHARES` whose top ``k`` keeps ``target_recall``
+    of the exact top ``k``; else two thirds. Saved in ``index.json``."""
     item_vectors = _check_vectors(item_vectors, item_ids)
     k = check_k(k)
     n = len(item_vectors)

@@ -29,7 +29,8 @@ __all__ = [
     "LEAF_SHARES", "QUERY_TOWER_FLOAT_OPS", "LoadedServingModel", "ScannSweep", "UserQueryModel",
     "build_brute_force", "build_scann", "custom_ops", "export_numeric_model",
     "export_portable_serving_model", "export_serving_model", "export_towers",
-    "fewest_leaves", "leaves_to_sweep", "load_serving_model", "load_towers", "recommend", "request_latency", "same_top_k",
+    "fewest_leaves", "leaves_to_sweep", "load_serving_model", "load_towers", "recommend",
+    "request_latency", "same_top_k",
     "saved_model_ops", "scann_layer", "scann_num_leaves", "scann_ops", "scann_recall_at_k",
     "scann_search", "scann_sweep", "served_recall", "top_k_agreement",
 ]
