@@ -36,15 +36,31 @@ def evaluate(rankings: Mapping[str, np.ndarray], gains: Sequence[Mapping[int, fl
     """
     frames = []
     for name, ranked in rankings.items():
-        ranked = np.asarray(ranked)
-        if ranked.ndim == 2 and ranked.shape[1] < RECALL_K:  # shorter lists: the rest are misses
-            ranked = np.pad(ranked, ((0, 0), (0, RECALL_K - ranked.shape[1])), constant_values=-1)
-        table = metrics.per_group(metrics.graded_metrics, np.asarray(kinds), ranked=ranked,
-                                  gains=list(gains), ks=(NDCG_K,), recall_ks=(RECALL_K,),
+        table = metrics.per_group(metrics.graded_metrics, np.asarray(kinds),
+                                  ranked=_to_recall_depth(ranked), gains=list(gains),
+                                  ks=(NDCG_K,), recall_ks=(RECALL_K,),
                                   relevant_threshold=RELEVANT_AT)
         frames.append(table.rename_axis("kind").reset_index().assign(method=name))
     out = pd.concat(frames, ignore_index=True)
     return out[["method", "kind", f"ndcg@{NDCG_K}", f"recall@{RECALL_K}", "mrr", "n_queries"]]
+
+
+def per_query_ndcg(ranked: np.ndarray, gains: Sequence[Mapping[int, float]]) -> pd.Series:
+    """NDCG@10 of each query of ``ranked`` ``(n_queries, L)``, scored as :func:`evaluate`
+    scores it, indexed by query row (queries without a relevant item left out): the per-query
+    values a paired bootstrap interval between two methods needs."""
+    per_query = metrics.graded_metrics(_to_recall_depth(ranked), list(gains), ks=(NDCG_K,),
+                                       recall_ks=(RECALL_K,), relevant_threshold=RELEVANT_AT,
+                                       per_query=True)
+    return per_query[f"ndcg@{NDCG_K}"]
+
+
+def _to_recall_depth(ranked: np.ndarray) -> np.ndarray:
+    """``ranked`` padded with -1 to :data:`RECALL_K` columns: shorter lists miss the rest."""
+    ranked = np.asarray(ranked)
+    if ranked.ndim == 2 and ranked.shape[1] < RECALL_K:
+        ranked = np.pad(ranked, ((0, 0), (0, RECALL_K - ranked.shape[1])), constant_values=-1)
+    return ranked
 
 
 def plot_by_kind(table: pd.DataFrame, metric: str = f"ndcg@{NDCG_K}") -> Any:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_utils.search_eval import evaluate, example_results
+from recsys_utils.search_eval import evaluate, example_results, per_query_ndcg
 
 
 def test_evaluate_per_kind_and_overall():
@@ -20,6 +20,10 @@ def test_evaluate_per_kind_and_overall():
     assert row["mrr"] == pytest.approx(0.5)
     assert table.set_index("kind").loc["exact", "ndcg@10"] == pytest.approx(1.0)
     assert table.set_index("kind").loc["all", "n_queries"] == 2
+    # Per query, the same scores (the paired bootstrap's input), short lists padded alike.
+    per_query = per_query_ndcg(ranked, gains)
+    assert per_query.tolist() == pytest.approx([1.0, 1 / math.log2(3)])
+    assert per_query.mean() == pytest.approx(table.set_index("kind").loc["all", "ndcg@10"])
 
 
 def test_example_results_skip_padding_and_carry_the_grade():
