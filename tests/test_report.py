@@ -927,13 +927,13 @@ def _with_intervals(m: dict) -> dict:
     r = m["04_tfrs_retrieval"]
     r["intervals"] = [
         {**_interval("fused", "content_text", "test", 0.03, 0.15), "value_a": 0.42,
-         "value_b": 0.33, "n_queries": 400, "new_item_shift": None},
+         "value_b": 0.33, "n_queries": 400},
         {**_interval("fused", "content_text", "test_cold", -0.02, 0.18), "value_a": 0.28,
-         "value_b": 0.20, "n_queries": 60, "new_item_shift": None},
+         "value_b": 0.20, "n_queries": 60},
         {**_interval("content_text", "content_facts", "test", 0.01, 0.09), "value_a": 0.33,
-         "value_b": 0.28, "n_queries": 400, "new_item_shift": None},
+         "value_b": 0.28, "n_queries": 400},
         {**_interval("content_text", "content_facts", "test_cold", -0.01, 0.11), "value_a": 0.20,
-         "value_b": 0.15, "n_queries": 60, "new_item_shift": None}]
+         "value_b": 0.15, "n_queries": 60}]
     r["comparisons"] = [
         {"a": "fused", "b": "ease", "split": "test", "metric": "ndcg@10", "value_a": 0.126,
          "value_b": 0.110, "difference": 0.016, "low": 0.004, "high": 0.028, "n_queries": 400},
