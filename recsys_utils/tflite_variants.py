@@ -120,7 +120,7 @@ class TowerMeasurement:
     ``(n_queries, k)`` top-k items; ``agreement`` mode -> mean top-k overlap with the reference's
     lists; ``query_vectors`` / ``item_vectors`` come from the reference towers (``None`` if they
     did not run); ``recall_interval`` mode -> paired 95% bootstrap interval of the mode's Recall@k
-    minus the reference's (one holding 0 is within noise)."""
+    minus the reference's (the report's quality check reads it)."""
 
     table: pd.DataFrame
     ranked: dict[str, np.ndarray]

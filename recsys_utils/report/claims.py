@@ -336,8 +336,11 @@ def _quality_check(metric_name: str, reference: float, value: float,
                    interval: tuple[float, float] | None = None) -> tuple[bool | None, str]:
     """Claim 4's quality check: ``None`` (not measurable) when a number is missing.
 
-    ``interval``: notebook 06's paired 95% interval of the variant's metric minus
-    float32's (towers); a loss whose interval holds 0 is within the sample's noise.
+    ``interval``: notebook 06's paired 95% interval of the variant's metric minus float32's
+    (towers, higher is better). With one, the check is a non-inferiority test: it passes when
+    the whole interval lies above a loss of ``MAX_RELATIVE_QUALITY_LOSS`` of float32, fails
+    when the whole interval lies below it, and is ``None`` when the interval straddles it
+    (a loss that holds 0 is not shown to be small).
     """
     name = metric_name.lower()
     if not math.isfinite(value):
@@ -350,9 +353,16 @@ def _quality_check(metric_name: str, reference: float, value: float,
     loss = (value - reference if lower_is_better else reference - value) / abs(reference)
     change = f"{loss:.1%} worse" if loss > 0 else f"{-loss:.1%} better"
     text = f"{metric_name.split(' (')[0]} {value:.4f} vs float32 {reference:.4f} ({change})"
-    if interval and loss > MAX_RELATIVE_QUALITY_LOSS and interval[0] <= 0 <= interval[1]:
-        return True, (f"{text}, a difference within noise: 95% interval "
-                      f"[{interval[0]:+.4f}, {interval[1]:+.4f}]")
+    if interval and not lower_is_better and all(map(math.isfinite, interval)):
+        margin = MAX_RELATIVE_QUALITY_LOSS * abs(reference)
+        low, high = interval
+        text += f", 95% interval of the difference [{low:+.4f}, {high:+.4f}]"
+        if low >= -margin:
+            return True, f"{text}: a loss of at most {MAX_RELATIVE_QUALITY_LOSS:.0%}"
+        if high < -margin:
+            return False, f"{text}: a loss of more than {MAX_RELATIVE_QUALITY_LOSS:.0%}"
+        return None, (f"{text}: reaches a loss of more than {MAX_RELATIVE_QUALITY_LOSS:.0%}, "
+                      "too wide to tell")
     return bool(loss <= MAX_RELATIVE_QUALITY_LOSS), text
 
 
@@ -640,18 +650,21 @@ def _claim_pruning(metrics: Mapping[str, Any]) -> dict[str, Verdict]:
                           "no float32 variant to compare with")
             continue
         ref = part.loc["float32"]
-        kept, tried = None, []
+        kept, tried, undecided = None, [], False
         for variant, row in part.loc[pruned[pruned["model"] == model]["variant"]].iterrows():
             interval = dig(intervals, variant.split()[0], "dynamic_int8") if model == "towers" \
                 else None
             ok, text = _quality_check(str(ref["quality_metric"]), num(ref["quality"]),
                                       num(row["quality"]), tuple(interval) if interval else None)
             tried.append(f"{variant} ({num(row.get('sparsity')):.0%} zeros): {text}")
+            undecided |= ok is None
             if ok and (kept is None or num(row.get("sparsity")) > num(kept[1].get("sparsity"))):
                 kept = (variant, row)
         evidence = f"notebook 06, {model}: " + "; ".join(tried)
         if kept is None:
-            out[model] = (NOT_SUPPORTED, evidence, "no pruned variant keeps the quality")
+            out[model] = ((NOT_MEASURABLE, evidence, "no pruned variant shown to keep the "
+                           "quality: an interval too wide to tell") if undecided else
+                          (NOT_SUPPORTED, evidence, "no pruned variant keeps the quality"))
             continue
         variant, row = kept
         gzip = num(row.get("gzip_mb"))
