@@ -3,8 +3,9 @@
 The fixture is a small generated shop (``tests/fixtures/make_csv_good.py``):
 320 items, 420 users, about 4,800 events, 40 graded queries, and photos for
 most items, one of which is not an image and one of which is missing. The
-series runs once (about 4 minutes on 2 CPU cores); each test reads one
-notebook's metrics file.
+series runs once (about 4 minutes on 2 CPU cores) without notebook 06, which
+reads only the models the series exported, wherever the data came from (the
+three data-set series run it); each test reads one notebook's metrics file.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ CSV_GOOD = Path(__file__).resolve().parent / "fixtures" / "csv_good"
 
 @pytest.fixture(scope="module")
 def csv_run(tmp_path_factory) -> Path:
-    """The artifact directory of one smoke run of every notebook on the csv fixture."""
+    """The artifact directory of one smoke run on the csv fixture: notebooks 01-05, 07, 08."""
     from recsys_utils.series import run_series
 
     run_dir = tmp_path_factory.mktemp("csv-series")
-    run_series("csv", "smoke", run_dir, data_dir=CSV_GOOD, seed=42, progress=False)
+    for start, stop in (("01", "05"), ("07", "08")):
+        run_series("csv", "smoke", run_dir, data_dir=CSV_GOOD, seed=42, start=start, stop=stop,
+                   progress=False)
     return run_dir / "artifacts"
 
 
@@ -89,18 +92,13 @@ def test_csv_05_ranking(metrics):
     assert 0.0 <= m["chain"]["retrieval_ndcg@10"] <= 1.0
 
 
-def test_csv_06_quantization(metrics):
-    m = metrics["06_quantization"]
-    assert m["encoder"]["dynamic_int8_min_cosine"] > 0.99
-    assert 0.0 < m["towers"]["float32_recall@10"] <= 1.0
-
-
 def test_csv_07_search_and_08_report(csv_run, metrics):
     m = metrics["07_product_search"]
     assert m["has_queries"] and m["n_queries"] == 40
     assert 0.3 < m["test"]["bm25"]["all"]["ndcg@10"] <= 1.0
     report = metrics["08_evaluation"]
     assert "07_product_search" in report["stages_read"]
+    assert "06_quantization" not in report["stages_read"]  # a missing stage is left out
     assert (csv_run.parent / report["report"]["html"]).is_file()
 
 
