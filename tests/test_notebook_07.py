@@ -71,6 +71,22 @@ def test_two_tower_learned_and_stays_near_zero_shot(series_runs, dataset):
 
 
 @pytest.mark.parametrize("dataset", ["synthetic", "fashion"])
+def test_the_judged_differences_carry_paired_intervals_on_the_test_queries(series_runs, dataset):
+    m, _ = _metrics(series_runs, dataset)
+    test = {method: by_kind["all"] for method, by_kind in m["test"].items()}
+    pairs = {(row["a"], row["b"]): row for row in m["intervals"]}
+    assert set(pairs) == {("two_tower", "bm25"), ("two_tower", "dense"), ("dense", "bm25")}
+    for (a, b), row in pairs.items():
+        assert row["split"] == "test" and row["metric"] == "ndcg@10"
+        # The same queries as the test table, the values its NDCG@10 (queries with a relevant
+        # item: every test query here), and an interval around the mean difference.
+        assert row["n_queries"] == test[a]["n_queries"] == test[b]["n_queries"]
+        assert row["value_a"] == pytest.approx(test[a]["ndcg@10"])
+        assert row["value_b"] == pytest.approx(test[b]["ndcg@10"])
+        assert row["low"] <= row["difference"] <= row["high"] and row["low"] < row["high"]
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "fashion"])
 def test_exported_search_model_answers_raw_strings(series_runs, dataset):
     m, artifact_dir = _metrics(series_runs, dataset)
     assert m["served_odd_queries_ok"] is True

@@ -18,6 +18,7 @@ import pytest
 
 from recsys_utils import artifacts, report
 from recsys_utils.report import NOT_MEASURABLE, NOT_SUPPORTED, SUPPORTED
+from recsys_utils.report.claims import fusion_comparisons
 from report_markdown import has_html_row, has_row, html_section, section
 
 
@@ -240,6 +241,25 @@ def test_pretrained_text_is_not_supported_when_notebook_04_goes_against():
     m["02_text_encoding"]["full_probe_mean"]["MiniLM"] = 0.60
     m["07_product_search"]["test"]["dense"]["all"]["ndcg@10"] = 0.20
     assert verdicts(m)["pretrained_text"] == NOT_SUPPORTED
+
+
+def test_search_comparisons_read_notebook_07s_intervals():
+    # Two-tower 0.55 vs dense 0.50: by the tolerance a clear gain; with notebook 07's paired
+    # interval holding zero, a tie, and the fusion claim falls; dense vs BM25 likewise.
+    m = make_metrics()
+    search = fusion_comparisons(m)["search"]
+    assert search.outcome == "favours" and search.interval is None
+    m["07_product_search"]["intervals"] = [
+        {"a": "two_tower", "b": "dense", "split": "test", "metric": "ndcg@10",
+         "low": -0.01, "high": 0.11},
+        {"a": "dense", "b": "bm25", "split": "test", "metric": "ndcg@10",
+         "low": 0.02, "high": 0.18}]
+    search = fusion_comparisons(m)["search"]
+    assert search.interval == (-0.01, 0.11) and search.outcome == "tie"
+    assert "+0.050, 95% interval [-0.010, +0.110], tie" in search.describe()
+    assert verdicts(m)["fusion_beats_single"] == NOT_SUPPORTED
+    evidence = report.claims_table(m).loc["pretrained_text", "evidence"]
+    assert "BM25 0.400 (+0.100, 95% interval [+0.020, +0.180], favours)" in evidence
 
 
 def test_pretrained_text_needs_the_facts_only_tower():

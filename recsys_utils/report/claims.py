@@ -145,6 +145,13 @@ def _ndcg(test: Mapping[str, Any], method: str) -> float:
     return num(dig(test, method, "all", "ndcg@10"))
 
 
+def _search_interval(metrics: Mapping[str, Any], a: str, b: str) -> tuple[float, float] | None:
+    """Notebook 07's paired 95% interval of ``a`` minus ``b``, test-query NDCG@10, if measured."""
+    row = next((row for row in interval_rows(metrics, a, b, "test", SEARCH)
+                if row.get("metric") == "ndcg@10"), None)
+    return None if row is None else (num(row["low"]), num(row["high"]))
+
+
 def _probe_comparison(metrics: Mapping[str, Any]) -> _Joint:
     """Notebook 02's linear probe, MiniLM vs TF-IDF, with 5 labels per class and with all."""
     few = lookup(metrics, TEXT, "few_shot_probe_mean")
@@ -158,7 +165,7 @@ def _probe_comparison(metrics: Mapping[str, Any]) -> _Joint:
 def _dense_vs_bm25(metrics: Mapping[str, Any]) -> Comparison:
     test = _search_results(metrics, "dense", "bm25")
     return Comparison("notebook 07, test queries", "dense (MiniLM)", _ndcg(test, "dense"), "BM25",
-                      _ndcg(test, "bm25"), "NDCG@10")
+                      _ndcg(test, "bm25"), "NDCG@10", _search_interval(metrics, "dense", "bm25"))
 
 
 def _claim_pretrained_text(metrics: Mapping[str, Any]) -> Verdict:
@@ -246,7 +253,7 @@ def _fused_search(metrics: Mapping[str, Any]) -> Comparison:
     return Comparison("notebook 07, test queries",
                       "two-tower search model over the fused item features",
                       _ndcg(test, "two_tower"), f"better single method, {_SEARCH_NAMES[name]}",
-                      value, "NDCG@10")
+                      value, "NDCG@10", _search_interval(metrics, "two_tower", name))
 
 
 def _content_task_comparison(metrics: Mapping[str, Any]) -> Comparison:

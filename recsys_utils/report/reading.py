@@ -107,10 +107,11 @@ def retrieval_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, dict[str, 
     return {v: rows[v] for v in [*order, *[v for v in rows if v not in order]]}
 
 
-def interval_rows(metrics: Mapping[str, Any], a: str, b: str,
-                  split: str) -> list[Mapping[str, Any]]:
-    """Notebook 04's paired bootstrap comparisons of ``a`` with ``b`` on ``split``, any metric."""
-    return [row for row in stage_summary(metrics, RETRIEVAL).get("intervals") or ()
+def interval_rows(metrics: Mapping[str, Any], a: str, b: str, split: str,
+                  stage: str = RETRIEVAL) -> list[Mapping[str, Any]]:
+    """A notebook's (04's unless ``stage``) paired bootstrap comparisons of ``a`` with ``b``
+    on ``split``, any metric."""
+    return [row for row in stage_summary(metrics, stage).get("intervals") or ()
             if (row.get("a"), row.get("b"), row.get("split")) == (a, b, split)]
 
 
