@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse
 import tensorflow as tf
 
+from . import metrics
 from .content_metrics import combine_keys, content_retrieval_metrics
 from .content_model import FUSION_METHODS, ContentModel, fit_content_model
 from .progress import track
@@ -217,13 +218,22 @@ def holdout_items(item_ids: Sequence[str], cold_items: Sequence[str], *, share: 
 class Comparison:
     """What :func:`compare_content_models` trained and measured: ``table`` (a row per model:
     ``kind``, ``modalities``, held-out retrieval metrics, ``seconds``), each model's
-    L2-normalised item vectors ``(n, output_dim)`` (``embeddings``) and
-    :class:`ContentModel` (``models``); ``metric`` picks the winners."""
+    L2-normalised item vectors ``(n, output_dim)`` (``embeddings``), :class:`ContentModel`
+    (``models``) and ``metric`` per held-out query item (``per_item``, the same items for
+    every model); ``metric`` picks the winners."""
 
     table: pd.DataFrame
     embeddings: dict[str, np.ndarray]
     models: dict[str, ContentModel]
     metric: str
+    per_item: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def paired(self, a: str, b: str, *, seed: int = 0) -> dict[str, Any]:
+        """Model ``a`` against ``b`` on the same held-out query items: the difference of
+        ``metric`` with its paired 95% bootstrap interval (:func:`metrics.paired_difference`,
+        split ``"held-out"``)."""
+        return metrics.paired_difference(a, b, "held-out", self.metric, self.per_item[a],
+                                         self.per_item[b], seed=seed)
 
     def _best(self, kind: str) -> str:
         rows = self.table[self.table["kind"] == kind]
@@ -263,7 +273,7 @@ def compare_content_models(
         raise DataError("no modality has any present rows", source="compare_content_models")
     fused = [(m, m, usable) for m in dict.fromkeys(methods)] if len(usable) > 1 else []
     plan = [(m, None, [m]) for m in modalities] + fused
-    rows, embeddings, models = {}, {}, {}
+    rows, embeddings, models, per_item = {}, {}, {}, {}
     bar = track(plan, desc="content models", unit="model", disable=not progress)
     # Each fresh model traces its own predict function; TF's "retracing"
     # warning about that is expected here, so it is muted for the loop.
@@ -282,10 +292,14 @@ def compare_content_models(
             scores = content_retrieval_metrics(emb, eval_idx, relevance, k=k)
             rows[name] = {**row, **scores, "seconds": round(time.perf_counter() - started, 2)}
             embeddings[name], models[name] = emb, model
+            if metric in scores:
+                per_item[name] = content_retrieval_metrics(
+                    emb, eval_idx, relevance, k=k, per_query=True)[metric].to_numpy()
     table = pd.DataFrame.from_dict(rows, orient="index")
     if metric not in table:
         raise ValueError(f"metric {metric!r} is not one of {sorted(table.columns)}")
-    return Comparison(table=table, embeddings=embeddings, models=models, metric=metric)
+    return Comparison(table=table, embeddings=embeddings, models=models, metric=metric,
+                      per_item=per_item)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse
 
 from .metrics import brute_force_top_k, retrieval_metrics, unit_rows
@@ -28,11 +29,12 @@ def combine_keys(*arrays: Sequence[Any]) -> np.ndarray:
 
 def item_retrieval_metrics(embeddings: np.ndarray, query_idx: np.ndarray,
                            relevance_key: np.ndarray, *, candidate_idx: np.ndarray | None = None,
-                           k: int = 10) -> dict[str, float]:
+                           k: int = 10, per_query: bool = False) -> dict[str, float] | pd.DataFrame:
     """Item-to-item retrieval: each query item's k nearest candidates (default all items)
     by cosine, self excluded, ties to the lower index; relevant = same ``relevance_key``
     ``(n,)``. Returns :func:`~recsys_utils.metrics.retrieval_metrics` at ``k`` (precision
-    among them); queries with no relevant candidate are excluded."""
+    among them), per query item with ``per_query``; queries with no relevant candidate are
+    excluded."""
     emb = np.asarray(embeddings, dtype=np.float32)
     n = len(emb)
     key = np.asarray(relevance_key)
@@ -65,12 +67,13 @@ def item_retrieval_metrics(embeddings: np.ndarray, query_idx: np.ndarray,
 
     relevant = (one_hot(query_codes) @ one_hot(candidate_codes).T - exclude).tocsr()
     relevant.eliminate_zeros()
-    return retrieval_metrics(ranked, relevant, ks=(k,))
+    return retrieval_metrics(ranked, relevant, ks=(k,), per_query=per_query)
 
 
 def content_retrieval_metrics(embeddings: np.ndarray, eval_idx: np.ndarray,
                               relevance_key: np.ndarray, *, k: int = 10,
-                              candidates: Literal["all", "eval"] = "all") -> dict[str, float]:
+                              candidates: Literal["all", "eval"] = "all",
+                              per_query: bool = False) -> dict[str, float] | pd.DataFrame:
     """Held-out item-to-item retrieval quality of item vectors: each ``eval_idx`` item
     queries all items (``candidates="all"``) or only the held-out ones (``"eval"``);
     see :func:`item_retrieval_metrics`."""
@@ -78,4 +81,4 @@ def content_retrieval_metrics(embeddings: np.ndarray, eval_idx: np.ndarray,
         raise ValueError(f"candidates must be 'all' or 'eval', got {candidates!r}")
     candidate_idx = None if candidates == "all" else np.asarray(eval_idx)
     return item_retrieval_metrics(embeddings, eval_idx, relevance_key,
-                                  candidate_idx=candidate_idx, k=k)
+                                  candidate_idx=candidate_idx, k=k, per_query=per_query)

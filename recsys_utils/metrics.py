@@ -21,7 +21,8 @@ import scipy.stats
 from recsys_utils.schema import DataError
 
 __all__ = ["top_k", "brute_force_top_k", "top_k_overlap", "cosine_rows", "retrieval_metrics",
-           "graded_metrics", "per_group", "rmse", "auc", "log_loss", "bootstrap_ci"]
+           "graded_metrics", "per_group", "rmse", "auc", "log_loss", "bootstrap_ci",
+           "paired_difference", "describe_comparison"]
 
 #: Upper bound on the elements of one score block (rows x items). A block is
 #: copied a few times (negated key, boolean masks, an int32 cumsum), so 2**24
@@ -516,3 +517,35 @@ def bootstrap_ci(per_query_values: np.ndarray | pd.Series, n_boot: int = 1000, s
         rng=np.random.default_rng(seed))
     low, high = result.confidence_interval
     return float(low), float(high)
+
+
+def paired_difference(a: str, b: str, split: str, metric: str, per_user_a: Any,
+                      per_user_b: Any, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Two systems' ``(n_queries,)`` values of ``metric`` on the same queries (users), in the
+    same order, compared: the mean difference ``a - b`` with its paired 95% bootstrap interval
+    (:func:`bootstrap_ci`); an interval containing 0 is a tie.
+
+    Returns:
+        ``{"a", "b", "split", "metric", "value_a", "value_b", "difference",
+        "low", "high", "n_queries"}``.
+    """
+    per_user_a, per_user_b = (np.asarray(v, dtype=np.float64) for v in (per_user_a, per_user_b))
+    if per_user_a.ndim != 1 or per_user_a.shape != per_user_b.shape:
+        raise DataError(f"paired_difference needs one value per query for both systems, on the "
+                        f"same queries: got shapes {per_user_a.shape} and {per_user_b.shape}")
+    difference = per_user_a - per_user_b
+    low, high = bootstrap_ci(difference, n_boot=n_boot, seed=seed)
+    return {"a": a, "b": b, "split": split, "metric": metric,
+            "value_a": float(per_user_a.mean()), "value_b": float(per_user_b.mean()),
+            "difference": float(difference.mean()), "low": low, "high": high,
+            "n_queries": int(len(difference))}
+
+
+def describe_comparison(row: Mapping[str, Any]) -> str:
+    """One :func:`paired_difference` row as a sentence: ``a`` beats, ties with (the interval holds
+    0) or loses to ``b`` on the split's metric, both values, the difference and its interval."""
+    verdict = ("ties with" if row["low"] <= 0 <= row["high"]
+               else "beats" if row["difference"] > 0 else "loses to")
+    return (f"{row['a']} {verdict} {row['b']} on {row['split']} {row['metric']}: "
+            f"{row['value_a']:.4f} vs {row['value_b']:.4f} (difference {row['difference']:+.4f}, "
+            f"95% interval [{row['low']:+.4f}, {row['high']:+.4f}])")

@@ -20,7 +20,7 @@ from . import metrics, training_logs
 from .callbacks import EpochBar
 from .features import QuerySet, RecData, to_dataset
 from .profiles import RetrievalBudget
-from .retrieval import QUERY_KEYS, RetrievalResult, in_batches, paired_difference, rank_items
+from .retrieval import QUERY_KEYS, RetrievalResult, in_batches, rank_items
 from .serving import export_numeric_model
 from .two_tower import RetrievalModel, build_retrieval_model
 from .schema import DataError
@@ -216,13 +216,13 @@ class ChainCandidates:
                 seed: int = 0) -> dict[str, Any]:
         """The blend at ``ranker_weight`` against retrieval alone on the same users, with a 95%
         bootstrap interval of the per-user difference of NDCG@k: a
-        :func:`retrieval.paired_difference` row (an interval containing 0 is a tie)."""
+        :func:`metrics.paired_difference` row (an interval containing 0 is a tie)."""
         per_user = [metrics.retrieval_metrics(order, self.queries.relevant, ks=(k,),
                                               per_query=True)[f"ndcg@{k}"]
                     for order in (self.order(ranker_weight), self.ranked)]
-        return paired_difference(f"retrieval + re-ranker (w = {ranker_weight:g})",
-                                 "retrieval alone", self.queries.split, f"ndcg@{k}", *per_user,
-                                 n_boot=n_boot, seed=seed)
+        return metrics.paired_difference(f"retrieval + re-ranker (w = {ranker_weight:g})",
+                                         "retrieval alone", self.queries.split, f"ndcg@{k}",
+                                         *per_user, n_boot=n_boot, seed=seed)
 
     def evaluate(self, k: int = 10, ranker_weight: float = 1.0) -> ChainResult:
         """Retrieval order against the re-ranked order, as a :class:`ChainResult`."""

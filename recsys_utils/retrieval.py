@@ -24,8 +24,8 @@ from .schema import DataError
 
 __all__ = [
     "NewItemBoost", "RetrievalResult", "ValidationRecall", "best_by_validation",
-    "describe_comparison", "evaluate_retrieval", "leave_one_out_history", "match_new_item_exposure",
-    "new_item_exposure", "paired_comparison", "paired_difference", "popularity", "rank_items",
+    "evaluate_retrieval", "leave_one_out_history", "match_new_item_exposure",
+    "new_item_exposure", "paired_comparison", "popularity", "rank_items",
     "recommend", "retrieval_table", "tfrs_protocol_metrics", "training_examples",
 ]
 
@@ -302,7 +302,8 @@ def paired_comparison(a: Any, b: Any, data: RecData, split: str = "test",
                       metric: str = "ndcg@10", *, candidates: str = "all",
                       n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """``a`` against ``b`` on the same users (:func:`evaluate_retrieval`), with a 95% bootstrap
-    interval of the per-user difference of ``metric``. An interval containing 0 is a tie.
+    interval of the per-user difference of ``metric`` (:func:`.metrics.paired_difference`). An
+    interval containing 0 is a tie.
 
     Returns:
         ``{"a", "b", "split", "metric", "value_a", "value_b", "difference",
@@ -311,32 +312,8 @@ def paired_comparison(a: Any, b: Any, data: RecData, split: str = "test",
     k = int(metric.partition("@")[2] or 10)
     per_user = [evaluate_retrieval(model, data, split, ks=(k,), candidates=candidates,
                                    per_query=True)[metric] for model in (a, b)]
-    return paired_difference(a.variant, b.variant, split, metric, *per_user,
-                             n_boot=n_boot, seed=seed)
-
-
-def paired_difference(a: str, b: str, split: str, metric: str, per_user_a: Any,
-                      per_user_b: Any, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """The row of :func:`paired_comparison` from two systems' ``(n_users,)`` values of
-    ``metric`` on the same users, in the same order (for orders that are not models, e.g. the
-    chain's blend in :mod:`recsys_utils.ranking`)."""
-    per_user_a, per_user_b = (np.asarray(v, dtype=np.float64) for v in (per_user_a, per_user_b))
-    difference = per_user_a - per_user_b
-    low, high = metrics.bootstrap_ci(difference, n_boot=n_boot, seed=seed)
-    return {"a": a, "b": b, "split": split, "metric": metric,
-            "value_a": float(per_user_a.mean()), "value_b": float(per_user_b.mean()),
-            "difference": float(difference.mean()), "low": low, "high": high,
-            "n_queries": int(len(difference))}
-
-
-def describe_comparison(row: Mapping[str, Any]) -> str:
-    """One :func:`paired_comparison` as a sentence: ``a`` beats, ties with (the interval holds
-    0) or loses to ``b`` on the split's metric, both values, the difference and its interval."""
-    verdict = ("ties with" if row["low"] <= 0 <= row["high"]
-               else "beats" if row["difference"] > 0 else "loses to")
-    return (f"{row['a']} {verdict} {row['b']} on {row['split']} {row['metric']}: "
-            f"{row['value_a']:.4f} vs {row['value_b']:.4f} (difference {row['difference']:+.4f}, "
-            f"95% interval [{row['low']:+.4f}, {row['high']:+.4f}])")
+    return metrics.paired_difference(a.variant, b.variant, split, metric, *per_user,
+                                     n_boot=n_boot, seed=seed)
 
 
 class NewItemBoost:

@@ -93,6 +93,15 @@ def test_compare_content_models_fusion_beats_single_modalities(content_world):
     assert set(comparison.embeddings) == set(table.index)
     # a is only in the text, b only in the image: fusion must win clearly.
     assert comparison.best_fusion in ("concat", "gated") and comparison.margin["absolute"] > 0.2, table
+    # Per held-out query item, the same items for every model: their means are the table's,
+    # and the fusion's gain over a single modality has an interval above zero.
+    for name in table.index:
+        assert comparison.per_item[name].mean() == pytest.approx(table.loc[name, "precision@10"])
+    row = comparison.paired(comparison.best_fusion, comparison.best_single, seed=0)
+    assert row["split"] == "held-out" and row["metric"] == "precision@10"
+    assert row["difference"] == pytest.approx(comparison.margin["absolute"])
+    assert 0 < row["low"] <= row["difference"] <= row["high"]
+    assert row["n_queries"] == len(comparison.per_item["text"]) == table.loc["text", "n_queries"]
     weights = C.modality_weight_table(comparison, {"text": w["text"], "image": w["image"]},
                                       {"image": w["image_present"]}, w["test"])
     assert list(weights.index) == ["gated (prior)", "gated (mean)"]

@@ -371,3 +371,30 @@ def test_top_k_overlap_rejects_mismatched_lists():
         metrics.top_k_overlap(np.zeros((2, 3)), np.zeros((3, 3)), 2)
     with pytest.raises(DataError, match="k=4 is out of range"):
         metrics.top_k_overlap(np.zeros((2, 3)), np.zeros((2, 3)), 4)
+
+
+@pytest.mark.parametrize("low, high, difference, verdict", [
+    (-0.01, 0.02, 0.005, "ties with"), (0.001, 0.02, 0.01, "beats"),
+    (-0.03, -0.002, -0.01, "loses to"), (0.0, 0.02, 0.01, "ties with")])
+def test_describe_comparison_reads_the_interval(low, high, difference, verdict):
+    row = {"a": "warm start", "b": "retrain", "split": "test", "metric": "recall@10",
+           "value_a": 0.2 + difference, "value_b": 0.2, "difference": difference,
+           "low": low, "high": high}
+    assert metrics.describe_comparison(row) == (
+        f"warm start {verdict} retrain on test recall@10: {0.2 + difference:.4f} vs 0.2000 "
+        f"(difference {difference:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}])")
+
+
+def test_paired_difference_is_the_mean_difference_with_its_interval():
+    rng = np.random.default_rng(0)
+    a = rng.random(400)
+    b = a - 0.05 + rng.normal(0, 0.01, 400)  # a beats b by 0.05 on every query, give or take
+    row = metrics.paired_difference("a", "b", "test", "ndcg@10", a, b, seed=1)
+    assert row["difference"] == pytest.approx(np.mean(a - b))
+    assert row["value_a"] == pytest.approx(a.mean()) and row["n_queries"] == 400
+    assert 0.0 < row["low"] < row["difference"] < row["high"] < 0.1
+    # A difference of noise alone: the interval holds 0.
+    tie = metrics.paired_difference("a", "b", "test", "ndcg@10", a, a + rng.normal(0, 0.01, 400))
+    assert tie["low"] < 0 < tie["high"]
+    with pytest.raises(DataError, match="same queries: got shapes"):
+        metrics.paired_difference("a", "b", "test", "ndcg@10", a, b[:-1])

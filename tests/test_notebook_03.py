@@ -46,6 +46,17 @@ def test_03_multimodal_fusion(series_runs, dataset):
     assert metrics["margin_absolute"] == pytest.approx(metrics["best_fusion_score"] - metrics["best_single_score"])
     # Any trained representation beats the weakest modality alone by far on its own task.
     assert metrics["best_fusion_score"] > 0.2
+    # The judged differences carry paired intervals over the same held-out items: best fusion
+    # vs best single modality, attention vs the better of concatenation and gated fusion.
+    rows = {(row["a"], row["b"]): row for row in metrics["intervals"]}
+    simpler = max(("concat", "gated"), key=lambda m: models[m][metric])
+    assert set(rows) == {(metrics["best_fusion"], metrics["best_single"]), ("attention", simpler)}
+    for (a, b), row in rows.items():
+        assert row["split"] == "held-out" and row["metric"] == metric
+        assert row["value_a"] == pytest.approx(models[a][metric])
+        assert row["value_b"] == pytest.approx(models[b][metric])
+        assert row["n_queries"] == models[a]["n_queries"]
+        assert row["low"] <= row["difference"] <= row["high"]
 
     weights = metrics["modality_weights"]
     for row in ("gated (prior)", "gated (mean)", "attention (mean)"):

@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from recsys_utils import artifacts, retrieval
+from recsys_utils import artifacts, metrics
 
 pytestmark = pytest.mark.notebook
 
@@ -68,4 +68,4 @@ def test_05_the_chain_beats_retrieval_alone_or_says_why_not(series_runs, dataset
         assert row["value_a"] == pytest.approx(chain["chain_ndcg@10_blended"])
         assert row["value_b"] == pytest.approx(chain["retrieval_ndcg@10"])
         assert row["low"] <= row["difference"] <= row["high"]
-        assert retrieval.describe_comparison(row) in printed
+        assert metrics.describe_comparison(row) in printed

@@ -375,6 +375,23 @@ def test_attention_verdict_flips_and_ties_do_not_count():
     assert verdicts(m)["attention_fusion"] == NOT_MEASURABLE
 
 
+def test_notebook_03s_intervals_over_held_out_items_decide_its_comparisons():
+    # Attention 0.60 vs gated 0.52: a win by the tolerance, a tie when notebook 03's paired
+    # interval over the held-out items holds zero.
+    m = make_metrics()
+    assert verdicts(m)["attention_fusion"] == SUPPORTED
+    m["03_multimodal_fusion"]["intervals"] = [
+        {"a": "attention", "b": "gated", "split": "held-out", "metric": "ndcg@10",
+         "low": -0.02, "high": 0.18},
+        {"a": "attention", "b": "text", "split": "held-out", "metric": "ndcg@10",
+         "low": 0.10, "high": 0.30}]
+    evidence = report.claims_table(m).loc["attention_fusion", "evidence"]
+    assert verdicts(m)["attention_fusion"] == NOT_SUPPORTED
+    assert "(+0.080, 95% interval [-0.020, +0.180], tie)" in evidence
+    content_task = fusion_comparisons(m)["content task"]
+    assert content_task.interval == (0.10, 0.30) and content_task.outcome == "favours"
+
+
 @pytest.mark.parametrize("key, field, value", [
     ("towers|dynamic_int8", "quality", 0.28),        # -6.7% Recall@10, and full_int8 only 2.7x smaller
     ("text encoder|dynamic_int8", "speedup", 0.8),   # slower than float32 (20 ms: judged)

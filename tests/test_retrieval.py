@@ -510,18 +510,6 @@ def test_a_warm_start_begins_where_the_previous_model_ended(world, budget):
         T.train_retrieval("fused", later, toy.content, budget, warm_start=warm, **QUIET)
 
 
-@pytest.mark.parametrize("low, high, difference, verdict", [
-    (-0.01, 0.02, 0.005, "ties with"), (0.001, 0.02, 0.01, "beats"),
-    (-0.03, -0.002, -0.01, "loses to"), (0.0, 0.02, 0.01, "ties with")])
-def test_describe_comparison_reads_the_interval(low, high, difference, verdict):
-    row = {"a": "warm start", "b": "retrain", "split": "test", "metric": "recall@10",
-           "value_a": 0.2 + difference, "value_b": 0.2, "difference": difference,
-           "low": low, "high": high}
-    assert R.describe_comparison(row) == (
-        f"warm start {verdict} retrain on test recall@10: {0.2 + difference:.4f} vs 0.2000 "
-        f"(difference {difference:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}])")
-
-
 def test_content_dropout_zeroes_the_same_inputs_of_every_item_in_training_only():
     """Training: each content input (column) kept with probability 1 - rate for all items at
     once and scaled by 1 / (1 - rate) (the expected vector is unchanged), a new mask at each

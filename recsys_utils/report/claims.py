@@ -145,11 +145,17 @@ def _ndcg(test: Mapping[str, Any], method: str) -> float:
     return num(dig(test, method, "all", "ndcg@10"))
 
 
-def _search_interval(metrics: Mapping[str, Any], a: str, b: str) -> tuple[float, float] | None:
-    """Notebook 07's paired 95% interval of ``a`` minus ``b``, test-query NDCG@10, if measured."""
-    row = next((row for row in interval_rows(metrics, a, b, "test", SEARCH)
-                if row.get("metric") == "ndcg@10"), None)
+def _interval(metrics: Mapping[str, Any], stage: str, a: str, b: str, split: str,
+              metric: str) -> tuple[float, float] | None:
+    """A notebook's paired 95% interval of ``a`` minus ``b`` on ``split``, if it measured one."""
+    row = next((row for row in interval_rows(metrics, a, b, split, stage)
+                if row.get("metric") == metric), None)
     return None if row is None else (num(row["low"]), num(row["high"]))
+
+
+def _search_interval(metrics: Mapping[str, Any], a: str, b: str) -> tuple[float, float] | None:
+    """Notebook 07's interval of ``a`` minus ``b``, test-query NDCG@10."""
+    return _interval(metrics, SEARCH, a, b, "test", "ndcg@10")
 
 
 def _probe_comparison(metrics: Mapping[str, Any]) -> _Joint:
@@ -263,9 +269,11 @@ def _content_task_comparison(metrics: Mapping[str, Any]) -> Comparison:
     label = "notebook 03, held-out content task" + (
         " (no images on this data set: text + attributes)"
         if dig(m, "images", "present") == 0 else "")
+    metric = str(m.get("metric", "ndcg@10"))
     return Comparison(label, f"best fusion ({best})", num(m.get("best_fusion_score")),
                       f"best single modality ({single})", num(m.get("best_single_score")),
-                      str(m.get("metric", "NDCG@10")).replace("ndcg", "NDCG"))
+                      metric.replace("ndcg", "NDCG"),
+                      _interval(metrics, FUSION, str(best), str(single), "held-out", metric))
 
 
 def fusion_comparisons(metrics: Mapping[str, Any]) -> dict[str, Comparison | str]:
@@ -331,7 +339,7 @@ def _claim_attention(metrics: Mapping[str, Any]) -> Verdict:
     name, value = _best_of(simpler)
     c = Comparison("notebook 03, held-out content task", "attention",
                    num(models["attention"].get(metric)), f"best simpler fusion ({name})", value,
-                   metric)
+                   metric, _interval(metrics, FUSION, "attention", name, "held-out", metric))
     if c.outcome == "not measured":
         return NOT_MEASURABLE, c.describe(), "a score is missing"
     outcome = {"favours": "attention wins", "tie": "a tie", "against": "attention loses"}

@@ -9,9 +9,9 @@ from __future__ import annotations
 SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE = "supported", "not supported", "not measurable here"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE)
 
-#: A notebook 04 (07) comparison favours a claim when its paired 95% bootstrap interval over
-#: test users (queries) lies above zero, goes against it below zero, and ties when it holds
-#: zero. Without an interval (notebooks 02, 03) the difference must exceed
+#: A comparison favours a claim when its paired 95% bootstrap interval (over test users in
+#: notebook 04, test queries in 07, held-out items in 03) lies above zero, goes against it
+#: below zero, and ties when it holds zero. Without one (notebook 02) the difference must exceed
 #: max(ABS_TOLERANCE, REL_TOLERANCE x |other|): smaller is run-to-run noise.
 ABS_TOLERANCE = 0.005
 REL_TOLERANCE = 0.02
@@ -63,8 +63,9 @@ CLAIMS: dict[str, str] = {
     "pruning": "Pruning plus quantization cuts model size with little quality loss.",
 }
 
-_TOL = ("a notebook 04 (07) difference counts when its 95% bootstrap interval over test users "
-        "(queries; paired: the same ones under both) excludes zero; elsewhere, or where no "
+_TOL = ("a difference counts when its paired 95% bootstrap interval (over notebook 04's test "
+        "users, 07's test queries, 03's held-out items: the same ones under both) excludes zero; "
+        "elsewhere, or where no "
         f"interval was measured, when it exceeds max({ABS_TOLERANCE}, {REL_TOLERANCE:.0%} of the "
         "baseline); smaller differences are ties")
 CLAIM_RULES: dict[str, str] = {
