@@ -170,49 +170,56 @@ _AXIS_LABELS = {"size_mb": "file size (MB)", "median_ms": "single-query latency,
 MIN_QUALITY_SPAN = 0.05
 
 
-def _labels_above(ys: np.ndarray) -> list[bool]:
-    """For points in x order, whether each one's label goes above it (else below): the
-    alternation that puts the higher of two neighbours' labels above more often (first
-    above on a tie), so close points' labels never collide."""
-    higher = np.sign(ys[:-1] - ys[1:])  # +1 where a point is above its right-hand neighbour
-    first_above = float(np.sum(higher * (-1.0) ** np.arange(len(higher)))) >= 0
-    return [(i % 2 == 0) == first_above for i in range(len(ys))]
+def _variant_styles(labels: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Label -> (colour, marker): the colour by the label's last word (the format, e.g.
+    ``dynamic_int8``), the marker by its first when it has more (e.g. ``pruned50``), so a
+    variant looks the same in every panel and related variants look related."""
+    last = list(dict.fromkeys(str(l).split()[-1] for l in labels))
+    first = list(dict.fromkeys(str(l).split()[0] for l in labels if len(str(l).split()) > 1))
+    markers = "sD^vP*X"
+    return {str(l): (f"C{last.index(str(l).split()[-1]) % 10}",
+                     "o" if len(str(l).split()) == 1
+                     else markers[first.index(str(l).split()[0]) % len(markers)])
+            for l in labels}
 
 
 def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
                   title: str | None = None, ncols: int | None = None,
-                  width: float | None = None, stagger: bool = False) -> plt.Figure:
-    """Scatter ``y`` (quality) against ``x`` (size or latency), points annotated with
-    their ``label``, a panel per ``model`` since quality metrics differ (its y label:
-    the rows' ``quality_metric``); x is logarithmic on panels whose x spans over 10x.
-    Panels sit in one row, 4.4 inches each, unless ``ncols`` wraps them; ``width`` in
-    inches; ``stagger`` alternates neighbours' labels above and below their points.
+                  width: float | None = None) -> plt.Figure:
+    """Scatter ``y`` (quality) against ``x`` (size or latency), a panel per ``model`` since
+    quality metrics differ (its y label: the rows' ``quality_metric``); x is logarithmic on
+    panels whose x spans over 10x. Each ``label`` has one colour and marker in every panel,
+    named in one legend under the panels (labels beside the points collide when variants
+    sit close). Panels sit in one row, 4.4 inches each, unless ``ncols`` wraps them;
+    ``width`` in inches.
     """
+    from matplotlib.lines import Line2D
+
     data = df.dropna(subset=[x, y])
     groups = list(dict.fromkeys(data["model"])) if "model" in data else [None]
     n = max(len(groups), 1)
     ncols = min(ncols or n, n)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width or 4.4 * ncols, 3.6 * nrows),
-                             squeeze=False)
+    names = list(dict.fromkeys(data[label].astype(str)))
+    styles = _variant_styles(names)
+    legend_rows = -(-len(names) // 4)
+    height = 3.6 * nrows + 0.25 * legend_rows + 0.2
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width or 4.4 * ncols, height), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, groups):
         part = data if name is None else data[data["model"] == name]
-        ax.scatter(part[x], part[y], s=36)
-        points = part.sort_values(x, kind="stable") if stagger else part
-        above = _labels_above(points[y].to_numpy(float)) if stagger else []
-        for i, (_, row) in enumerate(points.iterrows()):
-            ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points",
-                        xytext=((0, 7 if above[i] else -13) if stagger else (4, 4)),
-                        ha="center" if stagger else "left", fontsize=8)
+        for variant, row in zip(part[label].astype(str), part.itertuples()):
+            colour, marker = styles[variant]
+            ax.scatter(getattr(row, x), getattr(row, y), s=44, color=colour, marker=marker,
+                       alpha=0.85, edgecolors="white", linewidths=0.5)
         values = part[x].to_numpy(float)
         # Log only when the points span a decade; otherwise no tick would be labelled.
         if len(values) and values.min() > 0 and values.max() / values.min() > 10:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.margins(x=0.25)
+        ax.margins(x=0.15)
         # At least MIN_QUALITY_SPAN tall: a 0.001 difference must not look like a cliff.
         low, high = part[y].min(), part[y].max()
         half = max(high - low, MIN_QUALITY_SPAN) * 0.6
@@ -221,7 +228,11 @@ def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
         ax.set(xlabel=_AXIS_LABELS.get(x, x), ylabel=str(metric),
                title=str(name) if name is not None else (title or ""))
         ax.grid(alpha=0.3)
+    handles = [Line2D([], [], ls="", color=styles[v][0], marker=styles[v][1], markersize=7,
+                      label=v) for v in names]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(names)), fontsize=8,
+               frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.1) / height, 1, 1))
     return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import matplotlib
 import pytest
 
 import recsys_utils  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
@@ -39,17 +40,27 @@ def test_plot_tradeoff_layout_keywords():
                        for model in ("a", "b", "c")
                        for v, size, q in (("float32", 4.0, 1.0), ("dynamic_int8", 1.0, 0.99),
                                           ("full_int8", 1.0, 0.98))])
-    # Default: one row of 4.4-inch panels, labels up and to the right of their points.
+    # Default: one row of 4.4-inch panels over a legend; no label beside a point to collide.
     fig = plots.plot_tradeoff(df, "size_mb", "quality")
-    assert len(fig.axes) == 3 and tuple(fig.get_size_inches()) == pytest.approx((13.2, 3.6))
-    assert {t.xyann for t in fig.axes[0].texts} == {(4, 4)}
-    # ncols wraps the panels (the spare cell hidden), width fits them to a page, and stagger
-    # puts neighbours' labels on opposite sides, the higher point's above.
-    fig = plots.plot_tradeoff(df, "size_mb", "quality", ncols=2, width=7.2, stagger=True)
-    assert tuple(fig.get_size_inches()) == pytest.approx((7.2, 7.2))
+    assert len(fig.axes) == 3 and fig.get_size_inches()[0] == pytest.approx(13.2)
+    assert not any(ax.texts for ax in fig.axes)
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["float32", "dynamic_int8", "full_int8"]
+    # Each variant has one style in every panel: its legend entry's colour and marker.
+    for ax in fig.axes:
+        for entry, points in zip(legend.legend_handles, ax.collections):
+            assert entry.get_marker() == "o"
+            assert tuple(points.get_facecolor()[0][:3]) == pytest.approx(
+                matplotlib.colors.to_rgb(entry.get_color()))
+    # ncols wraps the panels (the spare cell hidden), width fits them to a page; a variant
+    # with a second word (pruned) keeps its format's colour and takes its own marker.
+    pruned = df.assign(variant=df.variant.where(df.variant == "float32", "pruned50 " + df.variant))
+    fig = plots.plot_tradeoff(pruned, "size_mb", "quality", ncols=2, width=7.2)
+    assert fig.get_size_inches()[0] == pytest.approx(7.2)
     assert [ax.get_visible() for ax in fig.axes] == [True, True, True, False]
-    sides = {t.get_text(): t.xyann[1] > 0 for t in fig.axes[0].texts}
-    assert sides == {"dynamic_int8": True, "full_int8": False, "float32": True}
+    styles = {h.get_label(): (h.get_color(), h.get_marker()) for h in fig.legends[0].legend_handles}
+    assert styles == {"float32": ("C0", "o"), "pruned50 dynamic_int8": ("C1", "s"),
+                      "pruned50 full_int8": ("C2", "s")}
 
 
 def test_measure_variants_records_runtime_failures(dense_model, dense_variants):

@@ -117,7 +117,7 @@ def plot_quantization(metrics: Mapping[str, Any], x: str = "size_mb"):
         data = data[data["ok"].astype(bool)]
     if data.empty:
         return None
-    return plot_tradeoff(data, x, "quality", ncols=2, width=MAX_WIDTH_IN, stagger=True,
+    return plot_tradeoff(data, x, "quality", ncols=2, width=MAX_WIDTH_IN,
                          title="Quantization: " + ("size" if x == "size_mb" else "latency")
                          + " against quality")
 
