@@ -75,11 +75,9 @@ run-all:
 		$(if $(START),--start $(START)) $(if $(STOP),--stop $(STOP))
 
 # --durations: the slowest tests in every log, so a CI run shows where its minutes go.
-# Three workers (pytest-xdist), one thread each on CI's two cores (tests/conftest.py): with
-# two, a core sat idle a fifth of the suite while its worker waited on a kernel start, a file
-# or a subprocess. tests/conftest.py keeps each data set's notebook series on one worker, so
-# no notebook runs twice. TEST_WORKERS=0 runs in this process.
-TEST_WORKERS ?= 3
+# Two workers (pytest-xdist); tests/conftest.py keeps each data set's notebook series
+# on one worker, so no notebook runs twice. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 PYTEST      := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 test:
 	$(PYTEST) -m "not default_profile" --durations=15

@@ -10,7 +10,6 @@ from pathlib import Path
 # OpenBLAS/OpenMP (one thread per core in every worker and every notebook kernel they start)
 # oversubscribe them. Two processes on two cores, one thread each: the two-tower model
 # trained 25-30% faster, NumPy's inverses and matmuls ran ~20% faster than with the defaults.
-# Three workers on two cores (make test) get one thread each, cores // workers at least 1.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
     _threads = str(max(1, (os.cpu_count() or 1) // _workers))
@@ -94,7 +93,7 @@ _LONGEST_FIRST = ("series-default", "series-movielens-100k", "series-fashion",
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(items) -> None:
-    """Group the tests for ``pytest -n 3 --dist loadgroup`` (``make test``).
+    """Group the tests for ``pytest -n 2 --dist loadgroup`` (``make test``).
 
     A notebook run is a session fixture built once per worker, so the tests that read one
     data set's series share a group (``series-<dataset>``); other tests are grouped by
