@@ -209,10 +209,10 @@ def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
         ax.set_visible(False)
     for ax, name in zip(axes.flat, groups):
         part = data if name is None else data[data["model"] == name]
-        for variant, row in zip(part[label].astype(str), part.itertuples()):
+        for variant, x_value, y_value in zip(part[label].astype(str), part[x], part[y]):
             colour, marker = styles[variant]
-            ax.scatter(getattr(row, x), getattr(row, y), s=44, color=colour, marker=marker,
-                       alpha=0.85, edgecolors="white", linewidths=0.5)
+            ax.scatter(x_value, y_value, s=44, color=colour, marker=marker, alpha=0.85,
+                       edgecolors="white", linewidths=0.5)
         values = part[x].to_numpy(float)
         # Log only when the points span a decade; otherwise no tick would be labelled.
         if len(values) and values.min() > 0 and values.max() / values.min() > 10:

@@ -53,9 +53,11 @@ def test_plot_tradeoff_layout_keywords():
             assert tuple(points.get_facecolor()[0][:3]) == pytest.approx(
                 matplotlib.colors.to_rgb(entry.get_color()))
     # ncols wraps the panels (the spare cell hidden), width fits them to a page; a variant
-    # with a second word (pruned) keeps its format's colour and takes its own marker.
-    pruned = df.assign(variant=df.variant.where(df.variant == "float32", "pruned50 " + df.variant))
-    fig = plots.plot_tradeoff(pruned, "size_mb", "quality", ncols=2, width=7.2)
+    # with a second word (pruned) keeps its format's colour and takes its own marker; any
+    # column names will do (notebook 06 plots "gzipped size (MB)").
+    pruned = df.assign(variant=df.variant.where(df.variant == "float32", "pruned50 " + df.variant)
+                       ).rename(columns={"size_mb": "gzipped size (MB)"})
+    fig = plots.plot_tradeoff(pruned, "gzipped size (MB)", "quality", ncols=2, width=7.2)
     assert fig.get_size_inches()[0] == pytest.approx(7.2)
     assert [ax.get_visible() for ax in fig.axes] == [True, True, True, False]
     styles = {h.get_label(): (h.get_color(), h.get_marker()) for h in fig.legends[0].legend_handles}
