@@ -174,13 +174,13 @@ def _variant_styles(labels: Sequence[str]) -> dict[str, tuple[str, str]]:
     """Label -> (colour, marker): the colour by the label's last word (the format, e.g.
     ``dynamic_int8``), the marker by its first when it has more (e.g. ``pruned50``), so a
     variant looks the same in every panel and related variants look related."""
-    last = list(dict.fromkeys(str(l).split()[-1] for l in labels))
-    first = list(dict.fromkeys(str(l).split()[0] for l in labels if len(str(l).split()) > 1))
+    words = {str(label): str(label).split() for label in labels}
+    formats = list(dict.fromkeys(w[-1] for w in words.values()))
+    prefixes = list(dict.fromkeys(w[0] for w in words.values() if len(w) > 1))
     markers = "sD^vP*X"
-    return {str(l): (f"C{last.index(str(l).split()[-1]) % 10}",
-                     "o" if len(str(l).split()) == 1
-                     else markers[first.index(str(l).split()[0]) % len(markers)])
-            for l in labels}
+    return {label: (f"C{formats.index(w[-1]) % 10}",
+                    "o" if len(w) == 1 else markers[prefixes.index(w[0]) % len(markers)])
+            for label, w in words.items()}
 
 
 def plot_tradeoff(df: pd.DataFrame, x: str, y: str, *, label: str = "variant",
