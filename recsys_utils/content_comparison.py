@@ -193,10 +193,15 @@ def content_task(dataset: str, items: pd.DataFrame, attribute_columns: Sequence[
 
 
 def holdout_items(item_ids: Sequence[str], cold_items: Sequence[str], *, share: float = 0.2,
-                  seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
-    """``(train_idx, eval_idx)``: sorted int64 rows of the items table, disjoint, covering it.
+                  seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train_idx, validation_idx, test_idx)``: sorted int64 rows of the items table,
+    disjoint, covering it.
+
     Held out are all cold-start items plus a seeded draw of the others, so that they make
-    ``share`` of the catalogue (or just the cold items, if they are more)."""
+    ``share`` of the catalogue (or just the cold items, if they are more). A seeded half of
+    the drawn items (of all held-out items when none is drawn) are the validation items, on
+    which a model is chosen; the cold-start items and the rest are the test items, on which
+    it is scored."""
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), got {share}")
     ids = pd.Index(np.asarray(item_ids).astype(str))
@@ -206,21 +211,25 @@ def holdout_items(item_ids: Sequence[str], cold_items: Sequence[str], *, share: 
     extra = max(0, min(len(others) - 1, round(share * n) - len(cold)))
     rng = np.random.default_rng(seed)
     chosen = rng.choice(others, size=extra, replace=False) if extra else np.array([], np.int64)
-    eval_idx = np.sort(np.concatenate([cold, chosen]).astype(np.int64))
-    train_idx = np.setdiff1d(np.arange(n), eval_idx).astype(np.int64)
-    if len(train_idx) == 0 or len(eval_idx) == 0:
-        raise DataError(f"cannot split {n} items into training and held-out items",
-                        source="holdout_items")
-    return train_idx, eval_idx
+    held = np.concatenate([cold, chosen]).astype(np.int64)
+    pool = chosen if len(chosen) else held
+    validation_idx = np.sort(rng.choice(pool, size=max(1, len(pool) // 2), replace=False)
+                             if len(pool) else pool).astype(np.int64)
+    test_idx = np.setdiff1d(held, validation_idx).astype(np.int64)
+    train_idx = np.setdiff1d(np.arange(n), held).astype(np.int64)
+    if not (len(train_idx) and len(validation_idx) and len(test_idx)):
+        raise DataError(f"cannot split {n} items ({len(cold)} cold-start) into training, "
+                        "validation and test items", source="holdout_items")
+    return train_idx, validation_idx, test_idx
 
 
 @dataclasses.dataclass
 class Comparison:
     """What :func:`compare_content_models` trained and measured: ``table`` (a row per model:
-    ``kind``, ``modalities``, held-out retrieval metrics, ``seconds``), each model's
-    L2-normalised item vectors ``(n, output_dim)`` (``embeddings``), :class:`ContentModel`
-    (``models``) and ``metric`` per held-out query item (``per_item``, the same items for
-    every model); ``metric`` picks the winners."""
+    ``kind``, ``modalities``, test retrieval metrics, ``validation <metric>``, ``seconds``),
+    each model's L2-normalised item vectors ``(n, output_dim)`` (``embeddings``),
+    :class:`ContentModel` (``models``) and ``metric`` per test query item (``per_item``, the
+    same items for every model). The winners are picked by ``validation <metric>``."""
 
     table: pd.DataFrame
     embeddings: dict[str, np.ndarray]
@@ -229,15 +238,20 @@ class Comparison:
     per_item: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def paired(self, a: str, b: str, *, seed: int = 0) -> dict[str, Any]:
-        """Model ``a`` against ``b`` on the same held-out query items: the difference of
+        """Model ``a`` against ``b`` on the same test query items: the difference of
         ``metric`` with its paired 95% bootstrap interval (:func:`metrics.paired_difference`,
         split ``"held-out"``)."""
         return metrics.paired_difference(a, b, "held-out", self.metric, self.per_item[a],
                                          self.per_item[b], seed=seed)
 
+    @property
+    def selection_column(self) -> str:
+        """The table column the winners are chosen by: ``metric`` on the validation items."""
+        return f"validation {self.metric}"
+
     def _best(self, kind: str) -> str:
         rows = self.table[self.table["kind"] == kind]
-        return str(rows[self.metric].astype(float).idxmax())
+        return str(rows[self.selection_column].astype(float).idxmax())
 
     @property
     def best_fusion(self) -> str:
@@ -249,7 +263,8 @@ class Comparison:
 
     @property
     def margin(self) -> dict[str, float]:
-        """Best fusion minus best single modality on :attr:`metric`: absolute and relative."""
+        """Best fusion minus best single modality (both chosen on validation) on :attr:`metric`
+        over the test items: absolute and relative."""
         fused = float(self.table.loc[self.best_fusion, self.metric])
         single = float(self.table.loc[self.best_single, self.metric])
         relative = (fused - single) / single if single > 0 else float("inf")
@@ -259,14 +274,16 @@ class Comparison:
 def compare_content_models(
         modalities: Mapping[str, np.ndarray | Mapping[str, np.ndarray]],
         masks: Mapping[str, np.ndarray] | None, labels: Mapping[str, np.ndarray],
-        relevance: np.ndarray, *, train_idx: np.ndarray, eval_idx: np.ndarray,
-        methods: Sequence[str] = FUSION_METHODS, metric: str = "ndcg@10", k: int = 10,
-        progress: bool = True, **fit_kwargs: Any) -> Comparison:
+        relevance: np.ndarray, *, train_idx: np.ndarray, validation_idx: np.ndarray,
+        test_idx: np.ndarray, methods: Sequence[str] = FUSION_METHODS, metric: str = "ndcg@10",
+        k: int = 10, progress: bool = True, **fit_kwargs: Any) -> Comparison:
     """Train each modality alone and each fusion of all of them; score on held-out items.
 
     Every model is :func:`fit_content_model` on ``train_idx`` with the same ``fit_kwargs``,
-    scored by :func:`content_retrieval_metrics` for ``eval_idx`` queries (relevant = same
-    ``relevance`` key). A modality whose mask is all 0 is left out, with a note."""
+    scored by :func:`content_retrieval_metrics` for ``test_idx`` queries (relevant = same
+    ``relevance`` key), and by ``metric`` for ``validation_idx`` queries, which choose the
+    winners (:func:`holdout_items` makes the three sets). A modality whose mask is all 0 is
+    left out, with a note."""
     masks = dict(masks or {})
     usable = [m for m in modalities if m not in masks or np.asarray(masks[m]).any()]
     if not usable:
@@ -289,12 +306,14 @@ def compare_content_models(
             model, emb, _ = fit_content_model(
                 {m: modalities[m] for m in names}, {m: v for m, v in masks.items() if m in names},
                 labels, method=method, train_idx=train_idx, progress=False, **fit_kwargs)
-            scores = content_retrieval_metrics(emb, eval_idx, relevance, k=k)
+            scores = content_retrieval_metrics(emb, test_idx, relevance, k=k)
+            if metric in scores:
+                scores[f"validation {metric}"] = content_retrieval_metrics(
+                    emb, validation_idx, relevance, k=k)[metric]
+                per_item[name] = content_retrieval_metrics(
+                    emb, test_idx, relevance, k=k, per_query=True)[metric].to_numpy()
             rows[name] = {**row, **scores, "seconds": round(time.perf_counter() - started, 2)}
             embeddings[name], models[name] = emb, model
-            if metric in scores:
-                per_item[name] = content_retrieval_metrics(
-                    emb, eval_idx, relevance, k=k, per_query=True)[metric].to_numpy()
     table = pd.DataFrame.from_dict(rows, orient="index")
     if metric not in table:
         raise ValueError(f"metric {metric!r} is not one of {sorted(table.columns)}")

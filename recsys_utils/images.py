@@ -313,46 +313,57 @@ def image_retrieval_score(
 @dataclasses.dataclass
 class ImageEncoderChoice:
     """What :func:`choose_image_encoder` trained and measured: the ``objective`` kept, its
-    ``encoder`` and ``embeddings`` ``(n, dim)``; ``scores``: ``"random"`` (the untrained encoder)
-    and each objective -> held-out :func:`image_retrieval_score`; each objective's training
-    ``histories`` and wall-time ``seconds``."""
+    ``encoder`` and ``embeddings`` ``(n, dim)``; ``scores`` (test items) and
+    ``validation_scores`` (which chose): ``"random"`` (the untrained encoder) and each
+    objective -> :func:`image_retrieval_score`; each objective's training ``histories`` and
+    wall-time ``seconds``."""
 
     objective: str
     encoder: tf.keras.Model
     embeddings: np.ndarray
     scores: dict[str, float]
+    validation_scores: dict[str, float]
     histories: dict[str, dict[str, list[float]]]
     seconds: dict[str, float]
 
     def table(self) -> pd.DataFrame:
-        """One row per encoder: score, training seconds, whether it was kept."""
-        rows = {name: {"score": score, "seconds": self.seconds.get(name, 0.0),
-                       "kept": name == self.objective} for name, score in self.scores.items()}
+        """One row per encoder: validation and test score, training seconds, whether kept."""
+        rows = {name: {"validation score": self.validation_scores[name], "test score": score,
+                       "seconds": self.seconds.get(name, 0.0), "kept": name == self.objective}
+                for name, score in self.scores.items()}
         return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def choose_image_encoder(
     images: np.ndarray, present: np.ndarray, *, labels: Mapping[str, np.ndarray],
     text_embeddings: np.ndarray | None, key: np.ndarray, train_idx: np.ndarray,
-    eval_idx: np.ndarray, objectives: Sequence[str] = OBJECTIVES, backbone: Backbone = "small_cnn",
-    dim: int = 64, k: int = 10, seed: int = 42, progress: bool = True, **train_kwargs: Any,
+    validation_idx: np.ndarray, test_idx: np.ndarray, objectives: Sequence[str] = OBJECTIVES,
+    backbone: Backbone = "small_cnn", dim: int = 64, k: int = 10, seed: int = 42,
+    progress: bool = True, **train_kwargs: Any,
 ) -> ImageEncoderChoice:
     """Train the image encoder with each objective on ``train_idx`` (plus ``train_kwargs``) and
-    keep the best by :func:`image_retrieval_score`, ``eval_idx`` as queries and ``key`` as
-    relevance, beside an untrained ``"random"`` baseline. Ties go to the first objective."""
+    keep the best by :func:`image_retrieval_score` with ``validation_idx`` as queries and
+    ``key`` as relevance; score each, and an untrained ``"random"`` baseline, with
+    ``test_idx`` as queries. Ties go to the first objective."""
     images, present = _check_images(images, present)
     unknown = sorted(set(objectives) - set(OBJECTIVES))
     if unknown or not objectives:
         raise ValueError(f"unknown objectives {unknown}; "
                          f"valid objectives: {', '.join(OBJECTIVES)}")
-    queries = np.asarray(eval_idx, dtype=np.int64)
-    if not present[queries].any():
-        raise DataError("no held-out item has an image to score the encoders on", source="images")
+    queries = {part: np.asarray(idx, dtype=np.int64)
+               for part, idx in (("validation", validation_idx), ("test", test_idx))}
+    for part, rows in queries.items():
+        if not present[rows].any():
+            raise DataError(f"no {part} item has an image to score the encoders on",
+                            source="images")
     tf.keras.utils.set_random_seed(seed)
-    score = functools.partial(image_retrieval_score, present=present, labels=key,
-                              query_idx=queries, k=k)
+    score, validation_score = (
+        functools.partial(image_retrieval_score, present=present, labels=key,
+                          query_idx=queries[part], k=k) for part in ("test", "validation"))
     random_encoder = build_image_encoder(images.shape[1], dim, backbone=backbone)
-    scores = {"random": score(embed_images(random_encoder, images, present))}
+    random_vectors = embed_images(random_encoder, images, present)
+    scores = {"random": score(random_vectors)}
+    validation_scores = {"random": validation_score(random_vectors)}
     encoders, vectors, histories, seconds = {}, {}, {}, {}
     for objective in objectives:
         started = time.perf_counter()
@@ -363,6 +374,9 @@ def choose_image_encoder(
         vectors[objective] = embed_images(encoders[objective], images, present)
         seconds[objective] = round(time.perf_counter() - started, 2)
         scores[objective] = score(vectors[objective])
-    best = max(objectives, key=lambda o: scores[o])     # max keeps the first of equal scores
+        validation_scores[objective] = validation_score(vectors[objective])
+    # max keeps the first of equal scores
+    best = max(objectives, key=lambda o: validation_scores[o])
     return ImageEncoderChoice(objective=best, encoder=encoders[best], embeddings=vectors[best],
-                              scores=scores, histories=histories, seconds=seconds)
+                              scores=scores, validation_scores=validation_scores,
+                              histories=histories, seconds=seconds)

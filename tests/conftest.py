@@ -158,7 +158,8 @@ def content_world() -> dict:
     image[~image_present] = 0
     idx = rng.permutation(n)
     return dict(n=n, a=a.astype(np.int32), b=b.astype(np.int32), c=c.astype(np.int32), text=text,
-                image=image, image_present=image_present, train=idx[:450], test=idx[450:],
+                image=image, image_present=image_present, train=idx[:450],
+                validation=idx[450:500], test=idx[500:],
                 key=combine_keys(a, b))
 
 

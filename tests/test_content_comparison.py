@@ -65,26 +65,34 @@ def test_label_purity():
     assert C.label_purity(["a", "unknown"], ["x", "y"]) == 1.0          # unknowns left out
 
 
-def test_holdout_items_keeps_cold_items_out_of_training():
+def test_holdout_items_keeps_cold_items_out_of_training_and_out_of_validation():
     ids = [f"i{i}" for i in range(50)]
     cold = ["i3", "i7", "i11"]
-    train, held = C.holdout_items(ids, cold, share=0.2, seed=1)
-    assert len(held) == 10 and {3, 7, 11} <= set(held)
-    assert not set(train) & set(held) and len(train) + len(held) == 50
+    train, validation, test = C.holdout_items(ids, cold, share=0.2, seed=1)
+    held = np.union1d(validation, test)
+    assert len(held) == 10 and {3, 7, 11} <= set(test)
+    # The seven drawn items: three validate, the other four are tested beside the cold ones.
+    assert len(validation) == 3 and not {3, 7, 11} & set(validation)
+    assert not set(validation) & set(test) and not set(train) & set(held)
+    assert len(train) + len(held) == 50
     again = C.holdout_items(ids, cold, share=0.2, seed=1)
-    assert np.array_equal(again[1], held)
-    assert not np.array_equal(C.holdout_items(ids, cold, share=0.2, seed=2)[1], held)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (train, validation, test)))
+    assert not np.array_equal(C.holdout_items(ids, cold, share=0.2, seed=2)[1], validation)
     many_cold = [f"i{i}" for i in range(20)]                            # more cold items than the share
-    assert len(C.holdout_items(ids, many_cold, share=0.2)[1]) == 20
+    _, validation, test = C.holdout_items(ids, many_cold, share=0.2)
+    assert len(validation) == 10 and len(test) == 10                  # none drawn: cold ones validate
     with pytest.raises(ValueError, match="share"):
         C.holdout_items(ids, cold, share=1.5)
+    with pytest.raises(DataError, match="validation and test"):
+        C.holdout_items(["a", "b"], ["a"], share=0.5)
 
 
 def test_compare_content_models_fusion_beats_single_modalities(content_world):
     w = content_world
     comparison = C.compare_content_models(
         {"text": w["text"], "image": w["image"]}, {"image": w["image_present"]},
-        {"a": w["a"], "b": w["b"]}, w["key"], train_idx=w["train"], eval_idx=w["test"],
+        {"a": w["a"], "b": w["b"]}, w["key"], train_idx=w["train"],
+        validation_idx=w["validation"], test_idx=w["test"],
         methods=("concat", "gated"), metric="precision@10", seed=0, progress=False,
         output_dim=16, epochs=15, batch_size=64, learning_rate=3e-3)
     table = comparison.table
@@ -108,16 +116,31 @@ def test_compare_content_models_fusion_beats_single_modalities(content_world):
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_the_winners_are_the_best_on_validation_and_scored_on_test():
+    import pandas as pd
+
+    # On the test items the order is the other way round: the validation column decides.
+    table = pd.DataFrame({"kind": ["single modality", "single modality", "fusion", "fusion"],
+                          "ndcg@10": [0.5, 0.3, 0.6, 0.4],
+                          "validation ndcg@10": [0.2, 0.4, 0.3, 0.5]},
+                         index=["text", "image", "concat", "gated"])
+    comparison = C.Comparison(table=table, embeddings={}, models={}, metric="ndcg@10")
+    assert (comparison.best_single, comparison.best_fusion) == ("image", "gated")
+    assert comparison.margin["absolute"] == pytest.approx(0.4 - 0.3)
+
+
 def test_compare_content_models_skips_an_absent_modality(content_world):
     w = content_world
     comparison = C.compare_content_models(
         {"text": w["text"], "image": w["image"]}, {"image": np.zeros(w["n"], bool)}, {"a": w["a"]},
-        w["key"], train_idx=w["train"], eval_idx=w["test"], progress=False, epochs=1, output_dim=8)
+        w["key"], train_idx=w["train"], validation_idx=w["validation"], test_idx=w["test"],
+        progress=False, epochs=1, output_dim=8)
     assert comparison.table.loc["image", "note"] == "no item has this modality"
     assert list(comparison.embeddings) == ["text"] and comparison.best_single == "text"
     with pytest.raises(DataError, match="no modality"):
         C.compare_content_models({"image": w["image"]}, {"image": np.zeros(w["n"], bool)}, {"a": w["a"]},
-                                 w["key"], train_idx=w["train"], eval_idx=w["test"], progress=False)
+                                 w["key"], train_idx=w["train"], validation_idx=w["validation"],
+                                 test_idx=w["test"], progress=False)
 
 
 def test_neighbour_changes_by_hand():

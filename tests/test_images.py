@@ -208,10 +208,12 @@ def test_choose_image_encoder_keeps_the_better_objective(shapes):
     choice = img.choose_image_encoder(
         s["pixels"], s["present"], labels={"colour": s["colour"], "shape": s["shape"]},
         text_embeddings=text.astype(np.float32), key=s["key"], train_idx=s["train_idx"],
-        eval_idx=s["test_idx"], dim=32, epochs=8, batch_size=32, temperature=0.1, seed=0,
-        progress=False)
-    assert set(choice.scores) == {"random", "supervised", "contrastive"}
+        validation_idx=s["test_idx"][::2], test_idx=s["test_idx"][1::2], dim=32, epochs=8,
+        batch_size=32, temperature=0.1, seed=0, progress=False)
+    assert set(choice.scores) == set(choice.validation_scores) == {"random", "supervised",
+                                                                   "contrastive"}
     assert choice.objective == "supervised"
+    assert choice.validation_scores["supervised"] > choice.validation_scores["contrastive"]
     assert choice.scores["supervised"] > choice.scores["random"] + 0.1, choice.scores   # seen +0.21
     assert choice.embeddings.shape == (len(s["pixels"]), 32)
     assert (choice.embeddings[~s["present"]] == 0).all()
@@ -219,4 +221,5 @@ def test_choose_image_encoder_keeps_the_better_objective(shapes):
     assert table["kept"].sum() == 1 and table.loc["supervised", "kept"]
     with pytest.raises(ValueError, match="valid objectives"):
         img.choose_image_encoder(s["pixels"], s["present"], labels={}, text_embeddings=None, key=s["key"],
-                                 train_idx=s["train_idx"], eval_idx=s["test_idx"], objectives=("magic",))
+                                 train_idx=s["train_idx"], validation_idx=s["test_idx"][::2],
+                                 test_idx=s["test_idx"][1::2], objectives=("magic",))

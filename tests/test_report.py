@@ -107,7 +107,10 @@ def make_metrics() -> dict:
                                  "best_single": "text", "best_single_score": 0.40,
                                  "images": {"present": 600, "objective": "supervised",
                                             "scores": {"supervised": 0.6, "contrastive": 0.5,
-                                                       "random": 0.2}}},
+                                                       "random": 0.2},
+                                            "validation_scores": {"supervised": 0.62,
+                                                                  "contrastive": 0.55,
+                                                                  "random": 0.21}}},
         "04_tfrs_retrieval": {"dataset": "synthetic", "profile": "smoke", "variants": list(warm),
                               "warm_recall@50": warm, "cold_recall@50": cold, "table": table,
                               "ablation": ablation,
@@ -839,6 +842,18 @@ def test_report_reads_the_metrics_files_notebooks_write_and_leaves_them_alone(tm
         table(read)
     report.write_report(read, tmp_path / "report", notebook_figures(read))
     assert read == before  # no report function changes its input
+
+
+def test_the_image_encoder_table_shows_the_validation_score_that_chose_beside_the_test_score():
+    m = make_metrics()
+    table = report.image_encoder_table(m)
+    assert list(table.columns) == ["validation precision@10", "test precision@10", "kept"]
+    assert table.loc["contrastive", "validation precision@10"] == 0.55
+    assert table.loc["supervised", "test precision@10"] == 0.6
+    assert table.loc["supervised", "kept"] == "yes"
+    # Metrics written before validation items existed: the test column alone.
+    del m["03_multimodal_fusion"]["images"]["validation_scores"]
+    assert list(report.image_encoder_table(m).columns) == ["test precision@10", "kept"]
 
 
 def test_the_report_does_not_import_tensorflow():

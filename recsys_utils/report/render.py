@@ -267,7 +267,8 @@ def _document(metrics: Mapping[str, Any], figure_files: Mapping[str, str],
             ranking_table(metrics), chain_table(metrics), figures="chain")
     section("The fusion comparison (notebook 03)",
             "Each model is trained on the same items and scored on held-out items by item-to-item "
-            "retrieval (do an item's nearest items share its relevance attributes?)."
+            "retrieval (do an item's nearest items share its relevance attributes?): the winners "
+            "are chosen on validation items, every score shown is on the test items."
             + (" On the synthetic data set those attributes are planted by the generator and "
                "split between image and text: this comparison is a sanity check of the code, not "
                "evidence about real catalogues." if dataset == "synthetic" else ""),

@@ -187,13 +187,16 @@ def fusion_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 @tolerant
 def image_encoder_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Notebook 03's image encoders (supervised, contrastive, untrained floor): precision@10."""
+    """Notebook 03's image encoders (supervised, contrastive, untrained floor): precision@10
+    on the validation items, which chose, and on the test items."""
     images = lookup(metrics, FUSION, "images")
     scores = images.get("scores")
     if not scores:
         raise Missing(images.get("note") or "notebook 03 trained no image encoder")
-    frame = pd.DataFrame({"precision@10": pd.Series(scores, dtype=float)}).rename_axis(
-        "image encoder")
+    frame = pd.DataFrame({"validation precision@10": pd.Series(images.get("validation_scores"),
+                                                               dtype=float),
+                          "test precision@10": pd.Series(scores, dtype=float)}).rename_axis(
+        "image encoder").dropna(axis=1, how="all")
     frame["kept"] = ["yes" if name == images.get("objective") else "no" for name in frame.index]
     return frame
 
