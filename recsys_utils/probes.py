@@ -4,11 +4,13 @@ places "crimson" near "red"; TF-IDF must see both."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse
+import scipy.stats
 
 from .metrics import brute_force_top_k
 from .schema import DataError
@@ -46,7 +48,8 @@ def linear_probe(features: np.ndarray, labels: Sequence[str], *, shots: int | No
                  seed: int = 0) -> dict[str, float]:
     """Held-out accuracy of a logistic regression from ``(n, d)`` ``features`` (dense or sparse) to
     ``n`` ``labels``, trained on ``shots`` per class (``None``: all but the held-out 30%):
-    ``{"accuracy", "majority_accuracy" (the floor to beat), "n_train", "n_test", "n_classes"}``."""
+    ``{"accuracy", "majority_accuracy" (the floor to beat), "n_train", "n_test", "n_classes",
+    "correct"}`` (``correct``: ``(n_test,)`` bool, per held-out item in index order)."""
     from sklearn.linear_model import LogisticRegression
 
     if not hasattr(features, "tocsr"):  # keep sparse TF-IDF sparse: dense would be slow
@@ -59,11 +62,12 @@ def linear_probe(features: np.ndarray, labels: Sequence[str], *, shots: int | No
         raise DataError("a probe needs at least two classes with two examples each")
     model = LogisticRegression(max_iter=2000, C=10.0)
     model.fit(features[train], labels[train])
-    accuracy = float((model.predict(features[test]) == labels[test]).mean())
+    correct = model.predict(features[test]) == labels[test]
     values, counts = np.unique(labels[train], return_counts=True)
     majority = float((labels[test] == values[np.argmax(counts)]).mean())
-    return {"accuracy": accuracy, "majority_accuracy": majority, "n_train": int(len(train)),
-            "n_test": int(len(test)), "n_classes": int(len(values))}
+    return {"accuracy": float(correct.mean()), "majority_accuracy": majority,
+            "n_train": int(len(train)), "n_test": int(len(test)), "n_classes": int(len(values)),
+            "correct": correct}
 
 
 def nearest_items(query_vectors: np.ndarray, item_vectors: np.ndarray, items: pd.DataFrame, *,
@@ -96,13 +100,62 @@ def probe_columns(prepared_columns: Sequence[str], truth_columns: Sequence[str])
     return ["category", *(truth_columns or prepared_columns)]
 
 
+@dataclasses.dataclass
+class ProbeComparison:
+    """What :func:`compare_probes` measured: ``table``, one row per (label, regime) with each
+    feature set's accuracy (few-shot rows: the mean over ``draws`` seeded draws) and the
+    majority-class floor; ``correct[(label, regime, name)]``: per draw, the ``(n_test,)``
+    bool correctness of each held-out item, the same items for every feature set."""
+
+    table: pd.DataFrame
+    correct: dict[tuple[str, str, str], list[np.ndarray]]
+
+    def difference(self, a: str, b: str, regime: str, *, n_boot: int = 2000,
+                   seed: int = 0) -> dict[str, Any]:
+        """Feature set ``a`` against ``b`` in ``regime`` (a ``train examples`` value): the mean
+        over labels of the accuracy difference, with a 95% interval. Several draws (few-shot):
+        a t interval over the draws' differences, as most of the noise is which examples were
+        drawn; one draw: a percentile bootstrap resampling each label's held-out items.
+
+        Returns :func:`metrics.paired_difference`'s keys, split ``"probe, <regime>"``,
+        ``n_queries`` the held-out items of a draw summed over labels, and ``draws``."""
+        labels = self.table.loc[self.table["train examples"] == regime, "label"].tolist()
+        if not labels:
+            raise DataError(f"no probe row has train examples {regime!r}")
+        per_draw = [np.array([[self.correct[(label, regime, name)][d].mean() for label in labels]
+                              for name in (a, b)])
+                    for d in range(len(self.correct[(labels[0], regime, a)]))]  # (2, labels)
+        value_a, value_b = np.mean([draw.mean(axis=1) for draw in per_draw], axis=0)
+        differences = np.array([draw[0].mean() - draw[1].mean() for draw in per_draw])
+        if len(differences) > 1:
+            half = (scipy.stats.t.ppf(0.975, len(differences) - 1)
+                    * differences.std(ddof=1) / np.sqrt(len(differences)))
+            low, high = differences.mean() - half, differences.mean() + half
+        else:
+            rng = np.random.default_rng(seed)
+            gaps = [self.correct[(label, regime, a)][0].astype(float)
+                    - self.correct[(label, regime, b)][0] for label in labels]
+            replicates = np.mean([gap[rng.integers(0, len(gap), (n_boot, len(gap)))].mean(axis=1)
+                                  for gap in gaps], axis=0)
+            low, high = np.percentile(replicates, [2.5, 97.5])
+        n_items = sum(len(self.correct[(label, regime, a)][0]) for label in labels)
+        return {"a": a, "b": b, "split": f"probe, {regime}", "metric": "accuracy",
+                "value_a": float(value_a), "value_b": float(value_b),
+                "difference": float(differences.mean()), "low": float(low), "high": float(high),
+                "n_queries": int(n_items), "draws": len(differences)}
+
+
 def compare_probes(feature_sets: dict[str, np.ndarray], items: pd.DataFrame,
                    columns: Sequence[str], *, shots: Sequence[int | None] = (5, None),
-                   seed: int = 0) -> pd.DataFrame:
+                   seed: int = 0, draws: int = 1) -> ProbeComparison:
     """Linear-probe accuracy of each feature set (name -> ``(n_items, d)``, rows aligned
     with ``items``) on each label column, one row per (column, ``shots``) with the
-    majority-class floor. Columns without two classes of two items are skipped."""
-    rows = []
+    majority-class floor. A few-shot regime is probed ``draws`` times (seeds ``seed``,
+    ``seed + 1``, ...: other examples drawn, other items held out) and averaged; ``None``
+    (all labels) once. Columns without two classes of two items are skipped."""
+    if draws < 1:
+        raise DataError(f"draws must be at least 1, got {draws}")
+    rows, correct = [], {}
     for column in columns:
         labels = items[column].astype(str).to_numpy()
         for n_shots in shots:
@@ -110,11 +163,14 @@ def compare_probes(feature_sets: dict[str, np.ndarray], items: pd.DataFrame,
             row: dict[str, object] = {"label": column, "train examples": shown}
             try:
                 for name, features in feature_sets.items():
-                    result = linear_probe(features, labels, shots=n_shots, seed=seed)
-                    row[name] = round(result["accuracy"], 3)
-                row["majority class"] = round(result["majority_accuracy"], 3)
-                row["classes"] = result["n_classes"]
+                    results = [linear_probe(features, labels, shots=n_shots, seed=seed + draw)
+                               for draw in range(1 if n_shots is None else draws)]
+                    row[name] = round(float(np.mean([r["accuracy"] for r in results])), 3)
+                    correct[(column, shown, name)] = [r["correct"] for r in results]
+                row["majority class"] = round(float(np.mean(
+                    [r["majority_accuracy"] for r in results])), 3)
+                row["classes"] = results[0]["n_classes"]
             except DataError:
                 continue
             rows.append(row)
-    return pd.DataFrame(rows)
+    return ProbeComparison(pd.DataFrame(rows), correct)

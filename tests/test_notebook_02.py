@@ -30,6 +30,18 @@ def test_02_text_encoding(series_runs, dataset):
     category = [row for row in metrics["probe"]
                 if row["label"] == "category" and row["train examples"] == "all"][0]
     assert category["MiniLM"] > category["majority class"] + 0.3
+    # Each regime's MiniLM - TF-IDF difference, with the interval notebook 08 judges it by:
+    # the few-shot one over five draws, its values the recorded means.
+    intervals = {row["split"]: row for row in metrics["intervals"]}
+    assert set(intervals) == {"probe, 5 per class", "probe, all"}
+    for regime, mean in (("5 per class", metrics["few_shot_probe_mean"]),
+                         ("all", metrics["full_probe_mean"])):
+        row = intervals[f"probe, {regime}"]
+        assert (row["a"], row["b"], row["metric"]) == ("MiniLM", "TF-IDF", "accuracy")
+        assert row["value_a"] == pytest.approx(mean["MiniLM"], abs=5e-4)
+        assert row["value_b"] == pytest.approx(mean["TF-IDF"], abs=5e-4)
+        assert row["low"] <= row["difference"] <= row["high"] and row["low"] < row["high"]
+    assert intervals["probe, 5 per class"]["draws"] == 5 and intervals["probe, all"]["draws"] == 1
 
     if prepared.queries is not None:
         queries = artifacts.load_features(artifact_dir, "query_text")

@@ -89,9 +89,27 @@ def test_compare_probes_table_has_a_row_per_label_and_shots():
     x, labels = separable()
     items = pd.DataFrame({"category": labels, "constant": ["same"] * len(labels)})
     noise = np.random.default_rng(3).normal(size=x.shape).astype(np.float32)
-    table = probes.compare_probes({"good": x, "noise": noise}, items, ["category", "constant"],
-                                  shots=(5, None))
+    comparison = probes.compare_probes({"good": x, "noise": noise}, items,
+                                       ["category", "constant"], shots=(5, None), draws=3)
+    table = comparison.table
     assert table["label"].tolist() == ["category", "category"]  # "constant" has one class
     assert (table["good"] > table["noise"]).all()
+    # The few-shot row is the mean of three draws (seeds 0, 1, 2); the full one, one probe.
+    draws = [probes.linear_probe(x, labels, shots=5, seed=s)["accuracy"] for s in range(3)]
+    assert table.loc[0, "good"] == round(np.mean(draws), 3)
+    assert table.loc[1, "good"] == round(probes.linear_probe(x, labels, seed=0)["accuracy"], 3)
+    for regime, n_draws in (("5 per class", 3), ("all", 1)):
+        row = comparison.difference("good", "noise", regime)
+        assert row["split"] == f"probe, {regime}" and row["draws"] == n_draws
+        assert row["difference"] == pytest.approx(row["value_a"] - row["value_b"])
+        assert 0 < row["low"] < row["difference"] < row["high"], row     # good beats noise
+    same = probes.compare_probes({"a": x, "b": x}, items, ["category"], draws=3)
+    for regime in ("5 per class", "all"):                              # one model twice: no gap
+        row = same.difference("a", "b", regime)
+        assert row["low"] == row["difference"] == row["high"] == 0.0
+    with pytest.raises(DataError, match="no probe row"):
+        comparison.difference("good", "noise", "7 per class")
+    with pytest.raises(DataError, match="draws"):
+        probes.compare_probes({"good": x}, items, ["category"], draws=0)
     assert probes.probe_columns(["gender"], ["colour"]) == ["category", "colour"]
     assert probes.probe_columns(["gender"], []) == ["category", "gender"]

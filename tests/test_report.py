@@ -224,6 +224,28 @@ def test_pretrained_text_ties_count_as_not_favouring():
     assert verdicts(m)["pretrained_text"] == SUPPORTED
 
 
+def test_notebook_02s_probe_intervals_decide_its_comparisons():
+    # MiniLM 0.70 vs TF-IDF 0.50 with 5 labels per class favours by the tolerance; the t
+    # interval over notebook 02's draws holds zero: a tie, and the joint probe comparison ties.
+    m = make_metrics()
+    assert _probe_outcome(m) == "favours"
+    m["02_text_encoding"]["intervals"] = [
+        {"a": "MiniLM", "b": "TF-IDF", "split": "probe, 5 per class", "metric": "accuracy",
+         "low": -0.05, "high": 0.45},
+        {"a": "MiniLM", "b": "TF-IDF", "split": "probe, all", "metric": "accuracy",
+         "low": 0.02, "high": 0.08}]
+    assert _probe_outcome(m) == "tie"
+    evidence = report.claims_table(m).loc["pretrained_text", "evidence"]
+    assert "0.700 vs TF-IDF 0.500 (+0.200, 95% interval [-0.050, +0.450], tie)" in evidence
+    assert "(+0.050, 95% interval [+0.020, +0.080], favours)" in evidence
+
+
+def _probe_outcome(metrics) -> str:
+    from recsys_utils.report import claims as claim_rules
+
+    return claim_rules._probe_comparison(metrics).outcome
+
+
 def test_pretrained_text_is_not_supported_when_notebook_04_goes_against():
     # Warm, probe and search favour (3 of 4), but text hurts on cold items.
     m = make_metrics()

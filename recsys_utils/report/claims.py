@@ -159,13 +159,17 @@ def _search_interval(metrics: Mapping[str, Any], a: str, b: str) -> tuple[float,
 
 
 def _probe_comparison(metrics: Mapping[str, Any]) -> _Joint:
-    """Notebook 02's linear probe, MiniLM vs TF-IDF, with 5 labels per class and with all."""
+    """Notebook 02's linear probe, MiniLM vs TF-IDF, with 5 labels per class and with all,
+    each with its interval where the notebook measured one."""
     few = lookup(metrics, TEXT, "few_shot_probe_mean")
     full = lookup(metrics, TEXT, "full_probe_mean")
     return _Joint(*(Comparison(label, "MiniLM", num(probe.get("MiniLM")), "TF-IDF",
-                               num(probe.get("TF-IDF")), "accuracy")
-                    for label, probe in (("notebook 02 probe, 5 labels per class", few),
-                                         ("all labels", full))))
+                               num(probe.get("TF-IDF")), "accuracy",
+                               _interval(metrics, TEXT, "MiniLM", "TF-IDF", f"probe, {regime}",
+                                         "accuracy"))
+                    for label, probe, regime in (
+                        ("notebook 02 probe, 5 labels per class", few, "5 per class"),
+                        ("all labels", full, "all"))))
 
 
 def _dense_vs_bm25(metrics: Mapping[str, Any]) -> Comparison:

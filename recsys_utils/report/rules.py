@@ -63,9 +63,10 @@ CLAIMS: dict[str, str] = {
     "pruning": "Pruning plus quantization cuts model size with little quality loss.",
 }
 
-_TOL = ("a difference counts when its paired 95% bootstrap interval (over notebook 04's test "
-        "users, 07's test queries, 03's held-out items: the same ones under both) excludes zero; "
-        "elsewhere, or where no "
+_TOL = ("a difference counts when its paired 95% interval (bootstrap over notebook 04's test "
+        "users, 07's test queries, 03's test items, 02's probe items with all labels: the same "
+        "ones under both; a t interval over 02's seeded draws of 5 labels per class) excludes "
+        "zero; where no "
         f"interval was measured, when it exceeds max({ABS_TOLERANCE}, {REL_TOLERANCE:.0%} of the "
         "baseline); smaller differences are ties")
 CLAIM_RULES: dict[str, str] = {
