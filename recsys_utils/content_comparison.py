@@ -199,9 +199,9 @@ def holdout_items(item_ids: Sequence[str], cold_items: Sequence[str], *, share: 
 
     Held out are all cold-start items plus a seeded draw of the others, so that they make
     ``share`` of the catalogue (or just the cold items, if they are more). A seeded half of
-    the drawn items (of all held-out items when none is drawn) are the validation items, on
-    which a model is chosen; the cold-start items and the rest are the test items, on which
-    it is scored."""
+    the held-out cold-start items and half of the drawn ones are the validation items, on
+    which a model is chosen; the others are the test items, on which it is scored: both sets
+    mix cold-start and drawn items alike."""
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), got {share}")
     ids = pd.Index(np.asarray(item_ids).astype(str))
@@ -211,10 +211,10 @@ def holdout_items(item_ids: Sequence[str], cold_items: Sequence[str], *, share: 
     extra = max(0, min(len(others) - 1, round(share * n) - len(cold)))
     rng = np.random.default_rng(seed)
     chosen = rng.choice(others, size=extra, replace=False) if extra else np.array([], np.int64)
+    validation_idx = np.sort(np.concatenate(
+        [rng.choice(part, size=len(part) // 2, replace=False) for part in (cold, chosen)]
+    )).astype(np.int64)
     held = np.concatenate([cold, chosen]).astype(np.int64)
-    pool = chosen if len(chosen) else held
-    validation_idx = np.sort(rng.choice(pool, size=max(1, len(pool) // 2), replace=False)
-                             if len(pool) else pool).astype(np.int64)
     test_idx = np.setdiff1d(held, validation_idx).astype(np.int64)
     train_idx = np.setdiff1d(np.arange(n), held).astype(np.int64)
     if not (len(train_idx) and len(validation_idx) and len(test_idx)):
@@ -240,8 +240,8 @@ class Comparison:
     def paired(self, a: str, b: str, *, seed: int = 0) -> dict[str, Any]:
         """Model ``a`` against ``b`` on the same test query items: the difference of
         ``metric`` with its paired 95% bootstrap interval (:func:`metrics.paired_difference`,
-        split ``"held-out"``)."""
-        return metrics.paired_difference(a, b, "held-out", self.metric, self.per_item[a],
+        split ``"test"``)."""
+        return metrics.paired_difference(a, b, "test", self.metric, self.per_item[a],
                                          self.per_item[b], seed=seed)
 
     @property
@@ -250,8 +250,11 @@ class Comparison:
         return f"validation {self.metric}"
 
     def _best(self, kind: str) -> str:
-        rows = self.table[self.table["kind"] == kind]
-        return str(rows[self.selection_column].astype(float).idxmax())
+        scores = self.table.loc[self.table["kind"] == kind, self.selection_column].astype(float)
+        if scores.isna().all():
+            raise DataError(f"no {kind} has a validation {self.metric}: no validation item has "
+                            "a relevant item to find", source="compare_content_models")
+        return str(scores.idxmax())
 
     @property
     def best_fusion(self) -> str:

@@ -65,55 +65,25 @@ def test_label_purity():
     assert C.label_purity(["a", "unknown"], ["x", "y"]) == 1.0          # unknowns left out
 
 
-def test_holdout_items_keeps_cold_items_out_of_training_and_out_of_validation():
+def test_holdout_items_splits_cold_and_drawn_items_alike_into_validation_and_test():
     ids = [f"i{i}" for i in range(50)]
     cold = ["i3", "i7", "i11"]
     train, validation, test = C.holdout_items(ids, cold, share=0.2, seed=1)
     held = np.union1d(validation, test)
-    assert len(held) == 10 and {3, 7, 11} <= set(test)
-    # The seven drawn items: three validate, the other four are tested beside the cold ones.
-    assert len(validation) == 3 and not {3, 7, 11} & set(validation)
-    assert not set(validation) & set(test) and not set(train) & set(held)
-    assert len(train) + len(held) == 50
+    assert len(held) == 10 and {3, 7, 11} <= set(held) and not set(train) & set(held)
+    assert not set(validation) & set(test) and len(train) + len(held) == 50
+    # Half the three cold items (one) and half the seven drawn ones (three) validate.
+    assert len(validation) == 4 and len({3, 7, 11} & set(validation)) == 1
     again = C.holdout_items(ids, cold, share=0.2, seed=1)
     assert all(np.array_equal(a, b) for a, b in zip(again, (train, validation, test)))
     assert not np.array_equal(C.holdout_items(ids, cold, share=0.2, seed=2)[1], validation)
     many_cold = [f"i{i}" for i in range(20)]                            # more cold items than the share
     _, validation, test = C.holdout_items(ids, many_cold, share=0.2)
-    assert len(validation) == 10 and len(test) == 10                  # none drawn: cold ones validate
+    assert len(validation) == len(test) == 10                         # none drawn: cold ones only
     with pytest.raises(ValueError, match="share"):
         C.holdout_items(ids, cold, share=1.5)
     with pytest.raises(DataError, match="validation and test"):
         C.holdout_items(["a", "b"], ["a"], share=0.5)
-
-
-def test_compare_content_models_fusion_beats_single_modalities(content_world):
-    w = content_world
-    comparison = C.compare_content_models(
-        {"text": w["text"], "image": w["image"]}, {"image": w["image_present"]},
-        {"a": w["a"], "b": w["b"]}, w["key"], train_idx=w["train"],
-        validation_idx=w["validation"], test_idx=w["test"],
-        methods=("concat", "gated"), metric="precision@10", seed=0, progress=False,
-        output_dim=16, epochs=15, batch_size=64, learning_rate=3e-3)
-    table = comparison.table
-    assert list(table.index) == ["text", "image", "concat", "gated"]
-    assert list(table["kind"]) == ["single modality"] * 2 + ["fusion"] * 2
-    assert set(comparison.embeddings) == set(table.index)
-    # a is only in the text, b only in the image: fusion must win clearly.
-    assert comparison.best_fusion in ("concat", "gated") and comparison.margin["absolute"] > 0.2, table
-    # Per held-out query item, the same items for every model: their means are the table's,
-    # and the fusion's gain over a single modality has an interval above zero.
-    for name in table.index:
-        assert comparison.per_item[name].mean() == pytest.approx(table.loc[name, "precision@10"])
-    row = comparison.paired(comparison.best_fusion, comparison.best_single, seed=0)
-    assert row["split"] == "held-out" and row["metric"] == "precision@10"
-    assert row["difference"] == pytest.approx(comparison.margin["absolute"])
-    assert 0 < row["low"] <= row["difference"] <= row["high"]
-    assert row["n_queries"] == len(comparison.per_item["text"]) == table.loc["text", "n_queries"]
-    weights = C.modality_weight_table(comparison, {"text": w["text"], "image": w["image"]},
-                                      {"image": w["image_present"]}, w["test"])
-    assert list(weights.index) == ["gated (prior)", "gated (mean)"]
-    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_the_winners_are_the_best_on_validation_and_scored_on_test():
@@ -127,6 +97,9 @@ def test_the_winners_are_the_best_on_validation_and_scored_on_test():
     comparison = C.Comparison(table=table, embeddings={}, models={}, metric="ndcg@10")
     assert (comparison.best_single, comparison.best_fusion) == ("image", "gated")
     assert comparison.margin["absolute"] == pytest.approx(0.4 - 0.3)
+    table["validation ndcg@10"] = np.nan           # no validation item had a relevant item
+    with pytest.raises(DataError, match="validation"):
+        C.Comparison(table=table, embeddings={}, models={}, metric="ndcg@10").best_fusion
 
 
 def test_compare_content_models_skips_an_absent_modality(content_world):

@@ -98,7 +98,7 @@ def plot_fusion(metrics: Mapping[str, Any]):
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(values) + 1.2))
     ax.barh([_wrap(i) for i in values.index[::-1]], values.to_numpy()[::-1],
             color=["tab:blue" if k == "fusion" else "tab:grey" for k in kinds[::-1]])
-    return _finish(fig, ax, f"held-out {metric}", "Single modalities (grey) and fusions (blue)")
+    return _finish(fig, ax, f"test-item {metric}", "Single modalities (grey) and fusions (blue)")
 
 
 def plot_quantization(metrics: Mapping[str, Any], x: str = "size_mb"):

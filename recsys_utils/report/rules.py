@@ -10,8 +10,8 @@ SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE = "supported", "not supported", "not me
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, NOT_MEASURABLE)
 
 #: A comparison favours a claim when its paired 95% bootstrap interval (over test users in
-#: notebook 04, test queries in 07, held-out items in 03) lies above zero, goes against it
-#: below zero, and ties when it holds zero. Without one (notebook 02) the difference must exceed
+#: notebook 04, test queries in 07, test items in 03, 02's probe) lies above zero, goes against
+#: it below zero, and ties when it holds zero. Without one the difference must exceed
 #: max(ABS_TOLERANCE, REL_TOLERANCE x |other|): smaller is run-to-run noise.
 ABS_TOLERANCE = 0.005
 REL_TOLERANCE = 0.02
@@ -92,15 +92,15 @@ CLAIM_RULES: dict[str, str] = {
         "which reads the same fused vectors); (b) the same on cold-start items ranked against the "
         "whole catalogue; (c) notebook 07, test-query NDCG@10 of the two-tower search model over "
         "the fused item features vs the better of zero-shot dense retrieval (MiniLM text alone) "
-        "and BM25 (words alone); (d) notebook 03, held-out NDCG@10 of the best fusion vs the best "
+        "and BM25 (words alone); (d) notebook 03, test-item NDCG@10 of the best fusion vs the best "
         "single modality, on real data only: on the synthetic data set the generator plants "
         "relevance (colour + material) and splits it between image and text, and the models train "
         "on those labels, so there (d) is a sanity check of the code, shown and not counted. "
         "Supported when every counted comparison favours fusion; not supported when "
         f"one does not (a tie does not favour); {_TOL}."),
     "attention_fusion": (
-        "Notebook 03, held-out NDCG@10 of attention fusion vs the better of concatenation and "
-        f"gated fusion. Supported when attention is better; {_TOL}."),
+        "Notebook 03, test-item NDCG@10 of attention fusion vs the better (on validation items) of "
+        f"concatenation and gated fusion. Supported when attention is better; {_TOL}."),
     "quantization": (
         "Judged per model (text encoder, towers, ranker), each a row of the verdict table. "
         "Evidence: notebook 06, the model's int8 variant (dynamic-range or full-integer) that "

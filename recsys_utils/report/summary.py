@@ -271,7 +271,7 @@ def summary_sentences(metrics: Mapping[str, Any],
             f"{c.other_name} {c.other:.3f} {c.metric}) is a sanity check on synthetic data: the "
             f"generator plants relevance as {planted_relevance(metrics)}, splits it between image "
             "and text, and the models train on those labels." if planted else
-            f"Content task of notebook 03 (held-out items): {c.short()}, {_outcome_words(c)}.")
+            f"Content task of notebook 03 (test items): {c.short()}, {_outcome_words(c)}.")
     out.append(_cost_sentence(metrics))
     if verdicts:
         counts = [f"{sum(v == word for v in verdicts.values())} {word}" for word in VERDICTS]

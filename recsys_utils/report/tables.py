@@ -178,7 +178,8 @@ def chain_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 @tolerant
 def fusion_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Notebook 03: every single modality and fusion trained, on the held-out content task."""
+    """Notebook 03: every single modality and fusion trained, on the content task's test items,
+    with the validation score that chose the winners."""
     models = lookup(metrics, FUSION, "models")
     frame = pd.DataFrame.from_dict(models, orient="index").rename_axis("model")
     return frame.loc[ordered(frame.index, _FUSION_ORDER)].drop(columns=["n_excluded"],
