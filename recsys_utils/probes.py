@@ -49,7 +49,8 @@ def linear_probe(features: np.ndarray, labels: Sequence[str], *, shots: int | No
     """Held-out accuracy of a logistic regression from ``(n, d)`` ``features`` (dense or sparse) to
     ``n`` ``labels``, trained on ``shots`` per class (``None``: all but the held-out 30%):
     ``{"accuracy", "majority_accuracy" (the floor to beat), "n_train", "n_test", "n_classes",
-    "correct"}`` (``correct``: ``(n_test,)`` bool, per held-out item in index order)."""
+    "held_out", "correct"}``: the held-out rows ``(n_test,)`` and whether each was predicted
+    right."""
     from sklearn.linear_model import LogisticRegression
 
     if not hasattr(features, "tocsr"):  # keep sparse TF-IDF sparse: dense would be slow
@@ -67,7 +68,7 @@ def linear_probe(features: np.ndarray, labels: Sequence[str], *, shots: int | No
     majority = float((labels[test] == values[np.argmax(counts)]).mean())
     return {"accuracy": float(correct.mean()), "majority_accuracy": majority,
             "n_train": int(len(train)), "n_test": int(len(test)), "n_classes": int(len(values)),
-            "correct": correct}
+            "held_out": test, "correct": correct}
 
 
 def nearest_items(query_vectors: np.ndarray, item_vectors: np.ndarray, items: pd.DataFrame, *,
@@ -104,10 +105,11 @@ def probe_columns(prepared_columns: Sequence[str], truth_columns: Sequence[str])
 class ProbeComparison:
     """What :func:`compare_probes` measured: ``table``, one row per (label, regime) with each
     feature set's accuracy (few-shot rows: the mean over ``draws`` seeded draws) and the
-    majority-class floor; ``correct[(label, regime, name)]``: per draw, the ``(n_test,)``
-    bool correctness of each held-out item, the same items for every feature set."""
+    majority-class floor; per draw, the held-out rows ``held_out[(label, regime)]`` (the same
+    for every feature set) and ``correct[(label, regime, name)]``, whether each was right."""
 
     table: pd.DataFrame
+    held_out: dict[tuple[str, str], list[np.ndarray]]
     correct: dict[tuple[str, str, str], list[np.ndarray]]
 
     def difference(self, a: str, b: str, regime: str, *, n_boot: int = 2000,
@@ -115,10 +117,11 @@ class ProbeComparison:
         """Feature set ``a`` against ``b`` in ``regime`` (a ``train examples`` value): the mean
         over labels of the accuracy difference, with a 95% interval. Several draws (few-shot):
         a t interval over the draws' differences, as most of the noise is which examples were
-        drawn; one draw: a percentile bootstrap resampling each label's held-out items.
+        drawn; one draw: a percentile bootstrap that resamples the held-out items, each item's
+        weight shared by every label it is held out for (the labels' accuracies are correlated).
 
         Returns :func:`metrics.paired_difference`'s keys, split ``"probe, <regime>"``,
-        ``n_queries`` the held-out items of a draw summed over labels, and ``draws``."""
+        ``n_queries`` the distinct items held out (in the first draw), and ``draws``."""
         labels = self.table.loc[self.table["train examples"] == regime, "label"].tolist()
         if not labels:
             raise DataError(f"no probe row has train examples {regime!r}")
@@ -132,17 +135,33 @@ class ProbeComparison:
                     * differences.std(ddof=1) / np.sqrt(len(differences)))
             low, high = differences.mean() - half, differences.mean() + half
         else:
-            rng = np.random.default_rng(seed)
-            gaps = [self.correct[(label, regime, a)][0].astype(float)
-                    - self.correct[(label, regime, b)][0] for label in labels]
-            replicates = np.mean([gap[rng.integers(0, len(gap), (n_boot, len(gap)))].mean(axis=1)
-                                  for gap in gaps], axis=0)
-            low, high = np.percentile(replicates, [2.5, 97.5])
-        n_items = sum(len(self.correct[(label, regime, a)][0]) for label in labels)
+            low, high = self._item_bootstrap(a, b, regime, labels, n_boot, seed)
+        n_items = len(np.unique(np.concatenate([self.held_out[(label, regime)][0]
+                                                for label in labels])))
         return {"a": a, "b": b, "split": f"probe, {regime}", "metric": "accuracy",
                 "value_a": float(value_a), "value_b": float(value_b),
                 "difference": float(differences.mean()), "low": float(low), "high": float(high),
                 "n_queries": int(n_items), "draws": len(differences)}
+
+    def _item_bootstrap(self, a: str, b: str, regime: str, labels: list[str], n_boot: int,
+                        seed: int) -> tuple[float, float]:
+        """95% percentile interval of the mean over ``labels`` of ``a``'s accuracy minus
+        ``b``'s, resampling the distinct held-out items of the first draw with replacement."""
+        rows = [self.held_out[(label, regime)][0] for label in labels]
+        gaps = [self.correct[(label, regime, a)][0].astype(float)
+                - self.correct[(label, regime, b)][0] for label in labels]
+        items = np.unique(np.concatenate(rows))
+        positions = [np.searchsorted(items, r) for r in rows]
+        rng = np.random.default_rng(seed)
+        replicates, batch = [], max(1, 2**22 // len(items))
+        for start in range(0, n_boot, batch):
+            size = min(batch, n_boot - start)
+            counts = rng.multinomial(len(items), np.full(len(items), 1 / len(items)), size=size)
+            per_label = [(counts[:, pos] @ gap) / np.maximum(counts[:, pos].sum(axis=1), 1)
+                         for pos, gap in zip(positions, gaps)]
+            replicates.append(np.mean(per_label, axis=0))
+        low, high = np.percentile(np.concatenate(replicates), [2.5, 97.5])
+        return float(low), float(high)
 
 
 def compare_probes(feature_sets: dict[str, np.ndarray], items: pd.DataFrame,
@@ -155,7 +174,7 @@ def compare_probes(feature_sets: dict[str, np.ndarray], items: pd.DataFrame,
     (all labels) once. Columns without two classes of two items are skipped."""
     if draws < 1:
         raise DataError(f"draws must be at least 1, got {draws}")
-    rows, correct = [], {}
+    rows, held_out, correct = [], {}, {}
     for column in columns:
         labels = items[column].astype(str).to_numpy()
         for n_shots in shots:
@@ -167,10 +186,11 @@ def compare_probes(feature_sets: dict[str, np.ndarray], items: pd.DataFrame,
                                for draw in range(1 if n_shots is None else draws)]
                     row[name] = round(float(np.mean([r["accuracy"] for r in results])), 3)
                     correct[(column, shown, name)] = [r["correct"] for r in results]
+                held_out[(column, shown)] = [r["held_out"] for r in results]
                 row["majority class"] = round(float(np.mean(
                     [r["majority_accuracy"] for r in results])), 3)
                 row["classes"] = results[0]["n_classes"]
             except DataError:
                 continue
             rows.append(row)
-    return ProbeComparison(pd.DataFrame(rows), correct)
+    return ProbeComparison(pd.DataFrame(rows), held_out, correct)
