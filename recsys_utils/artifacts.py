@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from .schema import DataError
+from .schema import DataError, summarise_error
 
 SPLITS = ("train", "validation", "test", "test_cold")
 METRICS_DIR = "metrics"
@@ -160,8 +160,7 @@ def _read_artifact(path: Path, reader: Callable[[Path], Any], writer: str) -> An
     except FileNotFoundError:
         raise DataError(f"missing artifact: run notebook {writer} first", source=path) from None
     except Exception as exc:  # noqa: BLE001 - pyarrow, numpy and json raise many kinds
-        detail = " ".join(str(exc).split())[:200]
-        raise DataError(f"corrupt or unreadable artifact ({type(exc).__name__}: {detail}); "
+        raise DataError(f"corrupt or unreadable artifact ({summarise_error(exc, 200)}); "
                         f"re-run notebook {writer}, which writes it", source=path) from None
 
 
@@ -272,7 +271,7 @@ def restore_weights(model: Any, export_dir: str | Path) -> Any:
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as exc:  # a variable missing, or of another shape
         raise DataError(f"the weights at {path} do not fit this model (another variant or "
-                        f"budget?): {str(exc)[:300]}") from None
+                        f"budget?): {summarise_error(exc)}") from None
     return model
 
 

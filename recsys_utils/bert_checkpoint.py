@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .schema import DataError
+from .schema import DataError, summarise_error
 
 #: The bundled offline checkpoint (``None`` means the same), its package and its label
 #: in ``model_id`` (and so in the cache key).
@@ -104,14 +104,6 @@ def load_bert(checkpoint: str | Path | None = None, *, dtype: str = "float32") -
     return LoadedBert(tokenizer, backbone, name, name)
 
 
-def summarise_error(exc: BaseException, limit: int = 300) -> str:
-    """``"<Type>: <message>"`` on one line, cut at ``limit`` characters (for error messages)."""
-    text = " ".join(str(exc).split())
-    if len(text) > limit:
-        text = text[:limit] + " ..."
-    return f"{type(exc).__name__}: {text}"
-
-
 def _looks_like_path(name: str) -> bool:
     return (os.sep in name or (os.altsep is not None and os.altsep in name)
             or name.startswith((".", "~")) or Path(name).expanduser().exists())
@@ -163,4 +155,4 @@ def _dir_model_id(path: Path, label: str) -> str:
 
 
 __all__ = ["DEFAULT_CHECKPOINT", "CheckpointError", "LoadedBert", "default_checkpoint_dir",
-           "load_bert", "summarise_error"]
+           "load_bert"]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import atomic_path
-from .bert_checkpoint import summarise_error
+from .schema import summarise_error
 
 log = logging.getLogger(__name__)
 

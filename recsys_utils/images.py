@@ -23,7 +23,7 @@ from .content_metrics import combine_keys, item_retrieval_metrics
 from .content_model import check_labels
 from .contrastive import contrastive_loss
 from .progress import track
-from .schema import DataError
+from .schema import DataError, summarise_error
 
 Backbone = Literal["small_cnn", "mobilenet_v3_small_imagenet"]
 Objective = Literal["supervised", "contrastive"]
@@ -140,7 +140,7 @@ def build_image_encoder(size: int = 64, dim: int = 64, *, backbone: Backbone = "
         except Exception as exc:  # download errors come in many types
             raise RuntimeError(
                 f"backbone {backbone!r} needs ImageNet weights downloaded by Keras, which failed "
-                f"({type(exc).__name__}: {str(exc)[:200]}). Without a network use the default, "
+                f"({summarise_error(exc, 200)}). Without a network use the default, "
                 f"offline backbone='small_cnn'.") from exc
         x = base(inputs)
     x = tf.keras.layers.Dense(dim, name="projection")(x)

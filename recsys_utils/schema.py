@@ -64,6 +64,14 @@ class DataError(ValueError):
         super().__init__(head)
 
 
+def summarise_error(exc: BaseException, limit: int = 300) -> str:
+    """``"<Type>: <message>"`` on one line, cut at ``limit`` characters (for error messages)."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[:limit] + " ..."
+    return f"{type(exc).__name__}: {text}"
+
+
 class CsvLines:
     """Row position -> (record number, first file line) of a CSV with a header.
 

@@ -18,9 +18,8 @@ import tensorflow_recommenders as tfrs
 
 from . import metrics
 from .artifacts import atomic_dir, save_module
-from .bert_checkpoint import summarise_error
 from .encoder_export import load_exported
-from .schema import DataError
+from .schema import DataError, summarise_error
 from .searcher import check_k, check_queries
 from .latency import time_requests
 from .serving import (SCANN_SAVE_OPTIONS, fewest_leaves, leaves_to_sweep, scann_layer,

@@ -17,7 +17,7 @@ import pandas as pd
 from . import metrics, retrieval
 from .latency import compare_latency, slice_rows
 from .progress import track
-from .schema import DataError
+from .schema import DataError, summarise_error
 from .serving import QUERY_INPUTS
 from .tflite_conversion import MODES, ConversionResult, TFLiteRunner
 
@@ -48,7 +48,7 @@ def _run(row: dict[str, Any], fn: Callable[[], Any]) -> Any:
     except DataError:  # the caller's mistake
         raise
     except (RuntimeError, ValueError) as exc:
-        row["ok"], row["error"] = False, f"run time: {' '.join(str(exc).split())[:300]}"
+        row["ok"], row["error"] = False, f"run time: {summarise_error(exc)}"
         return None
 
 
