@@ -86,6 +86,39 @@ def test_holdout_items_splits_cold_and_drawn_items_alike_into_validation_and_tes
         C.holdout_items(["a", "b"], ["a"], share=0.5)
 
 
+def test_compare_content_models_fusion_beats_single_modalities(content_world):
+    w = content_world
+    comparison = C.compare_content_models(
+        {"text": w["text"], "image": w["image"]}, {"image": w["image_present"]},
+        {"a": w["a"], "b": w["b"]}, w["key"], train_idx=w["train"],
+        validation_idx=w["validation"], test_idx=w["test"],
+        methods=("concat", "gated"), metric="precision@10", seed=0, progress=False,
+        output_dim=16, epochs=15, batch_size=64, learning_rate=3e-3)
+    table = comparison.table
+    assert list(table.index) == ["text", "image", "concat", "gated"]
+    assert list(table["kind"]) == ["single modality"] * 2 + ["fusion"] * 2
+    assert set(comparison.embeddings) == set(table.index)
+    # a is only in the text, b only in the image: fusion must win clearly.
+    assert comparison.best_fusion in ("concat", "gated") and comparison.margin["absolute"] > 0.2, table
+    # The winners are the best on the validation items, which score every model too.
+    chooses = table["validation precision@10"]
+    assert chooses.notna().all() and comparison.best_fusion == chooses[["concat", "gated"]].idxmax()
+    assert comparison.best_single == chooses[["text", "image"]].idxmax()
+    # Per test query item, the same items for every model: their means are the table's,
+    # and the fusion's gain over a single modality has an interval above zero.
+    for name in table.index:
+        assert comparison.per_item[name].mean() == pytest.approx(table.loc[name, "precision@10"])
+    row = comparison.paired(comparison.best_fusion, comparison.best_single, seed=0)
+    assert row["split"] == "test" and row["metric"] == "precision@10"
+    assert row["difference"] == pytest.approx(comparison.margin["absolute"])
+    assert 0 < row["low"] <= row["difference"] <= row["high"]
+    assert row["n_queries"] == len(comparison.per_item["text"]) == table.loc["text", "n_queries"]
+    weights = C.modality_weight_table(comparison, {"text": w["text"], "image": w["image"]},
+                                      {"image": w["image_present"]}, w["test"])
+    assert list(weights.index) == ["gated (prior)", "gated (mean)"]
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_the_winners_are_the_best_on_validation_and_scored_on_test():
     import pandas as pd
 
