@@ -1035,7 +1035,10 @@ def _with_intervals(m: dict) -> dict:
          "value_b": 0.110, "difference": 0.016, "low": 0.004, "high": 0.028, "n_queries": 400},
         {"a": "fused at the profile's exposure", "b": "content_profile", "split": "test_cold",
          "metric": "recall@50", "value_a": 0.30, "value_b": 0.33, "difference": -0.03,
-         "low": -0.09, "high": 0.02, "n_queries": 60}]
+         "low": -0.09, "high": 0.02, "n_queries": 60},
+        {"a": "fused at the profile's exposure", "b": "content at the profile's exposure",
+         "split": "test_cold", "metric": "recall@50", "value_a": 0.30, "value_b": 0.26,
+         "difference": 0.04, "low": 0.01, "high": 0.07, "n_queries": 60}]
     r["new_items"] = {"model": "fused", "profile_exposure": 0.12, "shift": 0.5,
                       "exposure_before": 0.04, "exposure_after": 0.121,
                       "beaten_on_both_axes_at_shifts": {"content_profile": [0.5, 0.75], "ease": []}}
@@ -1066,6 +1069,8 @@ def test_summary_answers_with_the_intervals_of_notebook_04():
                           "profile: 4.0% of `fused`'s top 50 are new items, against 12.0% for the "
                           "content profile; shifting their scores up gives them 12.1%")
     assert "30.0% of cold-start next items vs 33.0%" in new
+    assert ("At that exposure `fused` finds 30.0% and `content` (the same content, no id) 26.0%: "
+            "+4.0 points (95% interval +1.0 to +7.0), a real gain") in new
     assert "the content profile at shifts +0.50 to +0.75; EASE at no shift tried" in new
     # A tower that already gives new items the profile's share is not said to give "fewer".
     m["04_tfrs_retrieval"]["new_items"].update(exposure_before=0.11, exposure_after=0.12)

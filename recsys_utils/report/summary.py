@@ -166,12 +166,18 @@ def _new_items_sentence(metrics: Mapping[str, Any]) -> str | None:
     text = (f"New items get {how_many} from the content profile: {_pct(before)} of `{model}`'s "
             f"top 50 are new items, against {_pct(profile)} for the content profile"
             + (f"; shifting their scores up gives them {_pct(after)}" if fewer else ""))
-    boosted = [r for r in m.get("comparisons") or () if r.get("split") == "test_cold"
-               and "exposure" in str(r.get("a"))]
-    if boosted:
-        c = _row_comparison(boosted[0])
+    cold = {r.get("b"): r for r in m.get("comparisons") or () if r.get("split") == "test_cold"
+            and "exposure" in str(r.get("a"))}
+    if "content_profile" in cold:
+        c = _row_comparison(cold["content_profile"])
         text += (f", and then `{model}` finds {_pct(c.better)} of cold-start next items vs "
                  f"{_pct(c.other)} for {_words(c.other_name)}: {_gain_words(c)}")
+    footing = cold.get("content at the profile's exposure")
+    if footing is not None:  # does the id part of `fused` bury new items?
+        c = _row_comparison(footing)
+        text += (f". At that exposure `fused` finds {_pct(num(footing.get('value_a')))} and "
+                 f"`content` (the same content, no id) {_pct(num(footing.get('value_b')))}: "
+                 f"{_gain_words(c)}")
     beaten = new.get("beaten_on_both_axes_at_shifts")
     if isinstance(beaten, Mapping) and beaten:
         parts = []
