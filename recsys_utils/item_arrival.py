@@ -31,6 +31,7 @@ from .features import fact_columns, item_attribute_matrix
 from .images import load_images
 from .item_text import item_text
 from .schema import DataError
+from .serving import load_saved_model
 
 __all__ = ["AddedItems", "ItemEncoder", "add_items", "add_new_items", "attribute_spec",
            "candidate_vectors", "export_item_encoder", "item_content_rows",
@@ -205,8 +206,6 @@ class ItemEncoder:
 def load_item_encoder(artifact_dir: str | Path) -> ItemEncoder:
     """Notebook 03's :func:`export_item_encoder` and notebook 02's text encoder of a run; a
     :class:`DataError` naming the notebook to run when one is missing."""
-    import tensorflow_text  # noqa: F401 - registers the tokeniser's ops before loading
-
     root = artifacts.model_dir(artifact_dir, ENCODER_NAME)
     text_path = artifacts.model_dir(artifact_dir, "text_encoder")
     for path, notebook in ((root / "spec.json", "03_multimodal_fusion"),
@@ -215,9 +214,10 @@ def load_item_encoder(artifact_dir: str | Path) -> ItemEncoder:
             raise DataError(f"no {path.relative_to(artifact_dir)}: run notebook {notebook} "
                             f"with artifact_dir={str(artifact_dir)!r} first")
     spec = json.loads((root / "spec.json").read_text(encoding="utf-8"))
-    text = tf.saved_model.load(str(text_path)).signatures["serving_default"]
-    image = tf.saved_model.load(str(root / "image")) if (root / "image").exists() else None
-    return ItemEncoder(spec, text, tf.saved_model.load(str(root / "fusion")), image)
+    remedy = f"run notebook 03_multimodal_fusion with artifact_dir={str(artifact_dir)!r}"
+    text = load_saved_model(text_path, remedy).signatures["serving_default"]
+    image = load_saved_model(root / "image", remedy) if (root / "image").exists() else None
+    return ItemEncoder(spec, text, load_saved_model(root / "fusion", remedy), image)
 
 
 def item_content_rows(encoded: Mapping[str, np.ndarray], source: str, catalogue: pd.DataFrame,

@@ -19,11 +19,11 @@ import tensorflow_recommenders as tfrs
 from . import metrics
 from .artifacts import atomic_dir, save_module
 from .encoder_export import load_exported
-from .schema import DataError, summarise_error
+from .schema import DataError
 from .searcher import check_k, check_queries
 from .latency import time_requests
-from .serving import (SCANN_SAVE_OPTIONS, fewest_leaves, leaves_to_sweep, scann_layer,
-                      scann_num_leaves, scann_ops)
+from .serving import (SCANN_SAVE_OPTIONS, fewest_leaves, leaves_to_sweep, load_saved_model,
+                      scann_layer, scann_num_leaves, scann_ops, sweep_leaves)
 
 __all__ = ["LoadedSearchModel", "build_query_tower", "export_portable_search_model",
            "export_search_model", "hub_encoder", "load_search_model", "served_latency",
@@ -70,19 +70,15 @@ def _choose_scann(query_tower: tf.keras.Model, item_vectors: np.ndarray, item_id
     vectors = query_tower(tf.constant(queries, tf.string)).numpy()  # (n_queries, d)
     exact, _ = metrics.brute_force_top_k(vectors, item_vectors, min(k, len(item_vectors)))
     exact_ids = np.asarray(item_ids).astype(str)[exact]  # (n_queries, k)
-    sweep, indexes = [], {}
-    # Fewest leaves first, up to the first that reaches the target: more would not be chosen.
-    for searched in leaves_to_sweep(num_leaves):
-        indexes[searched] = scann_layer(query_tower, item_vectors, item_ids, k=k,
-                                        num_leaves=num_leaves, num_leaves_to_search=searched)
-        _, found = indexes[searched](tf.constant(queries, tf.string))  # ids (n_queries, k)
-        recall = float(metrics.top_k_overlap(found.numpy().astype(str), exact_ids,
-                                             exact.shape[1]).mean())
-        sweep.append({"num_leaves_to_search": searched, "recall_at_k": recall})
-        if recall >= target_recall:
-            break
-    searched = fewest_leaves({p["num_leaves_to_search"]: p["recall_at_k"] for p in sweep},
-                             target_recall)
+    recalls, indexes = sweep_leaves(
+        lambda searched: scann_layer(query_tower, item_vectors, item_ids, k=k,
+                                     num_leaves=num_leaves, num_leaves_to_search=searched),
+        lambda index: metrics.top_k_overlap(
+            index(tf.constant(queries, tf.string))[1].numpy().astype(str), exact_ids,
+            exact.shape[1]).mean(),
+        leaves_to_sweep(num_leaves), target_recall)
+    searched = fewest_leaves(recalls, target_recall)
+    sweep = [{"num_leaves_to_search": s, "recall_at_k": r} for s, r in recalls.items()]
     return indexes[searched], {"num_leaves": num_leaves, "num_leaves_to_search": searched,
                                "target_recall": target_recall, "n_queries": len(queries),
                                "sweep": sweep}
@@ -181,23 +177,9 @@ class LoadedSearchModel:
 
 
 def load_search_model(path: str | Path) -> LoadedSearchModel:
-    """Load an exported search model, importing its custom ops' packages first (a bare
-    ``tf.saved_model.load`` fails with ``Op type not registered`` without
-    ``tensorflow_text`` and, for a ScaNN export, ``scann``). DataError if it does not load."""
-    path = Path(path)
-    if not (path / "saved_model.pb").exists():
-        raise DataError(f"no SavedModel at {path}: run export_search_model (notebook 07) first")
-    if scann_ops(path):
-        import scann  # noqa: F401  (ScaNN custom ops)
-    import tensorflow_text  # noqa: F401  (the tokeniser's ops)
-
-    try:
-        module = tf.saved_model.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - TF raises many kinds; the message says what to do
-        raise DataError(f"cannot load the search model ({summarise_error(exc)}); "
-                        "re-export it by re-running notebook 07 (product search)",
-                        source=path) from exc
-    return LoadedSearchModel(path, module)
+    """Load an exported search model (:func:`~recsys_utils.serving.load_saved_model`)."""
+    return LoadedSearchModel(Path(path), load_saved_model(
+        path, "export it again by running notebook 07 (product search)"))
 
 
 def served_overlap(loaded: LoadedSearchModel, queries: Sequence[str], indices: np.ndarray,

@@ -23,16 +23,16 @@ from .artifacts import atomic_dir, save_module, save_weights
 from .features import QuerySet, RecData
 from .latency import Timing, time_requests
 from .retrieval import QUERY_KEYS, RetrievalResult, catalogue, in_batches
-from .schema import DataError
+from .schema import DataError, summarise_error
 
 __all__ = [
-    "LEAF_SHARES", "QUERY_TOWER_FLOAT_OPS", "LoadedServingModel", "ScannSweep", "UserQueryModel",
-    "build_brute_force", "build_scann", "custom_ops", "export_numeric_model",
-    "export_portable_serving_model", "export_serving_model", "export_towers",
-    "fewest_leaves", "leaves_to_sweep", "load_serving_model", "load_towers", "recommend",
-    "request_latency", "same_top_k",
-    "saved_model_ops", "scann_layer", "scann_num_leaves", "scann_ops", "scann_recall_at_k",
-    "scann_search", "scann_sweep", "served_recall", "top_k_agreement",
+    "LEAF_SHARES", "LoadedServingModel", "QUERY_TOWER_FLOAT_OPS", "ScannSweep",
+    "UserQueryModel", "build_brute_force", "build_scann", "custom_ops", "export_numeric_model",
+    "export_portable_serving_model", "export_serving_model", "export_towers", "fewest_leaves",
+    "leaves_to_sweep", "load_saved_model", "load_serving_model", "load_towers", "recommend",
+    "request_latency", "same_top_k", "saved_model_ops", "scann_layer", "scann_num_leaves",
+    "scann_ops", "scann_recall_at_k", "scann_search", "scann_sweep", "served_recall",
+    "sweep_leaves", "top_k_agreement",
 ]
 
 # The ScaNN ops live in the "Scann" namespace, which SaveOptions must allow.
@@ -150,6 +150,23 @@ def fewest_leaves(recall_by_leaves: Mapping[int, float], target_recall: float) -
         raise DataError("no ScaNN setting was measured: pass the leaves to search")
     good = [leaves for leaves, recall in recall_by_leaves.items() if recall >= target_recall]
     return int(min(good) if good else max(recall_by_leaves))
+
+
+def sweep_leaves(build: Callable[[int], Any], recall: Callable[[Any], float],
+                 leaves: Sequence[int], target_recall: float | None = None
+                 ) -> tuple[dict[int, float], dict[int, Any]]:
+    """Build an index per ``num_leaves_to_search`` of ``leaves``, fewest first, and measure
+    its ``recall`` against exact search; with ``target_recall``, stop at the first index that
+    reaches it (more leaves would not be chosen). Returns ``({leaves: recall}, {leaves:
+    index})``: the measured indexes themselves, since a rebuild starts from another partition."""
+    recalls: dict[int, float] = {}
+    indexes: dict[int, Any] = {}
+    for searched in sorted(int(s) for s in leaves):
+        indexes[searched] = build(searched)
+        recalls[searched] = float(recall(indexes[searched]))
+        if target_recall is not None and recalls[searched] >= target_recall:
+            break
+    return recalls, indexes
 
 
 def scann_num_leaves(n_items: int) -> int:
@@ -302,21 +319,22 @@ def scann_sweep(result: RetrievalResult, data: RecData, user_ids: Sequence[str],
     query_model = UserQueryModel(result, data)
     brute = build_brute_force(result, data, k=index_k, query_model=query_model)
     num_leaves = scann_num_leaves(data.n_items) if num_leaves is None else num_leaves
-    if leaves_to_search is None:
-        leaves_to_search = leaves_to_sweep(num_leaves)
-    built = [(search, build_scann(result, data, k=index_k, num_leaves=num_leaves,
-                                  num_leaves_to_search=search, query_model=query_model))
-             for search in leaves_to_search]
-    rows = []
-    for search, index in [(None, brute), *built]:
+    recalls, indexes = sweep_leaves(
+        lambda searched: build_scann(result, data, k=index_k, num_leaves=num_leaves,
+                                     num_leaves_to_search=searched, query_model=query_model),
+        lambda index: scann_recall_at_k(index, brute, user_ids, k, timestamps),
+        leaves_to_sweep(num_leaves) if leaves_to_search is None else leaves_to_search)
+
+    def latency(index: Any) -> dict[str, float]:
         lat = request_latency(index, user_ids, n=n_latency, timestamps=timestamps)
-        scann = search is not None
-        rows.append({"index": "scann" if scann else "brute force",
-                     "num_leaves": num_leaves if scann else None, "num_leaves_to_search": search,
-                     "recall_at_k": (scann_recall_at_k(index, brute, user_ids, k, timestamps)
-                                     if scann else 1.0),
-                     "median_ms": lat.median_ms, "p95_ms": lat.p95_ms})
-    return ScannSweep(pd.DataFrame(rows), {int(s): index for s, index in built}, brute)
+        return {"median_ms": lat.median_ms, "p95_ms": lat.p95_ms}
+
+    rows = [{"index": "brute force", "num_leaves": None, "num_leaves_to_search": None,
+             "recall_at_k": 1.0, **latency(brute)}]
+    rows += [{"index": "scann", "num_leaves": num_leaves, "num_leaves_to_search": searched,
+              "recall_at_k": recall, **latency(indexes[searched])}
+             for searched, recall in recalls.items()]
+    return ScannSweep(pd.DataFrame(rows), indexes, brute)
 
 
 def request_latency(index: Any, user_ids: Sequence[str], *, n: int = 200, warmup: int = 10,
@@ -454,21 +472,41 @@ class LoadedServingModel:
         return out["item_ids"].numpy().astype(str), out["scores"].numpy()
 
 
-def load_serving_model(path: str | Path) -> LoadedServingModel:
-    """Load an :func:`export_serving_model` or :func:`export_portable_serving_model` model,
-    importing ``scann`` (its ops) only for a ScaNN export; DataError: no SavedModel at
-    ``path``, or a ScaNN export without ``scann`` installed."""
+def load_saved_model(path: str | Path, remedy: str) -> Any:
+    """``tf.saved_model.load(path)``, the packages that register its custom ops imported first
+    (a bare load fails with ``Op type not registered``): ``scann`` for a ScaNN index,
+    ``tensorflow_text`` for the others (the tokeniser's). A :class:`DataError` ending in
+    ``remedy`` (what to run) when there is no SavedModel, a package is missing or it does not
+    load."""
     path = Path(path)
     if not (path / "saved_model.pb").exists():
-        raise DataError(f"no SavedModel at {path}: run export_serving_model first")
-    if scann_ops(path):
-        try:  # registers the ScaNN custom ops
-            import scann  # noqa: F401
+        raise DataError(f"no SavedModel at {path}: {remedy}", source=path)
+    try:
+        extra = custom_ops(path)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign saved_model.pb
+        raise DataError(f"cannot read {path / 'saved_model.pb'} ({summarise_error(exc)}): "
+                        f"{remedy}", source=path) from exc
+    packages = [*(["scann"] if any(op.startswith("Scann") for op in extra) else []),
+                *(["tensorflow_text"] if any(not op.startswith("Scann") for op in extra) else [])]
+    for package in packages:
+        try:
+            __import__(package)
         except ImportError as error:
-            raise DataError(f"{path} holds a ScaNN index: loading it needs the scann package "
-                            "(or export it with export_portable_serving_model)",
-                            source=path) from error
-    return LoadedServingModel(path, tf.saved_model.load(str(path)))
+            raise DataError(f"{path} uses {package}'s ops: loading it needs the {package} "
+                            f"package ({remedy})", source=path) from error
+    try:
+        return tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TF raises many kinds; the message says what to do
+        raise DataError(f"cannot load {path} ({summarise_error(exc)}): {remedy}",
+                        source=path) from exc
+
+
+def load_serving_model(path: str | Path) -> LoadedServingModel:
+    """Load an :func:`export_serving_model` or :func:`export_portable_serving_model` model
+    (:func:`load_saved_model`)."""
+    return LoadedServingModel(Path(path), load_saved_model(
+        path, "run export_serving_model (or export_portable_serving_model, which loads "
+              "without scann) first"))
 
 
 def same_top_k(index: TopK, loaded: LoadedServingModel, user_ids: Sequence[str],
@@ -589,8 +627,6 @@ class LoadedTowers:
 def load_towers(query_path: str | Path, item_path: str | Path, n_items: int,
                 variant: str = "loaded") -> LoadedTowers:
     """Load the towers written by :func:`export_towers`."""
-    for path in (query_path, item_path):
-        if not (Path(path) / "saved_model.pb").exists():
-            raise DataError(f"no SavedModel at {path}: run notebook 04 (retrieval) first")
-    return LoadedTowers(variant, tf.saved_model.load(str(query_path)),
-                        tf.saved_model.load(str(item_path)), n_items)
+    remedy = "run notebook 04 (retrieval) first"
+    return LoadedTowers(variant, load_saved_model(query_path, remedy),
+                        load_saved_model(item_path, remedy), n_items)

@@ -134,11 +134,9 @@ def _signature_inputs(saved_model_dir: Path) -> dict[str, Any]:
 @functools.lru_cache(maxsize=16)
 def _cached_signature_inputs(saved_model_dir: str, stamp: int) -> tuple[tuple[str, Any], ...]:
     """Loading a 90 MB encoder takes seconds: once per (path, file version)."""
-    import tensorflow as tf
+    from .serving import load_saved_model  # TensorFlow only when a SavedModel is read
 
-    with contextlib.suppress(ImportError):
-        import tensorflow_text  # noqa: F401 - registers text ops some exports use
-    loaded = tf.saved_model.load(saved_model_dir)
+    loaded = load_saved_model(saved_model_dir, "export the model again")
     if SIGNATURE not in loaded.signatures:
         raise DataError(f"SavedModel {saved_model_dir!r} has no signature {SIGNATURE!r}; "
                         f"it has {sorted(loaded.signatures)}", source="saved_model")

@@ -186,6 +186,46 @@ def test_sweep_serves_the_index_it_measured(setup):
     assert sweep.choose(1.01)[0] == 17
 
 
+def test_one_sweep_builds_fewest_leaves_first_and_stops_at_the_target():
+    """Retrieval's and search's sweeps share :func:`sweep_leaves`: fewest leaves first, the
+    measured indexes handed back, and with a target no index beyond the first to reach it."""
+    recall_of = {1: 0.4, 3: 0.96, 7: 0.99, 10: 1.0}
+    built = []
+
+    def build(searched):
+        built.append(searched)
+        return f"index searching {searched}"
+
+    def recall(index):
+        return recall_of[int(index.rsplit(" ", 1)[1])]
+
+    recalls, indexes = S.sweep_leaves(build, recall, (7, 1, 10, 3), target_recall=0.95)
+    assert built == [1, 3] and recalls == {1: 0.4, 3: 0.96}
+    assert indexes == {1: "index searching 1", 3: "index searching 3"}
+    assert S.fewest_leaves(recalls, 0.95) == 3
+    built.clear()
+    recalls, _ = S.sweep_leaves(build, recall, (7, 1, 10, 3))  # no target: every setting
+    assert built == [1, 3, 7, 10] and recalls == recall_of
+
+
+def test_saved_models_load_through_one_door_with_what_to_run_when_they_do_not(tmp_path):
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.double = tf.function(lambda x: 2.0 * x,
+                                input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "ok"))
+    loaded = S.load_saved_model(tmp_path / "ok", "run the export")
+    assert loaded.double(tf.constant([1.5])).numpy().tolist() == [3.0]
+    with pytest.raises(S.DataError, match=r"no SavedModel at .*missing: run the export"):
+        S.load_saved_model(tmp_path / "missing", "run the export")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a protocol buffer")
+    with pytest.raises(S.DataError, match="run the export"):
+        S.load_saved_model(broken, "run the export")
+
+
 def test_a_sweep_measured_elsewhere_chooses_without_a_brute_force_index():
     # Product search measures recall against numpy brute force: only ScaNN rows, no exact index.
     table = pd.DataFrame({"index": "scann", "num_leaves": 10, "num_leaves_to_search": [1, 3, 7],
