@@ -84,6 +84,10 @@ class SeriesRuns:
 #: Session fixtures that build something costly: every test using one runs on one worker.
 _SHARED_FIXTURES = {"default_runs": "series-default", "dense_model": "dense-model",
                     "dense_variants": "dense-model"}
+#: Modules whose tests call ranx: numba compiles its metrics and fusions once per process (a
+#: minute), so they share a worker (measured cold: 104 s together, 171 s apart).
+_SHARED_MODULES = {"test_metrics": "ranx", "test_metrics_oracles": "ranx",
+                   "test_search_fusion_ranx": "ranx"}
 #: The longest groups, longest first: started first, they do not finish alone at the end
 #: (``make test`` passes --no-loadscope-reorder, which would otherwise put the groups with
 #: the most tests first).
@@ -97,7 +101,7 @@ def pytest_collection_modifyitems(items) -> None:
 
     A notebook run is a session fixture built once per worker, so the tests that read one
     data set's series share a group (``series-<dataset>``); other tests are grouped by
-    module, so module fixtures are built once too.
+    module, so module fixtures are built once too (the modules that call ranx share one).
     """
     for item in items:
         if item.get_closest_marker("xdist_group"):
@@ -111,8 +115,9 @@ def pytest_collection_modifyitems(items) -> None:
                                         "('series-<dataset>')")
             group = f"series-{params['dataset']}"
         else:
+            module = item.module.__name__ if item.module else item.nodeid
             group = next((_SHARED_FIXTURES[f] for f in sorted(fixtures & set(_SHARED_FIXTURES))),
-                         item.module.__name__ if item.module else item.nodeid)
+                         _SHARED_MODULES.get(module, module))
         item.add_marker(pytest.mark.xdist_group(group))
     rank = {group: i for i, group in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.get_closest_marker("xdist_group").args[0],
