@@ -486,9 +486,8 @@ def load_saved_model(path: str | Path, remedy: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign saved_model.pb
         raise DataError(f"cannot read {path / 'saved_model.pb'} ({summarise_error(exc)}): "
                         f"{remedy}", source=path) from exc
-    packages = [*(["scann"] if any(op.startswith("Scann") for op in extra) else []),
-                *(["tensorflow_text"] if any(not op.startswith("Scann") for op in extra) else [])]
-    for package in packages:
+    scann = {op for op in extra if op.startswith("Scann")}
+    for package in (["scann"] if scann else []) + (["tensorflow_text"] if extra - scann else []):
         try:
             __import__(package)
         except ImportError as error:

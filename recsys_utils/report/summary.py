@@ -175,9 +175,8 @@ def _new_items_sentence(metrics: Mapping[str, Any]) -> str | None:
     footing = cold.get("content at the profile's exposure")
     if footing is not None:  # does the id part of `fused` bury new items?
         c = _row_comparison(footing)
-        text += (f". At that exposure `fused` finds {_pct(num(footing.get('value_a')))} and "
-                 f"`content` (the same content, no id) {_pct(num(footing.get('value_b')))}: "
-                 f"{_gain_words(c)}")
+        text += (f". At that exposure `fused` finds {_pct(c.better)} and `content` (the same "
+                 f"content, no id) {_pct(c.other)}: {_gain_words(c)}")
     beaten = new.get("beaten_on_both_axes_at_shifts")
     if isinstance(beaten, Mapping) and beaten:
         parts = []
