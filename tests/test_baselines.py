@@ -148,7 +148,7 @@ def test_content_profile_beats_popularity_on_cold_items(table):
 
 
 def test_fit_baselines_reports_configs_and_times(fitted):
-    assert set(fitted) == {"ease", "item_knn", "bpr", "content_profile"}
+    assert set(fitted) == {"ease", "item_knn", "bpr", "content_profile", "content_regression"}
     assert fitted["ease"].config["l2"] in (10.0, 500.0)
     assert set(fitted["bpr"].config) >= {"factors", "learning_rate", "lambda_reg", "max_iter"}
     for name, model in fitted.items():
@@ -205,3 +205,76 @@ def test_bad_input_raises_data_error(world):
     for build in (B.ease, B.item_knn, B.bpr):
         with pytest.raises(DataError, match="training matrix is empty"):
             build(empty)
+
+
+def test_content_regression_solves_its_ridge_normal_equations(world):
+    toy, data = world
+    l2 = 0.05
+    rows = toy.content / np.linalg.norm(toy.content, axis=1, keepdims=True)
+    w = B.content_regression_map(data.train_matrix, rows, l2).astype(np.float64)
+    x = data.train_matrix.astype(np.float64)
+    users = (x @ rows) / np.maximum(np.asarray(x.sum(axis=1)), 1.0)
+    warm = rows[np.asarray(x.sum(axis=0)).ravel() > 0]
+    a, r, eye = users.T @ users, warm.T @ warm, np.eye(rows.shape[1])
+    # (AᵀA + l2·a·I) W (R_wᵀR_w + l2·r·I) = Aᵀ X R, the ridges relative to the mean diagonal.
+    left = (a + l2 * np.trace(a) / len(eye) * eye) @ w @ (r + l2 * np.trace(r) / len(eye) * eye)
+    np.testing.assert_allclose(left, users.T @ (x @ rows), rtol=1e-4, atol=1e-6)
+    model = B.content_regression(data, toy.content, l2)
+    np.testing.assert_allclose(model.item_embeddings(), rows, rtol=1e-5)
+    np.testing.assert_allclose(model.query_embeddings({"user": np.array([7])})[0],
+                               users[7] @ w, rtol=1e-4, atol=1e-6)
+
+
+def test_content_regression_learns_which_content_predicts_taste(world):
+    toy, data = world
+    # Loud content that says nothing about taste drowns the cosine of the plain profile; the
+    # regression learns from the training matrix to look past it, on items it never saw.
+    loud = np.random.default_rng(1).normal(size=(data.n_items, 40)).astype(np.float32)
+    content = np.concatenate([toy.content, 1.5 * loud], axis=1)
+    profile = B.content_profile(data, content)
+    regression = B.content_regression(data, content, 0.01)
+    cold = {m.variant: R.evaluate_retrieval(m, data, "test_cold", ks=(50,))["recall@50"]
+            for m in (profile, regression)}
+    assert cold["content_regression"] > cold["content_profile"] + 0.2, cold
+
+
+def test_fit_baselines_tunes_the_content_regression_on_validation_recall(world):
+    toy, data = world
+    grid = [{"l2": 0.001}, {"l2": 0.1}, {"l2": 10.0}]
+    fitted = B.fit_baselines(data, toy.content, grids={**SMALL_GRIDS, "content_regression": grid})
+    chosen = fitted["content_regression"]
+    # Fitted without the held-out items, scored on the validation events that take them.
+    held = B.hold_out_items(data, seed=42)
+    recalls = [R.evaluate_retrieval(B.content_regression(held, toy.content, **g), held,
+                                    "validation", ks=(50,))["recall@50"] for g in grid]
+    assert len(set(recalls)) > 1, recalls
+    assert chosen.config["l2"] == grid[int(np.argmax(recalls))]["l2"]
+    assert chosen.config["validation_recall@50"] == pytest.approx(max(recalls))
+    # Then refitted on every training interaction.
+    np.testing.assert_allclose(chosen.users, B.content_regression(
+        data, toy.content, chosen.config["l2"]).users, atol=1e-6)
+    with pytest.raises(DataError, match="l2 must be > 0"):
+        B.content_regression(data, toy.content, 0.0)
+    with pytest.raises(DataError, match="do not match"):
+        B.content_regression_map(data.train_matrix, toy.content[:-1], 0.1)
+
+
+def test_hold_out_items_turns_warm_items_into_new_ones(world):
+    _, data = world
+    held = B.hold_out_items(data, share=0.3, seed=1)
+    gone = np.flatnonzero(data.warm_items & ~held.warm_items)
+    assert len(gone) == round(0.3 * data.warm_items.sum())
+    assert held.train_matrix[:, gone].nnz == 0  # nobody took them in training
+    kept = np.flatnonzero(held.warm_items)
+    assert (held.train_matrix[:, kept] != data.train_matrix[:, kept]).nnz == 0
+    # They are the items first seen last, as new items are.
+    first_seen = data.splits["train"].groupby("item_id")["timestamp"].min()
+    ids = data.vocab.item_ids
+    assert first_seen[ids[gone]].min() >= first_seen[ids[kept]].max()
+    taken = data.vocab.item_index(held.splits["validation"]["item_id"].to_numpy())
+    assert len(taken) and np.isin(taken, gone).all()  # validation asks only about them
+    everything = data.vocab.item_index(data.splits["validation"]["item_id"].to_numpy())
+    assert len(taken) == np.isin(everything, gone).sum()
+    assert held.splits["test"] is data.splits["test"]
+    with pytest.raises(DataError, match="share"):
+        B.hold_out_items(data, share=1.0)

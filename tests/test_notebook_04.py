@@ -51,7 +51,7 @@ COLD_MARGIN = 0.1
 #: Variants that are references for an ablation, not candidate models.
 REFERENCES = {"popularity", "content_facts"}
 #: The classic references (recsys_utils.baselines).
-CLASSIC = {"ease", "item_knn", "bpr", "content_profile", "oracle"}
+CLASSIC = {"ease", "item_knn", "bpr", "content_profile", "content_regression", "oracle"}
 
 
 def _metrics(series_runs, dataset):
@@ -157,7 +157,7 @@ def test_04_tfrs_protocol_only_on_movielens(series_runs, dataset):
 def test_04_classic_references_on_the_same_users(series_runs, dataset):
     m = _metrics(series_runs, dataset)
     warm, cold = m["warm_recall@50"], m["cold_recall@50"]
-    expected = {"ease", "item_knn", "bpr", "content_profile"} | (
+    expected = {"ease", "item_knn", "bpr", "content_profile", "content_regression"} | (
         {"oracle"} if dataset == "synthetic" else set())
     assert expected <= set(warm) and set(m["references"]) == expected
     for name in ("ease", "item_knn", "bpr"):
@@ -167,6 +167,9 @@ def test_04_classic_references_on_the_same_users(series_runs, dataset):
         assert test_rows == m["table"]["popularity|test|all"]["n_queries"]
     # The training-free content profile ranks cold items; on synthetic the oracle bounds it.
     assert cold["content_profile"] > cold["id"] + 0.02, (dataset, cold)
+    # So does the content regression, its ridge chosen on items held out of its fit.
+    assert cold["content_regression"] > cold["id"] + 0.02, (dataset, cold)
+    assert m["references"]["content_regression"]["validated_on"] == "held-out items"
     if dataset == "synthetic":
         assert cold["oracle"] > cold["content_profile"], cold
 

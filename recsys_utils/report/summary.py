@@ -25,6 +25,7 @@ _GAIN = {"favours": "a gain", "against": "a loss", "tie": "a tie"}
 _MODEL_NAMES = {"id": "the ID-only tower", "item_knn": "item-kNN", "ease": "EASE", "bpr": "BPR",
                 "content_text": "the text tower", "content_facts": "the facts-only tower",
                 "content_profile": "the content profile", "content": "the content tower",
+                "content_regression": "the content regression",
                 "fused": "the fused tower", "fused_text": "the fused text tower",
                 "oracle": "the oracle"}
 

@@ -56,6 +56,8 @@ _VARIANTS = {
     "ease": "classic reference: EASE, closed-form item-item regression (Steck, 2019)",
     "bpr": "classic reference: BPR matrix factorisation (cornac)",
     "content_profile": "classic reference: mean content vector of the user's items, no training",
+    "content_regression": ("classic reference: the content profile through a ridge regression "
+                           "to the content of the items users take (closed form)"),
     "oracle": "upper bound: content profile that also sees the planted attributes",
 }
 
