@@ -173,14 +173,10 @@ def content_regression(data: RecData, content: np.ndarray, l2: float = 0.01, *,
     """Closed-form content model: the content profile through :func:`content_regression_map`
     (users = mean unit row x ``W``, items = unit rows), which learns from the training matrix
     which content directions predict what users take. Like the profile it reads no item id."""
-    content = check_item_content(content, data.n_items, "content")
     start = time.perf_counter()
-    x = _train_matrix(data)
-    items = unit_rows(content)
-    counts = np.asarray(x.sum(axis=1)).ravel()
-    users = np.asarray(x @ items) / np.maximum(counts, 1.0)[:, None]
-    users = users @ content_regression_map(x, items, l2)
-    return _finish(variant, data, users.astype(np.float32), items, start, {"l2": float(l2)})
+    profile = content_profile(data, content)
+    users = profile.users @ content_regression_map(data.train_matrix, profile.items, l2)
+    return _finish(variant, data, users, profile.items, start, {"l2": float(l2)})
 
 
 def oracle_content(prepared: Any, content: np.ndarray) -> np.ndarray:
