@@ -1072,6 +1072,12 @@ def test_summary_answers_with_the_intervals_of_notebook_04():
     assert ("At that exposure `fused` finds 30.0% and `content` (the same content, no id) 26.0%: "
             "+4.0 points (95% interval +1.0 to +7.0), a real gain") in new
     assert "the content profile at shifts +0.50 to +0.75; EASE at no shift tried" in new
+    assert "content regression" not in new  # no such row in these metrics
+    m["04_tfrs_retrieval"]["cold_recall@50"]["content_regression"] = 0.356
+    new = next(s for s in report.summary_sentences(m) if s.startswith("New items"))
+    assert new.endswith("EASE at no shift tried. The content regression (closed form, no id "
+                        "either, its ridge chosen on held-out items) finds 35.6% at its own share "
+                        "of new items."), new
     # A tower that already gives new items the profile's share is not said to give "fewer".
     m["04_tfrs_retrieval"]["new_items"].update(exposure_before=0.11, exposure_after=0.12)
     new = next(s for s in report.summary_sentences(m) if s.startswith("New items"))

@@ -187,6 +187,10 @@ def _new_items_sentence(metrics: Mapping[str, Any]) -> str | None:
                          if shifts else f"{_words(ref)} at no shift tried")
         text += (f". The shifted `{model}` beats, on warm NDCG@10 and cold Recall@50 at once, "
                  + "; ".join(parts))
+    regression = num(dig(m, "cold_recall@50", "content_regression"))
+    if math.isfinite(regression):
+        text += (f". The content regression (closed form, no id either, its ridge chosen on "
+                 f"held-out items) finds {_pct(regression)} at its own share of new items")
     return text + "."
 
 
