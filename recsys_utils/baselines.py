@@ -193,8 +193,8 @@ def oracle_content(prepared: Any, content: np.ndarray) -> np.ndarray:
 
 
 BUILDERS: dict[str, Callable[..., Baseline]] = {"ease": ease, "item_knn": item_knn, "bpr": bpr}
-#: References that read content (``content=`` to :func:`tune`).
-CONTENT_BUILDERS: dict[str, Callable[..., Baseline]] = {"content_regression": content_regression}
+#: What :func:`tune` fits: the behaviour references and the content regression (``content=``).
+_TUNABLE = {**BUILDERS, "content_regression": content_regression}
 
 #: Small validation grids (BPR: each setting well under a minute on 3k x 3k x 50k, 1 core).
 DEFAULT_GRIDS: dict[str, list[dict[str, Any]]] = {
@@ -218,9 +218,8 @@ def tune(name: str, data: RecData, grid: Sequence[Mapping[str, Any]] | None = No
     a key of ``evaluate_retrieval``'s output.
     Returns ``(best, table)``: ``best.config["tuning_seconds"]`` is the whole grid's time;
     ``table`` one row per setting with its metric and fit seconds."""
-    builders = {**BUILDERS, **CONTENT_BUILDERS}
-    if name not in builders:
-        raise DataError(f"unknown baseline {name!r}; choose from {sorted(builders)}")
+    if name not in _TUNABLE:
+        raise DataError(f"unknown baseline {name!r}; choose from {sorted(_TUNABLE)}")
     if split.startswith("test"):
         raise DataError(f"hyper-parameters are tuned on validation users, not on {split!r}")
     grid = list(DEFAULT_GRIDS[name] if grid is None else grid)
@@ -229,7 +228,7 @@ def tune(name: str, data: RecData, grid: Sequence[Mapping[str, Any]] | None = No
     k = int(metric.split("@")[1]) if "@" in metric else 10
     start, rows, best, best_value = time.perf_counter(), [], None, -np.inf
     for params in grid:
-        candidate = builders[name](data, **fixed, **params)
+        candidate = _TUNABLE[name](data, **fixed, **params)
         scores = retrieval.evaluate_retrieval(candidate, data, split, ks=(k,))
         if metric not in scores:
             raise DataError(f"unknown metric {metric!r}; have {sorted(scores)}")
@@ -249,8 +248,9 @@ def hold_out_items(data: RecData, share: float = 0.2, seed: int = 0) -> RecData:
     ``train_matrix``, and the validation split keeps only the events with them. A content model
     fitted on the copy and scored on its validation users ranks items it never saw, newer than
     the rest, as it will rank new ones: a cold-start validation without a cold split. ``seed``
-    breaks ties in first-seen time. (Held-out items a user took in training are no longer
-    excluded as seen for that user.)"""
+    breaks ties in first-seen time. For models that read ``train_matrix``, as the references
+    do: histories and item counts are left as they were. (Held-out items a user took in
+    training are no longer excluded as seen for that user.)"""
     if not 0.0 < share < 1.0:
         raise DataError(f"the share of items held out must be in (0, 1), got {share}")
     train = data.splits["train"]
@@ -262,6 +262,7 @@ def hold_out_items(data: RecData, share: float = 0.2, seed: int = 0) -> RecData:
     keep[held] = 0.0
     matrix = (data.train_matrix @ scipy.sparse.diags(keep)).tocsr()
     matrix.eliminate_zeros()
+    matrix = matrix.astype(data.train_matrix.dtype)  # RecData's dtype (bool)
     validation = data.splits["validation"]
     taken = np.isin(data.vocab.item_index(validation["item_id"].to_numpy()), held)
     if not taken.any():
@@ -282,9 +283,9 @@ def fit_baselines(data: RecData, content: np.ndarray | None = None,
     of items it did not see (:func:`hold_out_items`), the metric and the items it is the
     reference for."""
     grids = dict(grids or {})
-    known = {**BUILDERS, **CONTENT_BUILDERS}
-    if unknown := sorted(set(grids) - set(known)):
-        raise DataError(f"unknown baseline {unknown[0]!r} in grids; choose from {sorted(known)}")
+    if unknown := sorted(set(grids) - set(_TUNABLE)):
+        raise DataError(f"unknown baseline {unknown[0]!r} in grids; "
+                        f"choose from {sorted(_TUNABLE)}")
     _train_matrix(data)  # fail before any fitting
     profiles = {name: check_item_content(c, data.n_items, what) for name, c, what in (
         ("content_profile", content, "content"), ("oracle", oracle, "oracle content"))

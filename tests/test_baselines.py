@@ -265,6 +265,7 @@ def test_hold_out_items_turns_warm_items_into_new_ones(world):
     gone = np.flatnonzero(data.warm_items & ~held.warm_items)
     assert len(gone) == round(0.3 * data.warm_items.sum())
     assert held.train_matrix[:, gone].nnz == 0  # nobody took them in training
+    assert held.train_matrix.dtype == data.train_matrix.dtype
     kept = np.flatnonzero(held.warm_items)
     assert (held.train_matrix[:, kept] != data.train_matrix[:, kept]).nnz == 0
     # They are the items first seen last, as new items are.
