@@ -16,13 +16,13 @@ import scipy.linalg
 import scipy.sparse
 
 from . import retrieval
-from .features import RecData, check_item_content, item_attribute_matrix
+from .features import RecData, check_item_content, hold_out_new_items, item_attribute_matrix
 from .metrics import unit_rows
 from .schema import DataError
 from .synthetic import TRUTH_COLUMNS
 
 __all__ = ["Baseline", "DEFAULT_GRIDS", "bpr", "content_profile", "content_regression",
-           "content_regression_map", "ease", "fit_baselines", "hold_out_items", "item_knn",
+           "content_regression_map", "ease", "fit_baselines", "item_knn",
            "oracle_content", "tune"]
 
 
@@ -242,36 +242,6 @@ def tune(name: str, data: RecData, grid: Sequence[Mapping[str, Any]] | None = No
     return best, best.tuning
 
 
-def hold_out_items(data: RecData, share: float = 0.2, seed: int = 0) -> RecData:
-    """A copy of ``data`` in which the ``share`` of warm items first seen last in training play
-    new items, as the cold items are the items first seen last overall: their columns leave
-    ``train_matrix``, and the validation split keeps only the events with them. A content model
-    fitted on the copy and scored on its validation users ranks items it never saw, newer than
-    the rest, as it will rank new ones: a cold-start validation without a cold split. ``seed``
-    breaks ties in first-seen time. For models that read ``train_matrix``, as the references
-    do: histories and item counts are left as they were. (Held-out items a user took in
-    training are no longer excluded as seen for that user.)"""
-    if not 0.0 < share < 1.0:
-        raise DataError(f"the share of items held out must be in (0, 1), got {share}")
-    train = data.splits["train"]
-    first_seen = train.groupby("item_id", sort=True)["timestamp"].min()
-    tie = np.random.default_rng(seed).permutation(len(first_seen))
-    newest = first_seen.index.to_numpy()[np.lexsort((tie, -first_seen.to_numpy()))]
-    held = data.vocab.item_index(newest[:max(1, round(share * len(newest)))])
-    keep = np.ones(data.n_items, np.float32)
-    keep[held] = 0.0
-    matrix = (data.train_matrix @ scipy.sparse.diags(keep)).tocsr()
-    matrix.eliminate_zeros()
-    matrix = matrix.astype(data.train_matrix.dtype)  # RecData's dtype (bool)
-    validation = data.splits["validation"]
-    taken = np.isin(data.vocab.item_index(validation["item_id"].to_numpy()), held)
-    if not taken.any():
-        raise DataError("no validation event takes a held-out item: too few validation events "
-                        "or too small a share to validate on new items")
-    return dataclasses.replace(data, train_matrix=matrix, splits={
-        **data.splits, "validation": validation[taken]}, warm_items=data.warm_items & (keep > 0))
-
-
 def fit_baselines(data: RecData, content: np.ndarray | None = None,
                   oracle: np.ndarray | None = None, *,
                   grids: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
@@ -280,8 +250,8 @@ def fit_baselines(data: RecData, content: np.ndarray | None = None,
     ``"content_profile"`` and ``"content_regression"`` given ``(n_items, d)`` ``content`` and
     ``"oracle"`` given ``oracle`` content (:func:`oracle_content`). ``grids`` replace
     :data:`DEFAULT_GRIDS`. The content regression's ridge is chosen on validation Recall@50
-    of items it did not see (:func:`hold_out_items`), the metric and the items it is the
-    reference for."""
+    of items it did not see (:func:`.features.hold_out_new_items`), the metric and the items
+    it is the reference for."""
     grids = dict(grids or {})
     if unknown := sorted(set(grids) - set(_TUNABLE)):
         raise DataError(f"unknown baseline {unknown[0]!r} in grids; "
@@ -294,13 +264,13 @@ def fit_baselines(data: RecData, content: np.ndarray | None = None,
                       **({"seed": seed} if name == "bpr" else {}))[0] for name in BUILDERS}
     out.update({name: content_profile(data, c, variant=name) for name, c in profiles.items()})
     if content is not None:
-        # Its ridge is chosen on items the map did not see (hold_out_items), as new items are.
-        best, table = tune("content_regression", hold_out_items(data, seed=seed),
+        # Its ridge is chosen on items the map did not see, as new items are.
+        best, table = tune("content_regression", hold_out_new_items(data, seed=seed),
                            grids.get("content_regression"), metric="recall@50",
-                           content=profiles["content_profile"])
+                           split="validation_new", content=profiles["content_profile"])
         refit = content_regression(data, profiles["content_profile"], best.config["l2"])
-        refit.config.update({key: best.config[key] for key in ("tuning_seconds",
-                                                               "validation_recall@50")},
+        refit.config.update({"tuning_seconds": best.config["tuning_seconds"],
+                             "validation_recall@50": best.config["validation_new_recall@50"]},
                             validated_on="held-out items")
         refit.tuning = table
         out["content_regression"] = refit

@@ -21,14 +21,15 @@ import pandas as pd
 import scipy.sparse
 
 from .schema import DataError, implicit_label, require_columns
+from .splits import select_cold_items
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily: building features needs no TF.
     import tensorflow as tf
 
 __all__ = [
     "OOV_USER", "QuerySet", "RecData", "Vocab", "build_features", "check_item_content",
-    "fact_columns", "from_frames", "item_attribute_matrix", "item_content", "to_dataset",
-    "update_rounds",
+    "fact_columns", "from_frames", "hold_out_new_items", "item_attribute_matrix",
+    "item_content", "to_dataset", "update_rounds",
 ]
 
 #: Index every unknown user maps to.
@@ -325,6 +326,29 @@ def from_frames(items: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame | N
         splits["test_cold"] = frames["test"][~seen.to_numpy()]
     prepared = SimpleNamespace(items=items, splits=splits, feedback=feedback, cold_items=None)
     return build_features(prepared, history_length=history_length, seed=seed)
+
+
+def hold_out_new_items(data: RecData, share: float = 0.2, seed: int = 42) -> RecData:
+    """``data`` rebuilt without the ``share`` of warm items first seen last in training, which
+    play new items as the cold items do (chosen the same way: :func:`.splits.select_cold_items`).
+    Their training interactions are dropped; their validation events, of users with training
+    left, become the split ``"validation_new"``; ``"validation"`` keeps the others (early
+    stopping). A model fitted on the copy and scored on ``"validation_new"`` ranks items it
+    never saw: a cold-start validation without a cold split."""
+    if not 0.0 < share < 1.0:
+        raise DataError(f"the share of items held out must be in (0, 1), got {share}")
+    train, validation = data.splits["train"], data.splits["validation"]
+    held = set(select_cold_items(train, share, seed))
+    kept = train[~train["item_id"].astype(str).isin(held)]
+    new = validation["item_id"].astype(str).isin(held).to_numpy()
+    still_trained = validation["user_id"].astype(str).isin(set(kept["user_id"].astype(str)))
+    if not (new & still_trained.to_numpy()).any():
+        raise DataError("no validation event takes a held-out item: too few validation events "
+                        "or too small a share to validate on new items")
+    prepared = SimpleNamespace(items=data.items, feedback=data.feedback, cold_items=None, splits={
+        **data.splits, "train": kept, "validation": validation[~new],
+        "validation_new": validation[new & still_trained.to_numpy()]})
+    return build_features(prepared, history_length=data.history_length, seed=data.seed)
 
 
 def _examples(data: RecData, frame: pd.DataFrame) -> dict[str, np.ndarray]:

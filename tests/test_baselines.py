@@ -244,9 +244,9 @@ def test_fit_baselines_tunes_the_content_regression_on_validation_recall(world):
     fitted = B.fit_baselines(data, toy.content, grids={**SMALL_GRIDS, "content_regression": grid})
     chosen = fitted["content_regression"]
     # Fitted without the held-out items, scored on the validation events that take them.
-    held = B.hold_out_items(data, seed=42)
+    held = F.hold_out_new_items(data, seed=42)
     recalls = [R.evaluate_retrieval(B.content_regression(held, toy.content, **g), held,
-                                    "validation", ks=(50,))["recall@50"] for g in grid]
+                                    "validation_new", ks=(50,))["recall@50"] for g in grid]
     assert len(set(recalls)) > 1, recalls
     assert chosen.config["l2"] == grid[int(np.argmax(recalls))]["l2"]
     assert chosen.config["validation_recall@50"] == pytest.approx(max(recalls))
@@ -259,23 +259,29 @@ def test_fit_baselines_tunes_the_content_regression_on_validation_recall(world):
         B.content_regression_map(data.train_matrix, toy.content[:-1], 0.1)
 
 
-def test_hold_out_items_turns_warm_items_into_new_ones(world):
+def test_hold_out_new_items_turns_warm_items_into_new_ones(world):
     _, data = world
-    held = B.hold_out_items(data, share=0.3, seed=1)
+    held = F.hold_out_new_items(data, share=0.3, seed=1)
     gone = np.flatnonzero(data.warm_items & ~held.warm_items)
-    assert len(gone) == round(0.3 * data.warm_items.sum())
-    assert held.train_matrix[:, gone].nnz == 0  # nobody took them in training
+    assert len(gone) == int(0.3 * data.warm_items.sum())
+    assert held.train_matrix[:, gone].nnz == 0 and held.item_counts[gone].sum() == 0
+    assert not np.isin(held.examples["train"]["item"], gone).any()  # nor any example
+    assert not np.isin(held.examples["train"]["history"], gone).any()  # nor any history
     assert held.train_matrix.dtype == data.train_matrix.dtype
     kept = np.flatnonzero(held.warm_items)
-    assert (held.train_matrix[:, kept] != data.train_matrix[:, kept]).nnz == 0
+    assert (held.item_counts[kept] == data.item_counts[kept]).all()
     # They are the items first seen last, as new items are.
     first_seen = data.splits["train"].groupby("item_id")["timestamp"].min()
     ids = data.vocab.item_ids
     assert first_seen[ids[gone]].min() >= first_seen[ids[kept]].max()
-    taken = data.vocab.item_index(held.splits["validation"]["item_id"].to_numpy())
-    assert len(taken) and np.isin(taken, gone).all()  # validation asks only about them
+    # "validation_new" asks only about them, and "validation" keeps every other event.
+    taken = held.vocab.item_index(held.splits["validation_new"]["item_id"].to_numpy())
+    assert len(taken) and np.isin(taken, gone).all()
     everything = data.vocab.item_index(data.splits["validation"]["item_id"].to_numpy())
-    assert len(taken) == np.isin(everything, gone).sum()
-    assert held.splits["test"] is data.splits["test"]
+    others = held.vocab.item_index(held.splits["validation"]["item_id"].to_numpy())
+    assert not np.isin(others, gone).any()
+    assert len(others) == (~np.isin(everything, gone)).sum()
+    assert len(taken) <= np.isin(everything, gone).sum()  # users with training left
+    pd.testing.assert_frame_equal(held.splits["test"], data.splits["test"])
     with pytest.raises(DataError, match="share"):
-        B.hold_out_items(data, share=1.0)
+        F.hold_out_new_items(data, share=1.0)
