@@ -1069,6 +1069,13 @@ def test_summary_answers_with_the_intervals_of_notebook_04():
                           "profile: 4.0% of `fused`'s top 50 are new items, against 12.0% for the "
                           "content profile; shifting their scores up gives them 12.1%")
     assert "30.0% of cold-start next items vs 33.0%" in new
+    assert "held out of training" not in new  # no choice recorded in these metrics
+    m["04_tfrs_retrieval"]["new_items"]["validation_new_recall@50"] = {"fused": 0.125,
+                                                                       "fused_text": 0.09}
+    new = next(s for s in report.summary_sentences(m) if s.startswith("New items"))
+    assert ("gives them 12.1%; `fused` speaks for the towers on new items because it ranked the "
+            "items held out of training best on validation (12.5% of their next events in its "
+            "top 50, against 9.0% for `fused_text`), and then `fused` finds 30.0%") in new, new
     assert ("At that exposure `fused` finds 30.0% and `content` (the same content, no id) 26.0%: "
             "+4.0 points (95% interval +1.0 to +7.0), a real gain") in new
     assert "the content profile at shifts +0.50 to +0.75; EASE at no shift tried" in new

@@ -167,6 +167,13 @@ def _new_items_sentence(metrics: Mapping[str, Any]) -> str | None:
     text = (f"New items get {how_many} from the content profile: {_pct(before)} of `{model}`'s "
             f"top 50 are new items, against {_pct(profile)} for the content profile"
             + (f"; shifting their scores up gives them {_pct(after)}" if fewer else ""))
+    held = new.get("validation_new_recall@50")
+    if isinstance(held, Mapping) and model in held and len(held) > 1:
+        others = ", ".join(f"{_pct(num(v))} for `{name}`" for name, v in held.items()
+                           if name != model)
+        text += (f"; `{model}` speaks for the towers on new items because it ranked the items "
+                 f"held out of training best on validation ({_pct(num(held[model]))} of their "
+                 f"next events in its top 50, against {others})")
     cold = {r.get("b"): r for r in m.get("comparisons") or () if r.get("split") == "test_cold"
             and "exposure" in str(r.get("a"))}
     if "content_profile" in cold:
