@@ -341,13 +341,14 @@ def hold_out_new_items(data: RecData, share: float = 0.2, seed: int = 42) -> Rec
     held = set(select_cold_items(train, share, seed))
     kept = train[~train["item_id"].astype(str).isin(held)]
     new = validation["item_id"].astype(str).isin(held).to_numpy()
-    still_trained = validation["user_id"].astype(str).isin(set(kept["user_id"].astype(str)))
-    if not (new & still_trained.to_numpy()).any():
+    scorable = new & validation["user_id"].astype(str).isin(
+        set(kept["user_id"].astype(str))).to_numpy()  # users with training left
+    if not scorable.any():
         raise DataError("no validation event takes a held-out item: too few validation events "
                         "or too small a share to validate on new items")
     prepared = SimpleNamespace(items=data.items, feedback=data.feedback, cold_items=None, splits={
         **data.splits, "train": kept, "validation": validation[~new],
-        "validation_new": validation[new & still_trained.to_numpy()]})
+        "validation_new": validation[scorable]})
     return build_features(prepared, history_length=data.history_length, seed=data.seed)
 
 
