@@ -245,13 +245,14 @@ def tune(name: str, data: RecData, grid: Sequence[Mapping[str, Any]] | None = No
 def fit_baselines(data: RecData, content: np.ndarray | None = None,
                   oracle: np.ndarray | None = None, *,
                   grids: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-                  seed: int = 42, metric: str = "ndcg@10") -> dict[str, Baseline]:
+                  seed: int = 42, metric: str = "ndcg@10", held_out: RecData | None = None
+                  ) -> dict[str, Baseline]:
     """Every reference, tuned on validation users: ``{"ease", "item_knn", "bpr"}``, plus
     ``"content_profile"`` and ``"content_regression"`` given ``(n_items, d)`` ``content`` and
     ``"oracle"`` given ``oracle`` content (:func:`oracle_content`). ``grids`` replace
     :data:`DEFAULT_GRIDS`. The content regression's ridge is chosen on validation Recall@50
-    of items it did not see (:func:`.features.hold_out_new_items`), the metric and the items
-    it is the reference for."""
+    of items it did not see (``held_out``: :func:`.features.hold_out_new_items` of ``data``,
+    built here when not given), the metric and the items it is the reference for."""
     grids = dict(grids or {})
     if unknown := sorted(set(grids) - set(_TUNABLE)):
         raise DataError(f"unknown baseline {unknown[0]!r} in grids; "
@@ -265,7 +266,8 @@ def fit_baselines(data: RecData, content: np.ndarray | None = None,
     out.update({name: content_profile(data, c, variant=name) for name, c in profiles.items()})
     if content is not None:
         # Its ridge is chosen on items the map did not see, as new items are.
-        best, table = tune("content_regression", hold_out_new_items(data, seed=seed),
+        held_out = held_out if held_out is not None else hold_out_new_items(data, seed=seed)
+        best, table = tune("content_regression", held_out,
                            grids.get("content_regression"), metric="recall@50",
                            split="validation_new", content=profiles["content_profile"])
         refit = content_regression(data, profiles["content_profile"], best.config["l2"])

@@ -250,6 +250,16 @@ def test_fit_baselines_tunes_the_content_regression_on_validation_recall(world):
     assert len(set(recalls)) > 1, recalls
     assert chosen.config["l2"] == grid[int(np.argmax(recalls))]["l2"]
     assert chosen.config["validation_recall@50"] == pytest.approx(max(recalls))
+    # A held-out copy the caller built is the one the choice is made on (notebook 04 builds
+    # it once, for the regression and the towers).
+    other = F.hold_out_new_items(data, share=0.5, seed=42)
+    given = B.fit_baselines(data, toy.content, held_out=other,
+                            grids={**SMALL_GRIDS, "content_regression": grid})["content_regression"]
+    on_other = [R.evaluate_retrieval(B.content_regression(other, toy.content, **g), other,
+                                     "validation_new", ks=(50,))["recall@50"] for g in grid]
+    assert max(on_other) != max(recalls), (on_other, recalls)  # the two copies differ
+    assert given.config["l2"] == grid[int(np.argmax(on_other))]["l2"]
+    assert given.config["validation_recall@50"] == pytest.approx(max(on_other))
     # Then refitted on every training interaction.
     np.testing.assert_allclose(chosen.users, B.content_regression(
         data, toy.content, chosen.config["l2"]).users, atol=1e-6)
