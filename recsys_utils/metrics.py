@@ -22,7 +22,7 @@ from recsys_utils.schema import DataError
 
 __all__ = ["top_k", "brute_force_top_k", "top_k_overlap", "cosine_rows", "retrieval_metrics",
            "graded_metrics", "per_group", "rmse", "auc", "log_loss", "bootstrap_ci",
-           "paired_difference", "describe_comparison"]
+           "paired_difference", "describe_comparison", "queries_to_resolve"]
 
 #: Upper bound on the elements of one score block (rows x items). A block is
 #: copied a few times (negated key, boolean masks, an int32 cumsum), so 2**24
@@ -543,9 +543,27 @@ def paired_difference(a: str, b: str, split: str, metric: str, per_user_a: Any,
 
 def describe_comparison(row: Mapping[str, Any]) -> str:
     """One :func:`paired_difference` row as a sentence: ``a`` beats, ties with (the interval holds
-    0) or loses to ``b`` on the split's metric, both values, the difference and its interval."""
-    verdict = ("ties with" if row["low"] <= 0 <= row["high"]
-               else "beats" if row["difference"] > 0 else "loses to")
-    return (f"{row['a']} {verdict} {row['b']} on {row['split']} {row['metric']}: "
-            f"{row['value_a']:.4f} vs {row['value_b']:.4f} (difference {row['difference']:+.4f}, "
-            f"95% interval [{row['low']:+.4f}, {row['high']:+.4f}])")
+    0) or loses to ``b`` on the split's metric, both values, the difference and its interval.
+    A tie with a non-zero difference also says how many queries would resolve it
+    (:func:`queries_to_resolve`), when the row counts its queries."""
+    tie = row["low"] <= 0 <= row["high"]
+    verdict = "ties with" if tie else "beats" if row["difference"] > 0 else "loses to"
+    sentence = (f"{row['a']} {verdict} {row['b']} on {row['split']} {row['metric']}: "
+                f"{row['value_a']:.4f} vs {row['value_b']:.4f} (difference "
+                f"{row['difference']:+.4f}, 95% interval [{row['low']:+.4f}, {row['high']:+.4f}])")
+    if tie and row["difference"] != 0 and row.get("n_queries"):
+        sentence += (f"; a difference this size would need about "
+                     f"{queries_to_resolve(row):,} queries, not {row['n_queries']:,}, to tell "
+                     f"from zero")
+    return sentence
+
+
+def queries_to_resolve(row: Mapping[str, Any]) -> int:
+    """The number of queries at which a :func:`paired_difference` row's interval, narrowing as
+    ``1/sqrt(n)`` with the per-query spread unchanged, would just exclude 0 at its difference:
+    ``n * (half-width / |difference|)^2``. What a tie says about its test set's size, not a
+    promise: a larger test set also moves the difference."""
+    half_width = (row["high"] - row["low"]) / 2
+    if row["difference"] == 0:
+        raise DataError("a difference of exactly 0 is resolved by no number of queries")
+    return int(np.ceil(row["n_queries"] * (half_width / abs(row["difference"])) ** 2))

@@ -385,6 +385,41 @@ def test_describe_comparison_reads_the_interval(low, high, difference, verdict):
         f"(difference {difference:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}])")
 
 
+def test_describe_comparison_says_how_many_queries_a_tie_needs():
+    row = {"a": "fused", "b": "profile", "split": "test_cold", "metric": "recall@50",
+           "value_a": 0.21, "value_b": 0.2, "difference": 0.01, "low": -0.01, "high": 0.03,
+           "n_queries": 400}
+    # Half-width 0.02 is twice the difference: four times the queries halve it.
+    assert metrics.queries_to_resolve(row) == 1600
+    assert metrics.describe_comparison(row).endswith(
+        "(difference +0.0100, 95% interval [-0.0100, +0.0300]); a difference this size would "
+        "need about 1,600 queries, not 400, to tell from zero")
+    # A decided comparison, or a difference of exactly 0, says nothing of the sort.
+    assert "would need" not in metrics.describe_comparison({**row, "low": 0.001})
+    assert "would need" not in metrics.describe_comparison({**row, "difference": 0.0})
+    with pytest.raises(DataError, match="exactly 0"):
+        metrics.queries_to_resolve({**row, "difference": 0.0})
+
+
+def test_queries_to_resolve_predicts_when_a_tie_becomes_a_win():
+    rng = np.random.default_rng(3)
+    b = rng.random(100)
+    noise = rng.normal(0, 0.3, 100)
+    a = b + 0.02 + noise - noise.mean()  # a beats b by 0.02, with a wide spread per query
+
+    def compare(copies):  # the same queries repeated: the same difference and per-query spread
+        return metrics.paired_difference("a", "b", "test", "recall@50", np.tile(a, copies),
+                                         np.tile(b, copies), seed=1)
+
+    tie = compare(1)
+    assert tie["low"] <= 0 <= tie["high"]
+    needed = metrics.queries_to_resolve(tie)
+    assert needed > 100
+    assert compare(int(np.ceil(1.3 * needed / 100)))["low"] > 0  # past the estimate: a win
+    fewer = compare(max(1, int(0.7 * needed / 100)))  # short of it: still a tie
+    assert fewer["low"] <= 0 <= fewer["high"]
+
+
 def test_paired_difference_is_the_mean_difference_with_its_interval():
     rng = np.random.default_rng(0)
     a = rng.random(400)
