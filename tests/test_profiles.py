@@ -20,7 +20,10 @@ def test_every_profile_section_is_typed_and_frozen(name):
     for label, changes in profile.retrieval.ablation.items():  # each row is a valid budget
         assert profile.retrieval.budget.replace(**changes) != profile.retrieval.budget, label
     rates = profile.retrieval.content_dropouts  # notebook 04 chooses among them on validation
-    assert len(set(rates)) == len(rates) >= 1
+    # Two or more of each, on every profile: one data set's choice pinned in a profile made
+    # another data set's model worse (MovieLens on the default profile, docs/tuning.md).
+    assert len(set(rates)) == len(rates) >= 2
+    assert len(profile.retrieval.queries) >= 2
     assert [profile.retrieval.budget.replace(content_dropout=r).content_dropout for r in rates] \
         == list(rates)
 
