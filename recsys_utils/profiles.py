@@ -453,7 +453,9 @@ _RETRIEVAL = {
         # Both rates and both queries, chosen on each data set's validation users: listing only
         # the synthetic world's choices (0.5, the bag) cost MovieLens its win over EASE (`id`
         # Recall@10 0.1251 vs 0.1442, -0.0191 [-0.0392, +0.0021]), and there `fused` lost to
-        # `content` on new items (-0.0801 [-0.1580, -0.0108]). Each costs a fused-tower training.
+        # `content` on new items (-0.0801 [-0.1580, -0.0108]). Not free: fashion's validation then
+        # picks rate 0, which new items pay for (docs/tuning.md); the rate belongs on held-out
+        # items. Each costs a fused-tower training.
         content_dropouts=_CONTENT_DROPOUTS, queries=_QUERIES,
         baselines=_BASELINE_GRIDS,
         tfrs_protocol=_TFRS_PROTOCOL, tfrs_protocol_epochs=10, scann=ScannSettings()),
